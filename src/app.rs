@@ -1,0 +1,85 @@
+//! Builds the HTTP server and its shared state.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store;
+
+/// A bound, migrated, ready-to-run daemon.
+pub struct Application {
+    server: Server,
+    port: u16,
+}
+
+impl Application {
+    /// Opens the database, applies migrations and binds the listener.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let pool = open_database(&config)?;
+        let listener = TcpListener::bind(&config.server.listen)
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState::new(config.clone(), pool));
+        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            .shutdown_timeout(30)
+            .listen(listener)?;
+        if let Some(n) = config.server.workers {
+            server = server.workers(n);
+        }
+        tracing::info!(listen = %config.server.listen, port, "listening");
+        Ok(Application {
+            server: server.run(),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The pool, with migrations applied.
+pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
+    let db = &config.database;
+    let pool = store::connect(&db.url, db.pool_size, Duration::from_secs(db.connect_timeout))
+        .with_context(|| format!("cannot open the database (database.url = {})", redact(&db.url)))?;
+    let applied = store::migrate(&pool).context("cannot migrate the database")?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(pool)
+}
+
+/// The URL without a password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
+    }
+}

@@ -1,0 +1,223 @@
+//! Typed configuration: defaults, then the TOML file, then `PROVISIOND_<SECTION>__<KEY>`
+//! environment overrides. Every problem is reported with the key's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
+pub const DEFAULT_PATH: &str = "config/provisiond.toml";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub database: Database,
+    pub scim: Scim,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address the HTTP listener binds.
+    pub listen: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Public base URL (e.g. `https://idm.example.com`) used in `meta.location`; when unset,
+    /// the scheme and Host of each request are used.
+    pub public_url: Option<String>,
+    /// HTTP worker threads (default: one per CPU).
+    pub workers: Option<usize>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            public_url: None,
+            workers: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://PATH` (embedded default) or `postgres://…`.
+    pub url: String,
+    /// Connections kept in the pool.
+    pub pool_size: u32,
+    /// Seconds to wait for a connection.
+    pub connect_timeout: u64,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: "sqlite://data/provisiond.db".into(),
+            pool_size: 8,
+            connect_timeout: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scim {
+    /// Page size of a list request without `count`.
+    pub default_page_size: i64,
+    /// Largest page returned; larger `count`s are clamped to it.
+    pub max_page_size: i64,
+}
+
+impl Default for Scim {
+    fn default() -> Self {
+        Scim {
+            default_page_size: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `provisiond=debug,actix_web=info`, …
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} not found (pass --config FILE or set PROVISIOND_CONFIG)")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` and the environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Missing(path.to_path_buf()));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("PROVISIOND_").ignore(&["CONFIG"]).split("__"))
+            .extract()
+            .map_err(|e| {
+                ConfigError::Invalid(e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("\n"))
+            })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems.join("\n")))
+        }
+    }
+
+    /// Values that parse but cannot work, each prefixed with its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+            out.push(format!("server.listen: {:?} is not an address such as 127.0.0.1:8080 ({e})", self.server.listen));
+        }
+        if self.server.max_body_bytes < 1024 {
+            out.push("server.max_body_bytes: must be at least 1024".into());
+        }
+        if let Some(url) = &self.server.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                out.push(format!("server.public_url: {url:?} must start with http:// or https://"));
+            }
+        }
+        if let Err(e) = crate::store::Target::parse(&self.database.url) {
+            out.push(format!("database.url: {e}"));
+        }
+        if self.database.pool_size == 0 {
+            out.push("database.pool_size: must be at least 1".into());
+        }
+        if self.scim.max_page_size < 1 {
+            out.push("scim.max_page_size: must be at least 1".into());
+        }
+        if !(0..=self.scim.max_page_size).contains(&self.scim.default_page_size) {
+            out.push("scim.default_page_size: must be between 0 and scim.max_page_size".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            out.push(format!("log.level: {:?} is not a log filter ({e})", self.log.level));
+        }
+        out
+    }
+}
+
+/// One figment error as `key: problem (source)`.
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let mut kind = e.kind.to_string();
+    if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+        kind = format!("unknown key {field:?}");
+    }
+    let key = match (&e.kind, key.is_empty()) {
+        (figment::error::Kind::UnknownField(field, _), _) if !key.ends_with(field.as_str()) => {
+            if key.is_empty() { field.clone() } else { format!("{key}.{field}") }
+        }
+        (_, true) => "(top level)".into(),
+        _ => key,
+    };
+    match e.metadata.as_ref() {
+        Some(m) => format!("{key}: {kind} (from {})", m.name),
+        None => format!("{key}: {kind}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_omits() {
+        let c = load("[server]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9");
+        assert_eq!(c.database.url, "sqlite://data/provisiond.db");
+        assert_eq!(c.scim.max_page_size, 1000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("[server]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = load("[server]\nmax_body_bytes = \"big\"\n").unwrap_err().to_string();
+        assert!(e.contains("server.max_body_bytes"), "{e}");
+        let e = load("[scim]\npage = 3\n").unwrap_err().to_string();
+        assert!(e.contains("scim.page"), "{e}");
+        let e = load("[database]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
+        assert!(e.contains("database.url"), "{e}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Domain services: the decisions. Every door (SCIM, API, CLI, sync) calls these; none
+//! writes tables on its own.
+
+pub mod tokens;
+pub mod users;
+
+use crate::scim::error::ScimError;
+
+/// What a domain operation can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the resource changed since it was read: If-Match does not match its current version")]
+    PreconditionFailed,
+    /// The request itself is wrong (bad attribute, filter, path or value).
+    #[error(transparent)]
+    Invalid(#[from] ScimError),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for Error {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Error::Store(e.into())
+    }
+}

@@ -1,0 +1,139 @@
+//! Users: create, read, replace, patch, delete and search, shared by every door.
+
+use serde_json::{Map, Value};
+
+use super::{Error, Result};
+use crate::scim::list::ListQuery;
+use crate::scim::{patch, resource};
+use crate::store::users::{self as store, StoredUser, WriteError};
+use crate::store::{user_filter, Pool};
+
+/// How many times a PATCH without `If-Match` is retried when another writer got in between.
+const PATCH_RETRIES: usize = 5;
+
+#[derive(Clone)]
+pub struct Users {
+    pool: Pool,
+}
+
+/// One page of a search.
+pub struct Page {
+    pub total: i64,
+    pub users: Vec<StoredUser>,
+}
+
+impl Users {
+    pub fn new(pool: Pool) -> Self {
+        Users { pool }
+    }
+
+    /// Creates a user from a SCIM body; `source` records which door it came through.
+    pub fn create(&self, input: &Value, source: &str) -> Result<StoredUser> {
+        let body = resource::normalize_user(input)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut conn = self.pool.get()?;
+        store::insert(&mut conn, &id, &body, source).map_err(|e| write_error(e, &body))
+    }
+
+    pub fn get(&self, id: &str) -> Result<StoredUser> {
+        let mut conn = self.pool.get()?;
+        store::get(&mut conn, id)?.ok_or_else(|| not_found(id))
+    }
+
+    /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
+    pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>) -> Result<StoredUser> {
+        let body = resource::normalize_user(input)?;
+        let current = self.get(id)?;
+        check_if_match(&current, if_match)?;
+        self.write(&current, body)
+    }
+
+    /// Applies a PatchOp document. Without `If-Match` it is retried over concurrent writes;
+    /// with one, a concurrent write makes it fail with 412.
+    pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>) -> Result<StoredUser> {
+        for _ in 0..PATCH_RETRIES {
+            let current = self.get(id)?;
+            check_if_match(&current, if_match)?;
+            let mut body = current.body.clone();
+            patch::apply(&mut body, request)?;
+            let body = resource::normalize_user(&Value::Object(body))?;
+            match self.write(&current, body) {
+                Err(Error::PreconditionFailed) if if_match.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Conflict(format!("user {id} is being changed by others; try again")))
+    }
+
+    pub fn delete(&self, id: &str, if_match: Option<&str>) -> Result<()> {
+        let version = match if_match {
+            None => None,
+            Some(_) => {
+                let current = self.get(id)?;
+                check_if_match(&current, if_match)?;
+                Some(current.version)
+            }
+        };
+        let mut conn = self.pool.get()?;
+        store::delete(&mut conn, id, version).map_err(|e| match e {
+            WriteError::NotFound => not_found(id),
+            WriteError::VersionMismatch => Error::PreconditionFailed,
+            other => write_error(other, &Map::new()),
+        })
+    }
+
+    pub fn list(&self, q: &ListQuery) -> Result<Page> {
+        let filter = q.filter.as_ref().map(user_filter::compile).transpose()?;
+        let sort = q
+            .sort_by
+            .as_ref()
+            .map(|p| user_filter::sort_key(p).map(|k| (k, q.descending)))
+            .transpose()?;
+        let mut conn = self.pool.get()?;
+        let page = store::page(
+            &mut conn,
+            store::PageRequest {
+                filter,
+                sort,
+                offset: q.start_index - 1,
+                limit: q.count,
+            },
+        )?;
+        Ok(Page {
+            total: page.total,
+            users: page.users,
+        })
+    }
+
+    /// Writes `body` over `current` unless nothing changed (no new version then).
+    fn write(&self, current: &StoredUser, body: Map<String, Value>) -> Result<StoredUser> {
+        if body == current.body {
+            return Ok(current.clone());
+        }
+        let mut conn = self.pool.get()?;
+        store::update(&mut conn, current, &body).map_err(|e| write_error(e, &body))
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("no user with id {id}"))
+}
+
+fn write_error(e: WriteError, body: &Map<String, Value>) -> Error {
+    match e {
+        WriteError::UserNameTaken => Error::Conflict(format!(
+            "userName {:?} is already taken (userName is unique ignoring case)",
+            body.get("userName").and_then(Value::as_str).unwrap_or_default()
+        )),
+        WriteError::VersionMismatch => Error::PreconditionFailed,
+        WriteError::NotFound => Error::NotFound("the user no longer exists".into()),
+        WriteError::Store(e) => Error::Store(e),
+    }
+}
+
+fn check_if_match(current: &StoredUser, if_match: Option<&str>) -> Result<()> {
+    match if_match {
+        Some(header) if !resource::etag_matches(header, current.version) => Err(Error::PreconditionFailed),
+        _ => Ok(()),
+    }
+}

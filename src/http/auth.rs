@@ -1,0 +1,57 @@
+//! Bearer-token authentication with scopes.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage};
+
+use super::scim_io::{blocking, scim_error_response};
+use super::AppState;
+use crate::domain::tokens::{Principal, Scope};
+use crate::scim::error::ScimError;
+
+/// Requires a token with scope `scim`; answers in SCIM error documents.
+pub async fn scim_scope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match authorize(&req, Scope::Scim).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        Err(e) => {
+            let mut resp = scim_error_response(&e);
+            if e.status == 401 {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"provisiond\""));
+            }
+            Ok(req.into_response(resp))
+        }
+    }
+}
+
+/// The caller's principal if its bearer token is valid and carries `scope`.
+async fn authorize(req: &ServiceRequest, scope: Scope) -> Result<Principal, ScimError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .map(|(_, token)| token.trim().to_string())
+        .ok_or_else(|| ScimError::new(401, None, "missing bearer token"))?;
+    let state = req.app_data::<web::Data<AppState>>().expect("app state").clone();
+    let principal = blocking(move || state.tokens.authenticate(&presented))
+        .await?
+        .ok_or_else(|| ScimError::new(401, None, "invalid bearer token"))?;
+    if !principal.has(scope) {
+        return Err(ScimError::new(403, None, format!("token lacks the {} scope", scope.as_str())));
+    }
+    Ok(principal)
+}
+
+/// For handlers that need to know who calls (audit actors).
+pub fn principal(req: &actix_web::HttpRequest) -> Option<Principal> {
+    req.extensions().get::<Principal>().cloned()
+}

@@ -1,0 +1,104 @@
+//! SCIM over HTTP: reading JSON bodies within limits, writing `application/scim+json`,
+//! and turning domain errors into SCIM error documents.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::AppState;
+use crate::domain;
+use crate::scim::error::ScimError;
+
+pub const SCIM_JSON: &str = "application/scim+json";
+
+impl ResponseError for ScimError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        scim_error_response(self)
+    }
+}
+
+pub fn scim_error_response(e: &ScimError) -> HttpResponse {
+    HttpResponse::build(e.status_code()).content_type(SCIM_JSON).body(e.to_json().to_string())
+}
+
+impl From<domain::Error> for ScimError {
+    fn from(e: domain::Error) -> Self {
+        match e {
+            domain::Error::NotFound(m) => ScimError::not_found(m),
+            domain::Error::Conflict(m) => ScimError::uniqueness(m),
+            domain::Error::PreconditionFailed => ScimError::precondition_failed(e.to_string()),
+            domain::Error::Invalid(e) => e,
+            domain::Error::Store(e) => {
+                tracing::error!(error = %e, "storage failure");
+                ScimError::new(500, None, "internal storage error; see the server log")
+            }
+        }
+    }
+}
+
+/// Runs blocking (database) work on actix's blocking pool, off the async workers.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ScimError>
+where
+    T: Send + 'static,
+    E: Into<ScimError> + Send + 'static,
+{
+    match web::block(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(ScimError::new(503, None, "server is shutting down")),
+    }
+}
+
+/// Reads a JSON body of at most `server.max_body_bytes` (413 beyond it).
+pub async fn read_json(state: &AppState, req: &HttpRequest, mut payload: web::Payload) -> Result<Value, ScimError> {
+    let limit = state.config.server.max_body_bytes;
+    let too_large = || ScimError::new(413, None, format!("request body larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ScimError::invalid_syntax(format!("could not read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
+    }
+    serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+}
+
+/// `https://host/scim/v2`: from `server.public_url`, else from the request.
+pub fn base_url(state: &AppState, req: &HttpRequest) -> String {
+    match &state.config.server.public_url {
+        Some(url) => format!("{}/scim/v2", url.trim_end_matches('/')),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}/scim/v2", info.scheme(), info.host())
+        }
+    }
+}
+
+/// A SCIM JSON response.
+pub fn scim_json(status: StatusCode, doc: &Value) -> HttpResponse {
+    HttpResponse::build(status).content_type(SCIM_JSON).body(doc.to_string())
+}
+
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    scim_error_response(&ScimError::not_found(format!("no such endpoint: {} {}", req.method(), req.path())))
+}
+
+pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    scim_error_response(&ScimError::new(405, None, format!("{} is not allowed on {}", req.method(), req.path())))
+}

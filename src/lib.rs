@@ -1,0 +1,12 @@
+//! provisiond: SCIM 2.0 provisioning, TOTP second factor and LDAP sync in one daemon.
+//!
+//! `scim` is the pure protocol, `http` the doors, `domain` the decisions, `store` the tables.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod logging;
+pub mod scim;
+pub mod store;

@@ -1,0 +1,194 @@
+//! List and search requests (RFC 7644 §3.4.2, §3.4.3) and the ListResponse.
+
+use serde_json::{json, Map, Value};
+
+use super::error::ScimError;
+use super::filter::{self, AttrPath, Filter};
+use super::resource::Projection;
+use super::schema;
+
+/// The raw parameters of a list request, from the query string or a `.search` body.
+#[derive(Debug, Default, Clone)]
+pub struct ListParams {
+    pub filter: Option<String>,
+    pub start_index: Option<String>,
+    pub count: Option<String>,
+    pub sort_by: Option<String>,
+    pub sort_order: Option<String>,
+    pub attributes: Option<String>,
+    pub excluded_attributes: Option<String>,
+}
+
+impl ListParams {
+    /// From query-string pairs; parameter names are matched ignoring case.
+    pub fn from_query(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut p = ListParams::default();
+        for (k, v) in pairs {
+            let slot = match k.to_ascii_lowercase().as_str() {
+                "filter" => &mut p.filter,
+                "startindex" => &mut p.start_index,
+                "count" => &mut p.count,
+                "sortby" => &mut p.sort_by,
+                "sortorder" => &mut p.sort_order,
+                "attributes" => &mut p.attributes,
+                "excludedattributes" => &mut p.excluded_attributes,
+                _ => continue,
+            };
+            *slot = Some(v);
+        }
+        p
+    }
+
+    /// From a SearchRequest body (RFC 7644 §3.4.3).
+    pub fn from_search_body(body: &Value) -> Result<Self, ScimError> {
+        let Some(obj) = body.as_object() else {
+            return Err(ScimError::invalid_syntax("a SearchRequest must be a JSON object"));
+        };
+        let mut p = ListParams::default();
+        for (k, v) in obj {
+            let text = |v: &Value| -> Result<Option<String>, ScimError> {
+                Ok(match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Array(items) => Some(
+                        items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_string))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| ScimError::invalid_syntax(format!("{k} must be a list of strings")))?
+                            .join(","),
+                    ),
+                    _ => return Err(ScimError::invalid_syntax(format!("{k} has the wrong type"))),
+                })
+            };
+            let slot = match k.to_ascii_lowercase().as_str() {
+                "filter" => &mut p.filter,
+                "startindex" => &mut p.start_index,
+                "count" => &mut p.count,
+                "sortby" => &mut p.sort_by,
+                "sortorder" => &mut p.sort_order,
+                "attributes" => &mut p.attributes,
+                "excludedattributes" => &mut p.excluded_attributes,
+                _ => continue,
+            };
+            *slot = text(v)?;
+        }
+        Ok(p)
+    }
+}
+
+/// A validated list request.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub filter: Option<Filter>,
+    /// 1-based.
+    pub start_index: i64,
+    pub count: i64,
+    pub sort_by: Option<AttrPath>,
+    pub descending: bool,
+    pub projection: Projection,
+}
+
+impl ListQuery {
+    /// Validates parameters: `startIndex` below 1 counts as 1, `count` is clamped to
+    /// `0..=max_count` (RFC 7644 §3.4.2.4).
+    pub fn parse(p: &ListParams, default_count: i64, max_count: i64) -> Result<Self, ScimError> {
+        let int = |name: &str, v: &Option<String>| -> Result<Option<i64>, ScimError> {
+            v.as_deref()
+                .map(|s| {
+                    s.trim()
+                        .parse::<i64>()
+                        .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}")))
+                })
+                .transpose()
+        };
+        let filter = match p.filter.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(f) => Some(filter::parse_filter(f).map_err(|e| ScimError::invalid_filter(e.message))?),
+        };
+        let sort_by = match p.sort_by.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => {
+                let path = filter::parse_path(s).map_err(|e| ScimError::invalid_value(format!("sortBy: {}", e.message)))?;
+                if path.filter.is_some() {
+                    return Err(ScimError::invalid_value("sortBy cannot hold a value filter"));
+                }
+                Some(path.attr)
+            }
+        };
+        let descending = match p.sort_order.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("ascending") => false,
+            Some("descending") => true,
+            Some(other) => {
+                return Err(ScimError::invalid_value(format!(
+                    "sortOrder must be ascending or descending, got {other:?}"
+                )))
+            }
+        };
+        Ok(ListQuery {
+            filter,
+            start_index: int("startIndex", &p.start_index)?.unwrap_or(1).max(1),
+            count: int("count", &p.count)?.unwrap_or(default_count).clamp(0, max_count),
+            sort_by,
+            descending,
+            projection: Projection::parse(p.attributes.as_deref(), p.excluded_attributes.as_deref()),
+        })
+    }
+}
+
+/// The ListResponse document.
+pub fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Value {
+    let mut doc = Map::new();
+    doc.insert("schemas".into(), json!([schema::LIST_RESPONSE]));
+    doc.insert("totalResults".into(), json!(total));
+    doc.insert("startIndex".into(), json!(start_index));
+    doc.insert("itemsPerPage".into(), json!(resources.len()));
+    doc.insert("Resources".into(), Value::Array(resources));
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ListQuery, ScimError> {
+        let p = ListParams::from_query(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ListQuery::parse(&p, 100, 1000)
+    }
+
+    #[test]
+    fn paging_is_clamped() {
+        let q = parse(&[("startIndex", "0"), ("count", "5000")]).unwrap();
+        assert_eq!((q.start_index, q.count), (1, 1000));
+        let q = parse(&[("COUNT", "-3")]).unwrap();
+        assert_eq!(q.count, 0);
+        let q = parse(&[]).unwrap();
+        assert_eq!((q.start_index, q.count), (1, 100));
+        assert_eq!(parse(&[("count", "ten")]).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn sort_order_is_checked() {
+        assert!(parse(&[("sortBy", "userName"), ("sortOrder", "DESCENDING")]).unwrap().descending);
+        assert_eq!(parse(&[("sortOrder", "up")]).unwrap_err().scim_type.unwrap().as_str(), "invalidValue");
+    }
+
+    #[test]
+    fn search_body_accepts_lists() {
+        let p = ListParams::from_search_body(&json!({
+            "schemas": [schema::SEARCH_REQUEST], "attributes": ["userName", "emails"], "startIndex": 2, "count": 10
+        }))
+        .unwrap();
+        assert_eq!(p.attributes.as_deref(), Some("userName,emails"));
+        assert_eq!(p.start_index.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn response_counts_are_integers() {
+        let doc = list_response(3, 1, vec![json!({"id": "a"})]);
+        assert_eq!(doc["totalResults"], json!(3));
+        assert_eq!(doc["itemsPerPage"], json!(1));
+        assert_eq!(doc["schemas"][0], schema::LIST_RESPONSE);
+    }
+}

@@ -1,0 +1,375 @@
+//! The resource schemas this server really implements (RFC 7643 §4, §7, §8.7).
+//!
+//! One static description drives input normalisation, PATCH, filters and `/Schemas` discovery,
+//! so what discovery advertises is what the server does.
+
+use serde_json::{json, Value};
+
+pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const MFA_USER: &str = "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User";
+pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+pub const SERVICE_PROVIDER_CONFIG: &str =
+    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Boolean,
+    DateTime,
+    Reference,
+    Complex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutability {
+    ReadOnly,
+    ReadWrite,
+    Immutable,
+    WriteOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    Always,
+    Never,
+    Default,
+    Request,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uniqueness {
+    None,
+    Server,
+}
+
+/// One attribute definition (RFC 7643 §7).
+#[derive(Debug)]
+pub struct Attribute {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub multi_valued: bool,
+    pub required: bool,
+    pub case_exact: bool,
+    pub mutability: Mutability,
+    pub returned: Returned,
+    pub uniqueness: Uniqueness,
+    pub description: &'static str,
+    pub canonical_values: &'static [&'static str],
+    pub reference_types: &'static [&'static str],
+    pub sub_attributes: &'static [Attribute],
+}
+
+/// A schema: its URN and attributes.
+#[derive(Debug)]
+pub struct Schema {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub attributes: &'static [Attribute],
+}
+
+impl Attribute {
+    /// The sub-attribute called `name`, ignoring case.
+    pub fn sub(&self, name: &str) -> Option<&'static Attribute> {
+        find(self.sub_attributes, name)
+    }
+
+    /// Attribute names are case-insensitive on the wire (RFC 7643 §2.1).
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut out = json!({
+            "name": self.name,
+            "type": match self.kind {
+                Kind::String => "string",
+                Kind::Boolean => "boolean",
+                Kind::DateTime => "dateTime",
+                Kind::Reference => "reference",
+                Kind::Complex => "complex",
+            },
+            "multiValued": self.multi_valued,
+            "description": self.description,
+            "required": self.required,
+            "caseExact": self.case_exact,
+            "mutability": match self.mutability {
+                Mutability::ReadOnly => "readOnly",
+                Mutability::ReadWrite => "readWrite",
+                Mutability::Immutable => "immutable",
+                Mutability::WriteOnly => "writeOnly",
+            },
+            "returned": match self.returned {
+                Returned::Always => "always",
+                Returned::Never => "never",
+                Returned::Default => "default",
+                Returned::Request => "request",
+            },
+            "uniqueness": match self.uniqueness {
+                Uniqueness::None => "none",
+                Uniqueness::Server => "server",
+            },
+        });
+        let obj = out.as_object_mut().expect("object literal");
+        if !self.canonical_values.is_empty() {
+            obj.insert("canonicalValues".into(), json!(self.canonical_values));
+        }
+        if !self.reference_types.is_empty() {
+            obj.insert("referenceTypes".into(), json!(self.reference_types));
+        }
+        if !self.sub_attributes.is_empty() {
+            let subs: Vec<Value> = self.sub_attributes.iter().map(Attribute::to_json).collect();
+            obj.insert("subAttributes".into(), Value::Array(subs));
+        }
+        out
+    }
+}
+
+impl Schema {
+    pub fn attribute(&self, name: &str) -> Option<&'static Attribute> {
+        find(self.attributes, name)
+    }
+
+    /// The `/Schemas/{id}` document.
+    pub fn to_json(&self, base_url: &str) -> Value {
+        json!({
+            "schemas": [SCHEMA],
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "attributes": self.attributes.iter().map(Attribute::to_json).collect::<Vec<_>>(),
+            "meta": {
+                "resourceType": "Schema",
+                "location": format!("{base_url}/Schemas/{}", self.id),
+            }
+        })
+    }
+}
+
+fn find(attrs: &'static [Attribute], name: &str) -> Option<&'static Attribute> {
+    attrs.iter().find(|a| a.is(name))
+}
+
+/// Schemas of the User resource: the core schema first, then its extensions.
+pub static USER_SCHEMAS: [&Schema; 3] = [&USER_SCHEMA, &ENTERPRISE_USER_SCHEMA, &MFA_USER_SCHEMA];
+
+/// The schema with this URN (ignoring case), among those of the User resource.
+pub fn user_schema(urn: &str) -> Option<&'static Schema> {
+    USER_SCHEMAS.iter().copied().find(|s| s.id.eq_ignore_ascii_case(urn))
+}
+
+// Attribute constructors keep the tables below readable: most attributes are optional,
+// single-valued, readWrite, returned by default and not unique.
+const fn attr(name: &'static str, kind: Kind, description: &'static str) -> Attribute {
+    Attribute {
+        name,
+        kind,
+        multi_valued: false,
+        required: false,
+        case_exact: false,
+        mutability: Mutability::ReadWrite,
+        returned: Returned::Default,
+        uniqueness: Uniqueness::None,
+        description,
+        canonical_values: &[],
+        reference_types: &[],
+        sub_attributes: &[],
+    }
+}
+
+const fn string(name: &'static str, description: &'static str) -> Attribute {
+    attr(name, Kind::String, description)
+}
+
+const fn multi(name: &'static str, description: &'static str, subs: &'static [Attribute]) -> Attribute {
+    Attribute {
+        multi_valued: true,
+        sub_attributes: subs,
+        ..attr(name, Kind::Complex, description)
+    }
+}
+
+const fn typed(description: &'static str, values: &'static [&'static str]) -> Attribute {
+    Attribute {
+        canonical_values: values,
+        ..string("type", description)
+    }
+}
+
+const PRIMARY: Attribute = attr(
+    "primary",
+    Kind::Boolean,
+    "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+);
+const DISPLAY: Attribute = string("display", "A human-readable name, primarily used for display purposes.");
+
+const fn plural_subs(value_description: &'static str, types: &'static [&'static str]) -> [Attribute; 4] {
+    [
+        string("value", value_description),
+        DISPLAY,
+        typed("A label indicating the attribute's function.", types),
+        PRIMARY,
+    ]
+}
+
+const fn read_only(a: Attribute) -> Attribute {
+    Attribute {
+        mutability: Mutability::ReadOnly,
+        ..a
+    }
+}
+
+const EMAIL_SUBS: [Attribute; 4] = plural_subs("Email address for the User.", &["work", "home", "other"]);
+const PHONE_SUBS: [Attribute; 4] = plural_subs("Phone number of the User.", &["work", "home", "mobile", "fax", "pager", "other"]);
+const IM_SUBS: [Attribute; 4] = plural_subs(
+    "Instant messaging address for the User.",
+    &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"],
+);
+const PHOTO_SUBS: [Attribute; 4] = [
+    Attribute {
+        reference_types: &["external"],
+        ..attr("value", Kind::Reference, "URL of a photo of the User.")
+    },
+    DISPLAY,
+    typed("A label indicating the attribute's function.", &["photo", "thumbnail"]),
+    PRIMARY,
+];
+const VALUE_SUBS: [Attribute; 4] = plural_subs("The value of the attribute.", &[]);
+const ADDRESS_SUBS: [Attribute; 8] = [
+    string("formatted", "The full mailing address, formatted for display or use with a mailing label."),
+    string("streetAddress", "The full street address component."),
+    string("locality", "The city or locality component."),
+    string("region", "The state or region component."),
+    string("postalCode", "The zip code or postal code component."),
+    string("country", "The country name component."),
+    typed("A label indicating the attribute's function.", &["work", "home", "other"]),
+    PRIMARY,
+];
+const GROUP_SUBS: [Attribute; 4] = [
+    read_only(string("value", "The identifier of the User's group.")),
+    read_only(Attribute {
+        reference_types: &["Group"],
+        ..attr("$ref", Kind::Reference, "The URI of the corresponding 'Group' resource.")
+    }),
+    read_only(string("display", "A human-readable name, primarily used for display purposes.")),
+    read_only(typed("A label indicating the attribute's function.", &["direct", "indirect"])),
+];
+const NAME_SUBS: [Attribute; 6] = [
+    string("formatted", "The full name, including all middle names, titles, and suffixes."),
+    string("familyName", "The family name of the User."),
+    string("givenName", "The given name of the User."),
+    string("middleName", "The middle name(s) of the User."),
+    string("honorificPrefix", "The honorific prefix(es) of the User."),
+    string("honorificSuffix", "The honorific suffix(es) of the User."),
+];
+const MANAGER_SUBS: [Attribute; 3] = [
+    string("value", "The id of the SCIM resource representing the User's manager."),
+    Attribute {
+        reference_types: &["User"],
+        ..attr("$ref", Kind::Reference, "The URI of the SCIM resource representing the User's manager.")
+    },
+    read_only(string("displayName", "The displayName of the User's manager.")),
+];
+
+pub static USER_SCHEMA: Schema = Schema {
+    id: USER,
+    name: "User",
+    description: "User Account",
+    attributes: &[
+        Attribute {
+            required: true,
+            uniqueness: Uniqueness::Server,
+            ..string("userName", "Unique identifier for the User, typically used by the user to directly authenticate.")
+        },
+        Attribute {
+            sub_attributes: &NAME_SUBS,
+            ..attr("name", Kind::Complex, "The components of the user's real name.")
+        },
+        string("displayName", "The name of the User, suitable for display to end-users."),
+        string("nickName", "The casual way to address the user in real life."),
+        Attribute {
+            reference_types: &["external"],
+            ..attr("profileUrl", Kind::Reference, "A fully qualified URL pointing to a page representing the User's online profile.")
+        },
+        string("title", "The user's title, such as \"Vice President\"."),
+        string("userType", "Used to identify the relationship between the organization and the user."),
+        string("preferredLanguage", "Indicates the User's preferred written or spoken language."),
+        string("locale", "Used to indicate the User's default location for purposes of localizing items."),
+        string("timezone", "The User's time zone in the 'Olson' time zone database format."),
+        attr("active", Kind::Boolean, "A Boolean value indicating the User's administrative status."),
+        Attribute {
+            mutability: Mutability::WriteOnly,
+            returned: Returned::Never,
+            ..string("password", "Accepted for compatibility and discarded: this server stores no passwords.")
+        },
+        multi("emails", "Email addresses for the user.", &EMAIL_SUBS),
+        multi("phoneNumbers", "Phone numbers for the User.", &PHONE_SUBS),
+        multi("ims", "Instant messaging addresses for the User.", &IM_SUBS),
+        multi("photos", "URLs of photos of the User.", &PHOTO_SUBS),
+        multi("addresses", "A physical mailing address for this User.", &ADDRESS_SUBS),
+        Attribute {
+            mutability: Mutability::ReadOnly,
+            ..multi("groups", "A list of groups to which the user belongs.", &GROUP_SUBS)
+        },
+        multi("entitlements", "A list of entitlements for the User.", &VALUE_SUBS),
+        multi("roles", "A list of roles for the User.", &VALUE_SUBS),
+        multi("x509Certificates", "A list of certificates issued to the User.", &VALUE_SUBS),
+    ],
+};
+
+pub static ENTERPRISE_USER_SCHEMA: Schema = Schema {
+    id: ENTERPRISE_USER,
+    name: "EnterpriseUser",
+    description: "Enterprise User",
+    attributes: &[
+        string("employeeNumber", "Numeric or alphanumeric identifier assigned to a person."),
+        string("costCenter", "Identifies the name of a cost center."),
+        string("organization", "Identifies the name of an organization."),
+        string("division", "Identifies the name of a division."),
+        string("department", "Identifies the name of a department."),
+        Attribute {
+            sub_attributes: &MANAGER_SUBS,
+            ..attr("manager", Kind::Complex, "The User's manager.")
+        },
+    ],
+};
+
+/// Placeholder: the MFA state of a user, filled in when the MFA store lands.
+pub static MFA_USER_SCHEMA: Schema = Schema {
+    id: MFA_USER,
+    name: "MfaUser",
+    description: "Second-factor (TOTP) state of the User, managed by provisiond",
+    attributes: &[],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_ignore_case() {
+        let user_name = USER_SCHEMA.attribute("USERNAME").unwrap();
+        assert_eq!(user_name.name, "userName");
+        assert!(USER_SCHEMA.attribute("emails").unwrap().sub("VALUE").is_some());
+        assert!(user_schema("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user").is_some());
+    }
+
+    #[test]
+    fn discovery_json_describes_attributes() {
+        let doc = USER_SCHEMA.to_json("http://h/scim/v2");
+        let attrs = doc["attributes"].as_array().unwrap();
+        let password = attrs.iter().find(|a| a["name"] == "password").unwrap();
+        assert_eq!(password["returned"], "never");
+        assert_eq!(password["mutability"], "writeOnly");
+        let emails = attrs.iter().find(|a| a["name"] == "emails").unwrap();
+        assert_eq!(emails["multiValued"], true);
+        assert_eq!(emails["subAttributes"].as_array().unwrap().len(), 4);
+        assert_eq!(doc["meta"]["location"], format!("http://h/scim/v2/Schemas/{USER}"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Persistence with diesel: one code path for SQLite (embedded default) and PostgreSQL.
+
+pub mod schema;
+pub mod sql;
+pub mod tokens;
+pub mod user_filter;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend; queries are written once against it.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Pg(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection: {0}")]
+    Pool(#[from] r2d2::PoolError),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the data lives, parsed from `[database] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A file path (created with its directory when missing), or `:memory:`.
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://data/provisiond.db".into());
+            }
+            Ok(Target::Sqlite(path.to_string()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Target::Postgres(url.to_string()))
+        } else {
+            Err("must start with sqlite:// or postgres://".into())
+        }
+    }
+}
+
+/// r2d2 manager that picks the backend from the URL scheme and prepares each connection.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    target: Target,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        match &self.target {
+            Target::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the writer; the busy timeout makes writers queue
+                // instead of failing; LIKE is made case-sensitive to match PostgreSQL (values
+                // that compare ignoring case are stored lower-cased).
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Sqlite(conn))
+            }
+            Target::Postgres(url) => diesel::PgConnection::establish(url)
+                .map(DbConn::Pg)
+                .map_err(r2d2::Error::ConnectionError),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+/// Opens the pool (creating the SQLite file's directory when missing).
+pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<Pool> {
+    let target = Target::parse(url).map_err(|e| Error::Migration(format!("database.url {e}")))?;
+    if let Target::Sqlite(path) = &target {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Migration(format!("cannot create {}: {e}", dir.display())))?;
+        }
+    }
+    let pool = r2d2::Pool::builder()
+        .max_size(pool_size)
+        .connection_timeout(connect_timeout)
+        .build(Manager { target })?;
+    Ok(pool)
+}
+
+/// Applies pending migrations of the connection's backend; returns how many ran.
+pub fn migrate(pool: &Pool) -> Result<usize> {
+    let mut conn = pool.get()?;
+    let applied = match &mut *conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        DbConn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+    };
+    applied.map_err(|e| Error::Migration(e.to_string()))
+}
+
+/// Runs `f` in a transaction that writes.
+///
+/// Callers make the first statement a write: on SQLite that takes the write lock at once
+/// (waiting on the busy timeout), instead of upgrading a read lock later, which SQLite
+/// answers with an immediate "database is locked".
+pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    conn.transaction(f)
+}
+
+/// Whether the database answers (for `/readyz`).
+pub fn ping(pool: &Pool) -> Result<()> {
+    let mut conn = pool.get()?;
+    conn.batch_execute("SELECT 1")?;
+    Ok(())
+}
+
+/// The current time as stored: UTC, microsecond precision (what both backends keep).
+pub fn now() -> chrono::NaiveDateTime {
+    let t = chrono::Utc::now().naive_utc();
+    t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1000))
+}

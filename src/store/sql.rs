@@ -1,0 +1,120 @@
+//! A parameterised SQL fragment built at run time (filters, sort keys), usable inside
+//! diesel's typed queries. Values always travel as bind parameters, never inside the text.
+
+use std::marker::PhantomData;
+
+use diesel::backend::Backend;
+use diesel::expression::{is_aggregate, AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{self, HasSqlType};
+use diesel::QueryResult;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Bool(bool),
+    Timestamp(chrono::NaiveDateTime),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Sql(String),
+    Bind(Bind),
+}
+
+/// SQL text with bind parameters, typed as an expression of `ST`.
+#[derive(Debug, Clone)]
+pub struct Fragment<ST> {
+    parts: Vec<Part>,
+    _type: PhantomData<ST>,
+}
+
+pub type Condition = Fragment<sql_types::Bool>;
+
+impl<ST> Default for Fragment<ST> {
+    fn default() -> Self {
+        Fragment {
+            parts: Vec::new(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<ST> Fragment<ST> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends trusted SQL text (never user input).
+    pub fn sql(mut self, text: &str) -> Self {
+        match self.parts.last_mut() {
+            Some(Part::Sql(s)) => s.push_str(text),
+            _ => self.parts.push(Part::Sql(text.to_string())),
+        }
+        self
+    }
+
+    /// Appends a bind parameter.
+    pub fn bind(mut self, value: Bind) -> Self {
+        self.parts.push(Part::Bind(value));
+        self
+    }
+
+    /// Appends another fragment.
+    pub fn push<T>(mut self, other: Fragment<T>) -> Self {
+        for part in other.parts {
+            self = match part {
+                Part::Sql(s) => self.sql(&s),
+                Part::Bind(b) => self.bind(b),
+            };
+        }
+        self
+    }
+
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Sql(s) => s.as_str(),
+                Part::Bind(_) => "?",
+            })
+            .collect()
+    }
+}
+
+impl<ST: sql_types::SqlType + sql_types::SingleValue> Expression for Fragment<ST> {
+    type SqlType = ST;
+}
+
+impl<ST, QS> AppearsOnTable<QS> for Fragment<ST> where Self: Expression {}
+impl<ST, QS> SelectableExpression<QS> for Fragment<ST> where Self: Expression {}
+
+impl<ST> ValidGrouping<()> for Fragment<ST> {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl<ST> QueryId for Fragment<ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST, DB> QueryFragment<DB> for Fragment<ST>
+where
+    DB: Backend + HasSqlType<sql_types::Text> + HasSqlType<sql_types::Bool> + HasSqlType<sql_types::Timestamp>,
+    String: ToSql<sql_types::Text, DB>,
+    bool: ToSql<sql_types::Bool, DB>,
+    chrono::NaiveDateTime: ToSql<sql_types::Timestamp, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        for part in &self.parts {
+            match part {
+                Part::Sql(s) => out.push_sql(s),
+                Part::Bind(Bind::Text(v)) => out.push_bind_param::<sql_types::Text, _>(v)?,
+                Part::Bind(Bind::Bool(v)) => out.push_bind_param::<sql_types::Bool, _>(v)?,
+                Part::Bind(Bind::Timestamp(v)) => out.push_bind_param::<sql_types::Timestamp, _>(v)?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! API tokens, stored only as SHA-256 hashes of the random token.
+
+use diesel::prelude::*;
+
+use super::schema::api_tokens;
+use super::{DbConn, Result};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_tokens)]
+pub struct TokenRow {
+    pub name: String,
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    pub token_hash: String,
+    /// Comma-separated scopes.
+    pub scopes: String,
+    pub created_at: chrono::NaiveDateTime,
+    pub last_used_at: Option<chrono::NaiveDateTime>,
+}
+
+/// Inserts a token; `Ok(false)` when the name is taken.
+pub fn insert(conn: &mut DbConn, name: &str, token_hash: &str, scopes: &str) -> Result<bool> {
+    let res = diesel::insert_into(api_tokens::table)
+        .values((
+            api_tokens::name.eq(name),
+            api_tokens::token_hash.eq(token_hash),
+            api_tokens::scopes.eq(scopes),
+            api_tokens::created_at.eq(super::now()),
+        ))
+        .execute(conn);
+    match res {
+        Ok(_) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn list(conn: &mut DbConn) -> Result<Vec<TokenRow>> {
+    Ok(api_tokens::table.order(api_tokens::name.asc()).select(TokenRow::as_select()).load(conn)?)
+}
+
+pub fn find_by_hash(conn: &mut DbConn, token_hash: &str) -> Result<Option<TokenRow>> {
+    Ok(api_tokens::table
+        .filter(api_tokens::token_hash.eq(token_hash))
+        .select(TokenRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Deletes the token called `name`; whether there was one.
+pub fn delete(conn: &mut DbConn, name: &str) -> Result<bool> {
+    Ok(diesel::delete(api_tokens::table.filter(api_tokens::name.eq(name))).execute(conn)? > 0)
+}
+
+pub fn touch(conn: &mut DbConn, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
+    diesel::update(api_tokens::table.filter(api_tokens::name.eq(name)))
+        .set(api_tokens::last_used_at.eq(at))
+        .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Users: the stored SCIM body plus its indexed columns and search values.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde_json::{Map, Value};
+
+use super::schema::{user_values, users};
+use super::sql::{Condition, Fragment};
+use super::user_filter::{comparable, value_path};
+use super::{DbConn, Error, Result};
+use crate::scim::schema::{self, Attribute, Kind, Schema};
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredUser {
+    pub id: String,
+    /// Canonical SCIM body (see `scim::resource::normalize_user`).
+    pub body: Map<String, Value>,
+    pub source: String,
+    pub version: i64,
+    pub created_at: chrono::NaiveDateTime,
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+impl StoredUser {
+    pub fn user_name(&self) -> &str {
+        self.body.get("userName").and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct Row {
+    id: String,
+    body: String,
+    source: String,
+    version: i64,
+    created_at: chrono::NaiveDateTime,
+    updated_at: chrono::NaiveDateTime,
+}
+
+impl TryFrom<Row> for StoredUser {
+    type Error = Error;
+    fn try_from(r: Row) -> Result<Self> {
+        let body = match serde_json::from_str(&r.body) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(Error::Corrupt(format!("user {} has an unreadable body", r.id))),
+        };
+        Ok(StoredUser {
+            id: r.id,
+            body,
+            source: r.source,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = users)]
+struct Columns<'a> {
+    user_name: &'a str,
+    user_name_key: String,
+    external_id: Option<&'a str>,
+    active: bool,
+    body: String,
+}
+
+impl<'a> Columns<'a> {
+    fn of(body: &'a Map<String, Value>) -> Self {
+        let user_name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
+        Columns {
+            user_name,
+            user_name_key: user_name_key(user_name),
+            external_id: body.get("externalId").and_then(Value::as_str),
+            active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
+            body: Value::Object(body.clone()).to_string(),
+        }
+    }
+}
+
+/// userName compares ignoring case (caseExact=false): its key is the lower-cased name.
+pub fn user_name_key(user_name: &str) -> String {
+    user_name.to_lowercase()
+}
+
+/// What a write can run into besides database failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("userName is already taken")]
+    UserNameTaken,
+    #[error("the user changed since it was read")]
+    VersionMismatch,
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl From<DieselError> for WriteError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => WriteError::UserNameTaken,
+            other => WriteError::Store(Error::Query(other)),
+        }
+    }
+}
+
+pub fn insert(conn: &mut DbConn, id: &str, body: &Map<String, Value>, source: &str) -> Result<StoredUser, WriteError> {
+    let now = super::now();
+    super::write_tx(conn, |conn| {
+        diesel::insert_into(users::table)
+            .values((
+                users::id.eq(id),
+                Columns::of(body),
+                users::source.eq(source),
+                users::version.eq(1i64),
+                users::created_at.eq(now),
+                users::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        insert_values(conn, id, body)?;
+        Ok(StoredUser {
+            id: id.to_string(),
+            body: body.clone(),
+            source: source.to_string(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    })
+}
+
+/// Replaces the body of user `id` if it is still at `version`.
+pub fn update(conn: &mut DbConn, current: &StoredUser, body: &Map<String, Value>) -> Result<StoredUser, WriteError> {
+    let now = super::now();
+    super::write_tx(conn, |conn| {
+        let n = diesel::update(users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version)))
+            .set((Columns::of(body), users::version.eq(current.version + 1), users::updated_at.eq(now)))
+            .execute(conn)?;
+        if n == 0 {
+            return Err(WriteError::VersionMismatch);
+        }
+        diesel::delete(user_values::table.filter(user_values::user_id.eq(&current.id))).execute(conn)?;
+        insert_values(conn, &current.id, body)?;
+        Ok(StoredUser {
+            body: body.clone(),
+            version: current.version + 1,
+            updated_at: now,
+            ..current.clone()
+        })
+    })
+}
+
+/// Deletes user `id` (at `version`, when given).
+pub fn delete(conn: &mut DbConn, id: &str, version: Option<i64>) -> Result<(), WriteError> {
+    super::write_tx(conn, |conn| {
+        diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
+        let n = match version {
+            Some(v) => diesel::delete(users::table.filter(users::id.eq(id)).filter(users::version.eq(v))).execute(conn)?,
+            None => diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)?,
+        };
+        if n == 0 {
+            return Err(if version.is_some() { WriteError::VersionMismatch } else { WriteError::NotFound });
+        }
+        Ok(())
+    })
+}
+
+pub fn get(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
+    users::table
+        .filter(users::id.eq(id))
+        .select(Row::as_select())
+        .first(conn)
+        .optional()?
+        .map(StoredUser::try_from)
+        .transpose()
+}
+
+/// One page of users matching `filter`, and how many match in all.
+pub struct Page {
+    pub total: i64,
+    pub users: Vec<StoredUser>,
+}
+
+pub struct PageRequest {
+    pub filter: Option<Condition>,
+    pub sort: Option<(Fragment<diesel::sql_types::Nullable<diesel::sql_types::Text>>, bool)>,
+    /// 0-based offset.
+    pub offset: i64,
+    pub limit: i64,
+}
+
+pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
+    let always = || Condition::new().sql("1 = 1");
+    let total: i64 = users::table
+        .filter(req.filter.clone().unwrap_or_else(always))
+        .count()
+        .get_result(conn)?;
+    if req.limit == 0 || req.offset >= total {
+        return Ok(Page { total, users: Vec::new() });
+    }
+    let mut query = users::table
+        .filter(req.filter.unwrap_or_else(always))
+        .select(Row::as_select())
+        .into_boxed();
+    if let Some((key, descending)) = req.sort {
+        // Users without a value sort last in both directions, the same on both backends.
+        let missing = Fragment::<diesel::sql_types::Bool>::new().sql("(").push(key.clone()).sql(" IS NULL)");
+        query = query.order(missing.asc());
+        query = if descending { query.then_order_by(key.desc()) } else { query.then_order_by(key.asc()) };
+        query = query.then_order_by(users::created_at.asc());
+    } else {
+        query = query.order(users::created_at.asc());
+    }
+    let rows = query.then_order_by(users::id.asc()).offset(req.offset).limit(req.limit).load::<Row>(conn)?;
+    let users = rows.into_iter().map(StoredUser::try_from).collect::<Result<_>>()?;
+    Ok(Page { total, users })
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = user_values)]
+struct ValueRow<'a> {
+    user_id: &'a str,
+    path: String,
+    elem: i32,
+    value: String,
+}
+
+fn insert_values(conn: &mut DbConn, id: &str, body: &Map<String, Value>) -> Result<(), DieselError> {
+    let rows = search_values(id, body);
+    // Stay well under SQLite's bind-parameter limit per statement.
+    for chunk in rows.chunks(200) {
+        // Multi-row INSERT is spelled differently per backend, so diesel only offers it on
+        // the concrete connection types.
+        match conn {
+            DbConn::Sqlite(c) => diesel::insert_into(user_values::table).values(chunk).execute(c)?,
+            DbConn::Pg(c) => diesel::insert_into(user_values::table).values(chunk).execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// Every leaf value of the attributes that have no column of their own.
+fn search_values<'a>(id: &'a str, body: &Map<String, Value>) -> Vec<ValueRow<'a>> {
+    let mut rows = Vec::new();
+    for (key, value) in body {
+        match schema::user_schema(key).filter(|s| s.id != schema::USER) {
+            Some(ext) => {
+                if let Some(obj) = value.as_object() {
+                    for (k, v) in obj {
+                        leaf_values(id, ext, k, v, &mut rows);
+                    }
+                }
+            }
+            None if matches!(key.as_str(), "userName" | "externalId" | "active") => {}
+            None => leaf_values(id, &schema::USER_SCHEMA, key, value, &mut rows),
+        }
+    }
+    rows
+}
+
+fn leaf_values<'a>(id: &'a str, sch: &Schema, key: &str, value: &Value, rows: &mut Vec<ValueRow<'a>>) {
+    let Some(attr) = sch.attribute(key) else { return };
+    let path = value_path(sch.id, attr.name);
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    for (elem, item) in items.into_iter().enumerate() {
+        let elem = elem as i32;
+        if attr.kind == Kind::Complex {
+            let Some(obj) = item.as_object() else { continue };
+            for (k, v) in obj {
+                if let Some(sub) = attr.sub(k) {
+                    push(rows, id, format!("{path}.{}", sub.name.to_ascii_lowercase()), elem, sub, v);
+                }
+            }
+        } else {
+            push(rows, id, path.clone(), elem, attr, item);
+        }
+    }
+}
+
+fn push<'a>(rows: &mut Vec<ValueRow<'a>>, id: &'a str, path: String, elem: i32, attr: &Attribute, v: &Value) {
+    if let Some(value) = comparable(attr.kind, attr.case_exact, v) {
+        rows.push(ValueRow { user_id: id, path, elem, value });
+    }
+}
