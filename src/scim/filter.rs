@@ -1,7 +1,12 @@
 //! SCIM filter and attribute-path grammar (RFC 7644 §3.4.2.2 and §3.5.2 PATCH paths).
 //!
 //! Pure: strings in, AST out. The store turns the AST into SQL; PATCH evaluates value filters
-//! against the elements of one resource with [`matches`].
+//! against the elements of one resource with [`matches()`].
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use serde_json::Value;
 
 /// An attribute reference: `[urn ":"] name ["." sub]`.
 ///
@@ -70,24 +75,1105 @@ pub struct SyntaxError {
 
 /// Longest filter or path accepted, in bytes.
 pub const MAX_LENGTH: usize = 4096;
-/// Deepest nesting of parentheses, `not`, value filters and and/or chains accepted.
+/// Deepest nesting of parentheses, `not` and value filters accepted (and/or chains are built
+/// iteratively and bounded by [`MAX_LENGTH`]).
 pub const MAX_DEPTH: usize = 32;
 
+/// Parses a SCIM filter (RFC 7644 §3.4.2.2), e.g. `userName eq "bjensen" and not (title pr)`.
+///
+/// Operators and `and`/`or`/`not` are case-insensitive; `not` binds tighter than `and`, which binds
+/// tighter than `or`, and chains are left-associative. Attribute names and URNs keep the case they
+/// were written in. `attr[filter]` yields [`Filter::ValuePath`]; a sub-attribute after the bracket
+/// (`emails[type eq "work"].value`) is only valid in PATCH paths and is refused here.
+///
+/// # Errors
+///
+/// A [`SyntaxError`] naming the byte offset (0-based) and what was expected, e.g.
+/// `expected comparison operator at position 9, found '"'`. Inputs longer than [`MAX_LENGTH`]
+/// bytes, or nesting (parentheses, `not`, value filters) deeper than [`MAX_DEPTH`], are refused.
+/// `and`/`or` chains are built iteratively, so they never recurse in the parser; their length is
+/// bounded by `MAX_LENGTH` only (a chain of ~500 `a pr` terms fits and is accepted).
 pub fn parse_filter(input: &str) -> Result<Filter, SyntaxError> {
-    todo!()
+    let mut p = Parser::new(input, "filter")?;
+    let filter = p.parse_or(false)?;
+    p.skip_ws();
+    if !p.at_end() {
+        return Err(p.expected("'and', 'or' or end of filter"));
+    }
+    Ok(filter)
 }
 
+/// Parses a PATCH `path` (RFC 7644 §3.5.2): `attrPath` or `valuePath ["." subAttr]`, e.g.
+/// `name.familyName`, `emails[type eq "work"].value` or
+/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value`.
+///
+/// With a value filter, `attr.sub` is `None` and the trailing sub-attribute goes in
+/// [`PatchPath::sub`]. Paths inside the brackets are relative (`type`, not `emails.type`).
+///
+/// **Bare schema URN.** A path that is only a schema URN, such as
+/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`, addresses the whole extension
+/// object. It is returned as `AttrPath { urn: Some(<the whole URN>), name: "", sub: None }` (an
+/// **empty** `name`) with no filter and no sub. A URN path is taken to be bare when the segment
+/// before its last `:` is a version such as `2.0` (SCIM schema URNs end in
+/// `…:<version>:<ResourceType>`), or when it ends with `:`. Otherwise the part after the last `:`
+/// is the attribute: `urn:…:2.0:User:manager.value` → urn `urn:…:2.0:User`, name `manager`,
+/// sub `value`. Filters never accept a bare URN.
+///
+/// # Errors
+///
+/// A [`SyntaxError`] as for [`parse_filter`], with the same limits ([`MAX_LENGTH`] bytes,
+/// [`MAX_DEPTH`] nesting); trailing input after the path is refused.
 pub fn parse_path(input: &str) -> Result<PatchPath, SyntaxError> {
-    todo!()
+    let mut p = Parser::new(input, "path")?;
+    let attr = p.parse_attr_path(false, true)?;
+    let mut filter = None;
+    let mut sub = None;
+    if !attr.name.is_empty() {
+        let save = p.pos;
+        p.skip_ws();
+        if p.peek() == Some(b'[') {
+            filter = Some(p.parse_value_filter(&attr)?);
+            if p.peek() == Some(b'.') {
+                p.pos += 1;
+                let start = p.pos;
+                while p.peek().is_some_and(is_name_char) {
+                    p.pos += 1;
+                }
+                let name = &input[start..p.pos];
+                if !is_attr_name(name) {
+                    p.pos = start;
+                    return Err(p.expected("sub-attribute name"));
+                }
+                sub = Some(name.to_string());
+            }
+        } else {
+            p.pos = save;
+        }
+    }
+    p.skip_ws();
+    if !p.at_end() {
+        return Err(p.expected("end of path"));
+    }
+    Ok(PatchPath { attr, filter, sub })
 }
 
 /// Evaluates `filter` against one JSON object (a resource or an element of a multi-valued
 /// attribute). Attribute names match ignoring case; string comparisons ignore case unless
 /// `case_exact(path)` says the attribute is caseExact.
+///
+/// * A multi-valued attribute matches when any element does. Complex values (objects: array
+///   elements or a single complex attribute such as `manager`) compare through their `value`
+///   key unless a sub-attribute is named.
+/// * With `urn: Some(u)`, the attribute is looked up in `object[u]` when that key exists
+///   (ignoring case), else at the top level (core schema attributes are not nested).
+/// * `ne` is the negation of `eq`, so it is true when the attribute is absent. `eq null` is true
+///   when the attribute is absent or null. Booleans support only `eq`/`ne`; `co`/`sw`/`ew` apply
+///   to strings only; `gt`/`ge`/`lt`/`le` compare strings lexicographically and numbers
+///   numerically. Mismatched types never match.
+/// * `pr` is true when the value is not null, `""`, `[]` or `{}`.
+/// * Inside `attr[...]`, `case_exact` receives the qualified path `attr.sub` (e.g. `emails` with
+///   sub `type`), so a schema lookup works; called directly on an element, it gets the path as
+///   written (`type`).
 pub fn matches(
     filter: &Filter,
     object: &serde_json::Value,
     case_exact: &dyn Fn(&AttrPath) -> bool,
 ) -> bool {
-    todo!()
+    eval(filter, object, None, case_exact)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parser
+// ---------------------------------------------------------------------------------------------
+
+/// Cursor over the input. All grammar tokens are ASCII, so it walks bytes; non-ASCII text can
+/// only appear inside string literals, which are sliced at quote bytes (always char boundaries).
+struct Parser<'a> {
+    src: &'a str,
+    pos: usize,
+    depth: usize,
+}
+
+impl<'a> Parser<'a> {
+    /// Checks the length limit and skips leading whitespace; `what` names the input in errors.
+    fn new(src: &'a str, what: &str) -> Result<Self, SyntaxError> {
+        if src.len() > MAX_LENGTH {
+            return Err(error(format!(
+                "{what} is {} bytes long; at most {MAX_LENGTH} are accepted",
+                src.len()
+            )));
+        }
+        let mut p = Parser {
+            src,
+            pos: 0,
+            depth: 0,
+        };
+        p.skip_ws();
+        if p.at_end() {
+            return Err(error(format!(
+                "empty {what}: expected {what} at position 0"
+            )));
+        }
+        Ok(p)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.src.as_bytes().get(self.pos).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.src.len()
+    }
+
+    /// Skips spaces, tabs and line breaks; returns whether there were any.
+    fn skip_ws(&mut self) -> bool {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.pos += 1;
+        }
+        self.pos > start
+    }
+
+    /// `expected <what> at position <pos>, found <next char or end of input>`.
+    fn expected(&self, what: &str) -> SyntaxError {
+        self.expected_at(self.pos, what)
+    }
+
+    fn expected_at(&self, pos: usize, what: &str) -> SyntaxError {
+        let found = match self.src[pos..].chars().next() {
+            Some(c) => format!("'{c}'"),
+            None => "end of input".to_string(),
+        };
+        error(format!("expected {what} at position {pos}, found {found}"))
+    }
+
+    fn expect_byte(&mut self, b: u8) -> Result<(), SyntaxError> {
+        self.skip_ws();
+        if self.peek() != Some(b) {
+            return Err(self.expected(&format!("'{}'", b as char)));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Enters one nesting level; pair with `self.depth -= 1`. Checked before recursing, so the
+    /// parser's own stack depth stays bounded by `MAX_DEPTH` whatever the input.
+    fn enter(&mut self) -> Result<(), SyntaxError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(error(format!(
+                "nesting deeper than {MAX_DEPTH} levels at position {}",
+                self.pos
+            )));
+        }
+        Ok(())
+    }
+
+    /// Consumes keyword `kw` (ASCII lowercase) if it is next, ignoring case, and is not merely
+    /// the start of a longer attribute name (`order` is not `or` + `der`).
+    fn eat_keyword(&mut self, kw: &str) -> bool {
+        let end = self.pos + kw.len();
+        let word = self.src.as_bytes().get(self.pos..end);
+        if word.is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
+            && !self
+                .src
+                .as_bytes()
+                .get(end)
+                .copied()
+                .is_some_and(is_path_char)
+        {
+            self.pos = end;
+            return true;
+        }
+        false
+    }
+
+    /// Consumes ` and ` / ` or ` between two terms. The keyword must be separated from its
+    /// neighbours by whitespace, except that a `)`/`]` before it or a `(` after it suffices
+    /// (`(a eq 1)or(b eq 2)`). Leaves the cursor untouched when the keyword is not there.
+    fn eat_logical(&mut self, kw: &str) -> Result<bool, SyntaxError> {
+        let save = self.pos;
+        let after_bracket = save > 0 && matches!(self.src.as_bytes()[save - 1], b')' | b']');
+        let spaced = self.skip_ws();
+        if (spaced || after_bracket) && self.eat_keyword(kw) {
+            // At the end of input, let the missing operand produce the error instead.
+            if !self.skip_ws() && !self.at_end() && self.peek() != Some(b'(') {
+                return Err(self.expected(&format!("whitespace or '(' after '{kw}'")));
+            }
+            return Ok(true);
+        }
+        self.pos = save;
+        Ok(false)
+    }
+
+    /// `or`-chain, built iteratively (left-associative) so long chains cannot overflow the stack.
+    fn parse_or(&mut self, in_brackets: bool) -> Result<Filter, SyntaxError> {
+        let mut left = self.parse_and(in_brackets)?;
+        while self.eat_logical("or")? {
+            let right = self.parse_and(in_brackets)?;
+            left = Filter::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn parse_and(&mut self, in_brackets: bool) -> Result<Filter, SyntaxError> {
+        let mut left = self.parse_unary(in_brackets)?;
+        while self.eat_logical("and")? {
+            let right = self.parse_unary(in_brackets)?;
+            left = Filter::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    /// `"(" filter ")"`, `not "(" filter ")"`, `attrPath op value`, `attrPath pr` or
+    /// `attrPath "[" valFilter "]"`.
+    fn parse_unary(&mut self, in_brackets: bool) -> Result<Filter, SyntaxError> {
+        self.skip_ws();
+        if self.peek() == Some(b'(') {
+            return self.parse_group(in_brackets);
+        }
+        let start = self.pos;
+        if self.eat_keyword("not") {
+            self.skip_ws();
+            if self.peek() != Some(b'(') {
+                return Err(self.expected("'(' after 'not'"));
+            }
+            return Ok(Filter::Not(Box::new(self.parse_group(in_brackets)?)));
+        }
+        self.pos = start;
+        self.parse_attr_expr(in_brackets)
+    }
+
+    /// A parenthesised filter; the cursor is on `(`.
+    fn parse_group(&mut self, in_brackets: bool) -> Result<Filter, SyntaxError> {
+        self.enter()?;
+        self.pos += 1;
+        let inner = self.parse_or(in_brackets)?;
+        self.expect_byte(b')')?;
+        self.depth -= 1;
+        Ok(inner)
+    }
+
+    /// `"[" valFilter "]"` after `attr`; the cursor is on `[`.
+    fn parse_value_filter(&mut self, attr: &AttrPath) -> Result<Filter, SyntaxError> {
+        if attr.sub.is_some() {
+            return Err(self.expected("'[' directly after an attribute without sub-attribute"));
+        }
+        self.enter()?;
+        self.pos += 1;
+        let inner = self.parse_or(true)?;
+        self.expect_byte(b']')?;
+        self.depth -= 1;
+        Ok(inner)
+    }
+
+    fn parse_attr_expr(&mut self, in_brackets: bool) -> Result<Filter, SyntaxError> {
+        let path = self.parse_attr_path(in_brackets, false)?;
+
+        let save = self.pos;
+        self.skip_ws();
+        if self.peek() == Some(b'[') {
+            if in_brackets {
+                return Err(error(format!(
+                    "nested value filter at position {}: '[' is not allowed inside '[...]'",
+                    self.pos
+                )));
+            }
+            let inner = self.parse_value_filter(&path)?;
+            if self.peek() == Some(b'.') {
+                return Err(error(format!(
+                    "unexpected '.' at position {}: a sub-attribute after a value filter is \
+                     only allowed in PATCH paths",
+                    self.pos
+                )));
+            }
+            return Ok(Filter::ValuePath(path, Box::new(inner)));
+        }
+        self.pos = save;
+
+        // Whitespace is mandatory between path, operator and value (`userNameeq"x"` fails).
+        if !self.skip_ws() {
+            return Err(self.expected("comparison operator"));
+        }
+        let op_start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_alphabetic()) {
+            self.pos += 1;
+        }
+        let op = match self.src[op_start..self.pos].to_ascii_lowercase().as_str() {
+            "pr" => None,
+            "eq" => Some(CompareOp::Eq),
+            "ne" => Some(CompareOp::Ne),
+            "co" => Some(CompareOp::Co),
+            "sw" => Some(CompareOp::Sw),
+            "ew" => Some(CompareOp::Ew),
+            "gt" => Some(CompareOp::Gt),
+            "ge" => Some(CompareOp::Ge),
+            "lt" => Some(CompareOp::Lt),
+            "le" => Some(CompareOp::Le),
+            _ => return Err(self.expected_at(op_start, "comparison operator")),
+        };
+        let Some(op) = op else {
+            // Catch `title pr "x"` here: the generic trailing-input error would be confusing.
+            let save = self.pos;
+            self.skip_ws();
+            if matches!(self.peek(), Some(b'"' | b'-' | b'0'..=b'9')) {
+                return Err(error(format!(
+                    "unexpected value at position {}: 'pr' takes no value",
+                    self.pos
+                )));
+            }
+            self.pos = save;
+            return Ok(Filter::Present(path));
+        };
+        if !self.skip_ws() {
+            return Err(self.expected("whitespace after comparison operator"));
+        }
+        let value = self.parse_comp_value()?;
+        Ok(Filter::Compare(path, op, value))
+    }
+
+    /// compValue: JSON string, JSON number, `true`, `false` or `null` (keywords ignore case).
+    fn parse_comp_value(&mut self) -> Result<CompValue, SyntaxError> {
+        let start = self.pos;
+        let bytes = self.src.as_bytes();
+        let value = match self.peek() {
+            Some(b'"') => {
+                // Find the closing quote, skipping escaped characters; serde_json then decodes
+                // the literal (escapes, \uXXXX, surrogate pairs) and refuses control characters.
+                let mut i = start + 1;
+                loop {
+                    match bytes.get(i) {
+                        None => {
+                            return Err(error(format!(
+                                "unterminated string starting at position {start}"
+                            )))
+                        }
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                self.pos = i + 1;
+                let s = serde_json::from_str::<String>(&self.src[start..self.pos])
+                    .map_err(|e| error(format!("invalid string at position {start}: {e}")))?;
+                CompValue::Str(s)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
+                    self.pos += 1;
+                }
+                let n = serde_json::from_str::<serde_json::Number>(&self.src[start..self.pos])
+                    .map_err(|_| self.expected_at(start, "JSON number"))?;
+                CompValue::Num(n)
+            }
+            _ => {
+                while self.peek().is_some_and(|b| b.is_ascii_alphabetic()) {
+                    self.pos += 1;
+                }
+                match self.src[start..self.pos].to_ascii_lowercase().as_str() {
+                    "true" => CompValue::Bool(true),
+                    "false" => CompValue::Bool(false),
+                    "null" => CompValue::Null,
+                    _ => {
+                        return Err(self.expected_at(
+                            start,
+                            "comparison value (string, number, true, false or null)",
+                        ))
+                    }
+                }
+            }
+        };
+        // The value must end the expression: `a eq 1or b pr` and `a eq "x"and b pr` fail here.
+        if !matches!(
+            self.peek(),
+            None | Some(b' ' | b'\t' | b'\r' | b'\n' | b')' | b']')
+        ) {
+            return Err(self.expected("whitespace, ')' or end of filter after comparison value"));
+        }
+        Ok(value)
+    }
+
+    /// `[urn ":"] name ["." sub]`. Scans the whole token first, because URNs contain dots
+    /// (`…:2.0:User`): for `urn:` tokens the URN is everything before the last `:`.
+    /// `relative` (inside `[...]`) refuses URNs; `allow_bare_urn` lets PATCH paths name a whole
+    /// extension schema (see [`parse_path`]).
+    fn parse_attr_path(
+        &mut self,
+        relative: bool,
+        allow_bare_urn: bool,
+    ) -> Result<AttrPath, SyntaxError> {
+        let start = self.pos;
+        while self.peek().is_some_and(is_path_char) {
+            self.pos += 1;
+        }
+        let token = &self.src[start..self.pos];
+        if token.is_empty() {
+            return Err(self.expected("attribute path"));
+        }
+        let is_urn = token.len() > 4 && token[..4].eq_ignore_ascii_case("urn:");
+        if !is_urn {
+            let (name, sub) = self.split_name(token, start)?;
+            return Ok(AttrPath {
+                urn: None,
+                name,
+                sub,
+            });
+        }
+        if relative {
+            return Err(self.expected_at(start, "attribute name relative to the value filter"));
+        }
+        let colon = token.rfind(':').expect("token starts with urn:");
+        let (urn, rest) = (&token[..colon], &token[colon + 1..]);
+        let before_last = urn.rsplit(':').next().unwrap_or_default();
+        if rest.is_empty() || is_version(before_last) {
+            if !allow_bare_urn {
+                return Err(self.expected_at(self.pos, "':' and attribute name after schema URN"));
+            }
+            let urn = token.strip_suffix(':').unwrap_or(token);
+            return Ok(AttrPath {
+                urn: Some(urn.to_string()),
+                name: String::new(),
+                sub: None,
+            });
+        }
+        let (name, sub) = self.split_name(rest, start + colon + 1)?;
+        Ok(AttrPath {
+            urn: Some(urn.to_string()),
+            name,
+            sub,
+        })
+    }
+
+    /// Splits `name[.sub]` (which starts at byte `offset`) and validates both names.
+    fn split_name(&self, s: &str, offset: usize) -> Result<(String, Option<String>), SyntaxError> {
+        let (name, sub) = match s.split_once('.') {
+            Some((name, sub)) => (name, Some(sub)),
+            None => (s, None),
+        };
+        if !is_attr_name(name) {
+            return Err(self.expected_at(offset, "attribute name"));
+        }
+        if let Some(sub) = sub {
+            if !is_attr_name(sub) {
+                return Err(self.expected_at(offset + name.len() + 1, "sub-attribute name"));
+            }
+        }
+        Ok((name.to_string(), sub.map(str::to_string)))
+    }
+}
+
+fn error(message: String) -> SyntaxError {
+    SyntaxError { message }
+}
+
+/// Characters of an attribute-path token, URN included.
+fn is_path_char(b: u8) -> bool {
+    is_name_char(b) || b == b':' || b == b'.'
+}
+
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'$')
+}
+
+/// ATTRNAME = ALPHA *(nameChar), plus the `$ref` of reference attributes.
+fn is_attr_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    s.eq_ignore_ascii_case("$ref")
+        || (bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+/// `2.0`, `1`: the version segment that precedes the resource type in a schema URN.
+fn is_version(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+// ---------------------------------------------------------------------------------------------
+
+/// `parent` is the attribute of the enclosing value filter, used to qualify paths given to
+/// `case_exact`.
+fn eval(
+    filter: &Filter,
+    object: &Value,
+    parent: Option<&AttrPath>,
+    case_exact: &dyn Fn(&AttrPath) -> bool,
+) -> bool {
+    match filter {
+        Filter::And(a, b) => {
+            eval(a, object, parent, case_exact) && eval(b, object, parent, case_exact)
+        }
+        Filter::Or(a, b) => {
+            eval(a, object, parent, case_exact) || eval(b, object, parent, case_exact)
+        }
+        Filter::Not(f) => !eval(f, object, parent, case_exact),
+        Filter::Present(path) => values_at(object, path).into_iter().any(is_present),
+        Filter::ValuePath(path, inner) => values_at(object, path).into_iter().any(|v| match v {
+            Value::Array(items) => items.iter().any(|e| eval(inner, e, Some(path), case_exact)),
+            Value::Object(_) => eval(inner, v, Some(path), case_exact),
+            _ => false,
+        }),
+        Filter::Compare(path, op, value) => {
+            // Multi-valued attributes compare element-wise; complex values (objects) through
+            // their `value` sub-attribute. Nulls count as unassigned.
+            let candidates: Vec<&Value> = values_at(object, path)
+                .into_iter()
+                .flat_map(|v| match v {
+                    Value::Array(items) => items.iter().collect(),
+                    other => vec![other],
+                })
+                .filter_map(|v| {
+                    if v.is_object() {
+                        get_ci(v, "value")
+                    } else {
+                        Some(v)
+                    }
+                })
+                .filter(|v| !v.is_null())
+                .collect();
+            if let CompValue::Null = value {
+                return match op {
+                    CompareOp::Eq => candidates.is_empty(),
+                    CompareOp::Ne => !candidates.is_empty(),
+                    _ => false,
+                };
+            }
+            let exact = matches!(value, CompValue::Str(_))
+                && match parent {
+                    Some(parent) => case_exact(&AttrPath {
+                        urn: parent.urn.clone(),
+                        name: parent.name.clone(),
+                        sub: Some(path.name.clone()),
+                    }),
+                    None => case_exact(path),
+                };
+            let (op, negate) = match op {
+                CompareOp::Ne => (CompareOp::Eq, true),
+                op => (*op, false),
+            };
+            candidates.iter().any(|c| compare(c, op, value, exact)) != negate
+        }
+    }
+}
+
+/// The values `path` addresses in `object`: the attribute itself, or its `sub` in the attribute
+/// (or in each element when it is multi-valued).
+fn values_at<'v>(object: &'v Value, path: &AttrPath) -> Vec<&'v Value> {
+    let base = match &path.urn {
+        Some(urn) => get_ci(object, urn)
+            .filter(|v| v.is_object())
+            .unwrap_or(object),
+        None => object,
+    };
+    let Some(attr) = get_ci(base, &path.name) else {
+        return Vec::new();
+    };
+    match (&path.sub, attr) {
+        (None, _) => vec![attr],
+        (Some(sub), Value::Array(items)) => items.iter().filter_map(|e| get_ci(e, sub)).collect(),
+        (Some(sub), _) => get_ci(attr, sub).into_iter().collect(),
+    }
+}
+
+/// Object member by name, ignoring ASCII case (an exact hit is tried first as a fast path).
+fn get_ci<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
+    let map = object.as_object()?;
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+fn is_present(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
+/// One candidate against the filter value; `op` is never `Ne` (handled as `not eq`).
+fn compare(candidate: &Value, op: CompareOp, value: &CompValue, exact: bool) -> bool {
+    match (candidate, value) {
+        (Value::String(a), CompValue::Str(b)) => {
+            let (a, b): (Cow<str>, Cow<str>) = if exact {
+                (a.into(), b.into())
+            } else {
+                (a.to_lowercase().into(), b.to_lowercase().into())
+            };
+            match op {
+                CompareOp::Co => a.contains(&*b),
+                CompareOp::Sw => a.starts_with(&*b),
+                CompareOp::Ew => a.ends_with(&*b),
+                _ => ordered(op, a.cmp(&b)),
+            }
+        }
+        (Value::Number(a), CompValue::Num(b)) => {
+            !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
+                && compare_numbers(a, b).is_some_and(|o| ordered(op, o))
+        }
+        (Value::Bool(a), CompValue::Bool(b)) => op == CompareOp::Eq && a == b,
+        _ => false,
+    }
+}
+
+fn ordered(op: CompareOp, o: Ordering) -> bool {
+    match op {
+        CompareOp::Eq => o == Ordering::Equal,
+        CompareOp::Gt => o == Ordering::Greater,
+        CompareOp::Ge => o != Ordering::Less,
+        CompareOp::Lt => o == Ordering::Less,
+        CompareOp::Le => o != Ordering::Greater,
+        CompareOp::Ne | CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
+    }
+}
+
+/// Exact for integers, `f64` otherwise (`42` equals `42.0`).
+fn compare_numbers(a: &serde_json::Number, b: &serde_json::Number) -> Option<Ordering> {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return Some(x.cmp(&y));
+    }
+    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+        return Some(x.cmp(&y));
+    }
+    a.as_f64()?.partial_cmp(&b.as_f64()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use CompareOp::*;
+
+    const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+    /// Table inputs spell the long schema URNs as `{ENT}` and `{CORE}`.
+    fn expand(input: &str) -> String {
+        input.replace("{ENT}", ENT).replace("{CORE}", CORE)
+    }
+    fn p(name: &str) -> AttrPath {
+        AttrPath {
+            urn: None,
+            name: name.into(),
+            sub: None,
+        }
+    }
+    fn ps(name: &str, sub: &str) -> AttrPath {
+        AttrPath {
+            urn: None,
+            name: name.into(),
+            sub: Some(sub.into()),
+        }
+    }
+    fn pu(urn: &str, name: &str, sub: Option<&str>) -> AttrPath {
+        AttrPath {
+            urn: Some(urn.into()),
+            name: name.into(),
+            sub: sub.map(Into::into),
+        }
+    }
+    fn cmp(path: AttrPath, op: CompareOp, value: CompValue) -> Filter {
+        Filter::Compare(path, op, value)
+    }
+    fn s(v: &str) -> CompValue {
+        CompValue::Str(v.into())
+    }
+    fn n(v: &str) -> CompValue {
+        CompValue::Num(serde_json::from_str(v).unwrap())
+    }
+    fn b(v: bool) -> CompValue {
+        CompValue::Bool(v)
+    }
+    fn pr(path: AttrPath) -> Filter {
+        Filter::Present(path)
+    }
+    fn and(a: Filter, b: Filter) -> Filter {
+        Filter::And(Box::new(a), Box::new(b))
+    }
+    fn or(a: Filter, b: Filter) -> Filter {
+        Filter::Or(Box::new(a), Box::new(b))
+    }
+    fn not(a: Filter) -> Filter {
+        Filter::Not(Box::new(a))
+    }
+    fn vp(path: AttrPath, inner: Filter) -> Filter {
+        Filter::ValuePath(path, Box::new(inner))
+    }
+    fn pp(attr: AttrPath, filter: Option<Filter>, sub: Option<&str>) -> PatchPath {
+        PatchPath {
+            attr,
+            filter,
+            sub: sub.map(Into::into),
+        }
+    }
+    fn assert_err(result: Result<impl std::fmt::Debug, SyntaxError>, input: &str, want: &str) {
+        match result {
+            Ok(v) => panic!("{input:?} was accepted as {v:?}"),
+            Err(e) => assert!(e.message.contains(want), "{input:?}: got {:?}", e.message),
+        }
+    }
+
+    #[test]
+    fn valid_filters() {
+        let work = || cmp(p("type"), Eq, s("work"));
+        #[rustfmt::skip]
+        let cases = [
+            (r#"userName eq "bjensen""#, cmp(p("userName"), Eq, s("bjensen"))),
+            (r#"name.familyName co "O'Malley""#, cmp(ps("name", "familyName"), Co, s("O'Malley"))),
+            (r#"userName sw "J""#, cmp(p("userName"), Sw, s("J"))),
+            (r#"userName ew "sen""#, cmp(p("userName"), Ew, s("sen"))),
+            (r#"userName ne "x""#, cmp(p("userName"), Ne, s("x"))),
+            (r#"meta.created gt "2011""#, cmp(ps("meta", "created"), Gt, s("2011"))),
+            (r#"meta.created ge "2011""#, cmp(ps("meta", "created"), Ge, s("2011"))),
+            (r#"meta.created lt "2011""#, cmp(ps("meta", "created"), Lt, s("2011"))),
+            (r#"meta.created le "2011""#, cmp(ps("meta", "created"), Le, s("2011"))),
+            ("title pr", pr(p("title"))),
+            (r#"schemas eq "{ENT}""#, cmp(p("schemas"), Eq, s(ENT))),
+            // URN prefixes: the URN ends at the last ':' even though it contains "2.0".
+            (r#"{CORE}:userName sw "J""#, cmp(pu(CORE, "userName", None), Sw, s("J"))),
+            (r#"{CORE}:name.givenName eq "B""#,
+                cmp(pu(CORE, "name", Some("givenName")), Eq, s("B"))),
+            (r#"{ENT}:manager.value eq "261""#,
+                cmp(pu(ENT, "manager", Some("value")), Eq, s("261"))),
+            ("{ENT}:employeeNumber pr", pr(pu(ENT, "employeeNumber", None))),
+            // Precedence: not > and > or; chains are left-associative.
+            ("a pr and b pr", and(pr(p("a")), pr(p("b")))),
+            ("a pr or b pr", or(pr(p("a")), pr(p("b")))),
+            ("a pr or b pr and c pr", or(pr(p("a")), and(pr(p("b")), pr(p("c"))))),
+            ("a pr and b pr or c pr", or(and(pr(p("a")), pr(p("b"))), pr(p("c")))),
+            ("a pr or b pr or c pr", or(or(pr(p("a")), pr(p("b"))), pr(p("c")))),
+            ("a pr and b pr and c pr", and(and(pr(p("a")), pr(p("b"))), pr(p("c")))),
+            ("not (a pr) and b pr", and(not(pr(p("a"))), pr(p("b")))),
+            ("a pr and (b pr or c pr)", and(pr(p("a")), or(pr(p("b")), pr(p("c"))))),
+            ("not (a pr or b pr) or c pr", or(not(or(pr(p("a")), pr(p("b")))), pr(p("c")))),
+            // Case-insensitive operators, keywords and literals; names keep their case.
+            (r#"UserName EQ "x" And NOT (t PR) OR active Eq TRUE"#,
+                or(and(cmp(p("UserName"), Eq, s("x")), not(pr(p("t")))),
+                    cmp(p("active"), Eq, b(true)))),
+            ("active eq false", cmp(p("active"), Eq, b(false))),
+            ("active eq False", cmp(p("active"), Eq, b(false))),
+            ("manager eq null", cmp(p("manager"), Eq, CompValue::Null)),
+            ("manager ne NULL", cmp(p("manager"), Ne, CompValue::Null)),
+            // String escapes are decoded by serde_json; grammar characters inside strings are text.
+            (r#"x eq "a \"q\" \\ \/ \n\t \u00e9 \ud83d\ude00""#,
+                cmp(p("x"), Eq, s("a \"q\" \\ / \n\t é 😀"))),
+            (r#"x eq "Zoë (x) [y] and or""#, cmp(p("x"), Eq, s("Zoë (x) [y] and or"))),
+            // Numbers stay serde_json::Number.
+            ("age gt 42", cmp(p("age"), Gt, n("42"))),
+            ("x eq -1.5", cmp(p("x"), Eq, n("-1.5"))),
+            ("x eq 1e3", cmp(p("x"), Eq, n("1e3"))),
+            ("x le 0", cmp(p("x"), Le, n("0"))),
+            ("x lt -2.5E-3", cmp(p("x"), Lt, n("-2.5E-3"))),
+            // Value paths: inner paths are relative.
+            (r#"emails[type eq "work" and value co "@x.com"]"#,
+                vp(p("emails"), and(work(), cmp(p("value"), Co, s("@x.com"))))),
+            (r#"emails[type eq "work"] and userName sw "a""#,
+                and(vp(p("emails"), work()), cmp(p("userName"), Sw, s("a")))),
+            (r#"a pr and emails[type eq "work"]"#, and(pr(p("a")), vp(p("emails"), work()))),
+            (r#"emails[type eq "work"] or ims[not (value pr)]"#,
+                or(vp(p("emails"), work()), vp(p("ims"), not(pr(p("value")))))),
+            (r#"{CORE}:emails[type eq "work"]"#, vp(pu(CORE, "emails", None), work())),
+            // Whitespace: optional next to parentheses and brackets, tabs and padding accepted.
+            ("(a eq 1)or(b eq 2)", or(cmp(p("a"), Eq, n("1")), cmp(p("b"), Eq, n("2")))),
+            ("  ( a eq 1 )  and\t( b pr )  ", and(cmp(p("a"), Eq, n("1")), pr(p("b")))),
+            ("a\teq\t1", cmp(p("a"), Eq, n("1"))),
+            ("not(a pr)", not(pr(p("a")))),
+            ("a pr and(b pr)", and(pr(p("a")), pr(p("b")))),
+            (r#"emails [ type eq "work" ]"#, vp(p("emails"), work())),
+            (r#"emails[type eq "work"]or b pr"#, or(vp(p("emails"), work()), pr(p("b")))),
+            // Names: $ref, '-' and '_', keyword-like prefixes.
+            ("members.$ref pr", pr(ps("members", "$ref"))),
+            ("x-custom_attr2 pr", pr(p("x-custom_attr2"))),
+            ("notes pr or order eq 1", or(pr(p("notes")), cmp(p("order"), Eq, n("1")))),
+            ("andy pr and origin pr", and(pr(p("andy")), pr(p("origin")))),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_filter(&expand(input)), Ok(expected), "input: {input}");
+        }
+    }
+
+    #[test]
+    fn invalid_filters() {
+        #[rustfmt::skip]
+        let cases = [
+            ("", "empty filter"),
+            ("  \t ", "empty filter"),
+            ("userName", "expected comparison operator at position 8, found end of input"),
+            (r#"userName "bjensen""#, "expected comparison operator at position 9, found '\"'"),
+            (r#"userNameeq"x""#, "expected comparison operator at position 10"),
+            (r#"userName eq"x""#, "expected whitespace after comparison operator at position 11"),
+            (r#"userName xx "x""#, "expected comparison operator at position 9"),
+            (r#"userName equals "x""#, "expected comparison operator at position 9"),
+            ("userName eq", "expected whitespace after comparison operator"),
+            ("userName eq ", "expected comparison value"),
+            (r#"userName eq "unterminated"#, "unterminated string starting at position 12"),
+            (r#"userName eq "ends in backslash\"#, "unterminated string"),
+            (r#"userName eq "bad \q escape""#, "invalid string at position 12"),
+            ("userName eq 'single'", "expected comparison value"),
+            (r#"title pr "x""#, "'pr' takes no value"),
+            ("title pr 1", "'pr' takes no value"),
+            ("title pr true", "expected 'and', 'or' or end of filter at position 9"),
+            ("a eq 1 b eq 2", "expected 'and', 'or' or end of filter at position 7"),
+            ("a eq 1)", "expected 'and', 'or' or end of filter at position 6"),
+            ("(a eq 1", "expected ')' at position 7, found end of input"),
+            ("()", "expected attribute path at position 1"),
+            ("not a eq 1", "expected '(' after 'not' at position 4"),
+            ("not", "expected '(' after 'not'"),
+            ("a eq 1 and", "expected attribute path at position 10, found end of input"),
+            ("a eq 1 or or b eq 2", "expected comparison operator at position 13"),
+            ("a eq 1 or\"x\"", "expected whitespace or '(' after 'or' at position 9"),
+            ("a eq 1 and\"x\"", "expected whitespace or '(' after 'and' at position 10"),
+            ("a eq 1 orb eq 2", "expected 'and', 'or' or end of filter at position 7"),
+            ("a eq 1or b eq 2", "after comparison value"),
+            ("a eq \"x\"and b pr", "after comparison value"),
+            ("a eq 01", "expected JSON number at position 5"),
+            ("a eq +1", "expected comparison value"),
+            ("a eq 1.", "expected JSON number"),
+            ("a eq -", "expected JSON number"),
+            ("a eq tru", "expected comparison value"),
+            ("a eq truex", "expected comparison value"),
+            ("1abc eq 1", "expected attribute name at position 0"),
+            ("a.b.c eq 1", "expected sub-attribute name at position 2"),
+            ("a:b eq 1", "expected attribute name"),
+            ("a$ eq 1", "expected attribute name"),
+            ("\"a\" eq 1", "expected attribute path at position 0"),
+            ("é eq 1", "expected attribute path at position 0, found 'é'"),
+            ("{ENT} pr", "attribute name after schema URN"),
+            ("{ENT}: pr", "attribute name after schema URN"),
+            (r#"emails[type eq "work""#, "expected ']'"),
+            (r#"emails[type eq "work")"#, "expected ']'"),
+            ("emails[]", "expected attribute path at position 7"),
+            (r#"emails[ims[type eq "x"]]"#, "nested value filter at position 10"),
+            (r#"emails[(ims[type eq "x"])]"#, "nested value filter"),
+            ("emails[{ENT}:x eq 1]", "relative to the value filter"),
+            (r#"emails[type eq "work"].value eq "x""#, "only allowed in PATCH paths"),
+            (r#"name.x[type eq "work"]"#, "without sub-attribute"),
+        ];
+        for (input, want) in cases {
+            assert_err(parse_filter(&expand(input)), input, want);
+        }
+    }
+
+    #[test]
+    fn depth_and_length_limits() {
+        let nested = |k: usize| format!("{}a pr{}", "(".repeat(k), ")".repeat(k));
+        assert_eq!(parse_filter(&nested(MAX_DEPTH)), Ok(pr(p("a"))));
+        assert_err(
+            parse_filter(&nested(MAX_DEPTH + 1)),
+            "33 (",
+            "nesting deeper than 32",
+        );
+        let k = MAX_DEPTH + 1;
+        let nots = format!("{}a pr{}", "not (".repeat(k), ")".repeat(k));
+        assert_err(parse_filter(&nots), "33 not", "nesting deeper");
+        let brackets = format!("{}e[t pr]{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_err(parse_filter(&brackets), "32 ( and [", "nesting deeper");
+        assert_err(
+            parse_path(&format!("e[{}", "(".repeat(100))),
+            "path",
+            "nesting deeper",
+        );
+
+        // Malicious inputs must fail cleanly, not overflow the stack.
+        assert_err(
+            parse_filter(&"(".repeat(100_000)),
+            "100000 (",
+            "at most 4096",
+        );
+        assert_err(
+            parse_filter(&"(".repeat(MAX_LENGTH)),
+            "4096 (",
+            "nesting deeper",
+        );
+        assert_err(parse_filter(&"a eq 1 ".repeat(700)), "long", "at most 4096");
+        assert_err(
+            parse_path(&"a".repeat(MAX_LENGTH + 1)),
+            "long path",
+            "at most 4096",
+        );
+        let chain = |k: usize| vec!["a eq 1"; k].join(" or ");
+        assert_err(parse_filter(&chain(4000)), "4000 terms", "at most 4096");
+
+        // The longest chain that fits is accepted as a left-deep tree, and evaluates.
+        let k = (MAX_LENGTH + 4) / 10;
+        let filter = parse_filter(&chain(k)).unwrap();
+        let (mut depth, mut node) = (1, &filter);
+        while let Filter::Or(left, _) = node {
+            (depth, node) = (depth + 1, left);
+        }
+        assert_eq!(depth, k);
+        assert!(matches(&filter, &json!({"a": 1}), &|_| false));
+        assert!(!matches(&filter, &json!({"a": 2}), &|_| false));
+    }
+
+    #[test]
+    fn paths() {
+        const X: &str = "urn:ietf:params:scim:schemas:extension:X:2.0:User";
+        const UPPER: &str = "URN:IETF:params:scim:schemas:extension:enterprise:2.0:User";
+        let work = || Some(cmp(p("type"), Eq, s("work")));
+        #[rustfmt::skip]
+        let cases = [
+            ("members", pp(p("members"), None, None)),
+            ("name.familyName", pp(ps("name", "familyName"), None, None)),
+            (" userName ", pp(p("userName"), None, None)),
+            (r#"emails[type eq "work"]"#, pp(p("emails"), work(), None)),
+            (r#"emails[type eq "work"].value"#, pp(p("emails"), work(), Some("value"))),
+            (r#"emails [type eq "work"].value"#, pp(p("emails"), work(), Some("value"))),
+            (r#"addresses[type eq "work"].streetAddress"#,
+                pp(p("addresses"), work(), Some("streetAddress"))),
+            (r#"emails[type eq "work" and primary eq TRUE]"#,
+                pp(p("emails"), Some(and(work().unwrap(), cmp(p("primary"), Eq, b(true)))), None)),
+            (r#"members[value eq "2819c223-7f76-453a-919d-413861904646"]"#,
+                pp(p("members"),
+                    Some(cmp(p("value"), Eq, s("2819c223-7f76-453a-919d-413861904646"))), None)),
+            ("{ENT}:manager", pp(pu(ENT, "manager", None), None, None)),
+            ("{ENT}:manager.value", pp(pu(ENT, "manager", Some("value")), None, None)),
+            ("{CORE}:userName", pp(pu(CORE, "userName", None), None, None)),
+            ("{CORE}:name.givenName", pp(pu(CORE, "name", Some("givenName")), None, None)),
+            (r#"{CORE}:emails[type eq "work"].value"#,
+                pp(pu(CORE, "emails", None), work(), Some("value"))),
+            // Entra custom extensions: capitalised attribute names after "…:2.0:User".
+            ("urn:ietf:params:scim:schemas:extension:X:2.0:User:Attr",
+                pp(pu(X, "Attr", None), None, None)),
+            // A bare schema URN addresses the whole extension: whole URN, empty name.
+            ("{ENT}", pp(pu(ENT, "", None), None, None)),
+            ("{ENT}:", pp(pu(ENT, "", None), None, None)),
+            (UPPER, pp(pu(UPPER, "", None), None, None)),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_path(&expand(input)), Ok(expected), "input: {input}");
+        }
+
+        #[rustfmt::skip]
+        let invalid = [
+            ("", "empty path"),
+            ("a b", "expected end of path at position 2"),
+            ("name.", "expected sub-attribute name at position 5"),
+            ("1name", "expected attribute name at position 0"),
+            (r#"emails[type eq "work"]x"#, "expected end of path"),
+            (r#"emails[type eq "work"].value.x"#, "expected end of path"),
+            (r#"emails[type eq "work"]."#, "expected sub-attribute name"),
+            (r#"emails[type eq "work""#, "expected ']'"),
+            (r#"name.givenName[type eq "x"]"#, "without sub-attribute"),
+            (r#"emails[ims[type eq "x"]]"#, "nested value filter"),
+            (r#"{ENT}[type eq "x"]"#, "expected end of path"),
+            (r#"emails[type eq "work"] and a pr"#, "expected end of path"),
+        ];
+        for (input, want) in invalid {
+            assert_err(parse_path(&expand(input)), input, want);
+        }
+    }
+
+    #[test]
+    fn matching() {
+        let user = json!({
+            "schemas": [CORE, ENT],
+            "id": "abc-123",
+            "userName": "bjensen",
+            "name": {"familyName": "Jensen", "givenName": "Barbara"},
+            "nickName": "",
+            "title": null,
+            "active": true,
+            "age": 42,
+            "emails": [
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"}
+            ],
+            "ims": [{"value": "bj", "type": "aim"}],
+            "phoneNumbers": [],
+            "roles": ["admin", "Dev"],
+            "meta": {"lastModified": "2011-05-13T04:42:34Z"},
+            ENT: {"employeeNumber": "701984", "manager": {"value": "26118915"}}
+        });
+        // `id` is caseExact, and so is `ims.type` (checks that value filters qualify paths).
+        let case_exact = |path: &AttrPath| {
+            path.name.eq_ignore_ascii_case("id")
+                || (path.name == "ims" && path.sub.as_deref() == Some("type"))
+        };
+        #[rustfmt::skip]
+        let cases = [
+            (r#"userName eq "BJensen""#, true),
+            (r#"USERNAME eq "bjensen""#, true),
+            (r#"userName ne "bjensen""#, false),
+            (r#"userName eq "bjensen2""#, false),
+            (r#"id eq "ABC-123""#, false),
+            (r#"id eq "abc-123""#, true),
+            (r#"id sw "abc""#, true),
+            (r#"name.familyName sw "jen""#, true),
+            (r#"name.givenName ew "RA""#, true),
+            (r#"name.familyName co "x""#, false),
+            (r#"name eq "Jensen""#, false),
+            (r#"emails co "EXAMPLE.com""#, true),
+            (r#"emails.type eq "home""#, true),
+            (r#"emails.type eq "other""#, false),
+            (r#"roles eq "dev""#, true),
+            (r#"emails[type eq "work" and value ew "@example.com"]"#, true),
+            (r#"emails[type eq "WORK"]"#, true),
+            (r#"emails[type eq "home" and primary eq true]"#, false),
+            ("emails[not (primary pr)]", true),
+            (r#"ims[type eq "AIM"]"#, false),
+            (r#"ims[type eq "aim"]"#, true),
+            (r#"missing[type eq "x"]"#, false),
+            ("title pr", false),
+            ("nickName pr", false),
+            ("phoneNumbers pr", false),
+            ("missing pr", false),
+            ("emails pr", true),
+            ("name pr", true),
+            ("emails.primary pr", true),
+            (r#"title ne "x""#, true),
+            (r#"missing ne "x""#, true),
+            ("title eq null", true),
+            ("missing eq null", true),
+            ("userName eq null", false),
+            ("userName ne null", true),
+            ("active eq true", true),
+            ("active ne false", true),
+            ("active eq false", false),
+            ("active gt false", false),
+            (r#"active eq "true""#, false),
+            (r#"meta.lastModified gt "2011-05-13T04:42:33Z""#, true),
+            (r#"meta.lastModified lt "2011-05-13T04:42:33Z""#, false),
+            (r#"userName gt "A""#, true),
+            (r#"userName le "BJENSEN""#, true),
+            ("age ge 42", true),
+            ("age eq 42.0", true),
+            ("age lt 42.5", true),
+            ("age gt 1e2", false),
+            ("age co 4", false),
+            (r#"age eq "42""#, false),
+            (r#"{ENT}:manager.value eq "26118915""#, true),
+            (r#"{ENT}:manager eq "26118915""#, true),
+            (r#"{ENT}:employeeNumber eq "701984""#, true),
+            ("URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:MANAGER pr", true),
+            (r#"{CORE}:userName eq "bjensen""#, true),
+            (r#"{CORE}:name.givenName eq "barbara""#, true),
+            (r#"not (userName eq "bjensen")"#, false),
+            (r#"userName eq "x" or (active eq true and not (title pr))"#, true),
+            (r#"emails[type eq "work"] and userName sw "b""#, true),
+        ];
+        for (input, expected) in cases {
+            let filter = parse_filter(&expand(input)).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(
+                matches(&filter, &user, &case_exact),
+                expected,
+                "filter: {input}"
+            );
+        }
+
+        // PATCH-style use: the inner filter against one element gets the path as written.
+        let inner = parse_filter(r#"type eq "WORK""#).unwrap();
+        assert!(matches(&inner, &user["emails"][0], &|_| false));
+        assert!(!matches(&inner, &user["emails"][0], &|p| p.name == "type"));
+        assert!(!matches(&inner, &json!("not an object"), &|_| false));
+    }
 }

@@ -1,6 +1,1318 @@
-//! PATCH (being written).
-use super::error::ScimError;
+//! SCIM PATCH (RFC 7644 §3.5.2) applied to a stored User body.
+//!
+//! The body is the canonical stored form (see `resource::normalize_user`): core attributes at the
+//! top level, `externalId` at the top level, extension attributes under their schema URN. This
+//! module only moves values into the right place under their canonical names; the caller
+//! re-normalises afterwards (types, readOnly attributes, the required `userName`).
+//!
+//! Beyond the RFC it accepts what Microsoft Entra ID and Okta really send: capitalised op names,
+//! `"False"` strings, the manager as a bare id, path-less values echoing readOnly attributes,
+//! and value-filter paths that name an element which does not exist yet.
+
+use serde_json::{Map, Value};
+
+use super::error::{ScimError, ScimType};
+use super::filter::{self, AttrPath, CompValue, CompareOp, Filter, PatchPath};
+use super::schema::{self, Attribute, Kind, Mutability, Schema};
+
+/// Most operations accepted in one request.
 pub const MAX_OPERATIONS: usize = 1000;
-pub fn apply(_body: &mut serde_json::Map<String, serde_json::Value>, _request: &serde_json::Value) -> Result<(), ScimError> {
-    Err(ScimError::invalid_syntax("PATCH not implemented yet"))
+
+/// Applies a PatchOp request document to `body`. All-or-nothing: on error `body` is unchanged
+/// (work on a clone and swap at the end).
+pub fn apply(body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimError> {
+    let operations = operations(request)?;
+    let mut work = body.clone();
+    for (i, operation) in operations.iter().enumerate() {
+        // Name the failing operation: a request may carry hundreds of them.
+        apply_one(&mut work, operation).map_err(|e| ScimError {
+            detail: format!("operation {}: {}", i + 1, e.detail),
+            ..e
+        })?;
+    }
+    *body = work;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+    Remove,
+}
+
+/// One element of `Operations`, borrowed from the request.
+struct Operation<'a> {
+    op: Op,
+    path: Option<&'a str>,
+    /// `Some(Value::Null)` for an explicit `"value": null`, `None` when absent.
+    value: Option<&'a Value>,
+}
+
+/// What a path designates.
+enum Target {
+    /// A schema URN alone: the whole extension object (or, for the core URN, the top level).
+    Schema(&'static Schema),
+    /// `externalId`, the one writable common attribute (RFC 7643 §3.1); not in the schema tables.
+    ExternalId,
+    Attr(AttrTarget),
+}
+
+/// An attribute of a schema, possibly narrowed by a value filter and/or a sub-attribute.
+struct AttrTarget {
+    schema: &'static Schema,
+    attr: &'static Attribute,
+    /// Only on multi-valued attributes (checked by [`resolve`]).
+    filter: Option<Filter>,
+    /// `givenName` in `name.givenName`, or `value` in `emails[type eq "work"].value`.
+    sub: Option<&'static Attribute>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request document
+// ---------------------------------------------------------------------------------------------
+
+fn operations(request: &Value) -> Result<Vec<Operation<'_>>, ScimError> {
+    let Some(doc) = request.as_object() else {
+        return Err(ScimError::invalid_syntax("the PATCH request must be a JSON object"));
+    };
+    if let Some(schemas) = member(doc, "schemas") {
+        let names_patch_op = schemas.as_array().is_some_and(|list| {
+            list.iter()
+                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema::PATCH_OP)))
+        });
+        if !names_patch_op {
+            return Err(ScimError::invalid_syntax(format!(
+                "schemas must contain {}",
+                schema::PATCH_OP
+            )));
+        }
+    }
+    let list = match member(doc, "Operations") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        _ => return Err(ScimError::invalid_syntax("Operations must be a non-empty array")),
+    };
+    if list.len() > MAX_OPERATIONS {
+        return Err(ScimError::bad_request(
+            ScimType::TooMany,
+            format!("at most {MAX_OPERATIONS} operations are accepted in one request"),
+        ));
+    }
+    list.iter().map(operation).collect()
+}
+
+fn operation(value: &Value) -> Result<Operation<'_>, ScimError> {
+    let Some(obj) = value.as_object() else {
+        return Err(ScimError::invalid_syntax("each operation must be a JSON object"));
+    };
+    // Entra ID capitalises op names ("Add", "Replace", "Remove").
+    let op = match member(obj, "op").and_then(Value::as_str) {
+        Some(s) if s.eq_ignore_ascii_case("add") => Op::Add,
+        Some(s) if s.eq_ignore_ascii_case("replace") => Op::Replace,
+        Some(s) if s.eq_ignore_ascii_case("remove") => Op::Remove,
+        Some(other) => return Err(ScimError::invalid_syntax(format!("unknown op {other:?}"))),
+        None => {
+            return Err(ScimError::invalid_syntax(
+                "op must be \"add\", \"replace\" or \"remove\"",
+            ))
+        }
+    };
+    let path = match member(obj, "path") {
+        // A blank path is what some clients send for "no path".
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(ScimError::invalid_syntax("path must be a string")),
+    };
+    Ok(Operation {
+        op,
+        path,
+        value: member(obj, "value"),
+    })
+}
+
+/// The member called `name`, ignoring case (clients disagree on `Operations` vs `operations`).
+fn member<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.get(name)
+        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+fn apply_one(body: &mut Map<String, Value>, operation: &Operation<'_>) -> Result<(), ScimError> {
+    match (operation.op, operation.path) {
+        // RFC 7644 §3.5.2.2: "If "path" is unspecified, the operation fails with ... noTarget".
+        (Op::Remove, None) => Err(ScimError::no_target("remove requires a path")),
+        (Op::Remove, Some(path)) => remove(body, &resolve(path)?, operation.value),
+        (op, Some(path)) => {
+            let Some(value) = operation.value else {
+                return Err(ScimError::invalid_syntax("add and replace require a value"));
+            };
+            write(body, op, &resolve(path)?, value)
+        }
+        (op, None) => match operation.value {
+            Some(Value::Object(members)) => write_members(body, op, &schema::USER_SCHEMA, members),
+            _ => Err(ScimError::invalid_syntax("without a path, value must be a JSON object")),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path resolution
+// ---------------------------------------------------------------------------------------------
+
+/// Resolves an explicit `path` of an operation.
+fn resolve(path: &str) -> Result<Target, ScimError> {
+    let parsed = filter::parse_path(path).map_err(|e| ScimError::invalid_path(e.message))?;
+    resolve_parsed(&parsed, &schema::USER_SCHEMA)
+}
+
+/// Resolves a parsed path; names without a URN belong to `default` (the core schema, or the
+/// extension whose object is being merged).
+fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, ScimError> {
+    let AttrPath { urn, name, sub } = &path.attr;
+    let narrowed = sub.is_some() || path.filter.is_some() || path.sub.is_some();
+    let schema = match urn {
+        None => default,
+        Some(urn) => match schema::user_schema(urn) {
+            Some(s) => s,
+            // A bare URN split at its last colon (`…:2.0` + `User`) still means the whole schema.
+            None => match schema::user_schema(&format!("{urn}:{name}")) {
+                Some(s) if !narrowed => return Ok(Target::Schema(s)),
+                _ => return Err(ScimError::invalid_path(format!("unknown schema {urn}"))),
+            },
+        },
+    };
+    if name.is_empty() {
+        if narrowed {
+            return Err(ScimError::invalid_path(format!(
+                "{} is a schema, not an attribute",
+                schema.id
+            )));
+        }
+        return Ok(Target::Schema(schema));
+    }
+    let sub_name = sub.as_deref().or(path.sub.as_deref());
+
+    if schema.id == schema::USER {
+        // Common attributes (RFC 7643 §3.1) are not in the schema tables.
+        if ["id", "meta", "schemas"].iter().any(|c| c.eq_ignore_ascii_case(name)) {
+            return Err(ScimError::mutability(format!("{name} cannot be modified")));
+        }
+        if name.eq_ignore_ascii_case("externalId") {
+            if narrowed {
+                return Err(ScimError::invalid_path("externalId is a simple attribute"));
+            }
+            return Ok(Target::ExternalId);
+        }
+    }
+    let Some(attr) = schema.attribute(name) else {
+        return Err(ScimError::invalid_path(format!("unknown attribute {name}")));
+    };
+    if attr.mutability == Mutability::ReadOnly {
+        return Err(ScimError::mutability(format!("{} is readOnly", attr.name)));
+    }
+    if let Some(f) = &path.filter {
+        if !attr.multi_valued {
+            return Err(ScimError::invalid_path(format!(
+                "{} is not multi-valued and cannot take a value filter",
+                attr.name
+            )));
+        }
+        check_filter(attr, f)?;
+    }
+    let sub = match sub_name {
+        None => None,
+        Some(_) if attr.sub_attributes.is_empty() => {
+            return Err(ScimError::invalid_path(format!("{} has no sub-attributes", attr.name)));
+        }
+        Some(s) => {
+            let Some(sub) = attr.sub(s) else {
+                return Err(ScimError::invalid_path(format!(
+                    "unknown sub-attribute {}.{s}",
+                    attr.name
+                )));
+            };
+            if sub.mutability == Mutability::ReadOnly {
+                return Err(ScimError::mutability(format!("{}.{} is readOnly", attr.name, sub.name)));
+            }
+            Some(sub)
+        }
+    };
+    Ok(Target::Attr(AttrTarget {
+        schema,
+        attr,
+        filter: path.filter.clone(),
+        sub,
+    }))
+}
+
+/// A value filter may only name sub-attributes of the element (`type`, `value`, ...).
+fn check_filter(attr: &Attribute, f: &Filter) -> Result<(), ScimError> {
+    match f {
+        Filter::Compare(p, ..) | Filter::Present(p) => {
+            if p.urn.is_some() || p.sub.is_some() || attr.sub(&p.name).is_none() {
+                return Err(ScimError::invalid_path(format!(
+                    "the filter on {} names an unknown sub-attribute {}",
+                    attr.name, p.name
+                )));
+            }
+            Ok(())
+        }
+        Filter::And(a, b) | Filter::Or(a, b) => check_filter(attr, a).and_then(|()| check_filter(attr, b)),
+        Filter::Not(a) => check_filter(attr, a),
+        Filter::ValuePath(..) => Err(ScimError::invalid_path("value filters cannot be nested")),
+    }
+}
+
+/// Evaluates a value filter on one element; strings compare ignoring case unless the schema
+/// says the sub-attribute is caseExact.
+fn element_matches(attr: &Attribute, f: &Filter, element: &Value) -> bool {
+    let case_exact = |p: &AttrPath| attr.sub(&p.name).is_some_and(|s| s.case_exact);
+    filter::matches(f, element, &case_exact)
+}
+
+// ---------------------------------------------------------------------------------------------
+// add / replace
+// ---------------------------------------------------------------------------------------------
+
+/// Path-less add/replace, or the merge of a whole schema object: every member is handled as if
+/// its key were the path. Identity providers echo `id`, `meta`, `schemas`, `groups` and
+/// attributes we do not know, so keys that do not resolve to a writable attribute are skipped.
+fn write_members(
+    body: &mut Map<String, Value>,
+    op: Op,
+    default: &'static Schema,
+    members: &Map<String, Value>,
+) -> Result<(), ScimError> {
+    for (key, value) in members {
+        let target = filter::parse_path(key)
+            .ok()
+            .and_then(|path| resolve_parsed(&path, default).ok());
+        if let Some(target) = target {
+            write(body, op, &target, value)?;
+        }
+    }
+    Ok(())
+}
+
+fn write(body: &mut Map<String, Value>, op: Op, target: &Target, value: &Value) -> Result<(), ScimError> {
+    // Adding nothing changes nothing; replacing with null (or []) unassigns (RFC 7643 §2.5).
+    if op == Op::Add && is_nothing(value) {
+        return Ok(());
+    }
+    match target {
+        Target::Schema(s) => match value {
+            Value::Object(members) => write_members(body, op, s, members),
+            Value::Null if s.id != schema::USER => {
+                body.remove(s.id);
+                Ok(())
+            }
+            _ => Err(ScimError::invalid_syntax(format!(
+                "the value for {} must be a JSON object",
+                s.id
+            ))),
+        },
+        Target::ExternalId => {
+            body.insert("externalId".into(), single(value).clone());
+            tidy(body, &schema::USER_SCHEMA, "externalId");
+            Ok(())
+        }
+        Target::Attr(t) => {
+            write_attr(container(body, t.schema), op, t, value)?;
+            tidy(body, t.schema, t.attr.name);
+            Ok(())
+        }
+    }
+}
+
+/// Writes `value` at `t` inside the object holding the attribute (`c`).
+fn write_attr(c: &mut Map<String, Value>, op: Op, t: &AttrTarget, value: &Value) -> Result<(), ScimError> {
+    let attr = t.attr;
+    match (&t.filter, t.sub) {
+        (Some(f), sub) => write_filtered(c, op, attr, f, sub, value),
+        (None, None) if attr.multi_valued => {
+            write_multi(c, op, attr, value);
+            Ok(())
+        }
+        (None, None) if attr.kind == Kind::Complex => {
+            // Both add and replace merge: RFC 7644 §3.5.2.3 leaves unspecified sub-attributes
+            // of a complex attribute unchanged.
+            match element(attr, single(value)) {
+                Value::Object(given) => object_slot(c, attr.name).extend(given),
+                // Not an object: store as sent and let normalisation judge it.
+                other => {
+                    c.insert(attr.name.into(), other);
+                }
+            }
+            Ok(())
+        }
+        (None, None) => {
+            c.insert(attr.name.into(), single(value).clone());
+            Ok(())
+        }
+        (None, Some(sub)) if attr.multi_valued => {
+            // `emails.display` without a filter addresses every element; with none, one is made.
+            let list = array_slot(c, attr.name);
+            if list.is_empty() {
+                list.push(Value::Object(Map::new()));
+            }
+            for item in list.iter_mut() {
+                object_of(item).insert(sub.name.into(), single(value).clone());
+            }
+            let all: Vec<usize> = (0..list.len()).collect();
+            single_primary(list, &all);
+            Ok(())
+        }
+        (None, Some(sub)) => {
+            object_slot(c, attr.name).insert(sub.name.into(), single(value).clone());
+            Ok(())
+        }
+    }
+}
+
+/// A whole multi-valued attribute: add appends, replace substitutes (RFC 7644 §3.5.2.1/3).
+fn write_multi(c: &mut Map<String, Value>, op: Op, attr: &Attribute, value: &Value) {
+    let given: Vec<Value> = items(value).map(|v| element(attr, v)).collect();
+    let list = array_slot(c, attr.name);
+    let written: Vec<usize> = if op == Op::Replace {
+        *list = given;
+        (0..list.len()).collect()
+    } else {
+        let mut appended = Vec::new();
+        for g in given {
+            // Identity providers resend what is already there; do not duplicate it.
+            if !list.contains(&g) {
+                list.push(g);
+                appended.push(list.len() - 1);
+            }
+        }
+        appended
+    };
+    single_primary(list, &written);
+}
+
+/// `emails[type eq "work"]` or `emails[type eq "work"].value` for add/replace.
+fn write_filtered(
+    c: &mut Map<String, Value>,
+    op: Op,
+    attr: &Attribute,
+    f: &Filter,
+    sub: Option<&Attribute>,
+    value: &Value,
+) -> Result<(), ScimError> {
+    let list = array_slot(c, attr.name);
+    if is_nothing(value) {
+        // Replacing with null unassigns (RFC 7643 §2.5): never create an element for it.
+        remove_filtered(list, attr, f, sub);
+        return Ok(());
+    }
+    let mut hits: Vec<usize> = (0..list.len())
+        .filter(|&i| element_matches(attr, f, &list[i]))
+        .collect();
+    if hits.is_empty() {
+        // Entra ID replaces `emails[type eq "work"].value` on users without a work email and
+        // expects it to be created; an equality filter says what the new element looks like.
+        let Some(seed) = seed_from_filter(attr, f) else {
+            return Err(ScimError::no_target(format!(
+                "no element of {} matches the filter",
+                attr.name
+            )));
+        };
+        list.push(Value::Object(seed));
+        let new = list.len() - 1;
+        // Merge even for replace, so the attributes named by the filter survive.
+        fill(&mut list[new], Op::Add, attr, sub, value)?;
+        hits.push(new);
+    } else {
+        for &i in &hits {
+            fill(&mut list[i], op, attr, sub, value)?;
+        }
+    }
+    single_primary(list, &hits);
+    Ok(())
+}
+
+/// Writes into one matched element: the sub-attribute, or the whole element (replace) or its
+/// given sub-attributes (add).
+fn fill(item: &mut Value, op: Op, attr: &Attribute, sub: Option<&Attribute>, value: &Value) -> Result<(), ScimError> {
+    match sub {
+        Some(sub) => {
+            object_of(item).insert(sub.name.into(), single(value).clone());
+        }
+        None => {
+            let given = single(value);
+            if !given.is_object() {
+                return Err(ScimError::invalid_value(format!(
+                    "the value for a filtered {} path must be a JSON object",
+                    attr.name
+                )));
+            }
+            let Value::Object(given) = element(attr, given) else {
+                unreachable!("element keeps objects objects")
+            };
+            if op == Op::Replace {
+                *item = Value::Object(given);
+            } else {
+                object_of(item).extend(given);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element an equality filter describes: `type eq "work" and primary eq true` →
+/// `{"type":"work","primary":true}`. `None` for any other filter (nothing to build from).
+fn seed_from_filter(attr: &Attribute, f: &Filter) -> Option<Map<String, Value>> {
+    fn collect(attr: &Attribute, f: &Filter, out: &mut Map<String, Value>) -> bool {
+        match f {
+            Filter::Compare(p, CompareOp::Eq, v) => {
+                let Some(sub) = attr.sub(&p.name) else { return false };
+                let v = match v {
+                    CompValue::Str(s) => Value::String(s.clone()),
+                    CompValue::Num(n) => Value::Number(n.clone()),
+                    CompValue::Bool(b) => Value::Bool(*b),
+                    CompValue::Null => return false,
+                };
+                // `type eq "a" and type eq "b"` describes no element.
+                match out.get(sub.name) {
+                    Some(old) if *old != v => false,
+                    _ => {
+                        out.insert(sub.name.into(), v);
+                        true
+                    }
+                }
+            }
+            Filter::And(a, b) => collect(attr, a, out) && collect(attr, b, out),
+            _ => false,
+        }
+    }
+    let mut out = Map::new();
+    collect(attr, f, &mut out).then_some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// remove
+// ---------------------------------------------------------------------------------------------
+
+fn remove(body: &mut Map<String, Value>, target: &Target, value: Option<&Value>) -> Result<(), ScimError> {
+    match target {
+        Target::Schema(s) if s.id == schema::USER => {
+            Err(ScimError::invalid_path("the core User schema cannot be removed"))
+        }
+        Target::Schema(s) => {
+            body.remove(s.id);
+            Ok(())
+        }
+        Target::ExternalId => {
+            body.remove("externalId");
+            Ok(())
+        }
+        Target::Attr(t) => {
+            remove_attr(container(body, t.schema), t, value);
+            tidy(body, t.schema, t.attr.name);
+            Ok(())
+        }
+    }
+}
+
+/// Removing what is not there succeeds: the result is what the client asked for.
+fn remove_attr(c: &mut Map<String, Value>, t: &AttrTarget, value: Option<&Value>) {
+    let attr = t.attr;
+    match (&t.filter, t.sub) {
+        (Some(f), sub) => {
+            if let Some(Value::Array(list)) = c.get_mut(attr.name) {
+                remove_filtered(list, attr, f, sub);
+            }
+        }
+        (None, Some(sub)) => match c.get_mut(attr.name) {
+            Some(Value::Object(o)) => {
+                o.remove(sub.name);
+            }
+            Some(Value::Array(list)) => {
+                for item in list.iter_mut() {
+                    if let Value::Object(o) = item {
+                        o.remove(sub.name);
+                    }
+                }
+            }
+            _ => {}
+        },
+        (None, None) => match value {
+            // Only the given elements (`members`-style removal by value).
+            Some(v) if attr.multi_valued && !is_nothing(v) => {
+                let given: Vec<Value> = items(v).map(|g| element(attr, g)).collect();
+                if let Some(Value::Array(list)) = c.get_mut(attr.name) {
+                    list.retain(|item| !given.iter().any(|g| same_element(item, g)));
+                }
+            }
+            // Everything else goes whole, including Entra's manager removal, which carries the
+            // manager's id (bare or as `[{"value": id}]`) as a value.
+            _ => {
+                c.remove(attr.name);
+            }
+        },
+    }
+}
+
+/// Removes the elements matching `f`, or only their `sub` sub-attribute.
+fn remove_filtered(list: &mut Vec<Value>, attr: &Attribute, f: &Filter, sub: Option<&Attribute>) {
+    match sub {
+        Some(sub) => {
+            for item in list.iter_mut().filter(|item| element_matches(attr, f, item)) {
+                if let Value::Object(o) = item {
+                    o.remove(sub.name);
+                }
+            }
+        }
+        None => list.retain(|item| !element_matches(attr, f, item)),
+    }
+}
+
+/// Whether an existing element is the one a remove value names: same `value` (ignoring case,
+/// as identity providers do not preserve it) or the very same object.
+fn same_element(item: &Value, given: &Value) -> bool {
+    if item == given {
+        return true;
+    }
+    match (item.get("value"), given.get("value")) {
+        (Some(Value::String(a)), Some(Value::String(b))) => a.to_lowercase() == b.to_lowercase(),
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers on the JSON body
+// ---------------------------------------------------------------------------------------------
+
+/// The object holding `schema`'s attributes: the body itself for the core schema, else the
+/// extension object (created on demand; [`tidy`] drops it again if it stays empty).
+fn container<'a>(body: &'a mut Map<String, Value>, schema: &Schema) -> &'a mut Map<String, Value> {
+    if schema.id == schema::USER {
+        return body;
+    }
+    object_slot(body, schema.id)
+}
+
+/// `obj[key]` as an object, created (or replacing a non-object) when needed.
+fn object_slot<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    object_of(obj.entry(key).or_insert_with(|| Value::Object(Map::new())))
+}
+
+fn object_of(value: &mut Value) -> &mut Map<String, Value> {
+    if !value.is_object() {
+        *value = Value::Object(Map::new());
+    }
+    value.as_object_mut().expect("just made an object")
+}
+
+/// `obj[key]` as an array, created when absent; a lone value found there becomes its element.
+fn array_slot<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
+    let slot = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+    if !slot.is_array() {
+        *slot = Value::Array(vec![slot.take()]);
+    }
+    slot.as_array_mut().expect("just made an array")
+}
+
+/// Drops what the operation left unassigned in attribute `name` of `schema` (null, `{}`, `[]`,
+/// recursively), and the extension object if it became empty.
+fn tidy(body: &mut Map<String, Value>, schema: &Schema, name: &str) {
+    let c = container(body, schema);
+    if c.get_mut(name).is_some_and(prune) {
+        c.remove(name);
+    }
+    if schema.id != schema::USER && c.is_empty() {
+        body.remove(schema.id);
+    }
+}
+
+/// Removes nulls, empty objects and empty arrays inside `value`; true when `value` itself is
+/// unassigned.
+fn prune(value: &mut Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(o) => {
+            o.retain(|_, v| !prune(v));
+            o.is_empty()
+        }
+        Value::Array(a) => {
+            a.retain_mut(|v| !prune(v));
+            a.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// One value of `attr` in canonical shape: sub-attribute keys spelled as in the schema (unknown
+/// ones dropped), and a bare scalar standing for the `value` sub-attribute (Entra sends the
+/// manager as a bare id, some clients send emails as plain strings).
+fn element(attr: &Attribute, value: &Value) -> Value {
+    match value {
+        Value::Object(o) if attr.kind == Kind::Complex => Value::Object(
+            o.iter()
+                .filter_map(|(k, v)| attr.sub(k).map(|s| (s.name.to_string(), v.clone())))
+                .collect(),
+        ),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) if attr.sub("value").is_some() => {
+            Value::Object(Map::from_iter([("value".to_string(), value.clone())]))
+        }
+        other => other.clone(),
+    }
+}
+
+/// The values given for a multi-valued attribute: an array, or one element on its own.
+fn items(value: &Value) -> impl Iterator<Item = &Value> {
+    match value {
+        Value::Array(list) => list.iter(),
+        one => std::slice::from_ref(one).iter(),
+    }
+}
+
+/// The value for a single-valued target; a one-element array is unwrapped, as Entra wraps
+/// single values (the manager) in arrays.
+fn single(value: &Value) -> &Value {
+    match value {
+        Value::Array(list) if list.len() == 1 => &list[0],
+        other => other,
+    }
+}
+
+fn is_nothing(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(list) => list.is_empty(),
+        _ => false,
+    }
+}
+
+/// RFC 7643 §2.4: at most one element is primary. When an element at one of `written` was set
+/// primary, the last such one wins and every other element loses the flag.
+fn single_primary(list: &mut [Value], written: &[usize]) {
+    let is_primary = |v: &Value| match v.get("primary") {
+        Some(Value::Bool(b)) => *b,
+        // Still a string until normalisation coerces it.
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    let Some(&winner) = written
+        .iter()
+        .rev()
+        .find(|&&i| list[i].get("primary") == Some(&Value::Bool(true)))
+    else {
+        return;
+    };
+    for (i, item) in list.iter_mut().enumerate() {
+        if i != winner && is_primary(item) {
+            item["primary"] = Value::Bool(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ENT: &str = schema::ENTERPRISE_USER;
+    /// The path Entra ID uses for the manager.
+    const MANAGER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager";
+
+    enum Expect {
+        Body(Value),
+        Error(u16, ScimType),
+    }
+
+    struct Case {
+        name: &'static str,
+        body: Value,
+        request: Value,
+        expect: Expect,
+    }
+
+    fn case(name: &'static str, body: Value, request: Value, expect: Expect) -> Case {
+        Case {
+            name,
+            body,
+            request,
+            expect,
+        }
+    }
+
+    fn body(v: Value) -> Expect {
+        Expect::Body(v)
+    }
+
+    fn error(t: ScimType) -> Expect {
+        Expect::Error(400, t)
+    }
+
+    /// A PatchOp document with these operations.
+    fn ops(operations: Value) -> Value {
+        json!({"schemas": [schema::PATCH_OP], "Operations": operations})
+    }
+
+    /// A typical stored user with a work and a home email and an enterprise extension.
+    fn bjensen() -> Value {
+        json!({
+            "userName": "bjensen",
+            "externalId": "ext-1",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "displayName": "Babs",
+            "active": true,
+            "emails": [
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"}
+            ],
+            ENT: {"employeeNumber": "701984", "manager": {"value": "26118915"}}
+        })
+    }
+
+    /// `bjensen()` with top-level keys replaced (`null` removes the key).
+    fn bjensen_with(changes: Value) -> Value {
+        let mut out = bjensen();
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                out.as_object_mut().unwrap().remove(k);
+            } else {
+                out[k] = v.clone();
+            }
+        }
+        out
+    }
+
+    fn cases() -> Vec<Case> {
+        let too_many = vec![json!({"op": "add", "path": "title", "value": "x"}); MAX_OPERATIONS + 1];
+        vec![
+            // ---- the request document
+            case(
+                "request not an object",
+                bjensen(),
+                json!([]),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "Operations missing",
+                bjensen(),
+                json!({"schemas": [schema::PATCH_OP]}),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "Operations empty",
+                bjensen(),
+                ops(json!([])),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "Operations not an array",
+                bjensen(),
+                ops(json!({"op": "add"})),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "schemas without PatchOp",
+                bjensen(),
+                json!({"schemas": [schema::USER], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "keys matched ignoring case, schemas optional",
+                json!({"userName": "u"}),
+                json!({"operations": [{"OP": "Replace", "Path": "title", "VALUE": "Boss"}]}),
+                body(json!({"userName": "u", "title": "Boss"})),
+            ),
+            case(
+                "too many operations",
+                bjensen(),
+                ops(Value::Array(too_many)),
+                error(ScimType::TooMany),
+            ),
+            case(
+                "unknown op",
+                bjensen(),
+                ops(json!([{"op": "move", "path": "title", "value": "x"}])),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "add without value",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "title"}])),
+                error(ScimType::InvalidSyntax),
+            ),
+            // ---- Microsoft Entra ID, as documented
+            case(
+                "Entra: replace work email and family name",
+                bjensen(),
+                ops(json!([
+                    {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "updatedEmail@microsoft.com"},
+                    {"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"}
+                ])),
+                body(bjensen_with(json!({
+                    "name": {"givenName": "Barbara", "familyName": "updatedFamilyName"},
+                    "emails": [
+                        {"value": "updatedEmail@microsoft.com", "type": "work", "primary": true},
+                        {"value": "babs@jensen.org", "type": "home"}
+                    ]
+                }))),
+            ),
+            case(
+                "Entra: replace work email that does not exist creates it",
+                json!({"userName": "u", "emails": [{"value": "h@x.org", "type": "home"}]}),
+                ops(json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "a@b.c"}])),
+                body(json!({"userName": "u", "emails": [
+                    {"value": "h@x.org", "type": "home"},
+                    {"type": "work", "value": "a@b.c"}
+                ]})),
+            ),
+            case(
+                "Entra: add work address street on a user without addresses",
+                json!({"userName": "u"}),
+                ops(json!([{"op": "Add", "path": "addresses[type eq \"work\"].streetAddress", "value": "1 Main St"}])),
+                body(json!({"userName": "u", "addresses": [{"type": "work", "streetAddress": "1 Main St"}]})),
+            ),
+            case(
+                "Entra: add manager as a bare id",
+                json!({"userName": "u", ENT: {"employeeNumber": "7"}}),
+                ops(json!([{"op": "Add", "path": MANAGER, "value": "2819c223"}])),
+                body(json!({"userName": "u", ENT: {"employeeNumber": "7", "manager": {"value": "2819c223"}}})),
+            ),
+            case(
+                "Entra: replace active with a \"False\" string (coerced by the caller)",
+                bjensen(),
+                ops(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+                body(bjensen_with(json!({"active": "False"}))),
+            ),
+            case(
+                "Entra: remove manager",
+                bjensen(),
+                ops(json!([{"op": "Remove", "path": MANAGER}])),
+                body(bjensen_with(json!({ENT: {"employeeNumber": "701984"}}))),
+            ),
+            case(
+                "Entra: remove manager with a value array; the emptied extension goes",
+                json!({"userName": "u", ENT: {"manager": {"value": "26118915"}}}),
+                ops(json!([{"op": "Remove", "path": MANAGER, "value": [{"value": "26118915"}]}])),
+                body(json!({"userName": "u"})),
+            ),
+            case(
+                "Entra: remove manager with a bare id",
+                bjensen(),
+                ops(json!([{"op": "Remove", "path": MANAGER, "value": "26118915"}])),
+                body(bjensen_with(json!({ENT: {"employeeNumber": "701984"}}))),
+            ),
+            case(
+                "Entra: add externalId",
+                json!({"userName": "u"}),
+                ops(json!([{"op": "Add", "path": "externalId", "value": "0a21f0f2"}])),
+                body(json!({"userName": "u", "externalId": "0a21f0f2"})),
+            ),
+            // ---- path-less add / replace
+            case(
+                "Okta: path-less replace of active",
+                bjensen(),
+                json!({"schemas": [schema::PATCH_OP], "Operations": [{"op": "replace", "value": {"active": false}}]}),
+                body(bjensen_with(json!({"active": false}))),
+            ),
+            case(
+                "path-less: echoed readOnly and unknown keys are ignored",
+                json!({"userName": "u", "name": {"familyName": "J"}}),
+                ops(json!([{"op": "replace", "value": {
+                    "id": "42", "meta": {"version": "W/\"1\""}, "schemas": [schema::USER],
+                    "groups": [{"value": "g1"}], "favouriteColour": "blue",
+                    "DISPLAYNAME": "Babs", "name": {"givenname": "Barbara"}
+                }}])),
+                body(json!({
+                    "userName": "u",
+                    "displayName": "Babs",
+                    "name": {"givenName": "Barbara", "familyName": "J"}
+                })),
+            ),
+            case(
+                "path-less: dotted, URN-qualified, whole-extension and filtered keys",
+                json!({"userName": "u", "emails": [{"value": "old@x", "type": "work"}]}),
+                ops(json!([{"op": "add", "value": {
+                    "name.givenName": "Barbara",
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "R&D",
+                    ENT: {"employeeNumber": "9", "manager": {"value": "m1", "displayName": "Boss"}},
+                    "emails[type eq \"work\"].value": "new@x"
+                }}])),
+                body(json!({
+                    "userName": "u",
+                    "name": {"givenName": "Barbara"},
+                    // displayName is readOnly but lives in a value: the caller drops it.
+                    ENT: {
+                        "department": "R&D",
+                        "employeeNumber": "9",
+                        "manager": {"value": "m1", "displayName": "Boss"}
+                    },
+                    "emails": [{"value": "new@x", "type": "work"}]
+                })),
+            ),
+            case(
+                "path-less: value must be an object",
+                bjensen(),
+                ops(json!([{"op": "replace", "value": "x"}])),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "path-less replace of a multi-valued attribute replaces it",
+                bjensen(),
+                ops(json!([{"op": "replace", "value": {"emails": [{"value": "only@x", "type": "other"}]}}])),
+                body(bjensen_with(json!({"emails": [{"value": "only@x", "type": "other"}]}))),
+            ),
+            // ---- path resolution
+            case(
+                "names ignore case and are written canonically",
+                json!({"userName": "u"}),
+                ops(json!([
+                    {"op": "add", "path": "NAME.GIVENNAME", "value": "B"},
+                    {"op": "add", "path": "PreferredLanguage", "value": "en"}
+                ])),
+                body(json!({"userName": "u", "name": {"givenName": "B"}, "preferredLanguage": "en"})),
+            ),
+            case(
+                "core URN prefix addresses the top level",
+                json!({"userName": "u"}),
+                ops(json!([{"op": "replace", "path": format!("{}:displayName", schema::USER), "value": "D"}])),
+                body(json!({"userName": "u", "displayName": "D"})),
+            ),
+            case(
+                "unknown schema URN",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "urn:example:foo:2.0:User:bar", "value": "x"}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "unparseable path",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "emails[type eq \"work\"", "value": "x"}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "id is not writable",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "id", "value": "1"}])),
+                error(ScimType::Mutability),
+            ),
+            case(
+                "meta is not writable",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "meta"}])),
+                error(ScimType::Mutability),
+            ),
+            case(
+                "schemas is not writable",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "schemas", "value": [ENT]}])),
+                error(ScimType::Mutability),
+            ),
+            case(
+                "groups is readOnly",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "groups", "value": [{"value": "g1"}]}])),
+                error(ScimType::Mutability),
+            ),
+            case(
+                "manager.displayName is readOnly",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": format!("{MANAGER}.displayName"), "value": "B"}])),
+                error(ScimType::Mutability),
+            ),
+            case(
+                "unknown attribute",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "favouriteColour", "value": "x"}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "unknown sub-attribute",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "name.nickname", "value": "x"}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "sub-attribute of a simple attribute",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "active.value", "value": true}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "filter on a single-valued attribute",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "name[givenName eq \"Barbara\"].familyName", "value": "x"}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "filter naming an unknown sub-attribute",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "emails[colour eq \"red\"].value", "value": "x"}])),
+                error(ScimType::InvalidPath),
+            ),
+            case(
+                "whole extension: add merges the object",
+                bjensen(),
+                ops(json!([{"op": "add", "path": ENT, "value": {"department": "Sales", "manager": {"value": "m2"}}}])),
+                body(bjensen_with(
+                    json!({ENT: {"employeeNumber": "701984", "department": "Sales", "manager": {"value": "m2"}}}),
+                )),
+            ),
+            case(
+                "whole extension: replace with a non-object",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": ENT, "value": "x"}])),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "whole extension: remove",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": ENT}])),
+                body(bjensen_with(json!({ENT: null}))),
+            ),
+            // ---- add
+            case(
+                "add a simple attribute",
+                json!({"userName": "u"}),
+                ops(json!([{"op": "add", "path": "title", "value": "Tour Guide"}])),
+                body(json!({"userName": "u", "title": "Tour Guide"})),
+            ),
+            case(
+                "add merges into a complex attribute",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "name", "value": {"middleName": "Jane"}}])),
+                body(bjensen_with(
+                    json!({"name": {"givenName": "Barbara", "familyName": "Jensen", "middleName": "Jane"}}),
+                )),
+            ),
+            case(
+                "add a sub-attribute creates the parent",
+                json!({"userName": "u"}),
+                ops(json!([{"op": "add", "path": "name.givenName", "value": "B"}])),
+                body(json!({"userName": "u", "name": {"givenName": "B"}})),
+            ),
+            case(
+                "add to a multi-valued attribute appends, skipping duplicates",
+                json!({"userName": "u", "phoneNumbers": [{"value": "1", "type": "work"}]}),
+                ops(json!([
+                    {"op": "add", "path": "phoneNumbers", "value": [
+                        {"value": "1", "type": "work"},
+                        {"value": "2", "type": "home"}
+                    ]},
+                    {"op": "add", "path": "phoneNumbers", "value": {"value": "3", "type": "mobile"}}
+                ])),
+                body(json!({"userName": "u", "phoneNumbers": [
+                    {"value": "1", "type": "work"}, {"value": "2", "type": "home"}, {"value": "3", "type": "mobile"}
+                ]})),
+            ),
+            case(
+                "add a primary element clears the other primary",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "emails", "value": {"value": "n@x", "primary": true}}])),
+                body(bjensen_with(json!({"emails": [
+                    {"value": "bjensen@example.com", "type": "work", "primary": false},
+                    {"value": "babs@jensen.org", "type": "home"},
+                    {"value": "n@x", "primary": true}
+                ]}))),
+            ),
+            case(
+                "add with a filter and no sub merges into the matching element",
+                bjensen(),
+                ops(json!([{"op": "add", "path": "emails[type eq \"HOME\"]", "value": {"display": "Home"}}])),
+                body(bjensen_with(json!({"emails": [
+                    {"value": "bjensen@example.com", "type": "work", "primary": true},
+                    {"value": "babs@jensen.org", "type": "home", "display": "Home"}
+                ]}))),
+            ),
+            // ---- replace
+            case(
+                "replace a multi-valued attribute with a single element",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "emails", "value": {"value": "only@x", "type": "work"}}])),
+                body(bjensen_with(json!({"emails": [{"value": "only@x", "type": "work"}]}))),
+            ),
+            case(
+                "replace a complex attribute keeps unspecified sub-attributes",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "name", "value": {"givenName": "Barb"}}])),
+                body(bjensen_with(
+                    json!({"name": {"givenName": "Barb", "familyName": "Jensen"}}),
+                )),
+            ),
+            case(
+                "replace with null removes the attribute",
+                bjensen(),
+                ops(json!([
+                    {"op": "replace", "path": "displayName", "value": null},
+                    {"op": "replace", "path": "name.givenName", "value": null}
+                ])),
+                body(bjensen_with(
+                    json!({"displayName": null, "name": {"familyName": "Jensen"}}),
+                )),
+            ),
+            case(
+                "replace with a filter and no sub replaces the element",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "emails[type eq \"home\"]", "value": {"value": "b@x"}}])),
+                body(bjensen_with(json!({"emails": [
+                    {"value": "bjensen@example.com", "type": "work", "primary": true},
+                    {"value": "b@x"}
+                ]}))),
+            ),
+            case(
+                "replace with a non-equality filter and no match",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "emails[value co \"nowhere\"].display", "value": "x"}])),
+                error(ScimType::NoTarget),
+            ),
+            case(
+                "replace with an and-of-eq filter and no match creates the element",
+                json!({"userName": "u"}),
+                ops(json!([{
+                    "op": "replace",
+                    "path": "phoneNumbers[type eq \"work\" and primary eq true].value",
+                    "value": "555"
+                }])),
+                body(json!({"userName": "u", "phoneNumbers": [{"type": "work", "primary": true, "value": "555"}]})),
+            ),
+            case(
+                "replace a filtered element's primary moves the flag",
+                bjensen(),
+                ops(json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}])),
+                body(bjensen_with(json!({"emails": [
+                    {"value": "bjensen@example.com", "type": "work", "primary": false},
+                    {"value": "babs@jensen.org", "type": "home", "primary": true}
+                ]}))),
+            ),
+            case(
+                "replace a filtered sub with null clears it and creates nothing",
+                bjensen(),
+                ops(json!([
+                    {"op": "replace", "path": "emails[type eq \"home\"].value", "value": null},
+                    {"op": "replace", "path": "emails[type eq \"other\"].value", "value": null},
+                    {"op": "replace", "path": "emails[type eq \"work\"]", "value": null}
+                ])),
+                body(bjensen_with(json!({"emails": [{"type": "home"}]}))),
+            ),
+            // ---- remove
+            case(
+                "remove without a path",
+                bjensen(),
+                ops(json!([{"op": "remove"}])),
+                error(ScimType::NoTarget),
+            ),
+            case(
+                "remove a simple attribute and externalId",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "displayName"}, {"op": "remove", "path": "externalId"}])),
+                body(bjensen_with(json!({"displayName": null, "externalId": null}))),
+            ),
+            case(
+                "remove the last sub-attribute drops the parent",
+                json!({"userName": "u", "name": {"givenName": "B"}}),
+                ops(json!([{"op": "remove", "path": "name.givenName"}])),
+                body(json!({"userName": "u"})),
+            ),
+            case(
+                "remove elements matching a filter",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "emails[type eq \"work\"]"}])),
+                body(bjensen_with(
+                    json!({"emails": [{"value": "babs@jensen.org", "type": "home"}]}),
+                )),
+            ),
+            case(
+                "remove with a filter that matches nothing succeeds",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "emails[type eq \"other\"]"}])),
+                body(bjensen()),
+            ),
+            case(
+                "remove a sub-attribute of matching elements",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "emails[type eq \"work\"].primary"}])),
+                body(bjensen_with(json!({"emails": [
+                    {"value": "bjensen@example.com", "type": "work"},
+                    {"value": "babs@jensen.org", "type": "home"}
+                ]}))),
+            ),
+            case(
+                "remove given values from a multi-valued attribute",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "emails", "value": [{"value": "BABS@jensen.org"}]}])),
+                body(bjensen_with(
+                    json!({"emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}]}),
+                )),
+            ),
+            case(
+                "remove a whole multi-valued attribute",
+                bjensen(),
+                ops(json!([{"op": "remove", "path": "emails"}])),
+                body(bjensen_with(json!({"emails": null}))),
+            ),
+            case(
+                "remove the last element drops the attribute",
+                json!({"userName": "u", "emails": [{"value": "a@b", "type": "work"}]}),
+                ops(json!([{"op": "remove", "path": "emails[value eq \"A@B\"]"}])),
+                body(json!({"userName": "u"})),
+            ),
+            // ---- all or nothing
+            case(
+                "a failing operation undoes the earlier ones",
+                bjensen(),
+                ops(json!([
+                    {"op": "replace", "path": "displayName", "value": "changed"},
+                    {"op": "remove", "path": "emails"},
+                    {"op": "replace", "path": "meta.created", "value": "2020-01-01T00:00:00Z"}
+                ])),
+                error(ScimType::Mutability),
+            ),
+        ]
+    }
+
+    #[test]
+    fn patch_table() {
+        let mut failures = Vec::new();
+        let all = cases();
+        for c in &all {
+            let start = c.body.as_object().expect("case body is an object").clone();
+            let mut got = start.clone();
+            let result = apply(&mut got, &c.request);
+            match (&c.expect, result) {
+                (Expect::Body(want), Ok(())) if Value::Object(got.clone()) == *want => {}
+                (Expect::Body(want), Ok(())) => {
+                    failures.push(format!("{}:\n  want {want}\n  got  {}", c.name, Value::Object(got)))
+                }
+                (Expect::Body(_), Err(e)) => failures.push(format!("{}: unexpected error {e}", c.name)),
+                (Expect::Error(status, t), Err(e)) => {
+                    if e.status != *status || e.scim_type != Some(*t) {
+                        failures.push(format!("{}: want {status} {}, got {e}", c.name, t.as_str()));
+                    }
+                    // All-or-nothing: a failed request leaves the body exactly as it was.
+                    if got != start {
+                        failures.push(format!("{}: body changed by a failed request", c.name));
+                    }
+                }
+                (Expect::Error(..), Ok(())) => {
+                    failures.push(format!("{}: want an error, got {}", c.name, Value::Object(got)))
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            all.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn error_detail_names_the_operation() {
+        let mut user = bjensen().as_object().unwrap().clone();
+        let request = ops(json!([
+            {"op": "add", "path": "title", "value": "x"},
+            {"op": "add", "path": "nope", "value": "x"}
+        ]));
+        let e = apply(&mut user, &request).unwrap_err();
+        assert!(e.detail.starts_with("operation 2:"), "{}", e.detail);
+    }
 }

@@ -1,0 +1,188 @@
+//! A real daemon per test: its own temporary SQLite database, a random port, and tokens.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use provisiond::app::{self, Application};
+use provisiond::config::Config;
+use provisiond::domain::tokens::{Scope, Tokens};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub base: String,
+    /// A token with every scope.
+    pub token: String,
+    pub dir: tempfile::TempDir,
+    pub agent: ureq::Agent,
+}
+
+/// A response: status, headers we look at, and the JSON body (Null when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub etag: Option<String>,
+    pub location: Option<String>,
+    pub content_type: Option<String>,
+    pub www_authenticate: Option<String>,
+}
+
+pub fn config_for(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.database.url = format!("sqlite://{}", dir.join("provisiond.db").display());
+    config.database.pool_size = 4;
+    config.log.level = "warn".into();
+    config
+}
+
+impl TestApp {
+    pub fn spawn() -> Self {
+        Self::spawn_with(|_| {})
+    }
+
+    /// Starts the daemon with a configuration the test may adjust.
+    pub fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = config_for(dir.path());
+        adjust(&mut config);
+        let pool = app::open_database(&config).expect("database");
+        let token = Tokens::new(pool)
+            .create("test", &[Scope::Scim, Scope::Mfa, Scope::Admin])
+            .expect("token")
+            .expose()
+            .to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let app = Application::build(config).expect("daemon starts");
+                tx.send(app.port()).expect("port");
+                app.run_until_stopped().await.expect("server runs");
+            });
+        });
+        let port = rx.recv().expect("daemon started");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            dir,
+            agent,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("provisiond.db")
+    }
+
+    /// A request with the all-scopes token.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.call_with(method, path, body, &[("Authorization", &format!("Bearer {}", self.token))])
+    }
+
+    pub fn call_with(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
+        let text = body.map(Value::to_string);
+        self.raw(method, path, text.as_deref(), headers)
+    }
+
+    /// A request with a raw body and exactly the given headers.
+    pub fn raw(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+        let uri = format!("{}{}", self.base, path);
+        let mut req = ureq::http::Request::builder().method(method).uri(&uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req = req.header("Content-Type", "application/scim+json");
+        }
+        let resp = match body {
+            Some(b) => self.agent.run(req.body(b.to_string()).expect("request")),
+            None => self.agent.run(req.body(()).expect("request")),
+        }
+        .expect("HTTP exchange");
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (status, etag, location, content_type, www_authenticate) = (
+            resp.status().as_u16(),
+            header("etag"),
+            header("location"),
+            header("content-type"),
+            header("www-authenticate"),
+        );
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            body,
+            etag,
+            location,
+            content_type,
+            www_authenticate,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call("POST", path, Some(body))
+    }
+
+    /// Creates a user and returns its resource; panics unless 201.
+    pub fn create_user(&self, body: &Value) -> Value {
+        let r = self.post("/scim/v2/Users", body);
+        assert_eq!(r.status, 201, "create failed: {:?}", r.body);
+        r.body
+    }
+
+    /// Lists users with a filter (URL-encoded here) and returns the ListResponse.
+    pub fn filter(&self, filter: &str) -> Value {
+        let r = self.get(&format!("/scim/v2/Users?filter={}", encode(filter)));
+        assert_eq!(r.status, 200, "filter {filter:?} failed: {:?}", r.body);
+        r.body
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Asserts a SCIM error document with this status and scimType.
+#[track_caller]
+pub fn assert_scim_error(r: &Reply, status: u16, scim_type: Option<&str>) {
+    assert_eq!(r.status, status, "unexpected answer: {:?}", r.body);
+    assert_eq!(r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{:?}", r.body);
+    assert_eq!(r.body["status"], Value::String(status.to_string()), "{:?}", r.body);
+    match scim_type {
+        Some(t) => assert_eq!(r.body["scimType"], t, "{:?}", r.body),
+        None => assert!(r.body.get("scimType").is_none(), "{:?}", r.body),
+    }
+}
+
+/// The `userName`s of a ListResponse, in order.
+pub fn user_names(list: &Value) -> Vec<String> {
+    list["Resources"]
+        .as_array()
+        .map(|rs| rs.iter().map(|r| r["userName"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default()
+}
