@@ -83,8 +83,9 @@ pub const MAX_DEPTH: usize = 32;
 ///
 /// Operators and `and`/`or`/`not` are case-insensitive; `not` binds tighter than `and`, which binds
 /// tighter than `or`, and chains are left-associative. Attribute names and URNs keep the case they
-/// were written in. `attr[filter]` yields [`Filter::ValuePath`]; a sub-attribute after the bracket
-/// (`emails[type eq "work"].value`) is only valid in PATCH paths and is refused here.
+/// were written in. `attr[filter]` yields [`Filter::ValuePath`]; a comparison on a sub-attribute
+/// after a value filter (`emails[type eq "work"].value eq "x"`) is read as one element
+/// matching both: `emails[type eq "work" and value eq "x"]`.
 ///
 /// # Errors
 ///
@@ -381,15 +382,27 @@ impl<'a> Parser<'a> {
             }
             let inner = self.parse_value_filter(&path)?;
             if self.peek() == Some(b'.') {
-                return Err(error(format!(
-                    "unexpected '.' at position {}: a sub-attribute after a value filter is \
-                     only allowed in PATCH paths",
-                    self.pos
-                )));
+                // `emails[type eq "work"].value eq "x"`: identity providers send this for
+                // existence checks; it means an element matching both conditions.
+                self.pos += 1;
+                let sub = self.parse_attr_path(true, false)?;
+                if sub.sub.is_some() {
+                    return Err(self.expected("a single sub-attribute name after ']'"));
+                }
+                let condition = self.parse_comparison(sub)?;
+                return Ok(Filter::ValuePath(
+                    path,
+                    Box::new(Filter::And(Box::new(inner), Box::new(condition))),
+                ));
             }
             return Ok(Filter::ValuePath(path, Box::new(inner)));
         }
         self.pos = save;
+        self.parse_comparison(path)
+    }
+
+    /// `SP compareOp SP compValue` or `SP "pr"` after an attribute path.
+    fn parse_comparison(&mut self, path: AttrPath) -> Result<Filter, SyntaxError> {
 
         // Whitespace is mandatory between path, operator and value (`userNameeq"x"` fails).
         if !self.skip_ws() {
@@ -837,6 +850,9 @@ mod tests {
             (r#"meta.created lt "2011""#, cmp(ps("meta", "created"), Lt, s("2011"))),
             (r#"meta.created le "2011""#, cmp(ps("meta", "created"), Le, s("2011"))),
             ("title pr", pr(p("title"))),
+            (r#"emails[type eq "work"].value eq "a@b""#,
+                vp(p("emails"), and(work(), cmp(p("value"), Eq, s("a@b"))))),
+            (r#"emails[type eq "work"].display pr"#, vp(p("emails"), and(work(), pr(p("display"))))),
             (r#"schemas eq "{ENT}""#, cmp(p("schemas"), Eq, s(ENT))),
             // URN prefixes: the URN ends at the last ':' even though it contains "2.0".
             (r#"{CORE}:userName sw "J""#, cmp(pu(CORE, "userName", None), Sw, s("J"))),
@@ -955,7 +971,7 @@ mod tests {
             (r#"emails[ims[type eq "x"]]"#, "nested value filter at position 10"),
             (r#"emails[(ims[type eq "x"])]"#, "nested value filter"),
             ("emails[{ENT}:x eq 1]", "relative to the value filter"),
-            (r#"emails[type eq "work"].value eq "x""#, "only allowed in PATCH paths"),
+            (r#"emails[type eq "work"].value.x eq "x""#, "single sub-attribute"),
             (r#"name.x[type eq "work"]"#, "without sub-attribute"),
         ];
         for (input, want) in cases {

@@ -120,7 +120,8 @@ pub fn sort_key(path: &AttrPath) -> Result<Fragment<diesel::sql_types::Nullable<
     }
 }
 
-/// The element being matched inside a value filter (`emails[type eq "work"]`).
+/// The element being matched inside a value filter (`emails[type eq "work"]`): a row of
+/// `user_values` under `alias`, whose `elem` the conditions on other sub-attributes share.
 struct Element<'a> {
     alias: String,
     attr: &'a AttrPath,
@@ -128,6 +129,23 @@ struct Element<'a> {
 
 struct Compiler {
     next_alias: usize,
+}
+
+/// A comparison reduced to SQL: `<value column> <op> ?`, negated for `ne`.
+struct Comparison {
+    sql_op: &'static str,
+    bind: Bind,
+    negated: bool,
+}
+
+impl Comparison {
+    fn on(&self, column: &str) -> Condition {
+        let escape = if self.sql_op == "LIKE" { " ESCAPE '\\'" } else { "" };
+        Condition::new()
+            .sql(&format!("{column} {} ", self.sql_op))
+            .bind(self.bind.clone())
+            .sql(escape)
+    }
 }
 
 impl Compiler {
@@ -147,20 +165,7 @@ impl Compiler {
                 if element.is_some() {
                     return Err(ScimError::invalid_filter("value filters cannot be nested"));
                 }
-                let Target::Values { paths, .. } = resolve(&AttrPath { sub: None, ..attr.clone() })? else {
-                    return Err(ScimError::invalid_filter(format!("{} is not multi-valued", display(attr))));
-                };
-                let alias = self.alias();
-                let prefix = paths[0].rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
-                let inner_cond = self.filter(inner, Some(&Element { alias: alias.clone(), attr }))?;
-                Condition::new()
-                    .sql(&format!(
-                        "EXISTS (SELECT 1 FROM user_values {alias} WHERE {alias}.user_id = users.id AND {alias}.path LIKE "
-                    ))
-                    .bind(Bind::Text(format!("{}.%", like_escape(&prefix))))
-                    .sql(&format!(" ESCAPE '\\' AND ("))
-                    .push(inner_cond)
-                    .sql("))")
+                self.value_path(attr, inner)?
             }
         })
     }
@@ -172,6 +177,47 @@ impl Compiler {
             .sql(op)
             .push(self.filter(b, element)?)
             .sql(")"))
+    }
+
+    /// `emails[…]`: users with one element that satisfies the inner filter. The element rows
+    /// are driven from the index by the first plain comparison of an `and` chain when there is
+    /// one (`type eq "work"`), else by all rows of the attribute.
+    fn value_path(&mut self, attr: &AttrPath, inner: &Filter) -> Result<Condition, ScimError> {
+        let Target::Values { paths, .. } = resolve(&AttrPath { sub: None, ..attr.clone() })? else {
+            return Err(ScimError::invalid_filter(format!("{} is not multi-valued", display(attr))));
+        };
+        let alias = self.alias();
+        let element = Element { alias: alias.clone(), attr };
+        let mut conjuncts = Vec::new();
+        flatten_and(inner, &mut conjuncts);
+        let driver = conjuncts.iter().position(|c| match c {
+            Filter::Compare(p, op, v) => *op != CompareOp::Ne && !matches!(v, CompValue::Null) && p.urn.is_none() && p.sub.is_none(),
+            _ => false,
+        });
+        let mut c = Condition::new().sql(&format!("users.id IN (SELECT {alias}.user_id FROM user_values {alias} WHERE "));
+        match driver {
+            Some(i) => {
+                let Filter::Compare(p, op, v) = conjuncts.remove(i) else { unreachable!("driver is a comparison") };
+                let (target, cmp) = self.comparison(p, *op, v, Some(&element))?;
+                let Target::Values { paths, .. } = target else { unreachable!("sub-attributes live in user_values") };
+                c = c
+                    .sql(&format!("{alias}.path = "))
+                    .bind(Bind::Text(paths[0].clone()))
+                    .sql(" AND ")
+                    .push(cmp.on(&format!("{alias}.value")));
+            }
+            None => {
+                let prefix = paths[0].rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
+                c = c
+                    .sql(&format!("{alias}.path LIKE "))
+                    .bind(Bind::Text(format!("{}.%", like_escape(&prefix))))
+                    .sql(" ESCAPE '\\'");
+            }
+        }
+        for f in conjuncts {
+            c = c.sql(" AND ").push(self.filter(f, Some(&element))?);
+        }
+        Ok(c.sql(")"))
     }
 
     /// Inside a value filter, `type` means `emails.type` of the same element.
@@ -193,17 +239,17 @@ impl Compiler {
         }
     }
 
-    /// `EXISTS (SELECT 1 FROM user_values vN WHERE <same user or element> AND vN.path IN (…)`
-    /// — left open for the caller to add a value condition and the closing parenthesis.
-    fn values_exists(&mut self, paths: &[String], element: Option<&Element>) -> (String, Condition) {
+    /// Rows of `user_values` at `paths` that satisfy `value_condition`, as a condition on the
+    /// user (`users.id IN (…)`, which SQLite and PostgreSQL drive from the index) or, inside a
+    /// value filter, on the same element (`EXISTS (…)` by primary key).
+    fn values(&mut self, paths: &[String], element: Option<&Element>, value_condition: impl FnOnce(&str) -> Condition) -> Condition {
         let alias = self.alias();
-        let mut c = Condition::new().sql(&format!("EXISTS (SELECT 1 FROM user_values {alias} WHERE "));
-        c = match element {
-            Some(e) => c.sql(&format!(
-                "{alias}.user_id = {e}.user_id AND {alias}.elem = {e}.elem AND ",
+        let mut c = match element {
+            None => Condition::new().sql(&format!("users.id IN (SELECT {alias}.user_id FROM user_values {alias} WHERE ")),
+            Some(e) => Condition::new().sql(&format!(
+                "EXISTS (SELECT 1 FROM user_values {alias} WHERE {alias}.user_id = {e}.user_id AND {alias}.elem = {e}.elem AND ",
                 e = e.alias
             )),
-            None => c.sql(&format!("{alias}.user_id = users.id AND ")),
         };
         c = c.sql(&format!("{alias}.path IN ("));
         for (i, p) in paths.iter().enumerate() {
@@ -212,25 +258,22 @@ impl Compiler {
             }
             c = c.bind(Bind::Text(p.clone()));
         }
-        (alias, c.sql(")"))
+        c.sql(") AND ").push(value_condition(&format!("{alias}.value"))).sql(")")
     }
 
     fn present(&mut self, path: &AttrPath, element: Option<&Element>) -> Result<Condition, ScimError> {
         Ok(match self.target(path, element)? {
             Target::Column { column, kind: Kind::String, .. } => {
-                Condition::new().sql(&format!("({column} IS NOT NULL AND {column} <> ''"))
-                    .sql(")")
+                Condition::new().sql(&format!("({column} IS NOT NULL AND {column} <> '')"))
             }
             Target::Column { column, .. } => Condition::new().sql(&format!("{column} IS NOT NULL")),
             Target::Values { paths, .. } => {
-                let (alias, c) = self.values_exists(&paths, element);
-                c.sql(&format!(" AND {alias}.value <> '')"))
+                self.values(&paths, element, |v| Condition::new().sql(&format!("{v} <> ''")))
             }
         })
     }
 
     fn compare(&mut self, path: &AttrPath, op: CompareOp, value: &CompValue, element: Option<&Element>) -> Result<Condition, ScimError> {
-        let target = self.target(path, element)?;
         if matches!(value, CompValue::Null) {
             // `attr eq null` is how some clients spell "not present".
             let present = self.present(path, element)?;
@@ -240,6 +283,27 @@ impl Compiler {
                 _ => Err(ScimError::invalid_filter("null can only be compared with eq or ne")),
             };
         }
+        let (target, cmp) = self.comparison(path, op, value, element)?;
+        Ok(match target {
+            Target::Column { column, .. } if cmp.negated => {
+                // `ne` also holds when the attribute has no value.
+                Condition::new().sql(&format!("({column} IS NULL OR NOT (")).push(cmp.on(column)).sql("))")
+            }
+            Target::Column { column, .. } => cmp.on(column),
+            Target::Values { paths, .. } => {
+                let c = self.values(&paths, element, |v| cmp.on(v));
+                if cmp.negated {
+                    Condition::new().sql("NOT ").push(c)
+                } else {
+                    c
+                }
+            }
+        })
+    }
+
+    /// Resolves the attribute and checks the operator and value against its type.
+    fn comparison(&self, path: &AttrPath, op: CompareOp, value: &CompValue, element: Option<&Element>) -> Result<(Target, Comparison), ScimError> {
+        let target = self.target(path, element)?;
         let (kind, case_exact) = match &target {
             Target::Column { kind, lower, .. } => (*kind, !lower),
             Target::Values { kind, case_exact, .. } => (*kind, *case_exact),
@@ -251,18 +315,21 @@ impl Compiler {
             CompValue::Str(s) => serde_json::Value::String(s.clone()),
             CompValue::Num(n) => serde_json::Value::Number(n.clone()),
             CompValue::Bool(b) => serde_json::Value::Bool(*b),
-            CompValue::Null => unreachable!("handled above"),
+            CompValue::Null => return Err(ScimError::invalid_filter("null can only be compared with eq or ne")),
         };
+        let ordering = matches!(op, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le);
         if kind == Kind::Boolean && !matches!(op, CompareOp::Eq | CompareOp::Ne) {
             return Err(ScimError::invalid_filter(format!("{} is boolean: use eq or ne", display(path))));
         }
         if kind == Kind::Boolean && !json.is_boolean() {
             return Err(ScimError::invalid_filter(format!("{} is boolean: compare with true or false", display(path))));
         }
+        if ordering && json.is_boolean() {
+            return Err(ScimError::invalid_filter(format!("{} cannot be ordered against {json}", display(path))));
+        }
         let text = comparable(kind, case_exact, &json).expect("scalar value");
-        let (sql_op, bind) = match op {
-            CompareOp::Eq => ("=", text),
-            CompareOp::Ne => ("=", text), // negated below
+        let (sql_op, pattern) = match op {
+            CompareOp::Eq | CompareOp::Ne => ("=", text),
             CompareOp::Gt => (">", text),
             CompareOp::Ge => (">=", text),
             CompareOp::Lt => ("<", text),
@@ -271,36 +338,24 @@ impl Compiler {
             CompareOp::Sw => ("LIKE", format!("{}%", like_escape(&text))),
             CompareOp::Ew => ("LIKE", format!("%{}", like_escape(&text))),
         };
-        if matches!(op, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le) && !json.is_string() && kind != Kind::String {
-            return Err(ScimError::invalid_filter(format!("{} cannot be ordered against {json}", display(path))));
-        }
-        let escape = if sql_op == "LIKE" { " ESCAPE '\\'" } else { "" };
-        let cond = match target {
-            Target::Column { column, kind, .. } => {
-                let bind = match kind {
-                    Kind::Boolean => Bind::Bool(bind == "true"),
-                    Kind::DateTime if sql_op != "LIKE" => Bind::Timestamp(parse_datetime(&bind)?),
-                    _ => Bind::Text(bind),
-                };
-                let c = Condition::new().sql(&format!("{column} {sql_op} ")).bind(bind).sql(escape);
-                if op == CompareOp::Ne {
-                    // `ne` also holds when the attribute has no value.
-                    Condition::new().sql(&format!("({column} IS NULL OR NOT (")).push(c).sql("))")
-                } else {
-                    c
-                }
-            }
-            Target::Values { paths, .. } => {
-                let (alias, c) = self.values_exists(&paths, element);
-                let c = c.sql(&format!(" AND {alias}.value {sql_op} ")).bind(Bind::Text(bind)).sql(escape).sql(")");
-                if op == CompareOp::Ne {
-                    Condition::new().sql("NOT ").push(c)
-                } else {
-                    c
-                }
-            }
+        let bind = match &target {
+            Target::Column { kind: Kind::Boolean, .. } => Bind::Bool(pattern == "true"),
+            Target::Column { kind: Kind::DateTime, .. } if sql_op != "LIKE" => Bind::Timestamp(parse_datetime(&pattern)?),
+            _ => Bind::Text(pattern),
         };
-        Ok(cond)
+        let negated = op == CompareOp::Ne;
+        Ok((target, Comparison { sql_op, bind, negated }))
+    }
+}
+
+/// The conjuncts of an `and` chain, in order.
+fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
+    match f {
+        Filter::And(a, b) => {
+            flatten_and(a, out);
+            flatten_and(b, out);
+        }
+        other => out.push(other),
     }
 }
 
@@ -349,11 +404,19 @@ mod tests {
         let c = compile(&str_cmp("emails", None, CompareOp::Co, "example")).unwrap();
         assert_eq!(
             c.text(),
-            "EXISTS (SELECT 1 FROM user_values v1 WHERE v1.user_id = users.id AND v1.path IN (?) AND v1.value LIKE ? ESCAPE '\\')"
+            "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.path IN (?) AND v1.value LIKE ? ESCAPE '\\')"
         );
-        let f = Filter::ValuePath(attr("emails", None), Box::new(str_cmp("type", None, CompareOp::Eq, "work")));
-        let c = compile(&f).unwrap();
-        assert!(c.text().contains("v2.user_id = v1.user_id AND v2.elem = v1.elem"), "{}", c.text());
+        let work = str_cmp("type", None, CompareOp::Eq, "work");
+        let f = Filter::ValuePath(attr("emails", None), Box::new(work.clone()));
+        assert_eq!(
+            compile(&f).unwrap().text(),
+            "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.path = ? AND v1.value = ?)"
+        );
+        let both = Filter::And(Box::new(work), Box::new(str_cmp("value", None, CompareOp::Ne, "x")));
+        let c = compile(&Filter::ValuePath(attr("emails", None), Box::new(both))).unwrap();
+        assert!(c.text().contains("AND NOT EXISTS (SELECT 1 FROM user_values v2 WHERE v2.user_id = v1.user_id AND v2.elem = v1.elem"), "{}", c.text());
+        let negative = Filter::ValuePath(attr("emails", None), Box::new(Filter::Not(Box::new(str_cmp("type", None, CompareOp::Eq, "work")))));
+        assert!(compile(&negative).unwrap().text().contains("v1.path LIKE ?"));
     }
 
     #[test]

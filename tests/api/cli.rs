@@ -1,0 +1,166 @@
+//! The command line of the real binary: configuration, migrations, tokens, serve.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"warn\"\n{extra}",
+            dir.path().join("data/p.db").display()
+        );
+        std::fs::write(dir.path().join("provisiond.toml"), config).unwrap();
+        Dir { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("provisiond.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(self.config()).args(args).current_dir(self.dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config/provisiond.toml", "config/provisiond.example.toml"] {
+        let o = Command::new(BIN).args(["--config", file, "check-config"]).current_dir(root).output().unwrap();
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        assert!(stdout(&o).contains("ok"));
+    }
+}
+
+#[test]
+fn check_config_names_the_wrong_key() {
+    let d = Dir::new("[scim]\nmax_page_size = \"lots\"\n");
+    let o = d.run(&["check-config"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("scim.max_page_size"), "{}", stderr(&o));
+
+    let d = Dir::new("[scim]\nlisten_port = 1\n");
+    let o = d.run(&["check-config"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("scim.listen_port"), "{}", stderr(&o));
+
+    // Environment overrides use PROVISIOND_<SECTION>__<KEY> and are validated too.
+    let d = Dir::new("");
+    let o = d.run_env(&["check-config"], &[("PROVISIOND_SERVER__LISTEN", "not-an-address")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("server.listen"), "{}", stderr(&o));
+
+    let o = Command::new(BIN).args(["--config", "/nonexistent/p.toml", "check-config"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/p.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn config_path_comes_from_the_environment_or_the_default() {
+    let d = Dir::new("");
+    let o = Command::new(BIN).arg("check-config").env("PROVISIOND_CONFIG", d.config()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Without either, config/provisiond.toml under the working directory.
+    std::fs::create_dir(d.dir.path().join("config")).unwrap();
+    std::fs::copy(d.config(), d.dir.path().join("config/provisiond.toml")).unwrap();
+    let o = Command::new(BIN).arg("check-config").env_remove("PROVISIOND_CONFIG").current_dir(d.dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("config/provisiond.toml"));
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let d = Dir::new("");
+    let o = d.run(&["migrate"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.dir.path().join("data/p.db").is_file());
+    // Idempotent.
+    assert!(d.run(&["migrate"]).status.success());
+}
+
+#[test]
+fn tokens_are_created_listed_and_revoked_without_showing_secrets() {
+    let d = Dir::new("");
+    let o = d.run(&["token", "create", "--name", "okta", "--scope", "scim,mfa"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let token = out.lines().last().unwrap().trim().to_string();
+    assert!(token.starts_with("pvd_") && token.len() > 40, "{out}");
+
+    let list = stdout(&d.run(&["token", "list"]));
+    assert!(list.contains("okta") && list.contains("scim,mfa"), "{list}");
+    assert!(!list.contains(&token));
+    let db = std::fs::read(d.dir.path().join("data/p.db")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()), "token stored in clear");
+
+    let dup = d.run(&["token", "create", "--name", "okta", "--scope", "scim"]);
+    assert!(!dup.status.success());
+    assert!(stderr(&dup).contains("already exists"));
+    let bad = d.run(&["token", "create", "--name", "x", "--scope", "root"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("root"));
+
+    assert!(d.run(&["token", "revoke", "okta"]).status.success());
+    assert!(!stdout(&d.run(&["token", "list"])).contains("okta"));
+    let again = d.run(&["token", "revoke", "okta"]);
+    assert!(!again.status.success());
+}
+
+/// A free loopback port (released just before the daemon binds it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn serve_runs_the_daemon_with_a_cli_token() {
+    let d = Dir::new("");
+    let token = stdout(&d.run(&["token", "create", "--name", "idp", "--scope", "scim"])).lines().last().unwrap().to_string();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["--config", d.config().to_str().unwrap(), "serve"])
+        .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let base = format!("http://127.0.0.1:{port}");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up, "daemon did not become ready");
+    let resp = agent
+        .post(format!("{base}/scim/v2/Users"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/scim+json")
+        .send(json!({"userName": "cli-user"}).to_string())
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

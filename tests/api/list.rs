@@ -1,0 +1,224 @@
+//! Listing users: filters answered in SQL, paging, sorting, projections and `.search`.
+
+use serde_json::json;
+
+use crate::helpers::{assert_scim_error, encode, user_names, TestApp};
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// Five users with varied attributes, created in this order.
+fn populated() -> TestApp {
+    let app = TestApp::spawn();
+    let people = [
+        ("alice", "Alice", "Adams", "alice@example.com", "work", "Eng", true, "e-1"),
+        ("bob", "Bob", "Brown", "bob@home.example.org", "home", "Sales", true, "e-2"),
+        ("carol", "Carol", "Clark", "carol@example.com", "work", "Eng", false, "E-3"),
+        ("dave_x", "Dave", "Davis", "dave@example.com", "other", "Ops", true, "e-4"),
+        ("Erin%", "Erin", "Evans", "erin@example.com", "work", "Sales", true, "e-5"),
+    ];
+    for (user, given, family, mail, mail_type, dept, active, ext) in people {
+        app.create_user(&json!({
+            "userName": user,
+            "externalId": ext,
+            "name": {"givenName": given, "familyName": family},
+            "emails": [{"value": mail, "type": mail_type, "primary": true}],
+            "active": active,
+            ENTERPRISE: {"department": dept},
+        }));
+    }
+    app
+}
+
+#[test]
+fn filters_cover_the_rfc_grammar() {
+    let app = populated();
+    let cases: &[(&str, &[&str])] = &[
+        (r#"userName eq "ALICE""#, &["alice"]),
+        (r#"USERNAME Eq "bob""#, &["bob"]),
+        (r#"userName ne "alice""#, &["bob", "carol", "dave_x", "Erin%"]),
+        (r#"userName co "AR""#, &["carol"]),
+        (r#"userName sw "c""#, &["carol"]),
+        (r#"userName ew "E""#, &["alice"]),
+        (r#"userName co "_""#, &["dave_x"]),
+        (r#"userName ew "%""#, &["Erin%"]),
+        (r#"userName gt "c""#, &["carol", "dave_x", "Erin%"]),
+        (r#"userName le "bob""#, &["alice", "bob"]),
+        (r#"externalId eq "E-3""#, &["carol"]),
+        (r#"externalId eq "e-3""#, &[]), // externalId is caseExact
+        (r#"name.familyName eq "brown""#, &["bob"]),
+        (r#"emails co "example.com""#, &["alice", "carol", "dave_x", "Erin%"]),
+        (r#"emails.value ew "example.org""#, &["bob"]),
+        (r#"emails[type eq "work"]"#, &["alice", "carol", "Erin%"]),
+        (r#"emails[type eq "work" and value sw "c"]"#, &["carol"]),
+        (r#"emails[type eq "work"] and not (userName eq "alice")"#, &["carol", "Erin%"]),
+        (r#"active eq false"#, &["carol"]),
+        (r#"active eq true and (name.givenName sw "a" or name.givenName sw "b")"#, &["alice", "bob"]),
+        (r#"userName eq "alice" or userName eq "bob" and active eq false"#, &["alice"]),
+        (r#"(userName eq "alice" or userName eq "bob") and active eq true"#, &["alice", "bob"]),
+        (r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "eng""#, &["alice", "carol"]),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "dave_x""#, &["dave_x"]),
+        (r#"displayName pr"#, &[]),
+        (r#"name.givenName pr and not (externalId pr)"#, &[]),
+        (r#"meta.created gt "2000-01-01T00:00:00Z""#, &["alice", "bob", "carol", "dave_x", "Erin%"]),
+        (r#"meta.lastModified lt "2000-01-01T00:00:00Z""#, &[]),
+    ];
+    for (filter, expected) in cases {
+        let list = app.filter(filter);
+        assert_eq!(user_names(&list), *expected, "filter {filter}");
+        assert_eq!(list["totalResults"], json!(expected.len()), "filter {filter}");
+    }
+}
+
+#[test]
+fn bad_filters_are_invalid_filter() {
+    let app = populated();
+    for f in [
+        r#"userName eq"#,
+        r#"userName xx "a""#,
+        r#"nosuch eq "a""#,
+        r#"(userName eq "a""#,
+        r#"active gt true"#,
+        r#"meta.created gt "not a date""#,
+        &"(".repeat(100),
+        &format!("userName eq \"{}\"", "a".repeat(5000)),
+    ] {
+        let r = app.get(&format!("/scim/v2/Users?filter={}", encode(f)));
+        assert_scim_error(&r, 400, Some("invalidFilter"));
+    }
+}
+
+#[test]
+fn existence_checks_of_identity_providers_return_empty_lists() {
+    let app = populated();
+    for f in [
+        r#"userName eq "nobody@example.com""#,
+        r#"externalId eq "00uNOPE""#,
+        r#"emails[type eq "work"].value eq "nobody@example.com""#,
+    ] {
+        let list = app.filter(f);
+        assert_eq!(list["totalResults"], 0, "{f}");
+        assert_eq!(list["Resources"], json!([]), "{f}");
+        assert_eq!(list["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"]));
+    }
+    // The same checks find the user when it exists (emails compare ignoring case).
+    assert_eq!(user_names(&app.filter(r#"emails[type eq "work"].value eq "ALICE@example.com""#)), ["alice"]);
+    assert_eq!(user_names(&app.filter(r#"emails[type eq "home"].value eq "alice@example.com""#)), Vec::<String>::new());
+    assert_eq!(user_names(&app.filter(r#"externalId eq "e-2""#)), ["bob"]);
+}
+
+#[test]
+fn paging_is_one_based_stable_and_clamped() {
+    let app = TestApp::spawn_with(|c| c.scim.max_page_size = 3);
+    for i in 0..8 {
+        app.create_user(&json!({"userName": format!("user{i}")}));
+    }
+    let page = |q: &str| app.get(&format!("/scim/v2/Users?{q}")).body;
+    let first = page("startIndex=1&count=3");
+    assert_eq!(user_names(&first), ["user0", "user1", "user2"]);
+    assert_eq!(first["totalResults"], json!(8));
+    assert_eq!(first["itemsPerPage"], json!(3));
+    assert_eq!(first["startIndex"], json!(1));
+    assert_eq!(user_names(&page("startIndex=4&count=3")), ["user3", "user4", "user5"]);
+    assert_eq!(user_names(&page("startIndex=7&count=3")), ["user6", "user7"]);
+    // count above the maximum is clamped; startIndex below 1 counts as 1.
+    let clamped = page("startIndex=0&count=1000");
+    assert_eq!(user_names(&clamped), ["user0", "user1", "user2"]);
+    assert_eq!(clamped["startIndex"], json!(1));
+    // count=0: totals only.
+    let totals = page("count=0");
+    assert_eq!(totals["totalResults"], json!(8));
+    assert_eq!(totals["itemsPerPage"], json!(0));
+    assert_eq!(totals["Resources"], json!([]));
+    // Beyond the end: an empty page with the total.
+    let beyond = page("startIndex=50");
+    assert_eq!(beyond["totalResults"], json!(8));
+    assert_eq!(beyond["Resources"], json!([]));
+    assert_scim_error(&app.get("/scim/v2/Users?count=many"), 400, Some("invalidValue"));
+}
+
+#[test]
+fn sort_by_any_attribute_in_either_order() {
+    let app = populated();
+    let names = |q: &str| user_names(&app.get(&format!("/scim/v2/Users?{q}")).body);
+    assert_eq!(names("sortBy=userName"), ["alice", "bob", "carol", "dave_x", "Erin%"]);
+    assert_eq!(names("sortBy=userName&sortOrder=descending"), ["Erin%", "dave_x", "carol", "bob", "alice"]);
+    assert_eq!(names("sortBy=name.familyName&sortOrder=descending")[0], "Erin%");
+    assert_eq!(
+        names(&format!("sortBy={}&filter={}", encode("emails.value"), encode("active eq true"))),
+        ["alice", "bob", "dave_x", "Erin%"]
+    );
+    // Users without the attribute come last.
+    app.create_user(&json!({"userName": "aaron"}));
+    assert_eq!(names("sortBy=name.givenName").last().unwrap(), "aaron");
+    assert_scim_error(&app.get("/scim/v2/Users?sortBy=nosuch"), 400, Some("invalidValue"));
+}
+
+#[test]
+fn list_projection_applies_to_every_resource() {
+    let app = populated();
+    let list = app.get("/scim/v2/Users?attributes=userName&count=2").body;
+    for r in list["Resources"].as_array().unwrap() {
+        let mut keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["id", "schemas", "userName"]);
+    }
+    let list = app.get("/scim/v2/Users?excludedAttributes=emails,name").body;
+    assert!(list["Resources"][0].get("emails").is_none());
+    assert!(list["Resources"][0].get("userName").is_some());
+}
+
+#[test]
+fn search_endpoints_take_a_search_request() {
+    let app = populated();
+    let req = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "emails[type eq \"work\"]",
+        "attributes": ["userName", "active"],
+        "sortBy": "userName",
+        "sortOrder": "descending",
+        "startIndex": 1,
+        "count": 2,
+    });
+    for path in ["/scim/v2/Users/.search", "/scim/v2/.search"] {
+        let r = app.post(path, &req);
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        assert_eq!(user_names(&r.body), ["Erin%", "carol"], "{path}");
+        assert_eq!(r.body["totalResults"], json!(3));
+        assert!(r.body["Resources"][0].get("emails").is_none());
+    }
+    let bad = app.post("/scim/v2/Users/.search", &json!({"filter": "userName eq"}));
+    assert_scim_error(&bad, 400, Some("invalidFilter"));
+    let bad = app.post("/scim/v2/Users/.search", &json!({"attributes": [1, 2]}));
+    assert_scim_error(&bad, 400, Some("invalidSyntax"));
+}
+
+#[test]
+fn filters_on_indexed_attributes_use_an_index() {
+    // Filters on userName, externalId, id, emails and meta.lastModified must be answered by an
+    // index: ask SQLite for the plan of the very SQL the filter compiler produces.
+    let app = populated();
+    let db = app.db_path();
+    let cases = [
+        (r#"userName eq "alice""#, "user_name_key"),
+        (r#"externalId eq "e-1""#, "users_external_id"),
+        (r#"id eq "x""#, "(id=?)"),
+        (r#"meta.lastModified gt "2020-01-01T00:00:00Z""#, "users_updated_at"),
+        (r#"emails.value eq "alice@example.com""#, "user_values_lookup"),
+        (r#"emails[type eq "work"].value eq "alice@example.com""#, "user_values_lookup"),
+        (r#"emails[type eq "work" and value eq "alice@example.com"]"#, "user_values_lookup"),
+    ];
+    for (filter, index) in cases {
+        let parsed = provisiond::scim::filter::parse_filter(filter).unwrap();
+        let condition = provisiond::store::user_filter::compile(&parsed).unwrap().text();
+        let sql = format!("SELECT id FROM users WHERE {condition}");
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(format!("EXPLAIN QUERY PLAN {sql}"))
+            .output()
+            .expect("sqlite3 is installed (apt-get install -y sqlite3)");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        let plan = String::from_utf8_lossy(&out.stdout);
+        assert!(plan.contains(index), "{filter}\n{sql}\n{plan}");
+        assert!(!plan.contains("SCAN users"), "full scan for {filter}\n{sql}\n{plan}");
+    }
+}
