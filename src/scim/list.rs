@@ -24,19 +24,25 @@ impl ListParams {
     pub fn from_query(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut p = ListParams::default();
         for (k, v) in pairs {
-            let slot = match k.to_ascii_lowercase().as_str() {
-                "filter" => &mut p.filter,
-                "startindex" => &mut p.start_index,
-                "count" => &mut p.count,
-                "sortby" => &mut p.sort_by,
-                "sortorder" => &mut p.sort_order,
-                "attributes" => &mut p.attributes,
-                "excludedattributes" => &mut p.excluded_attributes,
-                _ => continue,
-            };
-            *slot = Some(v);
+            if let Some(slot) = p.slot(&k) {
+                *slot = Some(v);
+            }
         }
         p
+    }
+
+    /// The field of parameter `name` (ignoring case); unknown parameters are ignored.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "filter" => &mut self.filter,
+            "startindex" => &mut self.start_index,
+            "count" => &mut self.count,
+            "sortby" => &mut self.sort_by,
+            "sortorder" => &mut self.sort_order,
+            "attributes" => &mut self.attributes,
+            "excludedattributes" => &mut self.excluded_attributes,
+            _ => return None,
+        })
     }
 
     /// From a SearchRequest body (RFC 7644 §3.4.3).
@@ -62,17 +68,9 @@ impl ListParams {
                     _ => return Err(ScimError::invalid_syntax(format!("{k} has the wrong type"))),
                 })
             };
-            let slot = match k.to_ascii_lowercase().as_str() {
-                "filter" => &mut p.filter,
-                "startindex" => &mut p.start_index,
-                "count" => &mut p.count,
-                "sortby" => &mut p.sort_by,
-                "sortorder" => &mut p.sort_order,
-                "attributes" => &mut p.attributes,
-                "excludedattributes" => &mut p.excluded_attributes,
-                _ => continue,
-            };
-            *slot = text(v)?;
+            if let Some(slot) = p.slot(k) {
+                *slot = text(v)?;
+            }
         }
         Ok(p)
     }

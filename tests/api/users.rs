@@ -330,3 +330,26 @@ fn attributes_and_excluded_attributes_shape_single_resources() {
     assert_eq!(p.body["displayName"], "B");
     assert!(p.body.get("userName").is_none(), "{:?}", p.body);
 }
+
+#[test]
+fn entra_replace_on_a_missing_work_email_creates_it() {
+    let app = TestApp::spawn();
+    let created = app.create_user(&json!({"userName": "new.hire@example.com"}));
+    let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
+    let r = app.call(
+        "PATCH",
+        &path,
+        Some(&patch_doc(json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "new.hire@example.com"}]))),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["emails"], json!([{"type": "work", "value": "new.hire@example.com"}]));
+    // And the created email is searchable like any other.
+    assert_eq!(app.filter("emails[type eq \"work\"].value eq \"NEW.HIRE@example.com\"")["totalResults"], 1);
+    // A filter that cannot describe a new element has no target.
+    let r = app.call(
+        "PATCH",
+        &path,
+        Some(&patch_doc(json!([{"op": "replace", "path": "phoneNumbers[type ne \"work\"].value", "value": "1"}]))),
+    );
+    assert_scim_error(&r, 400, Some("noTarget"));
+}
