@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::store;
@@ -19,15 +21,26 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database, applies migrations and binds the listener.
+    /// Opens the database, applies migrations, loads the MFA key and binds the listener.
     pub fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// As [`Application::build`], with a clock of the caller's (tests walk TOTP windows).
+    pub fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let pool = open_database(&config)?;
+        let sealer = Arc::new(load_sealer(&config)?);
         let listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState::new(config.clone(), pool));
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+        let state = web::Data::new(AppState::new(config.clone(), pool, sealer, clock));
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(http::request_id::assign))
+                .configure(http::routes)
+        })
             .shutdown_timeout(30)
             .listen(listener)?;
         if let Some(n) = config.server.workers {
@@ -59,6 +72,12 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
         tracing::info!(applied, "database migrations applied");
     }
     Ok(pool)
+}
+
+/// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).
+pub fn load_sealer(config: &Config) -> anyhow::Result<crate::mfa::Sealer> {
+    crate::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
+        .context("cannot load the MFA key (mfa.key_file)")
 }
 
 /// The URL without a password, for messages.

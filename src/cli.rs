@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
 use crate::config::{self, Config};
+use crate::clock::SystemClock;
+use crate::domain::audit::{Actor, Origin};
 use crate::domain::tokens::{self, Tokens};
+use crate::mfa::{Mfa, Outcome, Selection};
+use crate::store;
 
 #[derive(Debug, Parser)]
 #[command(name = "provisiond", version, about = "SCIM 2.0 provisioning, TOTP second factor and LDAP sync daemon")]
@@ -30,6 +34,28 @@ pub enum Command {
     /// Manage API bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Second factors: resets and key rotation.
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Reset the second factor of users (by userName, or a SCIM filter): they enrol again at
+    /// their next login. Prints one line per user.
+    Reset {
+        /// A userName; repeat for several users.
+        #[arg(long = "user", required_unless_present = "filter", conflicts_with = "filter")]
+        users: Vec<String>,
+        /// A SCIM filter selecting the users, e.g. 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Sales"'.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Re-seal every TOTP secret under the current mfa.key_file (after a key rotation).
+    Rekey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +95,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => {
             crate::logging::init(&config.log);
             token(&config, cmd)
+        }
+        Command::Mfa(cmd) => {
+            crate::logging::init(&config.log);
+            mfa(&config, cmd)
+        }
+    }
+}
+
+fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
+    let pool = app::open_database(config)?;
+    let sealer = std::sync::Arc::new(app::load_sealer(config)?);
+    let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(SystemClock));
+    match cmd {
+        MfaCommand::Reset { users, filter, reason } => {
+            // The operator's login name is the actor of the audit events.
+            let operator = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into());
+            let actor = Actor::new(Origin::Cli, operator, None);
+            let mut lines = Vec::new();
+            let selection = match filter {
+                Some(f) => Selection::Filter(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
+                None => {
+                    let mut conn = pool.get()?;
+                    let mut ids = Vec::new();
+                    for name in &users {
+                        match store::users::find_by_user_name(&mut conn, name)? {
+                            Some(u) => ids.push(u.id),
+                            None => lines.push(format!("not_found\t{name}")),
+                        }
+                    }
+                    Selection::Ids(ids)
+                }
+            };
+            let mut failed = lines.len();
+            let results = mfa.reset_many(&selection, &actor, Some(&reason)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for r in &results {
+                let name = r.user_name.as_deref().unwrap_or("-");
+                match &r.detail {
+                    Some(d) => lines.push(format!("{}\t{name}\t{}\t{d}", r.outcome.as_str(), r.id)),
+                    None => lines.push(format!("{}\t{name}\t{}", r.outcome.as_str(), r.id)),
+                }
+                if r.outcome != Outcome::Reset {
+                    failed += 1;
+                }
+            }
+            for l in &lines {
+                println!("{l}");
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} users were not reset", lines.len());
+            }
+            Ok(())
+        }
+        MfaCommand::Rekey => {
+            let n = mfa.rekey().map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("re-sealed {n} secrets under the current key");
+            Ok(())
         }
     }
 }

@@ -17,6 +17,7 @@ pub struct Config {
     pub server: Server,
     pub database: Database,
     pub scim: Scim,
+    pub mfa: Mfa,
     pub log: Log,
 }
 
@@ -80,6 +81,56 @@ impl Default for Scim {
         Scim {
             default_page_size: 100,
             max_page_size: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TotpAlgorithm {
+    #[serde(rename = "SHA1")]
+    Sha1,
+    #[serde(rename = "SHA256")]
+    Sha256,
+    #[serde(rename = "SHA512")]
+    Sha512,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mfa {
+    /// Issuer shown in authenticator apps.
+    pub issuer: String,
+    /// 32-byte key that seals TOTP secrets; created with mode 0600 when absent.
+    pub key_file: PathBuf,
+    /// Keys of before a rotation: they still open secrets until `provisiond mfa rekey` ran.
+    pub previous_key_files: Vec<PathBuf>,
+    pub algorithm: TotpAlgorithm,
+    pub digits: u8,
+    /// Seconds per TOTP time step.
+    pub period: u64,
+    /// Steps accepted either side of the current one (clock drift of the phone).
+    pub skew: u16,
+    /// Wrong codes within `lockout_window` that lock verification.
+    pub max_failures: u32,
+    /// Seconds: the window in which failures count, and how long a lockout lasts.
+    pub lockout_window: u64,
+    /// Most users one bulk reset request may name or match.
+    pub max_bulk_reset: usize,
+}
+
+impl Default for Mfa {
+    fn default() -> Self {
+        Mfa {
+            issuer: "provisiond".into(),
+            key_file: PathBuf::from("data/mfa.key"),
+            previous_key_files: Vec::new(),
+            algorithm: TotpAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+            skew: 1,
+            max_failures: 5,
+            lockout_window: 900,
+            max_bulk_reset: 10_000,
         }
     }
 }
@@ -162,6 +213,24 @@ impl Config {
         }
         if !(0..=self.scim.max_page_size).contains(&self.scim.default_page_size) {
             out.push("scim.default_page_size: must be between 0 and scim.max_page_size".into());
+        }
+        if !(6..=8).contains(&self.mfa.digits) {
+            out.push("mfa.digits: must be 6, 7 or 8".into());
+        }
+        if self.mfa.period == 0 {
+            out.push("mfa.period: must be at least 1 second".into());
+        }
+        if self.mfa.issuer.trim().is_empty() {
+            out.push("mfa.issuer: must not be empty".into());
+        }
+        if self.mfa.max_failures == 0 {
+            out.push("mfa.max_failures: must be at least 1".into());
+        }
+        if self.mfa.lockout_window == 0 {
+            out.push("mfa.lockout_window: must be at least 1 second".into());
+        }
+        if self.mfa.max_bulk_reset == 0 {
+            out.push("mfa.max_bulk_reset: must be at least 1".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level: {:?} is not a log filter ({e})", self.log.level));

@@ -3,10 +3,12 @@
 //! `scim` is the pure protocol, `http` the doors, `domain` the decisions, `store` the tables.
 
 pub mod app;
+pub mod clock;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod logging;
+pub mod mfa;
 pub mod scim;
 pub mod store;

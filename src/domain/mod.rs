@@ -1,6 +1,7 @@
 //! Domain services: the decisions. Every door (SCIM, API, CLI, sync) calls these; none
 //! writes tables on its own.
 
+pub mod audit;
 pub mod tokens;
 pub mod users;
 

@@ -2,7 +2,9 @@
 
 use serde_json::{Map, Value};
 
+use super::audit::Actor;
 use super::{Error, Result};
+use crate::mfa::Mfa;
 use crate::scim::list::ListQuery;
 use crate::scim::{patch, resource};
 use crate::store::users::{self as store, StoredUser, WriteError};
@@ -14,6 +16,7 @@ const PATCH_RETRIES: usize = 5;
 #[derive(Clone)]
 pub struct Users {
     pool: Pool,
+    mfa: Mfa,
 }
 
 /// One page of a search.
@@ -23,16 +26,18 @@ pub struct Page {
 }
 
 impl Users {
-    pub fn new(pool: Pool) -> Self {
-        Users { pool }
+    pub fn new(pool: Pool, mfa: Mfa) -> Self {
+        Users { pool, mfa }
     }
 
     /// Creates a user from a SCIM body; `source` records which door it came through.
-    pub fn create(&self, input: &Value, source: &str) -> Result<StoredUser> {
+    pub fn create(&self, input: &Value, source: &str, actor: &Actor) -> Result<StoredUser> {
+        let reset = resource::reset_requested(input)?;
         let body = resource::normalize_user(input)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut conn = self.pool.get()?;
-        store::insert(&mut conn, &id, &body, source).map_err(|e| write_error(e, &body))
+        let user = store::insert(&mut conn, &id, &body, source).map_err(|e| write_error(e, &body))?;
+        self.reset_if(reset, user, actor)
     }
 
     pub fn get(&self, id: &str) -> Result<StoredUser> {
@@ -41,25 +46,29 @@ impl Users {
     }
 
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
-    pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>) -> Result<StoredUser> {
+    pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
+        let reset = resource::reset_requested(input)?;
         let body = resource::normalize_user(input)?;
         let current = self.get(id)?;
         check_if_match(&current, if_match)?;
-        self.write(&current, body)
+        let user = self.write(&current, body)?;
+        self.reset_if(reset, user, actor)
     }
 
     /// Applies a PatchOp document. Without `If-Match` it is retried over concurrent writes;
     /// with one, a concurrent write makes it fail with 412.
-    pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>) -> Result<StoredUser> {
+    pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         for _ in 0..PATCH_RETRIES {
             let current = self.get(id)?;
             check_if_match(&current, if_match)?;
-            let mut body = current.body.clone();
-            patch::apply(&mut body, request)?;
-            let body = resource::normalize_user(&Value::Object(body))?;
+            let mut body = Value::Object(current.body.clone());
+            patch::apply(body.as_object_mut().expect("object"), request)?;
+            let reset = resource::reset_requested(&body)?;
+            let body = resource::normalize_user(&body)?;
             match self.write(&current, body) {
                 Err(Error::PreconditionFailed) if if_match.is_none() => continue,
-                other => return other,
+                Ok(user) => return self.reset_if(reset, user, actor),
+                Err(e) => return Err(e),
             }
         }
         Err(Error::Conflict(format!("user {id} is being changed by others; try again")))
@@ -103,6 +112,16 @@ impl Users {
             total: page.total,
             users: page.users,
         })
+    }
+
+    /// Applies the MFA extension's `resetRequested` through the one reset path; the user is
+    /// read again so that the answer shows the new state.
+    fn reset_if(&self, requested: bool, user: StoredUser, actor: &Actor) -> Result<StoredUser> {
+        if !requested {
+            return Ok(user);
+        }
+        self.mfa.reset(&user.id, actor, Some("resetRequested set through SCIM"))?;
+        self.get(&user.id)
     }
 
     /// Writes `body` over `current` unless nothing changed (no new version then).

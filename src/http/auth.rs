@@ -4,25 +4,43 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 
+use super::api_io::ApiError;
 use super::scim_io::{blocking, scim_error_response};
 use super::AppState;
 use crate::domain::tokens::{Principal, Scope};
 use crate::scim::error::ScimError;
 
-/// Requires a token with scope `scim`; answers in SCIM error documents.
+/// `/scim/v2`: a token with scope `scim`; errors as SCIM error documents.
 pub async fn scim_scope(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    match authorize(&req, Scope::Scim).await {
+    authenticated(req, next, Some(Scope::Scim), scim_error_response).await
+}
+
+/// `/api/v1`: any valid token (each handler checks its scope); errors as JSON.
+pub async fn api_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    authenticated(req, next, None, |e| ApiError::from(e.clone()).error_response()).await
+}
+
+async fn authenticated(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    scope: Option<Scope>,
+    render: fn(&ScimError) -> HttpResponse,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match authorize(&req, scope).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.call(req).await?.map_into_boxed_body())
         }
         Err(e) => {
-            let mut resp = scim_error_response(&e);
+            let mut resp = render(&e);
             if e.status == 401 {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"provisiond\""));
@@ -32,8 +50,8 @@ pub async fn scim_scope(
     }
 }
 
-/// The caller's principal if its bearer token is valid and carries `scope`.
-async fn authorize(req: &ServiceRequest, scope: Scope) -> Result<Principal, ScimError> {
+/// The caller's principal if its bearer token is valid (and carries `scope`, when given).
+async fn authorize(req: &ServiceRequest, scope: Option<Scope>) -> Result<Principal, ScimError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -45,13 +63,13 @@ async fn authorize(req: &ServiceRequest, scope: Scope) -> Result<Principal, Scim
     let principal = blocking(move || state.tokens.authenticate(&presented))
         .await?
         .ok_or_else(|| ScimError::new(401, None, "invalid bearer token"))?;
-    if !principal.has(scope) {
+    if let Some(scope) = scope.filter(|s| !principal.has(*s)) {
         return Err(ScimError::new(403, None, format!("token lacks the {} scope", scope.as_str())));
     }
     Ok(principal)
 }
 
-/// For handlers that need to know who calls (audit actors).
+/// Who calls (for audit actors).
 pub fn principal(req: &actix_web::HttpRequest) -> Option<Principal> {
     req.extensions().get::<Principal>().cloned()
 }

@@ -57,11 +57,8 @@ fn user_resource_type(base: &str) -> Value {
         "endpoint": "/Users",
         "description": "User Account",
         "schema": schema::USER,
-        // An extension without attributes yet (the MFA placeholder) is declared under
-        // /Schemas only: a User cannot carry it until it has something to hold.
         "schemaExtensions": schema::USER_SCHEMAS[1..]
             .iter()
-            .filter(|s| !s.attributes.is_empty())
             .map(|s| json!({"schema": s.id, "required": false}))
             .collect::<Vec<_>>(),
         "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},

@@ -1,8 +1,12 @@
 //! HTTP doors: they parse requests into domain calls and render the answers.
 
+pub mod admin_api;
+pub mod api_io;
 pub mod auth;
 pub mod discovery;
 pub mod health;
+pub mod mfa_api;
+pub mod request_id;
 pub mod scim_io;
 pub mod scim_users;
 
@@ -10,8 +14,10 @@ use std::sync::Arc;
 
 use actix_web::{middleware::from_fn, web};
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::{tokens::Tokens, users::Users};
+use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
+use crate::mfa::{Mfa, Sealer};
 use crate::store::Pool;
 
 /// What every handler can reach.
@@ -21,13 +27,18 @@ pub struct AppState {
     pub pool: Pool,
     pub users: Users,
     pub tokens: Tokens,
+    pub mfa: Mfa,
+    pub audit: Audit,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: Pool) -> Self {
+    pub fn new(config: Arc<Config>, pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>) -> Self {
+        let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, clock);
         AppState {
-            users: Users::new(pool.clone()),
+            users: Users::new(pool.clone(), mfa.clone()),
             tokens: Tokens::new(pool.clone()),
+            audit: Audit::new(pool.clone()),
+            mfa,
             config,
             pool,
         }
@@ -44,5 +55,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(discovery::routes)
                 .configure(scim_users::routes)
                 .default_service(web::to(scim_io::not_found)),
+        )
+        .service(
+            web::scope("/api/v1")
+                .wrap(from_fn(auth::api_token))
+                .configure(mfa_api::routes)
+                .configure(admin_api::routes),
         );
 }

@@ -4,8 +4,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
+use super::auth::principal;
+use super::request_id::request_id;
 use super::scim_io::{base_url, blocking, method_not_allowed, read_json, scim_json};
 use super::AppState;
+use crate::domain::audit::{Actor, Origin};
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
@@ -62,7 +65,12 @@ fn render(user: &StoredUser, base: &str, projection: &Projection) -> Value {
         last_modified: user.updated_at.and_utc(),
         version: user.version,
     };
-    let mut doc = resource::render_user(&user.id, &user.body, &meta, &format!("{base}/Users/{}", user.id));
+    let mfa = resource::MfaView {
+        status: &user.mfa.status,
+        enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
+        last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
+    };
+    let mut doc = resource::render_user(&user.id, &user.body, &mfa, &meta, &format!("{base}/Users/{}", user.id));
     projection.apply(&mut doc);
     doc
 }
@@ -83,10 +91,16 @@ fn single(status: StatusCode, user: &StoredUser, base: &str, projection: &Projec
     resp
 }
 
+/// Who acts through SCIM: the token's name, for the audit trail.
+fn actor(req: &HttpRequest) -> Actor {
+    let name = principal(req).map(|p| p.name).unwrap_or_else(|| "unknown".into());
+    Actor::new(Origin::Scim, name, request_id(req))
+}
+
 async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
-    let users = state.users.clone();
-    let user = blocking(move || users.create(&body, "scim")).await?;
+    let (users, actor) = (state.users.clone(), actor(&req));
+    let user = blocking(move || users.create(&body, "scim", &actor)).await?;
     tracing::info!(user_id = %user.id, "user created via SCIM");
     Ok(single(StatusCode::CREATED, &user, &base_url(&state, &req), &projection(&req)))
 }
@@ -99,15 +113,15 @@ async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>
 
 async fn replace(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
-    let (users, if_match) = (state.users.clone(), if_match(&req));
-    let user = blocking(move || users.replace(&id, &body, if_match.as_deref())).await?;
+    let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
+    let user = blocking(move || users.replace(&id, &body, if_match.as_deref(), &actor)).await?;
     Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))
 }
 
 async fn patch(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
-    let (users, if_match) = (state.users.clone(), if_match(&req));
-    let user = blocking(move || users.patch(&id, &body, if_match.as_deref())).await?;
+    let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
+    let user = blocking(move || users.patch(&id, &body, if_match.as_deref(), &actor)).await?;
     Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))
 }
 

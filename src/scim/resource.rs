@@ -53,6 +53,26 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
     }
 }
 
+/// Whether a User body (as sent, or as patched) sets the MFA extension's write-only
+/// `resetRequested` to true (`true` or `"True"`), nested or URN-qualified at the top level.
+pub fn reset_requested(input: &Value) -> Result<bool, ScimError> {
+    let Some(obj) = input.as_object() else { return Ok(false) };
+    let flag = "resetRequested";
+    let nested = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(schema::MFA_USER))
+        .and_then(|(_, ext)| ext.as_object())
+        .and_then(|ext| ext.iter().find(|(k, _)| k.eq_ignore_ascii_case(flag)).map(|(_, v)| v));
+    let qualified = obj
+        .iter()
+        .find(|(k, _)| split_urn(k).is_some_and(|(urn, name)| urn.eq_ignore_ascii_case(schema::MFA_USER) && name.eq_ignore_ascii_case(flag)))
+        .map(|(_, v)| v);
+    match nested.or(qualified) {
+        None | Some(Value::Null) => Ok(false),
+        Some(v) => boolean(flag, v),
+    }
+}
+
 /// `urn:…:User:attr` → (`urn:…:User`, `attr`).
 fn split_urn(key: &str) -> Option<(&str, &str)> {
     if !key.get(..4)?.eq_ignore_ascii_case("urn:") {
@@ -248,21 +268,44 @@ pub fn datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The MFA extension of a user, computed from its factor (never stored in the body).
+#[derive(Debug, Clone)]
+pub struct MfaView<'a> {
+    pub status: &'a str,
+    pub enrolled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_reset_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl MfaView<'_> {
+    fn to_json(&self) -> Value {
+        let mut ext = Map::new();
+        ext.insert("status".into(), Value::from(self.status));
+        if let Some(t) = &self.enrolled_at {
+            ext.insert("enrolledAt".into(), Value::from(datetime(t)));
+        }
+        if let Some(t) = &self.last_reset_at {
+            ext.insert("lastResetAt".into(), Value::from(datetime(t)));
+        }
+        Value::Object(ext)
+    }
+}
+
 /// Renders a stored User body as the full resource at `location`.
-pub fn render_user(id: &str, body: &Map<String, Value>, meta: &Meta, location: &str) -> Value {
+pub fn render_user(id: &str, body: &Map<String, Value>, mfa: &MfaView, meta: &Meta, location: &str) -> Value {
     let mut schemas = vec![Value::from(schema::USER)];
     schemas.extend(
         schema::USER_SCHEMAS[1..]
             .iter()
-            .filter(|s| body.contains_key(s.id))
+            .filter(|s| body.contains_key(s.id) || s.id == schema::MFA_USER)
             .map(|s| Value::from(s.id)),
     );
-    let mut out = Map::with_capacity(body.len() + 3);
+    let mut out = Map::with_capacity(body.len() + 4);
     out.insert("schemas".into(), Value::Array(schemas));
     out.insert("id".into(), Value::from(id));
     for (k, v) in body {
         out.insert(k.clone(), v.clone());
     }
+    out.insert(schema::MFA_USER.into(), mfa.to_json());
     out.insert(
         "meta".into(),
         json!({
@@ -324,6 +367,18 @@ mod tests {
     }
 
     #[test]
+    fn reset_requested_is_read_in_both_spellings_and_never_stored() {
+        let nested = json!({"userName": "a", schema::MFA_USER: {"resetRequested": "True"}});
+        assert!(reset_requested(&nested).unwrap());
+        assert!(normalize_user(&nested).unwrap().get(schema::MFA_USER).is_none());
+        let qualified = json!({format!("{}:resetrequested", schema::MFA_USER): true});
+        assert!(reset_requested(&qualified).unwrap());
+        assert!(!reset_requested(&json!({schema::MFA_USER: {"resetRequested": false}})).unwrap());
+        assert!(!reset_requested(&json!({"userName": "a"})).unwrap());
+        assert!(reset_requested(&json!({schema::MFA_USER: {"resetRequested": "soon"}})).is_err());
+    }
+
+    #[test]
     fn top_level_urn_qualified_attributes_land_in_their_schema() {
         let body = normalize_user(&json!({
             "userName": "a",
@@ -344,13 +399,15 @@ mod tests {
         .unwrap();
         let now = chrono::Utc::now();
         let meta = Meta { created: now, last_modified: now, version: 3 };
-        render_user("id1", &body, &meta, "http://h/scim/v2/Users/id1")
+        let mfa = MfaView { status: "none", enrolled_at: None, last_reset_at: None };
+        render_user("id1", &body, &mfa, &meta, "http://h/scim/v2/Users/id1")
     }
 
     #[test]
     fn render_lists_present_extensions_and_meta() {
         let r = rendered();
-        assert_eq!(r["schemas"], json!([schema::USER, schema::ENTERPRISE_USER]));
+        assert_eq!(r["schemas"], json!([schema::USER, schema::ENTERPRISE_USER, schema::MFA_USER]));
+        assert_eq!(r[schema::MFA_USER], json!({"status": "none"}));
         assert_eq!(r["meta"]["version"], "W/\"3\"");
         assert_eq!(r["meta"]["location"], "http://h/scim/v2/Users/id1");
     }
@@ -360,7 +417,7 @@ mod tests {
         let cases: [(Option<&str>, Option<&str>, Value); 4] = [
             (Some("userName"), None, json!(["id", "schemas", "userName"])),
             (Some("name.givenName,urn:ietf:params:scim:schemas:core:2.0:User:emails"), None, json!(["emails", "id", "name", "schemas"])),
-            (None, Some("emails,meta,name,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"), json!(["id", "schemas", "userName"])),
+            (None, Some("emails,meta,name,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"), json!(["id", "schemas", schema::MFA_USER, "userName"])),
             (Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"), None, json!(["id", "schemas", schema::ENTERPRISE_USER])),
         ];
         for (attributes, excluded, keys) in cases {

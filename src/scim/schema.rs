@@ -340,12 +340,32 @@ pub static ENTERPRISE_USER_SCHEMA: Schema = Schema {
     ],
 };
 
-/// Placeholder: the MFA state of a user, filled in when the MFA store lands.
+/// The second factor of a user as SCIM shows it: computed from the MFA store, never stored
+/// in the body; `resetRequested` is the write-only switch that resets it.
 pub static MFA_USER_SCHEMA: Schema = Schema {
     id: MFA_USER,
     name: "MfaUser",
     description: "Second-factor (TOTP) state of the User, managed by provisiond",
-    attributes: &[],
+    attributes: &[
+        read_only(Attribute {
+            canonical_values: &["none", "pending", "enrolled"],
+            ..string(
+                "status",
+                "none: never enrolled; pending: must (re)enrol at next login; enrolled: a confirmed TOTP factor.",
+            )
+        }),
+        read_only(attr("enrolledAt", Kind::DateTime, "When the current factor was confirmed.")),
+        read_only(attr("lastResetAt", Kind::DateTime, "When the factor was last reset.")),
+        Attribute {
+            mutability: Mutability::WriteOnly,
+            returned: Returned::Never,
+            ..attr(
+                "resetRequested",
+                Kind::Boolean,
+                "Set to true to reset the second factor: the user enrols again at the next login.",
+            )
+        },
+    ],
 };
 
 #[cfg(test)]

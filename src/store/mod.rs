@@ -1,5 +1,7 @@
 //! Persistence with diesel: one code path for SQLite (embedded default) and PostgreSQL.
 
+pub mod audit;
+pub mod mfa;
 pub mod schema;
 pub mod sql;
 pub mod tokens;
@@ -149,6 +151,5 @@ pub fn ping(pool: &Pool) -> Result<()> {
 
 /// The current time as stored: UTC, microsecond precision (what both backends keep).
 pub fn now() -> chrono::NaiveDateTime {
-    let t = chrono::Utc::now().naive_utc();
-    t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1000))
+    crate::clock::stored(chrono::Utc::now())
 }

@@ -36,4 +36,44 @@ diesel::table! {
 }
 
 diesel::joinable!(user_values -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, user_values);
+
+diesel::table! {
+    mfa_factors (user_id) {
+        user_id -> Text,
+        status -> Text,
+        secret_sealed -> Nullable<Text>,
+        enrolled_at -> Nullable<Timestamp>,
+        last_reset_at -> Nullable<Timestamp>,
+        last_step -> Nullable<BigInt>,
+        failures -> Integer,
+        failures_since -> Nullable<Timestamp>,
+        locked_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    mfa_backup_codes (user_id, code_hash) {
+        user_id -> Text,
+        code_hash -> Text,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        event_type -> Text,
+        user_id -> Nullable<Text>,
+        user_name -> Nullable<Text>,
+        origin -> Text,
+        actor -> Text,
+        reason -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(mfa_factors -> users (user_id));
+diesel::joinable!(mfa_backup_codes -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, user_values, mfa_factors, mfa_backup_codes);

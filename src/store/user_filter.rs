@@ -37,6 +37,16 @@ fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
             _ => {}
         }
     }
+    if schema.id == schema::MFA_USER && sub.is_none() {
+        // The MFA state lives in `mfa_factors`, joined to every user query.
+        let column = |column, kind, lower| Ok(Target::Column { column, kind, lower });
+        match name.to_ascii_lowercase().as_str() {
+            "status" => return column("mfa_factors.status", Kind::String, true),
+            "enrolledat" => return column("mfa_factors.enrolled_at", Kind::DateTime, false),
+            "lastresetat" => return column("mfa_factors.last_reset_at", Kind::DateTime, false),
+            _ => return Err(unknown()),
+        }
+    }
     let attr = schema.attribute(name).ok_or_else(unknown)?;
     let prefix = value_path(schema.id, attr.name);
     let leaf = |a: &Attribute, path: String| Target::Values {

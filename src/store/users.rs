@@ -4,7 +4,8 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::{Map, Value};
 
-use super::schema::{user_values, users};
+use super::mfa::Summary;
+use super::schema::{mfa_factors, user_values, users};
 use super::sql::{Condition, Fragment};
 use super::user_filter::{comparable, value_path};
 use super::{DbConn, Error, Result};
@@ -20,6 +21,8 @@ pub struct StoredUser {
     pub version: i64,
     pub created_at: chrono::NaiveDateTime,
     pub updated_at: chrono::NaiveDateTime,
+    /// The second factor as the SCIM resource shows it.
+    pub mfa: Summary,
 }
 
 impl StoredUser {
@@ -39,9 +42,9 @@ struct Row {
     updated_at: chrono::NaiveDateTime,
 }
 
-impl TryFrom<Row> for StoredUser {
+impl TryFrom<(Row, Summary)> for StoredUser {
     type Error = Error;
-    fn try_from(r: Row) -> Result<Self> {
+    fn try_from((r, mfa): (Row, Summary)) -> Result<Self> {
         let body = match serde_json::from_str(&r.body) {
             Ok(Value::Object(m)) => m,
             _ => return Err(Error::Corrupt(format!("user {} has an unreadable body", r.id))),
@@ -53,6 +56,7 @@ impl TryFrom<Row> for StoredUser {
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            mfa,
         })
     }
 }
@@ -121,6 +125,7 @@ pub fn insert(conn: &mut DbConn, id: &str, body: &Map<String, Value>, source: &s
             ))
             .execute(conn)?;
         insert_values(conn, id, body)?;
+        super::mfa::create(conn, id)?;
         Ok(StoredUser {
             id: id.to_string(),
             body: body.clone(),
@@ -128,6 +133,7 @@ pub fn insert(conn: &mut DbConn, id: &str, body: &Map<String, Value>, source: &s
             version: 1,
             created_at: now,
             updated_at: now,
+            mfa: Summary::none(),
         })
     })
 }
@@ -170,12 +176,51 @@ pub fn delete(conn: &mut DbConn, id: &str, version: Option<i64>) -> Result<(), W
 
 pub fn get(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
     users::table
+        .inner_join(mfa_factors::table)
         .filter(users::id.eq(id))
-        .select(Row::as_select())
-        .first(conn)
+        .select((Row::as_select(), Summary::as_select()))
+        .first::<(Row, Summary)>(conn)
         .optional()?
         .map(StoredUser::try_from)
         .transpose()
+}
+
+/// The user whose userName equals `user_name` ignoring case.
+pub fn find_by_user_name(conn: &mut DbConn, user_name: &str) -> Result<Option<StoredUser>> {
+    users::table
+        .inner_join(mfa_factors::table)
+        .filter(users::user_name_key.eq(user_name_key(user_name)))
+        .select((Row::as_select(), Summary::as_select()))
+        .first::<(Row, Summary)>(conn)
+        .optional()?
+        .map(StoredUser::try_from)
+        .transpose()
+}
+
+/// `(id, userName)` of up to `limit` users matching `filter`, in creation order.
+pub fn matching(conn: &mut DbConn, filter: Condition, limit: i64) -> Result<Vec<(String, String)>> {
+    Ok(users::table
+        .inner_join(mfa_factors::table)
+        .filter(filter)
+        .order((users::created_at.asc(), users::id.asc()))
+        .limit(limit)
+        .select((users::id, users::user_name))
+        .load(conn)?)
+}
+
+/// `(id, userName)` of the users with these ids (unknown ids are left out).
+pub fn names_of(conn: &mut DbConn, ids: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    // Bounded IN lists: SQLite caps bind parameters per statement.
+    for chunk in ids.chunks(500) {
+        out.extend(
+            users::table
+                .filter(users::id.eq_any(chunk))
+                .select((users::id, users::user_name))
+                .load::<(String, String)>(conn)?,
+        );
+    }
+    Ok(out)
 }
 
 /// One page of users matching `filter`, and how many match in all.
@@ -195,6 +240,7 @@ pub struct PageRequest {
 pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     let always = || Condition::new().sql("1 = 1");
     let total: i64 = users::table
+        .inner_join(mfa_factors::table)
         .filter(req.filter.clone().unwrap_or_else(always))
         .count()
         .get_result(conn)?;
@@ -202,8 +248,9 @@ pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
         return Ok(Page { total, users: Vec::new() });
     }
     let mut query = users::table
+        .inner_join(mfa_factors::table)
         .filter(req.filter.unwrap_or_else(always))
-        .select(Row::as_select())
+        .select((Row::as_select(), Summary::as_select()))
         .into_boxed();
     if let Some((key, descending)) = req.sort {
         // Users without a value sort last in both directions, the same on both backends.
@@ -214,7 +261,11 @@ pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     } else {
         query = query.order(users::created_at.asc());
     }
-    let rows = query.then_order_by(users::id.asc()).offset(req.offset).limit(req.limit).load::<Row>(conn)?;
+    let rows = query
+        .then_order_by(users::id.asc())
+        .offset(req.offset)
+        .limit(req.limit)
+        .load::<(Row, Summary)>(conn)?;
     let users = rows.into_iter().map(StoredUser::try_from).collect::<Result<_>>()?;
     Ok(Page { total, users })
 }

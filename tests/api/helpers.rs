@@ -1,9 +1,10 @@
 //! A real daemon per test: its own temporary SQLite database, a random port, and tokens.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use provisiond::app::{self, Application};
+use provisiond::clock::ManualClock;
 use provisiond::config::Config;
 use provisiond::domain::tokens::{Scope, Tokens};
 use serde_json::Value;
@@ -14,6 +15,9 @@ pub struct TestApp {
     pub token: String,
     pub dir: tempfile::TempDir,
     pub agent: ureq::Agent,
+    /// The daemon's clock: tests move it to walk TOTP windows and lockouts.
+    pub clock: Arc<ManualClock>,
+    pub config: Config,
 }
 
 /// A response: status, headers we look at, and the JSON body (Null when empty).
@@ -32,6 +36,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     config.server.listen = "127.0.0.1:0".into();
     config.database.url = format!("sqlite://{}", dir.join("provisiond.db").display());
     config.database.pool_size = 4;
+    config.mfa.key_file = dir.join("mfa.key");
     config.log.level = "warn".into();
     config
 }
@@ -52,7 +57,9 @@ impl TestApp {
             .expect("token")
             .expose()
             .to_string();
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let (tx, rx) = mpsc::channel();
+        let (server_config, server_clock) = (config.clone(), clock.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -60,7 +67,7 @@ impl TestApp {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let app = Application::build(config).expect("daemon starts");
+                let app = Application::build_with_clock(server_config, server_clock).expect("daemon starts");
                 tx.send(app.port()).expect("port");
                 app.run_until_stopped().await.expect("server runs");
             });
@@ -75,6 +82,8 @@ impl TestApp {
             token,
             dir,
             agent,
+            clock,
+            config,
         }
     }
 

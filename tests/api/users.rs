@@ -6,6 +6,7 @@ use crate::helpers::{assert_scim_error, TestApp};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const MFA: &str = "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 fn barbara() -> Value {
@@ -37,7 +38,8 @@ fn post_creates_with_location_etag_and_meta() {
     assert!(r.etag.as_deref().unwrap().starts_with("W/\""));
     assert_eq!(r.content_type.as_deref(), Some("application/scim+json"));
     assert_eq!(r.body["meta"]["resourceType"], "User");
-    assert_eq!(r.body["schemas"], json!([USER, ENTERPRISE]));
+    assert_eq!(r.body["schemas"], json!([USER, ENTERPRISE, MFA]));
+    assert_eq!(r.body[MFA], json!({"status": "none"}));
     assert_eq!(r.body[ENTERPRISE]["employeeNumber"], "701984");
 
     let got = app.get(&format!("/scim/v2/Users/{id}"));

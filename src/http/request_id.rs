@@ -1,0 +1,44 @@
+//! A request id for every request: taken from `X-Request-Id` when the caller sent a sane one,
+//! made up otherwise; returned in the answer, recorded in audit events and the request's span.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest};
+use tracing::Instrument;
+
+pub const HEADER: &str = "x-request-id";
+
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+fn acceptable(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+pub async fn assign(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.path());
+    let mut resp = next.call(req).instrument(span.clone()).await?;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HeaderName::from_static(HEADER), v);
+    }
+    Ok(resp)
+}
+
+/// The id of this request.
+pub fn request_id(req: &HttpRequest) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone())
+}

@@ -1,0 +1,393 @@
+//! The TOTP second factor: enrolment, verification with replay refusal and lockout, backup
+//! codes, and resets for one user or many. Secrets are sealed (`seal`), codes hashed.
+
+pub mod backup_codes;
+pub mod reset;
+pub mod seal;
+pub mod totp;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::Connection;
+use serde_json::json;
+
+use crate::clock::{self, Clock};
+use crate::config;
+use crate::domain::audit::{self, Actor};
+use crate::domain::{Error, Result};
+use crate::scim::error::ScimError;
+use crate::scim::filter::Filter;
+use crate::store::{self, mfa as factors, user_filter, users as store_users, Pool};
+
+pub use seal::Sealer;
+pub use totp::{Enrolment, Policy};
+
+/// What `GET /api/v1/users/{id}/mfa` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub status: String,
+    pub enrolled_at: Option<NaiveDateTime>,
+    pub last_reset_at: Option<NaiveDateTime>,
+    pub backup_codes_remaining: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Totp,
+    BackupCode,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Totp => "totp",
+            Method::BackupCode => "backup_code",
+        }
+    }
+}
+
+/// The answer to a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Valid(Method),
+    Invalid,
+    /// Too many wrong codes: no code is checked until then.
+    LockedOut { retry_after_secs: u64 },
+}
+
+/// Backup codes shown once. `Debug` hides them.
+pub struct BackupCodes(pub Vec<String>);
+
+impl std::fmt::Debug for BackupCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackupCodes({} codes)", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetDone {
+    pub id: String,
+    pub reset_at: NaiveDateTime,
+}
+
+/// Which users a bulk reset is for.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<String>),
+    Filter(Filter),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Reset,
+    NotFound,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Reset => "reset",
+            Outcome::NotFound => "not_found",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BulkResult {
+    pub id: String,
+    pub user_name: Option<String>,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+/// Users written per transaction in a bulk reset: large enough to amortise the commit, small
+/// enough not to hold SQLite's write lock for long.
+const BULK_CHUNK: usize = 500;
+
+#[derive(Clone)]
+pub struct Mfa {
+    pool: Pool,
+    sealer: Arc<Sealer>,
+    policy: Policy,
+    max_failures: u32,
+    lockout_window: chrono::Duration,
+    max_bulk: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Mfa {
+    pub fn new(pool: Pool, sealer: Arc<Sealer>, config: &config::Mfa, clock: Arc<dyn Clock>) -> Self {
+        Mfa {
+            pool,
+            sealer,
+            policy: Policy::from_config(config),
+            max_failures: config.max_failures,
+            lockout_window: chrono::Duration::seconds(config.lockout_window as i64),
+            max_bulk: config.max_bulk_reset,
+            clock,
+        }
+    }
+
+    fn now(&self) -> (chrono::DateTime<Utc>, NaiveDateTime) {
+        let now = self.clock.now();
+        (now, clock::stored(now))
+    }
+
+    fn factor(&self, conn: &mut store::DbConn, user_id: &str) -> Result<factors::Factor> {
+        factors::get(conn, user_id)?.ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))
+    }
+
+    fn secret(&self, f: &factors::Factor) -> Result<Vec<u8>> {
+        let sealed = f.secret_sealed.as_deref().ok_or_else(|| Error::Conflict("no TOTP secret is stored".into()))?;
+        self.sealer.open(&f.user_id, sealed).map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))
+    }
+
+    pub fn status(&self, user_id: &str) -> Result<Status> {
+        let mut conn = self.pool.get()?;
+        let f = self.factor(&mut conn, user_id)?;
+        let remaining = factors::unused_codes(&mut conn, user_id)?.len();
+        Ok(Status {
+            status: f.status,
+            enrolled_at: f.enrolled_at,
+            last_reset_at: f.last_reset_at,
+            backup_codes_remaining: remaining,
+        })
+    }
+
+    /// Starts (or restarts) enrolment with a new secret; refused over a confirmed factor.
+    pub fn start_enrolment(&self, user_id: &str) -> Result<Enrolment> {
+        let mut conn = self.pool.get()?;
+        let user = store_users::get(&mut conn, user_id)?.ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))?;
+        if user.mfa.status == factors::ENROLLED {
+            return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
+        }
+        let secret = Policy::new_secret();
+        let enrolment = self
+            .policy
+            .enrolment(&secret, user.user_name())
+            .map_err(|e| Error::Invalid(ScimError::invalid_value(format!("cannot build the otpauth URI: {e}"))))?;
+        let sealed = self.sealer.seal(user_id, &secret);
+        if !factors::start_enrolment(&mut conn, user_id, &sealed)? {
+            return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
+        }
+        Ok(enrolment)
+    }
+
+    /// Confirms a started enrolment with a code from the app; returns the first backup codes.
+    pub fn confirm(&self, user_id: &str, code: &str, actor: &Actor) -> Result<BackupCodes> {
+        let mut conn = self.pool.get()?;
+        let f = self.factor(&mut conn, user_id)?;
+        if f.status != factors::PENDING || f.secret_sealed.is_none() {
+            return Err(Error::Conflict("no enrolment in progress: start one with POST …/mfa/totp".into()));
+        }
+        let secret = self.secret(&f)?;
+        let (now, at) = self.now();
+        let step = self
+            .policy
+            .check(&secret, code, now.timestamp().max(0) as u64)
+            .ok_or_else(|| Error::Invalid(ScimError::invalid_value("the code does not match the new factor")))?;
+        let codes = backup_codes::generate();
+        let hashes: Vec<String> = codes.iter().map(|c| backup_codes::hash(c)).collect();
+        let sealed = f.secret_sealed.clone().expect("checked above");
+        let user_name = user_name(&mut conn, user_id)?;
+        store::write_tx(&mut conn, |conn| {
+            if !factors::confirm(conn, user_id, &sealed, step as i64, at)? {
+                return Err(Error::Conflict("the enrolment changed meanwhile; start again".into()));
+            }
+            factors::replace_codes(conn, user_id, &hashes)?;
+            let user = (user_id, user_name.as_str());
+            audit::write(
+                conn,
+                &[
+                    audit::event(at, audit::MFA_ENROLLED, user, actor, None, Some(json!({"method": "totp"}))),
+                    audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, user, actor, None, Some(json!({"count": codes.len()}))),
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(BackupCodes(codes))
+    }
+
+    /// Checks a TOTP code or an unused backup code.
+    pub fn verify(&self, user_id: &str, code: &str, actor: &Actor) -> Result<Verification> {
+        let mut conn = self.pool.get()?;
+        let f = self.factor(&mut conn, user_id)?;
+        let (now, at) = self.now();
+        if let Some(until) = f.locked_until.filter(|u| *u > at) {
+            let secs = (until - at).num_milliseconds().max(0) as u64;
+            return Ok(Verification::LockedOut { retry_after_secs: secs.div_ceil(1000).max(1) });
+        }
+        if f.status != factors::ENROLLED {
+            return Err(Error::Conflict(format!("the user has no confirmed factor (status {})", f.status)));
+        }
+        let secret = self.secret(&f)?;
+        if let Some(step) = self.policy.check(&secret, code, now.timestamp().max(0) as u64) {
+            // A step accepted before (or an older one) is a replay and counts as a failure.
+            if factors::accept_step(&mut conn, user_id, step as i64)? {
+                return Ok(Verification::Valid(Method::Totp));
+            }
+        } else if backup_codes::looks_like_one(code) {
+            let hashes = factors::unused_codes(&mut conn, user_id)?;
+            if let Some(i) = backup_codes::find(code, &hashes) {
+                let name = user_name(&mut conn, user_id)?;
+                let used = store::write_tx(&mut conn, |conn| {
+                    if !factors::use_code(conn, user_id, &hashes[i], at)? {
+                        return Ok::<_, Error>(false);
+                    }
+                    factors::clear_failures(conn, user_id)?;
+                    let remaining = hashes.len() - 1;
+                    let e = audit::event(at, audit::MFA_BACKUP_CODE_USED, (user_id, &name), actor, None, Some(json!({"remaining": remaining})));
+                    audit::write(conn, &[e])?;
+                    Ok(true)
+                })?;
+                if used {
+                    return Ok(Verification::Valid(Method::BackupCode));
+                }
+            }
+        }
+        self.record_failure(&mut conn, &f, at, actor)?;
+        Ok(Verification::Invalid)
+    }
+
+    /// Counts a wrong code; the `max_failures`-th within the window locks verification.
+    fn record_failure(&self, conn: &mut store::DbConn, f: &factors::Factor, at: NaiveDateTime, actor: &Actor) -> Result<()> {
+        let in_window = f.failures_since.filter(|since| at - *since < self.lockout_window);
+        let (failures, since) = match in_window {
+            Some(since) => (f.failures + 1, since),
+            None => (1, at),
+        };
+        if failures < self.max_failures as i32 {
+            factors::set_failures(conn, &f.user_id, failures, Some(since), None)?;
+            return Ok(());
+        }
+        let until = at + self.lockout_window;
+        let name = user_name(conn, &f.user_id)?;
+        store::write_tx(conn, |conn| {
+            factors::set_failures(conn, &f.user_id, 0, None, Some(until))?;
+            let detail = json!({"failures": failures, "lockedUntil": crate::scim::resource::datetime(&until.and_utc())});
+            let e = audit::event(at, audit::MFA_VERIFY_LOCKED_OUT, (&f.user_id, &name), actor, None, Some(detail));
+            audit::write(conn, &[e])?;
+            Ok::<_, Error>(())
+        })?;
+        tracing::warn!(user_id = %f.user_id, "MFA verification locked after too many wrong codes");
+        Ok(())
+    }
+
+    /// A new set of backup codes; the old set stops working.
+    pub fn regenerate_backup_codes(&self, user_id: &str, actor: &Actor) -> Result<BackupCodes> {
+        let mut conn = self.pool.get()?;
+        let f = self.factor(&mut conn, user_id)?;
+        if f.status != factors::ENROLLED {
+            return Err(Error::Conflict(format!("backup codes need a confirmed factor (status {})", f.status)));
+        }
+        let codes = backup_codes::generate();
+        let hashes: Vec<String> = codes.iter().map(|c| backup_codes::hash(c)).collect();
+        let name = user_name(&mut conn, user_id)?;
+        let (_, at) = self.now();
+        store::write_tx(&mut conn, |conn| {
+            factors::replace_codes(conn, user_id, &hashes)?;
+            let e = audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, (user_id, &name), actor, None, Some(json!({"count": codes.len()})));
+            audit::write(conn, &[e])?;
+            Ok::<_, Error>(())
+        })?;
+        Ok(BackupCodes(codes))
+    }
+
+    /// Resets one user's factor: they enrol again at their next login.
+    pub fn reset(&self, user_id: &str, actor: &Actor, reason: Option<&str>) -> Result<ResetDone> {
+        let mut conn = self.pool.get()?;
+        let name = user_name(&mut conn, user_id)?;
+        let (_, at) = self.now();
+        store::write_tx(&mut conn, |conn| reset::reset_in_tx(conn, (user_id, &name), actor, reason, at))?;
+        Ok(ResetDone { id: user_id.to_string(), reset_at: at })
+    }
+
+    /// Resets many users; one that fails does not stop the others. Results keep the order of
+    /// the ids given (or of creation, for a filter).
+    pub fn reset_many(&self, selection: &Selection, actor: &Actor, reason: Option<&str>) -> Result<Vec<BulkResult>> {
+        let mut conn = self.pool.get()?;
+        let (wanted, found): (Vec<String>, HashMap<String, String>) = match selection {
+            Selection::Ids(ids) => {
+                if ids.len() > self.max_bulk {
+                    return Err(too_many(ids.len(), self.max_bulk));
+                }
+                let mut seen = std::collections::HashSet::new();
+                let wanted: Vec<String> = ids.iter().filter(|i| seen.insert(i.as_str())).cloned().collect();
+                let found = store_users::names_of(&mut conn, &wanted)?.into_iter().collect();
+                (wanted, found)
+            }
+            Selection::Filter(filter) => {
+                let cond = user_filter::compile(filter)?;
+                let matched = store_users::matching(&mut conn, cond, self.max_bulk as i64 + 1)?;
+                if matched.len() > self.max_bulk {
+                    return Err(too_many(matched.len(), self.max_bulk));
+                }
+                (matched.iter().map(|(id, _)| id.clone()).collect(), matched.into_iter().collect())
+            }
+        };
+        let (_, at) = self.now();
+        let mut results = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(BULK_CHUNK) {
+            let chunk_results = store::write_tx(&mut conn, |conn| {
+                let mut out = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    let Some(name) = found.get(id) else {
+                        out.push(BulkResult { id: id.clone(), user_name: None, outcome: Outcome::NotFound, detail: Some("no such user".into()) });
+                        continue;
+                    };
+                    // A savepoint per user: one failure rolls back that user only.
+                    let one = conn.transaction(|conn| reset::reset_in_tx(conn, (id, name), actor, reason, at));
+                    out.push(match one {
+                        Ok(_) => BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Reset, detail: None },
+                        Err(e) => {
+                            tracing::error!(user_id = %id, error = %e, "bulk MFA reset failed for one user");
+                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Error, detail: Some(e.to_string()) }
+                        }
+                    });
+                }
+                Ok::<_, diesel::result::Error>(out)
+            })?;
+            results.extend(chunk_results);
+        }
+        Ok(results)
+    }
+
+    /// Re-seals every secret under the current key (after a key rotation); how many changed.
+    pub fn rekey(&self) -> Result<usize> {
+        let mut conn = self.pool.get()?;
+        let mut changed = 0;
+        for (user_id, sealed) in factors::sealed_secrets(&mut conn)? {
+            if !self.sealer.is_stale(&sealed) {
+                continue;
+            }
+            let secret = self.sealer.open(&user_id, &sealed).map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))?;
+            if factors::reseal(&mut conn, &user_id, &sealed, &self.sealer.seal(&user_id, &secret))? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The TOTP policy (tests and benchmarks compute codes with it).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+fn too_many(n: usize, max: usize) -> Error {
+    Error::Invalid(ScimError::bad_request(
+        crate::scim::error::ScimType::TooMany,
+        format!("{n} users selected; at most {max} per request (mfa.max_bulk_reset)"),
+    ))
+}
+
+fn user_name(conn: &mut store::DbConn, user_id: &str) -> Result<String> {
+    store_users::names_of(conn, &[user_id.to_string()])?
+        .pop()
+        .map(|(_, name)| name)
+        .ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))
+}

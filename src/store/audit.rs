@@ -1,0 +1,78 @@
+//! Audit events: appended, never changed.
+
+use diesel::prelude::*;
+
+use super::schema::audit_events;
+use super::{DbConn, Result};
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = audit_events)]
+pub struct NewEvent<'a> {
+    pub at: chrono::NaiveDateTime,
+    pub event_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub user_name: Option<&'a str>,
+    pub origin: &'a str,
+    pub actor: &'a str,
+    pub reason: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: chrono::NaiveDateTime,
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub origin: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+pub fn insert(conn: &mut DbConn, events: &[NewEvent<'_>]) -> Result<()> {
+    // One statement per event: multi-row INSERT is spelled per backend (see users::insert_values).
+    for e in events {
+        diesel::insert_into(audit_events::table).values(e).execute(conn)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    pub user_id: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<chrono::NaiveDateTime>,
+    /// 0-based.
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Newest first, and how many match in all.
+pub fn list(conn: &mut DbConn, q: &Query) -> Result<(i64, Vec<EventRow>)> {
+    let filtered = || {
+        let mut query = audit_events::table.into_boxed();
+        if let Some(u) = &q.user_id {
+            query = query.filter(audit_events::user_id.eq(u.clone()));
+        }
+        if let Some(t) = &q.event_type {
+            query = query.filter(audit_events::event_type.eq(t.clone()));
+        }
+        if let Some(s) = q.since {
+            query = query.filter(audit_events::at.ge(s));
+        }
+        query
+    };
+    let total = filtered().count().get_result(conn)?;
+    let rows = filtered()
+        .order(audit_events::id.desc())
+        .offset(q.offset)
+        .limit(q.limit)
+        .select(EventRow::as_select())
+        .load(conn)?;
+    Ok((total, rows))
+}

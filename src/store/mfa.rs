@@ -1,0 +1,199 @@
+//! Second factors and backup codes. Every write that can race (accepting a TOTP step, using a
+//! backup code, confirming an enrolment) is a conditional UPDATE whose row count says who won.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{mfa_backup_codes, mfa_factors};
+use super::{DbConn, Result};
+
+pub const NONE: &str = "none";
+pub const PENDING: &str = "pending";
+pub const ENROLLED: &str = "enrolled";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mfa_factors)]
+pub struct Factor {
+    pub user_id: String,
+    pub status: String,
+    /// Sealed, never the secret itself.
+    pub secret_sealed: Option<String>,
+    pub enrolled_at: Option<NaiveDateTime>,
+    pub last_reset_at: Option<NaiveDateTime>,
+    pub last_step: Option<i64>,
+    pub failures: i32,
+    pub failures_since: Option<NaiveDateTime>,
+    pub locked_until: Option<NaiveDateTime>,
+}
+
+/// What the SCIM resource shows of a factor.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = mfa_factors)]
+pub struct Summary {
+    pub status: String,
+    pub enrolled_at: Option<NaiveDateTime>,
+    pub last_reset_at: Option<NaiveDateTime>,
+}
+
+impl Summary {
+    pub fn none() -> Self {
+        Summary {
+            status: NONE.into(),
+            enrolled_at: None,
+            last_reset_at: None,
+        }
+    }
+}
+
+/// Every user has a factor row, created with the user.
+pub fn create(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
+    diesel::insert_into(mfa_factors::table)
+        .values(mfa_factors::user_id.eq(user_id))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
+    Ok(mfa_factors::table
+        .find(user_id)
+        .select(Factor::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Stores a new unconfirmed secret unless a confirmed factor exists; whether it did.
+pub fn start_enrolment(conn: &mut DbConn, user_id: &str, sealed: &str) -> Result<bool> {
+    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
+        .set((
+            mfa_factors::status.eq(PENDING),
+            mfa_factors::secret_sealed.eq(sealed),
+            mfa_factors::last_step.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Confirms the enrolment of exactly this sealed secret; whether it did.
+pub fn confirm(conn: &mut DbConn, user_id: &str, sealed: &str, step: i64, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+    let n = diesel::update(
+        mfa_factors::table
+            .find(user_id)
+            .filter(mfa_factors::status.eq(PENDING))
+            .filter(mfa_factors::secret_sealed.eq(sealed)),
+    )
+    .set((
+        mfa_factors::status.eq(ENROLLED),
+        mfa_factors::enrolled_at.eq(at),
+        mfa_factors::last_step.eq(step),
+        mfa_factors::failures.eq(0),
+        mfa_factors::failures_since.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Accepts TOTP step `step` unless it (or a later one) was accepted before: replays lose.
+pub fn accept_step(conn: &mut DbConn, user_id: &str, step: i64) -> Result<bool> {
+    let n = diesel::update(
+        mfa_factors::table
+            .find(user_id)
+            .filter(mfa_factors::status.eq(ENROLLED))
+            .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step))),
+    )
+    .set((
+        mfa_factors::last_step.eq(step),
+        mfa_factors::failures.eq(0),
+        mfa_factors::failures_since.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Clears the failure count after a good backup code.
+pub fn clear_failures(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
+    diesel::update(mfa_factors::table.find(user_id))
+        .set((mfa_factors::failures.eq(0), mfa_factors::failures_since.eq(None::<NaiveDateTime>)))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn set_failures(
+    conn: &mut DbConn,
+    user_id: &str,
+    failures: i32,
+    since: Option<NaiveDateTime>,
+    locked_until: Option<NaiveDateTime>,
+) -> Result<(), diesel::result::Error> {
+    diesel::update(mfa_factors::table.find(user_id))
+        .set((
+            mfa_factors::failures.eq(failures),
+            mfa_factors::failures_since.eq(since),
+            mfa_factors::locked_until.eq(locked_until),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.
+pub fn reset(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
+    diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
+    diesel::update(mfa_factors::table.find(user_id))
+        .set((
+            mfa_factors::status.eq(PENDING),
+            mfa_factors::secret_sealed.eq(None::<String>),
+            mfa_factors::enrolled_at.eq(None::<NaiveDateTime>),
+            mfa_factors::last_reset_at.eq(at),
+            mfa_factors::last_step.eq(None::<i64>),
+            mfa_factors::failures.eq(0),
+            mfa_factors::failures_since.eq(None::<NaiveDateTime>),
+            mfa_factors::locked_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
+}
+
+/// Re-seals a secret (key rotation); only if it is still the one read.
+pub fn reseal(conn: &mut DbConn, user_id: &str, old: &str, new: &str) -> Result<bool> {
+    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::secret_sealed.eq(old)))
+        .set(mfa_factors::secret_sealed.eq(new))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// `(user_id, sealed)` of every stored secret, for re-sealing.
+pub fn sealed_secrets(conn: &mut DbConn) -> Result<Vec<(String, String)>> {
+    Ok(mfa_factors::table
+        .filter(mfa_factors::secret_sealed.is_not_null())
+        .select((mfa_factors::user_id, mfa_factors::secret_sealed.assume_not_null()))
+        .load(conn)?)
+}
+
+/// Replaces the user's backup codes by these hashes.
+pub fn replace_codes(conn: &mut DbConn, user_id: &str, hashes: &[String]) -> Result<(), diesel::result::Error> {
+    diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
+    for h in hashes {
+        diesel::insert_into(mfa_backup_codes::table)
+            .values((mfa_backup_codes::user_id.eq(user_id), mfa_backup_codes::code_hash.eq(h)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn unused_codes(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
+    Ok(mfa_backup_codes::table
+        .filter(mfa_backup_codes::user_id.eq(user_id))
+        .filter(mfa_backup_codes::used_at.is_null())
+        .select(mfa_backup_codes::code_hash)
+        .load(conn)?)
+}
+
+/// Marks a code used; false when it already was (a concurrent use won).
+pub fn use_code(conn: &mut DbConn, user_id: &str, hash: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+    let n = diesel::update(
+        mfa_backup_codes::table
+            .find((user_id, hash))
+            .filter(mfa_backup_codes::used_at.is_null()),
+    )
+    .set(mfa_backup_codes::used_at.eq(at))
+    .execute(conn)?;
+    Ok(n == 1)
+}
