@@ -36,7 +36,7 @@ fn resource_types_list_user_with_its_extensions() {
     assert_eq!(user["schema"], USER);
     assert_eq!(
         user["schemaExtensions"],
-        json!([{"schema": ENTERPRISE, "required": false}])
+        json!([{"schema": ENTERPRISE, "required": false}, {"schema": MFA, "required": false}])
     );
     let single = app.get("/scim/v2/ResourceTypes/User");
     assert_eq!(single.status, 200);
