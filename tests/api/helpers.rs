@@ -29,6 +29,7 @@ pub struct Reply {
     pub location: Option<String>,
     pub content_type: Option<String>,
     pub www_authenticate: Option<String>,
+    pub retry_after: Option<String>,
 }
 
 pub fn config_for(dir: &std::path::Path) -> Config {
@@ -117,12 +118,13 @@ impl TestApp {
         }
         .expect("HTTP exchange");
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (status, etag, location, content_type, www_authenticate) = (
+        let (status, etag, location, content_type, www_authenticate, retry_after) = (
             resp.status().as_u16(),
             header("etag"),
             header("location"),
             header("content-type"),
             header("www-authenticate"),
+            header("retry-after"),
         );
         let text = resp.into_body().read_to_string().unwrap_or_default();
         let body = if text.is_empty() {
@@ -137,6 +139,7 @@ impl TestApp {
             location,
             content_type,
             www_authenticate,
+            retry_after,
         }
     }
 

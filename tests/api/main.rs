@@ -5,4 +5,5 @@ mod discovery;
 mod helpers;
 mod http_edges;
 mod list;
+mod mfa;
 mod users;
