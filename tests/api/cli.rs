@@ -164,3 +164,46 @@ fn serve_runs_the_daemon_with_a_cli_token() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
+    let d = Dir::new(&format!("[mfa]\nkey_file = \"{}\"\n", "data/mfa.key"));
+    assert!(d.run(&["migrate"]).status.success());
+    // Users arrive through the library here; the CLI resets them.
+    let mut config = provisiond::config::Config::load(&d.config()).unwrap();
+    config.mfa.key_file = d.dir.path().join("data/mfa.key");
+    let pool = provisiond::app::open_database(&config).unwrap();
+    let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
+    let mfa = provisiond::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
+    let users = provisiond::domain::users::Users::new(pool.clone(), mfa);
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
+    for name in ["alice", "bob", "carol"] {
+        users.create(&json!({"userName": name, "title": if name == "carol" { "Ops" } else { "Dev" }}), "scim", &actor).unwrap();
+    }
+
+    let o = d.run_env(&["mfa", "reset", "--user", "ALICE", "--user", "bob", "--reason", "lost phones"], &[("USER", "operator1"), ("SUDO_USER", "operator1")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("reset\talice\t") && lines[1].starts_with("reset\tbob\t"), "{out}");
+
+    let o = d.run(&["mfa", "reset", "--filter", "title eq \"ops\"", "--reason", "team"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("reset\tcarol\t"));
+
+    let o = d.run(&["mfa", "reset", "--user", "nobody", "--user", "alice", "--reason", "x"]);
+    assert!(!o.status.success(), "an unknown user makes the command fail");
+    assert!(stdout(&o).contains("not_found\tnobody") && stdout(&o).contains("reset\talice"), "{}", stdout(&o));
+
+    let o = d.run(&["mfa", "reset", "--user", "alice"]);
+    assert!(!o.status.success(), "--reason is required");
+
+    let audit = provisiond::domain::audit::Audit::new(pool);
+    let (total, events) = audit
+        .list(&provisiond::store::audit::Query { event_type: Some("mfa.reset".into()), limit: 10, ..Default::default() })
+        .unwrap();
+    assert_eq!(total, 4);
+    let first_two = &events[2..];
+    assert!(first_two.iter().all(|e| e["origin"] == "cli" && e["actor"] == "operator1" && e["reason"] == "lost phones"), "{events:?}");
+}
