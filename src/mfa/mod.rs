@@ -261,7 +261,7 @@ impl Mfa {
             None => (1, at),
         };
         if failures < self.max_failures as i32 {
-            factors::set_failures(conn, &f.user_id, failures, Some(since), None)?;
+            store::write_tx(conn, |conn| factors::set_failures(conn, &f.user_id, failures, Some(since), None))?;
             return Ok(());
         }
         let until = at + self.lockout_window;

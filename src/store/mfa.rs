@@ -1,5 +1,6 @@
 //! Second factors and backup codes. Every write that can race (accepting a TOTP step, using a
 //! backup code, confirming an enrolment) is a conditional UPDATE whose row count says who won.
+//! Functions that take their own write transaction say so; the others run in the caller's.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -63,13 +64,15 @@ pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
 
 /// Stores a new unconfirmed secret unless a confirmed factor exists; whether it did.
 pub fn start_enrolment(conn: &mut DbConn, user_id: &str, sealed: &str) -> Result<bool> {
-    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
-        .set((
-            mfa_factors::status.eq(PENDING),
-            mfa_factors::secret_sealed.eq(sealed),
-            mfa_factors::last_step.eq(None::<i64>),
-        ))
-        .execute(conn)?;
+    let n = super::write_tx(conn, |conn| {
+        diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
+            .set((
+                mfa_factors::status.eq(PENDING),
+                mfa_factors::secret_sealed.eq(sealed),
+                mfa_factors::last_step.eq(None::<i64>),
+            ))
+            .execute(conn)
+    })?;
     Ok(n == 1)
 }
 
@@ -94,18 +97,20 @@ pub fn confirm(conn: &mut DbConn, user_id: &str, sealed: &str, step: i64, at: Na
 
 /// Accepts TOTP step `step` unless it (or a later one) was accepted before: replays lose.
 pub fn accept_step(conn: &mut DbConn, user_id: &str, step: i64) -> Result<bool> {
-    let n = diesel::update(
-        mfa_factors::table
-            .find(user_id)
-            .filter(mfa_factors::status.eq(ENROLLED))
-            .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step))),
-    )
-    .set((
-        mfa_factors::last_step.eq(step),
-        mfa_factors::failures.eq(0),
-        mfa_factors::failures_since.eq(None::<NaiveDateTime>),
-    ))
-    .execute(conn)?;
+    let n = super::write_tx(conn, |conn| {
+        diesel::update(
+            mfa_factors::table
+                .find(user_id)
+                .filter(mfa_factors::status.eq(ENROLLED))
+                .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step))),
+        )
+        .set((
+            mfa_factors::last_step.eq(step),
+            mfa_factors::failures.eq(0),
+            mfa_factors::failures_since.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
+    })?;
     Ok(n == 1)
 }
 
@@ -153,9 +158,11 @@ pub fn reset(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<usiz
 
 /// Re-seals a secret (key rotation); only if it is still the one read.
 pub fn reseal(conn: &mut DbConn, user_id: &str, old: &str, new: &str) -> Result<bool> {
-    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::secret_sealed.eq(old)))
-        .set(mfa_factors::secret_sealed.eq(new))
-        .execute(conn)?;
+    let n = super::write_tx(conn, |conn| {
+        diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::secret_sealed.eq(old)))
+            .set(mfa_factors::secret_sealed.eq(new))
+            .execute(conn)
+    })?;
     Ok(n == 1)
 }
 

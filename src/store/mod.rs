@@ -115,6 +115,9 @@ pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<P
     }
     let pool = r2d2::Pool::builder()
         .max_size(pool_size)
+        // A broken connection fails its query and is replaced; testing each checkout would
+        // cost a round trip per request.
+        .test_on_check_out(false)
         .connection_timeout(connect_timeout)
         .build(Manager { target })?;
     Ok(pool)
@@ -132,13 +135,17 @@ pub fn migrate(pool: &Pool) -> Result<usize> {
 
 /// Runs `f` in a transaction that writes.
 ///
-/// Callers make the first statement a write: on SQLite that takes the write lock at once
-/// (waiting on the busy timeout), instead of upgrading a read lock later, which SQLite
-/// answers with an immediate "database is locked".
+/// SQLite has one writer at a time. Writers of this process queue on a mutex, in order,
+/// instead of on SQLite's busy handler, whose sleeps make the slowest writes slower still;
+/// the busy timeout remains for writers of other processes (the command line). Callers make
+/// the first statement a write, so a transaction takes the write lock at once instead of
+/// upgrading a read lock later, which SQLite answers with "database is locked".
 pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
 where
     E: From<diesel::result::Error>,
 {
+    static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = matches!(conn, DbConn::Sqlite(_)).then(|| SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner()));
     conn.transaction(f)
 }
 

@@ -19,14 +19,16 @@ pub struct TokenRow {
 
 /// Inserts a token; `Ok(false)` when the name is taken.
 pub fn insert(conn: &mut DbConn, name: &str, token_hash: &str, scopes: &str) -> Result<bool> {
-    let res = diesel::insert_into(api_tokens::table)
-        .values((
-            api_tokens::name.eq(name),
-            api_tokens::token_hash.eq(token_hash),
-            api_tokens::scopes.eq(scopes),
-            api_tokens::created_at.eq(super::now()),
-        ))
-        .execute(conn);
+    let res = super::write_tx(conn, |conn| {
+        diesel::insert_into(api_tokens::table)
+            .values((
+                api_tokens::name.eq(name),
+                api_tokens::token_hash.eq(token_hash),
+                api_tokens::scopes.eq(scopes),
+                api_tokens::created_at.eq(super::now()),
+            ))
+            .execute(conn)
+    });
     match res {
         Ok(_) => Ok(true),
         Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
@@ -48,12 +50,15 @@ pub fn find_by_hash(conn: &mut DbConn, token_hash: &str) -> Result<Option<TokenR
 
 /// Deletes the token called `name`; whether there was one.
 pub fn delete(conn: &mut DbConn, name: &str) -> Result<bool> {
-    Ok(diesel::delete(api_tokens::table.filter(api_tokens::name.eq(name))).execute(conn)? > 0)
+    let n = super::write_tx(conn, |conn| diesel::delete(api_tokens::table.filter(api_tokens::name.eq(name))).execute(conn))?;
+    Ok(n > 0)
 }
 
 pub fn touch(conn: &mut DbConn, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
-    diesel::update(api_tokens::table.filter(api_tokens::name.eq(name)))
-        .set(api_tokens::last_used_at.eq(at))
-        .execute(conn)?;
+    super::write_tx(conn, |conn| {
+        diesel::update(api_tokens::table.filter(api_tokens::name.eq(name)))
+            .set(api_tokens::last_used_at.eq(at))
+            .execute(conn)
+    })?;
     Ok(())
 }

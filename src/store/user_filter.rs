@@ -12,6 +12,8 @@ use super::sql::{Bind, Condition, Fragment};
 enum Target {
     /// A column of `users`; `lower` when the column holds the lower-cased value.
     Column { column: &'static str, kind: Kind, lower: bool },
+    /// A column of the user's row in `mfa_factors` (every user has one).
+    Factor { column: &'static str, kind: Kind, lower: bool },
     /// Rows of `user_values` with these paths (several for `pr` on a complex attribute).
     Values { paths: Vec<String>, kind: Kind, case_exact: bool },
 }
@@ -38,12 +40,12 @@ fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
         }
     }
     if schema.id == schema::MFA_USER && sub.is_none() {
-        // The MFA state lives in `mfa_factors`, joined to every user query.
-        let column = |column, kind, lower| Ok(Target::Column { column, kind, lower });
+        // The MFA state lives in `mfa_factors`, one row per user.
+        let column = |column, kind, lower| Ok(Target::Factor { column, kind, lower });
         match name.to_ascii_lowercase().as_str() {
-            "status" => return column("mfa_factors.status", Kind::String, true),
-            "enrolledat" => return column("mfa_factors.enrolled_at", Kind::DateTime, false),
-            "lastresetat" => return column("mfa_factors.last_reset_at", Kind::DateTime, false),
+            "status" => return column("status", Kind::String, true),
+            "enrolledat" => return column("enrolled_at", Kind::DateTime, false),
+            "lastresetat" => return column("last_reset_at", Kind::DateTime, false),
             _ => return Err(unknown()),
         }
     }
@@ -123,6 +125,9 @@ pub fn compile(filter: &Filter) -> Result<Condition, ScimError> {
 pub fn sort_key(path: &AttrPath) -> Result<Fragment<diesel::sql_types::Nullable<diesel::sql_types::Text>>, ScimError> {
     match resolve(path).map_err(|e| ScimError::invalid_value(e.detail))? {
         Target::Column { column, .. } => Ok(Fragment::new().sql(column)),
+        Target::Factor { column, .. } => {
+            Ok(Fragment::new().sql(&format!("(SELECT f.{column} FROM mfa_factors f WHERE f.user_id = users.id)")))
+        }
         Target::Values { paths, .. } => Ok(Fragment::new()
             .sql("(SELECT MIN(s.value) FROM user_values s WHERE s.user_id = users.id AND s.path = ")
             .bind(Bind::Text(paths[0].clone()))
@@ -277,6 +282,7 @@ impl Compiler {
                 Condition::new().sql(&format!("({column} IS NOT NULL AND {column} <> '')"))
             }
             Target::Column { column, .. } => Condition::new().sql(&format!("{column} IS NOT NULL")),
+            Target::Factor { column, .. } => factor(Condition::new().sql(&format!("f.{column} IS NOT NULL"))),
             Target::Values { paths, .. } => {
                 self.values(&paths, element, |v| Condition::new().sql(&format!("{v} <> ''")))
             }
@@ -300,6 +306,14 @@ impl Compiler {
                 Condition::new().sql(&format!("({column} IS NULL OR NOT (")).push(cmp.on(column)).sql("))")
             }
             Target::Column { column, .. } => cmp.on(column),
+            Target::Factor { column, .. } => {
+                let c = factor(cmp.on(&format!("f.{column}")));
+                if cmp.negated {
+                    Condition::new().sql("NOT ").push(c)
+                } else {
+                    c
+                }
+            }
             Target::Values { paths, .. } => {
                 let c = self.values(&paths, element, |v| cmp.on(v));
                 if cmp.negated {
@@ -315,7 +329,7 @@ impl Compiler {
     fn comparison(&self, path: &AttrPath, op: CompareOp, value: &CompValue, element: Option<&Element>) -> Result<(Target, Comparison), ScimError> {
         let target = self.target(path, element)?;
         let (kind, case_exact) = match &target {
-            Target::Column { kind, lower, .. } => (*kind, !lower),
+            Target::Column { kind, lower, .. } | Target::Factor { kind, lower, .. } => (*kind, !lower),
             Target::Values { kind, case_exact, .. } => (*kind, *case_exact),
         };
         if kind == Kind::Complex {
@@ -350,12 +364,22 @@ impl Compiler {
         };
         let bind = match &target {
             Target::Column { kind: Kind::Boolean, .. } => Bind::Bool(pattern == "true"),
-            Target::Column { kind: Kind::DateTime, .. } if sql_op != "LIKE" => Bind::Timestamp(parse_datetime(&pattern)?),
+            Target::Column { kind: Kind::DateTime, .. } | Target::Factor { kind: Kind::DateTime, .. } if sql_op != "LIKE" => {
+                Bind::Timestamp(parse_datetime(&pattern)?)
+            }
             _ => Bind::Text(pattern),
         };
         let negated = op == CompareOp::Ne;
         Ok((target, Comparison { sql_op, bind, negated }))
     }
+}
+
+/// `users.id IN (SELECT …)` over the users' factor rows that satisfy `condition` (on `f`).
+fn factor(condition: Condition) -> Condition {
+    Condition::new()
+        .sql("users.id IN (SELECT f.user_id FROM mfa_factors f WHERE ")
+        .push(condition)
+        .sql(")")
 }
 
 /// The conjuncts of an `and` chain, in order.

@@ -200,7 +200,6 @@ pub fn find_by_user_name(conn: &mut DbConn, user_name: &str) -> Result<Option<St
 /// `(id, userName)` of up to `limit` users matching `filter`, in creation order.
 pub fn matching(conn: &mut DbConn, filter: Condition, limit: i64) -> Result<Vec<(String, String)>> {
     Ok(users::table
-        .inner_join(mfa_factors::table)
         .filter(filter)
         .order((users::created_at.asc(), users::id.asc()))
         .limit(limit)
@@ -238,34 +237,38 @@ pub struct PageRequest {
 }
 
 pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
-    let always = || Condition::new().sql("1 = 1");
-    let total: i64 = users::table
-        .inner_join(mfa_factors::table)
-        .filter(req.filter.clone().unwrap_or_else(always))
-        .count()
-        .get_result(conn)?;
-    if req.limit == 0 || req.offset >= total {
-        return Ok(Page { total, users: Vec::new() });
-    }
-    let mut query = users::table
-        .inner_join(mfa_factors::table)
-        .filter(req.filter.unwrap_or_else(always))
-        .select((Row::as_select(), Summary::as_select()))
-        .into_boxed();
-    if let Some((key, descending)) = req.sort {
-        // Users without a value sort last in both directions, the same on both backends.
-        let missing = Fragment::<diesel::sql_types::Bool>::new().sql("(").push(key.clone()).sql(" IS NULL)");
-        query = query.order(missing.asc());
-        query = if descending { query.then_order_by(key.desc()) } else { query.then_order_by(key.asc()) };
-        query = query.then_order_by(users::created_at.asc());
+    let filter = req.filter.unwrap_or_else(|| Condition::new().sql("1 = 1"));
+    // The page is chosen on ids alone, which the (created_at, id) index answers without
+    // reading bodies: an OFFSET far into the table skips index entries, not rows.
+    let ids: Vec<String> = if req.limit == 0 {
+        Vec::new()
     } else {
-        query = query.order(users::created_at.asc());
-    }
-    let rows = query
-        .then_order_by(users::id.asc())
-        .offset(req.offset)
-        .limit(req.limit)
+        let mut query = users::table.filter(filter.clone()).select(users::id).into_boxed();
+        if let Some((key, descending)) = req.sort {
+            // Users without a value sort last in both directions, the same on both backends.
+            let missing = Fragment::<diesel::sql_types::Bool>::new().sql("(").push(key.clone()).sql(" IS NULL)");
+            query = query.order(missing.asc());
+            query = if descending { query.then_order_by(key.desc()) } else { query.then_order_by(key.asc()) };
+            query = query.then_order_by(users::created_at.asc());
+        } else {
+            query = query.order(users::created_at.asc());
+        }
+        query.then_order_by(users::id.asc()).offset(req.offset).limit(req.limit).load(conn)?
+    };
+    // A short first page is the whole result: no need to count (existence checks by userName
+    // or externalId are exactly that).
+    let total = if req.offset == 0 && (ids.len() as i64) < req.limit {
+        ids.len() as i64
+    } else {
+        users::table.filter(filter).count().get_result(conn)?
+    };
+    let mut rows = users::table
+        .inner_join(mfa_factors::table)
+        .filter(users::id.eq_any(&ids))
+        .select((Row::as_select(), Summary::as_select()))
         .load::<(Row, Summary)>(conn)?;
+    let position: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    rows.sort_by_key(|(r, _)| position.get(r.id.as_str()).copied());
     let users = rows.into_iter().map(StoredUser::try_from).collect::<Result<_>>()?;
     Ok(Page { total, users })
 }
