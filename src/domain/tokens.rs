@@ -16,6 +16,11 @@ use crate::store::{self, tokens as store_tokens, Pool};
 /// How often `last used` is written per token: a write per request would serialise every
 /// request on the SQLite writer.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a successful authentication is remembered, saving a database read per request.
+/// A token revoked from the command line (another process) stops working within this time.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Bound on remembered tokens; the cache is emptied when it is reached.
+const CACHE_MAX: usize = 10_000;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +110,8 @@ pub struct TokenInfo {
 pub struct Tokens {
     pool: Pool,
     last_touched: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Token hash → principal and when it was read from the database.
+    recent: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
 }
 
 fn hash(token: &str) -> String {
@@ -116,6 +123,7 @@ impl Tokens {
         Tokens {
             pool,
             last_touched: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -151,6 +159,7 @@ impl Tokens {
     }
 
     pub fn revoke(&self, name: &str) -> Result<()> {
+        self.recent.lock().expect("token cache").retain(|_, (p, _)| p.name != name);
         let mut conn = self.pool.get()?;
         if store_tokens::delete(&mut conn, name)? {
             Ok(())
@@ -161,6 +170,9 @@ impl Tokens {
 
     /// The principal of a presented bearer token, if it is one of ours.
     pub fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
+        if let Some(principal) = self.recently_authenticated(presented) {
+            return Ok(Some(principal));
+        }
         let digest = hash(presented);
         let mut conn = self.pool.get()?;
         let Some(row) = store_tokens::find_by_hash(&mut conn, &digest)? else {
@@ -175,7 +187,21 @@ impl Tokens {
         if self.should_touch(&row.name) {
             store_tokens::touch(&mut conn, &row.name, store::now())?;
         }
-        Ok(Some(Principal { name: row.name, scopes }))
+        let principal = Principal { name: row.name, scopes };
+        let mut recent = self.recent.lock().expect("token cache");
+        if recent.len() >= CACHE_MAX {
+            recent.clear();
+        }
+        recent.insert(digest, (principal.clone(), Instant::now()));
+        Ok(Some(principal))
+    }
+
+    /// The principal of a token authenticated less than `CACHE_TTL` ago, without touching the
+    /// database (so callers on an async thread need not move to the blocking pool).
+    pub fn recently_authenticated(&self, presented: &str) -> Option<Principal> {
+        let recent = self.recent.lock().expect("token cache");
+        let (principal, at) = recent.get(&hash(presented))?;
+        (at.elapsed() < CACHE_TTL).then(|| principal.clone())
     }
 
     fn should_touch(&self, name: &str) -> bool {

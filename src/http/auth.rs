@@ -60,9 +60,12 @@ async fn authorize(req: &ServiceRequest, scope: Option<Scope>) -> Result<Princip
         .map(|(_, token)| token.trim().to_string())
         .ok_or_else(|| ScimError::new(401, None, "missing bearer token"))?;
     let state = req.app_data::<web::Data<AppState>>().expect("app state").clone();
-    let principal = blocking(move || state.tokens.authenticate(&presented))
-        .await?
-        .ok_or_else(|| ScimError::new(401, None, "invalid bearer token"))?;
+    let principal = match state.tokens.recently_authenticated(&presented) {
+        Some(p) => p,
+        None => blocking(move || state.tokens.authenticate(&presented))
+            .await?
+            .ok_or_else(|| ScimError::new(401, None, "invalid bearer token"))?,
+    };
     if let Some(scope) = scope.filter(|s| !principal.has(*s)) {
         return Err(ScimError::new(403, None, format!("token lacks the {} scope", scope.as_str())));
     }

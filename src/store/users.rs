@@ -236,42 +236,67 @@ pub struct PageRequest {
     pub limit: i64,
 }
 
+/// Orders a boxed users query by the sort key (users without a value last, the same on both
+/// backends), then by creation and id, so that pages are stable. A macro because the two
+/// queries it serves differ in their FROM clause type, which diesel does not let a function
+/// name.
+macro_rules! ordered {
+    ($query:expr, $sort:expr) => {{
+        let query = $query;
+        let query = match $sort {
+            Some((key, descending)) => {
+                let missing = Fragment::<diesel::sql_types::Bool>::new().sql("(").push(key.clone()).sql(" IS NULL)");
+                let query = query.order(missing.asc());
+                let query = if descending { query.then_order_by(key.desc()) } else { query.then_order_by(key.asc()) };
+                query.then_order_by(users::created_at.asc())
+            }
+            None => query.order(users::created_at.asc()),
+        };
+        query.then_order_by(users::id.asc())
+    }};
+}
+
 pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     let filter = req.filter.unwrap_or_else(|| Condition::new().sql("1 = 1"));
-    // The page is chosen on ids alone, which the (created_at, id) index answers without
-    // reading bodies: an OFFSET far into the table skips index entries, not rows.
-    let ids: Vec<String> = if req.limit == 0 {
+    let users: Vec<StoredUser> = if req.limit == 0 {
         Vec::new()
+    } else if req.offset == 0 {
+        // The first page in one query.
+        let query = users::table
+            .inner_join(mfa_factors::table)
+            .filter(filter.clone())
+            .select((Row::as_select(), Summary::as_select()))
+            .into_boxed();
+        ordered!(query, req.sort)
+            .limit(req.limit)
+            .load::<(Row, Summary)>(conn)?
+            .into_iter()
+            .map(StoredUser::try_from)
+            .collect::<Result<_>>()?
     } else {
-        let mut query = users::table.filter(filter.clone()).select(users::id).into_boxed();
-        if let Some((key, descending)) = req.sort {
-            // Users without a value sort last in both directions, the same on both backends.
-            let missing = Fragment::<diesel::sql_types::Bool>::new().sql("(").push(key.clone()).sql(" IS NULL)");
-            query = query.order(missing.asc());
-            query = if descending { query.then_order_by(key.desc()) } else { query.then_order_by(key.asc()) };
-            query = query.then_order_by(users::created_at.asc());
-        } else {
-            query = query.order(users::created_at.asc());
-        }
-        query.then_order_by(users::id.asc()).offset(req.offset).limit(req.limit).load(conn)?
+        // Further pages are chosen on ids alone, which the (created_at, id) index answers
+        // without reading bodies: a large OFFSET skips index entries, not rows.
+        let query = users::table.filter(filter.clone()).select(users::id).into_boxed();
+        let ids: Vec<String> = ordered!(query, req.sort).offset(req.offset).limit(req.limit).load(conn)?;
+        let mut rows = users::table
+            .inner_join(mfa_factors::table)
+            .filter(users::id.eq_any(&ids))
+            .select((Row::as_select(), Summary::as_select()))
+            .load::<(Row, Summary)>(conn)?;
+        let position: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        rows.sort_by_key(|(r, _)| position.get(r.id.as_str()).copied());
+        rows.into_iter().map(StoredUser::try_from).collect::<Result<_>>()?
     };
     // A short first page is the whole result: no need to count (existence checks by userName
     // or externalId are exactly that).
-    let total = if req.offset == 0 && (ids.len() as i64) < req.limit {
-        ids.len() as i64
+    let total = if req.offset == 0 && (users.len() as i64) < req.limit {
+        users.len() as i64
     } else {
         users::table.filter(filter).count().get_result(conn)?
     };
-    let mut rows = users::table
-        .inner_join(mfa_factors::table)
-        .filter(users::id.eq_any(&ids))
-        .select((Row::as_select(), Summary::as_select()))
-        .load::<(Row, Summary)>(conn)?;
-    let position: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    rows.sort_by_key(|(r, _)| position.get(r.id.as_str()).copied());
-    let users = rows.into_iter().map(StoredUser::try_from).collect::<Result<_>>()?;
     Ok(Page { total, users })
 }
+
 
 #[derive(Insertable)]
 #[diesel(table_name = user_values)]
