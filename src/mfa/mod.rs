@@ -227,7 +227,7 @@ impl Mfa {
         let secret = self.secret(&f)?;
         if let Some(step) = self.policy.check(&secret, code, now.timestamp().max(0) as u64) {
             // A step accepted before (or an older one) is a replay and counts as a failure.
-            if factors::accept_step(&mut conn, user_id, step as i64)? {
+            if factors::accept_step(&mut conn, user_id, step as i64, at)? {
                 return Ok(Verification::Valid(Method::Totp));
             }
         } else if backup_codes::looks_like_one(code) {
@@ -255,25 +255,33 @@ impl Mfa {
 
     /// Counts a wrong code; the `max_failures`-th within the window locks verification.
     fn record_failure(&self, conn: &mut store::DbConn, f: &factors::Factor, at: NaiveDateTime, actor: &Actor) -> Result<()> {
-        let in_window = f.failures_since.filter(|since| at - *since < self.lockout_window);
-        let (failures, since) = match in_window {
-            Some(since) => (f.failures + 1, since),
-            None => (1, at),
-        };
-        if failures < self.max_failures as i32 {
-            store::write_tx(conn, |conn| factors::set_failures(conn, &f.user_id, failures, Some(since), None))?;
-            return Ok(());
-        }
-        let until = at + self.lockout_window;
         let name = user_name(conn, &f.user_id)?;
-        store::write_tx(conn, |conn| {
+        // Counted on the row as it is inside the write transaction, not as this request read it
+        // earlier: wrong codes sent in parallel must all count (and none may lift a lockout).
+        let locked = store::write_tx(conn, |conn| {
+            let Some(now) = factors::get(conn, &f.user_id)? else { return Ok::<_, Error>(false) };
+            if now.locked_until.is_some_and(|u| u > at) {
+                return Ok(false);
+            }
+            let in_window = now.failures_since.filter(|since| at - *since < self.lockout_window);
+            let (failures, since) = match in_window {
+                Some(since) => (now.failures + 1, since),
+                None => (1, at),
+            };
+            if failures < self.max_failures as i32 {
+                factors::set_failures(conn, &f.user_id, failures, Some(since), None)?;
+                return Ok(false);
+            }
+            let until = at + self.lockout_window;
             factors::set_failures(conn, &f.user_id, 0, None, Some(until))?;
             let detail = json!({"failures": failures, "lockedUntil": crate::scim::resource::datetime(&until.and_utc())});
             let e = audit::event(at, audit::MFA_VERIFY_LOCKED_OUT, (&f.user_id, &name), actor, None, Some(detail));
             audit::write(conn, &[e])?;
-            Ok::<_, Error>(())
+            Ok(true)
         })?;
-        tracing::warn!(user_id = %f.user_id, "MFA verification locked after too many wrong codes");
+        if locked {
+            tracing::warn!(user_id = %f.user_id, "MFA verification locked after too many wrong codes");
+        }
         Ok(())
     }
 

@@ -96,13 +96,15 @@ pub fn confirm(conn: &mut DbConn, user_id: &str, sealed: &str, step: i64, at: Na
 }
 
 /// Accepts TOTP step `step` unless it (or a later one) was accepted before: replays lose.
-pub fn accept_step(conn: &mut DbConn, user_id: &str, step: i64) -> Result<bool> {
+/// Refused while a lockout (set by a parallel request) holds at `at`.
+pub fn accept_step(conn: &mut DbConn, user_id: &str, step: i64, at: NaiveDateTime) -> Result<bool> {
     let n = super::write_tx(conn, |conn| {
         diesel::update(
             mfa_factors::table
                 .find(user_id)
                 .filter(mfa_factors::status.eq(ENROLLED))
-                .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step))),
+                .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step)))
+                .filter(mfa_factors::locked_until.is_null().or(mfa_factors::locked_until.le(at))),
         )
         .set((
             mfa_factors::last_step.eq(step),

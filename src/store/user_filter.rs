@@ -351,6 +351,9 @@ impl Compiler {
         if ordering && json.is_boolean() {
             return Err(ScimError::invalid_filter(format!("{} cannot be ordered against {json}", display(path))));
         }
+        if kind == Kind::DateTime && matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
+            return Err(ScimError::invalid_filter(format!("{} is a dateTime: compare with eq, ne, gt, ge, lt or le", display(path))));
+        }
         let text = comparable(kind, case_exact, &json).expect("scalar value");
         let (sql_op, pattern) = match op {
             CompareOp::Eq | CompareOp::Ne => ("=", text),

@@ -79,6 +79,7 @@ fn bad_filters_are_invalid_filter() {
         r#"(userName eq "a""#,
         r#"active gt true"#,
         r#"meta.created gt "not a date""#,
+        r#"meta.created sw "2026""#,
         &"(".repeat(100),
         &format!("userName eq \"{}\"", "a".repeat(5000)),
     ] {
