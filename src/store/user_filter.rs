@@ -305,6 +305,11 @@ impl Compiler {
                 // `ne` also holds when the attribute has no value.
                 Condition::new().sql(&format!("({column} IS NULL OR NOT (")).push(cmp.on(column)).sql("))")
             }
+            // externalId is the one nullable column: a comparison must be false, not NULL, for
+            // users without one, or `not (…)` around it would leave them out.
+            Target::Column { column: column @ "users.external_id", .. } => {
+                Condition::new().sql(&format!("({column} IS NOT NULL AND ")).push(cmp.on(column)).sql(")")
+            }
             Target::Column { column, .. } => cmp.on(column),
             Target::Factor { column, .. } => {
                 let c = factor(cmp.on(&format!("f.{column}")));
@@ -433,7 +438,7 @@ mod tests {
         let c = compile(&str_cmp("meta", Some("lastModified"), CompareOp::Gt, "2024-01-01T00:00:00Z")).unwrap();
         assert_eq!(c.text(), "users.updated_at > ?");
         let c = compile(&str_cmp("externalId", None, CompareOp::Sw, "a_b")).unwrap();
-        assert_eq!(c.text(), "users.external_id LIKE ? ESCAPE '\\'");
+        assert_eq!(c.text(), "(users.external_id IS NOT NULL AND users.external_id LIKE ? ESCAPE '\\')");
     }
 
     #[test]

@@ -223,3 +223,13 @@ fn filters_on_indexed_attributes_use_an_index() {
         assert!(!plan.contains("SCAN users"), "full scan for {filter}\n{sql}\n{plan}");
     }
 }
+
+#[test]
+fn negations_keep_users_without_the_attribute() {
+    let app = TestApp::spawn();
+    app.create_user(&json!({"userName": "with", "externalId": "x"}));
+    app.create_user(&json!({"userName": "without"}));
+    assert_eq!(user_names(&app.filter(r#"not (externalId eq "x")"#)), ["without"]);
+    assert_eq!(user_names(&app.filter(r#"externalId ne "x""#)), ["without"]);
+    assert_eq!(user_names(&app.filter(r#"not (externalId sw "y")"#)), ["with", "without"]);
+}
