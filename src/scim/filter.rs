@@ -451,7 +451,7 @@ impl<'a> Parser<'a> {
         let bytes = self.src.as_bytes();
         let value = match self.peek() {
             Some(b'"') => {
-                // Find the closing quote, skipping escaped characters; serde_json then decodes
+                // Find the closing quote, stepping over escaped characters; serde_json then decodes
                 // the literal (escapes, \uXXXX, surrogate pairs) and refuses control characters.
                 let mut i = start + 1;
                 loop {

@@ -1090,7 +1090,7 @@ mod tests {
                 body(json!({"userName": "u", "name": {"givenName": "B"}})),
             ),
             case(
-                "add to a multi-valued attribute appends, skipping duplicates",
+                "add to a multi-valued attribute appends, leaving out duplicates",
                 json!({"userName": "u", "phoneNumbers": [{"value": "1", "type": "work"}]}),
                 ops(json!([
                     {"op": "add", "path": "phoneNumbers", "value": [
