@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::directory::{scheduler, Syncer};
 use crate::http::{self, AppState};
 use crate::store;
 
@@ -18,6 +19,8 @@ use crate::store;
 pub struct Application {
     server: Server,
     port: u16,
+    /// The LDAP sync and its scheduler, when `[ldap]` is configured.
+    sync: Option<(Arc<Syncer>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Application {
@@ -34,7 +37,18 @@ impl Application {
         let listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState::new(config.clone(), pool, sealer, clock));
+        let sync = match &config.ldap {
+            Some(ldap) => {
+                let syncer = Arc::new(Syncer::new(ldap.clone(), pool.clone(), clock.clone()).map_err(anyhow::Error::msg)?);
+                let incremental = scheduler::parse(&ldap.schedule).map_err(|e| anyhow::anyhow!("ldap.schedule: {e}"))?;
+                let full = scheduler::parse(&ldap.full_schedule).map_err(|e| anyhow::anyhow!("ldap.full_schedule: {e}"))?;
+                let task = tokio::spawn(scheduler::run(syncer.clone(), incremental, full));
+                Some((syncer, task))
+            }
+            None => None,
+        };
+        let syncer = sync.as_ref().map(|(s, _)| s.clone());
+        let state = web::Data::new(AppState::new(config.clone(), pool, sealer, clock, syncer));
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -50,6 +64,7 @@ impl Application {
         Ok(Application {
             server: server.run(),
             port,
+            sync,
         })
     }
 
@@ -57,8 +72,14 @@ impl Application {
         self.port
     }
 
+    /// Serves until a stop signal, then stops the sync scheduler and waits for runs in progress.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some((syncer, scheduler)) = self.sync {
+            syncer.shutdown().await;
+            let _ = scheduler.await;
+        }
+        served
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `check-config`, `token …`.
+//! The command line: `serve`, `migrate`, `check-config`, `token …`, `mfa …`, `sync`.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, Application};
 use crate::config::{self, Config};
 use crate::clock::SystemClock;
+use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
 use crate::domain::tokens::{self, Tokens};
 use crate::mfa::{Mfa, Outcome, Selection};
@@ -37,6 +38,19 @@ pub enum Command {
     /// Second factors: resets and key rotation.
     #[command(subcommand)]
     Mfa(MfaCommand),
+    /// Run the LDAP sync once (incremental unless --full) and print its JSON summary; exits
+    /// non-zero when the run failed.
+    Sync {
+        /// Read every entry and deactivate users whose entries are gone.
+        #[arg(long)]
+        full: bool,
+        /// Write nothing (neither the store nor LDAP) and list what the run would do.
+        #[arg(long)]
+        dry_run: bool,
+        /// Deactivate even more users than [ldap.safety] allows.
+        #[arg(long, requires = "full")]
+        allow_mass_deactivation: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,7 +114,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::logging::init(&config.log);
             mfa(&config, cmd)
         }
+        Command::Sync { full, dry_run, allow_mass_deactivation } => {
+            crate::logging::init(&config.log);
+            let options = Options { full, dry_run, allow_mass_deactivation, started_by: StartedBy::Cli };
+            sync(&config, &cli.config, options)
+        }
     }
+}
+
+fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Result<()> {
+    let Some(ldap) = config.ldap.clone() else {
+        anyhow::bail!("{} has no [ldap] section: there is nothing to sync", path.display());
+    };
+    let pool = app::open_database(config)?;
+    let syncer = Syncer::new(ldap, pool, std::sync::Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = rt.block_on(syncer.run(options))?;
+    println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
+    if summary.run.status != crate::store::directory::SUCCEEDED {
+        anyhow::bail!("the sync run failed: {}", summary.run.errors);
+    }
+    Ok(())
 }
 
 fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {

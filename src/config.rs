@@ -19,6 +19,8 @@ pub struct Config {
     pub scim: Scim,
     pub mfa: Mfa,
     pub log: Log,
+    /// LDAP sync; absent: no sync.
+    pub ldap: Option<Ldap>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +161,207 @@ impl Default for Log {
     }
 }
 
+/// A secret from the configuration or the environment: never printed, never serialised.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapScope {
+    Base,
+    One,
+    Sub,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ldap {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// PEM file of CA certificates trusted beside the system ones.
+    pub ca_file: Option<PathBuf>,
+    /// Anonymous when unset.
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    /// Usually from `PROVISIOND_LDAP__BIND_PASSWORD`; prefer `bind_password_file`.
+    pub bind_password: Option<Secret>,
+    pub base_dn: String,
+    pub scope: LdapScope,
+    pub user_filter: String,
+    /// Entries per page of the paged search (RFC 2696).
+    pub page_size: u32,
+    /// Seconds: connecting, and waiting for each answer of the server.
+    pub timeout: u64,
+    /// The stable key of an entry (survives renames): `entryUUID`, `objectGUID` (AD), `ipaUniqueID`, `nsUniqueId`.
+    pub id_attribute: String,
+    /// What incremental runs compare: `modifyTimestamp` (OpenLDAP, 389-ds, FreeIPA), `whenChanged` or `uSNChanged` (AD).
+    pub change_attribute: String,
+    /// Seconds re-read before the last high-water mark (clock skew between replicas); timestamps only.
+    pub overlap: u64,
+    /// Cron expression of incremental runs (5 fields, or 6/7 with seconds); empty: none.
+    pub schedule: String,
+    /// Cron expression of full runs; empty: none.
+    pub full_schedule: String,
+    /// SCIM attribute path → LDAP attribute. Empty: the defaults of [`Ldap::mapping`].
+    pub attributes: std::collections::BTreeMap<String, String>,
+    pub mfa_reset: Option<LdapMfaReset>,
+    pub safety: LdapSafety,
+}
+
+impl Default for Ldap {
+    fn default() -> Self {
+        Ldap {
+            url: String::new(),
+            starttls: false,
+            ca_file: None,
+            bind_dn: None,
+            bind_password_file: None,
+            bind_password: None,
+            base_dn: String::new(),
+            scope: LdapScope::Sub,
+            user_filter: "(objectClass=inetOrgPerson)".into(),
+            page_size: 500,
+            timeout: 30,
+            id_attribute: "entryUUID".into(),
+            change_attribute: "modifyTimestamp".into(),
+            overlap: 60,
+            schedule: "*/15 * * * *".into(),
+            full_schedule: "0 3 * * *".into(),
+            attributes: Default::default(),
+            mfa_reset: None,
+            safety: LdapSafety::default(),
+        }
+    }
+}
+
+impl Ldap {
+    /// The attribute mapping in force: the configured one, or the inetOrgPerson defaults.
+    pub fn mapping(&self) -> Vec<(String, String)> {
+        if !self.attributes.is_empty() {
+            return self.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        [
+            ("userName", "uid"),
+            ("name.givenName", "givenName"),
+            ("name.familyName", "sn"),
+            ("displayName", "cn"),
+            ("emails[type eq \"work\"].value", "mail"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The bind password: the file (trailing newline dropped) or the configured value.
+    pub fn password(&self) -> Result<Option<Secret>, String> {
+        match (&self.bind_password_file, &self.bind_password) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
+                .map_err(|e| format!("ldap.bind_password_file: cannot read {}: {e}", path.display())),
+            (None, p) => Ok(p.clone()),
+        }
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        if !(self.url.starts_with("ldap://") || self.url.starts_with("ldaps://")) {
+            out.push(format!("ldap.url: {:?} must start with ldap:// or ldaps://", self.url));
+        }
+        if self.starttls && self.url.starts_with("ldaps://") {
+            out.push("ldap.starttls: not with an ldaps:// url (it is TLS already)".into());
+        }
+        if self.base_dn.trim().is_empty() {
+            out.push("ldap.base_dn: required, e.g. \"ou=people,dc=example,dc=org\"".into());
+        }
+        if !(self.user_filter.starts_with('(') && self.user_filter.ends_with(')')) {
+            out.push(format!("ldap.user_filter: {:?} must be an LDAP filter in parentheses", self.user_filter));
+        }
+        if self.page_size == 0 {
+            out.push("ldap.page_size: must be at least 1".into());
+        }
+        if self.timeout == 0 {
+            out.push("ldap.timeout: must be at least 1 second".into());
+        }
+        if self.bind_password_file.is_some() && self.bind_password.is_some() {
+            out.push("ldap.bind_password_file: give either it or ldap.bind_password, not both".into());
+        }
+        for (key, expr) in [("ldap.schedule", &self.schedule), ("ldap.full_schedule", &self.full_schedule)] {
+            if let Err(e) = crate::directory::scheduler::parse(expr) {
+                out.push(format!("{key}: {e}"));
+            }
+        }
+        if let Err(e) = crate::directory::mapping::Mapping::new(self) {
+            out.push(e);
+        }
+        if let Some(r) = &self.mfa_reset {
+            if r.attribute.trim().is_empty() || r.value.is_empty() {
+                out.push("ldap.mfa_reset: attribute and value are both required".into());
+            }
+        }
+        if !(0.0..=100.0).contains(&self.safety.max_deactivate_percent) {
+            out.push("ldap.safety.max_deactivate_percent: must be between 0 and 100".into());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapMfaReset {
+    /// The flag attribute an LDAP admin sets, e.g. `mfaResetRequested`.
+    pub attribute: String,
+    /// The value that requests a reset, e.g. `TRUE` (compared ignoring case).
+    pub value: String,
+    /// Remove the attribute once the reset is applied (needs write access for the bind account).
+    #[serde(default = "yes")]
+    pub clear: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapSafety {
+    /// A full run that would deactivate more than this share of the directory's users fails.
+    pub max_deactivate_percent: f64,
+    /// …or more than this many users (unset: no count limit).
+    pub max_deactivate: Option<u64>,
+}
+
+impl Default for LdapSafety {
+    fn default() -> Self {
+        LdapSafety {
+            max_deactivate_percent: 10.0,
+            max_deactivate: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {0} not found (pass --config FILE or set PROVISIOND_CONFIG)")]
@@ -234,6 +437,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level: {:?} is not a log filter ({e})", self.log.level));
+        }
+        if let Some(ldap) = &self.ldap {
+            ldap.problems(&mut out);
         }
         out
     }

@@ -2,6 +2,7 @@
 //! writes tables on its own.
 
 pub mod audit;
+pub mod directory;
 pub mod tokens;
 pub mod users;
 

@@ -9,6 +9,7 @@ pub mod mfa_api;
 pub mod request_id;
 pub mod scim_io;
 pub mod scim_users;
+pub mod sync_api;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use actix_web::{middleware::from_fn, web};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::directory::Syncer;
 use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
 use crate::mfa::{Mfa, Sealer};
 use crate::store::Pool;
@@ -29,10 +31,12 @@ pub struct AppState {
     pub tokens: Tokens,
     pub mfa: Mfa,
     pub audit: Audit,
+    /// The LDAP sync, when `[ldap]` is configured.
+    pub sync: Option<Arc<Syncer>>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: Arc<Config>, pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>, sync: Option<Arc<Syncer>>) -> Self {
         let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, clock);
         AppState {
             users: Users::new(pool.clone(), mfa.clone()),
@@ -41,6 +45,7 @@ impl AppState {
             mfa,
             config,
             pool,
+            sync,
         }
     }
 }
@@ -60,6 +65,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .wrap(from_fn(auth::api_token))
                 .configure(mfa_api::routes)
-                .configure(admin_api::routes),
+                .configure(admin_api::routes)
+                .configure(sync_api::routes),
         );
 }

@@ -76,4 +76,47 @@ diesel::table! {
 
 diesel::joinable!(mfa_factors -> users (user_id));
 diesel::joinable!(mfa_backup_codes -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, user_values, mfa_factors, mfa_backup_codes);
+diesel::allow_tables_to_appear_in_same_query!(users, user_values, mfa_factors, mfa_backup_codes, directory_links);
+
+diesel::table! {
+    directory_links (user_id) {
+        user_id -> Text,
+        entry_key -> Text,
+        dn -> Text,
+        fingerprint -> Text,
+        synced_version -> BigInt,
+        missing_since -> Nullable<Timestamp>,
+        flag_mark -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    sync_runs (id) {
+        id -> Text,
+        kind -> Text,
+        started_by -> Text,
+        status -> Text,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        created -> BigInt,
+        updated -> BigInt,
+        unchanged -> BigInt,
+        deactivated -> BigInt,
+        reactivated -> BigInt,
+        resets_applied -> BigInt,
+        flags_cleared -> BigInt,
+        errors -> Text,
+        high_water -> Nullable<Text>,
+        duration_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sync_lease (name) {
+        name -> Text,
+        holder -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(directory_links -> users (user_id));

@@ -112,50 +112,65 @@ impl From<DieselError> for WriteError {
 }
 
 pub fn insert(conn: &mut DbConn, id: &str, body: &Map<String, Value>, source: &str) -> Result<StoredUser, WriteError> {
-    let now = super::now();
-    super::write_tx(conn, |conn| {
-        diesel::insert_into(users::table)
-            .values((
-                users::id.eq(id),
-                Columns::of(body),
-                users::source.eq(source),
-                users::version.eq(1i64),
-                users::created_at.eq(now),
-                users::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        insert_values(conn, id, body)?;
-        super::mfa::create(conn, id)?;
-        Ok(StoredUser {
-            id: id.to_string(),
-            body: body.clone(),
-            source: source.to_string(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-            mfa: Summary::none(),
-        })
+    super::write_tx(conn, |conn| insert_in_tx(conn, id, body, source, super::now()))
+}
+
+/// [`insert`] inside the caller's write transaction (batched writers such as the sync).
+pub fn insert_in_tx(
+    conn: &mut DbConn,
+    id: &str,
+    body: &Map<String, Value>,
+    source: &str,
+    now: chrono::NaiveDateTime,
+) -> Result<StoredUser, WriteError> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(id),
+            Columns::of(body),
+            users::source.eq(source),
+            users::version.eq(1i64),
+            users::created_at.eq(now),
+            users::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    insert_values(conn, id, body)?;
+    super::mfa::create(conn, id)?;
+    Ok(StoredUser {
+        id: id.to_string(),
+        body: body.clone(),
+        source: source.to_string(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        mfa: Summary::none(),
     })
 }
 
 /// Replaces the body of user `id` if it is still at `version`.
 pub fn update(conn: &mut DbConn, current: &StoredUser, body: &Map<String, Value>) -> Result<StoredUser, WriteError> {
-    let now = super::now();
-    super::write_tx(conn, |conn| {
-        let n = diesel::update(users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version)))
-            .set((Columns::of(body), users::version.eq(current.version + 1), users::updated_at.eq(now)))
-            .execute(conn)?;
-        if n == 0 {
-            return Err(WriteError::VersionMismatch);
-        }
-        diesel::delete(user_values::table.filter(user_values::user_id.eq(&current.id))).execute(conn)?;
-        insert_values(conn, &current.id, body)?;
-        Ok(StoredUser {
-            body: body.clone(),
-            version: current.version + 1,
-            updated_at: now,
-            ..current.clone()
-        })
+    super::write_tx(conn, |conn| update_in_tx(conn, current, body, super::now()))
+}
+
+/// [`update`] inside the caller's write transaction.
+pub fn update_in_tx(
+    conn: &mut DbConn,
+    current: &StoredUser,
+    body: &Map<String, Value>,
+    now: chrono::NaiveDateTime,
+) -> Result<StoredUser, WriteError> {
+    let n = diesel::update(users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version)))
+        .set((Columns::of(body), users::version.eq(current.version + 1), users::updated_at.eq(now)))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(WriteError::VersionMismatch);
+    }
+    diesel::delete(user_values::table.filter(user_values::user_id.eq(&current.id))).execute(conn)?;
+    insert_values(conn, &current.id, body)?;
+    Ok(StoredUser {
+        body: body.clone(),
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
     })
 }
 
@@ -366,4 +381,36 @@ fn push<'a>(rows: &mut Vec<ValueRow<'a>>, id: &'a str, path: String, elem: i32, 
     if let Some(value) = comparable(attr.kind, attr.case_exact, v) {
         rows.push(ValueRow { user_id: id, path, elem, value });
     }
+}
+
+/// The users with these ids (unknown ids are left out), in no particular order.
+pub fn get_many(conn: &mut DbConn, ids: &[&str]) -> Result<Vec<StoredUser>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows = users::table
+            .inner_join(mfa_factors::table)
+            .filter(users::id.eq_any(chunk))
+            .select((Row::as_select(), Summary::as_select()))
+            .load::<(Row, Summary)>(conn)?;
+        for row in rows {
+            out.push(StoredUser::try_from(row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The id of the user with this externalId, when exactly one has it.
+pub fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Option<String>> {
+    let ids: Vec<String> = users::table
+        .filter(users::external_id.eq(external_id))
+        .select(users::id)
+        .limit(2)
+        .load(conn)?;
+    Ok(if ids.len() == 1 { ids.into_iter().next() } else { None })
+}
+
+/// Records which door a user now comes from (`scim`, `ldap`).
+pub fn set_source(conn: &mut DbConn, id: &str, source: &str) -> Result<(), DieselError> {
+    diesel::update(users::table.find(id)).set(users::source.eq(source)).execute(conn)?;
+    Ok(())
 }

@@ -1,0 +1,3 @@
+DROP TABLE sync_lease;
+DROP TABLE sync_runs;
+DROP TABLE directory_links;

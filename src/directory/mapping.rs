@@ -1,0 +1,385 @@
+//! From an LDAP entry to SCIM attributes: `[ldap.attributes]` maps SCIM paths to LDAP
+//! attributes. The values are applied with the SCIM PATCH code (`replace`, `null` when the
+//! entry lacks the attribute), so every path an identity provider may PATCH can be mapped,
+//! `emails[type eq "work"].value` and extension attributes included.
+
+use std::collections::HashMap;
+
+use ldap3::SearchEntry;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config;
+use crate::scim::error::ScimError;
+use crate::scim::{patch, resource, schema};
+
+/// How an LDAP value becomes a SCIM value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conversion {
+    Text,
+    /// `TRUE`/`FALSE` (LDAP boolean syntax; `yes`/`1` accepted); `negate` for attributes such as
+    /// FreeIPA's `nsAccountLock`, written `active = "!nsAccountLock"`. Absent: active.
+    Bool { negate: bool },
+    /// Active Directory `userAccountControl`: bit 0x2 (ACCOUNTDISABLE) set means inactive.
+    UserAccountControl,
+    /// No attribute: users present in the directory are active.
+    AlwaysTrue,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    path: String,
+    /// Lower-cased LDAP attribute name (empty for `AlwaysTrue`).
+    attribute: String,
+    conversion: Conversion,
+}
+
+/// What the writer needs of an entry.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The entry's stable key (`id_attribute`).
+    pub key: String,
+    pub dn: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    /// One value per rule (`Null`: the entry lacks it).
+    values: Vec<Value>,
+    /// Hash of the mapped values: equal fingerprints mean nothing to write.
+    pub fingerprint: String,
+    /// The entry's `change_attribute` value, for the high-water mark.
+    pub change: Option<Mark>,
+    /// Whether the MFA reset flag is set, and the entry's change mark that identifies this setting.
+    pub flag: Option<String>,
+}
+
+/// A high-water mark: a time (`YYYYMMDDHHMMSSZ`) or an update sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mark {
+    Time(String),
+    Usn(i64),
+}
+
+impl Mark {
+    pub fn encode(&self) -> String {
+        match self {
+            Mark::Time(t) => t.clone(),
+            Mark::Usn(n) => n.to_string(),
+        }
+    }
+}
+
+pub struct Mapping {
+    rules: Vec<Rule>,
+    id_attribute: String,
+    change_attribute: String,
+    usn: bool,
+    flag: Option<(String, String)>,
+}
+
+impl Mapping {
+    /// Checks every path and attribute of the configuration.
+    pub fn new(cfg: &config::Ldap) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for (path, attribute) in cfg.mapping() {
+            let (negate, name) = match attribute.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, attribute.as_str()),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';') {
+                return Err(format!("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name"));
+            }
+            let conversion = if path == "active" {
+                if name.eq_ignore_ascii_case("userAccountControl") && !negate {
+                    Conversion::UserAccountControl
+                } else {
+                    Conversion::Bool { negate }
+                }
+            } else if negate {
+                return Err(format!("ldap.attributes.{path:?}: only `active` may be negated with !"));
+            } else {
+                Conversion::Text
+            };
+            let sample = if conversion == Conversion::Text { json!("x") } else { json!(true) };
+            let mut body = base_body();
+            patch::apply(&mut body, &patch_doc([(path.as_str(), sample)]))
+                .map_err(|e| format!("ldap.attributes.{path:?}: not a writable SCIM path ({})", e.detail))?;
+            rules.push(Rule { path, attribute: name.to_ascii_lowercase(), conversion });
+        }
+        if !rules.iter().any(|r| r.path == "userName") {
+            return Err("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")".into());
+        }
+        if !rules.iter().any(|r| r.path == "active") {
+            rules.push(Rule { path: "active".into(), attribute: String::new(), conversion: Conversion::AlwaysTrue });
+        }
+        let change_attribute = cfg.change_attribute.to_ascii_lowercase();
+        Ok(Mapping {
+            rules,
+            id_attribute: cfg.id_attribute.to_ascii_lowercase(),
+            usn: change_attribute == "usnchanged",
+            change_attribute,
+            flag: cfg.mfa_reset.as_ref().map(|f| (f.attribute.to_ascii_lowercase(), f.value.clone())),
+        })
+    }
+
+    /// The attributes to ask the server for.
+    pub fn attributes(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.rules.iter().filter(|r| !r.attribute.is_empty()).map(|r| r.attribute.clone()).collect();
+        out.push(self.id_attribute.clone());
+        out.push(self.change_attribute.clone());
+        if let Some((flag, _)) = &self.flag {
+            out.extend([flag.clone(), "entrycsn".into(), "modifytimestamp".into()]);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Maps one entry; the error says why it cannot be mirrored.
+    pub fn map(&self, entry: &SearchEntry) -> Result<Mapped, String> {
+        let attrs: HashMap<String, &Vec<String>> = entry.attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let first = |name: &str| attrs.get(name).and_then(|v| v.first()).map(String::as_str);
+        let key = self.key(entry, &attrs).ok_or_else(|| format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute))?;
+        let mut values = Vec::with_capacity(self.rules.len());
+        let mut hasher = Sha256::new();
+        for rule in &self.rules {
+            let raw = first(&rule.attribute);
+            let value = match rule.conversion {
+                Conversion::Text => raw.map_or(Value::Null, |s| Value::String(s.to_string())),
+                Conversion::AlwaysTrue => Value::Bool(true),
+                Conversion::Bool { negate } => match raw {
+                    None => Value::Bool(true),
+                    Some(s) => Value::Bool(boolean(s).ok_or_else(|| format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute))? != negate),
+                },
+                Conversion::UserAccountControl => match raw {
+                    None => Value::Bool(true),
+                    Some(s) => {
+                        let flags: u32 = s.trim().parse().map_err(|_| format!("{}: userAccountControl={s:?} is not a number", entry.dn))?;
+                        Value::Bool(flags & 0x2 == 0)
+                    }
+                },
+            };
+            hasher.update(rule.path.as_bytes());
+            hasher.update([0]);
+            hasher.update(value.to_string().as_bytes());
+            hasher.update([0x1e]);
+            values.push(value);
+        }
+        let user_name = match self.value_of(&values, "userName") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => return Err(format!("{}: no value for userName", entry.dn)),
+        };
+        let external_id = self.value_of(&values, "externalId").and_then(Value::as_str).map(str::to_string);
+        let change = first(&self.change_attribute).and_then(|raw| self.mark(raw));
+        let flag = self.flag.as_ref().and_then(|(attr, wanted)| {
+            let set = attrs.get(attr).is_some_and(|vs| vs.iter().any(|v| v.eq_ignore_ascii_case(wanted)));
+            // The setting is known by the entry's change mark: a flag set anew changes it.
+            set.then(|| first("entrycsn").or(first("modifytimestamp")).or(first(&self.change_attribute)).unwrap_or("-").to_string())
+        });
+        Ok(Mapped {
+            key,
+            dn: entry.dn.clone(),
+            user_name,
+            external_id,
+            values,
+            fingerprint: hex::encode(&hasher.finalize()[..16]),
+            change,
+            flag,
+        })
+    }
+
+    /// `body` (a stored user, or nothing for a new one) with the mapped attributes written over.
+    pub fn apply(&self, mapped: &Mapped, body: Option<&Map<String, Value>>) -> Result<Map<String, Value>, ScimError> {
+        let mut body = body.cloned().unwrap_or_else(base_body);
+        let ops = self.rules.iter().zip(&mapped.values).map(|(r, v)| (r.path.as_str(), v.clone()));
+        patch::apply(&mut body, &patch_doc(ops))?;
+        // `emails[type eq "work"].value` set to null leaves `{"type": "work"}`: an element
+        // without its value means nothing, drop it.
+        for (rule, value) in self.rules.iter().zip(&mapped.values) {
+            if let (Some((attr, _)), Value::Null) = (rule.path.split_once('['), value) {
+                if let Some(Value::Array(items)) = body.get_mut(attr) {
+                    items.retain(|item| item.get("value").is_some_and(|v| !v.is_null()));
+                    if items.is_empty() {
+                        body.remove(attr);
+                    }
+                }
+            }
+        }
+        resource::normalize_user(&Value::Object(body))
+    }
+
+    /// The value of `mark` as the server compares it in an incremental filter.
+    pub fn since_filter(&self, mark: &str, overlap: u64) -> Option<String> {
+        let value = if self.usn {
+            mark.parse::<i64>().ok()?.to_string()
+        } else {
+            let t = chrono::NaiveDateTime::parse_from_str(mark, "%Y%m%d%H%M%SZ").ok()?;
+            (t - chrono::Duration::seconds(overlap as i64)).format("%Y%m%d%H%M%SZ").to_string()
+        };
+        Some(format!("({}>={})", self.change_attribute, value))
+    }
+
+    fn value_of<'a>(&self, values: &'a [Value], path: &str) -> Option<&'a Value> {
+        self.rules.iter().position(|r| r.path == path).map(|i| &values[i])
+    }
+
+    fn key(&self, entry: &SearchEntry, attrs: &HashMap<String, &Vec<String>>) -> Option<String> {
+        if let Some(v) = attrs.get(&self.id_attribute).and_then(|v| v.first()) {
+            return Some(v.to_ascii_lowercase());
+        }
+        // Binary keys: AD's objectGUID is a UUID in mixed-endian order; others as raw UUIDs or hex.
+        let bin = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.id_attribute))?.1.first()?;
+        Some(match <[u8; 16]>::try_from(bin.as_slice()) {
+            Ok(b) if self.id_attribute == "objectguid" => uuid::Uuid::from_bytes_le(b).to_string(),
+            Ok(b) => uuid::Uuid::from_bytes(b).to_string(),
+            Err(_) => hex::encode(bin),
+        })
+    }
+
+    fn mark(&self, raw: &str) -> Option<Mark> {
+        if self.usn {
+            return raw.trim().parse().ok().map(Mark::Usn);
+        }
+        // Generalized time: YYYYMMDDHHMMSS, optional fraction, Z (AD writes `.0Z`).
+        let digits: String = raw.chars().take_while(char::is_ascii_digit).collect();
+        (digits.len() >= 14).then(|| Mark::Time(format!("{}Z", &digits[..14])))
+    }
+
+    /// The SCIM attribute paths mapped, for the dry-run listing and the docs.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.path.as_str())
+    }
+}
+
+fn base_body() -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("schemas".into(), json!([schema::USER]));
+    body
+}
+
+fn patch_doc<'a>(ops: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+    let ops: Vec<Value> = ops.into_iter().map(|(path, value)| json!({"op": "replace", "path": path, "value": value})).collect();
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+fn boolean(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Some(true),
+        "false" | "no" | "0" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dn: &str, attrs: &[(&str, &str)]) -> SearchEntry {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in attrs {
+            map.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        SearchEntry { dn: dn.into(), attrs: map, bin_attrs: HashMap::new() }
+    }
+
+    fn ldap(attributes: &[(&str, &str)]) -> config::Ldap {
+        let mut c = config::Ldap::default();
+        for (k, v) in attributes {
+            c.attributes.insert(k.to_string(), v.to_string());
+        }
+        c
+    }
+
+    #[test]
+    fn maps_the_default_inetorgperson_attributes() {
+        let m = Mapping::new(&config::Ldap::default()).unwrap();
+        let e = entry(
+            "uid=ada,ou=people,dc=example,dc=org",
+            &[("entryUUID", "6F9619FF-8B86-D011-B42D-00C04FC964FF"), ("uid", "ada"), ("givenName", "Ada"), ("sn", "Lovelace"), ("cn", "Ada Lovelace"), ("mail", "ada@example.org"), ("modifyTimestamp", "20261128101500Z")],
+        );
+        let mapped = m.map(&e).unwrap();
+        assert_eq!(mapped.key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        assert_eq!(mapped.change, Some(Mark::Time("20261128101500Z".into())));
+        let body = m.apply(&mapped, None).unwrap();
+        assert_eq!(body["userName"], "ada");
+        assert_eq!(body["name"]["givenName"], "Ada");
+        assert_eq!(body["emails"][0]["value"], "ada@example.org");
+        assert_eq!(body["emails"][0]["type"], "work");
+        assert_eq!(body["active"], true);
+    }
+
+    #[test]
+    fn a_removed_ldap_value_is_removed_and_unmapped_attributes_stay() {
+        let m = Mapping::new(&config::Ldap::default()).unwrap();
+        let full = m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("mail", "a@x.org"), ("title", "x")])).unwrap();
+        let mut body = m.apply(&full, None).unwrap();
+        body.insert("title".into(), json!("Engineer"));
+        let without_mail = m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a")])).unwrap();
+        assert_ne!(full.fingerprint, without_mail.fingerprint);
+        let body = m.apply(&without_mail, Some(&body)).unwrap();
+        assert!(body.get("emails").is_none(), "{body:?}");
+        assert_eq!(body["title"], "Engineer");
+    }
+
+    #[test]
+    fn active_from_ad_user_account_control_and_negated_flags() {
+        let m = Mapping::new(&ldap(&[("userName", "sAMAccountName"), ("active", "userAccountControl")])).unwrap();
+        let active = |uac: &str| m.apply(&m.map(&entry("cn=a", &[("entryUUID", "k"), ("sAMAccountName", "a"), ("userAccountControl", uac)])).unwrap(), None).unwrap()["active"].clone();
+        assert_eq!(active("512"), true);
+        assert_eq!(active("514"), false);
+        let ipa = Mapping::new(&ldap(&[("userName", "uid"), ("active", "!nsAccountLock")])).unwrap();
+        let locked = ipa.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("nsAccountLock", "TRUE")])).unwrap();
+        assert_eq!(ipa.apply(&locked, None).unwrap()["active"], false);
+        let open = ipa.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a")])).unwrap();
+        assert_eq!(ipa.apply(&open, None).unwrap()["active"], true);
+    }
+
+    #[test]
+    fn objectguid_is_decoded_as_a_mixed_endian_uuid() {
+        let mut c = ldap(&[("userName", "sAMAccountName")]);
+        c.id_attribute = "objectGUID".into();
+        let m = Mapping::new(&c).unwrap();
+        let mut e = entry("cn=a", &[("sAMAccountName", "a")]);
+        let guid = uuid::Uuid::parse_str("6f9619ff-8b86-d011-b42d-00c04fc964ff").unwrap();
+        e.bin_attrs.insert("objectGUID".into(), vec![guid.to_bytes_le().to_vec()]);
+        assert_eq!(m.map(&e).unwrap().key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+    }
+
+    #[test]
+    fn extension_attributes_map() {
+        let m = Mapping::new(&ldap(&[
+            ("userName", "uid"),
+            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "employeeNumber"),
+        ]))
+        .unwrap();
+        let body = m.apply(&m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("employeeNumber", "42")])).unwrap(), None).unwrap();
+        assert_eq!(body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["employeeNumber"], "42");
+    }
+
+    #[test]
+    fn bad_mappings_are_refused_with_the_key() {
+        let e = Mapping::new(&ldap(&[("displayName", "cn")])).err().unwrap();
+        assert!(e.contains("userName must be mapped"), "{e}");
+        let e = Mapping::new(&ldap(&[("userName", "uid"), ("nickname.nope", "cn")])).err().unwrap();
+        assert!(e.contains("ldap.attributes.\"nickname.nope\""), "{e}");
+        let e = Mapping::new(&ldap(&[("userName", "uid"), ("meta.created", "createTimestamp")])).err().unwrap();
+        assert!(e.contains("meta.created"), "{e}");
+    }
+
+    #[test]
+    fn entries_without_a_user_name_or_key_are_refused_with_their_dn() {
+        let m = Mapping::new(&config::Ldap::default()).unwrap();
+        assert!(m.map(&entry("uid=x,dc=o", &[("entryUUID", "k")])).unwrap_err().contains("uid=x,dc=o"));
+        assert!(m.map(&entry("uid=y,dc=o", &[("uid", "y")])).unwrap_err().contains("entryuuid"));
+    }
+
+    #[test]
+    fn incremental_filters_step_back_by_the_overlap() {
+        let m = Mapping::new(&config::Ldap::default()).unwrap();
+        assert_eq!(m.since_filter("20261128101500Z", 60).unwrap(), "(modifytimestamp>=20261128101400Z)");
+        let mut c = config::Ldap::default();
+        c.change_attribute = "uSNChanged".into();
+        let ad = Mapping::new(&c).unwrap();
+        assert_eq!(ad.since_filter("12345", 60).unwrap(), "(usnchanged>=12345)");
+        assert!(ad.mark("12346") > ad.mark("9999"));
+    }
+}

@@ -1,0 +1,757 @@
+//! One sync run: stream the directory page by page, write each batch in one transaction while
+//! the next page is read, then (full runs that read everything) deactivate the users whose
+//! entries are gone, within the safety limits. A run that fails part-way deactivates nobody and
+//! keeps the last good high-water mark; what it wrote stays.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use diesel::Connection;
+use ldap3::SearchEntry;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::flags;
+use super::ldap::Directory;
+use super::mapping::{Mapped, Mapping, Mark};
+use crate::clock::{self, Clock};
+use crate::config;
+use crate::domain::audit::{Actor, Origin};
+use crate::domain::directory::{self as mirror, Change};
+use crate::store::directory::{self as runs, Run};
+use crate::store::{self, Pool};
+
+const LEASE: &str = "ldap-sync";
+/// Errors kept per run; more are counted.
+const MAX_ERRORS: usize = 1000;
+/// Actions listed by a dry run; more are counted.
+const MAX_ACTIONS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartedBy {
+    #[default]
+    Cli,
+    Api,
+    Schedule,
+}
+
+impl StartedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            StartedBy::Cli => "cli",
+            StartedBy::Api => "api",
+            StartedBy::Schedule => "schedule",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Read every entry and deactivate the missing; otherwise only entries changed since the
+    /// last good run.
+    pub full: bool,
+    /// Do everything in transactions that are rolled back; touch nothing in LDAP.
+    pub dry_run: bool,
+    /// Deactivate even beyond `[ldap.safety]` (by hand only).
+    pub allow_mass_deactivation: bool,
+    pub started_by: StartedBy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("sync run {0} is already running; try again when it has finished")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A finished (or, for the API, just started) run as the doors show it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub run: Run,
+    pub dry_run: bool,
+    /// What a dry run would do: `{"action","userName","dn"}` (`{"action":"deactivate","userId"}`).
+    pub actions: Vec<Value>,
+}
+
+impl Summary {
+    pub fn to_json(&self) -> Value {
+        let mut v = render(&self.run);
+        if self.dry_run {
+            v["dryRun"] = json!(true);
+            v["actions"] = json!(self.actions);
+        }
+        v
+    }
+}
+
+/// The JSON of a run (CLI summary, `/api/v1/sync/runs`).
+pub fn render(run: &Run) -> Value {
+    let time = |t: &chrono::NaiveDateTime| crate::scim::resource::datetime(&t.and_utc());
+    json!({
+        "id": run.id,
+        "kind": run.kind,
+        "status": run.status,
+        "startedBy": run.started_by,
+        "startedAt": time(&run.started_at),
+        "finishedAt": run.finished_at.as_ref().map(time),
+        "created": run.created,
+        "updated": run.updated,
+        "unchanged": run.unchanged,
+        "deactivated": run.deactivated,
+        "reactivated": run.reactivated,
+        "resetsApplied": run.resets_applied,
+        "flagsCleared": run.flags_cleared,
+        "errors": serde_json::from_str::<Value>(&run.errors).unwrap_or_else(|_| json!([])),
+        "durationMs": run.duration_ms,
+    })
+}
+
+/// Starts and runs syncs; shared by the scheduler, the API and the command line.
+pub struct Syncer {
+    cfg: Arc<config::Ldap>,
+    mapping: Arc<Mapping>,
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    shutdown: watch::Sender<bool>,
+    /// Runs started in the background (API), awaited at shutdown.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The daemon's runtime, when built inside one: background runs go there, not onto the
+    /// HTTP worker that received the request.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// A run that holds the lease and may go.
+pub struct Started {
+    run: Run,
+    options: Options,
+}
+
+impl Started {
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+}
+
+impl Syncer {
+    pub fn new(cfg: config::Ldap, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let mapping = Arc::new(Mapping::new(&cfg)?);
+        Ok(Syncer {
+            cfg: Arc::new(cfg),
+            mapping,
+            pool,
+            clock,
+            shutdown: watch::channel(false).0,
+            background: Mutex::new(Vec::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        })
+    }
+
+    pub fn config(&self) -> &config::Ldap {
+        &self.cfg
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Stops the scheduler, interrupts runs in progress (recorded as failed, nobody
+    /// deactivated) and waits for them.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn now(&self) -> chrono::NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    /// How long a lease lasts without renewal: longer than any wait on the server.
+    fn lease_for(&self) -> chrono::Duration {
+        chrono::Duration::seconds((self.cfg.timeout as i64 * 4).max(300))
+    }
+
+    /// Takes the lease (runs never overlap, across processes) and records the run as running.
+    pub fn begin(&self, options: Options) -> Result<Started, StartError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now();
+        let mut conn = self.pool.get().map_err(store::Error::from)?;
+        if !runs::take_lease(&mut conn, LEASE, &id, now, now + self.lease_for())? {
+            let holder = runs::lease_holder(&mut conn, LEASE, now)?.unwrap_or_else(|| "(just finished)".into());
+            return Err(StartError::Busy(holder));
+        }
+        let run = Run {
+            id,
+            kind: if options.full { "full" } else { "incremental" }.into(),
+            started_by: options.started_by.as_str().into(),
+            status: runs::RUNNING.into(),
+            started_at: now,
+            errors: "[]".into(),
+            ..Run::default()
+        };
+        let recorded = (|| {
+            // Holding the lease, any other `running` row is a run whose process died.
+            runs::fail_abandoned_runs(&mut conn, now)?;
+            if !options.dry_run {
+                runs::insert_run(&mut conn, &run)?;
+            }
+            Ok::<_, store::Error>(())
+        })();
+        if let Err(e) = recorded {
+            let _ = runs::release_lease(&mut conn, LEASE, &run.id);
+            return Err(e.into());
+        }
+        Ok(Started { run, options })
+    }
+
+    /// Runs a started run to its end and records it.
+    pub async fn execute(&self, started: Started) -> Summary {
+        let clock_start = Instant::now();
+        let Started { mut run, options } = started;
+        let mut report = Report::default();
+        let previous_mark = match self.pool.get().map_err(store::Error::from).and_then(|mut c| runs::last_high_water(&mut c)) {
+            Ok(m) => m,
+            Err(e) => {
+                report.fatal(format!("cannot read the last high-water mark: {e}"));
+                None
+            }
+        };
+        let mut high_water = None;
+        if report.failed.is_none() {
+            match self.read_and_write(&run, options, previous_mark.as_deref(), &mut report).await {
+                Ok(writer) => {
+                    high_water = writer.high_water.clone();
+                    run.created = writer.counts.created;
+                    run.updated = writer.counts.updated;
+                    run.unchanged = writer.counts.unchanged;
+                    run.reactivated = writer.counts.reactivated;
+                    run.resets_applied = writer.counts.resets_applied;
+                    run.flags_cleared = writer.counts.flags_cleared;
+                    run.deactivated = writer.counts.deactivated;
+                }
+                Err(counts) => {
+                    run.created = counts.created;
+                    run.updated = counts.updated;
+                    run.unchanged = counts.unchanged;
+                    run.reactivated = counts.reactivated;
+                    run.resets_applied = counts.resets_applied;
+                    run.flags_cleared = counts.flags_cleared;
+                }
+            }
+        }
+        let failed = report.failed.is_some();
+        run.status = if failed { runs::FAILED } else { runs::SUCCEEDED }.into();
+        // The next incremental run starts from the newest change seen, or where this one did.
+        run.high_water = match (high_water.map(|m: Mark| m.encode()), previous_mark) {
+            (Some(seen), Some(prev)) if !failed => Some(max_mark(&seen, &prev)),
+            (Some(seen), None) if !failed => Some(seen),
+            (_, prev) => prev.filter(|_| !failed),
+        };
+        run.finished_at = Some(self.now());
+        run.duration_ms = Some(clock_start.elapsed().as_millis() as i64);
+        run.errors = Value::from(report.messages()).to_string();
+        if !options.dry_run {
+            if let Err(e) = self.pool.get().map_err(store::Error::from).and_then(|mut c| runs::save_run(&mut c, &run)) {
+                tracing::error!(run = %run.id, error = %e, "cannot record the sync run");
+            }
+        }
+        if let Ok(mut c) = self.pool.get() {
+            let _ = runs::release_lease(&mut c, LEASE, &run.id);
+        }
+        if failed {
+            tracing::warn!(run = %run.id, kind = %run.kind, error = report.failed.as_deref().unwrap_or_default(), "sync run failed");
+        } else {
+            tracing::info!(
+                run = %run.id, kind = %run.kind, created = run.created, updated = run.updated, unchanged = run.unchanged,
+                deactivated = run.deactivated, reactivated = run.reactivated, resets = run.resets_applied,
+                errors = report.errors.len(), ms = run.duration_ms, dry_run = options.dry_run, "sync run finished"
+            );
+        }
+        Summary { run, dry_run: options.dry_run, actions: report.actions }
+    }
+
+    /// [`Syncer::begin`] then [`Syncer::execute`].
+    pub async fn run(&self, options: Options) -> Result<Summary, StartError> {
+        let started = self.begin(options)?;
+        Ok(self.execute(started).await)
+    }
+
+    /// Starts a run in the background (the API answers at once); its record tells the end.
+    pub fn spawn(self: &Arc<Self>, options: Options) -> Result<Run, StartError> {
+        let started = self.begin(options)?;
+        let run = started.run.clone();
+        let me = self.clone();
+        let work = async move {
+            me.execute(started).await;
+        };
+        let task = match &self.runtime {
+            Some(rt) => rt.spawn(work),
+            None => tokio::spawn(work),
+        };
+        let mut tasks = self.background.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok(run)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Run>, store::Error> {
+        runs::get_run(&mut *self.pool.get()?, id)
+    }
+
+    pub fn list(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Run>), store::Error> {
+        runs::list_runs(&mut *self.pool.get()?, offset, limit)
+    }
+
+    /// Streams the entries into the writer thread; on success returns the writer (whose full
+    /// run has also deactivated the missing), else the counts of what was written.
+    async fn read_and_write(&self, run: &Run, options: Options, since: Option<&str>, report: &mut Report) -> Result<Writer, Counts> {
+        let mut shutdown = self.shutdown_signal();
+        let mut directory = match Directory::connect(self.cfg.clone()).await {
+            Ok(d) => d,
+            Err(e) => {
+                report.fatal(e.to_string());
+                return Err(Counts::default());
+            }
+        };
+        let filter = match (options.full, since.and_then(|m| self.mapping.since_filter(m, self.cfg.overlap))) {
+            (false, Some(since)) => format!("(&{}{since})", self.cfg.user_filter),
+            _ => self.cfg.user_filter.clone(),
+        };
+        let writer = Writer {
+            pool: self.pool.clone(),
+            mapping: self.mapping.clone(),
+            cfg: self.cfg.clone(),
+            actor: Actor::new(Origin::Directory, run.id.clone(), None),
+            run_id: run.id.clone(),
+            options,
+            clock: self.clock.clone(),
+            lease_for: self.lease_for(),
+            runtime: tokio::runtime::Handle::current(),
+            directory: directory.clone(),
+            seen: HashSet::new(),
+            high_water: None,
+            counts: Counts::default(),
+            report: Report::default(),
+        };
+        let (tx, rx) = mpsc::channel::<Vec<Result<Mapped, String>>>(2);
+        let writing = tokio::task::spawn_blocking(move || writer.consume(rx));
+        let batch_size = self.cfg.page_size.clamp(1, 5000) as usize;
+        let read: Result<(), String> = async {
+            let mut stream = directory.search(&filter, self.mapping.attributes()).await.map_err(|e| e.to_string())?;
+            let mut batch = Vec::with_capacity(batch_size);
+            loop {
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    _ = shutdown.changed() => return Err("stopped: the daemon is shutting down".to_string()),
+                };
+                match next {
+                    Ok(Some(raw)) => {
+                        batch.push(self.mapping.map(&SearchEntry::construct(raw)));
+                        if batch.len() >= batch_size {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                            tx.send(full).await.map_err(|_| "the writer stopped".to_string())?;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("the search did not complete: {e}")),
+                }
+            }
+            if !batch.is_empty() {
+                tx.send(batch).await.map_err(|_| "the writer stopped".to_string())?;
+            }
+            let done = stream.finish().await;
+            done.success().map(|_| ()).map_err(|e| format!("the search did not complete: {e}"))
+        }
+        .await;
+        drop(tx);
+        let mut writer = match writing.await {
+            Ok(w) => w,
+            Err(e) => {
+                report.fatal(format!("the writer failed: {e}"));
+                return Err(Counts::default());
+            }
+        };
+        report.absorb(&mut writer.report);
+        if let Err(e) = read {
+            // The writer's own failure, when it has one, is the cause of a "writer stopped".
+            if report.failed.is_none() {
+                report.fatal(e);
+            }
+        }
+        if report.failed.is_some() {
+            directory.close().await;
+            return Err(writer.counts);
+        }
+        if let Some(flag) = &self.cfg.mfa_reset {
+            match directory.dns(&flags::outside_filter(&self.cfg.user_filter, &flag.attribute, &flag.value)).await {
+                Ok(dns) => {
+                    for dn in dns {
+                        report.error(format!("{dn}: MFA reset flag not applied: the entry is outside ldap.user_filter"));
+                    }
+                }
+                Err(e) => report.error(format!("cannot look for MFA reset flags outside ldap.user_filter: {e}")),
+            }
+        }
+        directory.close().await;
+        if options.full {
+            let allow = options.allow_mass_deactivation;
+            let result = tokio::task::spawn_blocking(move || {
+                let outcome = writer.deactivate_missing(allow);
+                (writer, outcome)
+            })
+            .await;
+            match result {
+                Ok((mut w, outcome)) => {
+                    report.absorb(&mut w.report);
+                    if let Err(e) = outcome {
+                        report.fatal(e);
+                        return Err(w.counts);
+                    }
+                    writer = w;
+                }
+                Err(e) => {
+                    report.fatal(format!("deactivation failed: {e}"));
+                    return Err(Counts::default());
+                }
+            }
+        }
+        Ok(writer)
+    }
+}
+
+fn max_mark(a: &str, b: &str) -> String {
+    match (a.parse::<i64>(), b.parse::<i64>()) {
+        (Ok(x), Ok(y)) => x.max(y).to_string(),
+        _ => a.max(b).to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    deactivated: i64,
+    reactivated: i64,
+    resets_applied: i64,
+    flags_cleared: i64,
+}
+
+/// Problems of a run: per-entry errors (the run goes on) and the one that failed it.
+#[derive(Debug, Default)]
+struct Report {
+    errors: Vec<String>,
+    dropped: usize,
+    failed: Option<String>,
+    actions: Vec<Value>,
+    actions_dropped: usize,
+}
+
+impl Report {
+    fn error(&mut self, e: String) {
+        tracing::warn!(error = %e, "sync");
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn fatal(&mut self, e: String) {
+        if self.failed.is_none() {
+            self.failed = Some(e);
+        }
+    }
+
+    fn action(&mut self, action: Value) {
+        if self.actions.len() < MAX_ACTIONS {
+            self.actions.push(action);
+        } else {
+            self.actions_dropped += 1;
+        }
+    }
+
+    fn absorb(&mut self, other: &mut Report) {
+        for e in other.errors.drain(..) {
+            if self.errors.len() < MAX_ERRORS {
+                self.errors.push(e);
+            } else {
+                self.dropped += 1;
+            }
+        }
+        self.dropped += other.dropped;
+        if let Some(f) = other.failed.take() {
+            self.fatal(f);
+        }
+        self.actions.append(&mut other.actions);
+        self.actions_dropped += other.actions_dropped;
+    }
+
+    /// The errors as recorded: the fatal one first.
+    fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.failed.iter().cloned().collect();
+        out.extend(self.errors.iter().cloned());
+        if self.dropped > 0 {
+            out.push(format!("… and {} more errors", self.dropped));
+        }
+        out
+    }
+}
+
+/// The end of a batch transaction: a dry run rolls back what it did.
+enum TxEnd<T> {
+    Rollback(T),
+    Db(diesel::result::Error),
+}
+
+impl<T> From<diesel::result::Error> for TxEnd<T> {
+    fn from(e: diesel::result::Error) -> Self {
+        TxEnd::Db(e)
+    }
+}
+
+/// The writing half of a run, on a blocking thread: batches in, transactions out.
+struct Writer {
+    pool: Pool,
+    mapping: Arc<Mapping>,
+    cfg: Arc<config::Ldap>,
+    actor: Actor,
+    run_id: String,
+    options: Options,
+    clock: Arc<dyn Clock>,
+    lease_for: chrono::Duration,
+    runtime: tokio::runtime::Handle,
+    /// For clearing flags and settling key conflicts.
+    directory: Directory,
+    /// Keys of every entry read: what a full run did not see is gone from the directory.
+    seen: HashSet<String>,
+    high_water: Option<Mark>,
+    counts: Counts,
+    report: Report,
+}
+
+impl Writer {
+    fn consume(mut self, mut rx: mpsc::Receiver<Vec<Result<Mapped, String>>>) -> Self {
+        while let Some(batch) = rx.blocking_recv() {
+            if let Err(e) = self.write_batch(batch) {
+                self.report.fatal(e);
+                break;
+            }
+        }
+        self
+    }
+
+    fn now(&self) -> chrono::NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    fn write_batch(&mut self, batch: Vec<Result<Mapped, String>>) -> Result<(), String> {
+        let db = |e: store::Error| format!("database: {e}");
+        let mut conn = self.pool.get().map_err(|e| db(e.into()))?;
+        let mut entries = Vec::with_capacity(batch.len());
+        for item in batch {
+            match item {
+                Ok(m) => {
+                    if let Some(change) = &m.change {
+                        if self.high_water.as_ref().is_none_or(|h| change > h) {
+                            self.high_water = Some(change.clone());
+                        }
+                    }
+                    self.seen.insert(m.key.clone());
+                    entries.push(m);
+                }
+                Err(e) => self.report.error(e),
+            }
+        }
+        let keys: Vec<&str> = entries.iter().map(|m| m.key.as_str()).collect();
+        let mut links: HashMap<String, (runs::Link, i64)> =
+            runs::links_by_key(&mut conn, &keys).map_err(db)?.into_iter().map(|(l, v)| (l.entry_key.clone(), (l, v))).collect();
+        let mut todo = Vec::new();
+        for entry in entries {
+            let link = links.remove(&entry.key);
+            let untouched = link.as_ref().is_some_and(|(l, version)| {
+                let flag_settled = match flags::decide(entry.flag.as_deref(), l.flag_mark.as_deref()) {
+                    flags::Decision::Absent => l.flag_mark.is_none(),
+                    flags::Decision::AlreadyApplied => true,
+                    flags::Decision::Apply => false,
+                };
+                l.fingerprint == entry.fingerprint
+                    && *version == l.synced_version
+                    && l.missing_since.is_none()
+                    && l.dn == entry.dn
+                    && flag_settled
+            });
+            if untouched {
+                self.counts.unchanged += 1;
+            } else {
+                todo.push((entry, link.map(|(l, _)| l)));
+            }
+        }
+        if !todo.is_empty() {
+            self.write_entries(&mut conn, todo)?;
+        }
+        self.progress(&mut conn)
+    }
+
+    /// Writes the entries that changed in one transaction, a savepoint each (one bad entry
+    /// does not undo the others), then clears the flags that were applied.
+    fn write_entries(&mut self, conn: &mut store::DbConn, todo: Vec<(Mapped, Option<runs::Link>)>) -> Result<(), String> {
+        let at = self.now();
+        let (mapping, actor, seen, runtime, directory) = (&self.mapping, &self.actor, &self.seen, &self.runtime, &mut self.directory);
+        let mut key_in_directory = |key: &str| {
+            // A key read in this run is in the directory; otherwise ask it (on error: assume it
+            // is, so that no user is taken from an entry that may still exist).
+            seen.contains(key) || runtime.block_on(directory.has_key(key)).unwrap_or(true)
+        };
+        let dry_run = self.options.dry_run;
+        let outcome = store::write_tx(conn, |conn| {
+            let mut results = Vec::with_capacity(todo.len());
+            for (entry, link) in &todo {
+                let r = conn.transaction(|c| mirror::apply_entry(c, mapping, entry, link.clone(), &mut key_in_directory, actor, at));
+                results.push(r);
+            }
+            if dry_run {
+                Err(TxEnd::Rollback(results))
+            } else {
+                Ok(results)
+            }
+        });
+        let results = match outcome {
+            Ok(r) | Err(TxEnd::Rollback(r)) => r,
+            Err(TxEnd::Db(e)) => return Err(format!("database: {e}")),
+        };
+        let mut to_clear = Vec::new();
+        for ((entry, _), result) in todo.iter().zip(results) {
+            match result {
+                Ok(applied) => {
+                    let action = match applied.change {
+                        Change::Created => {
+                            self.counts.created += 1;
+                            Some("create")
+                        }
+                        Change::Updated => {
+                            self.counts.updated += 1;
+                            Some("update")
+                        }
+                        Change::Reactivated => {
+                            self.counts.reactivated += 1;
+                            Some("reactivate")
+                        }
+                        Change::Unchanged => {
+                            self.counts.unchanged += 1;
+                            None
+                        }
+                    };
+                    if applied.reset {
+                        self.counts.resets_applied += 1;
+                        to_clear.push(entry.dn.clone());
+                    }
+                    if dry_run {
+                        if let Some(a) = action {
+                            self.report.action(json!({"action": a, "userName": entry.user_name, "dn": entry.dn}));
+                        }
+                        if applied.reset {
+                            self.report.action(json!({"action": "reset_mfa", "userName": entry.user_name, "dn": entry.dn}));
+                        }
+                    }
+                }
+                Err(e) => self.report.error(e.to_string()),
+            }
+        }
+        match self.cfg.mfa_reset.as_ref().filter(|f| f.clear && !dry_run) {
+            Some(flag) => {
+                for dn in to_clear {
+                    match self.runtime.block_on(self.directory.remove_attribute(&dn, &flag.attribute)) {
+                        Ok(()) => self.counts.flags_cleared += 1,
+                        Err(e) => self.report.error(format!(
+                            "{dn}: MFA reset applied but the flag could not be cleared ({e}); it is not applied again until it is set anew"
+                        )),
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Records the counts so far (a running run shows its progress) and renews the lease.
+    fn progress(&mut self, conn: &mut store::DbConn) -> Result<(), String> {
+        let now = self.now();
+        if !runs::renew_lease(conn, LEASE, &self.run_id, now + self.lease_for).map_err(|e| format!("database: {e}"))? {
+            return Err("the sync lease was lost (another process took it over); stopping".into());
+        }
+        if self.options.dry_run {
+            return Ok(());
+        }
+        let c = self.counts;
+        runs::save_progress(conn, &self.run_id, &[c.created, c.updated, c.unchanged, c.reactivated, c.resets_applied, c.flags_cleared])
+            .map_err(|e| format!("database: {e}"))
+    }
+
+    /// After a complete full read: deactivates the linked users whose entries were not seen,
+    /// unless that is more than `[ldap.safety]` allows.
+    fn deactivate_missing(&mut self, allow: bool) -> Result<(), String> {
+        let db = |e: store::Error| format!("database: {e}");
+        let mut conn = self.pool.get().map_err(|e| db(e.into()))?;
+        let present = runs::count_present(&mut conn).map_err(db)?;
+        let mut missing = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = runs::present_links_after(&mut conn, &after, 5000).map_err(db)?;
+            let Some((_, last)) = page.last() else { break };
+            after = last.clone();
+            missing.extend(page.into_iter().filter(|(_, key)| !self.seen.contains(key)).map(|(id, _)| id));
+        }
+        let safety = &self.cfg.safety;
+        // Rounded up: one departure from a small directory is not a mass deactivation.
+        let by_share = (present as f64 * safety.max_deactivate_percent / 100.0).ceil() as u64;
+        let limit = safety.max_deactivate.map_or(by_share, |n| n.min(by_share));
+        if missing.len() as u64 > limit && !allow {
+            return Err(format!(
+                "the run would deactivate {} of {present} directory users, more than ldap.safety allows ({limit}: \
+                 max_deactivate_percent = {}, max_deactivate = {}); nobody was deactivated. Check ldap.base_dn and \
+                 ldap.user_filter; if the departures are real, run `provisiond sync --full --allow-mass-deactivation`",
+                missing.len(),
+                safety.max_deactivate_percent,
+                safety.max_deactivate.map_or("unset".to_string(), |n| n.to_string()),
+            ));
+        }
+        let at = self.now();
+        let dry_run = self.options.dry_run;
+        for chunk in missing.chunks(500) {
+            let outcome = store::write_tx(&mut conn, |conn| {
+                let mut results = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    results.push((id, conn.transaction(|c| mirror::deactivate(c, id, at))));
+                }
+                if dry_run {
+                    Err(TxEnd::Rollback(results))
+                } else {
+                    Ok(results)
+                }
+            });
+            let results = match outcome {
+                Ok(r) | Err(TxEnd::Rollback(r)) => r,
+                Err(TxEnd::Db(e)) => return Err(format!("database: {e}")),
+            };
+            for (id, r) in results {
+                match r {
+                    Ok(true) => {
+                        self.counts.deactivated += 1;
+                        if dry_run {
+                            self.report.action(json!({"action": "deactivate", "userId": id}));
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => self.report.error(format!("cannot deactivate user {id}: {e}")),
+                }
+            }
+            self.progress(&mut conn)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Users mirrored from LDAP: what one directory entry does to the store, inside the sync's
+//! batch transaction. The sync (a door) decides nothing here; these rules do:
+//! - an entry is one user, known by its stable key; a new key is matched to an existing user by
+//!   userName, then externalId, so that a user pushed by SCIM and found in LDAP is one user;
+//! - the mapped attributes are LDAP's: written over whatever else set them; others are kept;
+//! - a user whose entry returns after a full run missed it is active again;
+//! - the MFA reset flag goes through the one reset path (origin `directory`).
+
+use chrono::NaiveDateTime;
+
+use super::audit::Actor;
+use super::{Error, Result};
+use crate::directory::flags::{self, Decision};
+use crate::directory::mapping::{Mapped, Mapping};
+use crate::mfa::reset::reset_in_tx;
+use crate::store::directory::{self as links, Link};
+use crate::store::users::{self as store_users, StoredUser, WriteError};
+use crate::store::DbConn;
+
+/// Users written by the sync carry this source.
+pub const SOURCE: &str = "ldap";
+
+/// What an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Reactivated,
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub change: Change,
+    pub user_id: String,
+    /// The flag was applied: the factor was reset.
+    pub reset: bool,
+}
+
+/// Applies one mapped entry. `link` is the entry's link with the version of its user, if
+/// known; `key_in_directory` answers whether another key still exists in LDAP (asked only
+/// when a new key claims a user linked to another entry).
+pub fn apply_entry(
+    conn: &mut DbConn,
+    mapping: &Mapping,
+    entry: &Mapped,
+    link: Option<Link>,
+    key_in_directory: &mut dyn FnMut(&str) -> bool,
+    actor: &Actor,
+    at: NaiveDateTime,
+) -> Result<Applied> {
+    let (current, link) = match link {
+        Some(link) => (Some(user(conn, &link.user_id)?), Some(link)),
+        None => match claim(conn, entry, key_in_directory)? {
+            Some((user, previous)) => (Some(user), previous),
+            None => (None, None),
+        },
+    };
+    let body = mapping.apply(entry, current.as_ref().map(|u| &u.body))?;
+    let (user, mut change) = match &current {
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            (store_users::insert_in_tx(conn, &id, &body, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
+        }
+        Some(cur) if cur.body == body => (cur.clone(), Change::Unchanged),
+        Some(cur) => (store_users::update_in_tx(conn, cur, &body, at).map_err(|e| write_error(e, &entry.dn))?, Change::Updated),
+    };
+    if current.as_ref().is_some_and(|u| u.source != SOURCE) {
+        store_users::set_source(conn, &user.id, SOURCE)?;
+    }
+    if link.as_ref().is_some_and(|l| l.missing_since.is_some()) {
+        change = Change::Reactivated;
+    }
+    let remembered = link.as_ref().and_then(|l| l.flag_mark.clone());
+    let (reset, flag_mark) = match flags::decide(entry.flag.as_deref(), remembered.as_deref()) {
+        Decision::Absent => (false, None),
+        Decision::AlreadyApplied => (false, remembered),
+        Decision::Apply => {
+            let reason = format!("MFA reset flag set on {}", entry.dn);
+            reset_in_tx(conn, (&user.id, user.user_name()), actor, Some(&reason), at)?;
+            (true, entry.flag.clone())
+        }
+    };
+    links::save_link(
+        conn,
+        &Link {
+            user_id: user.id.clone(),
+            entry_key: entry.key.clone(),
+            dn: entry.dn.clone(),
+            fingerprint: entry.fingerprint.clone(),
+            synced_version: user.version,
+            missing_since: None,
+            flag_mark,
+        },
+    )?;
+    Ok(Applied { change, user_id: user.id, reset })
+}
+
+/// Deactivates a user whose entry a full run did not find; returns whether it was active.
+pub fn deactivate(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<bool> {
+    let current = user(conn, user_id)?;
+    let was_active = current.body.get("active").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let version = if was_active {
+        let mut body = current.body.clone();
+        body.insert("active".into(), serde_json::Value::Bool(false));
+        store_users::update_in_tx(conn, &current, &body, at).map_err(|e| write_error(e, &format!("user {}", current.id)))?.version
+    } else {
+        current.version
+    };
+    links::mark_missing(conn, user_id, at, version)?;
+    Ok(was_active)
+}
+
+/// The existing user a new entry key belongs to (by userName, then externalId) and that user's
+/// previous link. A user linked to another entry that is still in the directory is not taken.
+fn claim(
+    conn: &mut DbConn,
+    entry: &Mapped,
+    key_in_directory: &mut dyn FnMut(&str) -> bool,
+) -> Result<Option<(StoredUser, Option<Link>)>> {
+    let mut found = store_users::find_by_user_name(conn, &entry.user_name)?;
+    if found.is_none() {
+        if let Some(ext) = &entry.external_id {
+            if let Some(id) = store_users::find_by_external_id(conn, ext)? {
+                found = Some(user(conn, &id)?);
+            }
+        }
+    }
+    let Some(user) = found else { return Ok(None) };
+    let previous = links::link_of_user(conn, &user.id)?;
+    if let Some(prev) = &previous {
+        // The same person re-created in the directory gets a new key; two live entries for one
+        // user are a conflict the directory admin must settle.
+        if prev.missing_since.is_none() && key_in_directory(&prev.entry_key) {
+            return Err(Error::Conflict(format!(
+                "{}: userName {:?} already belongs to the entry {} (same user in two entries)",
+                entry.dn, entry.user_name, prev.dn
+            )));
+        }
+    }
+    Ok(Some((user, previous)))
+}
+
+fn user(conn: &mut DbConn, id: &str) -> Result<StoredUser> {
+    store_users::get(conn, id)?.ok_or_else(|| Error::NotFound(format!("no user with id {id}")))
+}
+
+fn write_error(e: WriteError, what: &str) -> Error {
+    match e {
+        WriteError::UserNameTaken => Error::Conflict(format!("{what}: userName is already taken by another user")),
+        WriteError::VersionMismatch => Error::Conflict(format!("{what}: changed by another writer meanwhile")),
+        WriteError::NotFound => Error::NotFound(format!("{what}: the user no longer exists")),
+        WriteError::Store(e) => Error::Store(e),
+    }
+}

@@ -1,0 +1,212 @@
+//! What the LDAP sync keeps: the link of each mirrored user to its entry, the run history with
+//! its high-water marks, and the lease that keeps runs from overlapping.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use super::schema::{directory_links, sync_lease, sync_runs, users};
+use super::{DbConn, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = directory_links)]
+pub struct Link {
+    pub user_id: String,
+    pub entry_key: String,
+    pub dn: String,
+    pub fingerprint: String,
+    pub synced_version: i64,
+    pub missing_since: Option<NaiveDateTime>,
+    pub flag_mark: Option<String>,
+}
+
+/// The links of these entry keys, with the current version of their user.
+pub fn links_by_key(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<(Link, i64)>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        out.extend(
+            directory_links::table
+                .inner_join(users::table)
+                .filter(directory_links::entry_key.eq_any(chunk))
+                .select((Link::as_select(), users::version))
+                .load::<(Link, i64)>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+pub fn link_of_user(conn: &mut DbConn, user_id: &str) -> Result<Option<Link>> {
+    Ok(directory_links::table.find(user_id).select(Link::as_select()).first(conn).optional()?)
+}
+
+/// Inserts or replaces the link of `link.user_id`.
+pub fn save_link(conn: &mut DbConn, link: &Link) -> Result<(), DieselError> {
+    diesel::delete(directory_links::table.find(&link.user_id)).execute(conn)?;
+    diesel::insert_into(directory_links::table).values(link).execute(conn)?;
+    Ok(())
+}
+
+/// Links present in the directory at the last full run: `(user_id, entry_key)`, after `after`
+/// in key order (keyset paging, so that the whole table is never in memory at once).
+pub fn present_links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(String, String)>> {
+    Ok(directory_links::table
+        .filter(directory_links::missing_since.is_null())
+        .filter(directory_links::entry_key.gt(after))
+        .order(directory_links::entry_key.asc())
+        .limit(limit)
+        .select((directory_links::user_id, directory_links::entry_key))
+        .load(conn)?)
+}
+
+pub fn count_present(conn: &mut DbConn) -> Result<i64> {
+    Ok(directory_links::table.filter(directory_links::missing_since.is_null()).count().get_result(conn)?)
+}
+
+pub fn mark_missing(conn: &mut DbConn, user_id: &str, at: NaiveDateTime, synced_version: i64) -> Result<(), DieselError> {
+    diesel::update(directory_links::table.find(user_id))
+        .set((directory_links::missing_since.eq(at), directory_links::synced_version.eq(synced_version)))
+        .execute(conn)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------------
+
+pub const RUNNING: &str = "running";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = sync_runs, treat_none_as_null = true)]
+pub struct Run {
+    pub id: String,
+    pub kind: String,
+    pub started_by: String,
+    pub status: String,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub deactivated: i64,
+    pub reactivated: i64,
+    pub resets_applied: i64,
+    pub flags_cleared: i64,
+    /// A JSON array of strings.
+    pub errors: String,
+    pub high_water: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+pub fn insert_run(conn: &mut DbConn, run: &Run) -> Result<()> {
+    diesel::insert_into(sync_runs::table).values(run).execute(conn)?;
+    Ok(())
+}
+
+pub fn save_run(conn: &mut DbConn, run: &Run) -> Result<()> {
+    diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
+    Ok(())
+}
+
+pub fn get_run(conn: &mut DbConn, id: &str) -> Result<Option<Run>> {
+    Ok(sync_runs::table.find(id).select(Run::as_select()).first(conn).optional()?)
+}
+
+/// Newest first, and how many there are.
+pub fn list_runs(conn: &mut DbConn, offset: i64, limit: i64) -> Result<(i64, Vec<Run>)> {
+    let total = sync_runs::table.count().get_result(conn)?;
+    let runs = sync_runs::table
+        .order((sync_runs::started_at.desc(), sync_runs::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(Run::as_select())
+        .load(conn)?;
+    Ok((total, runs))
+}
+
+/// The high-water mark of the newest successful run that recorded one.
+pub fn last_high_water(conn: &mut DbConn) -> Result<Option<String>> {
+    Ok(sync_runs::table
+        .filter(sync_runs::status.eq(SUCCEEDED))
+        .filter(sync_runs::high_water.is_not_null())
+        .order(sync_runs::started_at.desc())
+        .select(sync_runs::high_water)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten())
+}
+
+/// Runs left `running` by a process that stopped without finishing them.
+pub fn fail_abandoned_runs(conn: &mut DbConn, at: NaiveDateTime) -> Result<usize> {
+    Ok(diesel::update(sync_runs::table.filter(sync_runs::status.eq(RUNNING)))
+        .set((
+            sync_runs::status.eq(FAILED),
+            sync_runs::finished_at.eq(at),
+            sync_runs::errors.eq(r#"["interrupted: the process running it stopped"]"#),
+        ))
+        .execute(conn)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease
+// ---------------------------------------------------------------------------------------------
+
+/// Takes the lease `name` for `holder` until `until` if nobody holds it (or theirs expired).
+pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTime, until: NaiveDateTime) -> Result<bool> {
+    super::write_tx(conn, |conn| {
+        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::expires_at.lt(now)))
+            .execute(conn)?;
+        let taken = diesel::insert_into(sync_lease::table)
+            .values((sync_lease::name.eq(name), sync_lease::holder.eq(holder), sync_lease::expires_at.eq(until)))
+            .execute(conn);
+        match taken {
+            Ok(_) => Ok(true),
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Extends a held lease; false when it was lost (expired and taken by another).
+pub fn renew_lease(conn: &mut DbConn, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool> {
+    let n = super::write_tx(conn, |conn| {
+        diesel::update(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
+            .set(sync_lease::expires_at.eq(until))
+            .execute(conn)
+    })?;
+    Ok(n == 1)
+}
+
+pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> {
+    super::write_tx(conn, |conn| {
+        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
+            .execute(conn)
+    })?;
+    Ok(())
+}
+
+/// Who holds the lease, if anyone does now.
+pub fn lease_holder(conn: &mut DbConn, name: &str, now: NaiveDateTime) -> Result<Option<String>> {
+    Ok(sync_lease::table
+        .filter(sync_lease::name.eq(name))
+        .filter(sync_lease::expires_at.ge(now))
+        .select(sync_lease::holder)
+        .first(conn)
+        .optional()?)
+}
+
+/// The counts of a run in progress: created, updated, unchanged, reactivated, resets, flags cleared.
+pub fn save_progress(conn: &mut DbConn, id: &str, c: &[i64; 6]) -> Result<()> {
+    diesel::update(sync_runs::table.find(id))
+        .set((
+            sync_runs::created.eq(c[0]),
+            sync_runs::updated.eq(c[1]),
+            sync_runs::unchanged.eq(c[2]),
+            sync_runs::reactivated.eq(c[3]),
+            sync_runs::resets_applied.eq(c[4]),
+            sync_runs::flags_cleared.eq(c[5]),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
