@@ -1,4 +1,5 @@
-//! Integration tests: the real daemon on a random port with a temporary SQLite database.
+//! Integration tests: the real daemon on a random port with a temporary SQLite database, and a
+//! real slapd for the LDAP sync.
 
 mod cli;
 mod discovery;
@@ -6,4 +7,6 @@ mod helpers;
 mod http_edges;
 mod list;
 mod mfa;
+mod slapd;
+mod sync;
 mod users;

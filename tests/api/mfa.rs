@@ -25,7 +25,7 @@ fn new_user(app: &TestApp, name: &str) -> String {
 }
 
 /// Starts and confirms an enrolment; returns the raw secret and the backup codes.
-fn enrol(app: &TestApp, id: &str) -> (Vec<u8>, Vec<String>) {
+pub fn enrol(app: &TestApp, id: &str) -> (Vec<u8>, Vec<String>) {
     let r = app.post(&format!("/api/v1/users/{id}/mfa/totp"), &json!({}));
     assert_eq!(r.status, 201, "{:?}", r.body);
     let secret = Policy::decode_base32(r.body["secret"].as_str().unwrap()).unwrap();
@@ -39,7 +39,7 @@ fn verify(app: &TestApp, id: &str, code: &str) -> crate::helpers::Reply {
     app.post(&format!("/api/v1/users/{id}/mfa/verify"), &json!({"code": code}))
 }
 
-fn status(app: &TestApp, id: &str) -> Value {
+pub fn status(app: &TestApp, id: &str) -> Value {
     let r = app.get(&format!("/api/v1/users/{id}/mfa"));
     assert_eq!(r.status, 200, "{:?}", r.body);
     r.body

@@ -1,0 +1,399 @@
+//! The LDAP sync against a real slapd: full and incremental runs, renames, departures and
+//! returns, the safety limit, a server that dies mid-run, the MFA reset flag, the doors
+//! (API, command line, scheduler).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{user_names, TestApp};
+use crate::mfa::{enrol, status};
+use crate::slapd::{self, person, people, Slapd, FLAG_ATTRIBUTE, PEOPLE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+
+fn spawn(slapd: &Slapd, adjust: impl FnOnce(&mut provisiond::config::Ldap)) -> TestApp {
+    let mut ldap = slapd.config();
+    adjust(&mut ldap);
+    TestApp::spawn_with(move |c| c.ldap = Some(ldap))
+}
+
+/// Starts a run through the API and waits for its end; returns the finished run.
+fn sync(app: &TestApp, full: bool) -> Value {
+    let r = app.post("/api/v1/sync/runs", &json!({"full": full}));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.location.as_deref(), Some(format!("/api/v1/sync/runs/{}", r.body["id"].as_str().unwrap()).as_str()));
+    wait(app, r.body["id"].as_str().unwrap())
+}
+
+fn wait(app: &TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = app.get(&format!("/api/v1/sync/runs/{id}"));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        if r.body["status"] != "running" {
+            return r.body;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not finish: {:?}", r.body);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[track_caller]
+fn assert_counts(run: &Value, expected: Value) {
+    for (k, v) in expected.as_object().unwrap() {
+        assert_eq!(&run[k], v, "{k} in {run:#}");
+    }
+}
+
+fn user(app: &TestApp, user_name: &str) -> Value {
+    let list = app.filter(&format!("userName eq \"{user_name}\""));
+    assert_eq!(list["totalResults"], 1, "{user_name}: {list}");
+    list["Resources"][0].clone()
+}
+
+fn inactive_count(app: &TestApp) -> u64 {
+    app.filter("active eq false")["totalResults"].as_u64().unwrap()
+}
+
+fn source_of(app: &TestApp, id: &str) -> String {
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    provisiond::store::users::get(&mut pool.get().unwrap(), id).unwrap().unwrap().source
+}
+
+#[test]
+fn a_full_sync_mirrors_the_directory_and_the_next_one_writes_nothing() {
+    let slapd = Slapd::start(&people(0..30));
+    let app = spawn(&slapd, |_| {});
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"kind": "full", "status": "succeeded", "created": 30, "updated": 0, "unchanged": 0, "deactivated": 0, "errors": []}));
+    assert!(run["durationMs"].as_i64().unwrap() >= 0);
+    let u = user(&app, "user7");
+    assert_eq!(u["name"]["givenName"], "Given7");
+    assert_eq!(u["name"]["familyName"], "Family7");
+    assert_eq!(u["displayName"], "User 7");
+    assert_eq!(u["emails"], json!([{"value": "user7@example.org", "type": "work"}]));
+    assert_eq!(u["active"], true);
+    assert_eq!(source_of(&app, u["id"].as_str().unwrap()), "ldap");
+    let version = u["meta"]["version"].clone();
+
+    app.clock.advance(chrono::Duration::seconds(1)); // the daemon's clock is the test's: move it
+    let again = sync(&app, true);
+    assert_counts(&again, json!({"status": "succeeded", "created": 0, "updated": 0, "unchanged": 30, "deactivated": 0}));
+    assert_eq!(user(&app, "user7")["meta"]["version"], version, "an unchanged entry causes no write");
+
+    let runs = app.get("/api/v1/sync/runs");
+    assert_eq!(runs.status, 200);
+    assert_eq!(runs.body["totalResults"], 2);
+    assert_eq!(runs.body["runs"][0]["id"], again["id"], "newest first");
+    assert_eq!(app.get("/api/v1/sync/runs/nope").status, 404);
+}
+
+#[test]
+fn incremental_runs_read_changes_renames_and_additions_only() {
+    let slapd = Slapd::start(&people(0..20));
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    let id5 = user(&app, "user5")["id"].clone();
+
+    slapd.modify(&format!("dn: uid=user3,{PEOPLE}\nchangetype: modify\nreplace: givenName\ngivenName: Renamed\n"));
+    let run = sync(&app, false);
+    // Read: the changed entry, and the newest one, whose time is the high-water mark itself.
+    assert_counts(&run, json!({"kind": "incremental", "status": "succeeded", "updated": 1, "created": 0, "unchanged": 1}));
+    assert_eq!(user(&app, "user3")["name"]["givenName"], "Renamed");
+
+    // modrdn: a new userName, the same entryUUID, so the same user.
+    slapd.modify(&format!("dn: uid=user5,{PEOPLE}\nchangetype: modrdn\nnewrdn: uid=renamed5\ndeleteoldrdn: 1\n"));
+    slapd.modify(&format!(
+        "dn: uid=user20,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: user20\ncn: User 20\nsn: Family20\n"
+    ));
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "created": 1, "updated": 1, "deactivated": 0}));
+    assert_eq!(user(&app, "renamed5")["id"], id5);
+    assert_eq!(app.filter("userName eq \"user5\"")["totalResults"], 0);
+    assert_eq!(user(&app, "user20")["displayName"], "User 20");
+}
+
+#[test]
+fn a_departed_entry_is_deactivated_by_a_full_run_and_reactivated_when_it_returns() {
+    let slapd = Slapd::start(&people(0..20));
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    let id7 = user(&app, "user7")["id"].clone();
+    slapd.modify(&format!("dn: uid=user7,{PEOPLE}\nchangetype: delete\n"));
+
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "deactivated": 0}));
+    assert_eq!(user(&app, "user7")["active"], true, "incremental runs never deactivate");
+
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "deactivated": 1, "unchanged": 19}));
+    let gone = user(&app, "user7");
+    assert_eq!(gone["active"], false);
+    assert_eq!(gone["id"], id7, "deactivated, never deleted");
+    assert_eq!(sync(&app, true)["deactivated"], 0, "counted once");
+
+    // Re-created: a new entryUUID, matched to the same user by userName.
+    let entry = person(7);
+    let entry: String = entry.lines().filter(|l| !l.starts_with("entryUUID") && !l.contains("Timestamp: ")).map(|l| format!("{l}\n")).collect();
+    slapd.modify(&entry.replacen('\n', "\nchangetype: add\n", 1));
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "reactivated": 1, "created": 0, "deactivated": 0}));
+    let back = user(&app, "user7");
+    assert_eq!(back["id"], id7);
+    assert_eq!(back["active"], true);
+}
+
+#[test]
+fn a_mass_deletion_beyond_the_limit_fails_the_run_and_deactivates_nobody() {
+    let slapd = Slapd::start(&people(0..30));
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    for i in 0..10 {
+        slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n"));
+    }
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "failed", "deactivated": 0}));
+    let why = run["errors"][0].as_str().unwrap();
+    assert!(why.contains("would deactivate 10 of 30") && why.contains("--allow-mass-deactivation"), "{why}");
+    assert_eq!(inactive_count(&app), 0);
+
+    // By hand, the operator may go beyond the limit.
+    let cli = Cli::new(&app, &slapd, "");
+    let (ok, summary) = cli.sync(&["--full"]);
+    assert!(!ok, "a refused run exits non-zero");
+    assert_eq!(summary["status"], "failed");
+    let (ok, summary) = cli.sync(&["--full", "--allow-mass-deactivation"]);
+    assert!(ok, "{summary:#}");
+    assert_counts(&summary, json!({"kind": "full", "status": "succeeded", "deactivated": 10, "unchanged": 20}));
+    assert_eq!(inactive_count(&app), 10);
+}
+
+#[test]
+fn slapd_killed_mid_run_fails_the_run_deactivates_nobody_and_the_next_run_succeeds() {
+    let mut slapd = Slapd::start(&people(0..3000));
+    let app = spawn(&slapd, |l| l.page_size = 10);
+    assert_eq!(sync(&app, true)["created"], 3000);
+
+    // Catch a full run after its first pages and kill the server under it.
+    let mut caught = None;
+    for _ in 0..5 {
+        let r = app.post("/api/v1/sync/runs", &json!({"full": true}));
+        assert_eq!(r.status, 202);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let second = app.post("/api/v1/sync/runs", &json!({"full": false}));
+        assert_eq!(second.status, 409, "runs never overlap: {:?}", second.body);
+        assert_eq!(second.body["error"], "sync_running");
+        loop {
+            let run = app.get(&format!("/api/v1/sync/runs/{id}")).body;
+            if run["status"] != "running" {
+                break;
+            }
+            if run["unchanged"].as_i64().unwrap() > 0 {
+                slapd.kill();
+                caught = Some(id.clone());
+                break;
+            }
+        }
+        if caught.is_some() {
+            break;
+        }
+    }
+    let id = caught.expect("a run was caught mid-way");
+    let run = wait(&app, &id);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let unchanged = run["unchanged"].as_i64().unwrap();
+    assert!(unchanged > 0 && unchanged < 3000, "{run:#}");
+    assert_eq!(run["deactivated"], 0);
+    assert!(run["errors"][0].as_str().unwrap().contains("search did not complete"), "{run:#}");
+    assert_eq!(inactive_count(&app), 0, "a partial read deactivates nobody");
+
+    slapd.restart();
+    assert_counts(&sync(&app, true), json!({"status": "succeeded", "unchanged": 3000, "deactivated": 0}));
+}
+
+#[test]
+fn a_refused_bind_is_a_failed_run_that_names_the_cause() {
+    let slapd = Slapd::start(&people(0..3));
+    let app = spawn(&slapd, |l| l.bind_password = Some(provisiond::config::Secret::new("wrong")));
+    let run = sync(&app, true);
+    assert_eq!(run["status"], "failed");
+    let why = run["errors"][0].as_str().unwrap();
+    assert!(why.contains("bind as") && why.contains("invalidCredentials") || why.contains("49"), "{why}");
+    assert!(!why.contains("wrong"), "the password is never shown: {why}");
+    assert_eq!(app.filter("userName pr")["totalResults"], 0);
+}
+
+#[test]
+fn a_user_pushed_by_scim_and_found_in_ldap_is_one_user() {
+    let slapd = Slapd::start(&people(0..5));
+    let app = spawn(&slapd, |_| {});
+    let scim = app.create_user(&json!({"userName": "USER4", "title": "Boss", "name": {"givenName": "Wrong"}}));
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "created": 4, "updated": 1}));
+    let u = user(&app, "user4");
+    assert_eq!(u["id"], scim["id"]);
+    assert_eq!(u["name"]["givenName"], "Given4", "mapped attributes are LDAP's");
+    assert_eq!(u["title"], "Boss", "the others stay");
+    assert_eq!(source_of(&app, u["id"].as_str().unwrap()), "ldap");
+    assert_eq!(app.filter("userName pr")["totalResults"], 5);
+}
+
+#[test]
+fn the_reset_flag_is_applied_once_and_cleared() {
+    let slapd = Slapd::start(&people(0..10));
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    let id = user(&app, "user1")["id"].as_str().unwrap().to_string();
+    enrol(&app, &id);
+    let other = user(&app, "user2")["id"].as_str().unwrap().to_string();
+    enrol(&app, &other);
+    assert_eq!(status(&app, &id)["status"], "enrolled");
+
+    slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\nadd: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n"));
+    // A flag on an entry outside the user filter is reported, never applied.
+    slapd.modify(&format!(
+        "dn: uid=user2,ou=system,dc=example,dc=org\nchangetype: add\nobjectClass: account\nobjectClass: provisiondUser\nuid: user2\n{FLAG_ATTRIBUTE}: TRUE\n"
+    ));
+    slapd.modify(&format!(
+        "dn: uid=svc,{PEOPLE}\nchangetype: add\nobjectClass: account\nobjectClass: provisiondUser\nuid: svc\n{FLAG_ATTRIBUTE}: TRUE\n"
+    ));
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "resetsApplied": 1, "flagsCleared": 1}));
+    let errors = run["errors"].to_string();
+    assert!(errors.contains("uid=svc,ou=people") && errors.contains("outside ldap.user_filter"), "{errors}");
+    assert_eq!(status(&app, &id)["status"], "pending");
+    assert_eq!(status(&app, &other)["status"], "enrolled", "nobody else is reset");
+    assert!(!slapd.search("(uid=user1)", &[FLAG_ATTRIBUTE]).contains(FLAG_ATTRIBUTE), "the flag was cleared");
+
+    let events = app.get(&format!("/api/v1/audit?userId={id}&type=mfa.reset")).body;
+    assert_eq!(events["totalResults"], 1);
+    assert_eq!(events["events"][0]["origin"], "directory");
+    assert_eq!(events["events"][0]["actor"], run["id"], "the actor is the sync run");
+
+    enrol(&app, &id);
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "resetsApplied": 0}));
+    assert_eq!(status(&app, &id)["status"], "enrolled", "applied once");
+}
+
+#[test]
+fn with_a_read_only_bind_the_flag_is_applied_once_until_it_is_set_anew() {
+    let slapd = Slapd::start(&people(0..10));
+    let app = spawn(&slapd, |l| {
+        l.bind_dn = Some(slapd::READER_DN.into());
+        l.bind_password = Some(provisiond::config::Secret::new(slapd::READER_PASSWORD));
+    });
+    sync(&app, true);
+    let id = user(&app, "user2")["id"].as_str().unwrap().to_string();
+    enrol(&app, &id);
+    let set = format!("dn: uid=user2,{PEOPLE}\nchangetype: modify\nreplace: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n");
+    slapd.modify(&set);
+
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "resetsApplied": 1, "flagsCleared": 0}));
+    assert!(run["errors"][0].as_str().unwrap().contains("could not be cleared"), "{run:#}");
+    assert!(slapd.search("(uid=user2)", &[FLAG_ATTRIBUTE]).contains(FLAG_ATTRIBUTE), "the flag is still set");
+    assert_eq!(status(&app, &id)["status"], "pending");
+
+    enrol(&app, &id);
+    for _ in 0..2 {
+        assert_eq!(sync(&app, false)["resetsApplied"], 0);
+        assert_eq!(sync(&app, true)["resetsApplied"], 0);
+    }
+    assert_eq!(status(&app, &id)["status"], "enrolled", "not applied again while the flag stays");
+
+    // Set anew (the admin writes it again): applied again.
+    std::thread::sleep(Duration::from_millis(1100));
+    slapd.modify(&set);
+    assert_eq!(sync(&app, false)["resetsApplied"], 1);
+    assert_eq!(status(&app, &id)["status"], "pending");
+}
+
+#[test]
+fn a_dry_run_lists_what_it_would_do_and_writes_nothing() {
+    let slapd = Slapd::start(&people(0..4));
+    let app = spawn(&slapd, |_| {});
+    let cli = Cli::new(&app, &slapd, "");
+    let (ok, summary) = cli.sync(&["--full", "--dry-run"]);
+    assert!(ok, "{summary:#}");
+    assert_counts(&summary, json!({"dryRun": true, "status": "succeeded", "created": 4}));
+    let actions = summary["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 4);
+    assert_eq!(actions[0]["action"], "create");
+    assert!(actions.iter().any(|a| a["userName"] == "user3" && a["dn"] == format!("uid=user3,{PEOPLE}")));
+    assert_eq!(app.filter("userName pr")["totalResults"], 0, "nothing written");
+    assert_eq!(app.get("/api/v1/sync/runs").body["totalResults"], 0, "not recorded");
+    for key in ["id", "kind", "status", "created", "updated", "unchanged", "deactivated", "reactivated", "resetsApplied", "flagsCleared", "errors", "durationMs"] {
+        assert!(summary.get(key).is_some(), "{key} missing from {summary:#}");
+    }
+
+    let (ok, summary) = cli.sync(&[]);
+    assert!(ok);
+    assert_counts(&summary, json!({"kind": "incremental", "created": 4}));
+    assert_eq!(user_names(&app.filter("userName sw \"user\"")).len(), 4);
+}
+
+#[test]
+fn the_scheduler_inside_serve_runs_the_schedules() {
+    let slapd = Slapd::start(&people(0..3));
+    // Every second (the 6-field form with seconds).
+    let app = spawn(&slapd, |l| l.schedule = "* * * * * *".into());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = app.get("/api/v1/sync/runs").body;
+        let done: Vec<&Value> = runs["runs"].as_array().unwrap().iter().filter(|r| r["status"] == "succeeded").collect();
+        if done.len() >= 2 {
+            assert!(done.iter().all(|r| r["startedBy"] == "schedule" && r["kind"] == "incremental"), "{runs:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the schedule did not run: {runs:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(app.filter("userName pr")["totalResults"], 3);
+}
+
+#[test]
+fn sync_without_ldap_configured_says_so() {
+    let app = TestApp::spawn();
+    let r = app.post("/api/v1/sync/runs", &json!({"full": true}));
+    assert_eq!(r.status, 409);
+    assert_eq!(r.body["error"], "not_configured");
+}
+
+/// The `provisiond sync` command line against the test's database and directory.
+struct Cli {
+    config: std::path::PathBuf,
+}
+
+impl Cli {
+    fn new(app: &TestApp, slapd: &Slapd, extra: &str) -> Self {
+        let dir = app.dir.path();
+        std::fs::write(dir.join("bind.password"), format!("{}\n", slapd::ADMIN_PASSWORD)).unwrap();
+        let config = format!(
+            "[database]\nurl = \"{}\"\n[mfa]\nkey_file = \"{}\"\n[log]\nlevel = \"warn\"\n\
+             [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\nbase_dn = \"{PEOPLE}\"\n\
+             schedule = \"\"\nfull_schedule = \"\"\n{extra}\n\
+             [ldap.mfa_reset]\nattribute = \"{FLAG_ATTRIBUTE}\"\nvalue = \"TRUE\"\n",
+            app.config.database.url,
+            app.config.mfa.key_file.display(),
+            slapd.url,
+            slapd::ADMIN_DN,
+            dir.join("bind.password").display(),
+        );
+        let path = dir.join("sync.toml");
+        std::fs::write(&path, config).unwrap();
+        Cli { config: path }
+    }
+
+    /// Runs `provisiond sync ARGS`; returns whether it exited 0 and the JSON summary.
+    fn sync(&self, args: &[&str]) -> (bool, Value) {
+        let out = Command::new(BIN).arg("--config").arg(&self.config).arg("sync").args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), summary)
+    }
+}
