@@ -324,14 +324,21 @@ struct ValueRow<'a> {
 
 fn insert_values(conn: &mut DbConn, id: &str, body: &Map<String, Value>) -> Result<(), DieselError> {
     let rows = search_values(id, body);
-    // Stay well under SQLite's bind-parameter limit per statement.
-    for chunk in rows.chunks(200) {
-        // Multi-row INSERT is spelled differently per backend, so diesel only offers it on
-        // the concrete connection types.
-        match conn {
-            DbConn::Sqlite(c) => diesel::insert_into(user_values::table).values(chunk).execute(c)?,
-            DbConn::Pg(c) => diesel::insert_into(user_values::table).values(chunk).execute(c)?,
-        };
+    match conn {
+        // Diesel spells a multi-row INSERT on SQLite as one INSERT per row inside a savepoint of
+        // its own, and savepoints cost SQLite a statement journal: one prepared INSERT per row
+        // in the caller's transaction is faster.
+        DbConn::Sqlite(c) => {
+            for row in &rows {
+                diesel::insert_into(user_values::table).values(row).execute(c)?;
+            }
+        }
+        // Stay well under the bind-parameter limit per statement.
+        DbConn::Pg(c) => {
+            for chunk in rows.chunks(200) {
+                diesel::insert_into(user_values::table).values(chunk).execute(c)?;
+            }
+        }
     }
     Ok(())
 }

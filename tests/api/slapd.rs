@@ -193,7 +193,7 @@ fn base_ldif() -> String {
 }
 
 /// The entry of user `i`: `uid=user{i}`, a fixed entryUUID, and an old modifyTimestamp (user `i`
-/// changed `i` hours after 2026-01-01) so that only what a test changes, and the newest entry,
+/// changed `i` hours after 2000-01-01) so that only what a test changes, and the newest entry,
 /// are at or after the first sync's high-water mark.
 pub fn person(i: usize) -> String {
     let mut s = String::new();
@@ -203,7 +203,7 @@ pub fn person(i: usize) -> String {
          cn: User {i}\ngivenName: Given{i}\nsn: Family{i}\nmail: user{i}@example.org\nemployeeNumber: {i}\n\
          entryUUID: {}\ncreateTimestamp: {t}\nmodifyTimestamp: {t}\n\n",
         uuid_of(i),
-        t = (chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::hours(i as i64))
+        t = (chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::hours(i as i64))
             .format("%Y%m%d%H%M%SZ")
     )
     .unwrap();

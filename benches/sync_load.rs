@@ -1,0 +1,141 @@
+//! LDAP sync benchmark against a real slapd: the release binary's `provisiond sync` of N users,
+//! timed against `ldapsearch -E pr=500/noprompt` of the same entries in the same run.
+//!
+//! `cargo bench --bench sync_load [-- --users 100000]` (see benches/README.md).
+
+#[path = "../tests/api/slapd.rs"]
+mod slapd;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use slapd::{Slapd, ADMIN_DN, ADMIN_PASSWORD, PEOPLE};
+
+/// Entries changed before the incremental run (the issue's figure).
+const CHANGED: usize = 100;
+/// The attributes the default mapping reads, for a like-for-like ldapsearch.
+const ATTRIBUTES: [&str; 8] = ["uid", "givenName", "sn", "cn", "mail", "entryUUID", "modifyTimestamp", "mfaResetRequested"];
+
+fn main() {
+    let mut users = 100_000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--users" => users = args.next().and_then(|v| v.parse().ok()).expect("--users N"),
+            "--bench" => {}
+            other => panic!("unknown argument {other:?}; usage: sync_load [--users N]"),
+        }
+    }
+    let t = Instant::now();
+    let slapd = Slapd::start(&slapd::people(0..users));
+    println!("slapd with {users} users loaded by slapadd in {:.1} s", t.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &slapd);
+
+    let raw = |label: &str| {
+        // Best of three: the baseline should be the server's speed, not a hiccup.
+        let best = (0..3).map(|_| ldapsearch(&slapd, users)).min().unwrap();
+        println!("{label}: ldapsearch -E pr=500/noprompt of {users} entries: {:.0} ms (best of 3)", ms(best));
+        best
+    };
+    let baseline = raw("baseline");
+
+    let (first, first_rss, summary) = sync(&config, &["--full"]);
+    assert_eq!(summary["created"], users as u64, "{summary:#}");
+    println!("initial full sync: {:.0} ms, peak RSS {first_rss:.1} MB", ms(first));
+
+    let (again, again_rss, summary) = sync(&config, &["--full"]);
+    assert_eq!(summary["unchanged"], users as u64, "{summary:#}");
+    println!("no-change full re-sync: {:.0} ms, peak RSS {again_rss:.1} MB", ms(again));
+
+    let step = (users / CHANGED).max(1);
+    let changes: String = (0..CHANGED)
+        .map(|k| format!("dn: uid=user{},{PEOPLE}\nchangetype: modify\nreplace: title\ntitle: changed\n-\nreplace: givenName\ngivenName: Changed{k}\n\n", k * step))
+        .collect();
+    slapd.modify(&changes);
+    let (incremental, _, summary) = sync(&config, &[]);
+    assert_eq!(summary["updated"], CHANGED as u64, "{summary:#}");
+    println!("incremental run after {CHANGED} changes: {:.0} ms ({} entries read)", ms(incremental), CHANGED as u64 + summary["unchanged"].as_u64().unwrap());
+
+    let baseline_after = raw("baseline again");
+    let baseline = baseline.min(baseline_after);
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let r1 = first.as_secs_f64() / baseline.as_secs_f64();
+    let r2 = again.as_secs_f64() / baseline.as_secs_f64();
+    println!();
+    println!("| {users} users | time | ratio to ldapsearch | aim |");
+    println!("|---|---:|---:|---|");
+    println!("| ldapsearch -E pr=500/noprompt (baseline) | {:.0} ms | 1.00 | |", ms(baseline));
+    println!("| initial full sync | {:.0} ms | {r1:.2} | ≤ 4× {} |", ms(first), verdict(r1 <= 4.0));
+    println!("| no-change full re-sync | {:.0} ms | {r2:.2} | ≤ 2× {} |", ms(again), verdict(r2 <= 2.0));
+    println!("| incremental, {CHANGED} changed | {:.0} ms | | < 1 s {} |", ms(incremental), verdict(incremental < Duration::from_secs(1)));
+    println!("| peak RSS of the initial sync | {first_rss:.1} MB | | < 150 MB {} |", verdict(first_rss < 150.0));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn write_config(dir: &Path, slapd: &Slapd) -> std::path::PathBuf {
+    std::fs::write(dir.join("bind.password"), ADMIN_PASSWORD).unwrap();
+    let config = format!(
+        "[database]\nurl = \"sqlite://{d}/provisiond.db\"\n[mfa]\nkey_file = \"{d}/mfa.key\"\n[log]\nlevel = \"warn\"\n\
+         [ldap]\nurl = \"{}\"\nbind_dn = \"{ADMIN_DN}\"\nbind_password_file = \"{d}/bind.password\"\nbase_dn = \"{PEOPLE}\"\n\
+         page_size = 500\nschedule = \"\"\nfull_schedule = \"\"\n\
+         [ldap.mfa_reset]\nattribute = \"mfaResetRequested\"\nvalue = \"TRUE\"\n",
+        slapd.url,
+        d = dir.display()
+    );
+    let path = dir.join("provisiond.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The raw read: every user entry with the mapped attributes, paged by 500, output discarded.
+fn ldapsearch(slapd: &Slapd, users: usize) -> Duration {
+    let t = Instant::now();
+    let out = Command::new("ldapsearch")
+        .args(["-x", "-LLL", "-E", "pr=500/noprompt", "-H", &slapd.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-b", PEOPLE])
+        .arg("(objectClass=inetOrgPerson)")
+        .args(ATTRIBUTES)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("ldapsearch runs");
+    let elapsed = t.elapsed();
+    assert!(out.status.success(), "ldapsearch failed: {}", String::from_utf8_lossy(&out.stderr));
+    let entries = out.stdout.windows(4).filter(|w| w == b"dn: ").count();
+    assert_eq!(entries, users, "ldapsearch returned every entry");
+    elapsed
+}
+
+/// Runs the release binary's `sync`; returns its wall time, its peak RSS (VmHWM, sampled from
+/// /proc while it runs) and its JSON summary.
+fn sync(config: &Path, args: &[&str]) -> (Duration, f64, Value) {
+    let t = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provisiond"))
+        .arg("--config")
+        .arg(config)
+        .arg("sync")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("provisiond sync runs");
+    let mut peak_kb = 0f64;
+    let status_file = format!("/proc/{}/status", child.id());
+    while child.try_wait().expect("status").is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()) {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = t.elapsed();
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "sync failed: {}", String::from_utf8_lossy(&out.stdout));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    (elapsed, peak_kb / 1024.0, summary)
+}
