@@ -80,11 +80,12 @@ impl ManageConnection for Manager {
         match &self.target {
             Target::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets readers run beside the writer; the busy timeout makes writers queue
-                // instead of failing; LIKE is made case-sensitive to match PostgreSQL (values
-                // that compare ignoring case are stored lower-cased).
+                // The busy timeout makes writers queue instead of failing; LIKE is made
+                // case-sensitive to match PostgreSQL (values that compare ignoring case are
+                // stored lower-cased). WAL is set once by `migrate` (it is kept in the file):
+                // switching it here would need a lock another process's writer may hold.
                 conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
                      PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
@@ -127,6 +128,10 @@ pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<P
 /// Applies pending migrations of the connection's backend; returns how many ran.
 pub fn migrate(pool: &Pool) -> Result<usize> {
     let mut conn = pool.get()?;
+    if let DbConn::Sqlite(c) = &mut *conn {
+        // WAL lets readers run beside the writer; it is a property of the database file.
+        c.batch_execute("PRAGMA journal_mode = WAL;")?;
+    }
     let applied = match &mut *conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         DbConn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
