@@ -26,7 +26,7 @@ const LEASE: &str = "ldap-sync";
 /// Entries written per transaction, at least: a commit writes every index page the batch
 /// touched, so fewer, larger commits write less (100,000 new users on SQLite: 19.4 s in
 /// batches of 500, 15.8 s in batches of 2,000), while the write lock is held for ~0.3 s.
-const WRITE_BATCH: usize = 2000;
+const WRITE_BATCH: usize = 5000;
 /// Errors kept per run; more are counted.
 const MAX_ERRORS: usize = 1000;
 /// Actions listed by a dry run; more are counted.
@@ -427,6 +427,30 @@ impl Syncer {
     }
 }
 
+/// Positions of the entries that are certainly new users: no link, and neither their userName
+/// nor their externalId taken (in the store or earlier in the batch).
+fn fresh_entries(conn: &mut store::DbConn, todo: &[(Mapped, Option<runs::Link>)]) -> Result<Vec<usize>, store::Error> {
+    use crate::store::users::{taken_external_ids, taken_user_name_keys, user_name_key};
+    let unlinked: Vec<usize> = (0..todo.len()).filter(|&i| todo[i].1.is_none()).collect();
+    let names: Vec<String> = unlinked.iter().map(|&i| user_name_key(&todo[i].0.user_name)).collect();
+    let mut taken = taken_user_name_keys(conn, &names)?;
+    let ids: Vec<String> = unlinked.iter().filter_map(|&i| todo[i].0.external_id.clone()).collect();
+    let mut taken_ids = taken_external_ids(conn, &ids)?;
+    let mut fresh = Vec::with_capacity(unlinked.len());
+    for (&i, name) in unlinked.iter().zip(names) {
+        let external_id = todo[i].0.external_id.clone();
+        if taken.contains(&name) || external_id.as_ref().is_some_and(|x| taken_ids.contains(x)) {
+            continue;
+        }
+        taken.insert(name);
+        if let Some(x) = external_id {
+            taken_ids.insert(x);
+        }
+        fresh.push(i);
+    }
+    Ok(fresh)
+}
+
 fn max_mark(a: &str, b: &str) -> String {
     match (a.parse::<i64>(), b.parse::<i64>()) {
         (Ok(x), Ok(y)) => x.max(y).to_string(),
@@ -542,12 +566,24 @@ struct Writer {
 
 impl Writer {
     fn consume(mut self, mut rx: mpsc::Receiver<Vec<Result<Mapped, String>>>) -> Self {
+        let mut conn = match self.pool.get() {
+            Ok(c) => c,
+            Err(e) => {
+                self.report.fatal(format!("database: {e}"));
+                return self;
+            }
+        };
+        if let Err(e) = store::bulk_cache(&mut conn, true) {
+            self.report.fatal(format!("database: {e}"));
+            return self;
+        }
         while let Some(batch) = rx.blocking_recv() {
-            if let Err(e) = self.write_batch(batch) {
+            if let Err(e) = self.write_batch(&mut conn, batch) {
                 self.report.fatal(e);
                 break;
             }
         }
+        let _ = store::bulk_cache(&mut conn, false);
         self
     }
 
@@ -555,9 +591,8 @@ impl Writer {
         clock::stored(self.clock.now())
     }
 
-    fn write_batch(&mut self, batch: Vec<Result<Mapped, String>>) -> Result<(), String> {
+    fn write_batch(&mut self, conn: &mut store::DbConn, batch: Vec<Result<Mapped, String>>) -> Result<(), String> {
         let db = |e: store::Error| format!("database: {e}");
-        let mut conn = self.pool.get().map_err(|e| db(e.into()))?;
         let mut entries = Vec::with_capacity(batch.len());
         for item in batch {
             match item {
@@ -575,7 +610,7 @@ impl Writer {
         }
         let keys: Vec<&str> = entries.iter().map(|m| m.key.as_str()).collect();
         let mut links: HashMap<String, (runs::Link, i64)> =
-            runs::links_by_key(&mut conn, &keys).map_err(db)?.into_iter().map(|(l, v)| (l.entry_key.clone(), (l, v))).collect();
+            runs::links_by_key(conn, &keys).map_err(db)?.into_iter().map(|(l, v)| (l.entry_key.clone(), (l, v))).collect();
         let mut todo = Vec::new();
         for entry in entries {
             let link = links.remove(&entry.key);
@@ -598,9 +633,9 @@ impl Writer {
             }
         }
         if !todo.is_empty() {
-            self.write_entries(&mut conn, todo)?;
+            self.write_entries(conn, todo)?;
         }
-        self.progress(&mut conn)
+        self.progress(conn)
     }
 
     /// Writes the entries that changed in one transaction, a savepoint each (one bad entry
@@ -614,20 +649,37 @@ impl Writer {
             seen.contains(key) || runtime.block_on(directory.has_key(key)).unwrap_or(true)
         };
         let dry_run = self.options.dry_run;
-        // First without savepoints (each costs SQLite a statement journal); if an entry fails,
-        // the batch is rolled back and done again with one savepoint per entry, so that only
-        // that entry is lost.
+        let fresh = fresh_entries(conn, &todo).map_err(|e| format!("database: {e}"))?;
+        // First the new users in a few multi-row statements and the others one by one, without
+        // savepoints (each costs SQLite a statement journal); if anything fails, the batch is
+        // rolled back and done again entry by entry with a savepoint each, so that only the
+        // failing entries are lost.
         let mut attempt = |conn: &mut store::DbConn, savepoints: bool| {
             store::write_tx(conn, |conn| {
-                let mut results = Vec::with_capacity(todo.len());
-                for (entry, link) in &todo {
+                let mut results: Vec<Option<crate::domain::Result<mirror::Applied>>> = todo.iter().map(|_| None).collect();
+                if !savepoints && !fresh.is_empty() {
+                    let entries: Vec<&Mapped> = fresh.iter().map(|&i| &todo[i].0).collect();
+                    match mirror::create_many(conn, mapping, &entries, actor, at) {
+                        Ok(applied) => {
+                            for (&i, a) in fresh.iter().zip(applied) {
+                                results[i] = Some(Ok(a));
+                            }
+                        }
+                        Err(_) => return Err(TxEnd::Retry),
+                    }
+                }
+                for ((entry, link), slot) in todo.iter().zip(results.iter_mut()) {
+                    if slot.is_some() {
+                        continue;
+                    }
                     let mut apply = |c: &mut store::DbConn| mirror::apply_entry(c, mapping, entry, link.clone(), &mut key_in_directory, actor, at);
                     let r = if savepoints { conn.transaction(apply) } else { apply(conn) };
                     if r.is_err() && !savepoints {
                         return Err(TxEnd::Retry);
                     }
-                    results.push(r);
+                    *slot = Some(r);
                 }
+                let results: Vec<_> = results.into_iter().map(|r| r.expect("every entry has a result")).collect();
                 if dry_run {
                     Err(TxEnd::Rollback(results))
                 } else {

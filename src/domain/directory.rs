@@ -96,6 +96,40 @@ pub fn apply_entry(
     Ok(Applied { change, user_id: user.id, reset })
 }
 
+/// Creates users for entries known to be new (no link, userName and externalId free), a few
+/// statements for the whole batch. Fails as a whole; the caller then applies them one by one.
+pub fn create_many(conn: &mut DbConn, mapping: &Mapping, entries: &[&Mapped], actor: &Actor, at: NaiveDateTime) -> Result<Vec<Applied>> {
+    let mut users = Vec::with_capacity(entries.len());
+    let mut new_links = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let id = uuid::Uuid::new_v4().to_string();
+        new_links.push(Link {
+            user_id: id.clone(),
+            entry_key: entry.key.clone(),
+            dn: entry.dn.clone(),
+            fingerprint: entry.fingerprint.clone(),
+            synced_version: 1,
+            missing_since: None,
+            flag_mark: entry.flag.clone(),
+        });
+        users.push((id, mapping.apply(entry, None)?));
+    }
+    store_users::insert_many_in_tx(conn, &users, SOURCE, at)?;
+    links::insert_links(conn, &new_links)?;
+    let mut applied = Vec::with_capacity(entries.len());
+    for (entry, (id, body)) in entries.iter().zip(&users) {
+        // A flag already set when the user first appears applies like any other.
+        let reset = entry.flag.is_some();
+        if reset {
+            let user_name = body.get("userName").and_then(serde_json::Value::as_str).unwrap_or_default();
+            let reason = format!("MFA reset flag set on {}", entry.dn);
+            reset_in_tx(conn, (id, user_name), actor, Some(&reason), at)?;
+        }
+        applied.push(Applied { change: Change::Created, user_id: id.clone(), reset });
+    }
+    Ok(applied)
+}
+
 /// Deactivates a user whose entry a full run did not find; returns whether it was active.
 pub fn deactivate(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<bool> {
     let current = user(conn, user_id)?;

@@ -46,6 +46,30 @@ pub fn save_link(conn: &mut DbConn, link: &Link) -> Result<(), DieselError> {
     Ok(())
 }
 
+/// Inserts the links of new users (in the caller's transaction), a few statements for many.
+pub fn insert_links(conn: &mut DbConn, new: &[Link]) -> Result<(), DieselError> {
+    use super::sql::{insert_rows, Bind};
+    let text = |s: &str| Some(Bind::Text(s.to_string()));
+    for chunk in new.chunks(1000) {
+        let rows = chunk.iter().map(|l| {
+            vec![
+                text(&l.user_id),
+                text(&l.entry_key),
+                text(&l.dn),
+                text(&l.fingerprint),
+                Some(Bind::Int(l.synced_version)),
+                l.missing_since.map(Bind::Timestamp),
+                l.flag_mark.as_deref().and_then(text),
+            ]
+        });
+        let columns = ["user_id", "entry_key", "dn", "fingerprint", "synced_version", "missing_since", "flag_mark"];
+        if let Some(s) = insert_rows("directory_links", &columns, rows) {
+            s.execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
 /// Links present in the directory at the last full run: `(user_id, entry_key)`, after `after`
 /// in key order (keyset paging, so that the whole table is never in memory at once).
 pub fn present_links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(String, String)>> {

@@ -155,6 +155,17 @@ where
     conn.transaction(f)
 }
 
+/// Gives one SQLite connection a large page cache for a bulk write (the LDAP sync's writer), and
+/// back: a batch of thousands of users touches index pages all over the file, and with the
+/// default 2 MB cache they are spilled and read back within every transaction. PostgreSQL
+/// caches on the server.
+pub fn bulk_cache(conn: &mut DbConn, on: bool) -> Result<()> {
+    if let DbConn::Sqlite(c) = conn {
+        c.batch_execute(if on { "PRAGMA cache_size = -65536" } else { "PRAGMA cache_size = -2000" })?;
+    }
+    Ok(())
+}
+
 /// Whether the database answers (for `/readyz`).
 pub fn ping(pool: &Pool) -> Result<()> {
     let mut conn = pool.get()?;

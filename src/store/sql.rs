@@ -13,6 +13,7 @@ use diesel::QueryResult;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
     Text(String),
+    Int(i64),
     Bool(bool),
     Timestamp(chrono::NaiveDateTime),
 }
@@ -101,8 +102,13 @@ impl<ST> QueryId for Fragment<ST> {
 
 impl<ST, DB> QueryFragment<DB> for Fragment<ST>
 where
-    DB: Backend + HasSqlType<sql_types::Text> + HasSqlType<sql_types::Bool> + HasSqlType<sql_types::Timestamp>,
+    DB: Backend
+        + HasSqlType<sql_types::Text>
+        + HasSqlType<sql_types::BigInt>
+        + HasSqlType<sql_types::Bool>
+        + HasSqlType<sql_types::Timestamp>,
     String: ToSql<sql_types::Text, DB>,
+    i64: ToSql<sql_types::BigInt, DB>,
     bool: ToSql<sql_types::Bool, DB>,
     chrono::NaiveDateTime: ToSql<sql_types::Timestamp, DB>,
 {
@@ -111,10 +117,53 @@ where
             match part {
                 Part::Sql(s) => out.push_sql(s),
                 Part::Bind(Bind::Text(v)) => out.push_bind_param::<sql_types::Text, _>(v)?,
+                Part::Bind(Bind::Int(v)) => out.push_bind_param::<sql_types::BigInt, _>(v)?,
                 Part::Bind(Bind::Bool(v)) => out.push_bind_param::<sql_types::Bool, _>(v)?,
                 Part::Bind(Bind::Timestamp(v)) => out.push_bind_param::<sql_types::Timestamp, _>(v)?,
             }
         }
         Ok(())
     }
+}
+
+/// A whole statement built at run time (multi-row INSERTs), executed with `RunQueryDsl::execute`.
+/// Not cached: its text depends on the row count.
+pub struct Statement(pub Fragment<sql_types::Bool>);
+
+impl QueryId for Statement {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: Backend> QueryFragment<DB> for Statement
+where
+    Fragment<sql_types::Bool>: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for Statement {}
+
+/// `INSERT INTO table (columns) VALUES (…), (…)` for `rows`, each given as its values; `None` is
+/// NULL. Values travel as bind parameters.
+pub fn insert_rows(table: &str, columns: &[&str], rows: impl IntoIterator<Item = Vec<Option<Bind>>>) -> Option<Statement> {
+    let mut f = Fragment::new().sql(&format!("INSERT INTO {table} ({}) VALUES ", columns.join(", ")));
+    let mut any = false;
+    for row in rows {
+        f = f.sql(if any { ", (" } else { "(" });
+        for (i, v) in row.into_iter().enumerate() {
+            if i > 0 {
+                f = f.sql(", ");
+            }
+            f = match v {
+                Some(b) => f.bind(b),
+                None => f.sql("NULL"),
+            };
+        }
+        f = f.sql(")");
+        any = true;
+    }
+    any.then_some(Statement(f))
 }

@@ -146,6 +146,79 @@ pub fn insert_in_tx(
     })
 }
 
+/// Inserts many new users at once (their factor rows too), in the caller's write transaction:
+/// a few multi-row statements instead of several per user (the initial LDAP sync). Fails as a
+/// whole, e.g. on a userName already taken.
+pub fn insert_many_in_tx(
+    conn: &mut DbConn,
+    new: &[(String, Map<String, Value>)],
+    source: &str,
+    now: chrono::NaiveDateTime,
+) -> Result<(), DieselError> {
+    use super::sql::{insert_rows, Bind};
+    let text = |s: &str| Some(Bind::Text(s.to_string()));
+    // Chunks stay well under SQLite's 32,766 bind parameters per statement (and PostgreSQL's 65,535).
+    for chunk in new.chunks(500) {
+        let rows = chunk.iter().map(|(id, body)| {
+            let c = Columns::of(body);
+            vec![
+                text(id),
+                text(c.user_name),
+                Some(Bind::Text(c.user_name_key)),
+                c.external_id.and_then(text),
+                Some(Bind::Bool(c.active)),
+                Some(Bind::Text(c.body)),
+                text(source),
+                Some(Bind::Int(1)),
+                Some(Bind::Timestamp(now)),
+                Some(Bind::Timestamp(now)),
+            ]
+        });
+        let columns = ["id", "user_name", "user_name_key", "external_id", "active", "body", "source", "version", "created_at", "updated_at"];
+        if let Some(s) = insert_rows("users", &columns, rows) {
+            s.execute(conn)?;
+        }
+        if let Some(s) = insert_rows("mfa_factors", &["user_id"], chunk.iter().map(|(id, _)| vec![text(id)])) {
+            s.execute(conn)?;
+        }
+        let values: Vec<ValueRow> = chunk.iter().flat_map(|(id, body)| search_values(id, body)).collect();
+        for rows in values.chunks(2000) {
+            let rows = rows.iter().map(|r| {
+                vec![text(r.user_id), Some(Bind::Text(r.path.clone())), Some(Bind::Int(r.elem.into())), Some(Bind::Text(r.value.clone()))]
+            });
+            if let Some(s) = insert_rows("user_values", &["user_id", "path", "elem", "value"], rows) {
+                s.execute(conn)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lower-cased userNames among `keys` that some user has.
+pub fn taken_user_name_keys(conn: &mut DbConn, keys: &[String]) -> Result<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in keys.chunks(500) {
+        out.extend(users::table.filter(users::user_name_key.eq_any(chunk)).select(users::user_name_key).load::<String>(conn)?);
+    }
+    Ok(out)
+}
+
+/// The externalIds among `ids` that some user has.
+pub fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        out.extend(
+            users::table
+                .filter(users::external_id.eq_any(chunk))
+                .select(users::external_id)
+                .load::<Option<String>>(conn)?
+                .into_iter()
+                .flatten(),
+        );
+    }
+    Ok(out)
+}
+
 /// Replaces the body of user `id` if it is still at `version`.
 pub fn update(conn: &mut DbConn, current: &StoredUser, body: &Map<String, Value>) -> Result<StoredUser, WriteError> {
     super::write_tx(conn, |conn| update_in_tx(conn, current, body, super::now()))
