@@ -173,9 +173,11 @@ fn a_mass_deletion_beyond_the_limit_fails_the_run_and_deactivates_nobody() {
 
 #[test]
 fn slapd_killed_mid_run_fails_the_run_deactivates_nobody_and_the_next_run_succeeds() {
-    let mut slapd = Slapd::start(&people(0..3000));
-    let app = spawn(&slapd, |l| l.page_size = 10);
-    assert_eq!(sync(&app, true)["created"], 3000);
+    // Large enough that the first write batch (5,000 entries) commits well before the end, with
+    // small pages so that the read takes a while.
+    let mut slapd = Slapd::start(&people(0..12_000));
+    let app = spawn(&slapd, |l| l.page_size = 20);
+    assert_eq!(sync(&app, true)["created"], 12_000);
 
     // Catch a full run after its first pages and kill the server under it.
     let mut caught = None;
@@ -205,13 +207,13 @@ fn slapd_killed_mid_run_fails_the_run_deactivates_nobody_and_the_next_run_succee
     let run = wait(&app, &id);
     assert_eq!(run["status"], "failed", "{run:#}");
     let unchanged = run["unchanged"].as_i64().unwrap();
-    assert!(unchanged > 0 && unchanged < 3000, "{run:#}");
+    assert!(unchanged > 0 && unchanged < 12_000, "{run:#}");
     assert_eq!(run["deactivated"], 0);
     assert!(run["errors"][0].as_str().unwrap().contains("search did not complete"), "{run:#}");
     assert_eq!(inactive_count(&app), 0, "a partial read deactivates nobody");
 
     slapd.restart();
-    assert_counts(&sync(&app, true), json!({"status": "succeeded", "unchanged": 3000, "deactivated": 0}));
+    assert_counts(&sync(&app, true), json!({"status": "succeeded", "unchanged": 12_000, "deactivated": 0}));
 }
 
 #[test]
