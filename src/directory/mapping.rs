@@ -3,8 +3,6 @@
 //! entry lacks the attribute), so every path an identity provider may PATCH can be mapped,
 //! `emails[type eq "work"].value` and extension attributes included.
 
-use std::collections::HashMap;
-
 use ldap3::SearchEntry;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -44,7 +42,7 @@ pub struct Mapped {
     pub external_id: Option<String>,
     /// One value per rule (`Null`: the entry lacks it).
     values: Vec<Value>,
-    /// Hash of the mapped values: equal fingerprints mean nothing to write.
+    /// Hash of the DN and the mapped values: equal fingerprints mean nothing to write.
     pub fingerprint: String,
     /// The entry's `change_attribute` value, for the high-water mark.
     pub change: Option<Mark>,
@@ -136,11 +134,14 @@ impl Mapping {
 
     /// Maps one entry; the error says why it cannot be mirrored.
     pub fn map(&self, entry: &SearchEntry) -> Result<Mapped, String> {
-        let attrs: HashMap<String, &Vec<String>> = entry.attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-        let first = |name: &str| attrs.get(name).and_then(|v| v.first()).map(String::as_str);
-        let key = self.key(entry, &attrs).ok_or_else(|| format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute))?;
+        // Attribute names come back as the server spells them; entries have a handful, so a
+        // scan ignoring case beats building a map per entry.
+        let all = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let first = |name: &str| all(name).and_then(|v| v.first()).map(String::as_str);
+        let key = self.key(entry, first(&self.id_attribute)).ok_or_else(|| format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute))?;
         let mut values = Vec::with_capacity(self.rules.len());
         let mut hasher = Sha256::new();
+        hasher.update(entry.dn.as_bytes());
         for rule in &self.rules {
             let raw = first(&rule.attribute);
             let value = match rule.conversion {
@@ -158,10 +159,16 @@ impl Mapping {
                     }
                 },
             };
-            hasher.update(rule.path.as_bytes());
-            hasher.update([0]);
-            hasher.update(value.to_string().as_bytes());
+            // The fingerprint: DN, then each rule's value, unambiguously delimited.
             hasher.update([0x1e]);
+            match &value {
+                Value::String(s) => {
+                    hasher.update(b"s");
+                    hasher.update(s.as_bytes());
+                }
+                Value::Bool(b) => hasher.update(if *b { b"t" } else { b"f" }),
+                _ => hasher.update(b"n"),
+            }
             values.push(value);
         }
         let user_name = match self.value_of(&values, "userName") {
@@ -171,7 +178,7 @@ impl Mapping {
         let external_id = self.value_of(&values, "externalId").and_then(Value::as_str).map(str::to_string);
         let change = first(&self.change_attribute).and_then(|raw| self.mark(raw));
         let flag = self.flag.as_ref().and_then(|(attr, wanted)| {
-            let set = attrs.get(attr).is_some_and(|vs| vs.iter().any(|v| v.eq_ignore_ascii_case(wanted)));
+            let set = all(attr).is_some_and(|vs| vs.iter().any(|v| v.eq_ignore_ascii_case(wanted)));
             // The setting is known by the entry's change mark: a flag set anew changes it.
             set.then(|| first("entrycsn").or(first("modifytimestamp")).or(first(&self.change_attribute)).unwrap_or("-").to_string())
         });
@@ -222,8 +229,8 @@ impl Mapping {
         self.rules.iter().position(|r| r.path == path).map(|i| &values[i])
     }
 
-    fn key(&self, entry: &SearchEntry, attrs: &HashMap<String, &Vec<String>>) -> Option<String> {
-        if let Some(v) = attrs.get(&self.id_attribute).and_then(|v| v.first()) {
+    fn key(&self, entry: &SearchEntry, text: Option<&str>) -> Option<String> {
+        if let Some(v) = text {
             return Some(v.to_ascii_lowercase());
         }
         // Binary keys: AD's objectGUID is a UUID in mixed-endian order; others as raw UUIDs or hex.
@@ -271,6 +278,8 @@ fn boolean(s: &str) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn entry(dn: &str, attrs: &[(&str, &str)]) -> SearchEntry {

@@ -608,23 +608,30 @@ impl Writer {
                 Err(e) => self.report.error(e),
             }
         }
+        // Entries whose link is settled and whose fingerprint (mapped values and DN) is the one
+        // last written need nothing; only the others get their full link read.
         let keys: Vec<&str> = entries.iter().map(|m| m.key.as_str()).collect();
+        let settled: HashMap<String, String> = runs::link_states(conn, &keys)
+            .map_err(db)?
+            .into_iter()
+            .filter(|(_, _, settled)| *settled)
+            .map(|(key, fingerprint, _)| (key, fingerprint))
+            .collect();
+        let (unchanged, changed): (Vec<Mapped>, Vec<Mapped>) =
+            entries.into_iter().partition(|m| m.flag.is_none() && settled.get(&m.key) == Some(&m.fingerprint));
+        self.counts.unchanged += unchanged.len() as i64;
+        let keys: Vec<&str> = changed.iter().map(|m| m.key.as_str()).collect();
         let mut links: HashMap<String, (runs::Link, i64)> =
             runs::links_by_key(conn, &keys).map_err(db)?.into_iter().map(|(l, v)| (l.entry_key.clone(), (l, v))).collect();
         let mut todo = Vec::new();
-        for entry in entries {
+        for entry in changed {
             let link = links.remove(&entry.key);
+            // A flag already applied at this mark (it could not be cleared) needs no write.
             let untouched = link.as_ref().is_some_and(|(l, version)| {
-                let flag_settled = match flags::decide(entry.flag.as_deref(), l.flag_mark.as_deref()) {
-                    flags::Decision::Absent => l.flag_mark.is_none(),
-                    flags::Decision::AlreadyApplied => true,
-                    flags::Decision::Apply => false,
-                };
                 l.fingerprint == entry.fingerprint
                     && *version == l.synced_version
                     && l.missing_since.is_none()
-                    && l.dn == entry.dn
-                    && flag_settled
+                    && flags::decide(entry.flag.as_deref(), l.flag_mark.as_deref()) == flags::Decision::AlreadyApplied
             });
             if untouched {
                 self.counts.unchanged += 1;

@@ -35,6 +35,30 @@ pub fn links_by_key(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<(Link, i64)>
     Ok(out)
 }
 
+/// For each of these entry keys that has a link: `(key, fingerprint, settled)`, where settled
+/// means the user is as the sync last wrote it, present, and with no flag remembered: the cheap
+/// first look of a run, which for an unchanged directory is all it needs.
+pub fn link_states(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<(String, String, bool)>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        out.extend(
+            directory_links::table
+                .inner_join(users::table)
+                .filter(directory_links::entry_key.eq_any(chunk))
+                .select((
+                    directory_links::entry_key,
+                    directory_links::fingerprint,
+                    directory_links::synced_version
+                        .eq(users::version)
+                        .and(directory_links::missing_since.is_null())
+                        .and(directory_links::flag_mark.is_null()),
+                ))
+                .load::<(String, String, bool)>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
 pub fn link_of_user(conn: &mut DbConn, user_id: &str) -> Result<Option<Link>> {
     Ok(directory_links::table.find(user_id).select(Link::as_select()).first(conn).optional()?)
 }
