@@ -11,8 +11,8 @@ use crate::clock::SystemClock;
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
 use crate::domain::tokens::{self, Tokens};
+use crate::domain::users::Users;
 use crate::mfa::{Mfa, Outcome, Selection};
-use crate::store;
 
 #[derive(Debug, Parser)]
 #[command(name = "provisiond", version, about = "SCIM 2.0 provisioning, TOTP second factor and LDAP sync daemon")]
@@ -154,10 +154,10 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             let selection = match filter {
                 Some(f) => Selection::Filter(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
                 None => {
-                    let mut conn = pool.get()?;
+                    let directory = Users::new(pool.clone(), mfa.clone());
                     let mut ids = Vec::new();
                     for name in &users {
-                        match store::users::find_by_user_name(&mut conn, name)? {
+                        match directory.find_by_user_name(name)? {
                             Some(u) => ids.push(u.id),
                             None => lines.push(format!("not_found\t{name}")),
                         }

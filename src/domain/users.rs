@@ -45,6 +45,12 @@ impl Users {
         store::get(&mut conn, id)?.ok_or_else(|| not_found(id))
     }
 
+    /// The user whose userName equals `user_name` ignoring case (userName is caseExact=false).
+    pub fn find_by_user_name(&self, user_name: &str) -> Result<Option<StoredUser>> {
+        let mut conn = self.pool.get()?;
+        Ok(store::find_by_user_name(&mut conn, user_name)?)
+    }
+
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
     pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;

@@ -297,6 +297,11 @@ impl Mfa {
         let name = user_name(&mut conn, user_id)?;
         let (_, at) = self.now();
         store::write_tx(&mut conn, |conn| {
+            // Still enrolled now, inside the transaction: a reset in between must not be
+            // followed by codes for a factor that no longer exists.
+            if !factors::lock(conn, user_id, Some(factors::ENROLLED))? {
+                return Err(Error::Conflict("the factor was reset meanwhile; enrol again first".into()));
+            }
             factors::replace_codes(conn, user_id, &hashes)?;
             let e = audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, (user_id, &name), actor, None, Some(json!({"count": codes.len()})));
             audit::write(conn, &[e])?;
@@ -310,7 +315,10 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let name = user_name(&mut conn, user_id)?;
         let (_, at) = self.now();
-        store::write_tx(&mut conn, |conn| reset::reset_in_tx(conn, (user_id, &name), actor, reason, at))?;
+        store::write_tx(&mut conn, |conn| reset::reset_in_tx(conn, (user_id, &name), actor, reason, at)).map_err(|e| match e {
+            store::Error::Gone(_) => Error::NotFound(format!("no user with id {user_id}")),
+            other => Error::Store(other),
+        })?;
         Ok(ResetDone { id: user_id.to_string(), reset_at: at })
     }
 
@@ -351,9 +359,14 @@ impl Mfa {
                     let one = conn.transaction(|conn| reset::reset_in_tx(conn, (id, name), actor, reason, at));
                     out.push(match one {
                         Ok(_) => BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Reset, detail: None },
+                        Err(store::Error::Gone(_)) => {
+                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::NotFound, detail: Some("no such user".into()) }
+                        }
                         Err(e) => {
+                            // The cause goes to the log; the answer does not show database text.
                             tracing::error!(user_id = %id, error = %e, "bulk MFA reset failed for one user");
-                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Error, detail: Some(e.to_string()) }
+                            let detail = "the reset failed; the daemon log has the cause".to_string();
+                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Error, detail: Some(detail) }
                         }
                     });
                 }

@@ -141,6 +141,19 @@ pub fn set_failures(
     Ok(())
 }
 
+/// Takes the write lock on a factor row (a no-op UPDATE: on SQLite a transaction that writes
+/// first never has to upgrade a read lock); false when there is no such row, or when `status`
+/// is given and the factor is not in it.
+pub fn lock(conn: &mut DbConn, user_id: &str, status: Option<&str>) -> Result<bool, diesel::result::Error> {
+    let n = match status {
+        Some(st) => diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(st)))
+            .set(mfa_factors::status.eq(mfa_factors::status))
+            .execute(conn)?,
+        None => diesel::update(mfa_factors::table.find(user_id)).set(mfa_factors::status.eq(mfa_factors::status)).execute(conn)?,
+    };
+    Ok(n == 1)
+}
+
 /// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.
 pub fn reset(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;

@@ -39,6 +39,9 @@ pub enum Error {
     Migration(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The row to change is gone (deleted by another writer meanwhile).
+    #[error("{0}")]
+    Gone(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -161,7 +164,7 @@ where
 /// caches on the server.
 pub fn bulk_cache(conn: &mut DbConn, on: bool) -> Result<()> {
     if let DbConn::Sqlite(c) = conn {
-        c.batch_execute(if on { "PRAGMA cache_size = -65536" } else { "PRAGMA cache_size = -2000" })?;
+        c.batch_execute(if on { "PRAGMA cache_size = -32768" } else { "PRAGMA cache_size = -2000" })?;
     }
     Ok(())
 }
