@@ -162,9 +162,37 @@ impl Default for Log {
 }
 
 /// A secret from the configuration or the environment: never printed, never serialised.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Any scalar is taken as its text, and an error never shows the value.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret that looks like a number must be quoted"))
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -303,8 +331,16 @@ impl Ldap {
         if self.page_size == 0 {
             out.push("ldap.page_size: must be at least 1".into());
         }
-        if self.timeout == 0 {
-            out.push("ldap.timeout: must be at least 1 second".into());
+        if !(1..=3600).contains(&self.timeout) {
+            out.push("ldap.timeout: must be between 1 and 3600 seconds".into());
+        }
+        if self.overlap > 7 * 86400 {
+            out.push("ldap.overlap: must be at most 604800 seconds (a week)".into());
+        }
+        if self.bind_dn.is_some() && self.bind_password_file.is_none() && self.bind_password.is_none() {
+            // An empty password is an unauthenticated bind that some servers accept and answer
+            // with fewer entries: users would look departed.
+            out.push("ldap.bind_dn: needs ldap.bind_password_file or PROVISIOND_LDAP__BIND_PASSWORD".into());
         }
         if self.bind_password_file.is_some() && self.bind_password.is_some() {
             out.push("ldap.bind_password_file: give either it or ldap.bind_password, not both".into());
@@ -378,11 +414,16 @@ impl Config {
         }
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed("PROVISIOND_").ignore(&["CONFIG"]).split("__"))
+            // The bind password is read as it is, below: figment would turn `12345` into a number.
+            .merge(Env::prefixed("PROVISIOND_").ignore(&["CONFIG", "LDAP__BIND_PASSWORD"]).split("__"))
             .extract()
             .map_err(|e| {
                 ConfigError::Invalid(e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("\n"))
             })?;
+        let mut config = config;
+        if let (Some(ldap), Ok(password)) = (config.ldap.as_mut(), std::env::var("PROVISIOND_LDAP__BIND_PASSWORD")) {
+            ldap.bind_password = Some(Secret(password));
+        }
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -482,6 +523,20 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert_eq!(c.database.url, "sqlite://data/provisiond.db");
         assert_eq!(c.scim.max_page_size, 1000);
+    }
+
+    #[test]
+    fn ldap_section_is_checked_key_by_key_and_never_shows_the_password() {
+        let base = "[ldap]\nurl = \"ldap://h\"\nbase_dn = \"dc=x\"\nbind_dn = \"cn=a\"\n";
+        let e = load(&format!("{base}schedule = \"* *\"\n")).unwrap_err().to_string();
+        assert!(e.contains("ldap.schedule") && e.contains("ldap.bind_dn: needs"), "{e}");
+        let e = load(&format!("{base}bind_password = 1.5\n")).unwrap_err().to_string();
+        assert!(e.contains("must be quoted") && !e.contains("1.5"), "{e}");
+        let c = load(&format!("{base}bind_password = 12345678\n")).unwrap();
+        assert_eq!(c.ldap.as_ref().unwrap().bind_password.as_ref().unwrap().expose(), "12345678");
+        assert!(!format!("{c:?}").contains("12345678"), "Debug hides it");
+        let e = load("[ldap]\nurl = \"http://h\"\n").unwrap_err().to_string();
+        assert!(e.contains("ldap.url") && e.contains("ldap.base_dn"), "{e}");
     }
 
     #[test]

@@ -89,6 +89,8 @@ impl Directory {
     /// Removes the attribute `attribute` from entry `dn`.
     pub async fn remove_attribute(&mut self, dn: &str, attribute: &str) -> Result<(), DirectoryError> {
         let all = std::collections::HashSet::<&str>::new();
+        // The timeout applies to the next operation only: set it for each one.
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
         self.ldap
             .modify(dn, vec![Mod::Delete(attribute, all)])
             .await
@@ -98,16 +100,27 @@ impl Directory {
     }
 
     pub async fn close(mut self) {
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
         let _ = self.ldap.unbind().await;
     }
 }
 
-/// A key as a filter value: text escaped (RFC 4515); AD's objectGUID as its 16 bytes, each escaped.
+/// Id attributes whose values are UUIDs in text form; others holding a UUID key were binary.
+const TEXT_UUID_ATTRIBUTES: [&str; 2] = ["entryUUID", "ipaUniqueID"];
+
+/// A key as a filter value: text escaped (RFC 4515); a binary key (AD's objectGUID, or another
+/// 16-byte attribute the mapping stored as a UUID) as its bytes, each escaped.
 pub fn escape_key(id_attribute: &str, key: &str) -> String {
+    let text = TEXT_UUID_ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(id_attribute));
     match uuid::Uuid::parse_str(key) {
-        Ok(u) if id_attribute.eq_ignore_ascii_case("objectGUID") => u.to_bytes_le().iter().map(|b| format!("\\{b:02x}")).collect(),
+        Ok(u) if id_attribute.eq_ignore_ascii_case("objectGUID") => escape_bytes(&u.to_bytes_le()),
+        Ok(u) if !text => escape_bytes(u.as_bytes()),
         _ => ldap3::ldap_escape(key).into_owned(),
     }
+}
+
+fn escape_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
 }
 
 /// The system roots plus the certificates of `ca_file`.
@@ -140,5 +153,7 @@ mod tests {
             super::escape_key("objectGUID", "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
             r"\ff\19\96\6f\86\8b\11\d0\b4\2d\00\c0\4f\c9\64\ff"
         );
+        assert_eq!(super::escape_key("mS-DS-ConsistencyGuid", "00000000-0000-0000-0000-0000000000ff"), format!("{}\\ff", r"\00".repeat(15)));
+        assert_eq!(super::escape_key("entryUUID", "6f9619ff-8b86-d011-b42d-00c04fc964ff"), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
     }
 }

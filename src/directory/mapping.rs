@@ -50,6 +50,14 @@ pub struct Mapped {
     pub flag: Option<String>,
 }
 
+/// An entry that cannot be mirrored.
+#[derive(Debug, Clone)]
+pub struct MapError {
+    /// The entry's key, when it has one.
+    pub key: Option<String>,
+    pub message: String,
+}
+
 /// A high-water mark: a time (`YYYYMMDDHHMMSSZ`) or an update sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mark {
@@ -132,13 +140,22 @@ impl Mapping {
         out
     }
 
-    /// Maps one entry; the error says why it cannot be mirrored.
-    pub fn map(&self, entry: &SearchEntry) -> Result<Mapped, String> {
+    /// Maps one entry; the error says why it cannot be mirrored, and carries the entry's key
+    /// when it has one (the entry is still in the directory: a full run must not deactivate it).
+    pub fn map(&self, entry: &SearchEntry) -> Result<Mapped, MapError> {
+        let all = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let first = |name: &str| all(name).and_then(|v| v.first()).map(String::as_str);
+        let Some(key) = self.key(entry, first(&self.id_attribute)) else {
+            return Err(MapError { key: None, message: format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute) });
+        };
+        self.map_keyed(entry, key.clone()).map_err(|message| MapError { key: Some(key), message })
+    }
+
+    fn map_keyed(&self, entry: &SearchEntry, key: String) -> Result<Mapped, String> {
         // Attribute names come back as the server spells them; entries have a handful, so a
         // scan ignoring case beats building a map per entry.
         let all = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
         let first = |name: &str| all(name).and_then(|v| v.first()).map(String::as_str);
-        let key = self.key(entry, first(&self.id_attribute)).ok_or_else(|| format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute))?;
         let mut values = Vec::with_capacity(self.rules.len());
         let mut hasher = Sha256::new();
         hasher.update(entry.dn.as_bytes());
@@ -377,8 +394,11 @@ mod tests {
     #[test]
     fn entries_without_a_user_name_or_key_are_refused_with_their_dn() {
         let m = Mapping::new(&config::Ldap::default()).unwrap();
-        assert!(m.map(&entry("uid=x,dc=o", &[("entryUUID", "k")])).unwrap_err().contains("uid=x,dc=o"));
-        assert!(m.map(&entry("uid=y,dc=o", &[("uid", "y")])).unwrap_err().contains("entryuuid"));
+        let e = m.map(&entry("uid=x,dc=o", &[("entryUUID", "k")])).unwrap_err();
+        assert!(e.message.contains("uid=x,dc=o"));
+        assert_eq!(e.key.as_deref(), Some("k"), "the key is known: the entry is still there");
+        let e = m.map(&entry("uid=y,dc=o", &[("uid", "y")])).unwrap_err();
+        assert!(e.message.contains("entryuuid") && e.key.is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::flags;
 use super::ldap::Directory;
-use super::mapping::{Mapped, Mapping, Mark};
+use super::mapping::{MapError, Mapped, Mapping, Mark};
 use crate::clock::{self, Clock};
 use crate::config;
 use crate::domain::audit::{Actor, Origin};
@@ -198,9 +198,10 @@ impl Syncer {
             ..Run::default()
         };
         let recorded = (|| {
-            // Holding the lease, any other `running` row is a run whose process died.
-            runs::fail_abandoned_runs(&mut conn, now)?;
+            // Holding the lease, any other `running` row is a run whose process died. A dry run
+            // writes no history (it holds the lease only so as not to overlap a real run).
             if !options.dry_run {
+                runs::fail_abandoned_runs(&mut conn, now)?;
                 runs::insert_run(&mut conn, &run)?;
             }
             Ok::<_, store::Error>(())
@@ -228,23 +229,19 @@ impl Syncer {
         if report.failed.is_none() {
             match self.read_and_write(&run, options, previous_mark.as_deref(), &mut report).await {
                 Ok(writer) => {
-                    high_water = writer.high_water.clone();
-                    run.created = writer.counts.created;
-                    run.updated = writer.counts.updated;
-                    run.unchanged = writer.counts.unchanged;
-                    run.reactivated = writer.counts.reactivated;
-                    run.resets_applied = writer.counts.resets_applied;
-                    run.flags_cleared = writer.counts.flags_cleared;
-                    run.deactivated = writer.counts.deactivated;
+                    // Not past an entry whose write failed, nor past now (a bogus future time
+                    // on one entry must not stop incremental runs).
+                    high_water = match (writer.high_water.clone(), writer.failed_mark.clone()) {
+                        (Some(seen), Some(failed)) => Some(seen.min(failed)),
+                        (seen, failed) => seen.or(failed),
+                    }
+                    .map(|m| match m {
+                        Mark::Time(t) => Mark::Time(t.min(self.clock.now().format("%Y%m%d%H%M%SZ").to_string())),
+                        usn => usn,
+                    });
+                    writer.counts.record(&mut run);
                 }
-                Err(counts) => {
-                    run.created = counts.created;
-                    run.updated = counts.updated;
-                    run.unchanged = counts.unchanged;
-                    run.reactivated = counts.reactivated;
-                    run.resets_applied = counts.resets_applied;
-                    run.flags_cleared = counts.flags_cleared;
-                }
+                Err(counts) => counts.record(&mut run),
             }
         }
         let failed = report.failed.is_some();
@@ -338,10 +335,12 @@ impl Syncer {
             directory: directory.clone(),
             seen: HashSet::new(),
             high_water: None,
+            failed_mark: None,
+            unkeyed: 0,
             counts: Counts::default(),
             report: Report::default(),
         };
-        let (tx, rx) = mpsc::channel::<Vec<Result<Mapped, String>>>(2);
+        let (tx, rx) = mpsc::channel::<Vec<Result<Mapped, MapError>>>(2);
         let writing = tokio::task::spawn_blocking(move || writer.consume(rx));
         let batch_size = (self.cfg.page_size as usize).clamp(WRITE_BATCH, 5 * WRITE_BATCH);
         let read: Result<(), String> = async {
@@ -458,6 +457,18 @@ fn max_mark(a: &str, b: &str) -> String {
     }
 }
 
+impl Counts {
+    fn record(&self, run: &mut Run) {
+        run.created = self.created;
+        run.updated = self.updated;
+        run.unchanged = self.unchanged;
+        run.deactivated = self.deactivated;
+        run.reactivated = self.reactivated;
+        run.resets_applied = self.resets_applied;
+        run.flags_cleared = self.flags_cleared;
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Counts {
     created: i64,
@@ -531,12 +542,15 @@ impl Report {
 }
 
 /// The end of a batch transaction: a dry run rolls back what it did; a batch in which an entry
-/// failed is done again with savepoints.
+/// failed is done again with savepoints; a run that lost its lease writes nothing more.
 enum TxEnd<T> {
     Rollback(T),
     Retry,
+    LeaseLost,
     Db(diesel::result::Error),
 }
+
+const LEASE_LOST: &str = "the sync lease was lost (another process took it over); stopping";
 
 impl<T> From<diesel::result::Error> for TxEnd<T> {
     fn from(e: diesel::result::Error) -> Self {
@@ -560,12 +574,16 @@ struct Writer {
     /// Keys of every entry read: what a full run did not see is gone from the directory.
     seen: HashSet<String>,
     high_water: Option<Mark>,
+    /// The lowest mark of an entry whose write failed: the next incremental run reads from there.
+    failed_mark: Option<Mark>,
+    /// Entries read without a key (`id_attribute`).
+    unkeyed: usize,
     counts: Counts,
     report: Report,
 }
 
 impl Writer {
-    fn consume(mut self, mut rx: mpsc::Receiver<Vec<Result<Mapped, String>>>) -> Self {
+    fn consume(mut self, mut rx: mpsc::Receiver<Vec<Result<Mapped, MapError>>>) -> Self {
         let mut conn = match self.pool.get() {
             Ok(c) => c,
             Err(e) => {
@@ -591,7 +609,7 @@ impl Writer {
         clock::stored(self.clock.now())
     }
 
-    fn write_batch(&mut self, conn: &mut store::DbConn, batch: Vec<Result<Mapped, String>>) -> Result<(), String> {
+    fn write_batch(&mut self, conn: &mut store::DbConn, batch: Vec<Result<Mapped, MapError>>) -> Result<(), String> {
         let db = |e: store::Error| format!("database: {e}");
         let mut entries = Vec::with_capacity(batch.len());
         for item in batch {
@@ -605,7 +623,17 @@ impl Writer {
                     self.seen.insert(m.key.clone());
                     entries.push(m);
                 }
-                Err(e) => self.report.error(e),
+                Err(e) => {
+                    // The entry is in the directory even if it cannot be mirrored: its user
+                    // stays. Without a key, the run cannot tell whose it is: no deactivation.
+                    match e.key {
+                        Some(key) => {
+                            self.seen.insert(key);
+                        }
+                        None => self.unkeyed += 1,
+                    }
+                    self.report.error(e.message);
+                }
             }
         }
         // Entries whose link is settled and whose fingerprint (mapped values and DN) is the one
@@ -661,8 +689,13 @@ impl Writer {
         // savepoints (each costs SQLite a statement journal); if anything fails, the batch is
         // rolled back and done again entry by entry with a savepoint each, so that only the
         // failing entries are lost.
+        let (run_id, lease_until) = (&self.run_id, at + self.lease_for);
         let mut attempt = |conn: &mut store::DbConn, savepoints: bool| {
             store::write_tx(conn, |conn| {
+                // First (and as the write that takes the lock): still ours to run?
+                if !runs::renew_lease_in_tx(conn, LEASE, run_id, lease_until)? {
+                    return Err(TxEnd::LeaseLost);
+                }
                 let mut results: Vec<Option<crate::domain::Result<mirror::Applied>>> = todo.iter().map(|_| None).collect();
                 if !savepoints && !fresh.is_empty() {
                     let entries: Vec<&Mapped> = fresh.iter().map(|&i| &todo[i].0).collect();
@@ -701,6 +734,7 @@ impl Writer {
         let results = match outcome {
             Ok(r) | Err(TxEnd::Rollback(r)) => r,
             Err(TxEnd::Db(e)) => return Err(format!("database: {e}")),
+            Err(TxEnd::LeaseLost) => return Err(LEASE_LOST.into()),
             Err(TxEnd::Retry) => unreachable!("the second attempt has savepoints"),
         };
         let mut to_clear = Vec::new();
@@ -738,7 +772,14 @@ impl Writer {
                         }
                     }
                 }
-                Err(e) => self.report.error(e.to_string()),
+                Err(e) => {
+                    if let Some(m) = &entry.change {
+                        if self.failed_mark.as_ref().is_none_or(|f| m < f) {
+                            self.failed_mark = Some(m.clone());
+                        }
+                    }
+                    self.report.error(e.to_string());
+                }
             }
         }
         match self.cfg.mfa_reset.as_ref().filter(|f| f.clear && !dry_run) {
@@ -761,7 +802,7 @@ impl Writer {
     fn progress(&mut self, conn: &mut store::DbConn) -> Result<(), String> {
         let now = self.now();
         if !runs::renew_lease(conn, LEASE, &self.run_id, now + self.lease_for).map_err(|e| format!("database: {e}"))? {
-            return Err("the sync lease was lost (another process took it over); stopping".into());
+            return Err(LEASE_LOST.into());
         }
         if self.options.dry_run {
             return Ok(());
@@ -785,6 +826,12 @@ impl Writer {
             after = last.clone();
             missing.extend(page.into_iter().filter(|(_, key)| !self.seen.contains(key)).map(|(id, _)| id));
         }
+        if self.unkeyed > 0 && !missing.is_empty() {
+            return Err(format!(
+                "{} entries had no {} (ldap.id_attribute): the run cannot tell whose they are, so nobody was deactivated",
+                self.unkeyed, self.cfg.id_attribute
+            ));
+        }
         let safety = &self.cfg.safety;
         // Rounded up: one departure from a small directory is not a mass deactivation.
         let by_share = (present as f64 * safety.max_deactivate_percent / 100.0).ceil() as u64;
@@ -801,8 +848,12 @@ impl Writer {
         }
         let at = self.now();
         let dry_run = self.options.dry_run;
+        let (run_id, lease_until) = (self.run_id.clone(), at + self.lease_for);
         for chunk in missing.chunks(500) {
             let outcome = store::write_tx(&mut conn, |conn| {
+                if !runs::renew_lease_in_tx(conn, LEASE, &run_id, lease_until)? {
+                    return Err(TxEnd::LeaseLost);
+                }
                 let mut results = Vec::with_capacity(chunk.len());
                 for id in chunk {
                     results.push((id, conn.transaction(|c| mirror::deactivate(c, id, at))));
@@ -816,6 +867,7 @@ impl Writer {
             let results = match outcome {
                 Ok(r) | Err(TxEnd::Rollback(r)) => r,
                 Err(TxEnd::Db(e)) => return Err(format!("database: {e}")),
+                Err(TxEnd::LeaseLost) => return Err(LEASE_LOST.into()),
                 Err(TxEnd::Retry) => unreachable!("deactivations use savepoints"),
             };
             for (id, r) in results {

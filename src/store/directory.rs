@@ -218,11 +218,15 @@ pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTim
 
 /// Extends a held lease; false when it was lost (expired and taken by another).
 pub fn renew_lease(conn: &mut DbConn, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool> {
-    let n = super::write_tx(conn, |conn| {
-        diesel::update(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
-            .set(sync_lease::expires_at.eq(until))
-            .execute(conn)
-    })?;
+    super::write_tx(conn, |conn| Ok(renew_lease_in_tx(conn, name, holder, until)?))
+}
+
+/// [`renew_lease`] inside the caller's transaction: what it writes then commits only while the
+/// lease is still its own.
+pub fn renew_lease_in_tx(conn: &mut DbConn, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool, DieselError> {
+    let n = diesel::update(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
+        .set(sync_lease::expires_at.eq(until))
+        .execute(conn)?;
     Ok(n == 1)
 }
 

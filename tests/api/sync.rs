@@ -147,6 +147,25 @@ fn a_departed_entry_is_deactivated_by_a_full_run_and_reactivated_when_it_returns
 }
 
 #[test]
+fn an_entry_that_cannot_be_mapped_is_reported_and_its_user_kept() {
+    let slapd = Slapd::start(&people(0..20));
+    let app = spawn(&slapd, |l| {
+        l.attributes.insert("userName".into(), "mail".into());
+        l.attributes.insert("displayName".into(), "cn".into());
+    });
+    sync(&app, true);
+    let before = user(&app, "user3@example.org");
+    slapd.modify(&format!("dn: uid=user3,{PEOPLE}\nchangetype: modify\ndelete: mail\n"));
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "deactivated": 0, "unchanged": 19}));
+    let why = run["errors"][0].as_str().unwrap();
+    assert!(why.contains("uid=user3,ou=people") && why.contains("no value for userName"), "{why}");
+    let after = user(&app, "user3@example.org");
+    assert_eq!(after["active"], true, "the entry is still in the directory");
+    assert_eq!(after["meta"]["version"], before["meta"]["version"]);
+}
+
+#[test]
 fn a_mass_deletion_beyond_the_limit_fails_the_run_and_deactivates_nobody() {
     let slapd = Slapd::start(&people(0..30));
     let app = spawn(&slapd, |_| {});
