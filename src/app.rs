@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use sd_notify::NotifyState;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -56,6 +57,8 @@ impl Application {
                 .configure(http::routes)
         })
             .shutdown_timeout(30)
+            // Signals are ours (`run_until_stopped`): systemd hears STOPPING=1 first.
+            .disable_signals()
             .listen(listener)?;
         if let Some(n) = config.server.workers {
             server = server.workers(n);
@@ -72,14 +75,55 @@ impl Application {
         self.port
     }
 
-    /// Serves until a stop signal, then stops the sync scheduler and waits for runs in progress.
+    /// Serves until SIGTERM or SIGINT: tells systemd READY=1 (migrations done, listener bound),
+    /// pings its watchdog when `WatchdogSec=` asks for it, and on the signal says STOPPING=1,
+    /// stops accepting, lets requests in flight finish (up to 30 s), stops the sync scheduler
+    /// and waits for a run in progress to record its state. Outside systemd the notifications
+    /// are no-ops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received: finishing requests in flight");
+            let _ = sd_notify::notify(&[NotifyState::Stopping]);
+            handle.stop(true).await;
+        });
+        let watchdog = sd_notify::watchdog_enabled().map(|every| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every / 2);
+                loop {
+                    tick.tick().await;
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                }
+            })
+        });
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
         let served = self.server.await;
+        signals.abort();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         if let Some((syncer, scheduler)) = self.sync {
             syncer.shutdown().await;
             let _ = scheduler.await;
         }
         served
+    }
+}
+
+/// SIGTERM (systemd, kill) or SIGINT (Ctrl-C).
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

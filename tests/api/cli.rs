@@ -299,3 +299,33 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     let step_later = mfa.policy().code_at(&secret, now() + 30);
     assert_eq!(mfa.verify(&id, &step_later, &actor).unwrap(), provisiond::mfa::Verification::Valid(provisiond::mfa::Method::Totp));
 }
+
+#[test]
+fn under_systemd_it_notifies_ready_then_stopping_and_exits_0_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let d = Dir::new("");
+    // What systemd gives a Type=notify service: a datagram socket in NOTIFY_SOCKET.
+    let socket_path = d.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["--config", d.config().to_str().unwrap(), "serve"])
+        .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    // READY=1 means it: migrated and listening, answering at once.
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let r = agent.get(format!("http://127.0.0.1:{port}/readyz")).call().unwrap();
+    assert_eq!(r.status(), 200);
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a stop signal is a clean exit: {status}");
+}
