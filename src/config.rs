@@ -424,11 +424,29 @@ impl Config {
         if let (Some(ldap), Ok(password)) = (config.ldap.as_mut(), std::env::var("PROVISIOND_LDAP__BIND_PASSWORD")) {
             ldap.bind_password = Some(Secret(password));
         }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            config.use_credentials(Path::new(&dir));
+        }
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
+        }
+    }
+
+    /// systemd credentials (`LoadCredential=`, in `$CREDENTIALS_DIRECTORY`): `mfa-key` and
+    /// `ldap-bind-password` are used when present, unless the configuration names its own.
+    pub fn use_credentials(&mut self, dir: &Path) {
+        let key = dir.join("mfa-key");
+        if key.is_file() && self.mfa.key_file == Mfa::default().key_file {
+            self.mfa.key_file = key;
+        }
+        let password = dir.join("ldap-bind-password");
+        if let Some(ldap) = self.ldap.as_mut() {
+            if password.is_file() && ldap.bind_password.is_none() && ldap.bind_password_file.is_none() {
+                ldap.bind_password_file = Some(password);
+            }
         }
     }
 

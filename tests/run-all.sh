@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of provisiond, from a fresh machine: installs what is missing (sqlite3, slapd,
-# ldap-utils), builds, runs the Rust suite (unit tests and integration tests against the real
+# ldap-utils, systemd for systemd-analyze), builds, runs the Rust suite (unit tests and integration tests against the real
 # daemon and a real slapd the tests start) and then the public SCIM compliance checker against
 # the built binary.
 set -euo pipefail
@@ -12,6 +12,8 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 # A real OpenLDAP server and its command-line tools for the LDAP sync tests.
 [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] || missing+=(slapd)
 command -v ldapmodify >/dev/null || missing+=(ldap-utils)
+# systemd-analyze checks the shipped unit.
+[ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run-all: missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2

@@ -9,4 +9,5 @@ mod list;
 mod mfa;
 mod slapd;
 mod sync;
+mod systemd;
 mod users;
