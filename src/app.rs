@@ -111,18 +111,19 @@ impl Application {
     }
 }
 
-/// SIGTERM (systemd, kill) or SIGINT (Ctrl-C).
+/// SIGTERM (systemd, kill) or SIGINT (Ctrl-C). SIGHUP, which would otherwise end the process,
+/// only logs that configuration changes need a restart.
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => tracing::warn!("SIGHUP ignored: configuration changes take effect at a restart (systemctl restart provisiond)"),
         }
     }
 }

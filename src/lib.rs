@@ -10,6 +10,7 @@ pub mod directory;
 pub mod domain;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod mfa;
 pub mod scim;
 pub mod store;

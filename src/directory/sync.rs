@@ -263,6 +263,21 @@ impl Syncer {
         if let Ok(mut c) = self.pool.get() {
             let _ = runs::release_lease(&mut c, LEASE, &run.id);
         }
+        if !options.dry_run {
+            let m = &crate::metrics::METRICS;
+            m.sync_runs.with_label_values(&[run.kind.as_str(), run.status.as_str()]).inc();
+            m.sync_duration.with_label_values(&[run.kind.as_str()]).observe(clock_start.elapsed().as_secs_f64());
+            for (outcome, n) in [
+                ("created", run.created),
+                ("updated", run.updated),
+                ("unchanged", run.unchanged),
+                ("deactivated", run.deactivated),
+                ("reactivated", run.reactivated),
+                ("reset", run.resets_applied),
+            ] {
+                m.sync_entries.with_label_values(&[outcome]).inc_by(n.max(0) as u64);
+            }
+        }
         if failed {
             tracing::warn!(run = %run.id, kind = %run.kind, error = report.failed.as_deref().unwrap_or_default(), "sync run failed");
         } else {

@@ -5,6 +5,7 @@ pub mod api_io;
 pub mod auth;
 pub mod discovery;
 pub mod health;
+pub mod metrics_api;
 pub mod mfa_api;
 pub mod request_id;
 pub mod scim_io;
@@ -54,6 +55,7 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .service(web::resource("/metrics").wrap(from_fn(auth::api_token)).route(web::get().to(metrics_api::metrics)))
         .service(
             web::scope("/scim/v2")
                 .wrap(from_fn(auth::scim_scope))

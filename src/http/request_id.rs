@@ -1,5 +1,6 @@
 //! A request id for every request: taken from `X-Request-Id` when the caller sent a sane one,
 //! made up otherwise; returned in the answer, recorded in audit events and the request's span.
+//! The request's metrics are recorded here too (this middleware wraps everything).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -30,8 +31,10 @@ pub async fn assign(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.path());
+    let started = std::time::Instant::now();
     let mut resp = next.call(req).instrument(span.clone()).await?;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
+    crate::http::metrics_api::record(resp.request(), resp.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HeaderName::from_static(HEADER), v);
     }

@@ -250,6 +250,7 @@ impl Mfa {
             }
         }
         self.record_failure(&mut conn, &f, at, actor)?;
+        crate::metrics::METRICS.mfa_verify_failures.inc();
         Ok(Verification::Invalid)
     }
 

@@ -6,6 +6,7 @@ mod discovery;
 mod helpers;
 mod http_edges;
 mod list;
+mod metrics;
 mod mfa;
 mod slapd;
 mod sync;

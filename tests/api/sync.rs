@@ -89,6 +89,12 @@ fn a_full_sync_mirrors_the_directory_and_the_next_one_writes_nothing() {
     assert_eq!(runs.body["totalResults"], 2);
     assert_eq!(runs.body["runs"][0]["id"], again["id"], "newest first");
     assert_eq!(app.get("/api/v1/sync/runs/nope").status, 404);
+
+    let metrics = app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", app.token))]).body;
+    let text = metrics.as_str().unwrap();
+    assert!(text.contains(r#"provisiond_sync_runs_total{kind="full",status="succeeded"} 2"#), "{text}");
+    assert!(text.contains(r#"provisiond_sync_entries_total{outcome="created"} 30"#), "{text}");
+    assert!(text.contains(r#"provisiond_users{active="true",source="ldap"} 30"#), "{text}");
 }
 
 #[test]

@@ -1,0 +1,47 @@
+//! `GET /metrics` (scope `admin`) and the per-request HTTP metrics.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::api_io::{require, ApiError};
+use super::AppState;
+use crate::domain::audit::Origin;
+use crate::domain::tokens::Scope;
+use crate::metrics::METRICS;
+
+pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    require(&req, &[Scope::Admin], Origin::Api)?;
+    let pool = state.pool.clone();
+    let text = web::block(move || METRICS.render(&pool))
+        .await
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(503, "unavailable", e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
+}
+
+/// Counts a request under its route template (`/scim/v2/Users/{id}`, never the id itself).
+pub fn record(req: &HttpRequest, status: u16, took: Duration) {
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str();
+    let status = status.to_string();
+    METRICS.http_requests.with_label_values(&[route.as_str(), method, status.as_str()]).inc();
+    METRICS.http_duration.with_label_values(&[route.as_str(), method]).observe(took.as_secs_f64());
+    if let Some(op) = scim_operation(&route, method) {
+        METRICS.scim_operations.with_label_values(&[op, status.as_str()]).inc();
+    }
+}
+
+fn scim_operation(route: &str, method: &str) -> Option<&'static str> {
+    let rest = route.strip_prefix("/scim/v2")?;
+    Some(match (rest, method) {
+        ("/Users", "POST") => "create",
+        ("/Users", "GET") => "list",
+        ("/Users/.search", "POST") => "search",
+        ("/Users/{id}", "GET") => "get",
+        ("/Users/{id}", "PUT") => "replace",
+        ("/Users/{id}", "PATCH") => "patch",
+        ("/Users/{id}", "DELETE") => "delete",
+        _ => "discovery",
+    })
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics (`GET /metrics`, scope `admin`), with the `prometheus` crate: counters and
+//! histograms the code updates as things happen, and gauges read from the database at scrape
+//! time (users by source and state, MFA resets and lockouts from the audit trail, pool usage),
+//! so that they survive restarts and agree across instances sharing a database.
+
+use std::sync::LazyLock;
+
+use diesel::prelude::*;
+use prometheus::{
+    register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_vec_with_registry, Encoder, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
+};
+
+use crate::store::schema::{audit_events, users};
+use crate::store::{self, Pool};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub scim_operations: IntCounterVec,
+    pub sync_runs: IntCounterVec,
+    pub sync_duration: HistogramVec,
+    pub sync_entries: IntCounterVec,
+    pub mfa_verify_failures: IntCounter,
+    users: IntGaugeVec,
+    mfa_events: IntGaugeVec,
+    pool: IntGaugeVec,
+}
+
+/// One set per process (every daemon of a test process shares it).
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics::new().expect("metric definitions are valid"));
+
+impl Metrics {
+    fn new() -> prometheus::Result<Self> {
+        let r = Registry::new_custom(Some("provisiond".into()), None)?;
+        Ok(Metrics {
+            http_requests: register_int_counter_vec_with_registry!(
+                "http_requests_total",
+                "HTTP requests by route template, method and status",
+                &["route", "method", "status"],
+                r
+            )?,
+            http_duration: register_histogram_vec_with_registry!(
+                "http_request_duration_seconds",
+                "HTTP request latency by route template and method",
+                &["route", "method"],
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                r
+            )?,
+            scim_operations: register_int_counter_vec_with_registry!(
+                "scim_operations_total",
+                "SCIM operations by type (create, get, list, search, replace, patch, delete, discovery) and status",
+                &["operation", "status"],
+                r
+            )?,
+            sync_runs: register_int_counter_vec_with_registry!("sync_runs_total", "LDAP sync runs by kind and status", &["kind", "status"], r)?,
+            sync_duration: register_histogram_vec_with_registry!(
+                "sync_run_duration_seconds",
+                "LDAP sync run duration by kind",
+                &["kind"],
+                vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0],
+                r
+            )?,
+            sync_entries: register_int_counter_vec_with_registry!(
+                "sync_entries_total",
+                "Entries handled by LDAP sync runs, by outcome",
+                &["outcome"],
+                r
+            )?,
+            mfa_verify_failures: register_int_counter_with_registry!("mfa_verify_failures_total", "Wrong TOTP or backup codes", r)?,
+            users: register_int_gauge_vec_with_registry!("users", "Users by source and active state", &["source", "active"], r)?,
+            mfa_events: register_int_gauge_vec_with_registry!(
+                "mfa_events",
+                "MFA resets by origin and verification lockouts, from the audit trail",
+                &["event", "origin"],
+                r
+            )?,
+            pool: register_int_gauge_vec_with_registry!("db_pool_connections", "Database pool connections by state", &["state"], r)?,
+            registry: r,
+        })
+    }
+
+    /// The text exposition, after reading the database-backed gauges.
+    pub fn render(&self, pool: &Pool) -> Result<String, store::Error> {
+        let state = pool.state();
+        self.pool.with_label_values(&["open"]).set(i64::from(state.connections));
+        self.pool.with_label_values(&["idle"]).set(i64::from(state.idle_connections));
+        let mut conn = pool.get()?;
+        let counts: Vec<(String, bool, i64)> = users::table
+            .group_by((users::source, users::active))
+            .select((users::source, users::active, diesel::dsl::count_star()))
+            .load(&mut conn)?;
+        self.users.reset();
+        for (source, active, n) in counts {
+            self.users.with_label_values(&[source.as_str(), if active { "true" } else { "false" }]).set(n);
+        }
+        let events: Vec<(String, String, i64)> = audit_events::table
+            .filter(audit_events::event_type.eq_any(["mfa.reset", "mfa.verify.locked_out"]))
+            .group_by((audit_events::event_type, audit_events::origin))
+            .select((audit_events::event_type, audit_events::origin, diesel::dsl::count_star()))
+            .load(&mut conn)?;
+        self.mfa_events.reset();
+        for (event, origin, n) in events {
+            self.mfa_events.with_label_values(&[event.as_str(), origin.as_str()]).set(n);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into memory");
+        Ok(String::from_utf8(out).expect("the text format is UTF-8"))
+    }
+}

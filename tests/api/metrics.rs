@@ -1,0 +1,47 @@
+//! `GET /metrics`: Prometheus text, admin scope, routes by template, users and MFA events from
+//! the database. (nextest runs each test in its own process, so the counters are this test's.)
+
+use serde_json::json;
+
+use crate::helpers::TestApp;
+use provisiond::domain::tokens::{Scope, Tokens};
+
+/// The value of the sample named exactly `series` (name and labels as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn metrics_count_requests_by_route_template_and_read_users_and_resets_from_the_store() {
+    let app = TestApp::spawn();
+    let id = app.create_user(&json!({"userName": "ada"}))["id"].as_str().unwrap().to_string();
+    app.create_user(&json!({"userName": "bob", "active": false}));
+    assert_eq!(app.get(&format!("/scim/v2/Users/{id}")).status, 200);
+    assert_eq!(app.get("/scim/v2/Users/nope").status, 404);
+    assert_eq!(app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "lost"})).status, 200);
+
+    let r = app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", app.token))]);
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.as_deref().unwrap_or_default().starts_with("text/plain"), "{:?}", r.content_type);
+    let text = r.body.as_str().unwrap().to_string();
+    let created = r#"provisiond_http_requests_total{method="POST",route="/scim/v2/Users",status="201"}"#;
+    assert_eq!(sample(&text, created), Some(2.0), "{text}");
+    assert_eq!(sample(&text, r#"provisiond_http_requests_total{method="GET",route="/scim/v2/Users/{id}",status="404"}"#), Some(1.0));
+    assert_eq!(sample(&text, r#"provisiond_scim_operations_total{operation="get",status="200"}"#), Some(1.0));
+    assert!(text.contains(r#"provisiond_http_request_duration_seconds_bucket{method="GET",route="/scim/v2/Users/{id}",le="#));
+    assert!(!text.contains(&id), "ids never become labels");
+    assert_eq!(sample(&text, r#"provisiond_users{active="true",source="scim"}"#), Some(1.0), "{text}");
+    assert_eq!(sample(&text, r#"provisiond_users{active="false",source="scim"}"#), Some(1.0));
+    assert_eq!(sample(&text, r#"provisiond_mfa_events{event="mfa.reset",origin="api"}"#), Some(1.0));
+    assert!(sample(&text, r#"provisiond_db_pool_connections{state="open"}"#).is_some_and(|n| n >= 1.0));
+    assert!(!text.contains(&app.token), "no token in the output");
+}
+
+#[test]
+fn metrics_need_the_admin_scope() {
+    let app = TestApp::spawn();
+    assert_eq!(app.raw("GET", "/metrics", None, &[]).status, 401);
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let scim = Tokens::new(pool).create("idp", &[Scope::Scim]).unwrap();
+    assert_eq!(app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", scim.expose()))]).status, 403);
+}
