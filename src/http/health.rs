@@ -10,11 +10,20 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The database answers.
+/// The database answers and, with `[ldap]`, the last two sync runs did not both fail.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
-    match web::block(move || crate::store::ping(&pool)).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready"})),
+    let syncing = state.sync.is_some();
+    let check = web::block(move || -> Result<Option<&'static str>, crate::store::Error> {
+        crate::store::ping(&pool)?;
+        if syncing && crate::store::directory::last_runs_failed(&mut *pool.get()?, 2)? {
+            return Ok(Some("the last two LDAP sync runs failed"));
+        }
+        Ok(None)
+    });
+    match check.await {
+        Ok(Ok(None)) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Ok(Ok(Some(reason))) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason})),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
             HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": "database does not answer"}))

@@ -185,6 +185,17 @@ pub fn last_high_water(conn: &mut DbConn) -> Result<Option<String>> {
         .flatten())
 }
 
+/// Whether the last `n` finished runs all failed (and there are `n`).
+pub fn last_runs_failed(conn: &mut DbConn, n: i64) -> Result<bool> {
+    let statuses: Vec<String> = sync_runs::table
+        .filter(sync_runs::status.ne(RUNNING))
+        .order((sync_runs::started_at.desc(), sync_runs::id.desc()))
+        .limit(n)
+        .select(sync_runs::status)
+        .load(conn)?;
+    Ok(statuses.len() as i64 == n && statuses.iter().all(|s| s == FAILED))
+}
+
 /// Runs left `running` by a process that stopped without finishing them.
 pub fn fail_abandoned_runs(conn: &mut DbConn, at: NaiveDateTime) -> Result<usize> {
     Ok(diesel::update(sync_runs::table.filter(sync_runs::status.eq(RUNNING)))

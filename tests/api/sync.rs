@@ -245,12 +245,19 @@ fn slapd_killed_mid_run_fails_the_run_deactivates_nobody_and_the_next_run_succee
 fn a_refused_bind_is_a_failed_run_that_names_the_cause() {
     let slapd = Slapd::start(&people(0..3));
     let app = spawn(&slapd, |l| l.bind_password = Some(provisiond::config::Secret::new("wrong")));
+    assert_eq!(app.get("/readyz").status, 200);
     let run = sync(&app, true);
     assert_eq!(run["status"], "failed");
     let why = run["errors"][0].as_str().unwrap();
     assert!(why.contains("bind as") && why.contains("invalidCredentials") || why.contains("49"), "{why}");
     assert!(!why.contains("wrong"), "the password is never shown: {why}");
     assert_eq!(app.filter("userName pr")["totalResults"], 0);
+    assert_eq!(app.get("/readyz").status, 200, "one failed run is not yet a reason");
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(sync(&app, false)["status"], "failed");
+    let r = app.get("/readyz");
+    assert_eq!(r.status, 503, "two failed runs in a row: not ready");
+    assert_eq!(r.body["reason"], "the last two LDAP sync runs failed");
 }
 
 #[test]
