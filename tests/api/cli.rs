@@ -329,3 +329,36 @@ fn under_systemd_it_notifies_ready_then_stopping_and_exits_0_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "a stop signal is a clean exit: {status}");
 }
+
+#[test]
+fn start_up_failures_exit_non_zero_with_one_line_naming_the_cause() {
+    let serve = |d: &Dir, env: &[(&str, &str)]| {
+        let o = d.run_env(&["serve"], env);
+        assert!(!o.status.success(), "serve must fail: {}", stderr(&o));
+        let err = stderr(&o);
+        let line = err.lines().find(|l| l.starts_with("provisiond: error:")).unwrap_or_else(|| panic!("no error line: {err}")).to_string();
+        line
+    };
+    // The port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let d = Dir::new("");
+    let line = serve(&d, &[("PROVISIOND_SERVER__LISTEN", &addr)]);
+    assert!(line.contains("cannot listen on") && line.contains(&addr) && line.contains("server.listen"), "{line}");
+
+    // The MFA key file is unreadable (wrong size).
+    let d = Dir::new("[mfa]\nkey_file = \"bad.key\"\n");
+    std::fs::write(d.dir.path().join("bad.key"), b"short").unwrap();
+    let line = serve(&d, &[]);
+    assert!(line.contains("mfa.key_file") && line.contains("32 bytes"), "{line}");
+
+    // The database does not answer.
+    let d = Dir::new("");
+    let line = serve(&d, &[("PROVISIOND_DATABASE__URL", "postgres://nobody:secret@127.0.0.1:1/none"), ("PROVISIOND_DATABASE__CONNECT_TIMEOUT", "1")]);
+    assert!(line.contains("cannot open the database") && !line.contains("secret"), "{line}");
+
+    // The configuration is wrong.
+    let d = Dir::new("[ldap]\nurl = \"ldap://h\"\nbase_dn = \"dc=x\"\nschedule = \"never\"\n");
+    let line = serve(&d, &[]);
+    assert!(line.contains("ldap.schedule"), "{line}");
+}
