@@ -362,3 +362,49 @@ fn start_up_failures_exit_non_zero_with_one_line_naming_the_cause() {
     let line = serve(&d, &[]);
     assert!(line.contains("ldap.schedule"), "{line}");
 }
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
+    use std::io::{Read, Write};
+    let d = Dir::new("");
+    let token = stdout(&d.run(&["token", "create", "--name", "idp", "--scope", "scim"])).lines().last().unwrap().to_string();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["--config", d.config().to_str().unwrap(), "serve"])
+        .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        agent.get(format!("http://127.0.0.1:{port}/readyz")).call().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up, "daemon did not become ready");
+
+    // A slow client: headers and half the body, then the stop signal, then the rest.
+    let body = json!({"userName": "in-flight"}).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.write_all(rest.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "the request in flight was answered: {answer}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // New connections are refused now, and the user is stored.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let mut config = provisiond::config::Config::load(&d.config()).unwrap();
+    config.database.url = format!("sqlite://{}", d.dir.path().join("data/p.db").display());
+    let pool = provisiond::app::open_database(&config).unwrap();
+    assert!(provisiond::store::users::find_by_user_name(&mut pool.get().unwrap(), "in-flight").unwrap().is_some());
+}

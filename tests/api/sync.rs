@@ -431,3 +431,47 @@ impl Cli {
         (out.status.success(), summary)
     }
 }
+
+#[test]
+fn sigterm_during_a_sync_records_it_failed_deactivates_nobody_and_exits_0() {
+    let slapd = Slapd::start(&people(0..12_000));
+    // The daemon under test is the real binary; the in-process one only reads the same database.
+    let app = spawn(&slapd, |_| {});
+    let cli = Cli::new(&app, &slapd, "page_size = 20");
+    let (ok, first) = cli.sync(&["--full"]);
+    assert!(ok && first["created"] == 12_000, "{first:#}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut daemon = Command::new(BIN)
+        .args(["--config", cli.config.to_str().unwrap(), "serve"])
+        .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let base = format!("http://127.0.0.1:{port}");
+    let auth = format!("Bearer {}", app.token);
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up, "daemon did not become ready");
+    let mut r = agent.post(format!("{base}/api/v1/sync/runs")).header("Authorization", &auth).header("Content-Type", "application/json").send(r#"{"full": true}"#).unwrap();
+    assert_eq!(r.status(), 202);
+    let run: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    // Stop it once the run is under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get(&format!("/api/v1/sync/runs/{id}")).body["unchanged"].as_i64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the run did not progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let run = app.get(&format!("/api/v1/sync/runs/{id}")).body;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert!(run["errors"][0].as_str().unwrap().contains("shutting down"), "{run:#}");
+    assert_eq!(run["deactivated"], 0);
+    assert_eq!(inactive_count(&app), 0);
+    // The lease was released: the next run starts at once.
+    assert_eq!(sync(&app, false)["status"], "succeeded");
+}
