@@ -56,7 +56,7 @@ impl Application {
                 .wrap(from_fn(http::request_id::assign))
                 .configure(http::routes)
         })
-            .shutdown_timeout(30)
+            .shutdown_timeout(config.server.shutdown_timeout)
             // Signals are ours (`run_until_stopped`): systemd hears STOPPING=1 first.
             .disable_signals()
             .listen(listener)?;
@@ -77,7 +77,7 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT: tells systemd READY=1 (migrations done, listener bound),
     /// pings its watchdog when `WatchdogSec=` asks for it, and on the signal says STOPPING=1,
-    /// stops accepting, lets requests in flight finish (up to 30 s), stops the sync scheduler
+    /// stops accepting, lets requests in flight finish (`server.shutdown_timeout`), stops the sync scheduler
     /// and waits for a run in progress to record its state. Outside systemd the notifications
     /// are no-ops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -35,6 +35,8 @@ pub struct Server {
     pub public_url: Option<String>,
     /// HTTP worker threads (default: one per CPU).
     pub workers: Option<usize>,
+    /// Seconds requests in flight may take to finish after SIGTERM before they are dropped.
+    pub shutdown_timeout: u64,
 }
 
 impl Default for Server {
@@ -44,6 +46,7 @@ impl Default for Server {
             max_body_bytes: 1024 * 1024,
             public_url: None,
             workers: None,
+            shutdown_timeout: 30,
         }
     }
 }

@@ -11,6 +11,7 @@ use diesel::Connection;
 use ldap3::SearchEntry;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::flags;
 use super::ldap::Directory;
@@ -213,8 +214,13 @@ impl Syncer {
         Ok(Started { run, options })
     }
 
-    /// Runs a started run to its end and records it.
+    /// Runs a started run to its end and records it, in a span of its own.
     pub async fn execute(&self, started: Started) -> Summary {
+        let span = Self::span(&started);
+        self.execute_in_span(started).instrument(span).await
+    }
+
+    async fn execute_in_span(&self, started: Started) -> Summary {
         let clock_start = Instant::now();
         let Started { mut run, options } = started;
         let mut report = Report::default();
@@ -296,6 +302,11 @@ impl Syncer {
         Ok(self.execute(started).await)
     }
 
+    /// The span every log line of a run carries.
+    fn span(started: &Started) -> tracing::Span {
+        tracing::info_span!("sync_run", id = %started.run.id, kind = %started.run.kind, dry_run = started.options.dry_run)
+    }
+
     /// Starts a run in the background (the API answers at once); its record tells the end.
     pub fn spawn(self: &Arc<Self>, options: Options) -> Result<Run, StartError> {
         let started = self.begin(options)?;
@@ -356,7 +367,8 @@ impl Syncer {
             report: Report::default(),
         };
         let (tx, rx) = mpsc::channel::<Vec<Result<Mapped, MapError>>>(2);
-        let writing = tokio::task::spawn_blocking(move || writer.consume(rx));
+        let span = tracing::Span::current();
+        let writing = tokio::task::spawn_blocking(move || span.in_scope(|| writer.consume(rx)));
         let batch_size = (self.cfg.page_size as usize).clamp(WRITE_BATCH, 5 * WRITE_BATCH);
         let read: Result<(), String> = async {
             let mut stream = directory.search(&filter, self.mapping.attributes()).await.map_err(|e| e.to_string())?;
@@ -417,8 +429,9 @@ impl Syncer {
         directory.close().await;
         if options.full {
             let allow = options.allow_mass_deactivation;
+            let span = tracing::Span::current();
             let result = tokio::task::spawn_blocking(move || {
-                let outcome = writer.deactivate_missing(allow);
+                let outcome = span.in_scope(|| writer.deactivate_missing(allow));
                 (writer, outcome)
             })
             .await;

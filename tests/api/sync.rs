@@ -475,3 +475,22 @@ fn sigterm_during_a_sync_records_it_failed_deactivates_nobody_and_exits_0() {
     // The lease was released: the next run starts at once.
     assert_eq!(sync(&app, false)["status"], "succeeded");
 }
+
+#[test]
+fn a_sync_run_logged_at_trace_level_never_shows_the_bind_password() {
+    let slapd = Slapd::start(&people(0..5));
+    let app = spawn(&slapd, |_| {});
+    let cli = Cli::new(&app, &slapd, "");
+    slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\nadd: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n"));
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cli.config)
+        .args(["sync", "--full"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("sync_run") && log.contains("sync run finished"), "one span per run: {log}");
+    assert!(!log.contains(slapd::ADMIN_PASSWORD), "the bind password reached the log");
+}
