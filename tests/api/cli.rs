@@ -301,7 +301,7 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
 }
 
 #[test]
-fn under_systemd_it_notifies_ready_then_stopping_and_exits_0_on_sigterm() {
+fn under_systemd_it_notifies_ready_pings_the_watchdog_says_stopping_and_exits_0_on_sigterm() {
     use std::os::unix::net::UnixDatagram;
     let d = Dir::new("");
     // What systemd gives a Type=notify service: a datagram socket in NOTIFY_SOCKET.
@@ -313,19 +313,27 @@ fn under_systemd_it_notifies_ready_then_stopping_and_exits_0_on_sigterm() {
         .args(["--config", d.config().to_str().unwrap(), "serve"])
         .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("NOTIFY_SOCKET", &socket_path)
+        // WatchdogSec=0.2s: pings at least every 0.1 s.
+        .env("WATCHDOG_USEC", "200000")
         .spawn()
         .unwrap();
     let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf).expect("a notification");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|m: &String| m.contains("READY=1")) && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2) {
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no READY=1 and watchdog pings ({e}); got {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
     // READY=1 means it: migrated and listening, answering at once.
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let r = agent.get(format!("http://127.0.0.1:{port}/readyz")).call().unwrap();
     assert_eq!(r.status(), 200);
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let n = socket.recv(&mut buf).expect("a notification");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let stopping = (0..100).any(|_| {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1")
+    });
+    assert!(stopping, "STOPPING=1 after SIGTERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "a stop signal is a clean exit: {status}");
 }
