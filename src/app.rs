@@ -131,8 +131,9 @@ async fn wait_for_stop_signal() {
 /// The pool, with migrations applied.
 pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
     let db = &config.database;
-    let pool = store::connect(&db.url, db.pool_size, Duration::from_secs(db.connect_timeout))
-        .with_context(|| format!("cannot open the database (database.url = {})", redact(&db.url)))?;
+    let url = db.connection_url().map_err(anyhow::Error::msg)?;
+    let pool = store::connect(url.expose(), db.pool_size, Duration::from_secs(db.connect_timeout))
+        .with_context(|| format!("cannot open the database (database.url = {})", store::redact(&db.url)))?;
     let applied = store::migrate(&pool).context("cannot migrate the database")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
@@ -144,27 +145,4 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
 pub fn load_sealer(config: &Config) -> anyhow::Result<crate::mfa::Sealer> {
     crate::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
         .context("cannot load the MFA key (mfa.key_file)")
-}
-
-/// The URL without a password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
-    }
 }

@@ -51,15 +51,18 @@ impl Default for Server {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
-    /// `sqlite://PATH` (embedded default) or `postgres://…`.
+    /// `sqlite://PATH` (embedded default) or `postgres://[USER@]HOST[:PORT]/DB[?sslmode=…]`.
     pub url: String,
-    /// Connections kept in the pool.
+    /// Connections kept in the pool (each instance opens up to this many).
     pub pool_size: u32,
-    /// Seconds to wait for a connection.
+    /// Seconds to wait for a connection, from the pool and when connecting to PostgreSQL.
     pub connect_timeout: u64,
+    /// PostgreSQL password, read from this file (one trailing newline dropped); the systemd
+    /// credential `database-password` is used when this is unset.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for Database {
@@ -68,8 +71,84 @@ impl Default for Database {
             url: "sqlite://data/provisiond.db".into(),
             pool_size: 8,
             connect_timeout: 10,
+            password_file: None,
         }
     }
+}
+
+// By hand: a password written into the URL must not reach a log through `{:?}`.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &crate::store::redact(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl Database {
+    fn is_postgres(&self) -> bool {
+        matches!(crate::store::Target::parse(&self.url), Ok(crate::store::Target::Postgres(_)))
+    }
+
+    /// The URL handed to the driver. For PostgreSQL the password from `password_file` and
+    /// `connect_timeout` are added as libpq URI parameters (so no password needs to be in the
+    /// configuration file); everything else in the URL, `sslmode` included, is libpq's.
+    pub fn connection_url(&self) -> Result<Secret, String> {
+        if !self.is_postgres() {
+            return Ok(Secret(self.url.clone()));
+        }
+        let mut params = Vec::new();
+        if let Some(path) = &self.password_file {
+            let password = std::fs::read_to_string(path)
+                .map_err(|e| format!("database.password_file: cannot read {}: {e}", path.display()))?;
+            let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
+            params.push(format!("password={}", percent_encode(password)));
+        }
+        if !self.url.contains("connect_timeout=") {
+            params.push(format!("connect_timeout={}", self.connect_timeout));
+        }
+        let mut url = self.url.clone();
+        for p in params {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&p);
+        }
+        Ok(Secret(url))
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        if let Err(e) = crate::store::Target::parse(&self.url) {
+            out.push(format!("database.url: {e}"));
+        }
+        if self.pool_size == 0 {
+            out.push("database.pool_size: must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.connect_timeout) {
+            out.push("database.connect_timeout: must be between 1 and 3600 seconds".into());
+        }
+        if self.password_file.is_some() {
+            if !self.is_postgres() {
+                out.push("database.password_file: only for a postgres:// url".into());
+            } else if crate::store::redact(&self.url) != self.url {
+                out.push("database.password_file: the url has a password already; give one or the other".into());
+            }
+        }
+    }
+}
+
+/// Percent-encodes a URI component (RFC 3986 unreserved characters stay).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -438,9 +517,14 @@ impl Config {
         }
     }
 
-    /// systemd credentials (`LoadCredential=`, in `$CREDENTIALS_DIRECTORY`): `mfa-key` and
-    /// `ldap-bind-password` are used when present, unless the configuration names its own.
+    /// systemd credentials (`LoadCredential=`, in `$CREDENTIALS_DIRECTORY`): `mfa-key`,
+    /// `ldap-bind-password` and `database-password` are used when present, unless the
+    /// configuration names its own.
     pub fn use_credentials(&mut self, dir: &Path) {
+        let db_password = dir.join("database-password");
+        if db_password.is_file() && self.database.password_file.is_none() && self.database.is_postgres() {
+            self.database.password_file = Some(db_password);
+        }
         let key = dir.join("mfa-key");
         if key.is_file() && self.mfa.key_file == Mfa::default().key_file {
             self.mfa.key_file = key;
@@ -467,12 +551,7 @@ impl Config {
                 out.push(format!("server.public_url: {url:?} must start with http:// or https://"));
             }
         }
-        if let Err(e) = crate::store::Target::parse(&self.database.url) {
-            out.push(format!("database.url: {e}"));
-        }
-        if self.database.pool_size == 0 {
-            out.push("database.pool_size: must be at least 1".into());
-        }
+        self.database.problems(&mut out);
         if self.scim.max_page_size < 1 {
             out.push("scim.max_page_size: must be at least 1".into());
         }

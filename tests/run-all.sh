@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of provisiond, from a fresh machine: installs what is missing (sqlite3, slapd,
-# ldap-utils, systemd for systemd-analyze), builds, runs the Rust suite (unit tests and integration tests against the real
-# daemon and a real slapd the tests start) and then the public SCIM compliance checker against
-# the built binary.
+# ldap-utils, PostgreSQL 15 server binaries, openssl, systemd for systemd-analyze), builds, runs
+# the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
+# the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
+# its own server), and then the public SCIM compliance checker against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 # A real OpenLDAP server and its command-line tools for the LDAP sync tests.
 [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] || missing+=(slapd)
 command -v ldapmodify >/dev/null || missing+=(ldap-utils)
+# PostgreSQL server binaries (the tests run initdb and postgres themselves) and openssl (a
+# certificate for the TLS test).
+[ -x /usr/lib/postgresql/15/bin/initdb ] && [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+command -v openssl >/dev/null || missing+=(openssl)
 # systemd-analyze checks the shipped unit.
 [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -23,7 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     # The package starts a system slapd (with a default database): the tests start their own.
-    if command -v service >/dev/null; then service slapd stop >/dev/null 2>&1 || true; fi
+    # The same goes for PostgreSQL's default cluster.
+    if command -v service >/dev/null; then
+        service slapd stop >/dev/null 2>&1 || true
+        service postgresql stop >/dev/null 2>&1 || true
+    fi
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "run-all: installing cargo-nextest"
@@ -31,5 +40,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cargo build --locked --all-targets
-cargo nextest run --locked --no-fail-fast
-tests/compliance.sh target/debug/provisiond
+failed=0
+echo "run-all: the whole suite on SQLite"
+cargo nextest run --locked --no-fail-fast || failed=1
+echo "run-all: the integration tests on PostgreSQL"
+TEST_BACKEND=postgres cargo nextest run --locked --no-fail-fast -E 'binary(api)' || failed=1
+tests/compliance.sh target/debug/provisiond || failed=1
+exit $failed

@@ -18,6 +18,7 @@ pub fn reset_in_tx(
     reason: Option<&str>,
     at: NaiveDateTime,
 ) -> Result<String, store::Error> {
+    store::mfa::take_reset_turn(conn)?;
     if !store::mfa::lock(conn, user.0, None)? {
         return Err(store::Error::Gone(format!("user {} no longer exists", user.0)));
     }

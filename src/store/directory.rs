@@ -216,9 +216,12 @@ pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTim
     super::write_tx(conn, |conn| {
         diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::expires_at.lt(now)))
             .execute(conn)?;
-        let taken = diesel::insert_into(sync_lease::table)
-            .values((sync_lease::name.eq(name), sync_lease::holder.eq(holder), sync_lease::expires_at.eq(until)))
-            .execute(conn);
+        // In a savepoint: on PostgreSQL a failed statement spoils the whole transaction.
+        let taken = conn.transaction(|conn| {
+            diesel::insert_into(sync_lease::table)
+                .values((sync_lease::name.eq(name), sync_lease::holder.eq(holder), sync_lease::expires_at.eq(until)))
+                .execute(conn)
+        });
         match taken {
             Ok(_) => Ok(true),
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),

@@ -141,6 +141,19 @@ pub fn set_failures(
     Ok(())
 }
 
+/// Makes the transactions that reset factors take their turns (PostgreSQL; SQLite has one
+/// writer anyway). A bulk reset and a sync batch each lock many factor rows, in orders of their
+/// own; without this, two of them on different instances could each wait for a row the other
+/// holds, and PostgreSQL would break the deadlock by failing one of the resets. The lock is
+/// held to the end of the transaction and taken again at no cost within it.
+pub fn take_reset_turn(conn: &mut DbConn) -> Result<(), diesel::result::Error> {
+    if let DbConn::Pg(pg) = conn {
+        // An arbitrary application-wide key: "provisiond mfa reset".
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7470652301)").execute(pg)?;
+    }
+    Ok(())
+}
+
 /// Takes the write lock on a factor row (a no-op UPDATE: on SQLite a transaction that writes
 /// first never has to upgrade a read lock); false when there is no such row, or when `status`
 /// is given and the factor is not in it.

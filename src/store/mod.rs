@@ -46,8 +46,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Where the data lives, parsed from `[database] url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives, parsed from `[database] url`. (No `Debug`: the URL may hold a password.)
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// A file path (created with its directory when missing), or `:memory:`.
     Sqlite(String),
@@ -69,10 +69,42 @@ impl Target {
     }
 }
 
+/// A database URL fit for messages: a password in the user part or in a `password=` parameter
+/// becomes `***`.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let (Some(s), Some(at)) = (out.find("://"), out.rfind('@')) {
+        if let Some(colon) = out[s + 3..at].find(':') {
+            out.replace_range(s + 3 + colon + 1..at, "***");
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let params: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k == "password" => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], params.join("&"));
+    }
+    out
+}
+
 /// r2d2 manager that picks the backend from the URL scheme and prepares each connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Manager {
     target: Target,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match &self.target {
+            Target::Sqlite(path) => format!("sqlite://{path}"),
+            Target::Postgres(url) => redact(url),
+        };
+        f.debug_struct("Manager").field("url", &url).finish()
+    }
 }
 
 impl ManageConnection for Manager {
@@ -179,4 +211,15 @@ pub fn ping(pool: &Pool) -> Result<()> {
 /// The current time as stored: UTC, microsecond precision (what both backends keep).
 pub fn now() -> chrono::NaiveDateTime {
     crate::clock::stored(chrono::Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db?sslmode=require&password=p%40ss"), "postgres://u@h/db?sslmode=require&password=***");
+        assert_eq!(super::redact("postgres://u:a:b@h:5432/db?password=x"), "postgres://u:***@h:5432/db?password=***");
+        assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
+    }
 }

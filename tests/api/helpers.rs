@@ -1,6 +1,10 @@
-//! A real daemon per test: its own temporary SQLite database, a random port, and tokens.
+//! A real daemon per test: its own database, a random port, and tokens.
+//!
+//! The backend is chosen for the whole run by `TEST_BACKEND`: `sqlite` (default) or
+//! `postgres` (a real PostgreSQL server per test, see `postgres.rs`); `tests/run-all.sh` runs
+//! the suite once with each.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
 use provisiond::app::{self, Application};
@@ -8,6 +12,119 @@ use provisiond::clock::ManualClock;
 use provisiond::config::Config;
 use provisiond::domain::tokens::{Scope, Tokens};
 use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend of this run.
+pub fn backend() -> Backend {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("TEST_BACKEND={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// One test's database: a SQLite file in the test's directory, or a PostgreSQL server of its
+/// own (kept running as long as a clone lives; several daemons may share it).
+#[derive(Clone)]
+pub struct TestDb {
+    pub url: String,
+    /// The PostgreSQL password, in a file as an operator would give it.
+    pub password_file: Option<PathBuf>,
+    pub server: Option<Arc<crate::postgres::PgServer>>,
+}
+
+impl TestDb {
+    pub fn new(dir: &Path) -> Self {
+        Self::with_sqlite_file(dir, &dir.join("provisiond.db"))
+    }
+
+    /// On SQLite, the database is `file`; other files (the PostgreSQL password) go in `dir`.
+    pub fn with_sqlite_file(dir: &Path, file: &Path) -> Self {
+        match backend() {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", file.display()),
+                password_file: None,
+                server: None,
+            },
+            Backend::Postgres => {
+                let server = crate::postgres::PgServer::start();
+                let password_file = dir.join("pg-password");
+                std::fs::write(&password_file, format!("{}\n", crate::postgres::PASSWORD)).unwrap();
+                TestDb { url: server.url(), password_file: Some(password_file), server: Some(Arc::new(server)) }
+            }
+        }
+    }
+
+    pub fn apply(&self, config: &mut Config) {
+        config.database.url = self.url.clone();
+        config.database.password_file = self.password_file.clone();
+    }
+
+    /// Every byte the database keeps on disk: the SQLite file and its write-ahead log, or
+    /// PostgreSQL's tables and WAL after a checkpoint (tests grep it for secrets in clear).
+    pub fn stored_bytes(&self) -> Stored {
+        let mut out = Vec::new();
+        match &self.server {
+            None => {
+                let file = self.url.strip_prefix("sqlite://").unwrap();
+                for suffix in ["", "-wal"] {
+                    out.extend(std::fs::read(format!("{file}{suffix}")).unwrap_or_default());
+                }
+            }
+            Some(server) => {
+                use diesel::RunQueryDsl;
+                diesel::sql_query("CHECKPOINT").execute(&mut server.connect("postgres")).expect("checkpoint");
+                #[derive(diesel::QueryableByName)]
+                struct Oid {
+                    #[diesel(sql_type = diesel::sql_types::Oid)]
+                    oid: u32,
+                }
+                let db: Oid = diesel::sql_query(format!("SELECT oid FROM pg_database WHERE datname = '{}'", crate::postgres::DATABASE))
+                    .get_result(&mut server.connect("postgres"))
+                    .expect("database oid");
+                let data = server.dir.path().join("data");
+                read_tree(&data.join("base").join(db.oid.to_string()), &mut out);
+                read_tree(&data.join("pg_wal"), &mut out);
+            }
+        }
+        assert!(!out.is_empty(), "no database files found");
+        Stored(out)
+    }
+
+    /// The `[database]` section of a configuration file.
+    pub fn toml(&self) -> String {
+        let mut out = format!("[database]\nurl = {:?}\n", self.url);
+        if let Some(f) = &self.password_file {
+            out.push_str(&format!("password_file = {:?}\n", f.display().to_string()));
+        }
+        out
+    }
+}
+
+/// The database's files, to search.
+pub struct Stored(Vec<u8>);
+
+impl Stored {
+    pub fn contains(&self, needle: &[u8]) -> bool {
+        memchr::memmem::find(&self.0, needle).is_some()
+    }
+}
+
+fn read_tree(dir: &Path, out: &mut Vec<u8>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            read_tree(&path, out);
+        } else {
+            out.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+}
 
 pub struct TestApp {
     pub base: String,
@@ -18,6 +135,7 @@ pub struct TestApp {
     /// The daemon's clock: tests move it to walk TOTP windows and lockouts.
     pub clock: Arc<ManualClock>,
     pub config: Config,
+    pub db: TestDb,
 }
 
 /// A response: status, headers we look at, and the JSON body (Null when empty).
@@ -32,10 +150,10 @@ pub struct Reply {
     pub retry_after: Option<String>,
 }
 
-pub fn config_for(dir: &std::path::Path) -> Config {
+pub fn config_for(dir: &Path, db: &TestDb) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
-    config.database.url = format!("sqlite://{}", dir.join("provisiond.db").display());
+    db.apply(&mut config);
     config.database.pool_size = 4;
     config.mfa.key_file = dir.join("mfa.key");
     config.log.level = "warn".into();
@@ -50,11 +168,31 @@ impl TestApp {
     /// Starts the daemon with a configuration the test may adjust.
     pub fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = config_for(dir.path());
+        let db = TestDb::new(dir.path());
+        Self::spawn_in(dir, db, "test", adjust)
+    }
+
+    /// A second daemon on this one's database (as a second instance behind a load balancer),
+    /// with its own MFA key file copied from the first.
+    pub fn another_instance(&self) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(&self.config.mfa.key_file, dir.path().join("mfa.key")).expect("copy the MFA key");
+        let base = self.config.clone();
+        Self::spawn_in(dir, self.db.clone(), "test-2", move |c| {
+            let (key, listen) = (c.mfa.key_file.clone(), c.server.listen.clone());
+            *c = base;
+            c.mfa.key_file = key;
+            c.server.listen = listen;
+        })
+    }
+
+    /// Starts the daemon on `db` with a token called `token_name` (the actor of its requests).
+    fn spawn_in(dir: tempfile::TempDir, db: TestDb, token_name: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = config_for(dir.path(), &db);
         adjust(&mut config);
         let pool = app::open_database(&config).expect("database");
         let token = Tokens::new(pool)
-            .create("test", &[Scope::Scim, Scope::Mfa, Scope::Admin])
+            .create(token_name, &[Scope::Scim, Scope::Mfa, Scope::Admin])
             .expect("token")
             .expose()
             .to_string();
@@ -85,10 +223,13 @@ impl TestApp {
             agent,
             clock,
             config,
+            db,
         }
     }
 
+    /// The SQLite database file (SQLite runs only).
     pub fn db_path(&self) -> PathBuf {
+        assert_eq!(backend(), Backend::Sqlite, "a SQLite file exists on the SQLite backend only");
         self.dir.path().join("provisiond.db")
     }
 

@@ -19,7 +19,7 @@ fn scim_needs_a_valid_token_with_the_scim_scope() {
     assert!(!wrong.body.to_string().contains("pvd_not-a-token"));
 
     // A token without the scim scope is recognised but refused.
-    let pool = provisiond::app::open_database(&crate::helpers::config_for(app.dir.path())).unwrap();
+    let pool = provisiond::app::open_database(&app.config).unwrap();
     let mfa_only = provisiond::domain::tokens::Tokens::new(pool)
         .create("mfa-only", &[provisiond::domain::tokens::Scope::Mfa])
         .unwrap();

@@ -197,6 +197,11 @@ fn search_endpoints_take_a_search_request() {
 fn filters_on_indexed_attributes_use_an_index() {
     // Filters on userName, externalId, id, emails and meta.lastModified must be answered by an
     // index: ask SQLite for the plan of the very SQL the filter compiler produces.
+    // SQLite only: PostgreSQL's planner rightly scans a table of a few rows instead of using an
+    // index, so a plan there proves nothing (the migrations create the same indexes).
+    if crate::helpers::backend() != crate::helpers::Backend::Sqlite {
+        return;
+    }
     let app = populated();
     let db = app.db_path();
     let cases = [

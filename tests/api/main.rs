@@ -1,13 +1,16 @@
-//! Integration tests: the real daemon on a random port with a temporary SQLite database, and a
-//! real slapd for the LDAP sync.
+//! Integration tests: the real daemon on a random port with its own database (SQLite, or a real
+//! PostgreSQL with TEST_BACKEND=postgres), and a real slapd for the LDAP sync.
 
 mod cli;
+mod database;
 mod discovery;
 mod helpers;
 mod http_edges;
+mod instances;
 mod list;
 mod metrics;
 mod mfa;
+mod postgres;
 mod slapd;
 mod sync;
 mod systemd;

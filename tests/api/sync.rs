@@ -13,14 +13,14 @@ use crate::slapd::{self, person, people, Slapd, FLAG_ATTRIBUTE, PEOPLE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 
-fn spawn(slapd: &Slapd, adjust: impl FnOnce(&mut provisiond::config::Ldap)) -> TestApp {
+pub fn spawn(slapd: &Slapd, adjust: impl FnOnce(&mut provisiond::config::Ldap)) -> TestApp {
     let mut ldap = slapd.config();
     adjust(&mut ldap);
     TestApp::spawn_with(move |c| c.ldap = Some(ldap))
 }
 
 /// Starts a run through the API and waits for its end; returns the finished run.
-fn sync(app: &TestApp, full: bool) -> Value {
+pub fn sync(app: &TestApp, full: bool) -> Value {
     let r = app.post("/api/v1/sync/runs", &json!({"full": full}));
     assert_eq!(r.status, 202, "{:?}", r.body);
     assert_eq!(r.body["status"], "running");
@@ -28,7 +28,7 @@ fn sync(app: &TestApp, full: bool) -> Value {
     wait(app, r.body["id"].as_str().unwrap())
 }
 
-fn wait(app: &TestApp, id: &str) -> Value {
+pub fn wait(app: &TestApp, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = app.get(&format!("/api/v1/sync/runs/{id}"));
@@ -48,7 +48,7 @@ fn assert_counts(run: &Value, expected: Value) {
     }
 }
 
-fn user(app: &TestApp, user_name: &str) -> Value {
+pub fn user(app: &TestApp, user_name: &str) -> Value {
     let list = app.filter(&format!("userName eq \"{user_name}\""));
     assert_eq!(list["totalResults"], 1, "{user_name}: {list}");
     list["Resources"][0].clone()
@@ -398,20 +398,20 @@ fn sync_without_ldap_configured_says_so() {
 }
 
 /// The `provisiond sync` command line against the test's database and directory.
-struct Cli {
-    config: std::path::PathBuf,
+pub struct Cli {
+    pub config: std::path::PathBuf,
 }
 
 impl Cli {
-    fn new(app: &TestApp, slapd: &Slapd, extra: &str) -> Self {
+    pub fn new(app: &TestApp, slapd: &Slapd, extra: &str) -> Self {
         let dir = app.dir.path();
         std::fs::write(dir.join("bind.password"), format!("{}\n", slapd::ADMIN_PASSWORD)).unwrap();
         let config = format!(
-            "[database]\nurl = \"{}\"\n[mfa]\nkey_file = \"{}\"\n[log]\nlevel = \"warn\"\n\
+            "{}[mfa]\nkey_file = \"{}\"\n[log]\nlevel = \"warn\"\n\
              [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\nbase_dn = \"{PEOPLE}\"\n\
              schedule = \"\"\nfull_schedule = \"\"\n{extra}\n\
              [ldap.mfa_reset]\nattribute = \"{FLAG_ATTRIBUTE}\"\nvalue = \"TRUE\"\n",
-            app.config.database.url,
+            app.db.toml(),
             app.config.mfa.key_file.display(),
             slapd.url,
             slapd::ADMIN_DN,
@@ -423,7 +423,7 @@ impl Cli {
     }
 
     /// Runs `provisiond sync ARGS`; returns whether it exited 0 and the JSON summary.
-    fn sync(&self, args: &[&str]) -> (bool, Value) {
+    pub fn sync(&self, args: &[&str]) -> (bool, Value) {
         let out = Command::new(BIN).arg("--config").arg(&self.config).arg("sync").args(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let summary = serde_json::from_str(&stdout)

@@ -68,7 +68,7 @@ fn okta_post_with_password_and_groups_is_accepted_and_password_never_returned() 
     let id = created["id"].as_str().unwrap();
     let got = app.get(&format!("/scim/v2/Users/{id}")).body;
     assert!(got.get("password").is_none());
-    assert!(!std::fs::read(app.db_path()).unwrap().windows(8).any(|w| w == b"1mz050nq"), "password stored");
+    assert!(!app.db.stored_bytes().contains(b"1mz050nq"), "password stored");
 }
 
 #[test]

@@ -1,0 +1,232 @@
+//! Several instances on one database, as behind a load balancer: requests race through the HTTP
+//! doors of two daemons, and what must happen once (a user name, a version, a sync run, a reset
+//! flag, an audit event) happens once. On PostgreSQL this is the scaled-out set-up; on SQLite
+//! the same holds for two processes sharing one file.
+
+use std::process::{Command, Stdio};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_scim_error, Reply, TestApp};
+use crate::slapd::{people, Slapd, FLAG_ATTRIBUTE, PEOPLE};
+use crate::sync::{spawn, sync, user, wait, Cli};
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+
+/// Runs `n` requests at once, alternating between the instances; the replies in order.
+fn race(instances: &[&TestApp], n: usize, request: impl Fn(&TestApp, usize) -> Reply + Sync) -> Vec<Reply> {
+    let barrier = Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (app, barrier, request) = (instances[i % instances.len()], &barrier, &request);
+                s.spawn(move || {
+                    barrier.wait();
+                    request(app, i)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    })
+}
+
+fn statuses(replies: &[Reply]) -> Vec<u16> {
+    let mut s: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    s.sort();
+    s
+}
+
+#[test]
+fn concurrent_creates_of_one_user_name_on_two_instances_make_one_user() {
+    let a = TestApp::spawn();
+    let b = a.another_instance();
+    let n = 12;
+    // Different cases of one name: userName is unique ignoring case.
+    let replies = race(&[&a, &b], n, |app, i| {
+        let name = if i % 3 == 0 { "Race.Winner@example.com" } else { "race.winner@EXAMPLE.com" };
+        app.post("/scim/v2/Users", &json!({"userName": name, "externalId": format!("ext-{i}")}))
+    });
+    let mut expected = vec![201];
+    expected.extend(std::iter::repeat_n(409, n - 1));
+    assert_eq!(statuses(&replies), expected, "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    for r in replies.iter().filter(|r| r.status == 409) {
+        assert_scim_error(r, 409, Some("uniqueness"));
+    }
+    for app in [&a, &b] {
+        assert_eq!(app.filter(r#"userName eq "race.winner@example.com""#)["totalResults"], 1);
+        assert_eq!(app.get("/scim/v2/Users?count=0").body["totalResults"], 1);
+    }
+}
+
+#[test]
+fn concurrent_patches_with_one_if_match_let_exactly_one_through() {
+    let a = TestApp::spawn();
+    let b = a.another_instance();
+    let created = a.create_user(&json!({"userName": "patched", "displayName": "before"}));
+    let id = created["id"].as_str().unwrap().to_string();
+    let etag = a.get(&format!("/scim/v2/Users/{id}")).etag.expect("ETag");
+    let n = 10;
+    let replies = race(&[&a, &b], n, |app, i| {
+        let patch = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "displayName", "value": format!("writer {i}")}],
+        });
+        let auth = format!("Bearer {}", app.token);
+        app.call_with("PATCH", &format!("/scim/v2/Users/{id}"), Some(&patch), &[("Authorization", &auth), ("If-Match", &etag)])
+    });
+    let mut expected = vec![200];
+    expected.extend(std::iter::repeat_n(412, n - 1));
+    assert_eq!(statuses(&replies), expected, "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    for r in replies.iter().filter(|r| r.status == 412) {
+        assert_scim_error(r, 412, None);
+    }
+    // The winner's write is what both instances show, one version on.
+    let winner = replies.iter().find(|r| r.status == 200).unwrap();
+    for app in [&a, &b] {
+        let now = app.get(&format!("/scim/v2/Users/{id}"));
+        assert_eq!(now.body["displayName"], winner.body["displayName"]);
+        assert_eq!(now.etag, winner.etag);
+        assert_ne!(now.etag.as_deref(), Some(etag.as_str()));
+    }
+}
+
+#[test]
+fn bulk_resets_on_two_instances_and_a_sync_applying_flags_lose_no_audit_event() {
+    let users = 1500;
+    let flagged = 400;
+    let slapd = Slapd::start(&people(0..users));
+    let a = spawn(&slapd, |_| {});
+    let b = a.another_instance();
+    assert_eq!(sync(&a, true)["created"], users);
+    let ids: Vec<String> = (0..users)
+        .step_by(500)
+        .flat_map(|start| a.get(&format!("/scim/v2/Users?startIndex={}&count=500", start + 1)).body["Resources"].as_array().unwrap().clone())
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), users);
+    let flags: String = (0..flagged)
+        .map(|i| format!("dn: uid=user{i},{PEOPLE}\nchangetype: modify\nadd: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n\n"))
+        .collect();
+    slapd.modify(&flags);
+
+    // Two bulk resets of everyone, in opposite orders, on two instances, while a sync applies
+    // the flags: each holds many factor rows at once.
+    let reversed: Vec<String> = ids.iter().rev().cloned().collect();
+    let barrier = Barrier::new(3);
+    let bulk = |app: &TestApp, ids: &[String]| {
+        barrier.wait();
+        app.post("/api/v1/mfa/resets", &json!({"userIds": ids, "reason": "lost phones"}))
+    };
+    let (first, second, run) = std::thread::scope(|s| {
+        let first = s.spawn(|| bulk(&a, &ids));
+        let second = s.spawn(|| bulk(&b, &reversed));
+        let run = s.spawn(|| {
+            barrier.wait();
+            sync(&a, false)
+        });
+        (first.join().unwrap(), second.join().unwrap(), run.join().unwrap())
+    });
+    for reply in [&first, &second] {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!((reply.body["reset"].as_u64(), reply.body["failed"].as_u64()), (Some(users as u64), Some(0)), "{:?}", reply.body["results"]);
+    }
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["resetsApplied"], flagged, "{run:#}");
+    // Every reset was audited, once: two per user from the bulk requests, one per flag.
+    for app in [&a, &b] {
+        let events = app.get("/api/v1/audit?type=mfa.reset&count=0").body;
+        assert_eq!(events["totalResults"], 2 * users + flagged, "{events}");
+        let by_directory = app.get(&format!("/api/v1/audit?type=mfa.reset&userId={}", user(app, "user0")["id"].as_str().unwrap())).body;
+        assert_eq!(by_directory["totalResults"], 3, "{by_directory}");
+    }
+    // The flags were cleared: the next run (on the other instance) applies none again.
+    let again = sync(&b, false);
+    assert_eq!((again["status"].as_str(), again["resetsApplied"].as_u64()), (Some("succeeded"), Some(0)), "{again:#}");
+}
+
+#[test]
+fn a_sync_runs_on_one_instance_at_a_time_and_a_crashed_holder_blocks_only_until_its_lease_ends() {
+    let slapd = Slapd::start(&people(0..12_000));
+    let a = spawn(&slapd, |_| {});
+    let b = a.another_instance();
+
+    // A `provisiond sync` process holds the lease, and is killed (-9) in the middle of its run.
+    let cli = Cli::new(&a, &slapd, "page_size = 20");
+    let mut crashed = Command::new(BIN)
+        .args(["--config", cli.config.to_str().unwrap(), "sync", "--full"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead_run = loop {
+        let runs = a.get("/api/v1/sync/runs").body;
+        if let Some(run) = runs["runs"].as_array().and_then(|r| r.iter().find(|r| r["status"] == "running" && r["created"].as_i64() > Some(0))) {
+            break run["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the command-line run did not progress: {runs}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    crashed.kill().unwrap();
+    crashed.wait().unwrap();
+
+    // Both instances answer a manual trigger with "already running" while the lease lasts.
+    for app in [&a, &b] {
+        let r = app.post("/api/v1/sync/runs", &json!({"full": true}));
+        assert_eq!((r.status, r.body["error"].as_str()), (409, Some("sync_running")), "{:?}", r.body);
+        assert!(r.body["detail"].as_str().unwrap().contains(&dead_run), "{:?}", r.body);
+    }
+    // Its lease runs out (the time passes here by moving its end into the past)…
+    let pool = provisiond::app::open_database(&a.config).unwrap();
+    {
+        use diesel::{ExpressionMethods, RunQueryDsl};
+        use provisiond::store::schema::sync_lease;
+        // (A day back: the daemons' clocks are the tests' and stand where they were started.)
+        let past = provisiond::store::now() - chrono::Duration::days(1);
+        let n = diesel::update(sync_lease::table).set(sync_lease::expires_at.eq(past)).execute(&mut *pool.get().unwrap()).unwrap();
+        assert_eq!(n, 1, "the dead process's lease is there");
+    }
+    // …and the next trigger, on the other instance, runs; the dead run is recorded failed.
+    let run = sync(&b, true);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["created"].as_i64().unwrap() + run["updated"].as_i64().unwrap() + run["unchanged"].as_i64().unwrap(), 12_000);
+    let dead = a.get(&format!("/api/v1/sync/runs/{dead_run}")).body;
+    assert_eq!(dead["status"], "failed", "{dead:#}");
+    assert_eq!(a.get("/scim/v2/Users?count=0").body["totalResults"], 12_000, "one user per entry");
+
+    // Runs started at once on both instances: exactly one starts.
+    let replies = race(&[&a, &b], 6, |app, _| app.post("/api/v1/sync/runs", &json!({"full": false})));
+    assert_eq!(statuses(&replies), [202, 409, 409, 409, 409, 409], "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    let started = replies.iter().find(|r| r.status == 202).unwrap();
+    assert_eq!(wait(&a, started.body["id"].as_str().unwrap())["status"], "succeeded");
+}
+
+#[test]
+fn scheduled_runs_on_two_instances_never_overlap() {
+    let slapd = Slapd::start(&people(0..300));
+    let every_second = |l: &mut provisiond::config::Ldap| l.schedule = "* * * * * *".into();
+    let a = spawn(&slapd, every_second);
+    let b = a.another_instance();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runs = loop {
+        let runs = a.get("/api/v1/sync/runs?count=100").body["runs"].as_array().cloned().unwrap_or_default();
+        let finished: Vec<Value> = runs.into_iter().filter(|r| r["status"] != "running").collect();
+        if finished.len() >= 4 {
+            break finished;
+        }
+        assert!(Instant::now() < deadline, "the schedules did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop((a, b));
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let mut spans: Vec<_> = runs.iter().map(|r| (at(&r["startedAt"]), at(&r["finishedAt"]))).collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs overlap: {pair:?}");
+    }
+    assert!(runs.iter().all(|r| r["status"] == "succeeded" && r["startedBy"] == "schedule"), "{runs:#?}");
+    let created: i64 = runs.iter().map(|r| r["created"].as_i64().unwrap()).sum();
+    assert_eq!(created, 300, "each entry created once");
+}
