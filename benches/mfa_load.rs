@@ -14,7 +14,7 @@ use provisiond::domain::tokens::Scope;
 use provisiond::mfa::Policy;
 use provisiond::store;
 use serde_json::{json, Value};
-use support::{parse_args, preload, print_table, run_all, Call, Daemon, Scenario, Setup};
+use support::{parse_args, preload, print_table, run_all, Call, Scenario, Setup};
 
 /// Users reset by one bulk request (the figure).
 const BULK: usize = 10_000;
@@ -43,7 +43,7 @@ fn main() {
     let args = parse_args(50_000);
     let n = args.users;
     assert!(n >= BULK, "--users must be at least {BULK} for the bulk reset");
-    let setup = Setup::new();
+    let setup = Setup::new(&args);
     println!("mfa_load: {n} users, {} s per scenario, {} client threads", args.seconds, args.concurrency);
     let (ids, token, took) = preload(&setup.config, n, &[Scope::Mfa, Scope::Admin]);
     println!("preload: {n} users in {:.1} s", took.as_secs_f64());
@@ -58,7 +58,7 @@ fn main() {
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .new_agent();
-    let daemon = Daemon::start(&setup.config_file, &base, &probe);
+    let daemons = setup.start_daemons(&probe);
 
     // Each verification uses the next user with a code it has not used, as a login front end
     // would: the current step's code, then (second round) the next step's, which the ±1 step
@@ -84,7 +84,7 @@ fn main() {
         check: |doc, _| doc["valid"] == true && doc["method"] == "totp",
         aim: None,
     }];
-    let outcomes = run_all(&scenarios, &base, &auth, &args, &daemon);
+    let outcomes = run_all(&scenarios, &setup.bases(), &auth, &args, &daemons);
 
     // Bulk resets: the same 10,000 users three times (a pending user costs the same: it is
     // still reset and audited).
@@ -103,7 +103,7 @@ fn main() {
         let doc: Value = serde_json::from_str(&text).expect("JSON answer");
         assert_eq!(doc["reset"], BULK, "bulk reset answered {}", &text[..text.len().min(300)]);
     }
-    drop(daemon);
+    drop(daemons);
 
     println!("\n## mfa_load: {n} enrolled users, {} s, concurrency {}\n", args.seconds, args.concurrency);
     print_table(&outcomes, &scenarios);

@@ -1,8 +1,8 @@
 //! SCIM load benchmark: preloads N users through the library, starts the real daemon as a
 //! child process and drives it with C keep-alive client threads, one scenario at a time.
 //!
-//! `cargo bench --bench scim_load [-- --users 100000 --seconds 10 --concurrency 8]`
-//! (see benches/README.md).
+//! `cargo bench --bench scim_load [-- --users 100000 --seconds 10 --concurrency 8
+//! --backend sqlite|postgres --instances 1]` (see benches/README.md).
 
 mod support;
 
@@ -13,25 +13,26 @@ use provisiond::domain::tokens::Scope;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use serde_json::json;
-use support::{encode, parse_args, preload, print_table, run_all, user_json, Call, Daemon, Scenario, Setup, PRELOAD_THREADS};
+use support::{encode, parse_args, preload, print_table, run_all, user_json, Call, Scenario, Setup, PRELOAD_THREADS};
 
 fn main() {
     let args = parse_args(100_000);
     let n = args.users;
-    let setup = Setup::new();
+    let setup = Setup::new(&args);
+    let (backend, instances) = (&args.backend, args.instances);
 
-    println!("scim_load: {n} users, {} s per scenario, {} client threads", args.seconds, args.concurrency);
+    println!("scim_load: {n} users, {} s per scenario, {} client threads, {backend}, {instances} instance(s)", args.seconds, args.concurrency);
     let (ids, token, took) = preload(&setup.config, n, &[Scope::Scim]);
     let preload_rate = n as f64 / took.as_secs_f64();
     println!("preload: {n} users in {:.1} s ({preload_rate:.0} users/s, {PRELOAD_THREADS} threads, in-process)", took.as_secs_f64());
 
-    let base = setup.base();
+    let bases = setup.bases();
     let auth = format!("Bearer {token}");
     let probe = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let started = Instant::now();
-    let daemon = Daemon::start(&setup.config_file, &base, &probe);
-    let (_, idle_rss) = daemon.memory_mb();
-    println!("daemon: ready in {:.2} s, pid {}, RSS {idle_rss:.1} MB", started.elapsed().as_secs_f64(), daemon.0.id());
+    let daemons = setup.start_daemons(&probe);
+    let (_, idle_rss) = daemons[0].memory_mb();
+    println!("daemons: {instances} ready in {:.2} s, RSS of the first {idle_rss:.1} MB", started.elapsed().as_secs_f64());
 
     let pick = |rng: &mut SmallRng| &ids[rng.random_range(0..ids.len())];
     let created = AtomicUsize::new(n);
@@ -96,12 +97,12 @@ fn main() {
         },
     ];
 
-    let outcomes = run_all(&scenarios, &base, &auth, &args, &daemon);
-    let (peak, rss) = daemon.memory_mb();
-    drop(daemon);
+    let outcomes = run_all(&scenarios, &bases, &auth, &args, &daemons);
+    let (peak, rss) = daemons[0].memory_mb();
+    drop(daemons);
 
-    println!("\n## scim_load: {n} users, {} s per scenario, concurrency {}\n", args.seconds, args.concurrency);
+    println!("\n## scim_load: {n} users, {} s per scenario, concurrency {}, {backend}, {instances} instance(s)\n", args.seconds, args.concurrency);
     print_table(&outcomes, &scenarios);
     println!("\npreload (in-process, {PRELOAD_THREADS} threads): {preload_rate:.0} users/s ({:.1} s)", took.as_secs_f64());
-    println!("daemon memory: peak RSS (VmHWM) {peak:.1} MB, RSS at end {rss:.1} MB, RSS when ready {idle_rss:.1} MB");
+    println!("daemon memory (the first instance): peak RSS (VmHWM) {peak:.1} MB, RSS at end {rss:.1} MB, RSS when ready {idle_rss:.1} MB");
 }

@@ -1,10 +1,12 @@
 //! LDAP sync benchmark against a real slapd: the release binary's `provisiond sync` of N users,
 //! timed against `ldapsearch -E pr=500/noprompt` of the same entries in the same run.
 //!
-//! `cargo bench --bench sync_load [-- --users 100000]` (see benches/README.md).
+//! `cargo bench --bench sync_load [-- --users 100000 --backend sqlite|postgres]` (see
+//! benches/README.md).
 
 #[path = "../tests/api/slapd.rs"]
 mod slapd;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,12 +22,14 @@ const ATTRIBUTES: [&str; 8] = ["uid", "givenName", "sn", "cn", "mail", "entryUUI
 
 fn main() {
     let mut users = 100_000usize;
+    let mut backend = "sqlite".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--users" => users = args.next().and_then(|v| v.parse().ok()).expect("--users N"),
+            "--backend" => backend = args.next().filter(|b| b == "sqlite" || b == "postgres").expect("--backend sqlite|postgres"),
             "--bench" => {}
-            other => panic!("unknown argument {other:?}; usage: sync_load [--users N]"),
+            other => panic!("unknown argument {other:?}; usage: sync_load [--users N] [--backend sqlite|postgres]"),
         }
     }
     let t = Instant::now();
@@ -33,7 +37,9 @@ fn main() {
     println!("slapd with {users} users loaded by slapadd in {:.1} s", t.elapsed().as_secs_f64());
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &slapd);
+    let (database, _postgres) = support::database_section(dir.path(), &backend);
+    println!("database: {backend}");
+    let config = write_config(dir.path(), &database, &slapd);
 
     let raw = |label: &str| {
         // Best of three: the baseline should be the server's speed, not a hiccup.
@@ -66,7 +72,7 @@ fn main() {
     let r1 = first.as_secs_f64() / baseline.as_secs_f64();
     let r2 = again.as_secs_f64() / baseline.as_secs_f64();
     println!();
-    println!("| {users} users | time | ratio to ldapsearch | aim |");
+    println!("| {users} users, {backend} | time | ratio to ldapsearch | aim |");
     println!("|---|---:|---:|---|");
     println!("| ldapsearch -E pr=500/noprompt (baseline) | {:.0} ms | 1.00 | |", ms(baseline));
     println!("| initial full sync | {:.0} ms | {r1:.2} | ≤ 4× {} |", ms(first), verdict(r1 <= 4.0));
@@ -79,10 +85,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn write_config(dir: &Path, slapd: &Slapd) -> std::path::PathBuf {
+fn write_config(dir: &Path, database: &str, slapd: &Slapd) -> std::path::PathBuf {
     std::fs::write(dir.join("bind.password"), ADMIN_PASSWORD).unwrap();
     let config = format!(
-        "[database]\nurl = \"sqlite://{d}/provisiond.db\"\n[mfa]\nkey_file = \"{d}/mfa.key\"\n[log]\nlevel = \"warn\"\n\
+        "{database}[mfa]\nkey_file = \"{d}/mfa.key\"\n[log]\nlevel = \"warn\"\n\
          [ldap]\nurl = \"{}\"\nbind_dn = \"{ADMIN_DN}\"\nbind_password_file = \"{d}/bind.password\"\nbase_dn = \"{PEOPLE}\"\n\
          page_size = 500\nschedule = \"\"\nfull_schedule = \"\"\n\
          [ldap.mfa_reset]\nattribute = \"mfaResetRequested\"\nvalue = \"TRUE\"\n",

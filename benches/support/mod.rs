@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each benchmark uses a part of it
 
+#[path = "../../tests/api/postgres.rs"]
+pub mod postgres;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,23 +39,32 @@ pub struct Args {
     pub users: usize,
     pub seconds: u64,
     pub concurrency: usize,
+    /// `sqlite` (default) or `postgres` (a server the benchmark starts, see `Setup`).
+    pub backend: String,
+    /// Daemons serving the same database; the client threads are spread over them.
+    pub instances: usize,
 }
 
 pub fn parse_args(default_users: usize) -> Args {
-    let mut args = Args { users: default_users, seconds: 10, concurrency: 8 };
+    let mut args = Args { users: default_users, seconds: 10, concurrency: 8, backend: "sqlite".into(), instances: 1 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--users" => args.users = number(&mut it, "--users"),
             "--seconds" => args.seconds = number(&mut it, "--seconds"),
             "--concurrency" => args.concurrency = number(&mut it, "--concurrency"),
+            "--instances" => args.instances = number(&mut it, "--instances"),
+            "--backend" => args.backend = it.next().unwrap_or_default(),
             // `cargo bench` passes --bench to every harness = false target.
             "--bench" => {}
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
-    if args.users < 200 || args.seconds == 0 || args.concurrency == 0 {
-        usage("--users must be at least 200, --seconds and --concurrency at least 1");
+    if args.users < 200 || args.seconds == 0 || args.concurrency == 0 || args.instances == 0 {
+        usage("--users must be at least 200, --seconds, --concurrency and --instances at least 1");
+    }
+    if !["sqlite", "postgres"].contains(&args.backend.as_str()) {
+        usage("--backend is sqlite or postgres");
     }
     args
 }
@@ -63,7 +75,7 @@ fn number<T: std::str::FromStr>(it: &mut impl Iterator<Item = String>, name: &st
 
 fn usage(problem: &str) -> ! {
     let bench = std::env::args().next().unwrap_or_default();
-    eprintln!("{bench}: {problem}\nusage: cargo bench --bench NAME -- [--users N] [--seconds S] [--concurrency C]");
+    eprintln!("{bench}: {problem}\nusage: cargo bench --bench NAME -- [--users N] [--seconds S] [--concurrency C] [--backend sqlite|postgres] [--instances I]");
     std::process::exit(2)
 }
 
@@ -78,11 +90,13 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// Starts `provisiond serve` listening at `base` and waits until it is ready.
     pub fn start(config_file: &Path, base: &str, agent: &ureq::Agent) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_provisiond"))
             .arg("--config")
             .arg(config_file)
             .arg("serve")
+            .env("PROVISIOND_SERVER__LISTEN", base.trim_start_matches("http://"))
             .stdin(Stdio::null())
             .spawn()
             .expect("start the daemon");
@@ -197,21 +211,22 @@ pub fn send(agent: &ureq::Agent, base: &str, auth: &str, call: &Call) -> Result<
     Ok((resp.status().as_u16(), text))
 }
 
-pub fn run(s: &Scenario, base: &str, auth: &str, args: &Args, daemon_pid: u32) -> Outcome {
+/// Runs one scenario; client thread `t` talks to `bases[t % bases.len()]`.
+pub fn run(s: &Scenario, bases: &[String], auth: &str, args: &Args, daemon_pids: &[u32]) -> Outcome {
     let reported = AtomicBool::new(false);
     let report = |what: String| {
         if !reported.swap(true, Ordering::Relaxed) {
             eprintln!("  {}: first error: {what}", s.name);
         }
     };
-    let daemon_pid = daemon_pid.to_string();
-    let cpu_before = (cpu_seconds(&daemon_pid), cpu_seconds("self"));
+    let daemons_cpu = || daemon_pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>();
+    let cpu_before = (daemons_cpu(), cpu_seconds("self"));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let per_thread: Vec<(usize, usize, Vec<u32>)> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..args.concurrency)
             .map(|t| {
-                let report = &report;
+                let (report, base) = (&report, bases[t % bases.len()].as_str());
                 scope.spawn(move || {
                     // One agent per thread: its own keep-alive connection, like one client each.
                     let agent = ureq::Agent::config_builder()
@@ -261,7 +276,7 @@ pub fn run(s: &Scenario, base: &str, auth: &str, args: &Args, daemon_pid: u32) -
         errors: 0,
         elapsed,
         latencies: Vec::new(),
-        daemon_cpu: cpu_seconds(&daemon_pid) - cpu_before.0,
+        daemon_cpu: daemons_cpu() - cpu_before.0,
         client_cpu: cpu_seconds("self") - cpu_before.1,
     };
     for (ok, errors, lat) in per_thread {
@@ -341,30 +356,59 @@ pub fn preload(config: &Config, n: usize, scopes: &[Scope]) -> (Vec<String>, Str
 /// key inside it, log level warn), written to `provisiond.toml` there.
 pub struct Setup {
     pub dir: tempfile::TempDir,
-    pub port: u16,
+    /// One port per instance.
+    pub ports: Vec<u16>,
     pub config_file: std::path::PathBuf,
     pub config: Config,
+    /// The PostgreSQL server of a `--backend postgres` run (stopped when dropped).
+    pub postgres: Option<postgres::PgServer>,
 }
 
 impl Setup {
-    pub fn new() -> Setup {
+    pub fn new(args: &Args) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let ports: Vec<u16> = (0..args.instances).map(|_| free_port()).collect();
         let config_file = dir.path().join("provisiond.toml");
+        let (database, postgres) = database_section(dir.path(), &args.backend);
         // `{:?}` quotes the paths: for ordinary paths Rust's escapes are TOML's. The preload reads
         // the same file back, so it writes exactly the database the daemon then serves.
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nurl = {:?}\n\n[mfa]\nkey_file = {:?}\n\n[log]\nlevel = \"warn\"\n",
-            format!("sqlite://{}", dir.path().join("provisiond.db").display()),
+            "[server]\nlisten = \"127.0.0.1:{}\"\n\n{database}\n[mfa]\nkey_file = {:?}\n\n[log]\nlevel = \"warn\"\n",
+            ports[0],
             dir.path().join("mfa.key").display().to_string(),
         );
         std::fs::write(&config_file, toml).expect("write the configuration");
         let config = Config::load(&config_file).expect("configuration");
-        Setup { dir, port, config_file, config }
+        Setup { dir, ports, config_file, config, postgres }
     }
 
+    /// The first instance's base URL.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.bases().swap_remove(0)
+    }
+
+    pub fn bases(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect()
+    }
+
+    /// Starts every instance.
+    pub fn start_daemons(&self, agent: &ureq::Agent) -> Vec<Daemon> {
+        self.bases().iter().map(|base| Daemon::start(&self.config_file, base, agent)).collect()
+    }
+}
+
+/// The `[database]` section for `backend`: a SQLite file in `dir`, or a PostgreSQL server
+/// started here (set up as for production: see `PgServer::start_for_benchmark`).
+pub fn database_section(dir: &Path, backend: &str) -> (String, Option<postgres::PgServer>) {
+    match backend {
+        "postgres" => {
+            let server = postgres::PgServer::start_for_benchmark();
+            let password_file = dir.join("pg-password");
+            std::fs::write(&password_file, postgres::PASSWORD).expect("write the password file");
+            let section = format!("[database]\nurl = {:?}\npassword_file = {:?}\n", server.url(), password_file.display().to_string());
+            (section, Some(server))
+        }
+        _ => (format!("[database]\nurl = {:?}\n", format!("sqlite://{}", dir.join("provisiond.db").display())), None),
     }
 }
 
@@ -383,11 +427,12 @@ pub fn print_table(outcomes: &[Outcome], scenarios: &[Scenario]) {
 }
 
 /// Runs the scenarios one after the other, printing a line for each.
-pub fn run_all(scenarios: &[Scenario], base: &str, auth: &str, args: &Args, daemon: &Daemon) -> Vec<Outcome> {
+pub fn run_all(scenarios: &[Scenario], bases: &[String], auth: &str, args: &Args, daemons: &[Daemon]) -> Vec<Outcome> {
+    let pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
     scenarios
         .iter()
         .map(|s| {
-            let o = run(s, base, auth, args, daemon.0.id());
+            let o = run(s, bases, auth, args, &pids);
             let (d, c) = o.cores();
             println!(
                 "{:<26} {:>6.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  errors {}  daemon {:.2} ms CPU/req  cores daemon {d:.2} client {c:.2}",
