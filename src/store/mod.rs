@@ -161,17 +161,36 @@ pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<P
 }
 
 /// Applies pending migrations of the connection's backend; returns how many ran.
+///
+/// All of them run in one transaction that first takes the database's write lock (SQLite's
+/// `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so that instances starting together take
+/// turns: the first migrates, the others then find nothing left to do, instead of racing to
+/// create the same tables. (Both backends have transactional DDL.)
 pub fn migrate(pool: &Pool) -> Result<usize> {
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
     let mut conn = pool.get()?;
-    if let DbConn::Sqlite(c) = &mut *conn {
-        // WAL lets readers run beside the writer; it is a property of the database file.
-        c.batch_execute("PRAGMA journal_mode = WAL;")?;
-    }
     let applied = match &mut *conn {
-        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        DbConn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        DbConn::Sqlite(c) => {
+            // WAL lets readers run beside the writer; it is a property of the database file.
+            c.batch_execute("PRAGMA journal_mode = WAL;")?;
+            let _turn = sqlite_writer_turn();
+            c.immediate_transaction(|c| Ok::<_, Failure>(c.run_pending_migrations(SQLITE_MIGRATIONS)?.len()))
+        }
+        DbConn::Pg(c) => c.transaction(|c| {
+            c.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+            Ok::<_, Failure>(c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len())
+        }),
     };
     applied.map_err(|e| Error::Migration(e.to_string()))
+}
+
+/// PostgreSQL advisory lock key of migrations (arbitrary, application-wide).
+const MIGRATION_LOCK: i64 = 7_470_652_302;
+
+/// The turn of this process's SQLite writers (see [`write_tx`]).
+fn sqlite_writer_turn() -> std::sync::MutexGuard<'static, ()> {
+    static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `f` in a transaction that writes.
@@ -185,8 +204,7 @@ pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T
 where
     E: From<diesel::result::Error>,
 {
-    static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = matches!(conn, DbConn::Sqlite(_)).then(|| SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner()));
+    let _turn = matches!(conn, DbConn::Sqlite(_)).then(sqlite_writer_turn);
     conn.transaction(f)
 }
 

@@ -230,3 +230,22 @@ fn scheduled_runs_on_two_instances_never_overlap() {
     let created: i64 = runs.iter().map(|r| r["created"].as_i64().unwrap()).sum();
     assert_eq!(created, 300, "each entry created once");
 }
+
+#[test]
+fn instances_started_together_on_an_empty_database_migrate_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::helpers::TestDb::new(dir.path());
+    let config = dir.path().join("p.toml");
+    std::fs::write(&config, format!("{}[log]\nlevel = \"info\"\n", db.toml())).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| Command::new(BIN).arg("--config").arg(&config).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outputs {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // One of them applied the migrations (and logged it); the others found nothing to do.
+    let logs: Vec<String> = outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
+    assert_eq!(logs.iter().filter(|l| l.contains("database migrations applied") && l.contains("applied=3")).count(), 1, "{logs:#?}");
+    assert!(outputs.iter().all(|o| String::from_utf8_lossy(&o.stdout).contains("database is up to date")));
+}
