@@ -105,6 +105,14 @@ impl Database {
             let password = std::fs::read_to_string(path)
                 .map_err(|e| format!("database.password_file: cannot read {}: {e}", path.display()))?;
             let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
+            // Empty, libpq would quietly try ~/.pgpass instead; a control character it would
+            // quote back in its error message.
+            if password.is_empty() {
+                return Err(format!("database.password_file: {} is empty", path.display()));
+            }
+            if password.chars().any(char::is_control) {
+                return Err(format!("database.password_file: {} holds a control character besides the final newline", path.display()));
+            }
             params.push(format!("password={}", percent_encode(password)));
         }
         if !self.url.contains("connect_timeout=") {
@@ -131,7 +139,7 @@ impl Database {
         if self.password_file.is_some() {
             if !self.is_postgres() {
                 out.push("database.password_file: only for a postgres:// url".into());
-            } else if crate::store::redact(&self.url) != self.url {
+            } else if crate::store::url_has_password(&self.url) {
                 out.push("database.password_file: the url has a password already; give one or the other".into());
             }
         }
@@ -522,7 +530,8 @@ impl Config {
     /// configuration names its own.
     pub fn use_credentials(&mut self, dir: &Path) {
         let db_password = dir.join("database-password");
-        if db_password.is_file() && self.database.password_file.is_none() && self.database.is_postgres() {
+        let database = &self.database;
+        if db_password.is_file() && database.password_file.is_none() && database.is_postgres() && !crate::store::url_has_password(&database.url) {
             self.database.password_file = Some(db_password);
         }
         let key = dir.join("mfa-key");

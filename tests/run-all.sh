@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of provisiond, from a fresh machine: installs what is missing (sqlite3, slapd,
-# ldap-utils, PostgreSQL 15 server binaries, openssl, systemd for systemd-analyze), builds, runs
+# ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze), builds, runs
 # the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
 # the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
 # its own server), and then the public SCIM compliance checker against the built binary.
@@ -15,7 +15,7 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v ldapmodify >/dev/null || missing+=(ldap-utils)
 # PostgreSQL server binaries (the tests run initdb and postgres themselves) and openssl (a
 # certificate for the TLS test).
-[ -x /usr/lib/postgresql/15/bin/initdb ] && [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || [ -n "${PG_BINDIR:-}" ] || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
 # systemd-analyze checks the shipped unit.
 [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)

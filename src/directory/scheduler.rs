@@ -24,8 +24,9 @@ pub fn parse(expr: &str) -> Result<Option<Schedule>, String> {
     Schedule::from_str(&full).map(Some).map_err(|e| format!("{expr:?} is not a cron expression ({e})"))
 }
 
-/// Runs the schedules until the syncer shuts down. A trigger that finds a run in progress is
-/// skipped (and logged): runs never overlap.
+/// Runs the schedules until the syncer shuts down. Of the instances sharing a database, only the
+/// one that claims a tick runs it; a trigger that finds a run in progress is skipped (and
+/// logged): runs never overlap.
 pub async fn run(syncer: Arc<Syncer>, incremental: Option<Schedule>, full: Option<Schedule>) {
     let mut shutdown = syncer.shutdown_signal();
     loop {
@@ -41,6 +42,11 @@ pub async fn run(syncer: Arc<Syncer>, incremental: Option<Schedule>, full: Optio
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
+        }
+        // Every instance fires at this tick; the one that claims it runs.
+        if !syncer.claim_tick(is_full, at) {
+            tracing::debug!(full = is_full, tick = %at, "scheduled sync tick taken by another instance");
+            continue;
         }
         let options = Options { full: is_full, started_by: StartedBy::Schedule, ..Options::default() };
         match syncer.run(options).await {

@@ -180,6 +180,17 @@ impl Syncer {
         chrono::Duration::seconds((self.cfg.timeout as i64 * 4).max(300))
     }
 
+    /// Claims a tick of a schedule for this instance; false when another instance firing at the
+    /// same tick has it (or the database cannot say: the tick is then left to the others).
+    pub fn claim_tick(&self, full: bool, tick: chrono::DateTime<chrono::Utc>) -> bool {
+        let schedule = if full { "full" } else { "incremental" };
+        let claimed = self.pool.get().map_err(store::Error::from).and_then(|mut c| runs::claim_tick(&mut c, schedule, clock::stored(tick)));
+        claimed.unwrap_or_else(|e| {
+            tracing::error!(error = %e, schedule, "cannot claim the scheduled sync tick");
+            false
+        })
+    }
+
     /// Takes the lease (runs never overlap, across processes) and records the run as running.
     pub fn begin(&self, options: Options) -> Result<Started, StartError> {
         let id = uuid::Uuid::new_v4().to_string();

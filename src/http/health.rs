@@ -11,9 +11,12 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers and, with `[ldap]`, the last two sync runs did not both fail.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+/// `?check=database` looks at this instance's database connection only: the sync's history is
+/// shared by every instance, so a load balancer that took it into account would take all of
+/// them out of service during an LDAP outage.
+pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collections::HashMap<String, String>>) -> HttpResponse {
     let pool = state.pool.clone();
-    let syncing = state.sync.is_some();
+    let syncing = state.sync.is_some() && query.get("check").map(String::as_str) != Some("database");
     let check = web::block(move || -> Result<Option<&'static str>, crate::store::Error> {
         crate::store::ping(&pool)?;
         if syncing && crate::store::directory::last_runs_failed(&mut *pool.get()?, 2)? {

@@ -195,6 +195,7 @@ impl Mfa {
         let sealed = f.secret_sealed.clone().expect("checked above");
         let user_name = user_name(&mut conn, user_id)?;
         store::write_tx(&mut conn, |conn| {
+            factors::lock_user(conn, user_id)?;
             if !factors::confirm(conn, user_id, &sealed, step as i64, at)? {
                 return Err(Error::Conflict("the enrolment changed meanwhile; start again".into()));
             }
@@ -300,6 +301,7 @@ impl Mfa {
         store::write_tx(&mut conn, |conn| {
             // Still enrolled now, inside the transaction: a reset in between must not be
             // followed by codes for a factor that no longer exists.
+            factors::lock_user(conn, user_id)?;
             if !factors::lock(conn, user_id, Some(factors::ENROLLED))? {
                 return Err(Error::Conflict("the factor was reset meanwhile; enrol again first".into()));
             }

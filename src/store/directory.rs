@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::schema::{directory_links, sync_lease, sync_runs, users};
+use super::schema::{directory_links, sync_lease, sync_runs, sync_ticks, users};
 use super::{DbConn, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -250,6 +250,33 @@ pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> 
             .execute(conn)
     })?;
     Ok(())
+}
+
+/// Claims tick `tick` of the sync schedule `schedule` (`incremental` or `full`): true for the
+/// first instance that asks, false for every other instance firing at the same tick.
+pub fn claim_tick(conn: &mut DbConn, schedule: &str, tick: NaiveDateTime) -> Result<bool> {
+    super::write_tx(conn, |conn| {
+        // On PostgreSQL a second claimant waits for the first one's row lock here, then finds
+        // the tick taken.
+        let moved = diesel::update(sync_ticks::table.find(schedule).filter(sync_ticks::last_tick.lt(tick)))
+            .set(sync_ticks::last_tick.eq(tick))
+            .execute(conn)?;
+        if moved == 1 {
+            return Ok(true);
+        }
+        // No row yet (the first tick ever), or the tick is taken: the insert tells which. In a
+        // savepoint, since a failed statement spoils a PostgreSQL transaction.
+        let inserted = conn.transaction(|conn| {
+            diesel::insert_into(sync_ticks::table)
+                .values((sync_ticks::schedule.eq(schedule), sync_ticks::last_tick.eq(tick)))
+                .execute(conn)
+        });
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    })
 }
 
 /// Who holds the lease, if anyone does now.

@@ -154,6 +154,19 @@ pub fn take_reset_turn(conn: &mut DbConn) -> Result<(), diesel::result::Error> {
     Ok(())
 }
 
+/// Locks the user row of a factor against deletion and key changes (PostgreSQL; SQLite has one
+/// writer), before the factor's own row: inserting backup codes takes this lock anyway (their
+/// foreign key), and taking it first keeps the order every writer follows — a user before what
+/// hangs off it — so a concurrent DELETE or rename of the user cannot deadlock with it.
+pub fn lock_user(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
+    if let DbConn::Pg(pg) = conn {
+        diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR KEY SHARE")
+            .bind::<diesel::sql_types::Text, _>(user_id)
+            .execute(pg)?;
+    }
+    Ok(())
+}
+
 /// Takes the write lock on a factor row (a no-op UPDATE: on SQLite a transaction that writes
 /// first never has to upgrade a read lock); false when there is no such row, or when `status`
 /// is given and the factor is not in it.

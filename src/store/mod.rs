@@ -69,26 +69,60 @@ impl Target {
     }
 }
 
-/// A database URL fit for messages: a password in the user part or in a `password=` parameter
-/// becomes `***`.
+/// A database URL fit for messages: a password in the user part, or in a `password=` or
+/// `sslpassword=` parameter (keys percent-decoded, as libpq reads them), becomes `***`.
 pub fn redact(url: &str) -> String {
-    let mut out = url.to_string();
-    if let (Some(s), Some(at)) = (out.find("://"), out.rfind('@')) {
-        if let Some(colon) = out[s + 3..at].find(':') {
-            out.replace_range(s + 3 + colon + 1..at, "***");
-        }
+    let Some(scheme) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    // The authority ends at the path or the query: an `@` after it is not a user part.
+    let authority_end = url[scheme..].find(['/', '?']).map_or(url.len(), |i| scheme + i);
+    let mut out = url[..scheme].to_string();
+    let authority = &url[scheme..authority_end];
+    match authority.rfind('@').map(|at| authority.split_at(at)) {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:***{host}")),
+            None => out.push_str(authority),
+        },
+        None => out.push_str(authority),
     }
-    if let Some(q) = out.find('?') {
-        let params: Vec<String> = out[q + 1..]
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k == "password" => format!("{k}=***"),
-                _ => p.to_string(),
-            })
-            .collect();
-        out = format!("{}?{}", &out[..q], params.join("&"));
+    let rest = &url[authority_end..];
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if ["password", "sslpassword"].contains(&percent_decode(k).as_str()) => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", params.join("&")));
+        }
+        None => out.push_str(rest),
     }
     out
+}
+
+/// Whether a database URL carries a password of its own.
+pub fn url_has_password(url: &str) -> bool {
+    redact(url) != url
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// r2d2 manager that picks the backend from the URL scheme and prepares each connection.
@@ -136,8 +170,10 @@ impl ManageConnection for Manager {
         conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    /// A connection given back by a panicking thread may be inside a transaction, and one whose
+    /// server went away (a PostgreSQL restart or fail-over) is useless: both are dropped.
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        std::thread::panicking() || r2d2::R2D2Connection::is_broken(conn)
     }
 }
 
@@ -152,8 +188,8 @@ pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<P
     }
     let pool = r2d2::Pool::builder()
         .max_size(pool_size)
-        // A broken connection fails its query and is replaced; testing each checkout would
-        // cost a round trip per request.
+        // A broken connection fails its query and is then dropped (`has_broken`); testing each
+        // checkout would cost a round trip per request.
         .test_on_check_out(false)
         .connection_timeout(connect_timeout)
         .build(Manager { target })?;
@@ -239,5 +275,10 @@ mod tests {
         assert_eq!(super::redact("postgres://u@h/db?sslmode=require&password=p%40ss"), "postgres://u@h/db?sslmode=require&password=***");
         assert_eq!(super::redact("postgres://u:a:b@h:5432/db?password=x"), "postgres://u:***@h:5432/db?password=***");
         assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
+        // An `@` after the host is not a user part; encoded keys are what libpq reads.
+        let at_in_query = "postgres://u@h:5432/db?sslrootcert=/run/credentials/provisiond@2.service/ca.pem";
+        assert_eq!(super::redact(at_in_query), at_in_query);
+        assert!(!super::url_has_password(at_in_query));
+        assert_eq!(super::redact("postgres://h/db?pass%77ord=x&sslpassword=y"), "postgres://h/db?pass%77ord=***&sslpassword=***");
     }
 }

@@ -119,4 +119,11 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sync_ticks (schedule) {
+        schedule -> Text,
+        last_tick -> Timestamp,
+    }
+}
+
 diesel::joinable!(directory_links -> users (user_id));

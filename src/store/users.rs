@@ -249,8 +249,9 @@ pub fn update_in_tx(
 
 /// Deletes user `id` (at `version`, when given).
 pub fn delete(conn: &mut DbConn, id: &str, version: Option<i64>) -> Result<(), WriteError> {
+    // The user row first, its search values, factor and links by ON DELETE CASCADE: every
+    // writer locks a user before the rows that hang off it, so two never wait on each other.
     super::write_tx(conn, |conn| {
-        diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
         let n = match version {
             Some(v) => diesel::delete(users::table.filter(users::id.eq(id)).filter(users::version.eq(v))).execute(conn)?,
             None => diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)?,

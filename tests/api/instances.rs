@@ -204,31 +204,91 @@ fn a_sync_runs_on_one_instance_at_a_time_and_a_crashed_holder_blocks_only_until_
 }
 
 #[test]
-fn scheduled_runs_on_two_instances_never_overlap() {
+fn scheduled_runs_on_two_instances_run_each_tick_once_and_never_overlap() {
     let slapd = Slapd::start(&people(0..300));
-    let every_second = |l: &mut provisiond::config::Ldap| l.schedule = "* * * * * *".into();
-    let a = spawn(&slapd, every_second);
-    let b = a.another_instance();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Two real daemons (real clocks) with a schedule firing every second; the in-process one
+    // only reads the runs.
+    let reader = spawn(&slapd, |_| {});
+    let cli = Cli::new(&reader, &slapd, "");
+    let mut daemons: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["--config", cli.config.to_str().unwrap(), "serve"])
+                .env("PROVISIOND_SERVER__LISTEN", "127.0.0.1:0")
+                .env("PROVISIOND_LDAP__SCHEDULE", "* * * * * *")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let runs = loop {
-        let runs = a.get("/api/v1/sync/runs?count=100").body["runs"].as_array().cloned().unwrap_or_default();
+        let runs = reader.get("/api/v1/sync/runs?count=100").body["runs"].as_array().cloned().unwrap_or_default();
         let finished: Vec<Value> = runs.into_iter().filter(|r| r["status"] != "running").collect();
-        if finished.len() >= 4 {
+        if finished.len() >= 5 {
             break finished;
         }
         assert!(Instant::now() < deadline, "the schedules did not run");
         std::thread::sleep(Duration::from_millis(100));
     };
-    drop((a, b));
+    for d in &mut daemons {
+        Command::new("kill").args(["-TERM", &d.id().to_string()]).status().unwrap();
+        d.wait().unwrap();
+    }
+    assert!(runs.iter().all(|r| r["status"] == "succeeded" && r["startedBy"] == "schedule"), "{runs:#?}");
     let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     let mut spans: Vec<_> = runs.iter().map(|r| (at(&r["startedAt"]), at(&r["finishedAt"]))).collect();
     spans.sort();
     for pair in spans.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "runs overlap: {pair:?}");
     }
-    assert!(runs.iter().all(|r| r["status"] == "succeeded" && r["startedBy"] == "schedule"), "{runs:#?}");
+    // One run per tick (a run starts within its second), whichever instance claimed it.
+    let mut ticks: Vec<i64> = spans.iter().map(|(start, _)| start.timestamp()).collect();
+    ticks.dedup();
+    assert_eq!(ticks.len(), spans.len(), "a tick ran twice: {spans:?}");
     let created: i64 = runs.iter().map(|r| r["created"].as_i64().unwrap()).sum();
     assert_eq!(created, 300, "each entry created once");
+}
+
+#[test]
+fn each_schedule_tick_is_claimed_by_exactly_one_instance() {
+    use provisiond::store::directory::claim_tick;
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::helpers::TestDb::new(dir.path());
+    let config = crate::helpers::config_for(dir.path(), &db);
+    let pools = [provisiond::app::open_database(&config).unwrap(), provisiond::app::open_database(&config).unwrap()];
+    let start = provisiond::store::now();
+    let ticks: Vec<_> = (0..40).map(|i| start + chrono::Duration::seconds(i)).collect();
+    // Two "instances" claim every tick at the same moment, for both schedules.
+    let barrier = Barrier::new(2);
+    let claimed: Vec<Vec<bool>> = std::thread::scope(|s| {
+        let handles: Vec<_> = pools
+            .iter()
+            .map(|pool| {
+                let (ticks, barrier) = (&ticks, &barrier);
+                s.spawn(move || {
+                    let mut conn = pool.get().unwrap();
+                    let mut out = Vec::new();
+                    for tick in ticks {
+                        barrier.wait();
+                        for schedule in ["incremental", "full"] {
+                            out.push(claim_tick(&mut conn, schedule, *tick).unwrap());
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, b)) in claimed[0].iter().zip(&claimed[1]).enumerate() {
+        assert!(a ^ b, "claim {i}: both or neither got it ({a}, {b})");
+    }
+    // A tick already claimed, or an older one, is never claimed again.
+    let mut conn = pools[0].get().unwrap();
+    assert!(!claim_tick(&mut conn, "full", ticks[39]).unwrap());
+    assert!(!claim_tick(&mut conn, "full", ticks[3]).unwrap());
 }
 
 #[test]
@@ -246,6 +306,39 @@ fn instances_started_together_on_an_empty_database_migrate_it_once() {
     }
     // One of them applied the migrations (and logged it); the others found nothing to do.
     let logs: Vec<String> = outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
-    assert_eq!(logs.iter().filter(|l| l.contains("database migrations applied") && l.contains("applied=3")).count(), 1, "{logs:#?}");
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    let applied_all = format!("applied={migrations}");
+    assert_eq!(logs.iter().filter(|l| l.contains("database migrations applied") && l.contains(&applied_all)).count(), 1, "{logs:#?}");
     assert!(outputs.iter().all(|o| String::from_utf8_lossy(&o.stdout).contains("database is up to date")));
+}
+
+#[test]
+fn deletes_racing_patches_and_enrolments_of_the_same_users_never_fail_with_500() {
+    let a = TestApp::spawn();
+    let b = a.another_instance();
+    let ids: Vec<String> =
+        (0..40).map(|i| a.create_user(&json!({"userName": format!("racer{i}"), "emails": [{"value": format!("r{i}@example.com")}]}))["id"].as_str().unwrap().to_string()).collect();
+    // For each user at once: a DELETE on one instance, a PATCH and an MFA enrolment on the other.
+    let replies = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .flat_map(|id| {
+                let (a, b) = (&a, &b);
+                [
+                    s.spawn(move || a.call("DELETE", &format!("/scim/v2/Users/{id}"), None)),
+                    s.spawn(move || {
+                        let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                            "Operations": [{"op": "replace", "path": "displayName", "value": "renamed"}]});
+                        b.call("PATCH", &format!("/scim/v2/Users/{id}"), Some(&patch))
+                    }),
+                    s.spawn(move || b.post(&format!("/api/v1/users/{id}/mfa/totp"), &json!({}))),
+                ]
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    let failures: Vec<_> = replies.iter().filter(|r| r.status >= 500).map(|r| (r.status, &r.body)).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(replies.iter().filter(|r| r.status == 204).count(), ids.len(), "every DELETE succeeded");
+    assert_eq!(a.get("/scim/v2/Users?count=0").body["totalResults"], 0);
 }

@@ -235,7 +235,7 @@ fn explain_sqlite(app: &TestApp, sql: &str) -> String {
 
 fn explain_postgres(app: &TestApp, sql: &str) -> String {
     let server = app.db.server.as_ref().unwrap();
-    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+    let out = std::process::Command::new(crate::postgres::bin("psql"))
         .arg(server.url_of(crate::postgres::DATABASE))
         .args(["-X", "-q", "-c", "SET enable_seqscan = off", "-c", &format!("EXPLAIN {sql}")])
         .output()

@@ -21,9 +21,28 @@ pub const PASSWORD: &str = "pg p@ss:w/rd%?&=";
 /// The database each server is started with.
 pub const DATABASE: &str = "provisiond";
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Bumped when the template's `initdb` arguments change.
 const TEMPLATE_VERSION: u32 = 1;
+
+/// A PostgreSQL program: from `$PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`
+/// (Debian's layout) that has a server.
+pub fn bin(program: &str) -> PathBuf {
+    let dir = std::env::var_os("PG_BINDIR").map(PathBuf::from).or_else(|| {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").is_file() && bin.join("postgres").is_file())
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, bin)| bin)
+    });
+    let path = dir.map(|d| d.join(program)).filter(|p| p.is_file());
+    path.unwrap_or_else(|| {
+        panic!("PostgreSQL's {program} is not installed: apt-get install -y postgresql (tests/run-all.sh does it when run as root), or set PG_BINDIR")
+    })
+}
 
 pub struct PgServer {
     pub dir: tempfile::TempDir,
@@ -91,7 +110,7 @@ impl PgServer {
 
     fn spawn(&mut self) {
         let data = self.dir.path().join("data");
-        let mut cmd = Command::new(Path::new(BIN).join("postgres"));
+        let mut cmd = Command::new(bin("postgres"));
         cmd.arg("-D").arg(&data).args(["-p", &self.port.to_string()]);
         let common = ["listen_addresses=127.0.0.1", "unix_socket_directories=", "max_connections=200", "log_min_messages=fatal"];
         for setting in common.iter().copied().chain(self.settings.iter().map(String::as_str)) {
@@ -103,11 +122,19 @@ impl PgServer {
         self.child = Some(cmd.spawn().expect("postgres starts"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if PgConnection::establish(&self.url_of("postgres")).is_ok() {
-                return;
+            // The server answering must be ours: another test's may have taken the port between
+            // `free_port` and our bind (ours then exits, and is started again on another port).
+            if let Ok(mut c) = PgConnection::establish(&self.url_of("postgres")) {
+                if data_directory(&mut c).is_some_and(|d| Path::new(&d) == data) {
+                    return;
+                }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+                if log.contains("could not bind") || log.contains("could not create any TCP/IP sockets") {
+                    self.port = free_port();
+                    return self.spawn();
+                }
                 panic!("postgres exited at start ({status}):\n{log}");
             }
             assert!(Instant::now() < deadline, "postgres did not accept connections on port {}", self.port);
@@ -150,18 +177,32 @@ impl Drop for PgServer {
     }
 }
 
+fn data_directory(c: &mut PgConnection) -> Option<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        setting: String,
+    }
+    diesel::sql_query("SELECT setting FROM pg_settings WHERE name = 'data_directory'").get_result::<Setting>(c).ok().map(|s| s.setting)
+}
+
 /// The initdb'd cluster the servers are copied from, made on first use.
 fn template() -> PathBuf {
-    let uid = my_uid();
-    let template = std::env::temp_dir().join(format!("provisiond-pg15-template-v{TEMPLATE_VERSION}-{uid}"));
-    if template.join("PG_VERSION").is_file() {
+    use std::os::unix::fs::MetadataExt;
+    let initdb = bin("initdb");
+    let version = initdb.parent().and_then(Path::parent).and_then(Path::file_name).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+    let template = std::env::temp_dir().join(format!("provisiond-pg{version}-template-v{TEMPLATE_VERSION}-{}", my_uid()));
+    // Only a complete template (placed by rename, stamped last) that belongs to the server's
+    // user is used; anything else at that path is not ours.
+    let owner = server_user().map_or(my_uid(), |(uid, _)| uid);
+    let ours = std::fs::metadata(&template).is_ok_and(|m| m.uid() == owner && m.mode() & 0o077 == 0);
+    if ours && template.join("PROVISIOND_TEMPLATE_COMPLETE").is_file() {
         return template;
     }
-    let initdb = Path::new(BIN).join("initdb");
     assert!(
-        initdb.is_file(),
-        "{} is missing: install PostgreSQL 15 (apt-get install -y postgresql-15; tests/run-all.sh does it when run as root)",
-        initdb.display()
+        !template.exists() || ours,
+        "{} exists but does not belong to the PostgreSQL user: remove it",
+        template.display()
     );
     // Built beside the template and renamed into place, so that concurrent test processes
     // never see half a cluster (the loser of the race throws its copy away).
@@ -180,8 +221,13 @@ fn template() -> PathBuf {
     // Loopback over TCP with a password only: no trust, no peer authentication.
     std::fs::write(data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n").unwrap();
     own(&data.join("pg_hba.conf"));
+    std::fs::write(data.join("PROVISIOND_TEMPLATE_COMPLETE"), "").unwrap();
+    if template.exists() && !template.join("PROVISIOND_TEMPLATE_COMPLETE").is_file() {
+        // A template left half-removed (say, by a temp-directory clean-up): replaced.
+        let _ = std::fs::remove_dir_all(&template);
+    }
     if std::fs::rename(&data, &template).is_err() {
-        assert!(template.join("PG_VERSION").is_file(), "cannot place the PostgreSQL template at {}", template.display());
+        assert!(template.join("PROVISIOND_TEMPLATE_COMPLETE").is_file(), "cannot place the PostgreSQL template at {}", template.display());
     }
     template
 }

@@ -255,6 +255,8 @@ fn a_refused_bind_is_a_failed_run_that_names_the_cause() {
     assert_eq!(app.get("/readyz").status, 200, "one failed run is not yet a reason");
     app.clock.advance(chrono::Duration::seconds(1));
     assert_eq!(sync(&app, false)["status"], "failed");
+    // A load balancer's check of this instance alone still passes.
+    assert_eq!(app.get("/readyz?check=database").status, 200);
     let r = app.get("/readyz");
     assert_eq!(r.status, 503, "two failed runs in a row: not ready");
     assert_eq!(r.body["reason"], "the last two LDAP sync runs failed");
