@@ -342,3 +342,21 @@ fn deletes_racing_patches_and_enrolments_of_the_same_users_never_fail_with_500()
     assert_eq!(replies.iter().filter(|r| r.status == 204).count(), ids.len(), "every DELETE succeeded");
     assert_eq!(a.get("/scim/v2/Users?count=0").body["totalResults"], 0);
 }
+
+#[test]
+fn a_factor_enrolled_on_one_instance_verifies_on_the_other_and_each_code_counts_once() {
+    let a = TestApp::spawn();
+    let b = a.another_instance();
+    b.clock.set(provisiond::clock::Clock::now(&*a.clock));
+    let id = a.create_user(&json!({"userName": "roaming"}))["id"].as_str().unwrap().to_string();
+    // Enrolled on one instance: the secret is sealed with the key both instances are given.
+    let (secret, _) = crate::mfa::enrol(&a, &id);
+    let policy = provisiond::mfa::Policy::from_config(&a.config.mfa);
+    let next_step = provisiond::clock::Clock::now(&*a.clock).timestamp() as u64 + 30;
+    let code = policy.code_at(&secret, next_step);
+    // The same code sent through both instances at once (a replayed login): accepted once. (Five
+    // sends: the refused ones count as failures, and five failures would lock the factor.)
+    let replies = race(&[&a, &b], 5, |app, _| app.post(&format!("/api/v1/users/{id}/mfa/verify"), &json!({"code": code})));
+    assert_eq!(statuses(&replies), [200, 401, 401, 401, 401], "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    assert_eq!(replies.iter().find(|r| r.status == 200).unwrap().body, json!({"valid": true, "method": "totp"}));
+}
