@@ -63,15 +63,14 @@ fn tls_to_postgresql_is_used_as_the_url_asks_and_the_certificate_checked() {
         .unwrap();
     assert!(out.status.success());
     let err = provisiond::app::open_database(&config(url(&format!("sslmode=verify-full&sslrootcert={}", other_ca.display())), Some(password.clone())))
-        .err()
-        .expect("an untrusted server certificate is refused");
+        .expect_err("an untrusted server certificate is refused");
     let text = format!("{err:#}");
     assert!(text.contains("cannot open the database") && text.contains("certificate"), "{text}");
 
     // A server without TLS is refused when the URL requires it.
     let plain = PgServer::start();
     let url = format!("postgres://provisiond@127.0.0.1:{}/provisiond?sslmode=require", plain.port);
-    let err = provisiond::app::open_database(&config(url, Some(password))).err().expect("no TLS, no connection");
+    let err = provisiond::app::open_database(&config(url, Some(password))).expect_err("no TLS, no connection");
     assert!(format!("{err:#}").to_lowercase().contains("ssl"), "{err:#}");
 }
 
