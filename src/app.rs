@@ -35,6 +35,7 @@ impl Application {
         let config = Arc::new(config);
         let pool = open_database(&config)?;
         let sealer = Arc::new(load_sealer(&config)?);
+        check_sealing_keys(&pool, &sealer, &config)?;
         let listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         let port = listener.local_addr()?.port();
@@ -139,6 +140,24 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
         tracing::info!(applied, "database migrations applied");
     }
     Ok(pool)
+}
+
+/// Refuses to serve with keys that cannot open the stored secrets. An instance started without
+/// the key file the others share would create a key of its own and then fail every verification
+/// of a factor enrolled elsewhere.
+fn check_sealing_keys(pool: &store::Pool, sealer: &crate::mfa::Sealer, config: &Config) -> anyhow::Result<()> {
+    let ids = store::mfa::sealing_key_ids(&mut *pool.get()?).context("cannot read the stored MFA secrets")?;
+    let unknown = sealer.unknown_keys(&ids);
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "the database holds TOTP secrets sealed under key id {ids} that neither mfa.key_file ({key_file}) nor \
+             mfa.previous_key_files holds: give every instance the same key file (if this start created {key_file}, \
+             remove it and copy the shared one)",
+            ids = unknown.join(", "),
+            key_file = config.mfa.key_file.display()
+        );
+    }
+    Ok(())
 }
 
 /// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).

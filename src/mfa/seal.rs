@@ -105,6 +105,12 @@ impl Sealer {
             .map_err(|_| SealError::Open("authentication failed (wrong key or tampered value)"))
     }
 
+    /// The ids among `key_ids` that are neither the current key nor a previous one.
+    pub fn unknown_keys<'a>(&self, key_ids: &'a [String]) -> Vec<&'a str> {
+        let known = |id: &str| std::iter::once(&self.current).chain(&self.previous).any(|k| k.id == id);
+        key_ids.iter().map(String::as_str).filter(|id| !known(id)).collect()
+    }
+
     /// Whether `sealed` is under a previous key (and should be re-sealed).
     pub fn is_stale(&self, sealed: &str) -> bool {
         sealed.split('.').nth(1) != Some(self.current.id.as_str())

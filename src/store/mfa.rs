@@ -215,6 +215,15 @@ pub fn sealed_secrets(conn: &mut DbConn) -> Result<Vec<(String, String)>> {
         .load(conn)?)
 }
 
+/// The ids of the keys the stored secrets are sealed under (`v1.<8 hex digits>.…`).
+pub fn sealing_key_ids(conn: &mut DbConn) -> Result<Vec<String>> {
+    Ok(mfa_factors::table
+        .filter(mfa_factors::secret_sealed.is_not_null())
+        .select(diesel::dsl::sql::<diesel::sql_types::Text>("substr(secret_sealed, 4, 8)"))
+        .distinct()
+        .load(conn)?)
+}
+
 /// Replaces the user's backup codes by these hashes.
 pub fn replace_codes(conn: &mut DbConn, user_id: &str, hashes: &[String]) -> Result<(), diesel::result::Error> {
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;

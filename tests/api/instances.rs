@@ -360,3 +360,23 @@ fn a_factor_enrolled_on_one_instance_verifies_on_the_other_and_each_code_counts_
     assert_eq!(statuses(&replies), [200, 401, 401, 401, 401], "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
     assert_eq!(replies.iter().find(|r| r.status == 200).unwrap().body, json!({"valid": true, "method": "totp"}));
 }
+
+#[test]
+fn an_instance_without_the_shared_mfa_key_refuses_to_start_and_says_which_key() {
+    let a = TestApp::spawn();
+    let id = a.create_user(&json!({"userName": "sealed"}))["id"].as_str().unwrap().to_string();
+    crate::mfa::enrol(&a, &id);
+    // A second instance whose key file is missing: it would create a key of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("mfa.key");
+    let config = dir.path().join("p.toml");
+    let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n{}[mfa]\nkey_file = {:?}\n[log]\nlevel = \"warn\"\n", a.db.toml(), key.display().to_string());
+    std::fs::write(&config, toml).unwrap();
+    let out = Command::new(BIN).arg("--config").arg(&config).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mfa.key_file") && err.contains("same key file") && err.contains(&key.display().to_string()), "{err}");
+    // Given a copy of the shared key, an instance starts and reads the factor.
+    let b = a.another_instance();
+    assert_eq!(crate::mfa::status(&b, &id)["status"], "enrolled");
+}
