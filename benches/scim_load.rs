@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use provisiond::domain::tokens::Scope;
+use provisiond::store::percent_encode as encode;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use serde_json::json;
-use support::{encode, parse_args, preload, print_table, run_all, user_json, Call, Scenario, Setup, PRELOAD_THREADS};
+use support::{parse_args, preload, print_table, run_all, user_json, Call, Scenario, Setup, PRELOAD_THREADS};
 
 fn main() {
     let args = parse_args(100_000);

@@ -113,7 +113,7 @@ impl Database {
             if password.chars().any(char::is_control) {
                 return Err(format!("database.password_file: {} holds a control character besides the final newline", path.display()));
             }
-            params.push(format!("password={}", percent_encode(password)));
+            params.push(format!("password={}", crate::store::percent_encode(password)));
         }
         if !self.url.contains("connect_timeout=") {
             params.push(format!("connect_timeout={}", self.connect_timeout));
@@ -144,19 +144,6 @@ impl Database {
             }
         }
     }
-}
-
-/// Percent-encodes a URI component (RFC 3986 unreserved characters stay).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -288,16 +288,6 @@ pub fn run(s: &Scenario, bases: &[String], auth: &str, args: &Args, daemon_pids:
     out
 }
 
-/// Percent-encodes a query value.
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub fn free_port() -> u16 {
     // Bound and released at once: the daemon binds it a moment later.
     std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port()

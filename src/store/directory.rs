@@ -3,7 +3,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 
 use super::schema::{directory_links, sync_lease, sync_runs, sync_ticks, users};
 use super::{DbConn, Result};
@@ -216,17 +216,11 @@ pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTim
     super::write_tx(conn, |conn| {
         diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::expires_at.lt(now)))
             .execute(conn)?;
-        // In a savepoint: on PostgreSQL a failed statement spoils the whole transaction.
-        let taken = conn.transaction(|conn| {
+        Ok(super::insert_unless_taken(conn, |conn| {
             diesel::insert_into(sync_lease::table)
                 .values((sync_lease::name.eq(name), sync_lease::holder.eq(holder), sync_lease::expires_at.eq(until)))
                 .execute(conn)
-        });
-        match taken {
-            Ok(_) => Ok(true),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        })?)
     })
 }
 
@@ -264,18 +258,12 @@ pub fn claim_tick(conn: &mut DbConn, schedule: &str, tick: NaiveDateTime) -> Res
         if moved == 1 {
             return Ok(true);
         }
-        // No row yet (the first tick ever), or the tick is taken: the insert tells which. In a
-        // savepoint, since a failed statement spoils a PostgreSQL transaction.
-        let inserted = conn.transaction(|conn| {
+        // No row yet (the first tick ever), or the tick is taken: the insert tells which.
+        Ok(super::insert_unless_taken(conn, |conn| {
             diesel::insert_into(sync_ticks::table)
                 .values((sync_ticks::schedule.eq(schedule), sync_ticks::last_tick.eq(tick)))
                 .execute(conn)
-        });
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        })?)
     })
 }
 

@@ -106,6 +106,19 @@ pub fn url_has_password(url: &str) -> bool {
     redact(url) != url
 }
 
+/// Percent-encodes a URI component (RFC 3986 unreserved characters stay).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -242,6 +255,21 @@ where
 {
     let _turn = matches!(conn, DbConn::Sqlite(_)).then(sqlite_writer_turn);
     conn.transaction(f)
+}
+
+/// Runs `insert` in a savepoint; false when a unique key already holds the row. (The savepoint
+/// keeps the caller's transaction usable: on PostgreSQL a failed statement spoils the whole
+/// transaction.)
+pub fn insert_unless_taken(
+    conn: &mut DbConn,
+    insert: impl FnOnce(&mut DbConn) -> diesel::QueryResult<usize>,
+) -> Result<bool, diesel::result::Error> {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+    match conn.transaction(insert) {
+        Ok(_) => Ok(true),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Gives one SQLite connection a large page cache for a bulk write (the LDAP sync's writer), and

@@ -52,16 +52,7 @@ fn tls_to_postgresql_is_used_as_the_url_asks_and_the_certificate_checked() {
     assert!(uses_tls(&config(url(&format!("sslmode=verify-full&sslrootcert={ca}")), Some(password.clone()))));
 
     // A certificate the client does not trust is refused, with the reason.
-    let other_ca = dir.path().join("other.crt");
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=other"])
-        .arg("-keyout")
-        .arg(dir.path().join("other.key"))
-        .arg("-out")
-        .arg(&other_ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (other_ca, _) = crate::postgres::self_signed(dir.path(), "other");
     let err = provisiond::app::open_database(&config(url(&format!("sslmode=verify-full&sslrootcert={}", other_ca.display())), Some(password.clone())))
         .expect_err("an untrusted server certificate is refused");
     let text = format!("{err:#}");

@@ -308,17 +308,7 @@ impl TestApp {
 }
 
 /// Percent-encodes a query value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use provisiond::store::percent_encode as encode;
 
 /// Asserts a SCIM error document with this status and scimType.
 #[track_caller]

@@ -82,17 +82,7 @@ impl PgServer {
         let mut conf = String::new();
         let mut ca_file = None;
         if tls {
-            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-            let out = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-                .args(["-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .output()
-                .expect("openssl is installed (apt-get install -y openssl)");
-            assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+            let (cert, key) = self_signed(dir.path(), "localhost");
             own(&key);
             std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
             conf.push_str(&format!("ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n", cert.display(), key.display()));
@@ -149,7 +139,7 @@ impl PgServer {
 
     /// A URL with the password in it, for the harness's own connections.
     pub fn url_of(&self, database: &str) -> String {
-        format!("postgres://{USER}:{}@127.0.0.1:{}/{database}", encode(PASSWORD), self.port)
+        format!("postgres://{USER}:{}@127.0.0.1:{}/{database}", provisiond::store::percent_encode(PASSWORD), self.port)
     }
 
     pub fn connect(&self, database: &str) -> PgConnection {
@@ -184,6 +174,22 @@ fn data_directory(c: &mut PgConnection) -> Option<String> {
         setting: String,
     }
     diesel::sql_query("SELECT setting FROM pg_settings WHERE name = 'data_directory'").get_result::<Setting>(c).ok().map(|s| s.setting)
+}
+
+/// A self-signed certificate for `name` and its key, made by `openssl` in `dir`.
+pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (apt-get install -y openssl)");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
 }
 
 /// The initdb'd cluster the servers are copied from, made on first use.
@@ -266,11 +272,4 @@ fn my_uid() -> u32 {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Percent-encodes a URL component.
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
