@@ -147,6 +147,7 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(SystemClock));
     match cmd {
         MfaCommand::Reset { users, filter, reason } => {
+            let reason = crate::mfa::Reason::parse(Some(&reason)).map_err(|e| anyhow::anyhow!("--reason: {}", e.detail))?;
             // The operator's login name is the actor of the audit events.
             let operator = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into());
             let actor = Actor::new(Origin::Cli, operator, None);
@@ -166,7 +167,7 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
                 }
             };
             let mut failed = lines.len();
-            let results = mfa.reset_many(&selection, &actor, Some(&reason)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let results = mfa.reset_many(&selection, &actor, &reason).map_err(|e| anyhow::anyhow!("{e}"))?;
             for r in &results {
                 let name = r.user_name.as_deref().unwrap_or("-");
                 match &r.detail {

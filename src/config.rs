@@ -63,6 +63,9 @@ pub struct Database {
     /// PostgreSQL password, read from this file (one trailing newline dropped); the systemd
     /// credential `database-password` is used when this is unset.
     pub password_file: Option<PathBuf>,
+    /// Seconds any one statement may run (PostgreSQL `statement_timeout`, a progress handler on
+    /// SQLite): past it the statement is cancelled and the request answered 503.
+    pub statement_timeout: u64,
 }
 
 impl Default for Database {
@@ -72,6 +75,7 @@ impl Default for Database {
             pool_size: 8,
             connect_timeout: 10,
             password_file: None,
+            statement_timeout: 10,
         }
     }
 }
@@ -84,6 +88,7 @@ impl std::fmt::Debug for Database {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("password_file", &self.password_file)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -118,6 +123,13 @@ impl Database {
         if !self.url.contains("connect_timeout=") {
             params.push(format!("connect_timeout={}", self.connect_timeout));
         }
+        // TCP keepalives and a bound on unacknowledged data: a database (or a network path to
+        // it) that vanishes is noticed in seconds, not after the kernel's two hours.
+        for (key, value) in [("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"), ("keepalives_count", "3"), ("tcp_user_timeout", "30000")] {
+            if !self.url.contains(&format!("{key}=")) {
+                params.push(format!("{key}={value}"));
+            }
+        }
         let mut url = self.url.clone();
         for p in params {
             url.push(if url.contains('?') { '&' } else { '?' });
@@ -135,6 +147,9 @@ impl Database {
         }
         if !(1..=3600).contains(&self.connect_timeout) {
             out.push("database.connect_timeout: must be between 1 and 3600 seconds".into());
+        }
+        if !(1..=3600).contains(&self.statement_timeout) {
+            out.push("database.statement_timeout: must be between 1 and 3600 seconds".into());
         }
         if self.password_file.is_some() {
             if !self.is_postgres() {
@@ -539,6 +554,12 @@ impl Config {
         if let Err(e) = self.server.listen.parse::<SocketAddr>() {
             out.push(format!("server.listen: {:?} is not an address such as 127.0.0.1:8080 ({e})", self.server.listen));
         }
+        if self.server.workers.is_some_and(|n| !(1..=1024).contains(&n)) {
+            out.push("server.workers: must be between 1 and 1024".into());
+        }
+        if !(1..=86400).contains(&self.server.shutdown_timeout) {
+            out.push("server.shutdown_timeout: must be between 1 and 86400 seconds".into());
+        }
         if self.server.max_body_bytes < 1024 {
             out.push("server.max_body_bytes: must be at least 1024".into());
         }
@@ -557,8 +578,8 @@ impl Config {
         if !(6..=8).contains(&self.mfa.digits) {
             out.push("mfa.digits: must be 6, 7 or 8".into());
         }
-        if self.mfa.period == 0 {
-            out.push("mfa.period: must be at least 1 second".into());
+        if !(1..=3600).contains(&self.mfa.period) {
+            out.push("mfa.period: must be between 1 and 3600 seconds".into());
         }
         if self.mfa.issuer.trim().is_empty() {
             out.push("mfa.issuer: must not be empty".into());
@@ -566,8 +587,8 @@ impl Config {
         if self.mfa.max_failures == 0 {
             out.push("mfa.max_failures: must be at least 1".into());
         }
-        if self.mfa.lockout_window == 0 {
-            out.push("mfa.lockout_window: must be at least 1 second".into());
+        if !(1..=366 * 86400).contains(&self.mfa.lockout_window) {
+            out.push("mfa.lockout_window: must be between 1 second and 366 days (31622400 seconds)".into());
         }
         if self.mfa.max_bulk_reset == 0 {
             out.push("mfa.max_bulk_reset: must be at least 1".into());

@@ -126,7 +126,7 @@ impl Users {
         if !requested {
             return Ok(user);
         }
-        self.mfa.reset(&user.id, actor, Some("resetRequested set through SCIM"))?;
+        self.mfa.reset(&user.id, actor, &crate::mfa::Reason::system("resetRequested set through SCIM"))?;
         self.get(&user.id)
     }
 

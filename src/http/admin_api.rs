@@ -7,7 +7,7 @@ use super::api_io::{blocking, read_object, require, string_field, ApiError};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
-use crate::mfa::{Outcome, Selection};
+use crate::mfa::{Outcome, Reason, Selection};
 use crate::scim::filter;
 use crate::store::audit::Query;
 
@@ -20,7 +20,7 @@ type Reply = Result<HttpResponse, ApiError>;
 async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Bulk)?;
     let body = read_object(&state, &req, payload).await?;
-    let reason = string_field(&body, "reason")?.map(str::to_string);
+    let reason = Reason::parse(string_field(&body, "reason")?)?;
     let selection = match (body.get("userIds"), string_field(&body, "filter")?) {
         (Some(Value::Array(ids)), None) => Selection::Ids(
             ids.iter()
@@ -34,7 +34,7 @@ async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::
         _ => return Err(ApiError::bad_request("give either userIds (a list) or filter (a SCIM filter)")),
     };
     let mfa = state.mfa.clone();
-    let results = blocking(move || mfa.reset_many(&selection, &actor, reason.as_deref())).await?;
+    let results = blocking(move || mfa.reset_many(&selection, &actor, &reason)).await?;
     let reset = results.iter().filter(|r| r.outcome == Outcome::Reset).count();
     let rendered: Vec<Value> = results
         .iter()

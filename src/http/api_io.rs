@@ -37,7 +37,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({"error": self.error, "detail": self.detail}))
+        let mut resp = HttpResponse::build(self.status_code());
+        if self.status == 503 {
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, super::scim_io::RETRY_AFTER_SECS));
+        }
+        resp.json(json!({"error": self.error, "detail": self.detail}))
     }
 }
 
@@ -49,6 +53,7 @@ impl From<ScimError> for ApiError {
             404 => "not_found",
             409 => "conflict",
             413 => "too_large",
+            503 => "unavailable",
             s if s >= 500 => "internal",
             _ => "invalid_request",
         };

@@ -18,19 +18,30 @@ pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collectio
     let pool = state.pool.clone();
     let syncing = state.sync.is_some() && query.get("check").map(String::as_str) != Some("database");
     let check = web::block(move || -> Result<Option<&'static str>, crate::store::Error> {
-        crate::store::ping(&pool)?;
-        if syncing && crate::store::directory::last_runs_failed(&mut *pool.get()?, 2)? {
+        crate::store::ping(&pool, CHECK_WAIT)?;
+        if syncing && crate::store::directory::last_runs_failed(&mut *pool.get_timeout(CHECK_WAIT)?, 2)? {
             return Ok(Some("the last two LDAP sync runs failed"));
         }
         Ok(None)
     });
-    match check.await {
-        Ok(Ok(None)) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Ok(Ok(Some(reason))) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason})),
-        Ok(Err(e)) => {
+    // A load balancer asks often and waits little: the answer comes within a second, also when
+    // the database hangs instead of refusing.
+    let unavailable = |reason: &str| {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((actix_web::http::header::RETRY_AFTER, "5"))
+            .json(json!({"status": "unavailable", "reason": reason}))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(1), check).await {
+        Ok(Ok(Ok(None))) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Ok(Ok(Ok(Some(reason)))) => unavailable(reason),
+        Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": "database does not answer"}))
+            unavailable("database does not answer")
         }
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"})),
+        Ok(Err(_)) => unavailable("shutting down"),
+        Err(_) => unavailable("database does not answer within a second"),
     }
 }
+
+/// How long the readiness check waits for a pooled connection.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(700);

@@ -9,7 +9,7 @@ use super::api_io::{blocking, read_object, require, string_field, ApiError};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
-use crate::mfa::Verification;
+use crate::mfa::{Reason, Verification};
 use crate::scim::resource::datetime;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -89,8 +89,8 @@ async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, id: web::Pat
 async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Api)?;
     let body = read_object(&state, &req, payload).await?;
-    let reason = string_field(&body, "reason")?.map(str::to_string);
+    let reason = Reason::parse(string_field(&body, "reason")?)?;
     let mfa = state.mfa.clone();
-    let done = blocking(move || mfa.reset(&id, &actor, reason.as_deref())).await?;
+    let done = blocking(move || mfa.reset(&id, &actor, &reason)).await?;
     Ok(HttpResponse::Ok().json(json!({"id": done.id, "status": "pending", "resetAt": datetime(&done.reset_at.and_utc())})))
 }

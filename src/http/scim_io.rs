@@ -23,8 +23,15 @@ impl ResponseError for ScimError {
 }
 
 pub fn scim_error_response(e: &ScimError) -> HttpResponse {
-    HttpResponse::build(e.status_code()).content_type(SCIM_JSON).body(e.to_json().to_string())
+    let mut resp = HttpResponse::build(e.status_code());
+    if e.status == 503 {
+        resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+    }
+    resp.content_type(SCIM_JSON).body(e.to_json().to_string())
 }
+
+/// When a client should try again after a 503 (the database busy or unreachable).
+pub const RETRY_AFTER_SECS: &str = "5";
 
 impl From<domain::Error> for ScimError {
     fn from(e: domain::Error) -> Self {
@@ -33,6 +40,10 @@ impl From<domain::Error> for ScimError {
             domain::Error::Conflict(m) => ScimError::uniqueness(m),
             domain::Error::PreconditionFailed => ScimError::precondition_failed(e.to_string()),
             domain::Error::Invalid(e) => e,
+            domain::Error::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "storage unavailable");
+                ScimError::new(503, None, "the database is busy or unreachable; try again shortly")
+            }
             domain::Error::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 ScimError::new(500, None, "internal storage error; see the server log")

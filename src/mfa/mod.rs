@@ -21,6 +21,7 @@ use crate::scim::error::ScimError;
 use crate::scim::filter::Filter;
 use crate::store::{self, mfa as factors, user_filter, users as store_users, Pool};
 
+pub use reset::Reason;
 pub use seal::Sealer;
 pub use totp::{Enrolment, Policy};
 
@@ -218,52 +219,79 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
         let (now, at) = self.now();
-        if let Some(until) = f.locked_until.filter(|u| *u > at) {
-            let secs = (until - at).num_milliseconds().max(0) as u64;
-            return Ok(Verification::LockedOut { retry_after_secs: secs.div_ceil(1000).max(1) });
+        if let Some(locked) = lockout(&f, at) {
+            return Ok(locked);
         }
         if f.status != factors::ENROLLED {
             return Err(Error::Conflict(format!("the user has no confirmed factor (status {})", f.status)));
         }
         let secret = self.secret(&f)?;
         if let Some(step) = self.policy.check(&secret, code, now.timestamp().max(0) as u64) {
-            // A step accepted before (or an older one) is a replay and counts as a failure.
+            // A step accepted before (or an older one) is a replay and counts as a failure;
+            // so does a right code while a lockout (set by a parallel request) holds.
             if factors::accept_step(&mut conn, user_id, step as i64, at)? {
                 return Ok(Verification::Valid(Method::Totp));
             }
         } else if backup_codes::looks_like_one(code) {
             let hashes = factors::unused_codes(&mut conn, user_id)?;
             if let Some(i) = backup_codes::find(code, &hashes) {
-                let name = user_name(&mut conn, user_id)?;
-                let used = store::write_tx(&mut conn, |conn| {
-                    if !factors::use_code(conn, user_id, &hashes[i], at)? {
-                        return Ok::<_, Error>(false);
-                    }
-                    factors::clear_failures(conn, user_id)?;
-                    let remaining = hashes.len() - 1;
-                    let e = audit::event(at, audit::MFA_BACKUP_CODE_USED, (user_id, &name), actor, None, Some(json!({"remaining": remaining})));
-                    audit::write(conn, &[e])?;
-                    Ok(true)
-                })?;
-                if used {
-                    return Ok(Verification::Valid(Method::BackupCode));
+                if let Some(answer) = self.spend_backup_code(&mut conn, user_id, &hashes, i, at, actor)? {
+                    return Ok(answer);
                 }
             }
         }
-        self.record_failure(&mut conn, &f, at, actor)?;
+        let answer = self.record_failure(&mut conn, user_id, at, actor)?;
         crate::metrics::METRICS.mfa_verify_failures.inc();
-        Ok(Verification::Invalid)
+        Ok(answer)
     }
 
-    /// Counts a wrong code; the `max_failures`-th within the window locks verification.
-    fn record_failure(&self, conn: &mut store::DbConn, f: &factors::Factor, at: NaiveDateTime, actor: &Actor) -> Result<()> {
-        let name = user_name(conn, &f.user_id)?;
-        // Counted on the row as it is inside the write transaction, not as this request read it
-        // earlier: wrong codes sent in parallel must all count (and none may lift a lockout).
-        let locked = store::write_tx(conn, |conn| {
-            let Some(now) = factors::get(conn, &f.user_id)? else { return Ok::<_, Error>(false) };
-            if now.locked_until.is_some_and(|u| u > at) {
-                return Ok(false);
+    /// Spends the backup code whose hash is `hashes[i]`: valid, unless a lockout was set
+    /// meanwhile (the lock on the factor row makes this and the failure count take turns);
+    /// `None` when a concurrent request spent it first.
+    fn spend_backup_code(
+        &self,
+        conn: &mut store::DbConn,
+        user_id: &str,
+        hashes: &[String],
+        i: usize,
+        at: NaiveDateTime,
+        actor: &Actor,
+    ) -> Result<Option<Verification>> {
+        let name = user_name(conn, user_id)?;
+        store::write_tx(conn, |conn| {
+            factors::lock_user(conn, user_id)?;
+            if !factors::lock(conn, user_id, Some(factors::ENROLLED))? {
+                return Ok(None);
+            }
+            let Some(f) = factors::get(conn, user_id)? else { return Ok(None) };
+            if let Some(locked) = lockout(&f, at) {
+                return Ok(Some(locked));
+            }
+            if !factors::use_code(conn, user_id, &hashes[i], at)? {
+                return Ok(None);
+            }
+            factors::clear_failures(conn, user_id)?;
+            let remaining = hashes.len() - 1;
+            let e = audit::event(at, audit::MFA_BACKUP_CODE_USED, (user_id, &name), actor, None, Some(json!({"remaining": remaining})));
+            audit::write(conn, &[e])?;
+            Ok::<_, Error>(Some(Verification::Valid(Method::BackupCode)))
+        })
+    }
+
+    /// Counts a wrong code; the `max_failures`-th within the window locks verification. A code
+    /// that arrives while a lockout holds is not counted: it is answered as locked out.
+    fn record_failure(&self, conn: &mut store::DbConn, user_id: &str, at: NaiveDateTime, actor: &Actor) -> Result<Verification> {
+        let name = user_name(conn, user_id)?;
+        // Counted on the row as it is once locked inside the write transaction, not as this
+        // request read it earlier: wrong codes sent in parallel, to one instance or several,
+        // all count, one after the other, and none may lift a lockout.
+        let (answer, locked_now) = store::write_tx(conn, |conn| {
+            if !factors::lock(conn, user_id, None)? {
+                return Ok::<_, Error>((Verification::Invalid, false));
+            }
+            let Some(now) = factors::get(conn, user_id)? else { return Ok((Verification::Invalid, false)) };
+            if let Some(locked) = lockout(&now, at) {
+                return Ok((locked, false));
             }
             let in_window = now.failures_since.filter(|since| at - *since < self.lockout_window);
             let (failures, since) = match in_window {
@@ -271,20 +299,20 @@ impl Mfa {
                 None => (1, at),
             };
             if failures < self.max_failures as i32 {
-                factors::set_failures(conn, &f.user_id, failures, Some(since), None)?;
-                return Ok(false);
+                factors::set_failures(conn, user_id, failures, Some(since), None)?;
+                return Ok((Verification::Invalid, false));
             }
             let until = at + self.lockout_window;
-            factors::set_failures(conn, &f.user_id, 0, None, Some(until))?;
+            factors::set_failures(conn, user_id, 0, None, Some(until))?;
             let detail = json!({"failures": failures, "lockedUntil": crate::scim::resource::datetime(&until.and_utc())});
-            let e = audit::event(at, audit::MFA_VERIFY_LOCKED_OUT, (&f.user_id, &name), actor, None, Some(detail));
+            let e = audit::event(at, audit::MFA_VERIFY_LOCKED_OUT, (user_id, &name), actor, None, Some(detail));
             audit::write(conn, &[e])?;
-            Ok(true)
+            Ok((Verification::Invalid, true))
         })?;
-        if locked {
-            tracing::warn!(user_id = %f.user_id, "MFA verification locked after too many wrong codes");
+        if locked_now {
+            tracing::warn!(user_id = %user_id, "MFA verification locked after too many wrong codes");
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// A new set of backup codes; the old set stops working.
@@ -314,7 +342,8 @@ impl Mfa {
     }
 
     /// Resets one user's factor: they enrol again at their next login.
-    pub fn reset(&self, user_id: &str, actor: &Actor, reason: Option<&str>) -> Result<ResetDone> {
+    pub fn reset(&self, user_id: &str, actor: &Actor, reason: &Reason) -> Result<ResetDone> {
+        let reason = Some(reason.as_str());
         let mut conn = self.pool.get()?;
         let name = user_name(&mut conn, user_id)?;
         let (_, at) = self.now();
@@ -327,7 +356,8 @@ impl Mfa {
 
     /// Resets many users; one that fails does not stop the others. Results keep the order of
     /// the ids given (or of creation, for a filter).
-    pub fn reset_many(&self, selection: &Selection, actor: &Actor, reason: Option<&str>) -> Result<Vec<BulkResult>> {
+    pub fn reset_many(&self, selection: &Selection, actor: &Actor, reason: &Reason) -> Result<Vec<BulkResult>> {
+        let reason = Some(reason.as_str());
         let mut conn = self.pool.get()?;
         let (wanted, found): (Vec<String>, HashMap<String, String>) = match selection {
             Selection::Ids(ids) => {
@@ -400,6 +430,13 @@ impl Mfa {
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
+}
+
+/// The answer while a lockout holds at `at`.
+fn lockout(f: &factors::Factor, at: NaiveDateTime) -> Option<Verification> {
+    let until = f.locked_until.filter(|u| *u > at)?;
+    let secs = (until - at).num_milliseconds().max(0) as u64;
+    Some(Verification::LockedOut { retry_after_secs: secs.div_ceil(1000).max(1) })
 }
 
 fn too_many(n: usize, max: usize) -> Error {

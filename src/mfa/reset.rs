@@ -5,7 +5,46 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use crate::domain::audit::{self, Actor};
+use crate::scim::error::ScimError;
 use crate::store::{self, DbConn};
+
+/// Why a factor is reset, as an operator gave it: required, trimmed, at most
+/// [`Reason::MAX_CHARS`] characters. Every door that takes a reason from a person parses it
+/// here, so the rule is the same for the API, bulk resets and the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason(String);
+
+impl Reason {
+    pub const MAX_CHARS: usize = 1000;
+
+    pub fn parse(text: Option<&str>) -> Result<Self, ScimError> {
+        let text = text.map(str::trim).unwrap_or_default();
+        if text.is_empty() {
+            return Err(ScimError::invalid_value("reason is required: say why the factor is reset (it is kept in the audit trail)"));
+        }
+        if text.chars().count() > Self::MAX_CHARS {
+            return Err(ScimError::invalid_value(format!("reason is longer than {} characters", Self::MAX_CHARS)));
+        }
+        Ok(Reason(text.to_string()))
+    }
+
+    /// A reason the daemon words itself (the SCIM extension, a directory flag), cut to the limit.
+    pub fn system(text: &str) -> Self {
+        Reason(cut(text).to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `text` cut to [`Reason::MAX_CHARS`] characters.
+fn cut(text: &str) -> &str {
+    match text.char_indices().nth(Reason::MAX_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
 
 /// Resets the factor of `user` (`(id, userName)`): secret and backup codes deleted, status
 /// `pending`, lockout cleared, `mfa.reset` audited. Resetting a pending user is a harmless
@@ -24,7 +63,24 @@ pub fn reset_in_tx(
     }
     let previous = store::mfa::get(conn, user.0)?.map(|f| f.status).unwrap_or_else(|| store::mfa::NONE.into());
     store::mfa::reset(conn, user.0, at)?;
-    let event = audit::event(at, audit::MFA_RESET, user, actor, reason, Some(json!({"previousStatus": previous})));
+    let event = audit::event(at, audit::MFA_RESET, user, actor, reason.map(cut), Some(json!({"previousStatus": previous})));
     audit::write(conn, &[event])?;
     Ok(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_required_trimmed_and_bounded() {
+        for missing in [None, Some(""), Some("   \n\t")] {
+            let e = Reason::parse(missing).unwrap_err();
+            assert_eq!((e.status, e.scim_type.unwrap().as_str()), (400, "invalidValue"), "{missing:?}");
+        }
+        assert_eq!(Reason::parse(Some("  lost phone ")).unwrap().as_str(), "lost phone");
+        assert!(Reason::parse(Some(&"é".repeat(1000))).is_ok());
+        assert!(Reason::parse(Some(&"é".repeat(1001))).is_err());
+        assert_eq!(Reason::system(&"x".repeat(5000)).as_str().len(), 1000);
+    }
 }

@@ -167,17 +167,17 @@ pub fn lock_user(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result:
     Ok(())
 }
 
-/// Takes the write lock on a factor row (a no-op UPDATE: on SQLite a transaction that writes
-/// first never has to upgrade a read lock); false when there is no such row, or when `status`
-/// is given and the factor is not in it.
+/// Locks a factor row for the rest of the transaction (PostgreSQL `FOR UPDATE`; a SQLite write
+/// transaction holds the whole database already); false when there is no such row, or when
+/// `status` is given and the factor is not in it. Read-modify-write of a factor (counting
+/// failures, spending a backup code) starts here, so that concurrent requests take turns.
 pub fn lock(conn: &mut DbConn, user_id: &str, status: Option<&str>) -> Result<bool, diesel::result::Error> {
-    let n = match status {
-        Some(st) => diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(st)))
-            .set(mfa_factors::status.eq(mfa_factors::status))
-            .execute(conn)?,
-        None => diesel::update(mfa_factors::table.find(user_id)).set(mfa_factors::status.eq(mfa_factors::status)).execute(conn)?,
-    };
-    Ok(n == 1)
+    let row = match conn {
+        DbConn::Pg(pg) => mfa_factors::table.find(user_id).select((mfa_factors::status,)).for_update().first::<(String,)>(pg),
+        DbConn::Sqlite(c) => mfa_factors::table.find(user_id).select((mfa_factors::status,)).first::<(String,)>(c),
+    }
+    .optional()?;
+    Ok(row.is_some_and(|(current,)| status.is_none_or(|st| st == current)))
 }
 
 /// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod mfa;
 pub mod schema;
 pub mod sql;
+mod sqlite_limits;
 pub mod tokens;
 pub mod user_filter;
 pub mod users;
@@ -42,6 +43,48 @@ pub enum Error {
     /// The row to change is gone (deleted by another writer meanwhile).
     #[error("{0}")]
     Gone(String),
+}
+
+impl Error {
+    /// Whether the database could not serve the request now (down, restarting, its pool
+    /// exhausted, locked by another writer past the busy timeout, a statement past its time
+    /// limit) rather than refused it: the doors answer 503 with `Retry-After`, never 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Pool(_) => true,
+            Error::Query(e) => query_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+/// The failures of a query that say "not now" rather than "never".
+fn query_unavailable(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error as E};
+    match e {
+        E::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand | Kind::SerializationFailure, _) => true,
+        // diesel gives no SQLSTATE for these: the messages are SQLite's and PostgreSQL's own
+        // (PostgreSQL's in English, its default `lc_messages`).
+        E::DatabaseError(_, info) => {
+            let m = info.message();
+            [
+                "database is locked",
+                "database is busy",
+                "interrupted",
+                "canceling statement due to statement timeout",
+                "canceling statement due to lock timeout",
+                "could not obtain lock",
+                "terminating connection",
+                "server closed the connection",
+                "the database system is",
+                "connection to server",
+                "no connection to the server",
+            ]
+            .iter()
+            .any(|needle| m.contains(needle))
+        }
+        _ => false,
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -142,6 +185,7 @@ fn percent_decode(s: &str) -> String {
 #[derive(Clone)]
 pub struct Manager {
     target: Target,
+    statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Manager {
@@ -162,10 +206,11 @@ impl ManageConnection for Manager {
         match &self.target {
             Target::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
-                // The busy timeout makes writers queue instead of failing; LIKE is made
+                // The busy timeout makes writers of other processes queue instead of failing
+                // (every write transaction begins IMMEDIATE, so it applies); LIKE is made
                 // case-sensitive to match PostgreSQL (values that compare ignoring case are
-                // stored lower-cased). WAL is set once by `migrate` (it is kept in the file):
-                // switching it here would need a lock another process's writer may hold.
+                // stored in a folded form). WAL is set once by `migrate` (it is kept in the
+                // file): switching it here would need a lock another process's writer may hold.
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
                      PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;",
@@ -173,9 +218,20 @@ impl ManageConnection for Manager {
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(conn))
             }
-            Target::Postgres(url) => diesel::PgConnection::establish(url)
-                .map(DbConn::Pg)
-                .map_err(r2d2::Error::ConnectionError),
+            Target::Postgres(url) => {
+                let mut conn = diesel::PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                // Nothing waits without end: a statement (a lock wait included) fails after the
+                // limit; a session that sits inside a transaction without a word (a frozen or
+                // partitioned instance holding the sync lease) is ended by the server, which
+                // releases its locks.
+                let limit = self.statement_timeout.as_millis();
+                let idle = idle_in_transaction_limit(self.statement_timeout).as_millis();
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {limit}; SET idle_in_transaction_session_timeout = {idle};"
+                ))
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Pg(conn))
+            }
         }
     }
 
@@ -183,30 +239,78 @@ impl ManageConnection for Manager {
         conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
     }
 
-    /// A connection given back by a panicking thread may be inside a transaction, and one whose
-    /// server went away (a PostgreSQL restart or fail-over) is useless: both are dropped.
+    /// A connection given back by a panicking thread may be inside a transaction: dropped.
     fn has_broken(&self, conn: &mut DbConn) -> bool {
         std::thread::panicking() || r2d2::R2D2Connection::is_broken(conn)
     }
 }
 
-/// Opens the pool (creating the SQLite file's directory when missing).
-pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<Pool> {
+/// How long PostgreSQL lets a session sit idle inside a transaction: our transactions never
+/// wait on anything but the database, so this is long for them and short for a frozen holder.
+pub fn idle_in_transaction_limit(statement_timeout: Duration) -> Duration {
+    (statement_timeout * 3).max(Duration::from_secs(30))
+}
+
+/// Time limits of the connections of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Waiting for a pooled connection, and for PostgreSQL to answer a connect.
+    pub connect_timeout: Duration,
+    /// Any one statement (0: none).
+    pub statement_timeout: Duration,
+}
+
+/// Opens the pool (creating the SQLite file, private to its owner, and its directory when
+/// missing).
+pub fn connect(url: &str, pool_size: u32, limits: Limits) -> Result<Pool> {
     let target = Target::parse(url).map_err(|e| Error::Migration(format!("database.url {e}")))?;
     if let Target::Sqlite(path) = &target {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Migration(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        create_private(std::path::Path::new(path)).map_err(Error::Migration)?;
+        sqlite_limits::set_limit(limits.statement_timeout);
     }
     let pool = r2d2::Pool::builder()
         .max_size(pool_size)
-        // A broken connection fails its query and is then dropped (`has_broken`); testing each
-        // checkout would cost a round trip per request.
-        .test_on_check_out(false)
-        .connection_timeout(connect_timeout)
-        .build(Manager { target })?;
+        // A PostgreSQL connection whose server restarted or failed over fails every query,
+        // and diesel does not notice it is dead: each checkout asks first (a round trip),
+        // so that an instance recovers as soon as the database does. A SQLite file cannot
+        // go away under an open connection.
+        .test_on_check_out(matches!(target, Target::Postgres(_)))
+        .connection_timeout(limits.connect_timeout)
+        .build(Manager { target, statement_timeout: limits.statement_timeout })?;
     Ok(pool)
+}
+
+/// Creates the SQLite database file (mode 0600) and its directory (0700) when missing, whatever
+/// the umask: it holds sealed secrets and hashes that nobody else needs to read. SQLite gives
+/// its `-wal` and `-shm` files the mode of the database file.
+fn create_private(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // `mode` is filtered by the umask, which may take the owner's bits too.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        Ok(f) => f
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display())),
+        // Another process created it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
 }
 
 /// Applies pending migrations of the connection's backend; returns how many ran.
@@ -214,19 +318,20 @@ pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> Result<P
 /// All of them run in one transaction that first takes the database's write lock (SQLite's
 /// `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so that instances starting together take
 /// turns: the first migrates, the others then find nothing left to do, instead of racing to
-/// create the same tables. (Both backends have transactional DDL.)
+/// create the same tables. (Both backends have transactional DDL.) Migrations may take longer
+/// than a request's statements are allowed to.
 pub fn migrate(pool: &Pool) -> Result<usize> {
     type Failure = Box<dyn std::error::Error + Send + Sync>;
     let mut conn = pool.get()?;
     let applied = match &mut *conn {
-        DbConn::Sqlite(c) => {
+        DbConn::Sqlite(c) => sqlite_limits::unlimited(|| {
             // WAL lets readers run beside the writer; it is a property of the database file.
             c.batch_execute("PRAGMA journal_mode = WAL;")?;
             let _turn = sqlite_writer_turn();
             c.immediate_transaction(|c| Ok::<_, Failure>(c.run_pending_migrations(SQLITE_MIGRATIONS)?.len()))
-        }
+        }),
         DbConn::Pg(c) => c.transaction(|c| {
-            c.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+            c.batch_execute(&format!("SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
             Ok::<_, Failure>(c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len())
         }),
     };
@@ -244,17 +349,40 @@ fn sqlite_writer_turn() -> std::sync::MutexGuard<'static, ()> {
 
 /// Runs `f` in a transaction that writes.
 ///
-/// SQLite has one writer at a time. Writers of this process queue on a mutex, in order,
-/// instead of on SQLite's busy handler, whose sleeps make the slowest writes slower still;
-/// the busy timeout remains for writers of other processes (the command line). Callers make
-/// the first statement a write, so a transaction takes the write lock at once instead of
-/// upgrading a read lock later, which SQLite answers with "database is locked".
+/// SQLite has one writer at a time. The transaction begins IMMEDIATE: it takes the write lock
+/// at once, waiting for it under the busy timeout, instead of reading first and failing at once
+/// ("database is locked") when it must upgrade while another process writes. Writers of this
+/// process queue on a mutex, in order, instead of on SQLite's busy handler, whose sleeps make
+/// the slowest writes slower still; the busy timeout remains for writers of other processes
+/// (the command line). Not to be nested: inside a transaction, use `conn.transaction` (a
+/// savepoint).
 pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
 where
     E: From<diesel::result::Error>,
 {
-    let _turn = matches!(conn, DbConn::Sqlite(_)).then(sqlite_writer_turn);
-    conn.transaction(f)
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if !matches!(conn, DbConn::Sqlite(_)) {
+        return conn.transaction(f);
+    }
+    let _turn = sqlite_writer_turn();
+    AnsiTransactionManager::begin_transaction_sql(sqlite(conn), "BEGIN IMMEDIATE")?;
+    match f(conn) {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(sqlite(conn))?;
+            Ok(value)
+        }
+        Err(e) => {
+            AnsiTransactionManager::rollback_transaction(sqlite(conn))?;
+            Err(e)
+        }
+    }
+}
+
+fn sqlite(conn: &mut DbConn) -> &mut diesel::SqliteConnection {
+    match conn {
+        DbConn::Sqlite(c) => c,
+        DbConn::Pg(_) => unreachable!("a SQLite connection was checked"),
+    }
 }
 
 /// Runs `insert` in a savepoint; false when a unique key already holds the row. (The savepoint
@@ -283,9 +411,9 @@ pub fn bulk_cache(conn: &mut DbConn, on: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether the database answers (for `/readyz`).
-pub fn ping(pool: &Pool) -> Result<()> {
-    let mut conn = pool.get()?;
+/// Whether the database answers (for `/readyz`), waiting at most `wait` for a connection.
+pub fn ping(pool: &Pool, wait: Duration) -> Result<()> {
+    let mut conn = pool.get_timeout(wait)?;
     conn.batch_execute("SELECT 1")?;
     Ok(())
 }

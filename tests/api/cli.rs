@@ -203,6 +203,12 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
 
     let o = d.run(&["mfa", "reset", "--user", "alice"]);
     assert!(!o.status.success(), "--reason is required");
+    for blank in ["", "   "] {
+        let o = d.run(&["mfa", "reset", "--user", "alice", "--reason", blank]);
+        assert!(!o.status.success() && stderr(&o).contains("--reason: reason is required"), "{}", stderr(&o));
+    }
+    let o = d.run(&["mfa", "reset", "--user", "alice", "--reason", &"x".repeat(1001)]);
+    assert!(!o.status.success() && stderr(&o).contains("longer than 1000"), "{}", stderr(&o));
 
     let audit = provisiond::domain::audit::Audit::new(pool);
     let (total, events) = audit

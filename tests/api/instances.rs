@@ -380,3 +380,55 @@ fn an_instance_without_the_shared_mfa_key_refuses_to_start_and_says_which_key() 
     let b = a.another_instance();
     assert_eq!(crate::mfa::status(&b, &id)["status"], "enrolled");
 }
+
+#[test]
+fn fifty_wrong_codes_at_once_through_two_instances_count_exactly_the_limit_then_lock() {
+    let a = TestApp::spawn();
+    let b = a.another_instance();
+    b.clock.set(provisiond::clock::Clock::now(&*a.clock));
+    let id = a.create_user(&json!({"userName": "guessed"}))["id"].as_str().unwrap().to_string();
+    let (secret, _) = crate::mfa::enrol(&a, &id);
+    let replies = race(&[&a, &b], 50, |app, _| app.post(&format!("/api/v1/users/{id}/mfa/verify"), &json!({"code": "000000"})));
+    let s = statuses(&replies);
+    let max = a.config.mfa.max_failures as usize;
+    assert_eq!(s.iter().filter(|&&st| st == 401).count(), max, "exactly max_failures counted: {s:?}");
+    assert_eq!(s.iter().filter(|&&st| st == 429).count(), 50 - max, "{s:?}");
+    // The factor is locked: even the right code is refused, on either instance.
+    let policy = provisiond::mfa::Policy::from_config(&a.config.mfa);
+    let good = policy.code_at(&secret, provisiond::clock::Clock::now(&*a.clock).timestamp() as u64);
+    for app in [&a, &b] {
+        assert_eq!(app.post(&format!("/api/v1/users/{id}/mfa/verify"), &json!({"code": good})).status, 429);
+    }
+    let events = a.get(&format!("/api/v1/audit?userId={id}&type=mfa.verify.locked_out")).body;
+    assert_eq!(events["totalResults"], 1, "locked once");
+}
+
+#[test]
+fn a_backup_code_raced_by_wrong_codes_is_never_accepted_after_the_lockout() {
+    for trial in 0..6 {
+        let a = TestApp::spawn();
+        let b = a.another_instance();
+        b.clock.set(provisiond::clock::Clock::now(&*a.clock));
+        let id = a.create_user(&json!({"userName": format!("raced{trial}")}))["id"].as_str().unwrap().to_string();
+        let (_, codes) = crate::mfa::enrol(&a, &id);
+        let replies = race(&[&a, &b], 13, |app, i| {
+            let code = if i == 6 { codes[0].as_str() } else { "000000" };
+            app.post(&format!("/api/v1/users/{id}/mfa/verify"), &json!({"code": code}))
+        });
+        let backup = &replies[6];
+        let events = a.get(&format!("/api/v1/audit?userId={id}&count=100")).body;
+        let position = |t: &str| events["events"].as_array().unwrap().iter().position(|e| e["type"] == t);
+        let (used, locked) = (position("mfa.backup_code.used"), position("mfa.verify.locked_out"));
+        match backup.status {
+            // Newest first: a spent code's event is older (further down) than the lockout's.
+            200 => assert!(used.is_some() && locked.is_none_or(|l| used.unwrap() > l), "trial {trial}: {events:#}"),
+            429 => assert!(used.is_none(), "trial {trial}: refused, yet spent: {events:#}"),
+            other => panic!("trial {trial}: the backup code got {other}: {:?}", backup.body),
+        }
+        // Every wrong code after the lockout was answered 429, never 401: at most max_failures
+        // counted since the last success.
+        let wrong_401 = replies.iter().enumerate().filter(|(i, r)| *i != 6 && r.status == 401).count();
+        assert!(wrong_401 <= 2 * a.config.mfa.max_failures as usize - 1, "trial {trial}: {:?}", statuses(&replies));
+        assert!(replies.iter().all(|r| [200, 401, 429].contains(&r.status)), "{:?}", statuses(&replies));
+    }
+}

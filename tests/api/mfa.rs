@@ -244,9 +244,10 @@ fn a_reset_forgets_the_factor_clears_the_lockout_and_is_audited() {
 
     // Resetting a pending user is harmless and still audited.
     app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "again"}));
-    app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({}));
+    app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": " again, trimmed "}));
     let events = audit(&app, &format!("userId={id}&type=mfa.reset"));
     assert_eq!(events["totalResults"], 3);
+    assert_eq!(events["events"][0]["reason"], "again, trimmed");
     let newest = &events["events"][0];
     assert_eq!(newest["origin"], "api");
     assert_eq!(newest["actor"], "test");
@@ -257,7 +258,25 @@ fn a_reset_forgets_the_factor_clears_the_lockout_and_is_audited() {
     assert_eq!(oldest["reason"], "the user is unable to access their second factor");
     assert_eq!(oldest["detail"]["previousStatus"], "enrolled");
 
-    assert_eq!(app.post("/api/v1/users/nope/mfa/reset", &json!({})).status, 404);
+    assert_eq!(app.post("/api/v1/users/nope/mfa/reset", &json!({"reason": "x"})).status, 404);
+}
+
+#[test]
+fn a_reset_needs_a_reason_of_sensible_length_at_every_door() {
+    let app = TestApp::spawn();
+    let id = new_user(&app, "reasonless");
+    let long = "x".repeat(1001);
+    for body in [json!({}), json!({"reason": ""}), json!({"reason": "   "}), json!({"reason": null}), json!({"reason": long})] {
+        let single = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &body);
+        assert_eq!((single.status, single.body["error"].as_str()), (400, Some("invalid_request")), "{body}: {:?}", single.body);
+        assert!(single.body["detail"].as_str().unwrap().contains("reason"), "{:?}", single.body);
+        let mut bulk_body = body.clone();
+        bulk_body["userIds"] = json!([id]);
+        assert_eq!(app.post("/api/v1/mfa/resets", &bulk_body).status, 400, "{bulk_body}");
+    }
+    assert_eq!(audit(&app, "type=mfa.reset")["totalResults"], 0, "nothing was reset");
+    let ok = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "x".repeat(1000)}));
+    assert_eq!(ok.status, 200);
 }
 
 #[test]
