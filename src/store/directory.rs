@@ -211,17 +211,36 @@ pub fn fail_abandoned_runs(conn: &mut DbConn, at: NaiveDateTime) -> Result<usize
 // Lease
 // ---------------------------------------------------------------------------------------------
 
+/// Runs a lease or tick claim in a write transaction that never waits on a row lock held by
+/// another session (PostgreSQL `lock_timeout`): a holder frozen inside a transaction must not
+/// make every other instance's claims queue behind it, each holding a pooled connection.
+/// `None` when the lock was held.
+fn claim<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, DieselError>) -> Result<Option<T>> {
+    let outcome = super::write_tx(conn, |conn| {
+        if let DbConn::Pg(pg) = conn {
+            diesel::sql_query("SET LOCAL lock_timeout = '200ms'").execute(pg)?;
+        }
+        f(conn)
+    });
+    match outcome {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if super::is_lock_timeout(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Takes the lease `name` for `holder` until `until` if nobody holds it (or theirs expired).
 pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTime, until: NaiveDateTime) -> Result<bool> {
-    super::write_tx(conn, |conn| {
+    let taken = claim(conn, |conn| {
         diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::expires_at.lt(now)))
             .execute(conn)?;
-        Ok(super::insert_unless_taken(conn, |conn| {
+        super::insert_unless_taken(conn, |conn| {
             diesel::insert_into(sync_lease::table)
                 .values((sync_lease::name.eq(name), sync_lease::holder.eq(holder), sync_lease::expires_at.eq(until)))
                 .execute(conn)
-        })?)
-    })
+        })
+    })?;
+    Ok(taken == Some(true))
 }
 
 /// Extends a held lease; false when it was lost (expired and taken by another).
@@ -249,9 +268,9 @@ pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> 
 /// Claims tick `tick` of the sync schedule `schedule` (`incremental` or `full`): true for the
 /// first instance that asks, false for every other instance firing at the same tick.
 pub fn claim_tick(conn: &mut DbConn, schedule: &str, tick: NaiveDateTime) -> Result<bool> {
-    super::write_tx(conn, |conn| {
-        // On PostgreSQL a second claimant waits for the first one's row lock here, then finds
-        // the tick taken.
+    let claimed = claim(conn, |conn| {
+        // On PostgreSQL a second claimant waits briefly for the first one's row lock here, then
+        // finds the tick taken (or gives up waiting: the tick is someone else's either way).
         let moved = diesel::update(sync_ticks::table.find(schedule).filter(sync_ticks::last_tick.lt(tick)))
             .set(sync_ticks::last_tick.eq(tick))
             .execute(conn)?;
@@ -264,7 +283,8 @@ pub fn claim_tick(conn: &mut DbConn, schedule: &str, tick: NaiveDateTime) -> Res
                 .values((sync_ticks::schedule.eq(schedule), sync_ticks::last_tick.eq(tick)))
                 .execute(conn)
         })?)
-    })
+    })?;
+    Ok(claimed == Some(true))
 }
 
 /// Who holds the lease, if anyone does now.

@@ -58,6 +58,12 @@ impl Error {
     }
 }
 
+/// Whether a statement gave up waiting for a lock another session holds.
+pub fn is_lock_timeout(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info)
+        if info.message().contains("lock timeout") || info.message().contains("could not obtain lock"))
+}
+
 /// The failures of a query that say "not now" rather than "never".
 fn query_unavailable(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind as Kind, Error as E};
@@ -207,14 +213,16 @@ impl ManageConnection for Manager {
             Target::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // The busy timeout makes writers of other processes queue instead of failing
-                // (every write transaction begins IMMEDIATE, so it applies); LIKE is made
-                // case-sensitive to match PostgreSQL (values that compare ignoring case are
-                // stored in a folded form). WAL is set once by `migrate` (it is kept in the
-                // file): switching it here would need a lock another process's writer may hold.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
+                // (every write transaction begins IMMEDIATE, so it applies), for as long as a
+                // statement may run; LIKE is made case-sensitive to match PostgreSQL (values
+                // that compare ignoring case are stored in a folded form). WAL is set once by
+                // `migrate` (it is kept in the file): switching it here would need a lock another
+                // process's writer may hold.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL; \
                      PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;",
-                )
+                    self.statement_timeout.as_millis()
+                ))
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(conn))
             }

@@ -429,3 +429,33 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     let pool = provisiond::app::open_database(&config).unwrap();
     assert!(provisiond::store::users::find_by_user_name(&mut pool.get().unwrap(), "in-flight").unwrap().is_some());
 }
+
+#[test]
+fn the_sqlite_database_is_private_to_its_owner_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.toml");
+    std::fs::write(&config, "[database]\nurl = \"sqlite://state/sub/p.db\"\n[mfa]\nkey_file = \"mfa.key\"\n[log]\nlevel = \"warn\"\n").unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 000; exec {BIN} --config {} token create --name t --scope scim", config.display()))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode("state/sub").unwrap(), 0o700);
+    assert_eq!(mode("state/sub/p.db").unwrap(), 0o600);
+    // While a connection is open the write-ahead log and shared memory exist: their mode is the
+    // database file's.
+    let conn = {
+        use diesel::Connection;
+        let mut c = diesel::SqliteConnection::establish(dir.path().join("state/sub/p.db").to_str().unwrap()).unwrap();
+        diesel::RunQueryDsl::execute(diesel::sql_query("SELECT count(*) FROM users"), &mut c).unwrap();
+        c
+    };
+    for f in ["state/sub/p.db-wal", "state/sub/p.db-shm"] {
+        assert_eq!(mode(f).unwrap(), 0o600, "{f}");
+    }
+    drop(conn);
+}

@@ -53,11 +53,23 @@ impl TestDb {
             },
             Backend::Postgres => {
                 let server = crate::postgres::PgServer::start();
-                let password_file = dir.join("pg-password");
-                std::fs::write(&password_file, format!("{}\n", crate::postgres::PASSWORD)).unwrap();
-                TestDb { url: server.url(), password_file: Some(password_file), server: Some(Arc::new(server)) }
+                TestDb { server: None, ..Self::postgres(dir, &server) }.keeping(server)
             }
         }
+    }
+
+    /// A database on this PostgreSQL server, whatever the backend of the run (tests of
+    /// PostgreSQL's own failures: restarts, outages, row locks held by another session).
+    /// The test keeps the server (to stop or restart it).
+    pub fn postgres(dir: &Path, server: &crate::postgres::PgServer) -> Self {
+        let password_file = dir.join("pg-password");
+        std::fs::write(&password_file, format!("{}\n", crate::postgres::PASSWORD)).unwrap();
+        TestDb { url: server.url(), password_file: Some(password_file), server: None }
+    }
+
+    /// This database keeps `server` running as long as a clone of it lives.
+    fn keeping(self, server: crate::postgres::PgServer) -> Self {
+        TestDb { server: Some(Arc::new(server)), ..self }
     }
 
     pub fn apply(&self, config: &mut Config) {
@@ -184,6 +196,13 @@ impl TestApp {
             c.mfa.key_file = key;
             c.server.listen = listen;
         })
+    }
+
+    /// Starts the daemon on the database `db` makes in the test's directory.
+    pub fn spawn_on(db: impl FnOnce(&Path) -> TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = db(dir.path());
+        Self::spawn_in(dir, db, "test", adjust)
     }
 
     /// Starts the daemon on `db` with a token called `token_name` (the actor of its requests).

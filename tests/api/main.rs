@@ -10,6 +10,7 @@ mod instances;
 mod list;
 mod metrics;
 mod mfa;
+mod outages;
 mod postgres;
 mod slapd;
 mod sync;

@@ -146,6 +146,12 @@ impl PgServer {
         PgConnection::establish(&self.url_of(database)).expect("connect to the test PostgreSQL")
     }
 
+    /// Starts the server again after `kill`, on the same data and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Stops the server at once, as a crash would (the data stays for a restart).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
