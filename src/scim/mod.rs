@@ -6,3 +6,4 @@ pub mod list;
 pub mod patch;
 pub mod resource;
 pub mod schema;
+pub mod user_name;

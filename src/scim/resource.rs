@@ -47,10 +47,9 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
             normalize_into(&schema::USER_SCHEMA, key, value, &mut body)?;
         }
     }
-    match body.get("userName").and_then(Value::as_str) {
-        Some(name) if !name.trim().is_empty() => Ok(body),
-        _ => Err(ScimError::invalid_value("userName is required")),
-    }
+    let name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
+    super::user_name::check(name).map_err(ScimError::invalid_value)?;
+    Ok(body)
 }
 
 /// Whether a User body (as sent, or as patched) sets the MFA extension's write-only

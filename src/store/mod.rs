@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod directory;
 pub mod mfa;
+pub mod reindex;
 pub mod schema;
 pub mod sql;
 mod sqlite_limits;
@@ -343,7 +344,21 @@ pub fn migrate(pool: &Pool) -> Result<usize> {
             Ok::<_, Failure>(c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len())
         }),
     };
-    applied.map_err(|e| Error::Migration(e.to_string()))
+    let applied = applied.map_err(|e| Error::Migration(e.to_string()))?;
+    // Then the data derived from the users, rebuilt when its rules changed; instances starting
+    // together take turns here too.
+    let (rebuilt, collisions) = sqlite_limits::unlimited(|| {
+        write_tx(&mut conn, |c| {
+            if let DbConn::Pg(pg) = c {
+                pg.batch_execute(&format!("SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+            }
+            reindex::run(c)
+        })
+    })?;
+    if rebuilt > 0 {
+        tracing::info!(users = rebuilt, collisions = collisions.len(), "search data rebuilt under the current rules");
+    }
+    Ok(applied)
 }
 
 /// PostgreSQL advisory lock key of migrations (arbitrary, application-wide).

@@ -22,6 +22,7 @@ diesel::table! {
         path -> Text,
         elem -> Integer,
         value -> Text,
+        sort_key -> Bool,
     }
 }
 
@@ -127,3 +128,10 @@ diesel::table! {
 }
 
 diesel::joinable!(directory_links -> users (user_id));
+
+diesel::table! {
+    deployment (name) {
+        name -> Text,
+        value -> Text,
+    }
+}

@@ -167,3 +167,27 @@ pub fn insert_rows(table: &str, columns: &[&str], rows: impl IntoIterator<Item =
     }
     any.then_some(Statement(f))
 }
+
+/// A whole SELECT built at run time, loaded with `RunQueryDsl::load` as values of `ST`
+/// (sorted id lists, whose joins and ORDER BY diesel's typed queries cannot spell).
+pub struct Select<ST>(pub Fragment<ST>);
+
+impl<ST> QueryId for Select<ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST: sql_types::SqlType + sql_types::SingleValue> diesel::query_builder::Query for Select<ST> {
+    type SqlType = ST;
+}
+
+impl<ST, DB: Backend> QueryFragment<DB> for Select<ST>
+where
+    Fragment<ST>: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+}
+
+impl<ST, Conn> diesel::RunQueryDsl<Conn> for Select<ST> {}

@@ -5,15 +5,24 @@ use crate::scim::error::ScimError;
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
 use crate::scim::schema::{self, Attribute, Kind};
 
-use super::sql::{Bind, Condition, Fragment};
+use super::sql::{Bind, Condition};
+
+/// The form a column holds its values in, and so the form a compared value is put in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Exact,
+    Lower,
+    /// `userName`'s comparison key (`scim::user_name::key`).
+    UserName,
+}
 
 /// Where the values of an attribute live.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
-    /// A column of `users`; `lower` when the column holds the lower-cased value.
-    Column { column: &'static str, kind: Kind, lower: bool },
+    /// A column of `users`, holding values in the form `case` says.
+    Column { column: &'static str, kind: Kind, case: Case },
     /// A column of the user's row in `mfa_factors` (every user has one).
-    Factor { column: &'static str, kind: Kind, lower: bool },
+    Factor { column: &'static str, kind: Kind, case: Case },
     /// Rows of `user_values` with these paths (several for `pr` on a complex attribute).
     Values { paths: Vec<String>, kind: Kind, case_exact: bool },
 }
@@ -28,24 +37,24 @@ fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
     let name = path.name.as_str();
     let sub = path.sub.as_deref();
     if schema.id == schema::USER {
-        let column = |column, kind, lower| Ok(Target::Column { column, kind, lower });
+        let column = |column, kind, case| Ok(Target::Column { column, kind, case });
         match (name.to_ascii_lowercase().as_str(), sub.map(str::to_ascii_lowercase).as_deref()) {
-            ("id", None) => return column("users.id", Kind::String, false),
-            ("externalid", None) => return column("users.external_id", Kind::String, false),
-            ("username", None) => return column("users.user_name_key", Kind::String, true),
-            ("active", None) => return column("users.active", Kind::Boolean, false),
-            ("meta", Some("created")) => return column("users.created_at", Kind::DateTime, false),
-            ("meta", Some("lastmodified")) => return column("users.updated_at", Kind::DateTime, false),
+            ("id", None) => return column("users.id", Kind::String, Case::Exact),
+            ("externalid", None) => return column("users.external_id", Kind::String, Case::Exact),
+            ("username", None) => return column("users.user_name_key", Kind::String, Case::UserName),
+            ("active", None) => return column("users.active", Kind::Boolean, Case::Exact),
+            ("meta", Some("created")) => return column("users.created_at", Kind::DateTime, Case::Exact),
+            ("meta", Some("lastmodified")) => return column("users.updated_at", Kind::DateTime, Case::Exact),
             _ => {}
         }
     }
     if schema.id == schema::MFA_USER && sub.is_none() {
         // The MFA state lives in `mfa_factors`, one row per user.
-        let column = |column, kind, lower| Ok(Target::Factor { column, kind, lower });
+        let column = |column, kind, case| Ok(Target::Factor { column, kind, case });
         match name.to_ascii_lowercase().as_str() {
-            "status" => return column("status", Kind::String, true),
-            "enrolledat" => return column("enrolled_at", Kind::DateTime, false),
-            "lastresetat" => return column("last_reset_at", Kind::DateTime, false),
+            "status" => return column("status", Kind::String, Case::Lower),
+            "enrolledat" => return column("enrolled_at", Kind::DateTime, Case::Exact),
+            "lastresetat" => return column("last_reset_at", Kind::DateTime, Case::Exact),
             _ => return Err(unknown()),
         }
     }
@@ -121,18 +130,24 @@ pub fn compile(filter: &Filter) -> Result<Condition, ScimError> {
     Compiler { next_alias: 0 }.filter(filter, None)
 }
 
-/// The `ORDER BY` key of a `sortBy` attribute (its smallest value for multi-valued ones).
-pub fn sort_key(path: &AttrPath) -> Result<Fragment<diesel::sql_types::Nullable<diesel::sql_types::Text>>, ScimError> {
-    match resolve(path).map_err(|e| ScimError::invalid_value(e.detail))? {
-        Target::Column { column, .. } => Ok(Fragment::new().sql(column)),
-        Target::Factor { column, .. } => {
-            Ok(Fragment::new().sql(&format!("(SELECT f.{column} FROM mfa_factors f WHERE f.user_id = users.id)")))
-        }
-        Target::Values { paths, .. } => Ok(Fragment::new()
-            .sql("(SELECT MIN(s.value) FROM user_values s WHERE s.user_id = users.id AND s.path = ")
-            .bind(Bind::Text(paths[0].clone()))
-            .sql(")")),
-    }
+/// What a `sortBy` attribute sorts users by; each one an index walks in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    /// A column of `users`; `nullable` when some users have no value.
+    Column { column: &'static str, nullable: bool },
+    /// A column of the users' `mfa_factors` rows.
+    Factor { column: &'static str, nullable: bool },
+    /// The sort-key row of `user_values` at this path (the primary or first value).
+    Value { path: String },
+}
+
+/// The key a `sortBy` attribute sorts by.
+pub fn sort_key(path: &AttrPath) -> Result<SortKey, ScimError> {
+    Ok(match resolve(path).map_err(|e| ScimError::invalid_value(e.detail))? {
+        Target::Column { column, .. } => SortKey::Column { column, nullable: column == "users.external_id" },
+        Target::Factor { column, .. } => SortKey::Factor { column, nullable: column != "status" },
+        Target::Values { mut paths, .. } => SortKey::Value { path: paths.swap_remove(0) },
+    })
 }
 
 /// The element being matched inside a value filter (`emails[type eq "work"]`): a row of
@@ -333,9 +348,10 @@ impl Compiler {
     /// Resolves the attribute and checks the operator and value against its type.
     fn comparison(&self, path: &AttrPath, op: CompareOp, value: &CompValue, element: Option<&Element>) -> Result<(Target, Comparison), ScimError> {
         let target = self.target(path, element)?;
-        let (kind, case_exact) = match &target {
-            Target::Column { kind, lower, .. } | Target::Factor { kind, lower, .. } => (*kind, !lower),
-            Target::Values { kind, case_exact, .. } => (*kind, *case_exact),
+        let (kind, case) = match &target {
+            Target::Column { kind, case, .. } | Target::Factor { kind, case, .. } => (*kind, *case),
+            Target::Values { kind, case_exact: true, .. } => (*kind, Case::Exact),
+            Target::Values { kind, case_exact: false, .. } => (*kind, Case::Lower),
         };
         if kind == Kind::Complex {
             return Err(ScimError::invalid_filter(format!("{} is complex: compare one of its sub-attributes", display(path))));
@@ -359,7 +375,12 @@ impl Compiler {
         if kind == Kind::DateTime && matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
             return Err(ScimError::invalid_filter(format!("{} is a dateTime: compare with eq, ne, gt, ge, lt or le", display(path))));
         }
-        let text = comparable(kind, case_exact, &json).expect("scalar value");
+        let substring = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
+        let text = match (case, &json) {
+            (Case::UserName, serde_json::Value::String(s)) if substring => crate::scim::user_name::fold(s),
+            (Case::UserName, serde_json::Value::String(s)) => crate::scim::user_name::key(s),
+            _ => comparable(kind, case == Case::Exact, &json).expect("scalar value"),
+        };
         let (sql_op, pattern) = match op {
             CompareOp::Eq | CompareOp::Ne => ("=", text),
             CompareOp::Gt => (">", text),

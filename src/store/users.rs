@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 
 use super::mfa::Summary;
 use super::schema::{mfa_factors, user_values, users};
-use super::sql::{Condition, Fragment};
+use super::sql::{Bind, Condition, Fragment, Select};
+use super::user_filter::SortKey;
 use super::user_filter::{comparable, value_path};
 use super::{DbConn, Error, Result};
 use crate::scim::schema::{self, Attribute, Kind, Schema};
@@ -84,9 +85,10 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// userName compares ignoring case (caseExact=false): its key is the lower-cased name.
+/// userName compares ignoring case (caseExact=false), and more: its key is the form every
+/// spelling of the same name shares (`scim::user_name::key`).
 pub fn user_name_key(user_name: &str) -> String {
-    user_name.to_lowercase()
+    crate::scim::user_name::key(user_name)
 }
 
 /// What a write can run into besides database failures.
@@ -184,9 +186,15 @@ pub fn insert_many_in_tx(
         let values: Vec<ValueRow> = chunk.iter().flat_map(|(id, body)| search_values(id, body)).collect();
         for rows in values.chunks(2000) {
             let rows = rows.iter().map(|r| {
-                vec![text(r.user_id), Some(Bind::Text(r.path.clone())), Some(Bind::Int(r.elem.into())), Some(Bind::Text(r.value.clone()))]
+                vec![
+                    text(r.user_id),
+                    Some(Bind::Text(r.path.clone())),
+                    Some(Bind::Int(r.elem.into())),
+                    Some(Bind::Text(r.value.clone())),
+                    Some(Bind::Bool(r.sort_key)),
+                ]
             });
-            if let Some(s) = insert_rows("user_values", &["user_id", "path", "elem", "value"], rows) {
+            if let Some(s) = insert_rows("user_values", &["user_id", "path", "elem", "value", "sort_key"], rows) {
                 s.execute(conn)?;
             }
         }
@@ -319,44 +327,27 @@ pub struct Page {
 
 pub struct PageRequest {
     pub filter: Option<Condition>,
-    pub sort: Option<(Fragment<diesel::sql_types::Nullable<diesel::sql_types::Text>>, bool)>,
+    /// The key and whether descending.
+    pub sort: Option<(SortKey, bool)>,
     /// 0-based offset.
     pub offset: i64,
     pub limit: i64,
-}
-
-/// Orders a boxed users query by the sort key (users without a value last, the same on both
-/// backends), then by creation and id, so that pages are stable. A macro because the two
-/// queries it serves differ in their FROM clause type, which diesel does not let a function
-/// name.
-macro_rules! ordered {
-    ($query:expr, $sort:expr) => {{
-        let query = $query;
-        let query = match $sort {
-            Some((key, descending)) => {
-                let missing = Fragment::<diesel::sql_types::Bool>::new().sql("(").push(key.clone()).sql(" IS NULL)");
-                let query = query.order(missing.asc());
-                let query = if descending { query.then_order_by(key.desc()) } else { query.then_order_by(key.asc()) };
-                query.then_order_by(users::created_at.asc())
-            }
-            None => query.order(users::created_at.asc()),
-        };
-        query.then_order_by(users::id.asc())
-    }};
 }
 
 pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     let filter = req.filter.unwrap_or_else(|| Condition::new().sql("1 = 1"));
     let users: Vec<StoredUser> = if req.limit == 0 {
         Vec::new()
+    } else if let Some((key, descending)) = &req.sort {
+        let ids = sorted_ids(conn, &filter, key, *descending, req.offset, req.limit)?;
+        in_order(conn, &ids)?
     } else if req.offset == 0 {
         // The first page in one query.
-        let query = users::table
+        users::table
             .inner_join(mfa_factors::table)
             .filter(filter.clone())
             .select((Row::as_select(), Summary::as_select()))
-            .into_boxed();
-        ordered!(query, req.sort)
+            .order((users::created_at.asc(), users::id.asc()))
             .limit(req.limit)
             .load::<(Row, Summary)>(conn)?
             .into_iter()
@@ -365,16 +356,14 @@ pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     } else {
         // Further pages are chosen on ids alone, which the (created_at, id) index answers
         // without reading bodies: a large OFFSET skips index entries, not rows.
-        let query = users::table.filter(filter.clone()).select(users::id).into_boxed();
-        let ids: Vec<String> = ordered!(query, req.sort).offset(req.offset).limit(req.limit).load(conn)?;
-        let mut rows = users::table
-            .inner_join(mfa_factors::table)
-            .filter(users::id.eq_any(&ids))
-            .select((Row::as_select(), Summary::as_select()))
-            .load::<(Row, Summary)>(conn)?;
-        let position: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-        rows.sort_by_key(|(r, _)| position.get(r.id.as_str()).copied());
-        rows.into_iter().map(StoredUser::try_from).collect::<Result<_>>()?
+        let ids: Vec<String> = users::table
+            .filter(filter.clone())
+            .select(users::id)
+            .order((users::created_at.asc(), users::id.asc()))
+            .offset(req.offset)
+            .limit(req.limit)
+            .load(conn)?;
+        in_order(conn, &ids)?
     };
     // A short first page is the whole result: no need to count (existence checks by userName
     // or externalId are exactly that).
@@ -386,6 +375,115 @@ pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     Ok(Page { total, users })
 }
 
+/// The users with these ids, in this order.
+fn in_order(conn: &mut DbConn, ids: &[String]) -> Result<Vec<StoredUser>> {
+    let mut rows = users::table
+        .inner_join(mfa_factors::table)
+        .filter(users::id.eq_any(ids))
+        .select((Row::as_select(), Summary::as_select()))
+        .load::<(Row, Summary)>(conn)?;
+    let position: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    rows.sort_by_key(|(r, _)| position.get(r.id.as_str()).copied());
+    rows.into_iter().map(StoredUser::try_from).collect()
+}
+
+/// One page of the ids of the users matching `filter` sorted by `key` (ties by id), users
+/// without a value last (in creation order), as two index walks: the users with a value, in
+/// the key's index order, then, when the page reaches past them, the others. No key is
+/// computed per user and nothing is sorted but ties, so a sort costs about what the page does
+/// wherever it is.
+fn sorted_ids(conn: &mut DbConn, filter: &Condition, key: &SortKey, descending: bool, offset: i64, limit: i64) -> Result<Vec<String>> {
+    use diesel::sql_types::{BigInt, Text};
+    let Walks { from, order, keyed, missing } = walks(key, descending);
+    let select = |from: Fragment<Text>, condition: Condition, order: &str, offset: i64, limit: i64| {
+        Select(
+            Fragment::<Text>::new()
+                .sql("SELECT users.id FROM ")
+                .push(from)
+                .sql(" WHERE (")
+                .push(filter.clone())
+                .sql(") AND ")
+                .push(condition)
+                .sql(&format!(" ORDER BY {order} LIMIT "))
+                .bind(Bind::Int(limit))
+                .sql(" OFFSET ")
+                .bind(Bind::Int(offset)),
+        )
+    };
+    let mut ids: Vec<String> = select(from.clone(), keyed.clone(), &order, offset, limit).load(conn)?;
+    let Some(missing) = missing else { return Ok(ids) };
+    if ids.len() as i64 == limit {
+        return Ok(ids);
+    }
+    // The page reaches past the users with a value: how many there are, then the others.
+    let with_value = if !ids.is_empty() {
+        offset + ids.len() as i64
+    } else {
+        Select(Fragment::<BigInt>::new().sql("SELECT count(*) FROM ").push(from).sql(" WHERE (").push(filter.clone()).sql(") AND ").push(keyed))
+            .get_result::<i64>(conn)?
+    };
+    let rest = limit - ids.len() as i64;
+    let users_only = Fragment::<Text>::new().sql("users");
+    ids.extend(select(users_only, missing, "users.created_at ASC, users.id ASC", (offset - with_value).max(0), rest).load::<String>(conn)?);
+    Ok(ids)
+}
+
+/// The SQL of the walk over the users that have a value for `key`, without a filter (tests
+/// look at its plan).
+pub fn sort_walk_sql(key: &SortKey, descending: bool) -> String {
+    let w = walks(key, descending);
+    Fragment::<diesel::sql_types::Text>::new()
+        .sql("SELECT users.id FROM ")
+        .push(w.from)
+        .sql(" WHERE ")
+        .push(w.keyed)
+        .sql(&format!(" ORDER BY {} LIMIT 10", w.order))
+        .text()
+}
+
+/// How a sort walks the users: from where, in which order, and which users have a value
+/// (`missing`: which have none, when some may not).
+struct Walks {
+    from: Fragment<diesel::sql_types::Text>,
+    order: String,
+    keyed: Condition,
+    missing: Option<Condition>,
+}
+
+fn walks(key: &SortKey, descending: bool) -> Walks {
+    let dir = if descending { "DESC" } else { "ASC" };
+    let all = || Condition::new().sql("1 = 1");
+    let (from, order, keyed, missing): (Fragment<diesel::sql_types::Text>, String, Condition, Option<Condition>) = match key {
+        SortKey::Column { column, nullable } => (
+            Fragment::new().sql("users"),
+            format!("{column} {dir}, users.id {dir}"),
+            if *nullable { Condition::new().sql(&format!("{column} IS NOT NULL")) } else { all() },
+            nullable.then(|| Condition::new().sql(&format!("{column} IS NULL"))),
+        ),
+        SortKey::Factor { column, nullable } => (
+            Fragment::new().sql("users JOIN mfa_factors f ON f.user_id = users.id"),
+            format!("f.{column} {dir}, f.user_id {dir}"),
+            if *nullable { Condition::new().sql(&format!("f.{column} IS NOT NULL")) } else { all() },
+            nullable.then(|| Condition::new().sql(&format!("users.id IN (SELECT m.user_id FROM mfa_factors m WHERE m.{column} IS NULL)"))),
+        ),
+        SortKey::Value { path } => (
+            // `k.sort_key` written out: it selects the partial index that holds the keys.
+            Fragment::new()
+                .sql("user_values k JOIN users ON users.id = k.user_id AND k.path = ")
+                .bind(Bind::Text(path.clone()))
+                .sql(" AND k.sort_key"),
+            format!("k.value {dir}, k.user_id {dir}"),
+            all(),
+            Some(
+                Condition::new()
+                    .sql("NOT EXISTS (SELECT 1 FROM user_values m WHERE m.user_id = users.id AND m.path = ")
+                    .bind(Bind::Text(path.clone()))
+                    .sql(" AND m.sort_key)"),
+            ),
+        ),
+    };
+    Walks { from, order, keyed, missing }
+}
 
 #[derive(Insertable)]
 #[diesel(table_name = user_values)]
@@ -394,9 +492,11 @@ struct ValueRow<'a> {
     path: String,
     elem: i32,
     value: String,
+    /// The row `sortBy` of its path sorts this user by (see [`mark_sort_keys`]).
+    sort_key: bool,
 }
 
-fn insert_values(conn: &mut DbConn, id: &str, body: &Map<String, Value>) -> Result<(), DieselError> {
+pub(super) fn insert_values(conn: &mut DbConn, id: &str, body: &Map<String, Value>) -> Result<(), DieselError> {
     let rows = search_values(id, body);
     match conn {
         // Diesel spells a multi-row INSERT on SQLite as one INSERT per row inside a savepoint of
@@ -433,7 +533,38 @@ fn search_values<'a>(id: &'a str, body: &Map<String, Value>) -> Vec<ValueRow<'a>
             None => leaf_values(id, &schema::USER_SCHEMA, key, value, &mut rows),
         }
     }
+    mark_sort_keys(&mut rows);
     rows
+}
+
+/// Marks, for each path, the one row a sort by that path uses (RFC 7644 §3.4.2.3): the value of
+/// the primary element of a multi-valued attribute, else of its first element.
+fn mark_sort_keys(rows: &mut [ValueRow]) {
+    use std::collections::HashMap;
+    // The primary element of each multi-valued complex attribute (`emails` → 1).
+    let mut primary: HashMap<String, i32> = HashMap::new();
+    for r in rows.iter().filter(|r| r.value == "true") {
+        if let Some(attr) = r.path.strip_suffix(".primary") {
+            primary.entry(attr.to_string()).and_modify(|e| *e = (*e).min(r.elem)).or_insert(r.elem);
+        }
+    }
+    let mut chosen: HashMap<&str, i32> = HashMap::new();
+    for r in rows.iter() {
+        let attr = r.path.rsplit_once('.').map_or(r.path.as_str(), |(a, _)| a);
+        let prefer = primary.get(attr).copied();
+        chosen
+            .entry(r.path.as_str())
+            .and_modify(|e| {
+                if Some(*e) != prefer && (Some(r.elem) == prefer || r.elem < *e) {
+                    *e = r.elem;
+                }
+            })
+            .or_insert(r.elem);
+    }
+    let chosen: HashMap<String, i32> = chosen.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    for r in rows.iter_mut() {
+        r.sort_key = chosen.get(&r.path) == Some(&r.elem);
+    }
 }
 
 fn leaf_values<'a>(id: &'a str, sch: &Schema, key: &str, value: &Value, rows: &mut Vec<ValueRow<'a>>) {
@@ -460,7 +591,7 @@ fn leaf_values<'a>(id: &'a str, sch: &Schema, key: &str, value: &Value, rows: &m
 
 fn push<'a>(rows: &mut Vec<ValueRow<'a>>, id: &'a str, path: String, elem: i32, attr: &Attribute, v: &Value) {
     if let Some(value) = comparable(attr.kind, attr.case_exact, v) {
-        rows.push(ValueRow { user_id: id, path, elem, value });
+        rows.push(ValueRow { user_id: id, path, elem, value, sort_key: false });
     }
 }
 

@@ -253,3 +253,70 @@ fn negations_keep_users_without_the_attribute() {
     assert_eq!(user_names(&app.filter(r#"externalId ne "x""#)), ["without"]);
     assert_eq!(user_names(&app.filter(r#"not (externalId sw "y")"#)), ["with", "without"]);
 }
+
+/// Every attribute `sortBy` accepts, as a client would name it.
+const SORTABLE: &[&str] = &[
+    "userName", "externalId", "id", "active", "meta.created", "meta.lastModified", "displayName", "title",
+    "name.givenName", "name.familyName", "emails", "emails.value", "emails.type", "phoneNumbers.value",
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+    "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:status",
+    "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:enrolledAt",
+    "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:lastResetAt",
+];
+
+#[test]
+fn every_sort_walks_an_index_instead_of_sorting_all_users() {
+    let app = populated();
+    for attr in SORTABLE {
+        let path = provisiond::scim::filter::parse_path(attr).unwrap().attr;
+        let key = provisiond::store::user_filter::sort_key(&path).unwrap();
+        for descending in [false, true] {
+            let sql = provisiond::store::users::sort_walk_sql(&key, descending);
+            match crate::helpers::backend() {
+                crate::helpers::Backend::Sqlite => {
+                    let plan = explain_sqlite(&app, &sql);
+                    assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "sortBy={attr}: a sort of every user\n{sql}\n{plan}");
+                    assert!(plan.contains("USING") && plan.contains("INDEX"), "sortBy={attr}\n{sql}\n{plan}");
+                }
+                crate::helpers::Backend::Postgres => {
+                    let plan = explain_postgres(&app, &sql.replace('?', "'x'"));
+                    assert!(plan.contains("Index"), "sortBy={attr}\n{sql}\n{plan}");
+                    assert!(!plan.lines().any(|l| l.trim_start().starts_with("->  Sort") || l.starts_with("Sort")), "sortBy={attr}: a full sort\n{sql}\n{plan}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn multi_valued_attributes_sort_by_their_primary_value_and_pages_cross_into_users_without_one() {
+    let app = TestApp::spawn();
+    // The primary email is the second one: it is what the user is sorted by (RFC 7644 §3.4.2.3).
+    app.create_user(&json!({"userName": "u1", "emails": [{"value": "a@x"}, {"value": "z@x", "primary": true}], "title": "b"}));
+    app.create_user(&json!({"userName": "u2", "emails": [{"value": "m@x"}], "title": "a"}));
+    app.create_user(&json!({"userName": "u3"}));
+    app.create_user(&json!({"userName": "u4", "emails": [{"value": "b@x"}, {"value": "c@x"}]}));
+    app.create_user(&json!({"userName": "u5", "title": "c"}));
+    let names = |q: &str| user_names(&app.get(&format!("/scim/v2/Users?{q}")).body);
+    assert_eq!(names("sortBy=emails.value"), ["u4", "u2", "u1", "u3", "u5"], "users without an email last, in creation order");
+    assert_eq!(names("sortBy=emails&sortOrder=descending"), ["u1", "u2", "u4", "u3", "u5"]);
+    assert_eq!(names("sortBy=externalId"), ["u1", "u2", "u3", "u4", "u5"], "nobody has one");
+    // Pages of two, through the boundary between users with a title and users without.
+    for order in ["ascending", "descending"] {
+        let whole = names(&format!("sortBy=title&sortOrder={order}"));
+        let mut paged = Vec::new();
+        for start in [1, 3, 5] {
+            paged.extend(names(&format!("sortBy=title&sortOrder={order}&count=2&startIndex={start}")));
+        }
+        assert_eq!(paged, whole, "{order}");
+        assert_eq!(whole[3..], ["u3", "u4"], "{order}: without a title last");
+    }
+    let totals = app.get("/scim/v2/Users?sortBy=title&count=2&startIndex=5").body;
+    assert_eq!(totals["totalResults"], 5);
+    // A change of the primary email moves the user.
+    let u4 = app.filter("userName eq \"u4\"")["Resources"][0]["id"].as_str().unwrap().to_string();
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "emails", "value": [{"value": "y@x", "primary": true}]}]});
+    assert_eq!(app.call("PATCH", &format!("/scim/v2/Users/{u4}"), Some(&patch)).status, 200);
+    assert_eq!(names("sortBy=emails.value"), ["u2", "u4", "u1", "u3", "u5"]);
+}

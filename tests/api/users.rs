@@ -355,3 +355,31 @@ fn entra_replace_on_a_missing_work_email_creates_it() {
     );
     assert_scim_error(&r, 400, Some("noTarget"));
 }
+
+#[test]
+fn user_names_that_look_alike_are_one_user_and_invisible_characters_are_refused() {
+    let app = TestApp::spawn();
+    let twins = [
+        ("A\u{030A}ngstr\u{00F6}m", "\u{00C5}ngstro\u{0308}m"),
+        ("STRASSE", "stra\u{00DF}e"),
+        ("\u{0130}stanbul", "istanbul"),
+        ("\u{FF21}lice", "alice"),
+        ("\u{FB03}x", "FFIX"),
+        ("trail ", "trail"),
+    ];
+    for (first, second) in twins {
+        let created = app.create_user(&json!({"userName": first}));
+        assert_eq!(created["userName"], first, "stored as sent");
+        let r = app.post("/scim/v2/Users", &json!({"userName": second}));
+        assert_scim_error(&r, 409, Some("uniqueness"));
+        // Found by either spelling.
+        let found = app.filter(&format!("userName eq {}", serde_json::to_string(second).unwrap()));
+        assert_eq!(found["totalResults"], 1, "{second:?}: {found}");
+        assert_eq!(found["Resources"][0]["id"], created["id"]);
+    }
+    for bad in ["zero\u{200B}width", "bidi\u{202E}override", "tab\tbed", "   "] {
+        let r = app.post("/scim/v2/Users", &json!({"userName": bad}));
+        assert_scim_error(&r, 400, Some("invalidValue"));
+    }
+    assert_eq!(app.filter("userName sw \"STRA\u{00DF}\"")["totalResults"], 1, "substrings fold the same way");
+}

@@ -1,0 +1,12 @@
+DROP TABLE deployment;
+DROP INDEX mfa_factors_last_reset_at;
+DROP INDEX mfa_factors_enrolled_at;
+DROP INDEX mfa_factors_status;
+CREATE INDEX mfa_factors_status ON mfa_factors (status);
+DROP INDEX users_active;
+DROP INDEX users_updated_at;
+CREATE INDEX users_updated_at ON users (updated_at);
+DROP INDEX users_external_id;
+CREATE INDEX users_external_id ON users (external_id);
+DROP INDEX user_values_sort;
+ALTER TABLE user_values DROP COLUMN sort_key;

@@ -1,0 +1,98 @@
+//! The data derived from each stored user — its userName key, its search rows in `user_values`
+//! and their sort keys — rebuilt from the stored bodies when the rules that derive it change.
+//! Runs after the schema migrations (`migrate`), once per version, under the migration lock.
+
+use diesel::prelude::*;
+use serde_json::{Map, Value};
+
+use super::schema::{deployment, user_values, users};
+use super::{DbConn, Result};
+
+/// The version of the derivation rules: 1 lower-cased userName keys and no sort keys; 2 keys by
+/// `scim::user_name::key` and a sort key per path.
+const VERSION: i64 = 2;
+const SETTING: &str = "search_index_version";
+/// Users rebuilt per statement batch.
+const CHUNK: i64 = 1000;
+
+/// A user whose userName, under the new rule, names another user already: it is kept, under a
+/// key no name can have, and reported (never merged). Renaming or deleting one of the two
+/// settles it.
+#[derive(Debug, Clone)]
+pub struct Collision {
+    pub user_id: String,
+    pub user_name: String,
+    pub holder_id: String,
+    pub holder_name: String,
+}
+
+/// Rebuilds the derived data when it is older than the rules; returns the users rebuilt (none
+/// when it was current) and the collisions found. Runs in the caller's write transaction.
+pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
+    let current: Option<String> = deployment::table.find(SETTING).select(deployment::value).first(conn).optional()?;
+    if current.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v >= VERSION) {
+        return Ok((0, Vec::new()));
+    }
+    let at = super::now();
+    let mut collisions = Vec::new();
+    let mut done = 0;
+    let mut after = (chrono::NaiveDateTime::MIN, String::new());
+    loop {
+        let chunk: Vec<(String, String, String, String, chrono::NaiveDateTime)> = users::table
+            .filter(users::created_at.gt(after.0).or(users::created_at.eq(after.0).and(users::id.gt(&after.1))))
+            .order((users::created_at.asc(), users::id.asc()))
+            .limit(CHUNK)
+            .select((users::id, users::user_name, users::user_name_key, users::body, users::created_at))
+            .load(conn)?;
+        let Some(last) = chunk.last() else { break };
+        after = (last.4, last.0.clone());
+        let ids: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
+        diesel::delete(user_values::table.filter(user_values::user_id.eq_any(&ids))).execute(conn)?;
+        for (id, name, old_key, body, _) in &chunk {
+            let body: Map<String, Value> = match serde_json::from_str(body) {
+                Ok(Value::Object(m)) => m,
+                _ => return Err(super::Error::Corrupt(format!("user {id} has an unreadable body"))),
+            };
+            super::users::insert_values(conn, id, &body)?;
+            let key = super::users::user_name_key(name);
+            if &key == old_key {
+                continue;
+            }
+            let renamed = super::insert_unless_taken(conn, |c| {
+                diesel::update(users::table.find(id)).set(users::user_name_key.eq(&key)).execute(c)
+            })?;
+            if !renamed {
+                let (holder_id, holder_name): (String, String) =
+                    users::table.filter(users::user_name_key.eq(&key)).select((users::id, users::user_name)).first(conn)?;
+                diesel::update(users::table.find(id)).set(users::user_name_key.eq(format!("\u{1}collision:{id}"))).execute(conn)?;
+                tracing::warn!(
+                    user_id = %id, user_name = %name, holder_id = %holder_id, holder_name = %holder_name,
+                    "userName collision: under the stricter userName rule this user's name is the same as another's; \
+                     it keeps its id but cannot be found by userName until one of the two is renamed or deleted"
+                );
+                let detail = serde_json::json!({"collidesWith": {"id": holder_id, "userName": holder_name}}).to_string();
+                super::audit::insert(
+                    conn,
+                    &[super::audit::NewEvent {
+                        at,
+                        event_type: "user.user_name_collision",
+                        user_id: Some(id),
+                        user_name: Some(name),
+                        origin: "system",
+                        actor: "migration",
+                        reason: Some("userNames that look alike name one user (scim::user_name)"),
+                        request_id: None,
+                        detail: Some(detail),
+                    }],
+                )?;
+                collisions.push(Collision { user_id: id.clone(), user_name: name.clone(), holder_id, holder_name });
+            }
+        }
+        done += chunk.len();
+    }
+    diesel::delete(deployment::table.find(SETTING)).execute(conn)?;
+    diesel::insert_into(deployment::table)
+        .values((deployment::name.eq(SETTING), deployment::value.eq(VERSION.to_string())))
+        .execute(conn)?;
+    Ok((done, collisions))
+}
