@@ -36,16 +36,19 @@ pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
     let at = super::now();
     let mut collisions = Vec::new();
     let mut done = 0;
-    let mut after = (chrono::NaiveDateTime::MIN, String::new());
+    let mut after: Option<(chrono::NaiveDateTime, String)> = None;
     loop {
-        let chunk: Vec<(String, String, String, String, chrono::NaiveDateTime)> = users::table
-            .filter(users::created_at.gt(after.0).or(users::created_at.eq(after.0).and(users::id.gt(&after.1))))
+        let mut query = users::table
             .order((users::created_at.asc(), users::id.asc()))
             .limit(CHUNK)
             .select((users::id, users::user_name, users::user_name_key, users::body, users::created_at))
-            .load(conn)?;
+            .into_boxed();
+        if let Some((at, id)) = &after {
+            query = query.filter(users::created_at.gt(*at).or(users::created_at.eq(*at).and(users::id.gt(id.clone()))));
+        }
+        let chunk: Vec<(String, String, String, String, chrono::NaiveDateTime)> = query.load(conn)?;
         let Some(last) = chunk.last() else { break };
-        after = (last.4, last.0.clone());
+        after = Some((last.4, last.0.clone()));
         let ids: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
         diesel::delete(user_values::table.filter(user_values::user_id.eq_any(&ids))).execute(conn)?;
         for (id, name, old_key, body, _) in &chunk {
