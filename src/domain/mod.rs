@@ -13,8 +13,13 @@ use crate::scim::error::ScimError;
 pub enum Error {
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the resource's state (a factor to reset first, a write that
+    /// lost to others).
     #[error("{0}")]
     Conflict(String),
+    /// A value that must be unique is held by another resource (`userName`).
+    #[error("{0}")]
+    Taken(String),
     #[error("the resource changed since it was read: If-Match does not match its current version")]
     PreconditionFailed,
     /// The request itself is wrong (bad attribute, filter, path or value).

@@ -10,9 +10,6 @@ use crate::scim::{patch, resource};
 use crate::store::users::{self as store, StoredUser, WriteError};
 use crate::store::{user_filter, Pool};
 
-/// How many times a PATCH without `If-Match` is retried when another writer got in between.
-const PATCH_RETRIES: usize = 5;
-
 #[derive(Clone)]
 pub struct Users {
     pool: Pool,
@@ -55,29 +52,42 @@ impl Users {
     pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize_user(input)?;
-        let current = self.get(id)?;
-        check_if_match(&current, if_match)?;
-        let user = self.write(&current, body)?;
+        let user = self.modify(id, if_match, |_| Ok(body))?;
         self.reset_if(reset, user, actor)
     }
 
-    /// Applies a PatchOp document. Without `If-Match` it is retried over concurrent writes;
-    /// with one, a concurrent write makes it fail with 412.
+    /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
+    /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
+    /// version that moved meanwhile is 412.
     pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
-        for _ in 0..PATCH_RETRIES {
-            let current = self.get(id)?;
-            check_if_match(&current, if_match)?;
+        let mut reset = false;
+        let user = self.modify(id, if_match, |current| {
             let mut body = Value::Object(current.body.clone());
             patch::apply(body.as_object_mut().expect("object"), request)?;
-            let reset = resource::reset_requested(&body)?;
-            let body = resource::normalize_user(&body)?;
-            match self.write(&current, body) {
-                Err(Error::PreconditionFailed) if if_match.is_none() => continue,
-                Ok(user) => return self.reset_if(reset, user, actor),
-                Err(e) => return Err(e),
+            reset = resource::reset_requested(&body)?;
+            Ok(resource::normalize_user(&body)?)
+        })?;
+        self.reset_if(reset, user, actor)
+    }
+
+    /// Reads the user with its row locked, checks `If-Match`, and writes what `change` makes of
+    /// it (nothing, and no new version, when that is what it was), in one write transaction.
+    fn modify(
+        &self,
+        id: &str,
+        if_match: Option<&str>,
+        change: impl FnOnce(&StoredUser) -> Result<Map<String, Value>>,
+    ) -> Result<StoredUser> {
+        let mut conn = self.pool.get()?;
+        crate::store::write_tx(&mut conn, |conn| {
+            let current = store::get_locked(conn, id)?.ok_or_else(|| not_found(id))?;
+            check_if_match(&current, if_match)?;
+            let body = change(&current)?;
+            if body == current.body {
+                return Ok(current);
             }
-        }
-        Err(Error::Conflict(format!("user {id} is being changed by others; try again")))
+            store::update_in_tx(conn, &current, &body, crate::store::now()).map_err(|e| write_error(e, &body))
+        })
     }
 
     pub fn delete(&self, id: &str, if_match: Option<&str>) -> Result<()> {
@@ -130,14 +140,6 @@ impl Users {
         self.get(&user.id)
     }
 
-    /// Writes `body` over `current` unless nothing changed (no new version then).
-    fn write(&self, current: &StoredUser, body: Map<String, Value>) -> Result<StoredUser> {
-        if body == current.body {
-            return Ok(current.clone());
-        }
-        let mut conn = self.pool.get()?;
-        store::update(&mut conn, current, &body).map_err(|e| write_error(e, &body))
-    }
 }
 
 fn not_found(id: &str) -> Error {
@@ -146,7 +148,7 @@ fn not_found(id: &str) -> Error {
 
 fn write_error(e: WriteError, body: &Map<String, Value>) -> Error {
     match e {
-        WriteError::UserNameTaken => Error::Conflict(format!(
+        WriteError::UserNameTaken => Error::Taken(format!(
             "userName {:?} is already taken (userName is unique ignoring case)",
             body.get("userName").and_then(Value::as_str).unwrap_or_default()
         )),

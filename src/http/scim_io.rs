@@ -37,7 +37,8 @@ impl From<domain::Error> for ScimError {
     fn from(e: domain::Error) -> Self {
         match e {
             domain::Error::NotFound(m) => ScimError::not_found(m),
-            domain::Error::Conflict(m) => ScimError::uniqueness(m),
+            domain::Error::Taken(m) => ScimError::uniqueness(m),
+            domain::Error::Conflict(m) => ScimError::new(409, None, m),
             domain::Error::PreconditionFailed => ScimError::precondition_failed(e.to_string()),
             domain::Error::Invalid(e) => e,
             domain::Error::Store(e) if e.is_unavailable() => {

@@ -282,6 +282,18 @@ pub fn get(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
         .transpose()
 }
 
+/// The user `id`, its row locked against other writers until the caller's write transaction
+/// ends (PostgreSQL `FOR NO KEY UPDATE`; a SQLite write transaction holds the database).
+pub fn get_locked(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
+    if let DbConn::Pg(pg) = conn {
+        let found = users::table.find(id).select(users::id).for_no_key_update().first::<String>(pg).optional()?;
+        if found.is_none() {
+            return Ok(None);
+        }
+    }
+    get(conn, id)
+}
+
 /// The user whose userName equals `user_name` ignoring case.
 pub fn find_by_user_name(conn: &mut DbConn, user_name: &str) -> Result<Option<StoredUser>> {
     users::table

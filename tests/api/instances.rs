@@ -432,3 +432,23 @@ fn a_backup_code_raced_by_wrong_codes_is_never_accepted_after_the_lockout() {
         assert!(replies.iter().all(|r| [200, 401, 429].contains(&r.status)), "{:?}", statuses(&replies));
     }
 }
+
+#[test]
+fn concurrent_patches_without_if_match_all_apply_and_none_is_lost() {
+    let a = TestApp::spawn();
+    let b = a.another_instance();
+    let id = a.create_user(&json!({"userName": "busy"}))["id"].as_str().unwrap().to_string();
+    let n = 20;
+    let replies = race(&[&a, &b], n, |app, i| {
+        let patch = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "emails", "value": [{"value": format!("w{i}@example.com"), "type": "other"}]}],
+        });
+        app.call("PATCH", &format!("/scim/v2/Users/{id}"), Some(&patch))
+    });
+    assert_eq!(statuses(&replies), vec![200; n], "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    let user = a.get(&format!("/scim/v2/Users/{id}")).body;
+    let emails = user["emails"].as_array().unwrap();
+    assert_eq!(emails.len(), n, "each PATCH applied to what the others wrote: {emails:?}");
+    assert_eq!(user["meta"]["version"], format!("W/\"{}\"", n + 1));
+}
