@@ -146,20 +146,38 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
     Ok(pool)
 }
 
-/// Refuses to serve with keys that cannot open the stored secrets. An instance started without
-/// the key file the others share would create a key of its own and then fail every verification
-/// of a factor enrolled elsewhere.
+/// Refuses to serve with keys that cannot open the stored secrets, or with a current key other
+/// than the deployment's. An instance started without the key file the others share would
+/// create a key of its own and then fail every verification of a factor enrolled elsewhere, or
+/// seal new factors the others cannot open: the first instance records the id of its key, and
+/// every later one must seal with that key (or be rotating away from it: it then knows it as a
+/// previous key, and records its own).
 fn check_sealing_keys(pool: &store::Pool, sealer: &crate::mfa::Sealer, config: &Config) -> anyhow::Result<()> {
-    let ids = store::mfa::sealing_key_ids(&mut *pool.get()?).context("cannot read the stored MFA secrets")?;
+    let mut conn = pool.get()?;
+    let ids = store::mfa::sealing_key_ids(&mut conn).context("cannot read the stored MFA secrets")?;
     let unknown = sealer.unknown_keys(&ids);
+    let key_file = config.mfa.key_file.display();
     if !unknown.is_empty() {
         anyhow::bail!(
             "the database holds TOTP secrets sealed under key id {ids} that neither mfa.key_file ({key_file}) nor \
              mfa.previous_key_files holds: give every instance the same key file (if this start created {key_file}, \
              remove it and copy the shared one)",
             ids = unknown.join(", "),
-            key_file = config.mfa.key_file.display()
         );
+    }
+    let mine = sealer.current_id();
+    let recorded = store::deployment::claim(&mut conn, store::deployment::MFA_KEY_ID, mine).context("cannot read the deployment's MFA key id")?;
+    if recorded != mine {
+        if !sealer.knows(&recorded) {
+            anyhow::bail!(
+                "this instance has the wrong MFA key: mfa.key_file ({key_file}) holds key id {mine}, but the deployment \
+                 seals with key id {recorded} (recorded by the first instance): copy the shared key file to {key_file} \
+                 (or, when rotating, list the old key in mfa.previous_key_files)"
+            );
+        }
+        // Rotating: the recorded key is one of this instance's previous keys.
+        store::deployment::set(&mut conn, store::deployment::MFA_KEY_ID, mine)?;
+        tracing::info!(previous = %recorded, current = %mine, "MFA key rotation: new secrets are sealed under the new key");
     }
     Ok(())
 }

@@ -171,11 +171,29 @@ impl Mfa {
             .policy
             .enrolment(&secret, user.user_name())
             .map_err(|e| Error::Invalid(ScimError::invalid_value(format!("cannot build the otpauth URI: {e}"))))?;
+        self.check_sealing_key(&mut conn)?;
         let sealed = self.sealer.seal(user_id, &secret);
         if !factors::start_enrolment(&mut conn, user_id, &sealed)? {
             return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
         }
         Ok(enrolment)
+    }
+
+    /// Refuses to seal under a key other than the deployment's (another instance rotated the key
+    /// since this one started): what this instance sealed now, the others could not open once
+    /// the old key is retired.
+    fn check_sealing_key(&self, conn: &mut store::DbConn) -> Result<()> {
+        let recorded = store::deployment::get(conn, store::deployment::MFA_KEY_ID)?;
+        match recorded {
+            Some(id) if id != self.sealer.current_id() => {
+                tracing::error!(recorded = %id, mine = %self.sealer.current_id(), "this instance's MFA key is not the deployment's: restart it with the shared key");
+                Err(Error::Store(store::Error::Corrupt(format!(
+                    "this instance seals with MFA key id {} but the deployment's key is {id}",
+                    self.sealer.current_id()
+                ))))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Confirms a started enrolment with a code from the app; returns the first backup codes.
@@ -413,6 +431,7 @@ impl Mfa {
     /// Re-seals every secret under the current key (after a key rotation); how many changed.
     pub fn rekey(&self) -> Result<usize> {
         let mut conn = self.pool.get()?;
+        store::deployment::set(&mut conn, store::deployment::MFA_KEY_ID, self.sealer.current_id())?;
         let mut changed = 0;
         for (user_id, sealed) in factors::sealed_secrets(&mut conn)? {
             if !self.sealer.is_stale(&sealed) {

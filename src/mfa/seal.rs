@@ -105,10 +105,19 @@ impl Sealer {
             .map_err(|_| SealError::Open("authentication failed (wrong key or tampered value)"))
     }
 
+    /// The id of the key new secrets are sealed under.
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// Whether `id` is the current key's or a previous key's.
+    pub fn knows(&self, id: &str) -> bool {
+        std::iter::once(&self.current).chain(&self.previous).any(|k| k.id == id)
+    }
+
     /// The ids among `key_ids` that are neither the current key nor a previous one.
     pub fn unknown_keys<'a>(&self, key_ids: &'a [String]) -> Vec<&'a str> {
-        let known = |id: &str| std::iter::once(&self.current).chain(&self.previous).any(|k| k.id == id);
-        key_ids.iter().map(String::as_str).filter(|id| !known(id)).collect()
+        key_ids.iter().map(String::as_str).filter(|id| !self.knows(id)).collect()
     }
 
     /// Whether `sealed` is under a previous key (and should be re-sealed).

@@ -1,6 +1,7 @@
 //! Persistence with diesel: one code path for SQLite (embedded default) and PostgreSQL.
 
 pub mod audit;
+pub mod deployment;
 pub mod directory;
 pub mod mfa;
 pub mod reindex;

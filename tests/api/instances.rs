@@ -452,3 +452,52 @@ fn concurrent_patches_without_if_match_all_apply_and_none_is_lost() {
     assert_eq!(emails.len(), n, "each PATCH applied to what the others wrote: {emails:?}");
     assert_eq!(user["meta"]["version"], format!("W/\"{}\"", n + 1));
 }
+
+#[test]
+fn the_first_instance_records_the_deployments_mfa_key_and_an_instance_with_another_refuses_to_start() {
+    // Nothing is enrolled yet: the key id recorded by the first start is what tells a second
+    // instance with a key file of its own that it is the wrong one.
+    let a = TestApp::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let own_key = dir.path().join("mfa.key");
+    let config = dir.path().join("p.toml");
+    let write = |extra: &str| {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}[mfa]\nkey_file = {:?}\n{extra}[log]\nlevel = \"warn\"\n",
+            a.db.toml(),
+            own_key.display().to_string()
+        );
+        std::fs::write(&config, toml).unwrap();
+    };
+    write("");
+    let out = Command::new(BIN).arg("--config").arg(&config).arg("serve").output().unwrap();
+    assert!(!out.status.success(), "an instance with another key must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("this instance has the wrong MFA key") && err.contains(&own_key.display().to_string()), "{err}");
+    // And nothing was enrolled under the wrong key meanwhile: the first instance still serves.
+    let id = a.create_user(&json!({"userName": "first"}))["id"].as_str().unwrap().to_string();
+    crate::mfa::enrol(&a, &id);
+
+    // Rotating: an instance whose new key lists the deployment's as a previous key starts, and
+    // the deployment's key becomes the new one.
+    let previous = format!("previous_key_files = [{:?}]\n", a.config.mfa.key_file.display().to_string());
+    write(&previous);
+    let mut rotated = Command::new(BIN).arg("--config").arg(&config).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let pool = provisiond::app::open_database(&a.config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let own_id = provisiond::app::load_sealer(&provisiond::config::Config { mfa: provisiond::config::Mfa { key_file: own_key.clone(), ..Default::default() }, ..Default::default() })
+        .unwrap()
+        .current_id()
+        .to_string();
+    loop {
+        let recorded = provisiond::store::deployment::get(&mut pool.get().unwrap(), provisiond::store::deployment::MFA_KEY_ID).unwrap();
+        if recorded.as_deref() == Some(own_id.as_str()) {
+            break;
+        }
+        assert!(rotated.try_wait().unwrap().is_none(), "the rotating instance stopped");
+        assert!(Instant::now() < deadline, "the new key was not recorded: {recorded:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rotated.kill().unwrap();
+    rotated.wait().unwrap();
+}
