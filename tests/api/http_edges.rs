@@ -64,3 +64,25 @@ fn unknown_scim_endpoints_and_methods_are_scim_errors() {
     assert_scim_error(&app.call("DELETE", "/scim/v2/Users", None), 405, None);
     assert_scim_error(&app.get("/scim/v2/Users/not-an-id"), 404, None);
 }
+
+#[test]
+fn a_bad_token_is_challenged_with_invalid_token_and_a_missing_one_without_an_error() {
+    let app = TestApp::spawn();
+    for path in ["/scim/v2/Users", "/api/v1/audit", "/metrics"] {
+        let missing = app.raw("GET", path, None, &[]);
+        assert_eq!(missing.status, 401, "{path}");
+        assert_eq!(missing.www_authenticate.as_deref(), Some(r#"Bearer realm="provisiond""#), "{path}");
+        let basic = app.raw("GET", path, None, &[("Authorization", "Basic dXNlcjpwYXNz")]);
+        assert_eq!(basic.www_authenticate.as_deref(), Some(r#"Bearer realm="provisiond""#), "{path}");
+        let bad = app.raw("GET", path, None, &[("Authorization", "Bearer pvd_not-a-token")]);
+        assert_eq!(bad.status, 401, "{path}");
+        assert_eq!(bad.www_authenticate.as_deref(), Some(r#"Bearer realm="provisiond", error="invalid_token""#), "{path}");
+    }
+    // A revoked token is an invalid one.
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let tokens = provisiond::domain::tokens::Tokens::new(pool);
+    let revoked = tokens.create("gone", &[provisiond::domain::tokens::Scope::Scim]).unwrap();
+    tokens.revoke("gone").unwrap();
+    let r = app.raw("GET", "/scim/v2/Users", None, &[("Authorization", &format!("Bearer {}", revoked.expose()))]);
+    assert_eq!(r.www_authenticate.as_deref(), Some(r#"Bearer realm="provisiond", error="invalid_token""#));
+}

@@ -11,6 +11,7 @@ mod list;
 mod metrics;
 mod mfa;
 mod postgres;
+mod raw_http;
 mod slapd;
 mod sync;
 mod systemd;
