@@ -47,8 +47,10 @@ impl From<ScimError> for ApiError {
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
+            408 => "request_timeout",
             409 => "conflict",
             413 => "too_large",
+            415 => "unsupported_media_type",
             s if s >= 500 => "internal",
             _ => "invalid_request",
         };

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod health;
 pub mod metrics_api;
 pub mod mfa_api;
+pub mod origin;
 pub mod request_id;
 pub mod scim_io;
 pub mod scim_users;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use actix_web::{middleware::from_fn, web};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
 use crate::mfa::{Mfa, Sealer};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub audit: Audit,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
+    /// `server.trusted_proxies`, parsed once.
+    pub trusted_proxies: Arc<[Network]>,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             tokens: Tokens::new(pool.clone()),
             audit: Audit::new(pool.clone()),
             mfa,
+            trusted_proxies: config.server.trusted_networks().into(),
             config,
             pool,
             sync,

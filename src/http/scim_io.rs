@@ -53,9 +53,25 @@ where
     }
 }
 
-/// Reads a JSON body of at most `server.max_body_bytes` (413 beyond it).
-pub async fn read_json(state: &AppState, req: &HttpRequest, mut payload: web::Payload) -> Result<Value, ScimError> {
-    let limit = state.config.server.max_body_bytes;
+/// Reads a JSON body of at most `server.max_body_bytes` (413 beyond it), arriving within
+/// `server.request_timeout` (408 after it: a client that declares a body and stalls would
+/// otherwise hold its connection and a worker's attention for ever).
+pub async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ScimError> {
+    let server = &state.config.server;
+    let timeout = std::time::Duration::from_secs(server.request_timeout);
+    let body = tokio::time::timeout(timeout, read_body(req, payload, server.max_body_bytes))
+        .await
+        .map_err(|_| {
+            ScimError::new(408, None, format!("the request body did not arrive within {} s (server.request_timeout)", server.request_timeout))
+        })??;
+    if body.is_empty() {
+        return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
+    }
+    serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+}
+
+/// The body's bytes, refused (413) as soon as they exceed `limit`.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ScimError> {
     let too_large = || ScimError::new(413, None, format!("request body larger than {limit} bytes"));
     let declared = req
         .headers()
@@ -73,21 +89,12 @@ pub async fn read_json(state: &AppState, req: &HttpRequest, mut payload: web::Pa
         }
         body.extend_from_slice(&chunk);
     }
-    if body.is_empty() {
-        return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
-    }
-    serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+    Ok(body)
 }
 
-/// `https://host/scim/v2`: from `server.public_url`, else from the request.
+/// `https://host/scim/v2`: from `server.public_url`, else from the request (see `origin`).
 pub fn base_url(state: &AppState, req: &HttpRequest) -> String {
-    match &state.config.server.public_url {
-        Some(url) => format!("{}/scim/v2", url.trim_end_matches('/')),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}/scim/v2", info.scheme(), info.host())
-        }
-    }
+    format!("{}/scim/v2", super::origin::public_origin(state, req))
 }
 
 /// A SCIM JSON response.
