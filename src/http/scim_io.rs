@@ -57,6 +57,7 @@ where
 /// `server.request_timeout` (408 after it: a client that declares a body and stalls would
 /// otherwise hold its connection and a worker's attention for ever).
 pub async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ScimError> {
+    check_content_type(req)?;
     let server = &state.config.server;
     let timeout = std::time::Duration::from_secs(server.request_timeout);
     let body = tokio::time::timeout(timeout, read_body(req, payload, server.max_body_bytes))
@@ -68,6 +69,22 @@ pub async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payloa
         return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
     }
     serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+}
+
+/// A body is JSON: `application/json`, `application/scim+json` (any parameters), or no
+/// `Content-Type` at all, which Okta's own SCIM test suite sends. Anything else (`text/plain`,
+/// a form) is 415: it would be read as JSON only by accident.
+fn check_content_type(req: &HttpRequest) -> Result<(), ScimError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    if ["application/json", SCIM_JSON].iter().any(|t| essence.eq_ignore_ascii_case(t)) {
+        return Ok(());
+    }
+    Err(ScimError::new(
+        415,
+        None,
+        format!("Content-Type {essence:?} is not accepted: send application/scim+json or application/json"),
+    ))
 }
 
 /// The body's bytes, refused (413) as soon as they exceed `limit`.

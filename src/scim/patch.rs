@@ -76,17 +76,9 @@ fn operations(request: &Value) -> Result<Vec<Operation<'_>>, ScimError> {
     let Some(doc) = request.as_object() else {
         return Err(ScimError::invalid_syntax("the PATCH request must be a JSON object"));
     };
-    if let Some(schemas) = member(doc, "schemas") {
-        let names_patch_op = schemas.as_array().is_some_and(|list| {
-            list.iter()
-                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema::PATCH_OP)))
-        });
-        if !names_patch_op {
-            return Err(ScimError::invalid_syntax(format!(
-                "schemas must contain {}",
-                schema::PATCH_OP
-            )));
-        }
+    // Entra ID and Okta always name the PatchOp schema; a document without it is not a PatchOp.
+    if !schema::declared_schemas(doc)?.iter().any(|s| s.eq_ignore_ascii_case(schema::PATCH_OP)) {
+        return Err(ScimError::invalid_syntax(format!("schemas must contain {}", schema::PATCH_OP)));
     }
     let list = match member(doc, "Operations") {
         Some(Value::Array(list)) if !list.is_empty() => list,
@@ -816,10 +808,29 @@ mod tests {
                 error(ScimType::InvalidSyntax),
             ),
             case(
-                "keys matched ignoring case, schemas optional",
+                "keys matched ignoring case",
                 json!({"userName": "u"}),
-                json!({"operations": [{"OP": "Replace", "Path": "title", "VALUE": "Boss"}]}),
+                json!({"Schemas": [schema::PATCH_OP], "operations": [{"OP": "Replace", "Path": "title", "VALUE": "Boss"}]}),
                 body(json!({"userName": "u", "title": "Boss"})),
+            ),
+            // Issue 11 changes this: a PATCH without the PatchOp schema used to be accepted.
+            case(
+                "schemas missing",
+                bjensen(),
+                json!({"Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "schemas empty",
+                bjensen(),
+                json!({"schemas": [], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "schemas a string",
+                bjensen(),
+                json!({"schemas": schema::PATCH_OP, "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
             ),
             case(
                 "too many operations",

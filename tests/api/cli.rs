@@ -163,7 +163,7 @@ fn serve_runs_the_daemon_with_a_cli_token() {
         .post(format!("{base}/scim/v2/Users"))
         .header("Authorization", &format!("Bearer {token}"))
         .header("Content-Type", "application/scim+json")
-        .send(json!({"userName": "cli-user"}).to_string())
+        .send(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "cli-user"}).to_string())
         .unwrap();
     assert_eq!(resp.status(), 201);
     child.kill().unwrap();
@@ -245,7 +245,7 @@ fn secrets_never_reach_the_log_even_at_debug_level() {
         let mut resp = agent.run(req).unwrap();
         serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap_or_default()
     };
-    let id = call("POST", "/scim/v2/Users", json!({"userName": "logged", "password": "hunter2-secret"}))["id"].as_str().unwrap().to_string();
+    let id = call("POST", "/scim/v2/Users", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "logged", "password": "hunter2-secret"}))["id"].as_str().unwrap().to_string();
     let enrolment = call("POST", &format!("/api/v1/users/{id}/mfa/totp"), json!({}));
     let secret_b32 = enrolment["secret"].as_str().unwrap().to_string();
     let secret = provisiond::mfa::Policy::decode_base32(&secret_b32).unwrap();
@@ -397,7 +397,7 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     assert!(up, "daemon did not become ready");
 
     // A slow client: headers and half the body, then the stop signal, then the rest.
-    let body = json!({"userName": "in-flight"}).to_string();
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "in-flight"}).to_string();
     let (first, rest) = body.split_at(body.len() / 2);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(

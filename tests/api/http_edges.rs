@@ -31,7 +31,7 @@ fn scim_needs_a_valid_token_with_the_scim_scope() {
 #[test]
 fn bodies_over_the_limit_get_413_and_change_nothing() {
     let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 4096);
-    let big = json!({"userName": "big", "displayName": "x".repeat(5000)});
+    let big = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "big", "displayName": "x".repeat(5000)});
     let r = app.post("/scim/v2/Users", &big);
     assert_scim_error(&r, 413, None);
     assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 0);
@@ -42,7 +42,7 @@ fn json_and_scim_json_requests_are_accepted_and_answers_are_scim_json() {
     let app = TestApp::spawn();
     let auth = format!("Bearer {}", app.token);
     for (i, ct) in ["application/scim+json", "application/json", "application/scim+json; charset=utf-8"].iter().enumerate() {
-        let body = json!({"userName": format!("u{i}")}).to_string();
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("u{i}")}).to_string();
         let r = app.raw("POST", "/scim/v2/Users", Some(&body), &[("Authorization", &auth), ("Content-Type", ct)]);
         assert_eq!(r.status, 201, "{ct}: {:?}", r.body);
         assert_eq!(r.content_type.as_deref(), Some("application/scim+json"));
@@ -175,4 +175,33 @@ fn a_body_that_stalls_is_answered_408_and_its_connection_closed() {
     }
     // Nothing was created.
     assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 0);
+}
+
+#[test]
+fn writes_that_are_not_json_get_415_and_change_nothing() {
+    let app = TestApp::spawn();
+    let id = app.create_user(&json!({"userName": "kept", "displayName": "before"}))["id"].as_str().unwrap().to_string();
+    let auth = format!("Bearer {}", app.token);
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "new"}).to_string();
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "after"}]})
+    .to_string();
+    let writes = [
+        ("POST", "/scim/v2/Users".to_string(), user.clone()),
+        ("PUT", format!("/scim/v2/Users/{id}"), user.clone()),
+        ("PATCH", format!("/scim/v2/Users/{id}"), patch),
+        ("POST", "/scim/v2/Users/.search".to_string(), json!({"filter": "userName pr"}).to_string()),
+        ("POST", format!("/api/v1/users/{id}/mfa/reset"), json!({"reason": "lost phone"}).to_string()),
+    ];
+    for (method, path, body) in &writes {
+        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"] {
+            let r = app.raw(method, path, Some(body), &[("Authorization", &auth), ("Content-Type", ct)]);
+            assert_eq!(r.status, 415, "{method} {path} as {ct}: {:?}", r.body);
+            assert!(r.body.to_string().contains(ct.split(';').next().unwrap()), "names the type: {:?}", r.body);
+        }
+    }
+    let kept = app.get(&format!("/scim/v2/Users/{id}")).body;
+    assert_eq!((kept["userName"].as_str(), kept["displayName"].as_str()), (Some("kept"), Some("before")));
+    assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 1);
+    assert_eq!(app.get(&format!("/api/v1/users/{id}/mfa")).body["lastResetAt"], serde_json::Value::Null);
 }

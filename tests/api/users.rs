@@ -114,9 +114,9 @@ fn user_name_is_unique_ignoring_case() {
 #[test]
 fn invalid_bodies_are_refused_with_their_scim_type() {
     let app = TestApp::spawn();
-    assert_scim_error(&app.post("/scim/v2/Users", &json!({"displayName": "no name"})), 400, Some("invalidValue"));
+    assert_scim_error(&app.post("/scim/v2/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "displayName": "no name"})), 400, Some("invalidValue"));
     assert_scim_error(
-        &app.post("/scim/v2/Users", &json!({"userName": "a", "active": "perhaps"})),
+        &app.post("/scim/v2/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "active": "perhaps"})),
         400,
         Some("invalidValue"),
     );
@@ -354,4 +354,44 @@ fn entra_replace_on_a_missing_work_email_creates_it() {
         Some(&patch_doc(json!([{"op": "replace", "path": "phoneNumbers[type ne \"work\"].value", "value": "1"}]))),
     );
     assert_scim_error(&r, 400, Some("noTarget"));
+}
+
+#[test]
+fn user_documents_without_the_user_schema_are_refused() {
+    let app = TestApp::spawn();
+    let cases = [
+        (json!({"userName": "a"}), "invalidSyntax"),
+        (json!({"schemas": [], "userName": "a"}), "invalidSyntax"),
+        (json!({"schemas": USER, "userName": "a"}), "invalidSyntax"),
+        (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}), "invalidValue"),
+        (json!({"schemas": [USER, "urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}), "invalidValue"),
+        (json!({"schemas": [ENTERPRISE], "userName": "a"}), "invalidValue"),
+    ];
+    let id = app.create_user(&barbara())["id"].as_str().unwrap().to_string();
+    for (doc, scim_type) in &cases {
+        assert_scim_error(&app.post("/scim/v2/Users", doc), 400, Some(scim_type));
+        assert_scim_error(&app.call("PUT", &format!("/scim/v2/Users/{id}"), Some(doc)), 400, Some(scim_type));
+    }
+    assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 1, "nothing created");
+    assert_eq!(app.get(&format!("/scim/v2/Users/{id}")).body["userName"], "bjensen@example.com", "nothing replaced");
+
+    // A PATCH must be a PatchOp: the schema declared, as Entra ID and Okta always do.
+    let ops = json!([{"op": "replace", "path": "displayName", "value": "x"}]);
+    for doc in [json!({"Operations": ops}), json!({"schemas": [], "Operations": ops}), json!({"schemas": [USER], "Operations": ops})] {
+        assert_scim_error(&app.call("PATCH", &format!("/scim/v2/Users/{id}"), Some(&doc)), 400, Some("invalidSyntax"));
+    }
+    assert_eq!(app.get(&format!("/scim/v2/Users/{id}")).body["displayName"], "Babs Jensen");
+
+    // Extensions this server does not know are ignored like unknown attributes, URNs match
+    // ignoring case, and Okta's POST without a Content-Type is JSON.
+    let okta = json!({
+        "schemas": [USER.to_uppercase(), "urn:okta:custom:2.0:User"], "userName": "okta@example.com",
+        "password": "secret", "groups": [], "urn:okta:custom:2.0:User": {"costCenter": "7"}
+    });
+    let auth = format!("Bearer {}", app.token);
+    let r = crate::raw_http::RawClient::new(&app.base).send(
+        &format!("POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: {}", okta.to_string().len()),
+        okta.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
 }
