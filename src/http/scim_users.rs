@@ -65,11 +65,7 @@ fn render(user: &StoredUser, base: &str, projection: &Projection) -> Value {
         last_modified: user.updated_at.and_utc(),
         version: user.version,
     };
-    let mfa = resource::MfaView {
-        status: &user.mfa.status,
-        enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
-        last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
-    };
+    let mfa = crate::domain::users::mfa_view(user);
     let mut doc = resource::render_user(&user.id, &user.body, &mfa, &meta, &format!("{base}/Users/{}", user.id));
     projection.apply(&mut doc);
     doc

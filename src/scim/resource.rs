@@ -300,6 +300,14 @@ pub struct MfaView<'a> {
 }
 
 impl MfaView<'_> {
+    /// The computed readOnly attributes by schema, as PATCH compares them
+    /// (`patch::apply_checked`).
+    pub fn computed(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert(schema::MFA_USER.into(), self.to_json());
+        out
+    }
+
     fn to_json(&self) -> Value {
         let mut ext = Map::new();
         ext.insert("status".into(), Value::from(self.status));

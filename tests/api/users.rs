@@ -395,3 +395,36 @@ fn user_documents_without_the_user_schema_are_refused() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+#[test]
+fn patching_read_only_mfa_attributes_is_refused_with_or_without_a_path_unless_unchanged() {
+    let app = TestApp::spawn();
+    let created = app.create_user(&barbara());
+    let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
+    let status = format!("{MFA}:status");
+    let changes = [
+        patch_doc(json!([{"op": "replace", "value": {MFA: {"status": "enrolled"}}}])),
+        patch_doc(json!([{"op": "add", "value": {status.clone(): "enrolled"}}])),
+        patch_doc(json!([{"op": "replace", "path": MFA, "value": {"enrolledAt": "2026-01-01T00:00:00Z"}}])),
+        patch_doc(json!([{"op": "replace", "path": status.clone(), "value": "enrolled"}])),
+    ];
+    for change in &changes {
+        assert_scim_error(&app.call("PATCH", &path, Some(change)), 400, Some("mutability"));
+    }
+    let now = app.get(&path).body;
+    assert_eq!(now[MFA]["status"], "none");
+    assert_eq!(now["meta"]["version"], created["meta"]["version"], "nothing was written");
+
+    // Echoing what GET shows is accepted, and the rest of the operation applies.
+    let echo = patch_doc(json!([{"op": "replace", "value": {"title": "Boss", MFA: now[MFA].clone(), "id": now["id"].clone()}}]));
+    let r = app.call("PATCH", &path, Some(&echo));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((r.body["title"].as_str(), r.body[MFA]["status"].as_str()), (Some("Boss"), Some("none")));
+
+    // Okta's GET-then-PUT carries the readOnly MFA attributes as GET returned them.
+    let mut fetched = app.get(&path).body;
+    fetched["displayName"] = json!("Barbara J.");
+    let put = app.call("PUT", &path, Some(&fetched));
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["displayName"], "Barbara J.");
+}
