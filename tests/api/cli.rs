@@ -137,6 +137,34 @@ fn tokens_are_created_listed_and_revoked_without_showing_secrets() {
     assert!(!again.status.success());
 }
 
+#[test]
+fn token_names_that_would_break_the_list_are_refused_naming_the_problem() {
+    let d = Dir::new("");
+    let cases = [
+        ("two\nlines", "control characters"),
+        ("tab\there", "control characters"),
+        ("bell\u{7}", "control characters"),
+        (" leading", "spaces"),
+        ("trailing ", "spaces"),
+        ("", "1 to 100 characters"),
+    ];
+    for (name, problem) in cases {
+        let o = d.run(&["token", "create", "--name", name, "--scope", "scim"]);
+        assert!(!o.status.success(), "{name:?} was accepted: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("token name") && err.contains(problem), "{name:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!stdout(&o).contains("pvd_"), "no token printed for {name:?}");
+    }
+    // Nothing was created; a name with inner spaces is fine and lists on one line.
+    assert!(d.run(&["token", "create", "--name", "Okta prod", "--scope", "scim"]).status.success());
+    let list = stdout(&d.run(&["token", "list"]));
+    let rows: Vec<&str> = list.lines().filter(|l| l.contains("scim")).collect();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert!(rows[0].contains("Okta prod"), "{list}");
+    assert!(d.run(&["token", "revoke", "Okta prod"]).status.success());
+}
+
 /// A free loopback port (released just before the daemon binds it).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
