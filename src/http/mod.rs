@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod health;
 pub mod metrics_api;
 pub mod mfa_api;
+pub mod openapi;
 pub mod origin;
 pub mod request_id;
 pub mod scim_io;
@@ -67,11 +68,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(scim_users::routes)
                 .default_service(web::to(scim_io::not_found)),
         )
+        // Before the scope, which would otherwise ask for a token.
+        .route(openapi::PATH, web::get().to(openapi::serve))
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(auth::api_token))
                 .configure(mfa_api::routes)
                 .configure(admin_api::routes)
-                .configure(sync_api::routes),
+                .configure(sync_api::routes)
+                .default_service(web::to(api_io::not_found)),
         );
 }

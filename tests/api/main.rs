@@ -10,6 +10,7 @@ mod instances;
 mod list;
 mod metrics;
 mod mfa;
+mod openapi;
 mod postgres;
 mod raw_http;
 mod slapd;
