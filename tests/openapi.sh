@@ -130,12 +130,13 @@ EOF
 # --- checker ----------------------------------------------------------------
 OUT="$WORKDIR/schemathesis.out"
 set +e
-NO_COLOR=1 TERM=dumb "$VENV/bin/schemathesis" --config-file "$WORKDIR/schemathesis.toml" run "$BASE/api/v1/openapi.json" \
+# From the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+(cd "$WORKDIR" && NO_COLOR=1 TERM=dumb "$VENV/bin/schemathesis" --config-file "$WORKDIR/schemathesis.toml" run "$BASE/api/v1/openapi.json" \
   --url "$BASE" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --mode all --phases examples,coverage,fuzzing \
   --max-examples "$MAX_EXAMPLES" --request-timeout 10 \
-  --seed 11 --workers 1 >"$OUT" 2>&1
+  --seed 11 --workers 1) >"$OUT" 2>&1
 RC=$?
 set -e
 cat "$OUT"
