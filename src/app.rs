@@ -58,6 +58,8 @@ impl Application {
                 .configure(http::routes)
         })
             .shutdown_timeout(config.server.shutdown_timeout)
+            // Headers only: bodies are bounded by the same timeout in `scim_io::read_json`.
+            .client_request_timeout(Duration::from_secs(config.server.request_timeout))
             // Signals are ours (`run_until_stopped`): systemd hears STOPPING=1 first.
             .disable_signals()
             .listen(listener)?;

@@ -1,7 +1,7 @@
 //! Typed configuration: defaults, then the TOML file, then `PROVISIOND_<SECTION>__<KEY>`
 //! environment overrides. Every problem is reported with the key's name.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -37,6 +37,61 @@ pub struct Server {
     pub workers: Option<usize>,
     /// Seconds requests in flight may take to finish after SIGTERM before they are dropped.
     pub shutdown_timeout: u64,
+    /// Peers (IP addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-Host` /
+    /// `X-Forwarded-Proto` headers are believed; nobody's by default.
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a client may take to send a request's headers, and again its body (408 after).
+    pub request_timeout: u64,
+}
+
+impl Server {
+    /// `trusted_proxies`, parsed (entries that do not parse are refused by [`Config::problems`]).
+    pub fn trusted_networks(&self) -> Vec<Network> {
+        self.trusted_proxies.iter().filter_map(|s| Network::parse(s).ok()).collect()
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`); a bare address is a network of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an IP address or a CIDR network"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {bits}"))?,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address on a dual-stack listener.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let mask = |bits: u32, width: u32| if bits == 0 { 0u128 } else { u128::MAX << (width - bits) };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let m = mask(self.prefix.into(), 32);
+                (u128::from(u32::from(net)) & m) == (u128::from(u32::from(ip)) & m)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let m = mask(self.prefix.into(), 128);
+                (u128::from(net) & m) == (u128::from(ip) & m)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Default for Server {
@@ -47,6 +102,8 @@ impl Default for Server {
             public_url: None,
             workers: None,
             shutdown_timeout: 30,
+            trusted_proxies: Vec::new(),
+            request_timeout: 30,
         }
     }
 }
@@ -568,6 +625,14 @@ impl Config {
                 out.push(format!("server.public_url: {url:?} must start with http:// or https://"));
             }
         }
+        for entry in &self.server.trusted_proxies {
+            if let Err(e) = Network::parse(entry) {
+                out.push(format!("server.trusted_proxies: {e}"));
+            }
+        }
+        if !(1..=3600).contains(&self.server.request_timeout) {
+            out.push("server.request_timeout: must be 1 to 3600 seconds".into());
+        }
         self.database.problems(&mut out);
         if self.scim.max_page_size < 1 {
             out.push("scim.max_page_size: must be at least 1".into());
@@ -654,6 +719,26 @@ mod tests {
         assert!(!format!("{c:?}").contains("12345678"), "Debug hides it");
         let e = load("[ldap]\nurl = \"http://h\"\n").unwrap_err().to_string();
         assert!(e.contains("ldap.url") && e.contains("ldap.base_dn"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let c = load("[server]\ntrusted_proxies = [\"10.1.0.0/16\", \"::1\", \"192.0.2.7\"]\n").unwrap();
+        let nets = c.server.trusted_networks();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(nets.iter().any(|n| n.contains(ip("10.1.200.3"))));
+        assert!(!nets.iter().any(|n| n.contains(ip("10.2.0.1"))));
+        assert!(nets.iter().any(|n| n.contains(ip("::1"))));
+        assert!(nets.iter().any(|n| n.contains(ip("::ffff:192.0.2.7"))), "IPv4-mapped peers match IPv4 entries");
+        assert!(!nets.iter().any(|n| n.contains(ip("192.0.2.8"))));
+        assert!(Network::parse("0.0.0.0/0").unwrap().contains(ip("203.0.113.9")));
+        assert!(load("[server]\n").unwrap().server.trusted_networks().is_empty(), "nobody by default");
+        for bad in ["proxy.example.com", "10.0.0.0/33", "::/129", "10.0.0.1/x"] {
+            let e = load(&format!("[server]\ntrusted_proxies = [{bad:?}]\n")).unwrap_err().to_string();
+            assert!(e.contains("server.trusted_proxies") && e.contains(bad), "{e}");
+        }
+        let e = load("[server]\nrequest_timeout = 0\n").unwrap_err().to_string();
+        assert!(e.contains("server.request_timeout"), "{e}");
     }
 
     #[test]

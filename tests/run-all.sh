@@ -3,7 +3,8 @@
 # ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze), builds, runs
 # the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
 # the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
-# its own server), and then the public SCIM compliance checker against the built binary.
+# its own server), and then the public SCIM compliance checker and schemathesis (against the
+# /api/v1 OpenAPI document) against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,4 +47,5 @@ cargo nextest run --locked --no-fail-fast || failed=1
 echo "run-all: the integration tests on PostgreSQL"
 TEST_BACKEND=postgres cargo nextest run --locked --no-fail-fast -E 'binary(api)' || failed=1
 tests/compliance.sh target/debug/provisiond || failed=1
+tests/openapi.sh target/debug/provisiond || failed=1
 exit $failed

@@ -114,6 +114,22 @@ pub struct Tokens {
     recent: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
 }
 
+/// A name `token list` can show on one line and `token revoke` can be given back as typed: no
+/// control characters (newlines, tabs), no spaces around it (they used to be dropped silently,
+/// so the name revoked was not the name given).
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > 100 {
+        return Err("token name must be 1 to 100 characters".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("token name must not contain control characters (it contains {:?})", c));
+    }
+    if name.trim() != name {
+        return Err(format!("token name must not begin or end with spaces: {name:?}"));
+    }
+    Ok(())
+}
+
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -129,12 +145,7 @@ impl Tokens {
 
     /// Creates a token called `name`; the secret is returned once and never stored.
     pub fn create(&self, name: &str, scopes: &[Scope]) -> Result<Secret> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 100 {
-            return Err(Error::Invalid(crate::scim::error::ScimError::invalid_value(
-                "token name must be 1 to 100 characters",
-            )));
-        }
+        check_name(name).map_err(|problem| Error::Invalid(crate::scim::error::ScimError::invalid_value(problem)))?;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("pvd_{}", hex::encode(bytes));

@@ -16,6 +16,15 @@ pub struct Users {
     mfa: Mfa,
 }
 
+/// The MFA extension of a user as SCIM shows it (computed from its factor).
+pub fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
+    resource::MfaView {
+        status: &user.mfa.status,
+        enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
+        last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
+    }
+}
+
 /// One page of a search.
 pub struct Page {
     pub total: i64,
@@ -63,7 +72,7 @@ impl Users {
         let mut reset = false;
         let user = self.modify(id, if_match, |current| {
             let mut body = Value::Object(current.body.clone());
-            patch::apply(body.as_object_mut().expect("object"), request)?;
+            patch::apply_checked(body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
             reset = resource::reset_requested(&body)?;
             Ok(resource::normalize_user(&body)?)
         })?;

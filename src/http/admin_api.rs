@@ -1,9 +1,11 @@
 //! `/api/v1/mfa/resets` (bulk resets) and `/api/v1/audit` (the trail): scope `admin`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::api_io::{blocking, read_object, require, string_field, ApiError};
+use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiErrorBody};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
@@ -17,7 +19,120 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Reply = Result<HttpResponse, ApiError>;
 
-async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
+/// Which users to reset: a list of ids, or a SCIM filter; and why.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documents the body `bulk_reset` reads
+pub enum BulkResetRequest {
+    Ids(ResetByIds),
+    Filter(ResetByFilter),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ResetByIds {
+    /// SCIM user ids (at most `mfa.max_bulk_reset`).
+    user_ids: Vec<String>,
+    #[schema(min_length = 1, max_length = 1000)]
+    reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ResetByFilter {
+    /// A SCIM filter, e.g. `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Sales"`.
+    filter: String,
+    #[schema(min_length = 1, max_length = 1000)]
+    reason: String,
+}
+
+/// One user's outcome.
+#[derive(Serialize, ToSchema)]
+pub struct ResetOutcome {
+    id: String,
+    /// `reset`, `not_found` or `error`.
+    #[schema(pattern = "^(reset|not_found|error)$")]
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// Every selected user's outcome; one bad id does not stop the others.
+#[derive(Serialize, ToSchema)]
+pub struct BulkResetResults {
+    results: Vec<ResetOutcome>,
+    reset: usize,
+    failed: usize,
+}
+
+/// The audit trail's query parameters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters `audit` reads
+pub struct AuditParams {
+    /// Only this user's events.
+    #[param(rename = "userId")]
+    user_id: Option<String>,
+    /// Only events of this type (`mfa.reset`, `mfa.enrolled`, …).
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Only events at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// 1-based; below 1 counts as 1.
+    #[param(rename = "startIndex")]
+    start_index: Option<i64>,
+    /// Clamped to 0..`scim.max_page_size`.
+    count: Option<i64>,
+}
+
+/// An audit event.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // documents the events `domain::audit` renders
+pub struct AuditEvent {
+    id: i64,
+    #[schema(format = DateTime)]
+    time: String,
+    /// `mfa.enrolled`, `mfa.reset`, `mfa.backup_codes.generated`, `mfa.backup_code.used`, `mfa.verify.locked_out`
+    #[serde(rename = "type")]
+    event_type: String,
+    user_id: Option<String>,
+    user_name: Option<String>,
+    /// `api`, `bulk`, `scim`, `cli`, `directory`
+    origin: String,
+    actor: String,
+    reason: Option<String>,
+    request_id: Option<String>,
+    /// Event-specific details.
+    detail: Option<Object>,
+}
+
+/// A JSON object.
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+pub struct Object(serde_json::Map<String, Value>);
+
+/// A page of the audit trail, newest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    total_results: i64,
+    start_index: i64,
+    #[schema(value_type = Vec<AuditEvent>)]
+    events: Vec<Value>,
+}
+
+/// Resets the factors of many users (audited one by one, origin `bulk`).
+#[utoipa::path(post, path = "/api/v1/mfa/resets", tag = "admin",
+    request_body(content = BulkResetRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each user's outcome (scope admin)", body = BulkResetResults),
+        (status = 400, description = "Neither or both of userIds and filter, an invalid filter, no reason, more users than mfa.max_bulk_reset, or a malformed body", body = ApiErrorBody),
+    ))]
+pub async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Bulk)?;
     let body = read_object(&state, &req, payload).await?;
     let reason = Reason::parse(string_field(&body, "reason")?)?;
@@ -36,20 +151,22 @@ async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::
     let mfa = state.mfa.clone();
     let results = blocking(move || mfa.reset_many(&selection, &actor, &reason)).await?;
     let reset = results.iter().filter(|r| r.outcome == Outcome::Reset).count();
-    let rendered: Vec<Value> = results
-        .iter()
-        .map(|r| {
-            let mut v = json!({"id": r.id, "outcome": r.outcome.as_str()});
-            if let Some(d) = &r.detail {
-                v["detail"] = json!(d);
-            }
-            v
-        })
+    let failed = results.len() - reset;
+    let results = results
+        .into_iter()
+        .map(|r| ResetOutcome { outcome: r.outcome.as_str(), id: r.id, detail: r.detail })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"results": rendered, "reset": reset, "failed": results.len() - reset})))
+    Ok(HttpResponse::Ok().json(BulkResetResults { results, reset, failed }))
 }
 
-async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Reply {
+/// The audit trail, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of events (scope admin)", body = AuditPage),
+        (status = 400, description = "A malformed or unknown parameter", body = ApiErrorBody),
+    ))]
+pub async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(|q| q.into_inner())
@@ -74,5 +191,5 @@ async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     q.offset = start_index - 1;
     let audit = state.audit.clone();
     let (total, events) = blocking(move || audit.list(&q)).await?;
-    Ok(HttpResponse::Ok().json(json!({"totalResults": total, "startIndex": start_index, "events": events})))
+    Ok(HttpResponse::Ok().json(AuditPage { total_results: total, start_index, events }))
 }

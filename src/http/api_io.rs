@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::auth::principal;
 use super::request_id::request_id;
@@ -31,6 +31,15 @@ impl ApiError {
     }
 }
 
+/// The body of every API error.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// A stable machine word: `invalid_request`, `not_found`, `conflict`, `unauthorized`, …
+    pub error: String,
+    /// A human sentence.
+    pub detail: String,
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -41,7 +50,7 @@ impl ResponseError for ApiError {
         if self.status == 503 {
             resp.insert_header((actix_web::http::header::RETRY_AFTER, super::scim_io::RETRY_AFTER_SECS));
         }
-        resp.json(json!({"error": self.error, "detail": self.detail}))
+        resp.json(ApiErrorBody { error: self.error.into(), detail: self.detail.clone() })
     }
 }
 
@@ -51,8 +60,10 @@ impl From<ScimError> for ApiError {
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
+            408 => "request_timeout",
             409 => "conflict",
             413 => "too_large",
+            415 => "unsupported_media_type",
             503 => "unavailable",
             s if s >= 500 => "internal",
             _ => "invalid_request",
@@ -102,4 +113,9 @@ pub fn string_field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, 
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
     }
+}
+
+/// A path or method `/api/v1` does not have: a JSON error like every other answer.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::new(404, "not_found", format!("no such endpoint: {} {}", req.method(), req.path())).error_response()
 }

@@ -39,35 +39,59 @@ async fn authenticated(
             req.extensions_mut().insert(principal);
             Ok(next.call(req).await?.map_into_boxed_body())
         }
-        Err(e) => {
-            let mut resp = render(&e);
-            if e.status == 401 {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"provisiond\""));
+        Err(refusal) => {
+            let mut resp = render(&refusal.error);
+            if let Some(challenge) = refusal.challenge {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(challenge));
             }
             Ok(req.into_response(resp))
         }
     }
 }
 
+/// Why a request was not let through, and the `WWW-Authenticate` challenge of a 401.
+struct Refusal {
+    error: ScimError,
+    challenge: Option<&'static str>,
+}
+
+impl Refusal {
+    /// No bearer token at all: the challenge carries no error code (RFC 6750 §3.1).
+    fn missing() -> Self {
+        Refusal { error: ScimError::new(401, None, "missing bearer token"), challenge: Some(r#"Bearer realm="provisiond""#) }
+    }
+
+    /// A token that is unknown, revoked or malformed: `error="invalid_token"` (RFC 6750 §3.1).
+    fn invalid() -> Self {
+        Refusal {
+            error: ScimError::new(401, None, "invalid bearer token"),
+            challenge: Some(r#"Bearer realm="provisiond", error="invalid_token""#),
+        }
+    }
+}
+
+impl From<ScimError> for Refusal {
+    fn from(error: ScimError) -> Self {
+        Refusal { error, challenge: None }
+    }
+}
+
 /// The caller's principal if its bearer token is valid (and carries `scope`, when given).
-async fn authorize(req: &ServiceRequest, scope: Option<Scope>) -> Result<Principal, ScimError> {
+async fn authorize(req: &ServiceRequest, scope: Option<Scope>) -> Result<Principal, Refusal> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
         .map(|(_, token)| token.trim().to_string())
-        .ok_or_else(|| ScimError::new(401, None, "missing bearer token"))?;
+        .ok_or_else(Refusal::missing)?;
     let state = req.app_data::<web::Data<AppState>>().expect("app state").clone();
     let principal = match state.tokens.recently_authenticated(&presented) {
         Some(p) => p,
-        None => blocking(move || state.tokens.authenticate(&presented))
-            .await?
-            .ok_or_else(|| ScimError::new(401, None, "invalid bearer token"))?,
+        None => blocking(move || state.tokens.authenticate(&presented)).await?.ok_or_else(Refusal::invalid)?,
     };
     if let Some(scope) = scope.filter(|s| !principal.has(*s)) {
-        return Err(ScimError::new(403, None, format!("token lacks the {} scope", scope.as_str())));
+        return Err(ScimError::new(403, None, format!("token lacks the {} scope", scope.as_str())).into());
     }
     Ok(principal)
 }

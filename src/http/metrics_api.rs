@@ -21,15 +21,26 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
 }
 
 /// Counts a request under its route template (`/scim/v2/Users/{id}`, never the id itself).
+///
+/// Every label comes from a closed set, whatever the client sends: a new label value is a new
+/// series kept for the life of the process, so a made-up method or path must not make one.
+/// Route templates are the ones registered (else `unmatched`), methods the standard ones (else
+/// `other`), statuses the ones this server answers with.
 pub fn record(req: &HttpRequest, status: u16, took: Duration) {
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str();
+    let method = method_label(req.method());
     let status = status.to_string();
     METRICS.http_requests.with_label_values(&[route.as_str(), method, status.as_str()]).inc();
     METRICS.http_duration.with_label_values(&[route.as_str(), method]).observe(took.as_secs_f64());
     if let Some(op) = scim_operation(&route, method) {
         METRICS.scim_operations.with_label_values(&[op, status.as_str()]).inc();
     }
+}
+
+/// The standard methods by name; anything else (`M00001AAAA…`) is `other`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|m| *m == method.as_str()).unwrap_or("other")
 }
 
 fn scim_operation(route: &str, method: &str) -> Option<&'static str> {

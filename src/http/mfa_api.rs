@@ -3,9 +3,10 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::api_io::{blocking, read_object, require, string_field, ApiError};
+use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiErrorBody};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
@@ -23,8 +24,91 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Reply = Result<HttpResponse, ApiError>;
 
-fn time(t: Option<chrono::NaiveDateTime>) -> serde_json::Value {
-    t.map(|t| json!(datetime(&t.and_utc()))).unwrap_or(serde_json::Value::Null)
+/// A user's second factor.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaStatus {
+    /// `none` (never enrolled), `pending` (must enrol at the next login) or `enrolled`.
+    #[schema(pattern = "^(none|pending|enrolled)$")]
+    status: String,
+    #[schema(format = DateTime)]
+    enrolled_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_reset_at: Option<String>,
+    #[schema(minimum = 0)]
+    backup_codes_remaining: usize,
+}
+
+/// A started enrolment: the secret for the authenticator app, shown once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Enrolment {
+    /// Base32.
+    secret: String,
+    /// `otpauth://totp/…`
+    otpauth_uri: String,
+    /// The QR code of `otpauthUri`, as a `data:image/png;base64,…` URL.
+    qr_png: String,
+}
+
+/// `{"code": "123456"}`: a TOTP code, or a backup code (`XXXXX-XXXXX`).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the body `code()` reads
+pub struct CodeRequest {
+    #[schema(min_length = 1, max_length = 64)]
+    code: String,
+}
+
+/// Ten backup codes, shown once: each works once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCodes {
+    backup_codes: Vec<String>,
+}
+
+/// A code that was accepted.
+#[derive(Serialize, ToSchema)]
+pub struct Verified {
+    #[schema(pattern = "^true$")]
+    valid: bool,
+    /// `totp` or `backup_code`.
+    #[schema(pattern = "^(totp|backup_code)$")]
+    method: &'static str,
+}
+
+/// A wrong code (401), or too many of them (429, with `error` and `detail`).
+#[derive(Serialize, ToSchema)]
+pub struct Refused {
+    #[schema(pattern = "^false$")]
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'static str>,
+}
+
+/// `{"reason": "lost phone"}`: why, for the audit trail.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the body `reset` reads
+pub struct ResetRequest {
+    /// Trimmed, not empty.
+    #[schema(min_length = 1, max_length = 1000)]
+    reason: String,
+}
+
+/// A reset factor: the user enrols again at the next login.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetDone {
+    id: String,
+    #[schema(pattern = "^pending$")]
+    status: &'static str,
+    #[schema(format = DateTime)]
+    reset_at: String,
+}
+
+fn time(t: Option<chrono::NaiveDateTime>) -> Option<String> {
+    t.map(|t| datetime(&t.and_utc()))
 }
 
 /// A `{"code": "…"}` body.
@@ -37,60 +121,123 @@ async fn code(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Res
     Ok(code.to_string())
 }
 
-async fn status(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+/// The factor's state: what a login front end asks after the password step.
+#[utoipa::path(get, path = "/api/v1/users/{id}/mfa", tag = "mfa",
+    params(("id" = String, Path, description = "SCIM user id")),
+    responses(
+        (status = 200, description = "The factor's state (scope mfa or admin)", body = MfaStatus),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn status(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     require(&req, &[Scope::Mfa, Scope::Admin], Origin::Api)?;
     let mfa = state.mfa.clone();
     let s = blocking(move || mfa.status(&id)).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": s.status,
-        "enrolledAt": time(s.enrolled_at),
-        "lastResetAt": time(s.last_reset_at),
-        "backupCodesRemaining": s.backup_codes_remaining,
-    })))
+    Ok(HttpResponse::Ok().json(MfaStatus {
+        status: s.status,
+        enrolled_at: time(s.enrolled_at),
+        last_reset_at: time(s.last_reset_at),
+        backup_codes_remaining: s.backup_codes_remaining,
+    }))
 }
 
-async fn start_enrolment(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+/// Starts an enrolment: a new secret, active once confirmed.
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/totp", tag = "mfa",
+    params(("id" = String, Path, description = "SCIM user id")),
+    responses(
+        (status = 201, description = "The secret and its QR code, shown once (scope mfa)", body = Enrolment),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "The user has a confirmed factor: reset it first", body = ApiErrorBody),
+    ))]
+pub async fn start_enrolment(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     require(&req, &[Scope::Mfa], Origin::Api)?;
     let mfa = state.mfa.clone();
     let e = blocking(move || mfa.start_enrolment(&id)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({"secret": e.secret_base32, "otpauthUri": e.otpauth_uri, "qrPng": e.qr_png})))
+        .json(Enrolment { secret: e.secret_base32, otpauth_uri: e.otpauth_uri, qr_png: e.qr_png }))
 }
 
-async fn confirm(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
+/// Confirms an enrolment with the first code from the app.
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/totp/confirm", tag = "mfa",
+    params(("id" = String, Path, description = "SCIM user id")),
+    request_body(content = CodeRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The factor is active; the backup codes are shown once (scope mfa)", body = BackupCodes),
+        (status = 400, description = "A wrong code, or a malformed body", body = ApiErrorBody),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "No enrolment in progress, or it changed meanwhile", body = ApiErrorBody),
+    ))]
+pub async fn confirm(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Mfa], Origin::Api)?;
     let code = code(&state, &req, payload).await?;
     let mfa = state.mfa.clone();
     let codes = blocking(move || mfa.confirm(&id, &code, &actor)).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({"backupCodes": codes.0})))
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(BackupCodes { backup_codes: codes.0 }))
 }
 
-async fn verify(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
+/// Checks a code at login.
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/verify", tag = "mfa",
+    params(("id" = String, Path, description = "SCIM user id")),
+    request_body(content = CodeRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The code is right (scope mfa)", body = Verified),
+        (status = 401, description = "A wrong code (`valid: false`), or no valid bearer token", body = inline(VerifyUnauthorized)),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "The user has no confirmed factor", body = ApiErrorBody),
+        (status = 429, description = "Too many wrong codes: wait Retry-After seconds", body = Refused,
+            headers(("Retry-After" = u64, description = "seconds until codes are checked again"))),
+    ))]
+pub async fn verify(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Mfa], Origin::Api)?;
     let code = code(&state, &req, payload).await?;
     let mfa = state.mfa.clone();
     Ok(match blocking(move || mfa.verify(&id, &code, &actor)).await? {
-        Verification::Valid(method) => HttpResponse::Ok().json(json!({"valid": true, "method": method.as_str()})),
-        Verification::Invalid => HttpResponse::Unauthorized().json(json!({"valid": false})),
+        Verification::Valid(method) => HttpResponse::Ok().json(Verified { valid: true, method: method.as_str() }),
+        Verification::Invalid => HttpResponse::Unauthorized().json(Refused { valid: false, error: None, detail: None }),
         Verification::LockedOut { retry_after_secs } => HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, retry_after_secs.to_string()))
-            .json(json!({"valid": false, "error": "locked_out", "detail": "too many wrong codes; try again later"})),
+            .json(Refused { valid: false, error: Some("locked_out"), detail: Some("too many wrong codes; try again later") }),
     })
 }
 
-async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+/// A 401 of `verify`: a wrong code, or the token check's error.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only
+pub enum VerifyUnauthorized {
+    WrongCode(Refused),
+    NoToken(ApiErrorBody),
+}
+
+/// Issues a new set of backup codes; the old set stops working.
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/backup-codes", tag = "mfa",
+    params(("id" = String, Path, description = "SCIM user id")),
+    responses(
+        (status = 200, description = "The new codes, shown once (scope mfa)", body = BackupCodes),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "The user has no confirmed factor", body = ApiErrorBody),
+    ))]
+pub async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     let actor = require(&req, &[Scope::Mfa], Origin::Api)?;
     let mfa = state.mfa.clone();
     let codes = blocking(move || mfa.regenerate_backup_codes(&id, &actor)).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({"backupCodes": codes.0})))
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(BackupCodes { backup_codes: codes.0 }))
 }
 
-async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
+/// Resets the factor (audited): the user enrols again at the next login.
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/reset", tag = "admin",
+    params(("id" = String, Path, description = "SCIM user id")),
+    request_body(content = ResetRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Reset (scope admin)", body = ResetDone),
+        (status = 400, description = "No reason, or a malformed body", body = ApiErrorBody),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Api)?;
     let body = read_object(&state, &req, payload).await?;
     let reason = Reason::parse(string_field(&body, "reason")?)?;
     let mfa = state.mfa.clone();
     let done = blocking(move || mfa.reset(&id, &actor, &reason)).await?;
-    Ok(HttpResponse::Ok().json(json!({"id": done.id, "status": "pending", "resetAt": datetime(&done.reset_at.and_utc())})))
+    Ok(HttpResponse::Ok().json(ResetDone { id: done.id, status: "pending", reset_at: datetime(&done.reset_at.and_utc()) }))
 }

@@ -7,6 +7,8 @@ pub mod discovery;
 pub mod health;
 pub mod metrics_api;
 pub mod mfa_api;
+pub mod openapi;
+pub mod origin;
 pub mod request_id;
 pub mod scim_io;
 pub mod scim_users;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use actix_web::{middleware::from_fn, web};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
 use crate::mfa::{Mfa, Sealer};
@@ -34,6 +36,8 @@ pub struct AppState {
     pub audit: Audit,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
+    /// `server.trusted_proxies`, parsed once.
+    pub trusted_proxies: Arc<[Network]>,
 }
 
 impl AppState {
@@ -44,6 +48,7 @@ impl AppState {
             tokens: Tokens::new(pool.clone()),
             audit: Audit::new(pool.clone()),
             mfa,
+            trusted_proxies: config.server.trusted_networks().into(),
             config,
             pool,
             sync,
@@ -63,11 +68,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(scim_users::routes)
                 .default_service(web::to(scim_io::not_found)),
         )
+        // Before the scope, which would otherwise ask for a token.
+        .route(openapi::PATH, web::get().to(openapi::serve))
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(auth::api_token))
                 .configure(mfa_api::routes)
                 .configure(admin_api::routes)
-                .configure(sync_api::routes),
+                .configure(sync_api::routes)
+                .default_service(web::to(api_io::not_found)),
         );
 }

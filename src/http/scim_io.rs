@@ -65,9 +65,42 @@ where
     }
 }
 
-/// Reads a JSON body of at most `server.max_body_bytes` (413 beyond it).
-pub async fn read_json(state: &AppState, req: &HttpRequest, mut payload: web::Payload) -> Result<Value, ScimError> {
-    let limit = state.config.server.max_body_bytes;
+/// Reads a JSON body of at most `server.max_body_bytes` (413 beyond it), arriving within
+/// `server.request_timeout` (408 after it: a client that declares a body and stalls would
+/// otherwise hold its connection and a worker's attention for ever).
+pub async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ScimError> {
+    check_content_type(req)?;
+    let server = &state.config.server;
+    let timeout = std::time::Duration::from_secs(server.request_timeout);
+    let body = tokio::time::timeout(timeout, read_body(req, payload, server.max_body_bytes))
+        .await
+        .map_err(|_| {
+            ScimError::new(408, None, format!("the request body did not arrive within {} s (server.request_timeout)", server.request_timeout))
+        })??;
+    if body.is_empty() {
+        return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
+    }
+    serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+}
+
+/// A body is JSON: `application/json`, `application/scim+json` (any parameters), or no
+/// `Content-Type` at all, which Okta's own SCIM test suite sends. Anything else (`text/plain`,
+/// a form) is 415: it would be read as JSON only by accident.
+fn check_content_type(req: &HttpRequest) -> Result<(), ScimError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    if ["application/json", SCIM_JSON].iter().any(|t| essence.eq_ignore_ascii_case(t)) {
+        return Ok(());
+    }
+    Err(ScimError::new(
+        415,
+        None,
+        format!("Content-Type {essence:?} is not accepted: send application/scim+json or application/json"),
+    ))
+}
+
+/// The body's bytes, refused (413) as soon as they exceed `limit`.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ScimError> {
     let too_large = || ScimError::new(413, None, format!("request body larger than {limit} bytes"));
     let declared = req
         .headers()
@@ -85,21 +118,12 @@ pub async fn read_json(state: &AppState, req: &HttpRequest, mut payload: web::Pa
         }
         body.extend_from_slice(&chunk);
     }
-    if body.is_empty() {
-        return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
-    }
-    serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+    Ok(body)
 }
 
-/// `https://host/scim/v2`: from `server.public_url`, else from the request.
+/// `https://host/scim/v2`: from `server.public_url`, else from the request (see `origin`).
 pub fn base_url(state: &AppState, req: &HttpRequest) -> String {
-    match &state.config.server.public_url {
-        Some(url) => format!("{}/scim/v2", url.trim_end_matches('/')),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}/scim/v2", info.scheme(), info.host())
-        }
-    }
+    format!("{}/scim/v2", super::origin::public_origin(state, req))
 }
 
 /// A SCIM JSON response.

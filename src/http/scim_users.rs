@@ -65,11 +65,7 @@ fn render(user: &StoredUser, base: &str, projection: &Projection) -> Value {
         last_modified: user.updated_at.and_utc(),
         version: user.version,
     };
-    let mfa = resource::MfaView {
-        status: &user.mfa.status,
-        enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
-        last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
-    };
+    let mfa = crate::domain::users::mfa_view(user);
     let mut doc = resource::render_user(&user.id, &user.body, &mfa, &meta, &format!("{base}/Users/{}", user.id));
     projection.apply(&mut doc);
     doc
@@ -99,6 +95,7 @@ fn actor(req: &HttpRequest) -> Actor {
 
 async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
+    resource::check_user_schemas(&body)?;
     let (users, actor) = (state.users.clone(), actor(&req));
     let user = blocking(move || users.create(&body, "scim", &actor)).await?;
     tracing::info!(user_id = %user.id, "user created via SCIM");
@@ -113,6 +110,7 @@ async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>
 
 async fn replace(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
+    resource::check_user_schemas(&body)?;
     let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
     let user = blocking(move || users.replace(&id, &body, if_match.as_deref(), &actor)).await?;
     Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))

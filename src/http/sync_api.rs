@@ -2,9 +2,11 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::api_io::{blocking, read_object, require, ApiError};
+use super::api_io::{blocking, read_object, require, ApiError, ApiErrorBody};
 use super::AppState;
 use crate::directory::sync::render;
 use crate::directory::{Options, StartError, StartedBy};
@@ -19,8 +21,73 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Reply = Result<HttpResponse, ApiError>;
 
-/// `{"full": bool}` → 202 with the run (status `running`); 409 when a run is in progress.
-async fn start(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
+/// `{"full": true}`: a full run (deactivates departed users); incremental when false or absent.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // documents the body `start` reads
+pub struct StartRequest {
+    full: Option<bool>,
+}
+
+/// A sync run, as `directory::sync::render` shows it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // documentation of a rendered run
+pub struct SyncRun {
+    id: String,
+    /// `full` or `incremental`.
+    kind: String,
+    /// `running`, `succeeded` or `failed` (the first of `errors` says why).
+    status: String,
+    /// `schedule`, `api` or `cli`.
+    started_by: String,
+    #[schema(format = DateTime)]
+    started_at: String,
+    #[schema(format = DateTime)]
+    finished_at: Option<String>,
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    deactivated: i64,
+    reactivated: i64,
+    resets_applied: i64,
+    flags_cleared: i64,
+    /// Per-entry errors (up to 1,000) and the one that failed the run.
+    errors: Vec<String>,
+    duration_ms: Option<i64>,
+}
+
+/// A page of runs, newest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRunPage {
+    total_results: i64,
+    start_index: i64,
+    #[schema(value_type = Vec<SyncRun>)]
+    runs: Vec<Value>,
+}
+
+/// Paging of the run history.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameters `list` reads
+pub struct PageParams {
+    /// 1-based; below 1 counts as 1.
+    #[param(rename = "startIndex")]
+    start_index: Option<i64>,
+    /// Clamped to 0..`scim.max_page_size`.
+    count: Option<i64>,
+}
+
+/// Starts an LDAP sync run in the background.
+#[utoipa::path(post, path = "/api/v1/sync/runs", tag = "sync",
+    request_body(content = StartRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started; the run (status `running`) (scope admin)", body = SyncRun,
+            headers(("Location" = String, description = "/api/v1/sync/runs/{id}"))),
+        (status = 400, description = "full is not a boolean, or a malformed body", body = ApiErrorBody),
+        (status = 409, description = "`sync_running`: a run is in progress; `not_configured`: no [ldap] section", body = ApiErrorBody),
+    ))]
+pub async fn start(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let syncer = state
         .sync
@@ -46,7 +113,14 @@ async fn start(state: web::Data<AppState>, req: HttpRequest, payload: web::Paylo
         .json(render(&run)))
 }
 
-async fn list(state: web::Data<AppState>, req: HttpRequest) -> Reply {
+/// The run history, newest first.
+#[utoipa::path(get, path = "/api/v1/sync/runs", tag = "sync",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of runs (scope admin)", body = SyncRunPage),
+        (status = 400, description = "A malformed or unknown parameter", body = ApiErrorBody),
+    ))]
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(|q| q.into_inner())
@@ -61,14 +135,21 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Reply {
         }
     }
     let Some(syncer) = state.sync.clone() else {
-        return Ok(HttpResponse::Ok().json(json!({"totalResults": 0, "startIndex": start_index, "runs": []})));
+        return Ok(HttpResponse::Ok().json(SyncRunPage { total_results: 0, start_index, runs: Vec::new() }));
     };
     let (total, runs) = blocking(move || syncer.list(start_index - 1, count).map_err(crate::domain::Error::from)).await?;
     let runs: Vec<Value> = runs.iter().map(render).collect();
-    Ok(HttpResponse::Ok().json(json!({"totalResults": total, "startIndex": start_index, "runs": runs})))
+    Ok(HttpResponse::Ok().json(SyncRunPage { total_results: total, start_index, runs }))
 }
 
-async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+/// One run; while running, its counts so far.
+#[utoipa::path(get, path = "/api/v1/sync/runs/{id}", tag = "sync",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 200, description = "The run (scope admin)", body = SyncRun),
+        (status = 404, description = "No such run", body = ApiErrorBody),
+    ))]
+pub async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let id = id.into_inner();
     let not_found = || ApiError::new(404, "not_found", format!("no sync run with id {id}"));

@@ -93,16 +93,11 @@ impl ListQuery {
     /// `0..=max_count` (RFC 7644 §3.4.2.4).
     pub fn parse(p: &ListParams, default_count: i64, max_count: i64) -> Result<Self, ScimError> {
         let int = |name: &str, v: &Option<String>| -> Result<Option<i64>, ScimError> {
-            v.as_deref()
-                .map(|s| {
-                    s.trim()
-                        .parse::<i64>()
-                        .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}")))
-                })
-                .transpose()
+            v.as_deref().map(|s| integer(s).ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}")))).transpose()
         };
         let filter = match p.filter.as_deref().map(str::trim) {
-            None | Some("") => None,
+            None => None,
+            Some("") => return Err(ScimError::invalid_filter("filter is empty: leave it out to list every user")),
             Some(f) => Some(filter::parse_filter(f).map_err(|e| ScimError::invalid_filter(e.message))?),
         };
         let sort_by = match p.sort_by.as_deref().map(str::trim) {
@@ -135,6 +130,20 @@ impl ListQuery {
     }
 }
 
+/// An integer parameter; one too large for 64 bits saturates (`count=999999999999999999999` is
+/// then clamped like any other large count) instead of being refused.
+fn integer(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(if negative { i64::MIN } else { i64::MAX })
+}
+
 /// The ListResponse document.
 pub fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Value {
     let mut doc = Map::new();
@@ -164,6 +173,19 @@ mod tests {
         let q = parse(&[]).unwrap();
         assert_eq!((q.start_index, q.count), (1, 100));
         assert_eq!(parse(&[("count", "ten")]).unwrap_err().status, 400);
+        let q = parse(&[("count", "999999999999999999999"), ("startIndex", "-99999999999999999999999")]).unwrap();
+        assert_eq!((q.start_index, q.count), (1, 1000));
+        assert_eq!(parse(&[("count", "-999999999999999999999")]).unwrap().count, 0);
+        assert_eq!(parse(&[("count", "9".repeat(30).as_str())]).unwrap().count, 1000);
+        assert_eq!(parse(&[("count", "99999999999999999999x")]).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn an_empty_filter_is_refused() {
+        for f in ["", "   "] {
+            assert_eq!(parse(&[("filter", f)]).unwrap_err().scim_type.unwrap().as_str(), "invalidFilter", "{f:?}");
+        }
+        assert!(parse(&[]).unwrap().filter.is_none());
     }
 
     #[test]

@@ -21,7 +21,22 @@ pub const MAX_OPERATIONS: usize = 1000;
 /// Applies a PatchOp request document to `body`. All-or-nothing: on error `body` is unchanged
 /// (work on a clone and swap at the end).
 pub fn apply(body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimError> {
+    apply_checked(body, request, &Map::new())
+}
+
+/// As [`apply`], for a resource whose server-computed readOnly attributes currently have the
+/// values in `computed` (as GET shows them: `{"urn:…:mfa:2.0:User": {"status": …}}`). A
+/// path-less value (or a whole extension object) may echo them unchanged, as identity
+/// providers echo what they read, but one that changes them is refused with `mutability`, the
+/// answer the same change gets with a path.
+pub fn apply_checked(body: &mut Map<String, Value>, request: &Value, computed: &Map<String, Value>) -> Result<(), ScimError> {
     let operations = operations(request)?;
+    for (i, operation) in operations.iter().enumerate() {
+        check_computed(operation, computed).map_err(|e| ScimError {
+            detail: format!("operation {}: {}", i + 1, e.detail),
+            ..e
+        })?;
+    }
     let mut work = body.clone();
     for (i, operation) in operations.iter().enumerate() {
         // Name the failing operation: a request may carry hundreds of them.
@@ -76,17 +91,9 @@ fn operations(request: &Value) -> Result<Vec<Operation<'_>>, ScimError> {
     let Some(doc) = request.as_object() else {
         return Err(ScimError::invalid_syntax("the PATCH request must be a JSON object"));
     };
-    if let Some(schemas) = member(doc, "schemas") {
-        let names_patch_op = schemas.as_array().is_some_and(|list| {
-            list.iter()
-                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema::PATCH_OP)))
-        });
-        if !names_patch_op {
-            return Err(ScimError::invalid_syntax(format!(
-                "schemas must contain {}",
-                schema::PATCH_OP
-            )));
-        }
+    // Entra ID and Okta always name the PatchOp schema; a document without it is not a PatchOp.
+    if !schema::declared_schemas(doc)?.iter().any(|s| s.eq_ignore_ascii_case(schema::PATCH_OP)) {
+        return Err(ScimError::invalid_syntax(format!("schemas must contain {}", schema::PATCH_OP)));
     }
     let list = match member(doc, "Operations") {
         Some(Value::Array(list)) if !list.is_empty() => list,
@@ -152,6 +159,63 @@ fn apply_one(body: &mut Map<String, Value>, operation: &Operation<'_>) -> Result
             Some(Value::Object(members)) => write_members(body, op, &schema::USER_SCHEMA, members),
             _ => Err(ScimError::invalid_syntax("without a path, value must be a JSON object")),
         },
+    }
+}
+
+/// Refuses an add/replace whose object value would change a computed readOnly attribute.
+fn check_computed(operation: &Operation<'_>, computed: &Map<String, Value>) -> Result<(), ScimError> {
+    let (Op::Add | Op::Replace, Some(Value::Object(members))) = (operation.op, operation.value) else { return Ok(()) };
+    let default = match operation.path {
+        None => &schema::USER_SCHEMA,
+        Some(path) => match resolve(path) {
+            Ok(Target::Schema(s)) => s,
+            _ => return Ok(()),
+        },
+    };
+    check_computed_members(default, members, computed)
+}
+
+fn check_computed_members(default: &'static Schema, members: &Map<String, Value>, computed: &Map<String, Value>) -> Result<(), ScimError> {
+    for (key, sent) in members {
+        let Ok(path) = filter::parse_path(key) else { continue };
+        match resolve_parsed(&path, default) {
+            Ok(Target::Schema(s)) => {
+                if let Value::Object(inner) = sent {
+                    check_computed_members(s, inner, computed)?;
+                }
+            }
+            Err(e) if e.scim_type == Some(ScimType::Mutability) && path.filter.is_none() && path.sub.is_none() && path.attr.sub.is_none() => {
+                let schema = match &path.attr.urn {
+                    None => default,
+                    Some(urn) => match schema::user_schema(urn) {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                };
+                let Some(Value::Object(current)) = computed.get(schema.id) else { continue };
+                let Some(attr) = schema.attribute(&path.attr.name) else { continue };
+                let now = current.get(attr.name).unwrap_or(&Value::Null);
+                if !same_value(sent, now) {
+                    return Err(ScimError::mutability(format!(
+                        "{}:{} is readOnly (it is {now}, not {sent})",
+                        schema.id, attr.name
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The same value as a GET shows: strings ignoring case, date-times as instants.
+fn same_value(sent: &Value, now: &Value) -> bool {
+    match (sent, now) {
+        (Value::String(a), Value::String(b)) => {
+            let instant = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+            a.eq_ignore_ascii_case(b) || instant(a).is_some_and(|t| Some(t) == instant(b))
+        }
+        _ => sent == now,
     }
 }
 
@@ -816,10 +880,29 @@ mod tests {
                 error(ScimType::InvalidSyntax),
             ),
             case(
-                "keys matched ignoring case, schemas optional",
+                "keys matched ignoring case",
                 json!({"userName": "u"}),
-                json!({"operations": [{"OP": "Replace", "Path": "title", "VALUE": "Boss"}]}),
+                json!({"Schemas": [schema::PATCH_OP], "operations": [{"OP": "Replace", "Path": "title", "VALUE": "Boss"}]}),
                 body(json!({"userName": "u", "title": "Boss"})),
+            ),
+            // Issue 11 changes this: a PATCH without the PatchOp schema used to be accepted.
+            case(
+                "schemas missing",
+                bjensen(),
+                json!({"Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "schemas empty",
+                bjensen(),
+                json!({"schemas": [], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
+            ),
+            case(
+                "schemas a string",
+                bjensen(),
+                json!({"schemas": schema::PATCH_OP, "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+                error(ScimType::InvalidSyntax),
             ),
             case(
                 "too many operations",
@@ -1314,5 +1397,36 @@ mod tests {
         ]));
         let e = apply(&mut user, &request).unwrap_err();
         assert!(e.detail.starts_with("operation 2:"), "{}", e.detail);
+    }
+
+    #[test]
+    fn computed_read_only_values_may_be_echoed_but_not_changed() {
+        let mfa = schema::MFA_USER;
+        let computed = json!({mfa: {"status": "pending", "lastResetAt": "2026-11-30T07:00:00Z"}}).as_object().unwrap().clone();
+        let run = |request: Value| {
+            let mut user = bjensen().as_object().unwrap().clone();
+            apply_checked(&mut user, &request, &computed).map(|()| user).map_err(|e| e.scim_type)
+        };
+        let changing = [
+            ops(json!([{"op": "replace", "value": {mfa: {"status": "enrolled"}}}])),
+            ops(json!([{"op": "add", "value": {format!("{mfa}:status"): "enrolled"}}])),
+            ops(json!([{"op": "replace", "path": mfa, "value": {"enrolledAt": "2026-01-01T00:00:00Z"}}])),
+            ops(json!([{"op": "replace", "value": {mfa: {"lastResetAt": "2026-11-30T07:00:01Z"}}}])),
+            ops(json!([{"op": "replace", "path": format!("{mfa}:status"), "value": "pending"}])),
+        ];
+        for request in changing {
+            assert_eq!(run(request.clone()), Err(Some(ScimType::Mutability)), "{request}");
+        }
+        let echoing = [
+            ops(json!([{"op": "replace", "value": {"title": "Boss", mfa: {"status": "PENDING", "lastResetAt": "2026-11-30T08:00:00+01:00"}}}])),
+            ops(json!([{"op": "replace", "value": {format!("{mfa}:status"): "pending", format!("{mfa}:enrolledAt"): null, "title": "Boss"}}])),
+            ops(json!([{"op": "replace", "path": mfa, "value": {"status": "pending", "resetRequested": false}}, {"op": "replace", "path": "title", "value": "Boss"}])),
+        ];
+        for request in echoing {
+            assert_eq!(run(request.clone()).map(|u| u["title"].clone()), Ok(json!("Boss")), "{request}");
+        }
+        // Without computed values (the LDAP mapping's own documents) nothing is compared.
+        let mut user = bjensen().as_object().unwrap().clone();
+        apply(&mut user, &ops(json!([{"op": "replace", "value": {mfa: {"status": "enrolled"}}}]))).unwrap();
     }
 }

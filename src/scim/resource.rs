@@ -52,6 +52,29 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
     Ok(body)
 }
 
+/// Checks the `schemas` of a User sent on POST or PUT: present, a non-empty list
+/// (`invalidSyntax` otherwise), naming the core User schema and no schema of another resource
+/// or message (`invalidValue`: a Group sent to `/Users`). Extension URNs this server does not
+/// know are let through, like unknown attributes.
+pub fn check_user_schemas(input: &Value) -> Result<(), ScimError> {
+    let Some(obj) = input.as_object() else {
+        return Err(ScimError::invalid_syntax("the User resource must be a JSON object"));
+    };
+    let declared = schema::declared_schemas(obj)?;
+    if !declared.iter().any(|s| s.eq_ignore_ascii_case(schema::USER)) {
+        return Err(ScimError::invalid_value(format!("schemas must contain {}", schema::USER)));
+    }
+    let foreign = |s: &&&str| {
+        let s = s.to_ascii_lowercase();
+        (s.starts_with("urn:ietf:params:scim:schemas:core:2.0:") && !s.eq_ignore_ascii_case(schema::USER))
+            || s.starts_with("urn:ietf:params:scim:api:messages:2.0:")
+    };
+    if let Some(other) = declared.iter().find(foreign) {
+        return Err(ScimError::invalid_value(format!("{other} is not a schema of a User")));
+    }
+    Ok(())
+}
+
 /// Whether a User body (as sent, or as patched) sets the MFA extension's write-only
 /// `resetRequested` to true (`true` or `"True"`), nested or URN-qualified at the top level.
 pub fn reset_requested(input: &Value) -> Result<bool, ScimError> {
@@ -276,6 +299,14 @@ pub struct MfaView<'a> {
 }
 
 impl MfaView<'_> {
+    /// The computed readOnly attributes by schema, as PATCH compares them
+    /// (`patch::apply_checked`).
+    pub fn computed(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert(schema::MFA_USER.into(), self.to_json());
+        out
+    }
+
     fn to_json(&self) -> Value {
         let mut ext = Map::new();
         ext.insert("status".into(), Value::from(self.status));
@@ -321,6 +352,25 @@ pub fn render_user(id: &str, body: &Map<String, Value>, mfa: &MfaView, meta: &Me
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_schemas_are_required_and_must_be_the_users() {
+        let check = |doc: Value| check_user_schemas(&doc).map_err(|e| e.scim_type.map(|t| t.as_str()));
+        assert!(check(json!({"schemas": [schema::USER], "userName": "a"})).is_ok());
+        assert!(check(json!({"SCHEMAS": [schema::USER.to_uppercase(), schema::ENTERPRISE_USER, schema::MFA_USER]})).is_ok());
+        assert!(check(json!({"schemas": [schema::USER, "urn:example:custom:2.0:User"]})).is_ok(), "unknown extensions pass");
+        for bad in [json!({"userName": "a"}), json!({"schemas": []}), json!({"schemas": schema::USER}), json!({"schemas": [1]})] {
+            assert_eq!(check(bad.clone()), Err(Some("invalidSyntax")), "{bad}");
+        }
+        for bad in [
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"]}),
+            json!({"schemas": [schema::USER, "urn:ietf:params:scim:schemas:core:2.0:Group"]}),
+            json!({"schemas": [schema::ENTERPRISE_USER]}),
+            json!({"schemas": [schema::USER, schema::PATCH_OP]}),
+        ] {
+            assert_eq!(check(bad.clone()), Err(Some("invalidValue")), "{bad}");
+        }
+    }
 
     #[test]
     fn normalize_accepts_identity_provider_quirks() {

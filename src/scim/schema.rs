@@ -3,7 +3,9 @@
 //! One static description drives input normalisation, PATCH, filters and `/Schemas` discovery,
 //! so what discovery advertises is what the server does.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+use super::error::ScimError;
 
 pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -16,6 +18,18 @@ pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 pub const SERVICE_PROVIDER_CONFIG: &str =
     "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+
+/// The `schemas` a request document declares (its key matched ignoring case): a non-empty list
+/// of URNs, `invalidSyntax` otherwise (missing, empty, a bare string, …). RFC 7643 §3 makes it
+/// required on every resource and message.
+pub fn declared_schemas(doc: &Map<String, Value>) -> Result<Vec<&str>, ScimError> {
+    let value = doc.get("schemas").or_else(|| doc.iter().find(|(k, _)| k.eq_ignore_ascii_case("schemas")).map(|(_, v)| v));
+    let list = match value {
+        Some(Value::Array(items)) if !items.is_empty() => items.iter().map(Value::as_str).collect::<Option<Vec<_>>>(),
+        _ => None,
+    };
+    list.ok_or_else(|| ScimError::invalid_syntax("schemas is required: a non-empty list of schema URNs"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

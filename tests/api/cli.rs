@@ -137,6 +137,34 @@ fn tokens_are_created_listed_and_revoked_without_showing_secrets() {
     assert!(!again.status.success());
 }
 
+#[test]
+fn token_names_that_would_break_the_list_are_refused_naming_the_problem() {
+    let d = Dir::new("");
+    let cases = [
+        ("two\nlines", "control characters"),
+        ("tab\there", "control characters"),
+        ("bell\u{7}", "control characters"),
+        (" leading", "spaces"),
+        ("trailing ", "spaces"),
+        ("", "1 to 100 characters"),
+    ];
+    for (name, problem) in cases {
+        let o = d.run(&["token", "create", "--name", name, "--scope", "scim"]);
+        assert!(!o.status.success(), "{name:?} was accepted: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("token name") && err.contains(problem), "{name:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!stdout(&o).contains("pvd_"), "no token printed for {name:?}");
+    }
+    // Nothing was created; a name with inner spaces is fine and lists on one line.
+    assert!(d.run(&["token", "create", "--name", "Okta prod", "--scope", "scim"]).status.success());
+    let list = stdout(&d.run(&["token", "list"]));
+    let rows: Vec<&str> = list.lines().filter(|l| l.contains("scim")).collect();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert!(rows[0].contains("Okta prod"), "{list}");
+    assert!(d.run(&["token", "revoke", "Okta prod"]).status.success());
+}
+
 /// A free loopback port (released just before the daemon binds it).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -163,7 +191,7 @@ fn serve_runs_the_daemon_with_a_cli_token() {
         .post(format!("{base}/scim/v2/Users"))
         .header("Authorization", &format!("Bearer {token}"))
         .header("Content-Type", "application/scim+json")
-        .send(json!({"userName": "cli-user"}).to_string())
+        .send(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "cli-user"}).to_string())
         .unwrap();
     assert_eq!(resp.status(), 201);
     child.kill().unwrap();
@@ -251,7 +279,7 @@ fn secrets_never_reach_the_log_even_at_debug_level() {
         let mut resp = agent.run(req).unwrap();
         serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap_or_default()
     };
-    let id = call("POST", "/scim/v2/Users", json!({"userName": "logged", "password": "hunter2-secret"}))["id"].as_str().unwrap().to_string();
+    let id = call("POST", "/scim/v2/Users", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "logged", "password": "hunter2-secret"}))["id"].as_str().unwrap().to_string();
     let enrolment = call("POST", &format!("/api/v1/users/{id}/mfa/totp"), json!({}));
     let secret_b32 = enrolment["secret"].as_str().unwrap().to_string();
     let secret = provisiond::mfa::Policy::decode_base32(&secret_b32).unwrap();
@@ -403,7 +431,7 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     assert!(up, "daemon did not become ready");
 
     // A slow client: headers and half the body, then the stop signal, then the rest.
-    let body = json!({"userName": "in-flight"}).to_string();
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "in-flight"}).to_string();
     let (first, rest) = body.split_at(body.len() / 2);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(

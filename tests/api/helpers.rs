@@ -311,9 +311,14 @@ impl TestApp {
         self.call("POST", path, Some(body))
     }
 
-    /// Creates a user and returns its resource; panics unless 201.
+    /// Creates a user and returns its resource; panics unless 201. The core User schema is
+    /// declared for the test when its body declares none (the server requires `schemas`).
     pub fn create_user(&self, body: &Value) -> Value {
-        let r = self.post("/scim/v2/Users", body);
+        let mut body = body.clone();
+        if body.get("schemas").is_none() {
+            body["schemas"] = serde_json::json!([USER_SCHEMA]);
+        }
+        let r = self.post("/scim/v2/Users", &body);
         assert_eq!(r.status, 201, "create failed: {:?}", r.body);
         r.body
     }
@@ -325,6 +330,8 @@ impl TestApp {
         r.body
     }
 }
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 /// Percent-encodes a query value.
 pub use provisiond::store::percent_encode as encode;

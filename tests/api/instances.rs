@@ -46,7 +46,7 @@ fn concurrent_creates_of_one_user_name_on_two_instances_make_one_user() {
     // Different cases of one name: userName is unique ignoring case.
     let replies = race(&[&a, &b], n, |app, i| {
         let name = if i % 3 == 0 { "Race.Winner@example.com" } else { "race.winner@EXAMPLE.com" };
-        app.post("/scim/v2/Users", &json!({"userName": name, "externalId": format!("ext-{i}")}))
+        app.post("/scim/v2/Users", &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": name, "externalId": format!("ext-{i}")}))
     });
     let mut expected = vec![201];
     expected.extend(std::iter::repeat_n(409, n - 1));

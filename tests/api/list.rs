@@ -334,3 +334,21 @@ fn multi_valued_attributes_sort_by_their_primary_value_and_pages_cross_into_user
     assert_eq!(app.call("PATCH", &format!("/scim/v2/Users/{u4}"), Some(&patch)).status, 200);
     assert_eq!(names("sortBy=emails.value"), ["u2", "u4", "u1", "u3", "u5"]);
 }
+
+#[test]
+fn an_empty_filter_is_invalid_and_huge_counts_are_clamped() {
+    let app = populated();
+    for q in ["filter=", "filter=%20%20", "FILTER="] {
+        assert_scim_error(&app.get(&format!("/scim/v2/Users?{q}")), 400, Some("invalidFilter"));
+    }
+    assert_scim_error(&app.post("/scim/v2/Users/.search", &json!({"filter": ""})), 400, Some("invalidFilter"));
+    // count beyond 64 bits is clamped to scim.max_page_size like any large count (README).
+    let all = app.get("/scim/v2/Users?count=999999999999999999999");
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    assert_eq!((all.body["totalResults"].as_i64(), all.body["itemsPerPage"].as_i64()), (Some(5), Some(5)));
+    let none = app.get("/scim/v2/Users?count=-999999999999999999999");
+    assert_eq!((none.status, none.body["itemsPerPage"].as_i64(), none.body["totalResults"].as_i64()), (200, Some(0), Some(5)));
+    let past = app.get("/scim/v2/Users?startIndex=999999999999999999999");
+    assert_eq!((past.status, past.body["itemsPerPage"].as_i64(), past.body["totalResults"].as_i64()), (200, Some(0), Some(5)), "{:?}", past.body);
+    assert_scim_error(&app.get("/scim/v2/Users?count=lots"), 400, Some("invalidValue"));
+}

@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::helpers::TestApp;
+use crate::raw_http::RawClient;
 use provisiond::domain::tokens::{Scope, Tokens};
 
 /// The value of the sample named exactly `series` (name and labels as exposed).
@@ -44,4 +45,53 @@ fn metrics_need_the_admin_scope() {
     let pool = provisiond::app::open_database(&app.config).unwrap();
     let scim = Tokens::new(pool).create("idp", &[Scope::Scim]).unwrap();
     assert_eq!(app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", scim.expose()))]).status, 403);
+}
+
+/// The number of series of the request counter and of the latency histogram.
+fn request_series(app: &TestApp) -> (usize, usize, String) {
+    let r = app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", app.token))]);
+    assert_eq!(r.status, 200);
+    let text = r.body.as_str().unwrap().to_string();
+    let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    (count("provisiond_http_requests_total{"), count("provisiond_http_request_duration_seconds_count{"), text)
+}
+
+/// This process's resident memory in KiB (the daemon runs inside the test process).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Requests without a token, with made-up methods and paths, on one keep-alive connection.
+fn junk_requests(app: &TestApp, from: usize, n: usize) {
+    let mut client = RawClient::new(&app.base);
+    for i in from..from + n {
+        let (method, path) = match i % 3 {
+            0 => (format!("M{i:05}AAAAAAAAAAAAAAAAAAAA"), "/scim/v2/Users".to_string()),
+            1 => ("GET".to_string(), format!("/junk/{i:05}/aaaaaaaaaaaaaaaaaaaa")),
+            _ => (format!("X{i:05}BBBBBBBBBBBB"), format!("/scim/v2/Users/{i:05}/zzz")),
+        };
+        let r = client.send(&format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0"), b"");
+        assert!((400..500).contains(&r.status), "{method} {path}: {}", r.status);
+    }
+}
+
+#[test]
+fn junk_methods_and_paths_leave_the_metric_series_and_memory_flat() {
+    let app = TestApp::spawn();
+    junk_requests(&app, 0, 600);
+    request_series(&app); // the scrape itself is a series too
+    let (requests, durations, _) = request_series(&app);
+    let rss = rss_kib();
+
+    junk_requests(&app, 600, 10_000);
+    let (requests_after, durations_after, text) = request_series(&app);
+    assert_eq!((requests_after, durations_after), (requests, durations), "junk made new series:\n{text}");
+    assert!(!text.contains("M00") && !text.contains("X00") && !text.contains("/junk/"), "junk became a label:\n{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(text.contains(r#"route="unmatched""#), "{text}");
+    assert!(text.len() < 64 * 1024, "/metrics is {} bytes", text.len());
+    let grown = rss_kib().saturating_sub(rss);
+    assert!(grown < 64 * 1024, "resident memory grew by {grown} KiB over 10,000 junk requests");
 }

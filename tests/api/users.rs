@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_scim_error, TestApp};
+use crate::helpers::{assert_scim_error, TestApp, USER_SCHEMA};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -114,9 +114,9 @@ fn user_name_is_unique_ignoring_case() {
 #[test]
 fn invalid_bodies_are_refused_with_their_scim_type() {
     let app = TestApp::spawn();
-    assert_scim_error(&app.post("/scim/v2/Users", &json!({"displayName": "no name"})), 400, Some("invalidValue"));
+    assert_scim_error(&app.post("/scim/v2/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "displayName": "no name"})), 400, Some("invalidValue"));
     assert_scim_error(
-        &app.post("/scim/v2/Users", &json!({"userName": "a", "active": "perhaps"})),
+        &app.post("/scim/v2/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "active": "perhaps"})),
         400,
         Some("invalidValue"),
     );
@@ -370,7 +370,7 @@ fn user_names_that_look_alike_are_one_user_and_invisible_characters_are_refused(
     for (first, second) in twins {
         let created = app.create_user(&json!({"userName": first}));
         assert_eq!(created["userName"], first, "stored as sent");
-        let r = app.post("/scim/v2/Users", &json!({"userName": second}));
+        let r = app.post("/scim/v2/Users", &json!({"schemas": [USER_SCHEMA], "userName": second}));
         assert_scim_error(&r, 409, Some("uniqueness"));
         // Found by either spelling.
         let found = app.filter(&format!("userName eq {}", serde_json::to_string(second).unwrap()));
@@ -378,8 +378,81 @@ fn user_names_that_look_alike_are_one_user_and_invisible_characters_are_refused(
         assert_eq!(found["Resources"][0]["id"], created["id"]);
     }
     for bad in ["zero\u{200B}width", "bidi\u{202E}override", "tab\tbed", "   "] {
-        let r = app.post("/scim/v2/Users", &json!({"userName": bad}));
+        let r = app.post("/scim/v2/Users", &json!({"schemas": [USER_SCHEMA], "userName": bad}));
         assert_scim_error(&r, 400, Some("invalidValue"));
     }
     assert_eq!(app.filter("userName sw \"STRA\u{00DF}\"")["totalResults"], 1, "substrings fold the same way");
+}
+
+#[test]
+fn user_documents_without_the_user_schema_are_refused() {
+    let app = TestApp::spawn();
+    let cases = [
+        (json!({"userName": "a"}), "invalidSyntax"),
+        (json!({"schemas": [], "userName": "a"}), "invalidSyntax"),
+        (json!({"schemas": USER, "userName": "a"}), "invalidSyntax"),
+        (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}), "invalidValue"),
+        (json!({"schemas": [USER, "urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}), "invalidValue"),
+        (json!({"schemas": [ENTERPRISE], "userName": "a"}), "invalidValue"),
+    ];
+    let id = app.create_user(&barbara())["id"].as_str().unwrap().to_string();
+    for (doc, scim_type) in &cases {
+        assert_scim_error(&app.post("/scim/v2/Users", doc), 400, Some(scim_type));
+        assert_scim_error(&app.call("PUT", &format!("/scim/v2/Users/{id}"), Some(doc)), 400, Some(scim_type));
+    }
+    assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 1, "nothing created");
+    assert_eq!(app.get(&format!("/scim/v2/Users/{id}")).body["userName"], "bjensen@example.com", "nothing replaced");
+
+    // A PATCH must be a PatchOp: the schema declared, as Entra ID and Okta always do.
+    let ops = json!([{"op": "replace", "path": "displayName", "value": "x"}]);
+    for doc in [json!({"Operations": ops}), json!({"schemas": [], "Operations": ops}), json!({"schemas": [USER], "Operations": ops})] {
+        assert_scim_error(&app.call("PATCH", &format!("/scim/v2/Users/{id}"), Some(&doc)), 400, Some("invalidSyntax"));
+    }
+    assert_eq!(app.get(&format!("/scim/v2/Users/{id}")).body["displayName"], "Babs Jensen");
+
+    // Extensions this server does not know are ignored like unknown attributes, URNs match
+    // ignoring case, and Okta's POST without a Content-Type is JSON.
+    let okta = json!({
+        "schemas": [USER.to_uppercase(), "urn:okta:custom:2.0:User"], "userName": "okta@example.com",
+        "password": "secret", "groups": [], "urn:okta:custom:2.0:User": {"costCenter": "7"}
+    });
+    let auth = format!("Bearer {}", app.token);
+    let r = crate::raw_http::RawClient::new(&app.base).send(
+        &format!("POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: {}", okta.to_string().len()),
+        okta.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[test]
+fn patching_read_only_mfa_attributes_is_refused_with_or_without_a_path_unless_unchanged() {
+    let app = TestApp::spawn();
+    let created = app.create_user(&barbara());
+    let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
+    let status = format!("{MFA}:status");
+    let changes = [
+        patch_doc(json!([{"op": "replace", "value": {MFA: {"status": "enrolled"}}}])),
+        patch_doc(json!([{"op": "add", "value": {status.clone(): "enrolled"}}])),
+        patch_doc(json!([{"op": "replace", "path": MFA, "value": {"enrolledAt": "2026-01-01T00:00:00Z"}}])),
+        patch_doc(json!([{"op": "replace", "path": status.clone(), "value": "enrolled"}])),
+    ];
+    for change in &changes {
+        assert_scim_error(&app.call("PATCH", &path, Some(change)), 400, Some("mutability"));
+    }
+    let now = app.get(&path).body;
+    assert_eq!(now[MFA]["status"], "none");
+    assert_eq!(now["meta"]["version"], created["meta"]["version"], "nothing was written");
+
+    // Echoing what GET shows is accepted, and the rest of the operation applies.
+    let echo = patch_doc(json!([{"op": "replace", "value": {"title": "Boss", MFA: now[MFA].clone(), "id": now["id"].clone()}}]));
+    let r = app.call("PATCH", &path, Some(&echo));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((r.body["title"].as_str(), r.body[MFA]["status"].as_str()), (Some("Boss"), Some("none")));
+
+    // Okta's GET-then-PUT carries the readOnly MFA attributes as GET returned them.
+    let mut fetched = app.get(&path).body;
+    fetched["displayName"] = json!("Barbara J.");
+    let put = app.call("PUT", &path, Some(&fetched));
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["displayName"], "Barbara J.");
 }
