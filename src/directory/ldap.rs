@@ -117,17 +117,19 @@ impl Directory {
         Ok(Some(types.iter().flat_map(|t| attribute_type_names(t)).collect()))
     }
 
-    /// Removes the attribute `attribute` from entry `dn`.
+    /// Removes the attribute `attribute` from entry `dn`; an entry without it (removed by a
+    /// request of an earlier run the server applied late, or by an admin) is as good.
     pub async fn remove_attribute(&mut self, dn: &str, attribute: &str) -> Result<(), DirectoryError> {
+        /// LDAP result code noSuchAttribute (RFC 4511).
+        const NO_SUCH_ATTRIBUTE: u32 = 16;
         let all = std::collections::HashSet::<&str>::new();
         // The timeout applies to the next operation only: set it for each one.
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        self.ldap
-            .modify(dn, vec![Mod::Delete(attribute, all)])
-            .await
-            .and_then(|r| r.success())
-            .map(|_| ())
-            .map_err(|source| DirectoryError::Operation { what: "modify", source })
+        let result = self.ldap.modify(dn, vec![Mod::Delete(attribute, all)]).await;
+        match result {
+            Ok(r) if r.rc == NO_SUCH_ATTRIBUTE => Ok(()),
+            other => other.and_then(|r| r.success()).map(|_| ()).map_err(|source| DirectoryError::Operation { what: "modify", source }),
+        }
     }
 
     pub async fn close(mut self) {
