@@ -21,6 +21,14 @@ pub enum DirectoryError {
     Operation { what: &'static str, source: ldap3::LdapError },
 }
 
+impl DirectoryError {
+    /// The server answered the operation, refusing it (as opposed to no answer in time, or a
+    /// connection lost, where its outcome is unknown).
+    pub fn answered(&self) -> bool {
+        matches!(self, DirectoryError::Operation { source: ldap3::LdapError::LdapResult { .. }, .. })
+    }
+}
+
 /// A bound connection; clones share it (LDAP operations are multiplexed).
 #[derive(Clone)]
 pub struct Directory {

@@ -581,6 +581,7 @@ impl Syncer {
             });
         }
         let mut cleared = 0;
+        let mut unanswered = Vec::new();
         let unfinished = loop {
             tokio::select! {
                 next = tasks.join_next() => match next {
@@ -589,9 +590,11 @@ impl Syncer {
                         pending.remove(&dn);
                         match outcome {
                             Ok(()) => cleared += 1,
-                            Err(e) => report.error(format!(
+                            Err(e) if e.answered() => report.error(format!(
                                 "{dn}: MFA reset applied but the flag could not be cleared ({e}); it is not applied again until it is set anew"
                             )),
+                            // No answer: the server may yet apply it, or not.
+                            Err(_) => unanswered.push(dn),
                         }
                     }
                     Some(Err(_)) => {}
@@ -603,15 +606,18 @@ impl Syncer {
             }
         };
         tasks.abort_all();
-        if let Some(why) = unfinished {
-            let mut left: Vec<String> = pending.into_iter().collect();
+        let mut left: Vec<String> = pending.into_iter().chain(unanswered).collect();
+        if !left.is_empty() {
             left.sort();
+            let why = unfinished.unwrap_or_else(|| "the directory did not answer flag removals within ldap.timeout".into());
             report.fatal(format!("{why}: {} of {} flags not confirmed cleared", left.len(), left.len() as i64 + cleared));
             for dn in left {
                 report.error(format!(
                     "{dn}: MFA reset applied; clearing the flag was not confirmed by the server (the next run clears it without a second reset)"
                 ));
             }
+        } else if let Some(why) = unfinished {
+            report.fatal(why);
         }
         cleared
     }
