@@ -1138,7 +1138,7 @@ impl Writer {
                 Err(e) => failed.push(self.failure(&entry, e.to_string())),
             }
         }
-        if !dry_run && !(failed.is_empty() && written.is_empty()) {
+        if !dry_run && (!failed.is_empty() || !written.is_empty()) {
             runs::save_failing(conn, &failed, &written).map_err(|e| format!("database: {e}"))?;
         }
         for key in written {

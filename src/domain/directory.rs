@@ -220,9 +220,8 @@ pub fn free_names_for_renames(conn: &mut DbConn, entries: &[(&Mapped, &Link)], a
     }
     let mut holders: HashMap<String, Option<String>> = HashMap::new();
     for (_, target) in renames.values() {
-        if !holders.contains_key(&key(target)) {
-            let holder = store_users::find_by_user_name(conn, target)?.map(|u| u.id);
-            holders.insert(key(target), holder);
+        if let std::collections::hash_map::Entry::Vacant(slot) = holders.entry(key(target)) {
+            slot.insert(store_users::find_by_user_name(conn, target)?.map(|u| u.id));
         }
     }
     loop {
