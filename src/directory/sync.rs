@@ -905,9 +905,16 @@ impl Writer {
         for item in batch {
             match item {
                 Ok(m) => {
-                    // Read twice in one run (a failing entry retried after the search that
-                    // returned it already): once is enough.
+                    // Read twice in one run: a failing entry retried after the search that
+                    // returned it already (once is enough), or two entries with one key (an
+                    // id_attribute that is not unique): the first one counts.
                     if !self.seen.insert(m.key.clone()) {
+                        if !self.failing.contains_key(&m.key) {
+                            self.report.error(format!(
+                                "{}: another entry read in this run has the same {} ({}); skipped",
+                                m.dn, self.cfg.id_attribute, m.key
+                            ));
+                        }
                         continue;
                     }
                     if let Some(change) = &m.change {
