@@ -1,7 +1,8 @@
 //! One sync run: stream the directory page by page, write each batch in one transaction while
 //! the next page is read, then (full runs that read everything) deactivate the users whose
 //! entries are gone, within the safety limits. A run that fails part-way deactivates nobody and
-//! keeps the last good high-water mark; what it wrote stays.
+//! keeps the last good high-water mark; what it wrote stays. The directory is asked only between
+//! transactions, and every wait on it ends when the daemon stops.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,9 @@
 //! - an entry is one user, known by its stable key; a new key is matched to an existing user by
 //!   userName, then externalId, so that a user pushed by SCIM and found in LDAP is one user;
 //! - the mapped attributes are LDAP's: written over whatever else set them; others are kept;
-//! - a user whose entry returns after a full run missed it is active again;
+//! - a user whose entry returns after a full run missed it is active again; the directory owns
+//!   `active`: a user whose entry is gone is deactivated, whoever re-activated it;
+//! - renames applied together (uids swapped or rotated) are applied as a whole;
 //! - the MFA reset flag goes through the one reset path (origin `directory`).
 
 use chrono::NaiveDateTime;
