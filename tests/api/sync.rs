@@ -756,11 +756,16 @@ fn two_uids_swapped_in_the_directory_settle_in_one_run() {
     let app = spawn(&slapd, |_| {});
     sync(&app, true);
     let (one, two) = (user(&app, "user1")["id"].clone(), user(&app, "user2")["id"].clone());
-    for (from, to) in [("user1", "tmp"), ("user2", "user1"), ("tmp", "user2")] {
+    let three = user(&app, "user3")["id"].clone();
+    for (from, to) in [("user1", "tmp"), ("user2", "user1"), ("tmp", "user2"), ("user3", "user3b")] {
         slapd.modify(&format!("dn: uid={from},{PEOPLE}\nchangetype: modrdn\nnewrdn: uid={to}\ndeleteoldrdn: 1\n"));
     }
+    // A new person gets the name user3 gave up, in the same run.
+    slapd.modify(&format!("dn: uid=user3,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: user3\ncn: New 3\nsn: N\n"));
     let run = sync(&app, false);
-    assert_counts(&run, json!({"status": "succeeded", "updated": 2, "errors": []}));
+    assert_counts(&run, json!({"status": "succeeded", "updated": 3, "created": 1, "errors": []}));
+    assert_eq!(user(&app, "user3b")["id"], three);
+    assert_eq!(user(&app, "user3")["displayName"], "New 3");
     // Each user follows its entry (its entryUUID), now under the other uid.
     let now_two = user(&app, "user2");
     assert_eq!(now_two["id"], one);
