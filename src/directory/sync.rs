@@ -282,13 +282,17 @@ impl Syncer {
         run.finished_at = Some(self.now());
         run.duration_ms = Some(clock_start.elapsed().as_millis() as i64);
         run.errors = Value::from(report.messages()).to_string();
-        if !options.dry_run {
-            if let Err(e) = self.pool.get().map_err(store::Error::from).and_then(|mut c| runs::save_run(&mut c, &run)) {
-                tracing::error!(run = %run.id, error = %e, "cannot record the sync run");
+        // The record and the lease's release commit together: whoever sees the run finished
+        // can start the next one at once.
+        let recorded = self.pool.get().map_err(store::Error::from).and_then(|mut c| {
+            let save = (!options.dry_run).then_some(&run);
+            runs::finish_run(&mut c, save, LEASE, &run.id)
+        });
+        if let Err(e) = recorded {
+            tracing::error!(run = %run.id, error = %e, "cannot record the sync run");
+            if let Ok(mut c) = self.pool.get() {
+                let _ = runs::release_lease(&mut c, LEASE, &run.id);
             }
-        }
-        if let Ok(mut c) = self.pool.get() {
-            let _ = runs::release_lease(&mut c, LEASE, &run.id);
         }
         if !options.dry_run {
             let m = &crate::metrics::METRICS;

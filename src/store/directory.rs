@@ -193,11 +193,6 @@ pub fn insert_run(conn: &mut DbConn, run: &Run) -> Result<()> {
     Ok(())
 }
 
-pub fn save_run(conn: &mut DbConn, run: &Run) -> Result<()> {
-    diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
-    Ok(())
-}
-
 pub fn get_run(conn: &mut DbConn, id: &str) -> Result<Option<Run>> {
     Ok(sync_runs::table.find(id).select(Run::as_select()).first(conn).optional()?)
 }
@@ -277,6 +272,18 @@ pub fn renew_lease_in_tx(conn: &mut DbConn, name: &str, holder: &str, until: Nai
         .set(sync_lease::expires_at.eq(until))
         .execute(conn)?;
     Ok(n == 1)
+}
+
+/// Records a finished run (`None`: a dry run, not recorded) and releases its lease, in one
+/// transaction.
+pub fn finish_run(conn: &mut DbConn, run: Option<&Run>, lease: &str, holder: &str) -> Result<()> {
+    super::write_tx(conn, |conn| {
+        if let Some(run) = run {
+            diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
+        }
+        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(lease)).filter(sync_lease::holder.eq(holder))).execute(conn)
+    })?;
+    Ok(())
 }
 
 pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> {
