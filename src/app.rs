@@ -85,10 +85,15 @@ impl Application {
     /// are no-ops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let syncer = self.sync.as_ref().map(|(s, _)| s.clone());
         let signals = tokio::spawn(async move {
             wait_for_stop_signal().await;
             tracing::info!("stop signal received: finishing requests in flight");
             let _ = sd_notify::notify(&[NotifyState::Stopping]);
+            // A sync run stops now, not after the requests in flight.
+            if let Some(s) = syncer {
+                s.stop();
+            }
             handle.stop(true).await;
         });
         let watchdog = sd_notify::watchdog_enabled().map(|every| {

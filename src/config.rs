@@ -502,15 +502,39 @@ impl Ldap {
         if let Err(e) = crate::directory::mapping::Mapping::new(self) {
             out.push(e);
         }
+        for (key, name) in [("ldap.id_attribute", &self.id_attribute), ("ldap.change_attribute", &self.change_attribute)] {
+            if !is_attribute_description(name) {
+                out.push(format!("{key}: {name:?} is not an LDAP attribute name (RFC 4512: a name such as entryUUID, or an OID)"));
+            }
+        }
         if let Some(r) = &self.mfa_reset {
             if r.attribute.trim().is_empty() || r.value.is_empty() {
                 out.push("ldap.mfa_reset: attribute and value are both required".into());
+            } else if !is_attribute_description(&r.attribute) {
+                out.push(format!(
+                    "ldap.mfa_reset.attribute: {:?} is not an LDAP attribute name (RFC 4512: a name such as mfaResetRequested, or an OID)",
+                    r.attribute
+                ));
             }
         }
         if !(0.0..=100.0).contains(&self.safety.max_deactivate_percent) {
             out.push("ldap.safety.max_deactivate_percent: must be between 0 and 100".into());
         }
     }
+}
+
+/// An LDAP attribute description (RFC 4512 §2.5): a name (`descr`: a letter, then letters,
+/// digits and hyphens) or a numeric OID, with options (`;lang-en`, `;binary`). Anything else
+/// (spaces, parentheses, `=`, `*`) would change the meaning of the filters it is put into.
+pub fn is_attribute_description(s: &str) -> bool {
+    let mut parts = s.split(';');
+    let name = parts.next().unwrap_or_default();
+    let keystring = |k: &str| {
+        k.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let number = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
+    let numericoid = |o: &str| o.contains('.') && o.split('.').all(number);
+    (keystring(name) || numericoid(name)) && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -705,6 +729,19 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert_eq!(c.database.url, "sqlite://data/provisiond.db");
         assert_eq!(c.scim.max_page_size, 1000);
+    }
+
+    #[test]
+    fn ldap_attribute_names_are_rfc_4512_descriptions() {
+        for good in ["mfaResetRequested", "entryUUID", "mS-DS-ConsistencyGuid", "1.3.6.1.4.1.99999.42.1.1", "cn;lang-en"] {
+            assert!(is_attribute_description(good), "{good}");
+        }
+        for bad in ["mfaResetRequested)(uid=*", "", "1abc", "a b", "mail*", "1.02", "-x", "a;", "1"] {
+            assert!(!is_attribute_description(bad), "{bad:?}");
+        }
+        let base = "[ldap]\nurl = \"ldap://h\"\nbase_dn = \"dc=x\"\nid_attribute = \"entry UUID\"\nchange_attribute = \"x=y\"\n";
+        let e = load(&format!("{base}[ldap.mfa_reset]\nattribute = \"mfaResetRequested)(uid=*\"\nvalue = \"TRUE\"\n")).unwrap_err().to_string();
+        assert!(e.contains("ldap.mfa_reset.attribute") && e.contains("ldap.id_attribute") && e.contains("ldap.change_attribute"), "{e}");
     }
 
     #[test]

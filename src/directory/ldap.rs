@@ -21,6 +21,14 @@ pub enum DirectoryError {
     Operation { what: &'static str, source: ldap3::LdapError },
 }
 
+impl DirectoryError {
+    /// The server answered the operation, refusing it (as opposed to no answer in time, or a
+    /// connection lost, where its outcome is unknown).
+    pub fn answered(&self) -> bool {
+        matches!(self, DirectoryError::Operation { source: ldap3::LdapError::LdapResult { .. }, .. })
+    }
+}
+
 /// A bound connection; clones share it (LDAP operations are multiplexed).
 #[derive(Clone)]
 pub struct Directory {
@@ -71,32 +79,65 @@ impl Directory {
 
     /// The DNs of entries under `base_dn` matching `filter` (small answers only).
     pub async fn dns(&mut self, filter: &str) -> Result<Vec<String>, DirectoryError> {
-        let mut stream = self.search(filter, vec!["1.1".into()]).await?;
+        Ok(self.entries(filter, vec!["1.1".into()]).await?.into_iter().map(|e| e.dn).collect())
+    }
+
+    /// The entries in the user filter that hold one of these keys, with `attributes`: a search
+    /// for an OR of the escaped keys, a chunk at a time.
+    pub async fn entries_with_keys(&mut self, keys: &[String], attributes: Vec<String>) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_SEARCH) {
+            let id = &self.cfg.id_attribute;
+            let any: String = chunk.iter().map(|k| format!("({id}={})", escape_key(id, k))).collect();
+            let filter = format!("(&{}(|{any}))", self.cfg.user_filter);
+            out.extend(self.entries(&filter, attributes.clone()).await?);
+        }
+        Ok(out)
+    }
+
+    /// The entries under `base_dn` matching `filter` (small answers only).
+    async fn entries(&mut self, filter: &str, attributes: Vec<String>) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let mut stream = self.search(filter, attributes).await?;
         let mut out = Vec::new();
         while let Some(e) = stream.next().await.map_err(|source| DirectoryError::Operation { what: "search", source })? {
-            out.push(SearchEntry::construct(e).dn);
+            out.push(SearchEntry::construct(e));
         }
         stream.finish().await.success().map_err(|source| DirectoryError::Operation { what: "search", source })?;
         Ok(out)
     }
 
-    /// Whether an entry with this key is still in the user filter.
-    pub async fn has_key(&mut self, key: &str) -> Result<bool, DirectoryError> {
-        let filter = format!("(&{}({}={}))", self.cfg.user_filter, self.cfg.id_attribute, escape_key(&self.cfg.id_attribute, key));
-        Ok(!self.dns(&filter).await?.is_empty())
+    /// The names (and OIDs) of the attribute types in the server's schema (the subschema entry
+    /// the root DSE names), lower-cased; `None` when the server does not show it.
+    pub async fn schema_attribute_names(&mut self) -> Result<Option<std::collections::HashSet<String>>, DirectoryError> {
+        let op = |source| DirectoryError::Operation { what: "schema search", source };
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        let (root, _) = self.ldap.search("", Scope::Base, "(objectClass=*)", vec!["subschemaSubentry"]).await.and_then(|r| r.success()).map_err(op)?;
+        let Some(dn) = root.into_iter().next().map(SearchEntry::construct).and_then(|e| first_value(&e, "subschemaSubentry")) else {
+            return Ok(None);
+        };
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        let (entries, _) = self.ldap.search(&dn, Scope::Base, "(objectClass=subschema)", vec!["attributeTypes"]).await.and_then(|r| r.success()).map_err(op)?;
+        let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else { return Ok(None) };
+        let types = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("attributeTypes")).map(|(_, v)| v.clone()).unwrap_or_default();
+        if types.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(types.iter().flat_map(|t| attribute_type_names(t)).collect()))
     }
 
-    /// Removes the attribute `attribute` from entry `dn`.
+    /// Removes the attribute `attribute` from entry `dn`; an entry without it (removed by a
+    /// request of an earlier run the server applied late, or by an admin) is as good.
     pub async fn remove_attribute(&mut self, dn: &str, attribute: &str) -> Result<(), DirectoryError> {
+        /// LDAP result code noSuchAttribute (RFC 4511).
+        const NO_SUCH_ATTRIBUTE: u32 = 16;
         let all = std::collections::HashSet::<&str>::new();
         // The timeout applies to the next operation only: set it for each one.
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        self.ldap
-            .modify(dn, vec![Mod::Delete(attribute, all)])
-            .await
-            .and_then(|r| r.success())
-            .map(|_| ())
-            .map_err(|source| DirectoryError::Operation { what: "modify", source })
+        let result = self.ldap.modify(dn, vec![Mod::Delete(attribute, all)]).await;
+        match result {
+            Ok(r) if r.rc == NO_SUCH_ATTRIBUTE => Ok(()),
+            other => other.and_then(|r| r.success()).map(|_| ()).map_err(|source| DirectoryError::Operation { what: "modify", source }),
+        }
     }
 
     pub async fn close(mut self) {
@@ -105,18 +146,45 @@ impl Directory {
     }
 }
 
-/// Id attributes whose values are UUIDs in text form; others holding a UUID key were binary.
-const TEXT_UUID_ATTRIBUTES: [&str; 2] = ["entryUUID", "ipaUniqueID"];
+/// Keys asked for in one search: an OR of this many stays well below servers' filter limits.
+const KEYS_PER_SEARCH: usize = 100;
 
-/// A key as a filter value: text escaped (RFC 4515); a binary key (AD's objectGUID, or another
-/// 16-byte attribute the mapping stored as a UUID) as its bytes, each escaped.
+/// Id attributes whose values are binary: the mapping stores them as UUIDs (AD's objectGUID
+/// in its mixed-endian order, `mS-DS-ConsistencyGuid` as its bytes in order).
+const BINARY_ID_ATTRIBUTES: [&str; 2] = ["objectGUID", "mS-DS-ConsistencyGuid"];
+
+/// A key as a filter value. Only a binary id attribute's key is turned back into its bytes
+/// (each escaped); every other key is the directory's text, escaped (RFC 4515), even when it
+/// looks like a UUID: an `employeeNumber` of 32 hex digits is text.
 pub fn escape_key(id_attribute: &str, key: &str) -> String {
-    let text = TEXT_UUID_ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(id_attribute));
+    let binary = BINARY_ID_ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(id_attribute));
     match uuid::Uuid::parse_str(key) {
-        Ok(u) if id_attribute.eq_ignore_ascii_case("objectGUID") => escape_bytes(&u.to_bytes_le()),
-        Ok(u) if !text => escape_bytes(u.as_bytes()),
+        Ok(u) if binary && id_attribute.eq_ignore_ascii_case("objectGUID") => escape_bytes(&u.to_bytes_le()),
+        Ok(u) if binary => escape_bytes(u.as_bytes()),
         _ => ldap3::ldap_escape(key).into_owned(),
     }
+}
+
+fn first_value(entry: &SearchEntry, name: &str) -> Option<String> {
+    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first().cloned())
+}
+
+/// The NAMEs and the OID of an attribute type description (RFC 4512 §4.1.2), lower-cased:
+/// `( 2.5.4.3 NAME ( 'cn' 'commonName' ) … )`.
+fn attribute_type_names(description: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let body = description.trim().trim_start_matches('(').trim_start();
+    if let Some(oid) = body.split_whitespace().next() {
+        out.push(oid.to_ascii_lowercase());
+    }
+    if let Some(rest) = body.split_once(" NAME ").map(|(_, r)| r.trim_start()) {
+        let names = match rest.strip_prefix('(') {
+            Some(list) => list.split(')').next().unwrap_or_default(),
+            None => rest.split_whitespace().next().unwrap_or_default(),
+        };
+        out.extend(names.split_whitespace().map(|n| n.trim_matches('\'').to_ascii_lowercase()).filter(|n| !n.is_empty()));
+    }
+    out
 }
 
 fn escape_bytes(bytes: &[u8]) -> String {
@@ -155,5 +223,16 @@ mod tests {
         );
         assert_eq!(super::escape_key("mS-DS-ConsistencyGuid", "00000000-0000-0000-0000-0000000000ff"), format!("{}\\ff", r"\00".repeat(15)));
         assert_eq!(super::escape_key("entryUUID", "6f9619ff-8b86-d011-b42d-00c04fc964ff"), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        // Text that looks like a UUID stays text.
+        assert_eq!(super::escape_key("employeeNumber", "6f9619ff8b86d011b42d00c04fc964ff"), "6f9619ff8b86d011b42d00c04fc964ff");
+        assert_eq!(super::escape_key("nsUniqueId", "6f9619ff-8b86-d011-b42d-00c04fc964ff"), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+    }
+
+    #[test]
+    fn attribute_type_descriptions_give_their_names_and_oid() {
+        let names = super::attribute_type_names("( 2.5.4.3 NAME ( 'cn' 'commonName' ) DESC 'x' SUP name )");
+        assert_eq!(names, ["2.5.4.3", "cn", "commonname"]);
+        let names = super::attribute_type_names("( 1.3.6.1.4.1.99999.42.1.1 NAME 'mfaResetRequested' EQUALITY booleanMatch )");
+        assert_eq!(names, ["1.3.6.1.4.1.99999.42.1.1", "mfaresetrequested"]);
     }
 }

@@ -29,7 +29,12 @@ struct Rule {
     path: String,
     /// Lower-cased LDAP attribute name (empty for `AlwaysTrue`).
     attribute: String,
+    /// The attribute as configured, for messages.
+    configured: String,
     conversion: Conversion,
+    /// The path selects elements of a multi-valued SCIM attribute (`emails[type eq "work"].value`):
+    /// several LDAP values become several elements.
+    multi: bool,
 }
 
 /// What the writer needs of an entry.
@@ -48,6 +53,16 @@ pub struct Mapped {
     pub change: Option<Mark>,
     /// Whether the MFA reset flag is set, and the entry's change mark that identifies this setting.
     pub flag: Option<String>,
+    /// Values the mapping could not carry over (a run reports each kind once).
+    pub dropped: Vec<Dropped>,
+}
+
+/// LDAP values left out of the mapped user: `key` names the attribute and what happened (a run
+/// reports each key once, not once per entry), `message` says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub key: String,
+    pub message: String,
 }
 
 /// An entry that cannot be mirrored.
@@ -91,8 +106,8 @@ impl Mapping {
                 Some(rest) => (true, rest),
                 None => (false, attribute.as_str()),
             };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';') {
-                return Err(format!("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name"));
+            if !config::is_attribute_description(name) {
+                return Err(format!("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name (RFC 4512: a name such as mail, or an OID)"));
             }
             let conversion = if path == "active" {
                 if name.eq_ignore_ascii_case("userAccountControl") && !negate {
@@ -109,13 +124,14 @@ impl Mapping {
             let mut body = base_body();
             patch::apply(&mut body, &patch_doc([(path.as_str(), sample)]))
                 .map_err(|e| format!("ldap.attributes.{path:?}: not a writable SCIM path ({})", e.detail))?;
-            rules.push(Rule { path, attribute: name.to_ascii_lowercase(), conversion });
+            let multi = conversion == Conversion::Text && path.contains('[');
+            rules.push(Rule { path, attribute: name.to_ascii_lowercase(), configured: name.to_string(), conversion, multi });
         }
         if !rules.iter().any(|r| r.path == "userName") {
             return Err("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")".into());
         }
         if !rules.iter().any(|r| r.path == "active") {
-            rules.push(Rule { path: "active".into(), attribute: String::new(), conversion: Conversion::AlwaysTrue });
+            rules.push(Rule { path: "active".into(), attribute: String::new(), configured: String::new(), conversion: Conversion::AlwaysTrue, multi: false });
         }
         let change_attribute = cfg.change_attribute.to_ascii_lowercase();
         Ok(Mapping {
@@ -157,12 +173,13 @@ impl Mapping {
         let all = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
         let first = |name: &str| all(name).and_then(|v| v.first()).map(String::as_str);
         let mut values = Vec::with_capacity(self.rules.len());
+        let mut dropped = Vec::new();
         let mut hasher = Sha256::new();
         hasher.update(entry.dn.as_bytes());
         for rule in &self.rules {
             let raw = first(&rule.attribute);
             let value = match rule.conversion {
-                Conversion::Text => raw.map_or(Value::Null, |s| Value::String(s.to_string())),
+                Conversion::Text => self.text_value(entry, rule, all(&rule.attribute), &mut dropped),
                 Conversion::AlwaysTrue => Value::Bool(true),
                 Conversion::Bool { negate } => match raw {
                     None => Value::Bool(true),
@@ -184,6 +201,13 @@ impl Mapping {
                     hasher.update(s.as_bytes());
                 }
                 Value::Bool(b) => hasher.update(if *b { b"t" } else { b"f" }),
+                Value::Array(items) => {
+                    hasher.update(b"a");
+                    for item in items {
+                        hasher.update([0x1f]);
+                        hasher.update(item.as_str().unwrap_or_default().as_bytes());
+                    }
+                }
                 _ => hasher.update(b"n"),
             }
             values.push(value);
@@ -208,14 +232,55 @@ impl Mapping {
             fingerprint: hex::encode(&hasher.finalize()[..16]),
             change,
             flag,
+            dropped,
         })
+    }
+
+    /// A text rule's value: the attribute's value; several values as an array where the path
+    /// selects elements of a multi-valued attribute, else the first (and a word about the
+    /// others); binary values (not UTF-8) cannot be text: dropped, with a word.
+    fn text_value(&self, entry: &SearchEntry, rule: &Rule, values: Option<&Vec<String>>, dropped: &mut Vec<Dropped>) -> Value {
+        let Some(values) = values.filter(|v| !v.is_empty()) else {
+            if entry.bin_attrs.iter().any(|(k, v)| k.eq_ignore_ascii_case(&rule.attribute) && !v.is_empty()) {
+                dropped.push(Dropped {
+                    key: format!("{}:binary", rule.attribute),
+                    message: format!(
+                        "ldap.attributes.{:?}: {} holds binary values (e.g. on {}), which cannot be a SCIM string: not mapped",
+                        rule.path, rule.configured, entry.dn
+                    ),
+                });
+            }
+            return Value::Null;
+        };
+        if values.len() > 1 && rule.multi {
+            return Value::Array(values.iter().map(|v| Value::String(v.clone())).collect());
+        }
+        if values.len() > 1 {
+            dropped.push(Dropped {
+                key: format!("{}:multi", rule.attribute),
+                message: format!(
+                    "ldap.attributes.{:?}: {} has several values (e.g. {} on {}) but the path takes one: only the first is mapped",
+                    rule.path, rule.configured, values.len(), entry.dn
+                ),
+            });
+        }
+        Value::String(values[0].clone())
     }
 
     /// `body` (a stored user, or nothing for a new one) with the mapped attributes written over.
     pub fn apply(&self, mapped: &Mapped, body: Option<&Map<String, Value>>) -> Result<Map<String, Value>, ScimError> {
         let mut body = body.cloned().unwrap_or_else(base_body);
-        let ops = self.rules.iter().zip(&mapped.values).map(|(r, v)| (r.path.as_str(), v.clone()));
-        patch::apply(&mut body, &patch_doc(ops))?;
+        // Element paths whose LDAP attribute has several values, or whose user has several
+        // elements the path selects, are written as a whole; the others with one replace each.
+        let (elements, single): (Vec<_>, Vec<_>) = self
+            .rules
+            .iter()
+            .zip(&mapped.values)
+            .partition(|(r, v)| r.multi && (v.is_array() || selected(&body, &r.path) > 1));
+        patch::apply(&mut body, &patch_doc(single.into_iter().map(|(r, v)| (r.path.as_str(), v.clone()))))?;
+        for (rule, value) in elements {
+            replace_elements(&mut body, &rule.path, value)?;
+        }
         // `emails[type eq "work"].value` set to null leaves `{"type": "work"}`: an element
         // without its value means nothing, drop it.
         for (rule, value) in self.rules.iter().zip(&mapped.values) {
@@ -244,6 +309,12 @@ impl Mapping {
 
     fn value_of<'a>(&self, values: &'a [Value], path: &str) -> Option<&'a Value> {
         self.rules.iter().position(|r| r.path == path).map(|i| &values[i])
+    }
+
+    /// The entry's stable key, as [`Mapping::map`] computes it.
+    pub fn entry_key(&self, entry: &SearchEntry) -> Option<String> {
+        let text = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.id_attribute)).and_then(|(_, v)| v.first());
+        self.key(entry, text.map(String::as_str))
     }
 
     fn key(&self, entry: &SearchEntry, text: Option<&str>) -> Option<String> {
@@ -283,6 +354,54 @@ fn base_body() -> Map<String, Value> {
 fn patch_doc<'a>(ops: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
     let ops: Vec<Value> = ops.into_iter().map(|(path, value)| json!({"op": "replace", "path": path, "value": value})).collect();
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+/// How many elements of `body` the element path `path` (`emails[type eq "work"].value`) selects.
+fn selected(body: &Map<String, Value>, path: &str) -> usize {
+    let Some((attr, filter)) = element_filter(path) else { return 0 };
+    let count = |b: &Map<String, Value>| b.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)).and_then(|(_, v)| v.as_array()).map_or(0, Vec::len);
+    let mut without = body.clone();
+    match patch::apply(&mut without, &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]})) {
+        Ok(()) => count(body) - count(&without),
+        Err(_) => 0,
+    }
+}
+
+/// `("emails", "emails[type eq \"work\"]")` of an element path.
+fn element_filter(path: &str) -> Option<(&str, &str)> {
+    let open = path.find('[')?;
+    let close = path[open..].find(']')? + open;
+    Some((&path[..open], &path[..=close]))
+}
+
+/// Replaces the elements `path` selects by one element per value (`value`: a string, an array
+/// of strings, or null for none), each built as a single-valued write of the path builds it.
+fn replace_elements(body: &mut Map<String, Value>, path: &str, value: &Value) -> Result<(), ScimError> {
+    let Some((attr, filter)) = element_filter(path) else { return Ok(()) };
+    let values: Vec<Value> = match value {
+        Value::Array(items) => items.clone(),
+        Value::Null => Vec::new(),
+        v => vec![v.clone()],
+    };
+    let mut elements = Vec::with_capacity(values.len());
+    for v in values {
+        let mut one = Map::new();
+        patch::apply(&mut one, &patch_doc([(path, v)]))?;
+        if let Some(Value::Array(items)) = one.into_iter().map(|(_, v)| v).find(Value::is_array) {
+            elements.extend(items);
+        }
+    }
+    // No element selected is no error here: there is nothing to replace.
+    let _ = patch::apply(body, &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}));
+    if elements.is_empty() {
+        return Ok(());
+    }
+    let key = body.keys().find(|k| k.eq_ignore_ascii_case(attr)).cloned().unwrap_or_else(|| attr.to_string());
+    match body.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
+        Value::Array(items) => items.extend(elements),
+        other => *other = Value::Array(elements),
+    }
+    Ok(())
 }
 
 fn boolean(s: &str) -> Option<bool> {
@@ -399,6 +518,35 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("k"), "the key is known: the entry is still there");
         let e = m.map(&entry("uid=y,dc=o", &[("uid", "y")])).unwrap_err();
         assert!(e.message.contains("entryuuid") && e.key.is_none());
+    }
+
+    #[test]
+    fn several_values_become_several_elements_where_the_path_allows_and_are_reported_where_not() {
+        let m = Mapping::new(&config::Ldap::default()).unwrap();
+        let e = entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("cn", "A"), ("cn", "Another"), ("mail", "a@x.org"), ("mail", "b@x.org")]);
+        let mapped = m.map(&e).unwrap();
+        let mut body = m.apply(&mapped, None).unwrap();
+        assert_eq!(body["emails"], json!([{"type": "work", "value": "a@x.org"}, {"type": "work", "value": "b@x.org"}]));
+        assert_eq!(body["displayName"], "A", "a single-valued path takes the first");
+        assert_eq!(mapped.dropped.len(), 1, "{:?}", mapped.dropped);
+        assert!(mapped.dropped[0].key == "cn:multi" && mapped.dropped[0].message.contains("displayName"), "{:?}", mapped.dropped);
+        // Other emails stay; back to one work email: one element, not two with the same value.
+        body["emails"].as_array_mut().unwrap().push(json!({"type": "home", "value": "h@x.org"}));
+        let one = m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("mail", "c@x.org")])).unwrap();
+        assert_ne!(one.fingerprint, mapped.fingerprint);
+        let body = m.apply(&one, Some(&body)).unwrap();
+        assert_eq!(body["emails"], json!([{"type": "home", "value": "h@x.org"}, {"type": "work", "value": "c@x.org"}]));
+    }
+
+    #[test]
+    fn binary_values_for_a_string_path_are_reported() {
+        let m = Mapping::new(&ldap(&[("userName", "uid"), ("photos[type eq \"photo\"].value", "jpegPhoto")])).unwrap();
+        let mut e = entry("uid=a", &[("entryUUID", "k"), ("uid", "a")]);
+        e.bin_attrs.insert("jpegPhoto".into(), vec![vec![0xff, 0xd8, 0xff, 0xe0]]);
+        let mapped = m.map(&e).unwrap();
+        assert_eq!(mapped.dropped.len(), 1);
+        assert!(mapped.dropped[0].message.contains("jpegPhoto") && mapped.dropped[0].message.contains("binary"), "{:?}", mapped.dropped);
+        assert!(m.apply(&mapped, None).unwrap().get("photos").is_none());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - an entry is one user, known by its stable key; a new key is matched to an existing user by
 //!   userName, then externalId, so that a user pushed by SCIM and found in LDAP is one user;
 //! - the mapped attributes are LDAP's: written over whatever else set them; others are kept;
-//! - a user whose entry returns after a full run missed it is active again;
+//! - a user whose entry returns after a full run missed it is active again; the directory owns
+//!   `active`: a user whose entry is gone is deactivated, whoever re-activated it;
+//! - renames applied together (uids swapped or rotated) are applied as a whole;
 //! - the MFA reset flag goes through the one reset path (origin `directory`).
 
 use chrono::NaiveDateTime;
@@ -145,6 +147,23 @@ pub fn deactivate(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result
     Ok(was_active)
 }
 
+/// The keys of other entries whose users these new entries would claim (by userName or
+/// externalId) while those entries were present at the last look: before a batch is written,
+/// the sync asks the directory whether they still are (never inside the transaction).
+pub fn contested_keys(conn: &mut DbConn, entries: &[&Mapped]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for entry in entries {
+        if let Some((_, Some(link))) = claimable(conn, entry)? {
+            if link.missing_since.is_none() && link.entry_key != entry.key {
+                keys.push(link.entry_key);
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
 /// The existing user a new entry key belongs to (by userName, then externalId) and that user's
 /// previous link. A user linked to another entry that is still in the directory is not taken.
 fn claim(
@@ -152,6 +171,22 @@ fn claim(
     entry: &Mapped,
     key_in_directory: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Option<(StoredUser, Option<Link>)>> {
+    let found = claimable(conn, entry)?;
+    if let Some((_, Some(prev))) = &found {
+        // The same person re-created in the directory gets a new key; two live entries for one
+        // user are a conflict the directory admin must settle.
+        if prev.missing_since.is_none() && key_in_directory(&prev.entry_key) {
+            return Err(Error::Conflict(format!(
+                "{}: userName {:?} already belongs to the entry {} (same user in two entries)",
+                entry.dn, entry.user_name, prev.dn
+            )));
+        }
+    }
+    Ok(found)
+}
+
+/// The user an unlinked entry matches (userName, then externalId) and its link, if any.
+fn claimable(conn: &mut DbConn, entry: &Mapped) -> Result<Option<(StoredUser, Option<Link>)>> {
     let mut found = store_users::find_by_user_name(conn, &entry.user_name)?;
     if found.is_none() {
         if let Some(ext) = &entry.external_id {
@@ -162,17 +197,82 @@ fn claim(
     }
     let Some(user) = found else { return Ok(None) };
     let previous = links::link_of_user(conn, &user.id)?;
-    if let Some(prev) = &previous {
-        // The same person re-created in the directory gets a new key; two live entries for one
-        // user are a conflict the directory admin must settle.
-        if prev.missing_since.is_none() && key_in_directory(&prev.entry_key) {
-            return Err(Error::Conflict(format!(
-                "{}: userName {:?} already belongs to the entry {} (same user in two entries)",
-                entry.dn, entry.user_name, prev.dn
-            )));
+    Ok(Some((user, previous)))
+}
+
+/// A userName held only inside a batch transaction, while renames are being applied.
+const TRANSIENT_NAME: &str = "~provisiond-renaming-";
+
+/// Renames applied together (uids swapped or rotated in the directory: A→tmp, B→A, tmp→B)
+/// cannot be written one by one: each new name is still held by another user of the set.
+/// Among these linked entries, the users whose renames can all be written once the set gives
+/// its names up (every new name free, or held by another user of the set, and wanted by one
+/// entry only) get a transient name first; the caller then applies the entries, and
+/// [`restore_names`] gives back the old name of any whose entry then failed. Returns
+/// `(user id, old userName)` of the users renamed so.
+pub fn free_names_for_renames(conn: &mut DbConn, entries: &[(&Mapped, &Link)], at: NaiveDateTime) -> Result<Vec<(String, String)>> {
+    use std::collections::{HashMap, HashSet};
+    let key = store_users::user_name_key;
+    let mut renames: HashMap<String, (StoredUser, String)> = HashMap::new();
+    for (entry, link) in entries {
+        let current = user(conn, &link.user_id)?;
+        if key(current.user_name()) != key(&entry.user_name) {
+            renames.insert(current.id.clone(), (current, entry.user_name.clone()));
         }
     }
-    Ok(Some((user, previous)))
+    let mut holders: HashMap<String, Option<String>> = HashMap::new();
+    for (_, target) in renames.values() {
+        if let std::collections::hash_map::Entry::Vacant(slot) = holders.entry(key(target)) {
+            slot.insert(store_users::find_by_user_name(conn, target)?.map(|u| u.id));
+        }
+    }
+    loop {
+        let mut wanted: HashMap<String, usize> = HashMap::new();
+        for (_, target) in renames.values() {
+            *wanted.entry(key(target)).or_default() += 1;
+        }
+        let ids: HashSet<String> = renames.keys().cloned().collect();
+        let before = renames.len();
+        renames.retain(|id, (_, target)| {
+            wanted[&key(target)] == 1 && holders[&key(target)].as_ref().is_none_or(|h| h != id && ids.contains(h))
+        });
+        if renames.len() == before {
+            break;
+        }
+    }
+    let wanted: HashSet<String> = renames.values().map(|(_, t)| key(t)).collect();
+    let mut freed = Vec::new();
+    for (id, (current, _)) in &renames {
+        if !wanted.contains(&key(current.user_name())) {
+            continue;
+        }
+        let mut body = current.body.clone();
+        body.insert("userName".into(), serde_json::Value::String(format!("{TRANSIENT_NAME}{id}")));
+        store_users::update_in_tx(conn, current, &body, at).map_err(|e| write_error(e, &format!("user {id}")))?;
+        freed.push((id.clone(), current.user_name().to_string()));
+    }
+    Ok(freed)
+}
+
+/// Gives users still holding a transient name (their entry failed) their old name back, where
+/// it is still free; returns the ids of those that could not get it back.
+pub fn restore_names(conn: &mut DbConn, freed: &[(String, String)], at: NaiveDateTime) -> Result<Vec<String>> {
+    use diesel::Connection;
+    let mut stuck = Vec::new();
+    for (id, name) in freed {
+        let current = user(conn, id)?;
+        if current.user_name().starts_with(TRANSIENT_NAME) {
+            let mut body = current.body.clone();
+            body.insert("userName".into(), serde_json::Value::String(name.clone()));
+            let restored = conn.transaction(|c| store_users::update_in_tx(c, &current, &body, at).map_err(|e| write_error(e, id)));
+            match restored {
+                Ok(_) => {}
+                Err(Error::Conflict(_)) => stuck.push(id.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(stuck)
 }
 
 fn user(conn: &mut DbConn, id: &str) -> Result<StoredUser> {

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use super::schema::{directory_links, sync_lease, sync_runs, sync_ticks, users};
+use super::schema::{directory_links, sync_lease, sync_quarantine, sync_runs, sync_ticks, users};
 use super::{DbConn, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -94,15 +94,17 @@ pub fn insert_links(conn: &mut DbConn, new: &[Link]) -> Result<(), DieselError> 
     Ok(())
 }
 
-/// Links present in the directory at the last full run: `(user_id, entry_key)`, after `after`
-/// in key order (keyset paging, so that the whole table is never in memory at once).
-pub fn present_links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(String, String)>> {
+/// Every link after `after` in key order (keyset paging, so that the whole table is never in
+/// memory at once), as `(user_id, entry_key, missing, active)`: whether a full run already
+/// found its entry gone, and whether its user is active now (a SCIM client may have
+/// re-activated a user whose entry is gone).
+pub fn links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(String, String, bool, bool)>> {
     Ok(directory_links::table
-        .filter(directory_links::missing_since.is_null())
+        .inner_join(users::table)
         .filter(directory_links::entry_key.gt(after))
         .order(directory_links::entry_key.asc())
         .limit(limit)
-        .select((directory_links::user_id, directory_links::entry_key))
+        .select((directory_links::user_id, directory_links::entry_key, directory_links::missing_since.is_not_null(), users::active))
         .load(conn)?)
 }
 
@@ -110,10 +112,49 @@ pub fn count_present(conn: &mut DbConn) -> Result<i64> {
     Ok(directory_links::table.filter(directory_links::missing_since.is_null()).count().get_result(conn)?)
 }
 
+/// Records that a full run did not find the entry of `user_id` (since the first run that
+/// missed it) and the user's version as the sync left it.
 pub fn mark_missing(conn: &mut DbConn, user_id: &str, at: NaiveDateTime, synced_version: i64) -> Result<(), DieselError> {
-    diesel::update(directory_links::table.find(user_id))
-        .set((directory_links::missing_since.eq(at), directory_links::synced_version.eq(synced_version)))
+    diesel::update(directory_links::table.find(user_id)).set(directory_links::synced_version.eq(synced_version)).execute(conn)?;
+    diesel::update(directory_links::table.find(user_id).filter(directory_links::missing_since.is_null()))
+        .set(directory_links::missing_since.eq(at))
         .execute(conn)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quarantine: entries whose write keeps failing
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sync_quarantine)]
+pub struct Failing {
+    pub entry_key: String,
+    pub dn: String,
+    /// The entry's change mark when it failed: failures at one mark are counted together.
+    pub change_mark: Option<String>,
+    /// Runs in a row that failed to write the entry at this mark.
+    pub failures: i64,
+    pub error: String,
+}
+
+/// Every entry whose last write failed (a handful, normally none).
+pub fn failing(conn: &mut DbConn) -> Result<Vec<Failing>> {
+    Ok(sync_quarantine::table.order(sync_quarantine::entry_key.asc()).select(Failing::as_select()).load(conn)?)
+}
+
+/// Records these failures (replacing earlier ones of the same keys) and forgets `written`.
+pub fn save_failing(conn: &mut DbConn, failed: &[Failing], written: &[String]) -> Result<()> {
+    super::write_tx(conn, |conn| {
+        let keys: Vec<&str> = failed.iter().map(|f| f.entry_key.as_str()).chain(written.iter().map(String::as_str)).collect();
+        for chunk in keys.chunks(500) {
+            diesel::delete(sync_quarantine::table.filter(sync_quarantine::entry_key.eq_any(chunk))).execute(conn)?;
+        }
+        for f in failed {
+            diesel::insert_into(sync_quarantine::table).values(f).execute(conn)?;
+        }
+        Ok::<_, DieselError>(())
+    })?;
     Ok(())
 }
 
@@ -149,11 +190,6 @@ pub struct Run {
 
 pub fn insert_run(conn: &mut DbConn, run: &Run) -> Result<()> {
     diesel::insert_into(sync_runs::table).values(run).execute(conn)?;
-    Ok(())
-}
-
-pub fn save_run(conn: &mut DbConn, run: &Run) -> Result<()> {
-    diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
     Ok(())
 }
 
@@ -257,6 +293,18 @@ pub fn renew_lease_in_tx(conn: &mut DbConn, name: &str, holder: &str, until: Nai
     Ok(n == 1)
 }
 
+/// Records a finished run (`None`: a dry run, not recorded) and releases its lease, in one
+/// transaction.
+pub fn finish_run(conn: &mut DbConn, run: Option<&Run>, lease: &str, holder: &str) -> Result<()> {
+    super::write_tx(conn, |conn| {
+        if let Some(run) = run {
+            diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
+        }
+        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(lease)).filter(sync_lease::holder.eq(holder))).execute(conn)
+    })?;
+    Ok(())
+}
+
 pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> {
     super::write_tx(conn, |conn| {
         diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
@@ -299,6 +347,11 @@ pub fn lease_holder(conn: &mut DbConn, name: &str, now: NaiveDateTime) -> Result
 
 /// The counts of a run in progress: created, updated, unchanged, reactivated, resets, flags cleared.
 pub fn save_progress(conn: &mut DbConn, id: &str, c: &[i64; 6]) -> Result<()> {
+    Ok(save_progress_in_tx(conn, id, c)?)
+}
+
+/// [`save_progress`] in the caller's transaction: the counts commit with what they count.
+pub fn save_progress_in_tx(conn: &mut DbConn, id: &str, c: &[i64; 6]) -> Result<(), DieselError> {
     diesel::update(sync_runs::table.find(id))
         .set((
             sync_runs::created.eq(c[0]),

@@ -121,6 +121,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    sync_quarantine (entry_key) {
+        entry_key -> Text,
+        dn -> Text,
+        change_mark -> Nullable<Text>,
+        failures -> BigInt,
+        error -> Text,
+    }
+}
+
+diesel::table! {
     sync_ticks (schedule) {
         schedule -> Text,
         last_tick -> Timestamp,

@@ -218,3 +218,161 @@ pub fn people(range: std::ops::Range<usize>) -> String {
 pub fn uuid_of(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
 }
+
+/// LDAP protocol operation tags (RFC 4511), as [`Stall::hold`] rules look at them.
+pub const SEARCH_REQUEST: u8 = 0x63;
+pub const MODIFY_REQUEST: u8 = 0x66;
+
+/// A TCP relay in front of slapd that can stall the directory at one operation: from the first
+/// client request a rule picks, that request and everything after it on its connection is held
+/// (not forwarded: the server stays silent, as a hung or overloaded one does) until
+/// [`Stall::release`]. Answers to requests forwarded earlier still flow. Everything else is
+/// passed through unchanged to the real slapd.
+pub struct Stall {
+    pub url: String,
+    state: std::sync::Arc<StallState>,
+}
+
+type Rule = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+#[derive(Default)]
+struct StallState {
+    rule: std::sync::Mutex<Option<Rule>>,
+    /// Requests held now.
+    held: std::sync::atomic::AtomicUsize,
+    /// Bumped by `release` (forward what is held) and at drop (discard it).
+    generation: std::sync::Mutex<(u64, bool)>,
+    wake: std::sync::Condvar,
+}
+
+impl Stall {
+    pub fn start(slapd: &Slapd) -> Stall {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ldap://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let state = std::sync::Arc::new(StallState::default());
+        let (target, shared) = (slapd.port, state.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if shared.generation.lock().unwrap().1 {
+                    return;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let (mut from_server, mut to_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let shared = shared.clone();
+                std::thread::spawn(move || relay_requests(client, server, &shared));
+            }
+        });
+        Stall { url, state }
+    }
+
+    /// Holds, from now on, the first request for which `rule` (given each whole LDAP message)
+    /// says true, and all that follow it on its connection.
+    pub fn hold(&self, rule: impl FnMut(&[u8]) -> bool + Send + 'static) {
+        *self.state.rule.lock().unwrap() = Some(Box::new(rule));
+    }
+
+    /// Whether a request is being held now.
+    pub fn holding(&self) -> bool {
+        self.state.held.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    /// Waits (up to a minute) until a request is held.
+    pub fn wait_until_holding(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.holding() {
+            assert!(Instant::now() < deadline, "no request was held");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Holds nothing more from now on; what is held stays held (never reaches the server).
+    pub fn stop_holding(&self) {
+        *self.state.rule.lock().unwrap() = None;
+    }
+
+    /// Forwards what is held (the server then answers it, late) and holds nothing more.
+    pub fn release(&self) {
+        *self.state.rule.lock().unwrap() = None;
+        self.state.generation.lock().unwrap().0 += 1;
+        self.state.wake.notify_all();
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        self.state.generation.lock().unwrap().1 = true;
+        self.state.wake.notify_all();
+        if let Some(port) = self.url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+            let _ = TcpStream::connect(("127.0.0.1", port));
+        }
+    }
+}
+
+/// Client to server, one whole LDAP message at a time, holding per the rule.
+fn relay_requests(mut client: TcpStream, mut server: TcpStream, state: &StallState) {
+    use std::sync::atomic::Ordering;
+    let mut holding = false;
+    while let Some(message) = read_message(&mut client) {
+        if !holding {
+            holding = state.rule.lock().unwrap().as_mut().is_some_and(|rule| rule(&message));
+        }
+        if holding {
+            state.held.fetch_add(1, Ordering::SeqCst);
+            let mut g = state.generation.lock().unwrap();
+            let at = g.0;
+            while g.0 == at && !g.1 {
+                g = state.wake.wait(g).unwrap();
+            }
+            let discard = g.1;
+            drop(g);
+            state.held.fetch_sub(1, Ordering::SeqCst);
+            holding = false;
+            if discard {
+                break;
+            }
+        }
+        if server.write_all(&message).is_err() {
+            break;
+        }
+    }
+    let _ = server.shutdown(std::net::Shutdown::Both);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// One BER-encoded LDAP message (SEQUENCE, definite length), or None at the end.
+fn read_message(r: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut head = [0u8; 2];
+    r.read_exact(&mut head).ok()?;
+    let mut message = head.to_vec();
+    let len = if head[1] & 0x80 == 0 {
+        head[1] as usize
+    } else {
+        let n = (head[1] & 0x7f) as usize;
+        let mut bytes = vec![0u8; n];
+        r.read_exact(&mut bytes).ok()?;
+        message.extend(&bytes);
+        bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize)
+    };
+    let start = message.len();
+    message.resize(start + len, 0);
+    r.read_exact(&mut message[start..]).ok()?;
+    Some(message)
+}
+
+/// The protocol operation tag of an LDAP message (after its messageID).
+pub fn operation(message: &[u8]) -> u8 {
+    let skip_len = |at: usize| if message[at] & 0x80 == 0 { at + 1 } else { at + 1 + (message[at] & 0x7f) as usize };
+    let id = skip_len(1); // the messageID's INTEGER tag
+    let id_len = message[id + 1] as usize;
+    message.get(id + 2 + id_len).copied().unwrap_or(0)
+}
+
+/// Whether `needle` occurs in `message` (a key or value in a request).
+pub fn mentions(message: &[u8], needle: &str) -> bool {
+    message.windows(needle.len()).any(|w| w == needle.as_bytes())
+}

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{user_names, TestApp};
 use crate::mfa::{enrol, status};
-use crate::slapd::{self, person, people, Slapd, FLAG_ATTRIBUTE, PEOPLE};
+use crate::slapd::{self, mentions, operation, person, people, uuid_of, Slapd, Stall, FLAG_ATTRIBUTE, MODIFY_REQUEST, PEOPLE, SEARCH_REQUEST};
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 
@@ -397,6 +397,11 @@ pub struct Cli {
 
 impl Cli {
     pub fn new(app: &TestApp, slapd: &Slapd, extra: &str) -> Self {
+        Self::with_url(app, &slapd.url, extra)
+    }
+
+    /// The same, reaching the directory at `url` (a [`slapd::Stall`] in front of it).
+    pub fn with_url(app: &TestApp, url: &str, extra: &str) -> Self {
         let dir = app.dir.path();
         std::fs::write(dir.join("bind.password"), format!("{}\n", slapd::ADMIN_PASSWORD)).unwrap();
         let config = format!(
@@ -406,7 +411,7 @@ impl Cli {
              [ldap.mfa_reset]\nattribute = \"{FLAG_ATTRIBUTE}\"\nvalue = \"TRUE\"\n",
             app.db.toml(),
             app.config.mfa.key_file.display(),
-            slapd.url,
+            url,
             slapd::ADMIN_DN,
             dir.join("bind.password").display(),
         );
@@ -425,6 +430,49 @@ impl Cli {
     }
 }
 
+/// The real daemon (`provisiond serve`) with the command line's configuration, on a free port.
+pub struct Serve {
+    child: std::process::Child,
+    base: String,
+    agent: ureq::Agent,
+    auth: String,
+}
+
+impl Serve {
+    pub fn start(app: &TestApp, cli: &Cli) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(BIN)
+            .args(["--config", cli.config.to_str().unwrap(), "serve"])
+            .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .spawn()
+            .unwrap();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let base = format!("http://127.0.0.1:{port}");
+        let up = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+        });
+        assert!(up, "daemon did not become ready");
+        Serve { child, base, agent, auth: format!("Bearer {}", app.token) }
+    }
+
+    /// `POST /api/v1/sync/runs`.
+    pub fn start_run(&self, full: bool) -> ureq::http::Response<ureq::Body> {
+        self.agent
+            .post(format!("{}/api/v1/sync/runs", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/json")
+            .send(json!({"full": full}).to_string())
+            .unwrap()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        self.child.wait().unwrap()
+    }
+}
+
 #[test]
 fn sigterm_during_a_sync_records_it_failed_deactivates_nobody_and_exits_0() {
     // 40,000 entries: the read is still going on when the first batch shows as written (see
@@ -433,21 +481,8 @@ fn sigterm_during_a_sync_records_it_failed_deactivates_nobody_and_exits_0() {
     // The daemon under test is the real binary; the in-process one only reads the same database.
     let app = spawn(&slapd, |_| {});
     let cli = Cli::new(&app, &slapd, "page_size = 20");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut daemon = Command::new(BIN)
-        .args(["--config", cli.config.to_str().unwrap(), "serve"])
-        .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let base = format!("http://127.0.0.1:{port}");
-    let auth = format!("Bearer {}", app.token);
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(up, "daemon did not become ready");
-    let mut r = agent.post(format!("{base}/api/v1/sync/runs")).header("Authorization", &auth).header("Content-Type", "application/json").send(r#"{"full": true}"#).unwrap();
+    let mut daemon = Serve::start(&app, &cli);
+    let mut r = daemon.start_run(true);
     assert_eq!(r.status(), 202);
     let run: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
     let id = run["id"].as_str().unwrap().to_string();
@@ -457,8 +492,7 @@ fn sigterm_during_a_sync_records_it_failed_deactivates_nobody_and_exits_0() {
         assert!(Instant::now() < deadline, "the run did not progress");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
-    let status = daemon.wait().unwrap();
+    let status = daemon.terminate();
     assert!(status.success(), "{status}");
     let run = app.get(&format!("/api/v1/sync/runs/{id}")).body;
     assert_eq!(run["status"], "failed", "{run:#}");
@@ -486,4 +520,348 @@ fn a_sync_run_logged_at_trace_level_never_shows_the_bind_password() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("sync_run") && log.contains("sync run finished"), "one span per run: {log}");
     assert!(!log.contains(slapd::ADMIN_PASSWORD), "the bind password reached the log");
+}
+
+/// LDIF re-creating user `i`'s entry after a delete: same uid, a new entryUUID.
+fn recreate(slapd: &Slapd, i: usize) {
+    slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n"));
+    let entry: String = person(i).lines().filter(|l| !l.starts_with("entryUUID") && !l.contains("Timestamp: ")).map(|l| format!("{l}\n")).collect();
+    slapd.modify(&entry.replacen('\n', "\nchangetype: add\n", 1));
+}
+
+/// User `i`'s entry with the MFA reset flag set.
+fn flagged(i: usize) -> String {
+    person(i).replace("\n\n", &format!("\n{FLAG_ATTRIBUTE}: TRUE\n\n"))
+}
+
+/// The uids of the entries whose flag is set.
+fn flagged_uids(slapd: &Slapd) -> Vec<String> {
+    let found = slapd.search(&format!("({FLAG_ATTRIBUTE}=TRUE)"), &["uid"]);
+    found.lines().filter_map(|l| l.strip_prefix("uid: ")).map(str::to_string).collect()
+}
+
+fn ids_of(app: &TestApp, range: std::ops::Range<usize>) -> Vec<Value> {
+    range.map(|i| user(app, &format!("user{i}"))["id"].clone()).collect()
+}
+
+fn error_list(run: &Value) -> Vec<String> {
+    run["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect()
+}
+
+/// Holds the search that asks the directory about the key of user `i`'s old entry.
+fn hold_contested_search(stall: &Stall, i: usize) {
+    let key = uuid_of(i);
+    stall.hold(move |m| operation(m) == SEARCH_REQUEST && mentions(m, &key));
+}
+
+#[test]
+fn a_directory_stalled_while_settling_recreated_entries_keeps_mfa_and_scim_answering_and_fails_the_run() {
+    let slapd = Slapd::start(&people(0..20));
+    let stall = Stall::start(&slapd);
+    let app = spawn(&slapd, |l| {
+        l.url = stall.url.clone();
+        l.timeout = 15;
+    });
+    assert_eq!(sync(&app, true)["created"], 20);
+    let ids = ids_of(&app, 0..10);
+    let enrolled = ids[3].as_str().unwrap().to_string();
+    let (_, codes) = enrol(&app, &enrolled);
+    // Re-created (same uid, new entryUUID): whether the old entries are gone must be asked.
+    for i in 0..10 {
+        recreate(&slapd, i);
+    }
+    hold_contested_search(&stall, 0);
+    let r = app.post("/api/v1/sync/runs", &json!({"full": false}));
+    assert_eq!(r.status, 202);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    stall.wait_until_holding();
+
+    // The directory is silent; the database answers everyone meanwhile.
+    let asked = Instant::now();
+    let verified = app.post(&format!("/api/v1/users/{enrolled}/mfa/verify"), &json!({"code": codes[0]}));
+    assert_eq!(verified.status, 200, "{:?}", verified.body);
+    app.create_user(&json!({"userName": "walk-in@example.org"}));
+    assert_eq!(app.filter("userName eq \"user3\"")["totalResults"], 1);
+    assert!(stall.holding(), "the directory answered meanwhile: the test proves nothing");
+    // Generous: they take milliseconds; waiting for the directory would take its 15 s timeout.
+    assert!(asked.elapsed() < Duration::from_secs(8), "requests waited for the directory: {:?}", asked.elapsed());
+
+    let run = wait(&app, &id);
+    assert_eq!(run["status"], "failed", "an LDAP timeout fails the run: {run:#}");
+    assert!(run["errors"][0].as_str().unwrap().contains("cannot ask the directory whether contested entries still exist"), "{run:#}");
+    assert!(!run["errors"].to_string().contains("same user in two entries"), "no false conflicts: {run:#}");
+    assert_eq!(ids_of(&app, 0..10), ids);
+
+    // The directory answers again: the re-created entries are their users.
+    stall.release();
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "created": 0, "errors": []}));
+    assert_eq!(ids_of(&app, 0..10), ids);
+    assert_eq!(status(&app, &enrolled)["status"], "enrolled");
+}
+
+#[test]
+fn sigterm_while_the_directory_stalls_stops_the_run_at_once_recorded_failed() {
+    let slapd = Slapd::start(&people(0..10));
+    let stall = Stall::start(&slapd);
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    let ids = ids_of(&app, 0..5);
+    for i in 0..5 {
+        recreate(&slapd, i);
+    }
+    // An LDAP timeout far longer than the daemon's shutdown_timeout (30 s).
+    let cli = Cli::with_url(&app, &stall.url, "timeout = 300");
+    let mut daemon = Serve::start(&app, &cli);
+    hold_contested_search(&stall, 0);
+    let mut r = daemon.start_run(false);
+    assert_eq!(r.status(), 202);
+    let run: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    stall.wait_until_holding();
+
+    let stopping = Instant::now();
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert!(stopping.elapsed() < Duration::from_secs(25), "the stop waited for the directory: {:?}", stopping.elapsed());
+    let run = app.get(&format!("/api/v1/sync/runs/{id}")).body;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert!(run["errors"][0].as_str().unwrap().contains("shutting down"), "{run:#}");
+    assert!(!run["errors"].to_string().contains("same user in two entries"), "{run:#}");
+    assert_eq!(ids_of(&app, 0..5), ids);
+}
+
+#[test]
+fn a_user_reactivated_by_scim_after_its_entry_is_gone_is_deactivated_again_by_every_full_run() {
+    let slapd = Slapd::start(&people(0..20));
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    let id = user(&app, "user7")["id"].as_str().unwrap().to_string();
+    slapd.modify(&format!("dn: uid=user7,{PEOPLE}\nchangetype: delete\n"));
+    assert_eq!(sync(&app, true)["deactivated"], 1);
+    let reactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "active", "value": true}]});
+    for _ in 0..2 {
+        let r = app.call("PATCH", &format!("/scim/v2/Users/{id}"), Some(&reactivate));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(user(&app, "user7")["active"], true);
+        let run = sync(&app, true);
+        assert_counts(&run, json!({"status": "succeeded", "deactivated": 1, "errors": []}));
+        assert_eq!(user(&app, "user7")["active"], false, "the directory owns active for its users");
+    }
+    assert_eq!(sync(&app, true)["deactivated"], 0, "only real deactivations are counted");
+}
+
+#[test]
+fn an_id_that_looks_like_a_uuid_is_text_and_a_new_entry_cannot_take_over_its_user() {
+    let hex = |i: usize| format!("6f9619ff8b86d011b42d00c04fc9{i:04x}");
+    let ldif: String = (0..5).map(|i| person(i).replace(&format!("employeeNumber: {i}\n"), &format!("employeeNumber: {}\n", hex(i)))).collect();
+    let slapd = Slapd::start(&ldif);
+    let app = spawn(&slapd, |l| l.id_attribute = "employeeNumber".into());
+    assert_counts(&sync(&app, true), json!({"status": "succeeded", "created": 5}));
+    let owner = user(&app, "user1");
+    enrol(&app, owner["id"].as_str().unwrap());
+    // Another entry, the same uid in another case.
+    slapd.modify(&format!(
+        "dn: cn=Impostor,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\ncn: Impostor\nsn: X\nuid: USER1\nemployeeNumber: {}\n",
+        hex(99)
+    ));
+    let run = sync(&app, false);
+    assert!(run["errors"].to_string().contains("same user in two entries"), "{run:#}");
+    let after = user(&app, "user1");
+    assert_eq!(after["id"], owner["id"]);
+    assert_eq!(after["displayName"], "User 1", "the impostor's values were not written: {after:#}");
+    assert_eq!(status(&app, owner["id"].as_str().unwrap())["status"], "enrolled");
+}
+
+#[test]
+fn a_sync_killed_while_clearing_flags_shows_its_resets_and_the_next_run_clears_them_without_a_second_reset() {
+    let n = 50;
+    let slapd = Slapd::start(&(0..n).map(flagged).collect::<String>());
+    let stall = Stall::start(&slapd);
+    let app = spawn(&slapd, |_| {});
+    // The first 10 removals reach the server; then the directory stalls and the process dies.
+    let passed = std::sync::atomic::AtomicUsize::new(0);
+    stall.hold(move |m| operation(m) == MODIFY_REQUEST && passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 10);
+    // Lease: max(4 × 60 s, 300 s), which the test's clock passes below.
+    let cli = Cli::with_url(&app, &stall.url, "timeout = 60");
+    let mut process = Command::new(BIN)
+        .arg("--config")
+        .arg(&cli.config)
+        .args(["sync", "--full"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    stall.wait_until_holding();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while flagged_uids(&slapd).len() != n - 10 {
+        assert!(Instant::now() < deadline, "the first removals were not applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let killed = app.get("/api/v1/sync/runs").body["runs"][0].clone();
+    assert_counts(&killed, json!({"status": "running", "resetsApplied": n, "created": n}));
+
+    let left = flagged_uids(&slapd);
+    let id = user(&app, &left[0])["id"].as_str().unwrap().to_string();
+    enrol(&app, &id);
+    // The dead process's lease runs out; the next run finds its run abandoned.
+    app.clock.advance(chrono::Duration::seconds(600));
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "resetsApplied": 0, "flagsCleared": n - 10, "errors": []}));
+    assert_eq!(flagged_uids(&slapd), Vec::<String>::new());
+    assert_eq!(status(&app, &id)["status"], "enrolled", "no second reset");
+    let killed = app.get(&format!("/api/v1/sync/runs/{}", killed["id"].as_str().unwrap())).body;
+    assert_counts(&killed, json!({"status": "failed", "resetsApplied": n}));
+
+    // A later change of the entry is no new setting of the (cleared) flag.
+    slapd.modify(&format!("dn: uid={},{PEOPLE}\nchangetype: modify\nreplace: givenName\ngivenName: Changed\n", left[0]));
+    assert_counts(&sync(&app, false), json!({"status": "succeeded", "updated": 1, "resetsApplied": 0}));
+    assert_eq!(status(&app, &id)["status"], "enrolled");
+    assert_eq!(app.get(&format!("/api/v1/audit?userId={id}&type=mfa.reset")).body["totalResults"], 1);
+}
+
+#[test]
+fn a_stalled_directory_bounds_flag_clearing_fails_the_run_and_lists_the_flags_left() {
+    let slapd = Slapd::start(&(0..20).map(flagged).collect::<String>());
+    let stall = Stall::start(&slapd);
+    let app = spawn(&slapd, |l| {
+        l.url = stall.url.clone();
+        l.timeout = 2;
+    });
+    let passed = std::sync::atomic::AtomicUsize::new(0);
+    stall.hold(move |m| operation(m) == MODIFY_REQUEST && passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 5);
+    let started = Instant::now();
+    let run = sync(&app, true);
+    // One bound for the whole clearing (3 × ldap.timeout), not a timeout per flag (15 × 2 s).
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}: {run:#}", started.elapsed());
+    assert_counts(&run, json!({"status": "failed", "created": 20, "resetsApplied": 20, "flagsCleared": 5, "deactivated": 0}));
+    let errors = error_list(&run);
+    assert!(errors[0].contains("15 of 20 flags not confirmed cleared"), "{errors:#?}");
+    assert_eq!(errors.iter().filter(|e| e.contains("clearing the flag was not confirmed")).count(), 15, "{errors:#?}");
+    assert_eq!(flagged_uids(&slapd).len(), 15);
+
+    // The held removals never reach the server; the next run clears the flags, resetting nobody again.
+    stall.stop_holding();
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "resetsApplied": 0, "flagsCleared": 15, "errors": []}));
+    assert_eq!(flagged_uids(&slapd), Vec::<String>::new());
+    assert_eq!(app.get("/api/v1/audit?type=mfa.reset").body["totalResults"], 20);
+}
+
+#[test]
+fn two_uids_swapped_in_the_directory_settle_in_one_run() {
+    let slapd = Slapd::start(&people(0..5));
+    let app = spawn(&slapd, |_| {});
+    sync(&app, true);
+    let (one, two) = (user(&app, "user1")["id"].clone(), user(&app, "user2")["id"].clone());
+    let three = user(&app, "user3")["id"].clone();
+    for (from, to) in [("user1", "tmp"), ("user2", "user1"), ("tmp", "user2"), ("user3", "user3b")] {
+        slapd.modify(&format!("dn: uid={from},{PEOPLE}\nchangetype: modrdn\nnewrdn: uid={to}\ndeleteoldrdn: 1\n"));
+    }
+    // A new person gets the name user3 gave up, in the same run.
+    slapd.modify(&format!("dn: uid=user3,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: user3\ncn: New 3\nsn: N\n"));
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "updated": 3, "created": 1, "errors": []}));
+    assert_eq!(user(&app, "user3b")["id"], three);
+    assert_eq!(user(&app, "user3")["displayName"], "New 3");
+    // Each user follows its entry (its entryUUID), now under the other uid.
+    let now_two = user(&app, "user2");
+    assert_eq!(now_two["id"], one);
+    assert_eq!(now_two["name"]["givenName"], "Given1");
+    assert_eq!(user(&app, "user1")["id"], two);
+    assert_eq!(app.filter("userName sw \"~\"")["totalResults"], 0);
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_counts(&sync(&app, true), json!({"status": "succeeded", "updated": 0, "errors": []}));
+}
+
+#[test]
+fn an_entry_that_keeps_failing_is_reported_every_run_but_stops_holding_the_incremental_mark_back() {
+    let slapd = Slapd::start(&people(0..20));
+    let app = spawn(&slapd, |l| l.overlap = 0);
+    sync(&app, true);
+    // A second live entry for user3: it fails for good.
+    slapd.modify(&format!("dn: cn=Twin,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\ncn: Twin\nsn: T\nuid: user3\n"));
+    let modify = |i: usize, value: &str| slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: modify\nreplace: givenName\ngivenName: {value}\n"));
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 10..20 {
+        modify(i, "Later");
+    }
+    let read = |run: &Value| run["created"].as_i64().unwrap() + run["updated"].as_i64().unwrap() + run["unchanged"].as_i64().unwrap();
+    let twin = |run: &Value| error_list(run).into_iter().find(|e| e.contains("cn=Twin")).unwrap_or_else(|| panic!("not reported: {run:#}"));
+    // The mark never passes the daemon's clock: keep it at the directory's time.
+    let sync = |app: &TestApp| {
+        app.clock.set(chrono::Utc::now());
+        sync(app, false)
+    };
+    for _ in 0..2 {
+        let run = sync(&app);
+        assert_eq!(run["status"], "succeeded");
+        assert!(twin(&run).contains("same user in two entries") && !twin(&run).contains("quarantined"), "{run:#}");
+        assert!(read(&run) >= 10, "the mark waits at the failing entry: {run:#}");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    modify(0, "Latest");
+    let run = sync(&app);
+    assert!(twin(&run).contains("quarantined"), "{run:#}");
+    // The mark has passed it: only what changed since is read (and the failing entry again).
+    let run = sync(&app);
+    assert_eq!(read(&run), 1, "{run:#}");
+    assert!(twin(&run).contains("quarantined"), "still reported: {run:#}");
+    assert_eq!(user(&app, "user3")["displayName"], "User 3");
+}
+
+#[test]
+fn a_flag_attribute_that_is_no_attribute_name_is_refused_and_one_missing_from_the_schema_is_reported_once() {
+    let slapd = Slapd::start(&people(0..3));
+    let app = spawn(&slapd, |l| l.mfa_reset.as_mut().unwrap().attribute = "mfaResetRequestd".into());
+    let cli = Cli::new(&app, &slapd, "");
+    let text = std::fs::read_to_string(&cli.config).unwrap();
+    std::fs::write(&cli.config, text.replace(&format!("attribute = \"{FLAG_ATTRIBUTE}\""), "attribute = \"mfaResetRequested)(uid=*\"")).unwrap();
+    let out = Command::new(BIN).arg("--config").arg(&cli.config).arg("check-config").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("ldap.mfa_reset.attribute") && stderr.contains("not an LDAP attribute name"), "{stderr}");
+
+    let run = sync(&app, true);
+    assert_eq!(run["status"], "succeeded");
+    let errors = error_list(&run);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("\"mfaResetRequestd\"") && errors[0].contains("not an attribute type of the directory's schema"), "{errors:#?}");
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(sync(&app, true)["errors"], json!([]), "warned once");
+}
+
+#[test]
+fn several_mail_values_become_several_work_emails_and_dropped_values_are_reported_once_per_attribute() {
+    // A JPEG's first bytes: not UTF-8.
+    let photo = "/9j/4AAQSkZJRgABAQ==";
+    let ldif: String = (0..3)
+        .map(|i| {
+            person(i)
+                .replace("\nmail: ", &format!("\nmail: second{i}@example.org\nmail: "))
+                .replace(&format!("\ncn: User {i}\n"), &format!("\ncn: User {i}\ncn: Other {i}\njpegPhoto:: {photo}\n"))
+        })
+        .collect();
+    let slapd = Slapd::start(&ldif);
+    let app = spawn(&slapd, |l| {
+        l.attributes = l.mapping().into_iter().collect();
+        l.attributes.insert("photos[type eq \"photo\"].value".into(), "jpegPhoto".into());
+    });
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "created": 3}));
+    let u = user(&app, "user1");
+    assert_eq!(u["emails"], json!([{"value": "second1@example.org", "type": "work"}, {"value": "user1@example.org", "type": "work"}]));
+    assert_eq!(u["displayName"], "User 1");
+    assert!(u.get("photos").is_none(), "{u:#}");
+    let errors = error_list(&run);
+    assert_eq!(errors.len(), 2, "once per attribute, not per entry: {errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("jpegPhoto") && e.contains("binary")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("\"displayName\"") && e.contains("several values")), "{errors:#?}");
+    // A value removed in the directory leaves one work email.
+    slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\ndelete: mail\nmail: second1@example.org\n"));
+    app.clock.set(chrono::Utc::now());
+    sync(&app, false);
+    assert_eq!(user(&app, "user1")["emails"], json!([{"value": "user1@example.org", "type": "work"}]));
 }
