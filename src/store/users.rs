@@ -347,11 +347,12 @@ pub struct PageRequest {
 }
 
 pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
-    let filter = req.filter.unwrap_or_else(|| Condition::new().sql("1 = 1"));
+    let req_filter = req.filter;
+    let filter = req_filter.clone().unwrap_or_else(|| Condition::new().sql("1 = 1"));
     let users: Vec<StoredUser> = if req.limit == 0 {
         Vec::new()
     } else if let Some((key, descending)) = &req.sort {
-        let ids = sorted_ids(conn, &filter, key, *descending, req.offset, req.limit)?;
+        let ids = sorted_ids(conn, req_filter.as_ref(), key, *descending, req.offset, req.limit)?;
         in_order(conn, &ids)?
     } else if req.offset == 0 {
         // The first page in one query.
@@ -400,30 +401,18 @@ fn in_order(conn: &mut DbConn, ids: &[String]) -> Result<Vec<StoredUser>> {
 }
 
 /// One page of the ids of the users matching `filter` sorted by `key` (ties by id), users
-/// without a value last (in creation order), as two index walks: the users with a value, in
-/// the key's index order, then, when the page reaches past them, the others. No key is
-/// computed per user and nothing is sorted but ties, so a sort costs about what the page does
-/// wherever it is.
-fn sorted_ids(conn: &mut DbConn, filter: &Condition, key: &SortKey, descending: bool, offset: i64, limit: i64) -> Result<Vec<String>> {
-    use diesel::sql_types::{BigInt, Text};
-    let Walks { from, order, keyed, missing } = walks(key, descending);
-    let select = |from: Fragment<Text>, condition: Condition, order: &str, offset: i64, limit: i64| {
-        Select(
-            Fragment::<Text>::new()
-                .sql("SELECT users.id FROM ")
-                .push(from)
-                .sql(" WHERE (")
-                .push(filter.clone())
-                .sql(") AND ")
-                .push(condition)
-                .sql(&format!(" ORDER BY {order} LIMIT "))
-                .bind(Bind::Int(limit))
-                .sql(" OFFSET ")
-                .bind(Bind::Int(offset)),
-        )
+/// without a value last (in id order), as two index walks: the users with a value, in the key's
+/// index order, then, when the page reaches past them, the others. No key is computed per user
+/// and nothing is sorted but ties; without a filter each walk reads one index only, so a page
+/// deep in the list skips index entries, not rows.
+fn sorted_ids(conn: &mut DbConn, filter: Option<&Condition>, key: &SortKey, descending: bool, offset: i64, limit: i64) -> Result<Vec<String>> {
+    use diesel::sql_types::BigInt;
+    let walks = walks(key, descending, filter);
+    let page = |walk: &Walk, offset: i64, limit: i64| {
+        Select(walk.select.clone().sql(" LIMIT ").bind(Bind::Int(limit)).sql(" OFFSET ").bind(Bind::Int(offset)))
     };
-    let mut ids: Vec<String> = select(from.clone(), keyed.clone(), &order, offset, limit).load(conn)?;
-    let Some(missing) = missing else { return Ok(ids) };
+    let mut ids: Vec<String> = page(&walks.keyed, offset, limit).load(conn)?;
+    let Some(missing) = &walks.missing else { return Ok(ids) };
     if ids.len() as i64 == limit {
         return Ok(ids);
     }
@@ -431,70 +420,87 @@ fn sorted_ids(conn: &mut DbConn, filter: &Condition, key: &SortKey, descending: 
     let with_value = if !ids.is_empty() {
         offset + ids.len() as i64
     } else {
-        Select(Fragment::<BigInt>::new().sql("SELECT count(*) FROM ").push(from).sql(" WHERE (").push(filter.clone()).sql(") AND ").push(keyed))
-            .get_result::<i64>(conn)?
+        Select(Fragment::<BigInt>::new().sql("SELECT count(*) FROM (").push(walks.keyed.select.clone()).sql(") AS keyed")).get_result::<i64>(conn)?
     };
     let rest = limit - ids.len() as i64;
-    let users_only = Fragment::<Text>::new().sql("users");
-    ids.extend(select(users_only, missing, "users.created_at ASC, users.id ASC", (offset - with_value).max(0), rest).load::<String>(conn)?);
+    ids.extend(page(missing, (offset - with_value).max(0), rest).load::<String>(conn)?);
     Ok(ids)
 }
 
 /// The SQL of the walk over the users that have a value for `key`, without a filter (tests
 /// look at its plan).
 pub fn sort_walk_sql(key: &SortKey, descending: bool) -> String {
-    let w = walks(key, descending);
-    Fragment::<diesel::sql_types::Text>::new()
-        .sql("SELECT users.id FROM ")
-        .push(w.from)
-        .sql(" WHERE ")
-        .push(w.keyed)
-        .sql(&format!(" ORDER BY {} LIMIT 10", w.order))
-        .text()
+    walks(key, descending, None).keyed.select.sql(" LIMIT 10").text()
 }
 
-/// How a sort walks the users: from where, in which order, and which users have a value
-/// (`missing`: which have none, when some may not).
+/// A `SELECT <user id> … ORDER BY …` over one index.
+struct Walk {
+    select: Fragment<diesel::sql_types::Text>,
+}
+
+/// How a sort walks the users: those with a value in key order, and (when some may have none)
+/// the others in id order.
 struct Walks {
-    from: Fragment<diesel::sql_types::Text>,
-    order: String,
-    keyed: Condition,
-    missing: Option<Condition>,
+    keyed: Walk,
+    missing: Option<Walk>,
 }
 
-fn walks(key: &SortKey, descending: bool) -> Walks {
+fn walks(key: &SortKey, descending: bool, filter: Option<&Condition>) -> Walks {
+    use diesel::sql_types::Text;
     let dir = if descending { "DESC" } else { "ASC" };
-    let all = || Condition::new().sql("1 = 1");
-    let (from, order, keyed, missing): (Fragment<diesel::sql_types::Text>, String, Condition, Option<Condition>) = match key {
-        SortKey::Column { column, nullable } => (
-            Fragment::new().sql("users"),
-            format!("{column} {dir}, users.id {dir}"),
-            if *nullable { Condition::new().sql(&format!("{column} IS NOT NULL")) } else { all() },
-            nullable.then(|| Condition::new().sql(&format!("{column} IS NULL"))),
-        ),
-        SortKey::Factor { column, nullable } => (
-            Fragment::new().sql("users JOIN mfa_factors f ON f.user_id = users.id"),
-            format!("f.{column} {dir}, f.user_id {dir}"),
-            if *nullable { Condition::new().sql(&format!("f.{column} IS NOT NULL")) } else { all() },
-            nullable.then(|| Condition::new().sql(&format!("users.id IN (SELECT m.user_id FROM mfa_factors m WHERE m.{column} IS NULL)"))),
-        ),
-        SortKey::Value { path } => (
-            // `k.sort_key` written out: it selects the partial index that holds the keys.
-            Fragment::new()
-                .sql("user_values k JOIN users ON users.id = k.user_id AND k.path = ")
-                .bind(Bind::Text(path.clone()))
-                .sql(" AND k.sort_key"),
-            format!("k.value {dir}, k.user_id {dir}"),
-            all(),
-            Some(
-                Condition::new()
-                    .sql("NOT EXISTS (SELECT 1 FROM user_values m WHERE m.user_id = users.id AND m.path = ")
-                    .bind(Bind::Text(path.clone()))
-                    .sql(" AND m.sort_key)"),
-            ),
-        ),
+    // `SELECT id FROM from WHERE [filter AND] condition ORDER BY order`
+    let walk = |id: &str, from: Fragment<Text>, condition: Condition, order: &str| {
+        let mut f = Fragment::<Text>::new().sql(&format!("SELECT {id} FROM ")).push(from).sql(" WHERE ");
+        if let Some(filter) = filter {
+            f = f.sql("(").push(filter.clone()).sql(") AND ");
+        }
+        Walk { select: f.push(condition).sql(&format!(" ORDER BY {order}")) }
     };
-    Walks { from, order, keyed, missing }
+    let users = || Fragment::<Text>::new().sql("users");
+    match key {
+        SortKey::Column { column, nullable } => Walks {
+            keyed: walk(
+                "users.id",
+                users(),
+                Condition::new().sql(&if *nullable { format!("{column} IS NOT NULL") } else { "1 = 1".into() }),
+                &format!("{column} {dir}, users.id {dir}"),
+            ),
+            missing: nullable.then(|| walk("users.id", users(), Condition::new().sql(&format!("{column} IS NULL")), "users.id ASC")),
+        },
+        // Without a filter, the factor rows alone: their (column, user_id) index.
+        SortKey::Factor { column, nullable } => {
+            let (id, from) = match filter {
+                None => ("f.user_id", Fragment::new().sql("mfa_factors f")),
+                Some(_) => ("users.id", Fragment::new().sql("users JOIN mfa_factors f ON f.user_id = users.id")),
+            };
+            Walks {
+                keyed: walk(
+                    id,
+                    from.clone(),
+                    Condition::new().sql(&if *nullable { format!("f.{column} IS NOT NULL") } else { "1 = 1".into() }),
+                    &format!("f.{column} {dir}, f.user_id {dir}"),
+                ),
+                missing: nullable.then(|| walk(id, from, Condition::new().sql(&format!("f.{column} IS NULL")), "f.user_id ASC")),
+            }
+        }
+        // The sort-key rows under their partial indexes (`k.sort_key` written out: it selects
+        // them); without a filter, those rows alone.
+        SortKey::Value { path } => {
+            let (id, from) = match filter {
+                None => ("k.user_id", Fragment::new().sql("user_values k")),
+                Some(_) => ("users.id", Fragment::new().sql("user_values k JOIN users ON users.id = k.user_id")),
+            };
+            let keyed = Condition::new().sql("k.path = ").bind(Bind::Text(path.clone())).sql(" AND k.sort_key");
+            let missing = Condition::new()
+                .sql("NOT EXISTS (SELECT 1 FROM user_values m WHERE m.path = ")
+                .bind(Bind::Text(path.clone()))
+                .sql(" AND m.user_id = users.id AND m.sort_key)");
+            Walks {
+                keyed: walk(id, from, keyed, &format!("k.value {dir}, k.user_id {dir}")),
+                missing: Some(walk("users.id", users(), missing, "users.id ASC")),
+            }
+        }
+    }
 }
 
 #[derive(Insertable)]
