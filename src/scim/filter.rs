@@ -980,6 +980,16 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_read_exactly() {
+        // Found by `printed_filters_parse_back_to_themselves`: without serde_json's
+        // `float_roundtrip` the last digit could change (…986e87 for …987e87).
+        for text in ["6.253957209029987e+87", "-1.1720906869564627e-165", "0.30000000000000004"] {
+            let want = serde_json::Number::from_f64(text.parse().unwrap()).unwrap();
+            assert_eq!(parse_filter(&format!("a eq {text}")), Ok(cmp(p("a"), Eq, CompValue::Num(want))), "{text}");
+        }
+    }
+
+    #[test]
     fn depth_and_length_limits() {
         let nested = |k: usize| format!("{}a pr{}", "(".repeat(k), ")".repeat(k));
         assert_eq!(parse_filter(&nested(MAX_DEPTH)), Ok(pr(p("a"))));
