@@ -65,18 +65,34 @@ fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
         // `emails eq "x"` means the primary value sub-attribute (RFC 7644 §3.4.2.2).
         (None, Kind::Complex) => match attr.sub("value") {
             Some(v) if attr.multi_valued => Ok(leaf(v, format!("{prefix}.value"))),
-            _ => Ok(Target::Values {
-                paths: attr
-                    .sub_attributes
-                    .iter()
-                    .map(|s| format!("{prefix}.{}", s.name.to_ascii_lowercase()))
-                    .collect(),
-                kind: Kind::Complex,
-                case_exact: false,
-            }),
+            _ => Ok(Target::Values { paths: sub_attribute_paths(schema, attr), kind: Kind::Complex, case_exact: false }),
         },
         (None, _) => Ok(leaf(attr, prefix)),
     }
+}
+
+/// The `user_values` paths of every sub-attribute of a complex attribute.
+fn sub_attribute_paths(schema: &schema::Schema, attr: &Attribute) -> Vec<String> {
+    let prefix = value_path(schema.id, attr.name);
+    attr.sub_attributes.iter().map(|s| format!("{prefix}.{}", s.name.to_ascii_lowercase())).collect()
+}
+
+/// What `pr` looks at: a complex attribute named whole is present when any of its
+/// sub-attributes is (RFC 7644 §3.4.2.2, "a non-empty node"), although comparisons on a
+/// multi-valued one read only its `value` (`emails co "x"`).
+fn presence_target(path: &AttrPath) -> Result<Target, ScimError> {
+    let target = resolve(path)?;
+    let whole = match (&path.sub, &path.urn) {
+        (Some(_), _) => None,
+        (None, None) => schema::USER_SCHEMA.attribute(&path.name).map(|a| (&schema::USER_SCHEMA, a)),
+        (None, Some(urn)) => schema::user_schema(urn).and_then(|s| s.attribute(&path.name).map(|a| (s, a))),
+    };
+    Ok(match (target, whole) {
+        (Target::Values { kind, case_exact, .. }, Some((schema, attr))) if attr.kind == Kind::Complex => {
+            Target::Values { paths: sub_attribute_paths(schema, attr), kind, case_exact }
+        }
+        (target, _) => target,
+    })
 }
 
 /// The `user_values.path` of an attribute: lower-cased, URN-qualified for extensions.
@@ -277,7 +293,11 @@ impl Compiler {
     }
 
     fn present(&mut self, path: &AttrPath, element: Option<&Element>) -> Result<Condition, ScimError> {
-        Ok(match self.target(path, element)? {
+        let target = match element {
+            None => presence_target(path)?,
+            Some(_) => self.target(path, element)?,
+        };
+        Ok(match target {
             Target::Column { column, kind: Kind::String, .. } => {
                 Condition::new().sql(&format!("({column} IS NOT NULL AND {column} <> '')"))
             }
@@ -474,6 +494,15 @@ mod tests {
             let e = compile(&f).unwrap_err();
             assert_eq!(e.scim_type.unwrap().as_str(), "invalidFilter", "{f:?}");
         }
+    }
+
+    #[test]
+    fn a_complex_attribute_is_present_when_any_sub_attribute_is() {
+        // Found by the filter property test: `emails pr` looked at `emails.value` only.
+        let c = compile(&Filter::Present(attr("emails", None))).unwrap();
+        assert_eq!(c.text(), "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.path IN (?, ?, ?, ?) AND v1.value <> '')");
+        let c = compile(&Filter::Present(attr("emails", Some("value")))).unwrap();
+        assert!(c.text().contains("v1.path IN (?) AND"), "{}", c.text());
     }
 
     #[test]
