@@ -268,9 +268,11 @@ impl Meta {
     }
 }
 
-/// SCIM dateTime: RFC 3339 in UTC with milliseconds.
+/// SCIM dateTime: RFC 3339 in UTC with microseconds, the precision times are stored with, so
+/// that a time read from a resource compares in filters as what it shows (`meta.created eq` the
+/// user's own `meta.created` selects the user).
 pub fn datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The MFA extension of a user, computed from its factor (never stored in the body).

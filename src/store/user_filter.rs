@@ -105,7 +105,7 @@ pub fn value_path(schema_id: &str, attr: &str) -> String {
 }
 
 /// The form a value is stored and compared in: lower-cased unless caseExact, booleans as
-/// `true`/`false`, dateTimes as RFC 3339 UTC with milliseconds.
+/// `true`/`false`, dateTimes as RFC 3339 UTC with microseconds.
 pub fn comparable(kind: Kind, case_exact: bool, value: &serde_json::Value) -> Option<String> {
     match (kind, value) {
         (Kind::Boolean, serde_json::Value::Bool(b)) => Some(b.to_string()),
