@@ -27,12 +27,10 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
             let Some(ext_obj) = value.as_object() else {
                 return Err(ScimError::invalid_syntax(format!("{} must be a JSON object", ext.id)));
             };
-            let mut out = Map::new();
+            // Merged with URN-qualified attributes of the same extension sent before it.
+            let slot = extension_slot(&mut body, ext);
             for (k, v) in ext_obj {
-                normalize_into(ext, k, v, &mut out)?;
-            }
-            if !out.is_empty() {
-                body.insert(ext.id.into(), Value::Object(out));
+                normalize_into(ext, k, v, slot)?;
             }
         } else if let Some((urn, name)) = split_urn(key) {
             // A URN-qualified attribute at the top level (`urn:…:User:department`).
@@ -40,13 +38,14 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
             if sch.id == schema::USER {
                 normalize_into(sch, name, value, &mut body)?;
             } else {
-                let slot = body.entry(sch.id).or_insert_with(|| json!({}));
-                normalize_into(sch, name, value, slot.as_object_mut().expect("extension object"))?;
+                normalize_into(sch, name, value, extension_slot(&mut body, sch))?;
             }
         } else {
             normalize_into(&schema::USER_SCHEMA, key, value, &mut body)?;
         }
     }
+    // An extension whose attributes were all dropped (unknown, readOnly) is not stored.
+    body.retain(|key, value| schema::user_schema(key).is_none() || value.as_object().is_some_and(|o| !o.is_empty()));
     match body.get("userName").and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() => {}
         _ => return Err(ScimError::invalid_value("userName is required")),
@@ -76,6 +75,15 @@ pub fn reset_requested(input: &Value) -> Result<bool, ScimError> {
         None | Some(Value::Null) => Ok(false),
         Some(v) => boolean(flag, v),
     }
+}
+
+/// The object holding the attributes of extension `ext` in `body`, created empty when absent.
+fn extension_slot<'a>(body: &'a mut Map<String, Value>, ext: &Schema) -> &'a mut Map<String, Value> {
+    let slot = body.entry(ext.id).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("extension object")
 }
 
 /// `urn:…:User:attr` → (`urn:…:User`, `attr`).
@@ -405,6 +413,22 @@ mod tests {
         .unwrap();
         assert_eq!(body[schema::ENTERPRISE_USER]["department"], "Ops");
         assert_eq!(body["displayName"], "A");
+    }
+
+    #[test]
+    fn extension_attributes_merge_whatever_their_spelling_and_dropped_ones_leave_nothing() {
+        // Found by `normalizing_any_json_never_panics_and_is_idempotent`: a dropped qualified
+        // attribute left an empty extension object, which a second normalisation removed.
+        let qualified = format!("{}:status", schema::MFA_USER);
+        let body = normalize_user(&json!({"userName": "a", qualified: "enrolled"})).unwrap();
+        assert_eq!(Value::Object(body), json!({"userName": "a", "active": true}));
+        let nosuch = format!("{}:nosuch", schema::ENTERPRISE_USER);
+        let body = normalize_user(&json!({"userName": "a", nosuch: 1, schema::ENTERPRISE_USER: {"nosuch": 2}})).unwrap();
+        assert!(body.get(schema::ENTERPRISE_USER).is_none(), "{body:?}");
+        // A nested extension object no longer replaces qualified attributes sent before it.
+        let department = format!("{}:department", schema::ENTERPRISE_USER);
+        let body = normalize_user(&json!({"userName": "a", department: "Ops", schema::ENTERPRISE_USER: {"costCenter": "7"}})).unwrap();
+        assert_eq!(body[schema::ENTERPRISE_USER], json!({"department": "Ops", "costCenter": "7"}));
     }
 
     fn rendered() -> Value {
