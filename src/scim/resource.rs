@@ -498,3 +498,29 @@ mod etag_tests {
         assert!(!etag_matches("W/\"2\"", 3));
     }
 }
+
+/// Properties: normalisation survives any JSON, and what it returns is already normal.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proptest_support::{config, json_value, plausible_user};
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn normalizing_any_json_never_panics_and_is_idempotent(input in prop_oneof![json_value(), plausible_user()]) {
+            let _ = reset_requested(&input);
+            match normalize_user(&input) {
+                Ok(body) => {
+                    prop_assert!(body.get("userName").and_then(Value::as_str).is_some_and(|n| !n.trim().is_empty()));
+                    let again = normalize_user(&Value::Object(body.clone()));
+                    prop_assert_eq!(again, Ok(body), "input {}", input);
+                }
+                Err(e) => prop_assert_eq!(e.status, 400, "{}", e.detail),
+            }
+        }
+    }
+}
