@@ -427,10 +427,9 @@ mod props {
     /// The configurations of the README: inetOrgPerson defaults, Active Directory, FreeIPA, and
     /// a custom one with extension, phone and boolean attributes and the MFA reset flag.
     fn mapping_config() -> impl Strategy<Value = config::Ldap> {
-        let custom = |pairs: &[(&str, &str)]| {
-            let mut c = config::Ldap::default();
-            c.attributes = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            c
+        let custom = |pairs: &[(&str, &str)]| config::Ldap {
+            attributes: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..config::Ldap::default()
         };
         let mut ad = custom(&[("userName", "sAMAccountName"), ("active", "userAccountControl"), ("externalId", "employeeID"), ("emails[type eq \"work\"].value", "mail")]);
         ad.id_attribute = "objectGUID".into();
