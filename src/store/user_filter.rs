@@ -392,6 +392,10 @@ impl Compiler {
         if kind == Kind::DateTime && matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
             return Err(ScimError::invalid_filter(format!("{} is a dateTime: compare with eq, ne, gt, ge, lt or le", display(path))));
         }
+        if let (Kind::DateTime, CompValue::Str(s)) = (kind, value) {
+            // Checked as sent: `comparable` cuts a finer bound to microseconds.
+            parse_datetime(s)?;
+        }
         let text = comparable(kind, case_exact, &json).expect("scalar value");
         let (sql_op, pattern) = match op {
             CompareOp::Eq | CompareOp::Ne => ("=", text),
@@ -435,9 +439,15 @@ fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
 }
 
 fn parse_datetime(s: &str) -> Result<chrono::NaiveDateTime, ScimError> {
-    chrono::DateTime::parse_from_rfc3339(s)
+    let t = chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.naive_utc())
-        .map_err(|_| ScimError::invalid_filter(format!("{s:?} is not an RFC 3339 dateTime")))
+        .map_err(|_| ScimError::invalid_filter(format!("{s:?} is not an RFC 3339 dateTime")))?;
+    // Times are stored to the microsecond; a finer bound would be cut to it, and select a time
+    // it is not equal to.
+    if t.and_utc().timestamp_subsec_nanos() % 1000 != 0 {
+        return Err(ScimError::invalid_filter(format!("{s:?} is finer than the microseconds dateTimes are kept to")));
+    }
+    Ok(t)
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
@@ -502,6 +512,8 @@ mod tests {
             Filter::Compare(attr("active", None), CompareOp::Gt, CompValue::Bool(true)),
             Filter::Compare(attr("active", None), CompareOp::Eq, CompValue::Str("yes".into())),
             str_cmp("meta", Some("created"), CompareOp::Gt, "yesterday"),
+            // Found by the filter property test: this bound was cut to …984280 and equalled it.
+            str_cmp("meta", Some("created"), CompareOp::Eq, "2026-11-30T08:24:26.984280500Z"),
         ];
         for f in bad {
             let e = compile(&f).unwrap_err();

@@ -166,6 +166,8 @@ impl Pools {
                     times.push(near.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
                 }
                 times.push(at.with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap()).to_rfc3339());
+                // With more than microseconds, a bound is refused (see below).
+                times.push(at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
             }
         }
         strings.sort();
@@ -476,6 +478,16 @@ fn an_email_without_value_makes_emails_present() {
     assert_eq!(user_names(&app.filter("not (emails pr)")), ["none"]);
     assert_eq!(user_names(&app.filter("emails eq null")), ["none"]);
     assert_eq!(user_names(&app.filter("emails.value pr")), Vec::<String>::new(), "no email has a value");
+}
+
+#[test]
+fn a_date_time_finer_than_microseconds_is_refused() {
+    // Such a bound was cut to the microsecond: `eq` selected a user created 500 ns earlier.
+    let app = TestApp::spawn();
+    let r = app.get(&format!("/scim/v2/Users?filter={}", encode(r#"meta.created eq "2026-11-30T08:24:26.984280500Z""#)));
+    crate::helpers::assert_scim_error(&r, 400, Some("invalidFilter"));
+    let r = app.get(&format!("/scim/v2/Users?filter={}", encode(r#"meta.created gt "2026-11-30T08:24:26.984280000Z""#)));
+    assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
 #[test]
