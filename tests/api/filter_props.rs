@@ -35,6 +35,7 @@ fn budget() -> (u32, usize) {
     }
 }
 
+/// As `proptest_support::config` of the library (not visible to integration tests).
 fn config(cases: u32) -> Config {
     Config { cases, failure_persistence: None, ..Config::default() }
 }
@@ -146,6 +147,7 @@ const EMAIL_SUBS: &[(&str, Kind)] = &[("value", Kind::Str), ("type", Kind::Str),
 
 /// Values filters compare with, taken from the users themselves (so that filters match):
 /// every string of the resources and every dateTime, with nearby instants.
+#[derive(Clone)]
 struct Pools {
     strings: Vec<String>,
     times: Vec<String>,
@@ -241,11 +243,11 @@ fn spelled(urn: Option<&str>, name: &str, sub: Option<&str>, bits: u64) -> AttrP
 
 fn filter(pools: &Pools) -> impl Strategy<Value = Filter> {
     let attribute = (proptest::sample::select(ATTRIBUTES), any::<u64>());
-    let leaf_pools = Pools { strings: pools.strings.clone(), times: pools.times.clone() };
+    let leaf_pools = pools.clone();
     let leaf = attribute
         .prop_flat_map(move |((urn, name, sub, kind), bits)| condition(spelled(urn, name, sub, bits), kind, &leaf_pools))
         .boxed();
-    let element_pools = Pools { strings: pools.strings.clone(), times: pools.times.clone() };
+    let element_pools = pools.clone();
     let element = (proptest::sample::select(EMAIL_SUBS), any::<u64>())
         .prop_flat_map(move |((name, kind), bits)| condition(spelled(None, name, None, bits & !(1 << 63)), kind, &element_pools))
         .boxed();
