@@ -47,14 +47,9 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
     // An extension whose attributes were all dropped (unknown, readOnly) is not stored.
     body.retain(|key, value| schema::user_schema(key).is_none() || value.as_object().is_some_and(|o| !o.is_empty()));
     match body.get("userName").and_then(Value::as_str) {
-        Some(name) if !name.trim().is_empty() => {}
-        _ => return Err(ScimError::invalid_value("userName is required")),
+        Some(name) if !name.trim().is_empty() => Ok(body),
+        _ => Err(ScimError::invalid_value("userName is required")),
     }
-    // A user sent without `active` is active to the daemon (its `users.active` column, filters,
-    // the sync); the resource says so too, or `active eq true` would select users that do not
-    // show the attribute.
-    body.entry("active").or_insert(Value::Bool(true));
-    Ok(body)
 }
 
 /// Whether a User body (as sent, or as patched) sets the MFA extension's write-only
@@ -382,16 +377,6 @@ mod tests {
     }
 
     #[test]
-    fn a_user_sent_without_active_is_active() {
-        // Found by `filter_props`: `active eq true` selected users whose resource had no `active`.
-        let body = normalize_user(&json!({"userName": "a"})).unwrap();
-        assert_eq!(Value::Object(body), json!({"userName": "a", "active": true}));
-        let body = normalize_user(&json!({"userName": "a", "active": null})).unwrap();
-        assert_eq!(body["active"], true);
-        assert_eq!(normalize_user(&json!({"userName": "a", "active": "False"})).unwrap()["active"], false);
-    }
-
-    #[test]
     fn reset_requested_is_read_in_both_spellings_and_never_stored() {
         let nested = json!({"userName": "a", schema::MFA_USER: {"resetRequested": "True"}});
         assert!(reset_requested(&nested).unwrap());
@@ -458,7 +443,7 @@ mod tests {
         let cases: [(Option<&str>, Option<&str>, Value); 4] = [
             (Some("userName"), None, json!(["id", "schemas", "userName"])),
             (Some("name.givenName,urn:ietf:params:scim:schemas:core:2.0:User:emails"), None, json!(["emails", "id", "name", "schemas"])),
-            (None, Some("emails,meta,name,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"), json!(["active", "id", "schemas", schema::MFA_USER, "userName"])),
+            (None, Some("emails,meta,name,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"), json!(["id", "schemas", schema::MFA_USER, "userName"])),
             (Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"), None, json!(["id", "schemas", schema::ENTERPRISE_USER])),
         ];
         for (attributes, excluded, keys) in cases {
