@@ -8,8 +8,9 @@
 //! `store::users::user_name_key` (the daemon's notion of "the same userName"), multi-valued
 //! attributes match when any value does, complex multi-valued ones through `value`, `pr` is a
 //! non-empty value (or, for a complex attribute, a non-empty sub-attribute), dateTimes compare as
-//! instants. Two choices the RFC leaves open follow the daemon's documentation: `ne` is the
-//! negation of `eq` (true for users without the attribute), and `eq null` means "not present".
+//! instants. Choices the RFC leaves open follow the daemon: `ne` is the negation of `eq` (true
+//! for users without the attribute), `eq null` means "not present", and a user sent without
+//! `active` is active (see [`as_the_daemon_keeps_it`]).
 
 use std::cmp::Ordering;
 
@@ -395,6 +396,17 @@ fn ordered(op: CompareOp, o: Ordering) -> bool {
 // The property
 // ---------------------------------------------------------------------------------------------
 
+/// A user sent without `active` is active to the daemon (its `users.active` column, which
+/// filters read), while its resource shows no `active`: a PATCH that removes `active` must
+/// remove it from the resource, as SCIM compliance checkers verify.
+fn as_the_daemon_keeps_it(resource: &Value) -> Value {
+    let mut r = resource.clone();
+    if r.get("active").is_none() {
+        r["active"] = Value::Bool(true);
+    }
+    r
+}
+
 /// Creates `users` (those refused, a taken or blank userName, are left out) and returns every
 /// user as the daemon renders it.
 fn create_all(app: &TestApp, users: &[Value]) -> Vec<Value> {
@@ -439,8 +451,11 @@ fn filter_props_sql_selects_what_an_in_memory_evaluation_selects() {
         let mut runner = TestRunner::new(config(cases));
         let outcome = runner.run(&filter(&pools), |f| {
             let text = f.to_string();
-            let mut expected: Vec<String> =
-                resources.iter().filter(|r| eval(&f, r, false)).map(|r| r["id"].as_str().unwrap().to_string()).collect();
+            let mut expected: Vec<String> = resources
+                .iter()
+                .filter(|r| eval(&f, &as_the_daemon_keeps_it(r), false))
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect();
             expected.sort();
             let got = selected_by_daemon(&app, &text)?;
             prop_assert_eq!(got, expected, "filter {}", text);
@@ -460,16 +475,6 @@ fn filter_props_sql_selects_what_an_in_memory_evaluation_selects() {
 // ---------------------------------------------------------------------------------------------
 // Defects the property found, kept as plain tests
 // ---------------------------------------------------------------------------------------------
-
-#[test]
-fn a_user_created_without_active_shows_active_and_is_selected_by_active_eq_true() {
-    let app = TestApp::spawn();
-    let created = app.create_user(&json!({"userName": "quiet"}));
-    assert_eq!(created["active"], true, "{created}");
-    app.create_user(&json!({"userName": "gone", "active": false}));
-    assert_eq!(user_names(&app.filter("active eq true")), ["quiet"]);
-    assert_eq!(user_names(&app.filter("not (active eq true)")), ["gone"]);
-}
 
 #[test]
 fn an_email_without_value_makes_emails_present() {
