@@ -82,11 +82,8 @@ fn sub_attribute_paths(schema: &schema::Schema, attr: &Attribute) -> Vec<String>
 /// multi-valued one read only its `value` (`emails co "x"`).
 fn presence_target(path: &AttrPath) -> Result<Target, ScimError> {
     let target = resolve(path)?;
-    let whole = match (&path.sub, &path.urn) {
-        (Some(_), _) => None,
-        (None, None) => schema::USER_SCHEMA.attribute(&path.name).map(|a| (&schema::USER_SCHEMA, a)),
-        (None, Some(urn)) => schema::user_schema(urn).and_then(|s| s.attribute(&path.name).map(|a| (s, a))),
-    };
+    let schema = path.urn.as_deref().map_or(Some(&schema::USER_SCHEMA), schema::user_schema);
+    let whole = schema.filter(|_| path.sub.is_none()).and_then(|s| s.attribute(&path.name).map(|a| (s, a)));
     Ok(match (target, whole) {
         (Target::Values { kind, case_exact, .. }, Some((schema, attr))) if attr.kind == Kind::Complex => {
             Target::Values { paths: sub_attribute_paths(schema, attr), kind, case_exact }
@@ -123,13 +120,7 @@ pub fn comparable(kind: Kind, case_exact: bool, value: &serde_json::Value) -> Op
 }
 
 fn display(path: &AttrPath) -> String {
-    let mut s = path.urn.as_ref().map(|u| format!("{u}:")).unwrap_or_default();
-    s.push_str(&path.name);
-    if let Some(sub) = &path.sub {
-        s.push('.');
-        s.push_str(sub);
-    }
-    s
+    path.to_string()
 }
 
 /// Most subqueries on `user_values` one filter may need. PostgreSQL's planning time grows
