@@ -57,7 +57,7 @@ fn phrase() -> impl Strategy<Value = String> {
 }
 
 /// A user as a client would POST it; some attributes left out, some emails without a value or
-/// type, now and then a second factor reset (MFA status `pending`).
+/// type, phone numbers, now and then a second factor reset (MFA status `pending`).
 fn user() -> impl Strategy<Value = Value> {
     let email = (prop::option::of(phrase()), prop::option::of(proptest::sample::select(vec!["work", "home", "Work", "other"])), prop::option::of(any::<bool>()))
         .prop_map(|(value, kind, primary)| {
@@ -80,9 +80,9 @@ fn user() -> impl Strategy<Value = Value> {
         prop::collection::vec(email, 0..3),
         prop::option::of(any::<bool>()),
         (prop::option::of(phrase()), prop::option::of(phrase()), prop::option::of(phrase())),
-        any::<bool>(),
+        (any::<bool>(), prop::option::of(phrase()), prop::collection::vec((phrase(), proptest::sample::select(vec!["mobile", "work", "Mobile"])), 0..3)),
     )
-        .prop_map(|(user_name, external_id, (given, family, display), emails, active, (department, number, manager), reset)| {
+        .prop_map(|(user_name, external_id, (given, family, display), emails, active, (department, number, manager), (reset, title, phones))| {
             let mut u = json!({"schemas": [CORE], "userName": user_name});
             let mut put = |k: &str, v: Option<Value>| {
                 if let Some(v) = v {
@@ -91,6 +91,9 @@ fn user() -> impl Strategy<Value = Value> {
             };
             put("externalId", external_id.map(Value::from));
             put("displayName", display.map(Value::from));
+            put("title", title.map(Value::from));
+            let phones: Vec<Value> = phones.into_iter().map(|(v, t)| json!({"value": v, "type": t})).collect();
+            put("phoneNumbers", (!phones.is_empty()).then_some(Value::Array(phones)));
             let mut name = serde_json::Map::new();
             given.map(|g| name.insert("givenName".into(), g.into()));
             family.map(|f| name.insert("familyName".into(), f.into()));
@@ -133,6 +136,8 @@ const ATTRIBUTES: &[(Option<&str>, &str, Option<&str>, Kind)] = &[
     (None, "emails", Some("type"), Kind::Str),
     (None, "emails", Some("primary"), Kind::Bool),
     (None, "active", None, Kind::Bool),
+    (None, "phoneNumbers", None, Kind::Str),
+    (None, "phoneNumbers", Some("type"), Kind::Str),
     (None, "meta", Some("created"), Kind::Time),
     (None, "meta", Some("lastModified"), Kind::Time),
     (Some(ENT), "department", None, Kind::Str),
@@ -143,8 +148,8 @@ const ATTRIBUTES: &[(Option<&str>, &str, Option<&str>, Kind)] = &[
     (Some(MFA), "lastResetAt", None, Kind::Time),
 ];
 
-/// Sub-attributes of an email, for `emails[...]`.
-const EMAIL_SUBS: &[(&str, Kind)] = &[("value", Kind::Str), ("type", Kind::Str), ("display", Kind::Str), ("primary", Kind::Bool)];
+/// Sub-attributes of an email or a phone number, for `emails[...]` and `phoneNumbers[...]`.
+const ELEMENT_SUBS: &[(&str, Kind)] = &[("value", Kind::Str), ("type", Kind::Str), ("display", Kind::Str), ("primary", Kind::Bool)];
 
 /// Values filters compare with, taken from the users themselves (so that filters match):
 /// every string of the resources and every dateTime, with nearby instants.
@@ -249,13 +254,13 @@ fn filter(pools: &Pools) -> impl Strategy<Value = Filter> {
         .prop_flat_map(move |((urn, name, sub, kind), bits)| condition(spelled(urn, name, sub, bits), kind, &leaf_pools))
         .boxed();
     let element_pools = pools.clone();
-    let element = (proptest::sample::select(EMAIL_SUBS), any::<u64>())
+    let element = (proptest::sample::select(ELEMENT_SUBS), any::<u64>())
         .prop_flat_map(move |((name, kind), bits)| condition(spelled(None, name, None, bits & !(1 << 63)), kind, &element_pools))
         .boxed();
     let inner = tree(element);
-    let value_path = (inner, any::<bool>()).prop_map(|(inner, qualified)| {
+    let value_path = (inner, any::<bool>(), proptest::sample::select(vec!["emails", "phoneNumbers"])).prop_map(|(inner, qualified, name)| {
         let urn = qualified.then(|| CORE.to_string());
-        Filter::ValuePath(AttrPath { urn, name: "emails".into(), sub: None }, Box::new(inner))
+        Filter::ValuePath(AttrPath { urn, name: name.into(), sub: None }, Box::new(inner))
     });
     tree(prop_oneof![4 => leaf, 1 => value_path].boxed())
 }
