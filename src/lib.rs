@@ -12,5 +12,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod mfa;
+#[cfg(test)]
+mod proptest_support;
 pub mod scim;
 pub mod store;

@@ -560,3 +560,101 @@ mod tests {
         assert!(ad.mark("12346") > ad.mark("9999"));
     }
 }
+
+/// Properties: any entry maps without panic; a mapped entry has a userName and a fingerprint
+/// that depends on the entry only.
+#[cfg(test)]
+mod props {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proptest_support::{config, random_case, text};
+
+    /// The configurations of the README: inetOrgPerson defaults, Active Directory, FreeIPA, and
+    /// a custom one with extension, phone and boolean attributes and the MFA reset flag.
+    fn mapping_config() -> impl Strategy<Value = config::Ldap> {
+        let custom = |pairs: &[(&str, &str)]| config::Ldap {
+            attributes: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..config::Ldap::default()
+        };
+        let mut ad = custom(&[("userName", "sAMAccountName"), ("active", "userAccountControl"), ("externalId", "employeeID"), ("emails[type eq \"work\"].value", "mail")]);
+        ad.id_attribute = "objectGUID".into();
+        ad.change_attribute = "uSNChanged".into();
+        let ipa = custom(&[("userName", "uid"), ("active", "!nsAccountLock"), ("displayName", "cn")]);
+        let mut flagged = custom(&[
+            ("userName", "uid"),
+            ("active", "employeeActive"),
+            ("name.givenName", "givenName"),
+            ("phoneNumbers[type eq \"mobile\"].value", "mobile"),
+            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "departmentNumber"),
+        ]);
+        flagged.mfa_reset = Some(config::LdapMfaReset { attribute: "mfaResetRequested".into(), value: "TRUE".into(), clear: true });
+        proptest::sample::select(vec![config::Ldap::default(), ad, ipa, flagged])
+    }
+
+    /// An attribute value: text of any kind, or one the conversions read (booleans, numbers,
+    /// generalized times).
+    fn ldap_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => text(),
+            1 => proptest::sample::select(vec!["TRUE", "false", "yes", "0", "512", "514", " 2 ", "-1", "99999999999", "20261128101500Z", "20261128101500.0Z", "2026"])
+                .prop_map(str::to_string),
+        ]
+    }
+
+    /// An entry with attributes the mappings read (in any case, each once, as a server sends
+    /// them) and others; values empty, one, or many.
+    fn entry() -> impl Strategy<Value = SearchEntry> {
+        let names = vec![
+            "uid", "cn", "sn", "givenName", "mail", "mobile", "entryUUID", "objectGUID", "sAMAccountName", "userAccountControl", "employeeID",
+            "nsAccountLock", "employeeActive", "departmentNumber", "modifyTimestamp", "uSNChanged", "entryCSN", "mfaResetRequested", "description",
+        ];
+        let attribute = (proptest::sample::select(names), any::<u64>(), prop::collection::vec(ldap_value(), 0..4));
+        let binary = prop::option::of(prop::collection::vec(any::<u8>(), 0..20));
+        (text(), prop::collection::vec(attribute, 0..12), binary).prop_map(|(dn, attributes, guid)| {
+            let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
+            for (name, bits, values) in attributes {
+                if !attrs.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+                    attrs.insert(random_case(name, bits), values);
+                }
+            }
+            let bin_attrs = guid.map(|g| HashMap::from([("objectGUID".to_string(), vec![g])])).unwrap_or_default();
+            SearchEntry { dn, attrs, bin_attrs }
+        })
+    }
+
+    /// The same entry with its attributes inserted in the reverse order (another iteration order).
+    fn rebuilt(e: &SearchEntry) -> SearchEntry {
+        let mut keys: Vec<&String> = e.attrs.keys().collect();
+        keys.sort();
+        keys.reverse();
+        let attrs = keys.into_iter().map(|k| (k.clone(), e.attrs[k].clone())).collect();
+        SearchEntry { dn: e.dn.clone(), attrs, bin_attrs: e.bin_attrs.clone() }
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn any_entry_maps_to_a_user_with_a_name_or_to_an_error_naming_it(c in mapping_config(), e in entry()) {
+            let m = Mapping::new(&c).expect("a valid mapping");
+            match m.map(&e) {
+                Ok(mapped) => {
+                    prop_assert!(!mapped.user_name.trim().is_empty());
+                    for equal in [e.clone(), rebuilt(&e)] {
+                        let again = m.map(&equal).expect("an equal entry maps");
+                        prop_assert_eq!(&again.fingerprint, &mapped.fingerprint);
+                        prop_assert_eq!(&again.key, &mapped.key);
+                    }
+                    match m.apply(&mapped, None) {
+                        Ok(body) => prop_assert_eq!(crate::scim::resource::normalize_user(&Value::Object(body.clone())), Ok(body)),
+                        Err(err) => prop_assert_eq!(err.status, 400, "{}", err.detail),
+                    }
+                }
+                Err(err) => prop_assert!(err.message.contains(&e.dn), "{} does not name {:?}", err.message, e.dn),
+            }
+        }
+    }
+}

@@ -184,6 +184,92 @@ pub fn matches(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Printing
+// ---------------------------------------------------------------------------------------------
+
+/// `[urn ":"] name ["." sub]`, as written.
+impl std::fmt::Display for AttrPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(urn) = &self.urn {
+            write!(f, "{urn}:")?;
+        }
+        f.write_str(&self.name)?;
+        if let Some(sub) = &self.sub {
+            write!(f, ".{sub}")?;
+        }
+        Ok(())
+    }
+}
+
+impl CompareOp {
+    /// The operator as the grammar spells it (lower case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "eq",
+            CompareOp::Ne => "ne",
+            CompareOp::Co => "co",
+            CompareOp::Sw => "sw",
+            CompareOp::Ew => "ew",
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+        }
+    }
+}
+
+/// A compValue as JSON: strings quoted and escaped (RFC 7644 §3.4.2.2 takes JSON strings).
+impl std::fmt::Display for CompValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompValue::Str(s) => f.write_str(&Value::String(s.clone()).to_string()),
+            CompValue::Num(n) => write!(f, "{n}"),
+            CompValue::Bool(b) => write!(f, "{b}"),
+            CompValue::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// Filter text that [`parse_filter`] reads back as the same AST: operators in lower case, and
+/// parentheses exactly where precedence and left-associativity need them (`and` binds tighter
+/// than `or`; a right operand of the same operator is grouped, `a or (b or c)`).
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Binding strength: `or` 1, `and` 2, everything else 3 (never needs parentheses).
+        fn level(filter: &Filter) -> u8 {
+            match filter {
+                Filter::Or(..) => 1,
+                Filter::And(..) => 2,
+                _ => 3,
+            }
+        }
+        fn operand(f: &mut std::fmt::Formatter<'_>, filter: &Filter, min: u8) -> std::fmt::Result {
+            if level(filter) < min {
+                write!(f, "({filter})")
+            } else {
+                write!(f, "{filter}")
+            }
+        }
+        match self {
+            Filter::Compare(path, op, value) => write!(f, "{path} {} {value}", op.as_str()),
+            Filter::Present(path) => write!(f, "{path} pr"),
+            Filter::And(a, b) => {
+                operand(f, a, 2)?;
+                f.write_str(" and ")?;
+                operand(f, b, 3)
+            }
+            Filter::Or(a, b) => {
+                operand(f, a, 1)?;
+                f.write_str(" or ")?;
+                operand(f, b, 2)
+            }
+            Filter::Not(inner) => write!(f, "not ({inner})"),
+            Filter::ValuePath(path, inner) => write!(f, "{path}[{inner}]"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Parser
 // ---------------------------------------------------------------------------------------------
 
@@ -980,6 +1066,38 @@ mod tests {
     }
 
     #[test]
+    fn printing_quotes_strings_and_groups_only_where_needed() {
+        #[rustfmt::skip]
+        let cases = [
+            (r#"a eq "q\"b\\s\n\u0001é/""#, r#"a eq "q\"b\\s\n\u0001é/""#),
+            ("a pr or b pr and (c pr or d pr)", "a pr or b pr and (c pr or d pr)"),
+            ("(a pr or b pr) and c pr", "(a pr or b pr) and c pr"),
+            ("a pr or (b pr or c pr)", "a pr or (b pr or c pr)"),
+            ("(a pr or b pr) or c pr", "a pr or b pr or c pr"),
+            ("a pr and (b pr and c pr)", "a pr and (b pr and c pr)"),
+            ("NOT(a Eq TRUE) OR b LE -2", "not (a eq true) or b le -2"),
+            (r#"emails[type eq "work"].value eq "x""#, r#"emails[type eq "work" and value eq "x"]"#),
+            ("{ENT}:manager.value ne null", "{ENT}:manager.value ne null"),
+            ("a gt 1.5e3", "a gt 1500.0"),
+        ];
+        for (input, printed) in cases {
+            let filter = parse_filter(&expand(input)).unwrap();
+            assert_eq!(filter.to_string(), expand(printed), "input: {input}");
+            assert_eq!(parse_filter(&filter.to_string()), Ok(filter), "input: {input}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_exactly() {
+        // Found by `printed_filters_parse_back_to_themselves`: without serde_json's
+        // `float_roundtrip` the last digit could change (…986e87 for …987e87).
+        for text in ["6.253957209029987e+87", "-1.1720906869564627e-165", "0.30000000000000004"] {
+            let want = serde_json::Number::from_f64(text.parse().unwrap()).unwrap();
+            assert_eq!(parse_filter(&format!("a eq {text}")), Ok(cmp(p("a"), Eq, CompValue::Num(want))), "{text}");
+        }
+    }
+
+    #[test]
     fn depth_and_length_limits() {
         let nested = |k: usize| format!("{}a pr{}", "(".repeat(k), ")".repeat(k));
         assert_eq!(parse_filter(&nested(MAX_DEPTH)), Ok(pr(p("a"))));
@@ -1191,5 +1309,137 @@ mod tests {
         assert!(matches(&inner, &user["emails"][0], &|_| false));
         assert!(!matches(&inner, &user["emails"][0], &|p| p.name == "type"));
         assert!(!matches(&inner, &json!("not an object"), &|_| false));
+    }
+}
+
+/// Properties: the parsers survive any input, and printed filters read back as themselves.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proptest_support::{comp_value, config, element_filter_ast, filter_ast, random_case, FilterParts};
+    use crate::scim::schema;
+
+    /// ATTRNAME: a letter then letters, digits, `-` and `_` (or `$ref`). `not` is left out: a
+    /// filter starting with `not` is read as the operator.
+    fn attr_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-zA-Z][a-zA-Z0-9_-]{0,8}",
+            1 => (proptest::sample::select(vec!["and", "or", "pr", "eq", "true", "null", "order", "notes", "andy", "urn", "$ref"]), any::<u64>())
+                .prop_map(|(k, bits)| random_case(k, bits)),
+        ]
+        .prop_filter("not is the operator", |n| !n.eq_ignore_ascii_case("not"))
+    }
+
+    /// A schema URN: the real ones, or made up, never ending in a version segment (a filter
+    /// path needs an attribute after the URN).
+    fn urn() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                schema::USER.to_string(),
+                schema::ENTERPRISE_USER.to_string(),
+                schema::MFA_USER.to_string(),
+            ]),
+            ("urn|URN|Urn", prop::collection::vec("[A-Za-z0-9._$-]{1,6}", 0..4), "[A-Za-z][A-Za-z0-9._-]{0,6}")
+                .prop_map(|(urn, middle, last)| {
+                    let mut parts = vec![urn];
+                    parts.extend(middle);
+                    parts.push(last);
+                    parts.join(":")
+                }),
+        ]
+    }
+
+    fn path(with_urn: bool, with_sub: bool) -> BoxedStrategy<AttrPath> {
+        let urn = if with_urn { prop::option::of(urn()).boxed() } else { Just(None).boxed() };
+        let sub = if with_sub { prop::option::of(attr_name()).boxed() } else { Just(None).boxed() };
+        (urn, attr_name(), sub).prop_map(|(urn, name, sub)| AttrPath { urn, name, sub }).boxed()
+    }
+
+    /// ASTs as the parser builds them: value filters on attributes without sub-attribute,
+    /// relative paths inside them.
+    fn parseable_filter() -> impl Strategy<Value = Filter> {
+        filter_ast(FilterParts {
+            paths: path(true, true),
+            value_path_attrs: path(true, false),
+            element_paths: path(false, true),
+            values: comp_value().boxed(),
+        })
+    }
+
+    /// Grammar tokens, to reach deeper than random characters do.
+    fn token_soup() -> impl Strategy<Value = String> {
+        let tokens = vec![
+            "(", ")", "[", "]", " ", "not", "and", "or", "pr", "eq", "co", "gt", "\"", "\\", "\"x\"", "\"\\u00e9\"",
+            "\"\\ud800\"", "1", "-", "1e309", "0.5", "true", "null", "emails", "type", ".", ":", "urn:", "urn:a:2.0:User",
+            "urn:a:2.0:User:", "é", "\u{0}", "\t", "$ref", "userName",
+        ];
+        prop::collection::vec(proptest::sample::select(tokens), 0..40).prop_map(|t| t.concat())
+    }
+
+    /// Inputs at the limits: deep nesting of each kind, and lengths around `MAX_LENGTH` with
+    /// multi-byte characters straddling the boundary.
+    fn extreme() -> impl Strategy<Value = String> {
+        let nest = (proptest::sample::select(vec!["(", "not (", "not(", "e[", "e[(", "[", "emails[type eq \"w\"].value eq ("]), 0usize..5000, any::<bool>())
+            .prop_map(|(open, k, closed)| {
+                let close = if open.contains('[') { "]" } else { ")" };
+                let body = if closed { format!("{}a pr{}", open.repeat(k), close.repeat(k)) } else { open.repeat(k) };
+                body
+            });
+        let long = (proptest::sample::select(vec!["a", "é", "👩", "\"", "a pr or ", "x eq \"é\" and "]), (MAX_LENGTH - 8)..(MAX_LENGTH + 8))
+            .prop_map(|(unit, bytes)| {
+                let mut s = String::new();
+                while s.len() + unit.len() <= bytes {
+                    s.push_str(unit);
+                }
+                s
+            });
+        prop_oneof![nest, long]
+    }
+
+    fn any_input() -> impl Strategy<Value = String> {
+        prop_oneof![3 => any::<String>(), 3 => token_soup(), 1 => extreme(), 3 => parseable_filter().prop_map(|f| f.to_string())]
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn parsers_never_panic(input in any_input()) {
+            let _ = parse_filter(&input);
+            let _ = parse_path(&input);
+        }
+
+        #[test]
+        fn matching_never_panics(filter in parseable_filter(), object in crate::proptest_support::json_value()) {
+            let _ = matches(&filter, &object, &|p: &AttrPath| p.name.len() % 2 == 0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn printed_filters_parse_back_to_themselves(filter in parseable_filter()) {
+            let text = filter.to_string();
+            prop_assume!(text.len() <= MAX_LENGTH);
+            prop_assert_eq!(parse_filter(&text), Ok(filter), "printed as {}", text);
+        }
+
+        #[test]
+        fn printed_value_paths_parse_back_as_patch_paths(
+            attr in path(true, false),
+            inner in element_filter_ast(path(false, true), comp_value().boxed()),
+            sub in prop::option::of(attr_name()),
+        ) {
+            // A PATCH path: `attr[filter].sub`, with the element filter relative.
+            let text = match &sub {
+                Some(s) => format!("{attr}[{inner}].{s}"),
+                None => format!("{attr}[{inner}]"),
+            };
+            prop_assume!(text.len() <= MAX_LENGTH);
+            prop_assert_eq!(parse_path(&text), Ok(PatchPath { attr, filter: Some(inner), sub }), "printed as {}", text);
+        }
     }
 }

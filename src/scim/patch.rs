@@ -1430,3 +1430,119 @@ mod tests {
         apply(&mut user, &ops(json!([{"op": "replace", "value": {mfa: {"status": "enrolled"}}}]))).unwrap();
     }
 }
+
+/// Properties: PATCH on a valid user yields a valid user or a 400, and never half a change.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::proptest_support::{config, json_value, plausible_user, random_case, text};
+    use crate::scim::resource;
+
+    /// Paths identity providers send, paths that name nothing, and broken ones.
+    fn path() -> BoxedStrategy<String> {
+        let ent = schema::ENTERPRISE_USER;
+        let mfa = schema::MFA_USER;
+        let core = schema::USER;
+        let known = vec![
+            "userName".to_string(), "name".into(), "name.givenName".into(), "name.nope".into(), "displayName".into(), "active".into(),
+            "externalId".into(), "externalId.x".into(), "id".into(), "meta".into(), "meta.created".into(), "schemas".into(), "groups".into(),
+            "password".into(), "emails".into(), "emails.value".into(), "emails.primary".into(), r#"emails[type eq "work"]"#.into(),
+            r#"emails[type eq "work"].value"#.into(), r#"emails[type eq "work" and primary eq true]"#.into(), r#"emails[value co "@"]"#.into(),
+            r#"emails[primary eq true].type"#.into(), "emails[not (type pr)]".into(), r#"emails[type eq "a" and type eq "b"]"#.into(),
+            r#"emails[nope eq "x"]"#.into(), r#"name[givenName eq "x"]"#.into(), r#"phoneNumbers[type eq "mobile"].value"#.into(),
+            r#"addresses[type eq "work"].locality"#.into(), "roles".into(), "x509Certificates".into(),
+            ent.into(), format!("{ent}:"), format!("{ent}:manager"), format!("{ent}:manager.value"), format!("{ent}:manager.displayName"),
+            format!("{ent}:department"), format!("{ent}:nosuch"), mfa.into(), format!("{mfa}:resetRequested"), format!("{mfa}:status"),
+            core.into(), format!("{core}:userName"), format!("{core}:emails[type eq \"work\"].value"), "urn:x:2.0:User".into(),
+            r#"emails[type eq "work""#.into(), "".into(), " ".into(), "a b".into(),
+        ];
+        prop_oneof![
+            6 => (proptest::sample::select(known), any::<u64>(), any::<bool>())
+                .prop_map(|(p, bits, keep)| if keep { p } else { random_case(&p, bits) }),
+            1 => text(),
+        ]
+        .boxed()
+    }
+
+    fn value() -> BoxedStrategy<Value> {
+        prop_oneof![
+            3 => json_value(),
+            2 => text().prop_map(Value::String),
+            1 => any::<bool>().prop_map(Value::Bool),
+            1 => Just(Value::Null),
+            1 => Just(json!([])),
+            1 => plausible_user(),
+            1 => (text(), proptest::sample::select(vec!["work", "home"]), any::<bool>())
+                .prop_map(|(v, t, p)| json!([{"value": v, "type": t, "primary": p}])),
+        ]
+        .boxed()
+    }
+
+    fn op_name() -> BoxedStrategy<Value> {
+        proptest::sample::select(vec!["add", "replace", "remove", "Add", "REPLACE", "Remove"]).prop_map(Value::from).boxed()
+    }
+
+    /// Mostly well-formed operations (so that most requests get past the first one), some
+    /// path-less merges, and now and then anything.
+    fn operation() -> impl Strategy<Value = Value> {
+        let object = prop_oneof![plausible_user(), json_value().prop_filter("an object", Value::is_object)];
+        let anything = (json_value(), prop::option::of(path()), prop::option::of(value())).prop_map(|(op, path, value)| {
+            let mut o = json!({"op": op});
+            if let Some(p) = path {
+                o["path"] = p.into();
+            }
+            if let Some(v) = value {
+                o["value"] = v;
+            }
+            o
+        });
+        prop_oneof![
+            12 => (op_name(), path(), value()).prop_map(|(op, path, value)| json!({"op": op, "path": path, "value": value})),
+            2 => (proptest::sample::select(vec!["remove", "Remove", "add"]), path()).prop_map(|(op, path)| json!({"op": op, "path": path})),
+            2 => (op_name(), object).prop_map(|(op, value)| json!({"op": op, "value": value})),
+            1 => anything,
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            12 => prop::collection::vec(operation(), 1..4).prop_map(|ops| json!({"schemas": [schema::PATCH_OP], "Operations": ops})),
+            1 => prop::collection::vec(operation(), 0..3).prop_map(|ops| json!({"operations": ops})),
+            1 => json_value(),
+        ]
+    }
+
+    /// A stored user: a plausible body, normalised.
+    fn valid_user() -> impl Strategy<Value = Map<String, Value>> {
+        plausible_user().prop_filter_map("a valid user", |u| resource::normalize_user(&u).ok())
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn patching_a_valid_user_yields_a_valid_user_or_a_400(user in valid_user(), request in request()) {
+            let mut body = user.clone();
+            match apply(&mut body, &request) {
+                Ok(()) => {
+                    let patched = Value::Object(body);
+                    let _ = resource::reset_requested(&patched);
+                    match resource::normalize_user(&patched) {
+                        Ok(normal) => {
+                            prop_assert!(normal["userName"].as_str().is_some_and(|n| !n.trim().is_empty()));
+                            prop_assert_eq!(resource::normalize_user(&Value::Object(normal.clone())), Ok(normal));
+                        }
+                        Err(e) => prop_assert_eq!(e.status, 400, "{}", e.detail),
+                    }
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.status, 400, "{}", e.detail);
+                    prop_assert_eq!(body, user, "a failed PATCH changed the user");
+                }
+            }
+        }
+    }
+}

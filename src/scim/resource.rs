@@ -27,12 +27,10 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
             let Some(ext_obj) = value.as_object() else {
                 return Err(ScimError::invalid_syntax(format!("{} must be a JSON object", ext.id)));
             };
-            let mut out = Map::new();
+            // Merged with URN-qualified attributes of the same extension sent before it.
+            let slot = extension_slot(&mut body, ext);
             for (k, v) in ext_obj {
-                normalize_into(ext, k, v, &mut out)?;
-            }
-            if !out.is_empty() {
-                body.insert(ext.id.into(), Value::Object(out));
+                normalize_into(ext, k, v, slot)?;
             }
         } else if let Some((urn, name)) = split_urn(key) {
             // A URN-qualified attribute at the top level (`urn:…:User:department`).
@@ -40,13 +38,14 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
             if sch.id == schema::USER {
                 normalize_into(sch, name, value, &mut body)?;
             } else {
-                let slot = body.entry(sch.id).or_insert_with(|| json!({}));
-                normalize_into(sch, name, value, slot.as_object_mut().expect("extension object"))?;
+                normalize_into(sch, name, value, extension_slot(&mut body, sch))?;
             }
         } else {
             normalize_into(&schema::USER_SCHEMA, key, value, &mut body)?;
         }
     }
+    // An extension whose attributes were all dropped (unknown, readOnly) is not stored.
+    body.retain(|key, value| schema::user_schema(key).is_none() || value.as_object().is_some_and(|o| !o.is_empty()));
     let name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
     super::user_name::check(name).map_err(ScimError::invalid_value)?;
     Ok(body)
@@ -93,6 +92,15 @@ pub fn reset_requested(input: &Value) -> Result<bool, ScimError> {
         None | Some(Value::Null) => Ok(false),
         Some(v) => boolean(flag, v),
     }
+}
+
+/// The object holding the attributes of extension `ext` in `body`, created empty when absent.
+fn extension_slot<'a>(body: &'a mut Map<String, Value>, ext: &Schema) -> &'a mut Map<String, Value> {
+    let slot = body.entry(ext.id).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("extension object")
 }
 
 /// `urn:…:User:attr` → (`urn:…:User`, `attr`).
@@ -285,9 +293,11 @@ impl Meta {
     }
 }
 
-/// SCIM dateTime: RFC 3339 in UTC with milliseconds.
+/// SCIM dateTime: RFC 3339 in UTC with microseconds, the precision times are stored with, so
+/// that a time read from a resource compares in filters as what it shows (`meta.created eq` the
+/// user's own `meta.created` selects the user).
 pub fn datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The MFA extension of a user, computed from its factor (never stored in the body).
@@ -439,6 +449,22 @@ mod tests {
         assert_eq!(body["displayName"], "A");
     }
 
+    #[test]
+    fn extension_attributes_merge_whatever_their_spelling_and_dropped_ones_leave_nothing() {
+        // Found by `normalizing_any_json_never_panics_and_is_idempotent`: a dropped qualified
+        // attribute left an empty extension object, which a second normalisation removed.
+        let qualified = format!("{}:status", schema::MFA_USER);
+        let body = normalize_user(&json!({"userName": "a", qualified: "enrolled"})).unwrap();
+        assert_eq!(Value::Object(body), json!({"userName": "a"}));
+        let nosuch = format!("{}:nosuch", schema::ENTERPRISE_USER);
+        let body = normalize_user(&json!({"userName": "a", nosuch: 1, schema::ENTERPRISE_USER: {"nosuch": 2}})).unwrap();
+        assert!(body.get(schema::ENTERPRISE_USER).is_none(), "{body:?}");
+        // A nested extension object no longer replaces qualified attributes sent before it.
+        let department = format!("{}:department", schema::ENTERPRISE_USER);
+        let body = normalize_user(&json!({"userName": "a", department: "Ops", schema::ENTERPRISE_USER: {"costCenter": "7"}})).unwrap();
+        assert_eq!(body[schema::ENTERPRISE_USER], json!({"department": "Ops", "costCenter": "7"}));
+    }
+
     fn rendered() -> Value {
         let body = normalize_user(&json!({
             "userName": "a", "name": {"givenName": "G", "familyName": "F"},
@@ -504,5 +530,31 @@ mod etag_tests {
         assert!(etag_matches("*", 9));
         assert!(etag_matches("W/\"1\", W/\"3\"", 3));
         assert!(!etag_matches("W/\"2\"", 3));
+    }
+}
+
+/// Properties: normalisation survives any JSON, and what it returns is already normal.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proptest_support::{config, json_value, plausible_user};
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn normalizing_any_json_never_panics_and_is_idempotent(input in prop_oneof![json_value(), plausible_user()]) {
+            let _ = reset_requested(&input);
+            match normalize_user(&input) {
+                Ok(body) => {
+                    prop_assert!(body.get("userName").and_then(Value::as_str).is_some_and(|n| !n.trim().is_empty()));
+                    let again = normalize_user(&Value::Object(body.clone()));
+                    prop_assert_eq!(again, Ok(body), "input {}", input);
+                }
+                Err(e) => prop_assert_eq!(e.status, 400, "{}", e.detail),
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod database;
 mod discovery;
+mod filter_props;
 mod helpers;
 mod http_edges;
 mod instances;
