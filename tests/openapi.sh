@@ -50,56 +50,9 @@ if ! { [[ -x "$VENV/bin/schemathesis" && -f "$STAMP" && "$(cat "$STAMP")" == "$S
 fi
 
 # --- daemon -----------------------------------------------------------------
-WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/provisiond-openapi.XXXXXX")"
-DAEMON_PID=""
-cleanup() {
-  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill "$DAEMON_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORKDIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# The environment must not redirect the daemon elsewhere.
-while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(PROVISIOND_|RUST_LOG$)' || true)
-
-PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-BASE="http://127.0.0.1:$PORT"
-CONFIG="$WORKDIR/provisiond.toml"
-DAEMON_LOG="$WORKDIR/provisiond.log"
-cat >"$CONFIG" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-[database]
-url = "sqlite://$WORKDIR/provisiond.db"
-[mfa]
-key_file = "$WORKDIR/mfa.key"
-[log]
-level = "warn"
-EOF
-
-TOKEN_OUT="$("$BIN" --config "$CONFIG" token create --name openapi --scope scim,mfa,admin 2>"$WORKDIR/token.err")" ||
-  die "token creation failed: $(cat "$WORKDIR/token.err")"
-TOKEN="$(printf '%s\n' "$TOKEN_OUT" | tail -n 1 | tr -d '[:space:]')"
-[[ -n "$TOKEN" ]] || die "token creation printed no token"
-
-"$BIN" --config "$CONFIG" serve >"$DAEMON_LOG" 2>&1 &
-DAEMON_PID=$!
-
-deadline=$((SECONDS + HEALTH_TIMEOUT))
-until curl -fsS -o /dev/null --max-time 2 "$BASE/healthz" 2>/dev/null; do
-  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-    cat "$DAEMON_LOG" >&2
-    die "the daemon exited before answering /healthz"
-  fi
-  ((SECONDS < deadline)) || { cat "$DAEMON_LOG" >&2; die "daemon did not come up"; }
-  sleep 0.2
-done
+# shellcheck source=tests/daemon.sh
+source "$REPO_ROOT/tests/daemon.sh"
+start_daemon openapi scim,mfa,admin
 
 # A few users, so that ids find something besides 404s: schemathesis draws most `{id}`s from
 # them. The token goes through files (curl's -H @file, the schemathesis config), never a
