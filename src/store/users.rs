@@ -491,10 +491,13 @@ fn walks(key: &SortKey, descending: bool, filter: Option<&Condition>) -> Walks {
                 Some(_) => ("users.id", Fragment::new().sql("user_values k JOIN users ON users.id = k.user_id")),
             };
             let keyed = Condition::new().sql("k.path = ").bind(Bind::Text(path.clone())).sql(" AND k.sort_key");
+            // The users with a value, gathered once from the (path, user_id) partial index, and
+            // the users' id index walked past them: cheap when few have a value (the case where
+            // the others make a long list), bounded by the users with one otherwise.
             let missing = Condition::new()
-                .sql("NOT EXISTS (SELECT 1 FROM user_values m WHERE m.path = ")
+                .sql("users.id NOT IN (SELECT m.user_id FROM user_values m WHERE m.path = ")
                 .bind(Bind::Text(path.clone()))
-                .sql(" AND m.user_id = users.id AND m.sort_key)");
+                .sql(" AND m.sort_key)");
             Walks {
                 keyed: walk(id, from, keyed, &format!("k.value {dir}, k.user_id {dir}")),
                 missing: Some(walk("users.id", users(), missing, "users.id ASC")),

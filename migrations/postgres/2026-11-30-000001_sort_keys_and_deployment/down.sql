@@ -8,6 +8,5 @@ DROP INDEX users_updated_at;
 CREATE INDEX users_updated_at ON users (updated_at);
 DROP INDEX users_external_id;
 CREATE INDEX users_external_id ON users (external_id);
-DROP INDEX user_values_sort_user;
 DROP INDEX user_values_sort;
 ALTER TABLE user_values DROP COLUMN sort_key;

@@ -4,8 +4,6 @@
 -- rows (store::reindex), which it does at start-up after this migration.
 ALTER TABLE user_values ADD COLUMN sort_key BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX user_values_sort ON user_values (path, value, user_id) WHERE sort_key;
--- Which users have no value for a path (they sort last): one probe each.
-CREATE INDEX user_values_sort_user ON user_values (path, user_id) WHERE sort_key;
 -- Column sorts, ties broken by id.
 DROP INDEX users_external_id;
 CREATE INDEX users_external_id ON users (external_id, id);
