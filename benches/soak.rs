@@ -107,6 +107,7 @@ fn main() {
     let stop = AtomicBool::new(false);
     let created = AtomicUsize::new(30_000_000);
     let ids = Mutex::new(resettable);
+    let fresh: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let verifiers = Mutex::new(verifiers);
     let record = |t0: Instant, outcome: Result<(), String>| {
         let minute = (t0.duration_since(started).as_secs() / 60) as usize;
@@ -122,21 +123,31 @@ fn main() {
     std::thread::scope(|s| {
         // SCIM: creates, reads, PATCHes, lists (three threads).
         for t in 0..3u64 {
-            let (agent, base, auth, ids, created, record, stop) = (agent.clone(), &base, &auth, &ids, &created, &record, &stop);
+            let (agent, base, auth, ids, fresh, created, record, stop) = (agent.clone(), &base, &auth, &ids, &fresh, &created, &record, &stop);
             s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(t + 1);
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
                     let pick = { let ids = ids.lock().unwrap(); ids[rng.random_range(0..ids.len())].clone() };
-                    let outcome = match rng.random_range(0..4) {
+                    let outcome = match rng.random_range(0..5) {
+                        // Creates and deletes in step: the data stays the same size, so that
+                        // what grows over the run is the daemon's, not the workload's.
                         0 => {
                             let user = user_json(created.fetch_add(1, Ordering::Relaxed));
                             expect(request(&agent, base, auth, "POST", "/scim/v2/Users", Some(user)), 201).map(|doc| {
-                                ids.lock().unwrap().push(doc["id"].as_str().unwrap_or_default().to_string());
+                                fresh.lock().unwrap().push(doc["id"].as_str().unwrap_or_default().to_string());
                             })
                         }
-                        1 => expect(request(&agent, base, auth, "GET", &format!("/scim/v2/Users/{pick}"), None), 200).map(drop),
-                        2 => {
+                        // Only users this worker created are deleted: the others stay for reads.
+                        1 => match fresh.lock().unwrap().pop() {
+                            None => Ok(()),
+                            Some(victim) => match request(&agent, base, auth, "DELETE", &format!("/scim/v2/Users/{victim}"), None) {
+                                (204, _) => Ok(()),
+                                (status, body) => Err(format!("{status}: {body}")),
+                            },
+                        },
+                        2 => expect(request(&agent, base, auth, "GET", &format!("/scim/v2/Users/{pick}"), None), 200).map(drop),
+                        3 => {
                             let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                                 "Operations": [{"op": "replace", "path": "displayName", "value": format!("soak {}", rng.random::<u32>())}]});
                             expect(request(&agent, base, auth, "PATCH", &format!("/scim/v2/Users/{pick}"), Some(patch)), 200).map(drop)
