@@ -10,6 +10,7 @@ pub mod sql;
 mod sqlite_limits;
 pub mod tokens;
 pub mod user_filter;
+pub mod user_sort;
 pub mod users;
 
 use std::time::Duration;

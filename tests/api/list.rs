@@ -285,7 +285,7 @@ fn every_sort_walks_an_index_instead_of_sorting_all_users() {
         let path = provisiond::scim::filter::parse_path(attr).unwrap().attr;
         let key = provisiond::store::user_filter::sort_key(&path).unwrap();
         for descending in [false, true] {
-            let sql = provisiond::store::users::sort_walk_sql(&key, descending);
+            let sql = provisiond::store::user_sort::sort_walk_sql(&key, descending);
             match crate::helpers::backend() {
                 crate::helpers::Backend::Sqlite => {
                     let plan = explain_sqlite(&app, &sql);
