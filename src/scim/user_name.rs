@@ -36,7 +36,13 @@ pub fn check(name: &str) -> Result<(), String> {
 
 /// The form two userNames share exactly when they name the same user (see the module doc).
 pub fn key(name: &str) -> String {
-    let folded: String = caseless::default_case_fold_str(&name.nfkc().collect::<String>()).nfkc().collect();
+    fold(name).trim().to_string()
+}
+
+/// The form a substring (`co`, `sw`, `ew` filters) is compared in: the key without trimming, so
+/// that a leading or trailing space of the pattern still counts.
+pub fn fold(part: &str) -> String {
+    let folded: String = caseless::default_case_fold_str(&part.nfkc().collect::<String>()).nfkc().collect();
     let mut out = String::with_capacity(folded.len());
     let mut previous = None;
     for c in folded.chars() {
@@ -46,18 +52,10 @@ pub fn key(name: &str) -> String {
         out.push(c);
         previous = Some(c);
     }
-    out.trim().to_string()
-}
-
-/// The form a substring (`co`, `sw`, `ew` filters) is compared in: the key without trimming, so
-/// that a leading or trailing space of the pattern still counts.
-pub fn fold(part: &str) -> String {
-    let folded: String = caseless::default_case_fold_str(&part.nfkc().collect::<String>()).nfkc().collect();
-    folded.replace(DOTTED_I, "i")
+    out
 }
 
 const COMBINING_DOT_ABOVE: char = '\u{0307}';
-const DOTTED_I: &str = "i\u{0307}";
 
 /// Letters whose lower case shows a dot, so that a dot above adds nothing (Unicode Soft_Dotted,
 /// the ones folding can produce before U+0307).

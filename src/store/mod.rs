@@ -125,8 +125,11 @@ impl Target {
 /// `sslpassword=` parameter (keys percent-decoded, as libpq reads them), becomes `***`.
 pub fn redact(url: &str) -> String {
     let Some(scheme) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    // The authority ends at the path or the query: an `@` after it is not a user part.
-    let authority_end = url[scheme..].find(['/', '?']).map_or(url.len(), |i| scheme + i);
+    // The user part ends at the last `@` before the path, as libpq reads it (a password may hold
+    // a `?`); the authority then ends at the path or the query.
+    let path_start = url[scheme..].find('/').map_or(url.len(), |i| scheme + i);
+    let host_start = url[scheme..path_start].rfind('@').map_or(scheme, |i| scheme + i);
+    let authority_end = url[host_start..].find(['/', '?']).map_or(url.len(), |i| host_start + i);
     let mut out = url[..scheme].to_string();
     let authority = &url[scheme..authority_end];
     match authority.rfind('@').map(|at| authority.split_at(at)) {
@@ -397,7 +400,9 @@ where
             Ok(value)
         }
         Err(e) => {
-            AnsiTransactionManager::rollback_transaction(sqlite(conn))?;
+            // A statement SQLite interrupted (the time limit) has rolled the transaction back
+            // already, and then the ROLLBACK fails: the answer is the original error.
+            let _ = AnsiTransactionManager::rollback_transaction(sqlite(conn));
             Err(e)
         }
     }
@@ -461,5 +466,8 @@ mod tests {
         assert_eq!(super::redact(at_in_query), at_in_query);
         assert!(!super::url_has_password(at_in_query));
         assert_eq!(super::redact("postgres://h/db?pass%77ord=x&sslpassword=y"), "postgres://h/db?pass%77ord=***&sslpassword=***");
+        // libpq takes everything before the `@` as the user part, a `?` included.
+        assert_eq!(super::redact("postgres://u:p?ss@h/db"), "postgres://u:***@h/db");
+        assert!(super::url_has_password("postgres://u:p?ss@h:5432/db?sslmode=require"));
     }
 }

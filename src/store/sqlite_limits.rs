@@ -67,14 +67,20 @@ fn now() -> u64 {
     EPOCH.elapsed().as_nanos() as u64
 }
 
-unsafe extern "C" fn on_trace(event: c_uint, ctx: *mut c_void, _p: *mut c_void, _x: *mut c_void) -> c_int {
+unsafe extern "C" fn on_trace(event: c_uint, ctx: *mut c_void, p: *mut c_void, _x: *mut c_void) -> c_int {
     let state = ctx.cast::<Started>();
     if event == ffi::SQLITE_TRACE_STMT {
         // SAFETY: `state` was made by `install` and is freed only at the close event below.
         unsafe { (*state).0.store(now(), Ordering::Relaxed) };
     } else if event == ffi::SQLITE_TRACE_CLOSE {
-        // SAFETY: the connection is closing: no callback of it runs again.
-        drop(unsafe { Box::from_raw(state) });
+        // SAFETY: for a close event `p` is the connection. Both callbacks are unregistered
+        // before their state is freed, in case the close does not complete (open statements).
+        unsafe {
+            let db = p.cast::<ffi::sqlite3>();
+            ffi::sqlite3_progress_handler(db, 0, None, std::ptr::null_mut());
+            ffi::sqlite3_trace_v2(db, 0, None, std::ptr::null_mut());
+            drop(Box::from_raw(state));
+        }
     }
     0
 }

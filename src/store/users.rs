@@ -66,7 +66,9 @@ impl TryFrom<(Row, Summary)> for StoredUser {
 #[diesel(table_name = users)]
 struct Columns<'a> {
     user_name: &'a str,
-    user_name_key: String,
+    /// Left as it is (`None`) by an update that keeps the userName: a user kept apart under a
+    /// collision key (`reindex`) can then still be changed without being renamed.
+    user_name_key: Option<String>,
     external_id: Option<&'a str>,
     active: bool,
     body: String,
@@ -77,7 +79,7 @@ impl<'a> Columns<'a> {
         let user_name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
         Columns {
             user_name,
-            user_name_key: user_name_key(user_name),
+            user_name_key: Some(user_name_key(user_name)),
             external_id: body.get("externalId").and_then(Value::as_str),
             active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
             body: Value::Object(body.clone()).to_string(),
@@ -166,7 +168,7 @@ pub fn insert_many_in_tx(
             vec![
                 text(id),
                 text(c.user_name),
-                Some(Bind::Text(c.user_name_key)),
+                c.user_name_key.map(Bind::Text),
                 c.external_id.and_then(text),
                 Some(Bind::Bool(c.active)),
                 Some(Bind::Text(c.body)),
@@ -239,8 +241,12 @@ pub fn update_in_tx(
     body: &Map<String, Value>,
     now: chrono::NaiveDateTime,
 ) -> Result<StoredUser, WriteError> {
+    let mut columns = Columns::of(body);
+    if columns.user_name == current.user_name() {
+        columns.user_name_key = None;
+    }
     let n = diesel::update(users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version)))
-        .set((Columns::of(body), users::version.eq(current.version + 1), users::updated_at.eq(now)))
+        .set((columns, users::version.eq(current.version + 1), users::updated_at.eq(now)))
         .execute(conn)?;
     if n == 0 {
         return Err(WriteError::VersionMismatch);

@@ -456,3 +456,38 @@ fn patching_read_only_mfa_attributes_is_refused_with_or_without_a_path_unless_un
     assert_eq!(put.status, 200, "{:?}", put.body);
     assert_eq!(put.body["displayName"], "Barbara J.");
 }
+
+#[test]
+fn users_whose_names_collide_under_the_new_rule_are_kept_apart_reported_and_still_writable() {
+    use diesel::RunQueryDsl;
+    let app = TestApp::spawn();
+    let a = app.create_user(&json!({"userName": "STRASSE"}));
+    let b = app.create_user(&json!({"userName": "strasz"}));
+    let b_id = b["id"].as_str().unwrap().to_string();
+    // As an older version stored them: "straße" was a name of its own (lower-cased key).
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let mut conn = pool.get().unwrap();
+    diesel::sql_query(format!(
+        "UPDATE users SET user_name = 'straße', user_name_key = 'straße', body = replace(body, 'strasz', 'straße') WHERE id = '{b_id}'"
+    ))
+    .execute(&mut *conn)
+    .unwrap();
+    diesel::sql_query("UPDATE deployment SET value = '1' WHERE name = 'search_index_version'").execute(&mut *conn).unwrap();
+    drop(conn);
+    // The upgrade's start rebuilds the keys: the younger user is kept apart, not merged.
+    provisiond::app::open_database(&app.config).unwrap();
+    let found = app.filter("userName eq \"strasse\"");
+    assert_eq!(found["totalResults"], 1);
+    assert_eq!(found["Resources"][0]["id"], a["id"]);
+    let events = app.get("/api/v1/audit?type=user.user_name_collision").body;
+    assert_eq!(events["totalResults"], 1, "{events}");
+    assert_eq!(events["events"][0]["userId"], b_id.as_str());
+    assert_eq!(events["events"][0]["detail"]["collidesWith"]["id"], a["id"]);
+    // It can still be changed (and renamed, which settles it).
+    let patch = |value: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": value}]});
+    let r = app.call("PATCH", &format!("/scim/v2/Users/{b_id}"), Some(&patch(json!({"displayName": "B"}))));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = app.call("PATCH", &format!("/scim/v2/Users/{b_id}"), Some(&patch(json!({"userName": "strasse2"}))));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(app.filter("userName eq \"STRASSE2\"")["Resources"][0]["id"], b_id.as_str());
+}
