@@ -22,10 +22,16 @@ fn main() {
     let setup = Setup::new(&args);
     let (backend, instances) = (&args.backend, args.instances);
 
-    println!("scim_load: {n} users, {} s per scenario, {} client threads, {backend}, {instances} instance(s)", args.seconds, args.concurrency);
+    println!(
+        "scim_load: {n} users, {} s per scenario, {} client threads, {backend}, {instances} instance(s)",
+        args.seconds, args.concurrency
+    );
     let (ids, token, took) = preload(&setup.config, n, &[Scope::Scim]);
     let preload_rate = n as f64 / took.as_secs_f64();
-    println!("preload: {n} users in {:.1} s ({preload_rate:.0} users/s, {PRELOAD_THREADS} threads, in-process)", took.as_secs_f64());
+    println!(
+        "preload: {n} users in {:.1} s ({preload_rate:.0} users/s, {PRELOAD_THREADS} threads, in-process)",
+        took.as_secs_f64()
+    );
 
     let bases = setup.bases();
     let auth = format!("Bearer {token}");
@@ -102,7 +108,10 @@ fn main() {
     let (peak, rss) = daemons[0].memory_mb();
     drop(daemons);
 
-    println!("\n## scim_load: {n} users, {} s per scenario, concurrency {}, {backend}, {instances} instance(s)\n", args.seconds, args.concurrency);
+    println!(
+        "\n## scim_load: {n} users, {} s per scenario, concurrency {}, {backend}, {instances} instance(s)\n",
+        args.seconds, args.concurrency
+    );
     print_table(&outcomes, &scenarios);
     println!("\npreload (in-process, {PRELOAD_THREADS} threads): {preload_rate:.0} users/s ({:.1} s)", took.as_secs_f64());
     println!("daemon memory (the first instance): peak RSS (VmHWM) {peak:.1} MB, RSS at end {rss:.1} MB, RSS when ready {idle_rss:.1} MB");

@@ -42,8 +42,12 @@ fn args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--minutes" => a.minutes = it.next().and_then(|v| v.parse().ok()).filter(|m| *m >= 1).expect("--minutes N (at least 1)"),
-            "--users" => a.users = it.next().and_then(|v| v.parse().ok()).filter(|n| *n >= 100).expect("--users N (at least 100)"),
+            "--minutes" => {
+                a.minutes = it.next().and_then(|v| v.parse().ok()).filter(|m| *m >= 1).expect("--minutes N (at least 1)")
+            }
+            "--users" => {
+                a.users = it.next().and_then(|v| v.parse().ok()).filter(|n| *n >= 100).expect("--users N (at least 100)")
+            }
             "--backend" => a.backend = it.next().filter(|b| b == "sqlite" || b == "postgres").expect("--backend sqlite|postgres"),
             "--bench" => {}
             other => panic!("unknown argument {other:?}; usage: soak [--minutes M] [--users N] [--backend sqlite|postgres]"),
@@ -76,12 +80,23 @@ fn main() {
     std::fs::write(&config_file, toml).expect("configuration");
     let config = provisiond::config::Config::load(&config_file).expect("configuration");
     let token = provisiond::domain::tokens::Tokens::new(provisiond::app::open_database(&config).expect("database"))
-        .create("soak", &[provisiond::domain::tokens::Scope::Scim, provisiond::domain::tokens::Scope::Mfa, provisiond::domain::tokens::Scope::Admin])
+        .create(
+            "soak",
+            &[
+                provisiond::domain::tokens::Scope::Scim,
+                provisiond::domain::tokens::Scope::Mfa,
+                provisiond::domain::tokens::Scope::Admin,
+            ],
+        )
         .expect("token")
         .expose()
         .to_string();
     let auth = format!("Bearer {token}");
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().new_agent();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent();
     let daemon = Daemon::start(&config_file, &base, &agent);
     let pid = daemon.0.id();
 
@@ -123,7 +138,8 @@ fn main() {
     std::thread::scope(|s| {
         // SCIM: creates, reads, PATCHes, lists (three threads).
         for t in 0..3u64 {
-            let (agent, base, auth, ids, fresh, created, record, stop) = (agent.clone(), &base, &auth, &ids, &fresh, &created, &record, &stop);
+            let (agent, base, auth, ids, fresh, created, record, stop) =
+                (agent.clone(), &base, &auth, &ids, &fresh, &created, &record, &stop);
             s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(t + 1);
                 while !stop.load(Ordering::Relaxed) {
@@ -164,7 +180,8 @@ fn main() {
         // MFA: a verification with the current code of a user not verified in this step, and
         // now and then a new enrolment.
         {
-            let (agent, base, auth, verifiers, record, stop, policy) = (agent.clone(), &base, &auth, &verifiers, &record, &stop, &policy);
+            let (agent, base, auth, verifiers, record, stop, policy) =
+                (agent.clone(), &base, &auth, &verifiers, &record, &stop, &policy);
             s.spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -192,7 +209,9 @@ fn main() {
                     };
                     let code = policy.code_at(&secret, now as u64);
                     let body = json!({"code": code});
-                    let outcome = expect(request(&agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/verify"), Some(body)), 200).map(drop);
+                    let outcome =
+                        expect(request(&agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/verify"), Some(body)), 200)
+                            .map(drop);
                     record(t0, outcome);
                 }
             });
@@ -209,9 +228,31 @@ fn main() {
                         (0..50).map(|_| ids[rng.random_range(0..ids.len())].clone()).collect()
                     };
                     let outcome = if rng.random_range(0..10) == 0 {
-                        expect(request(&agent, base, auth, "POST", "/api/v1/mfa/resets", Some(json!({"userIds": chosen, "reason": "soak"}))), 200).map(drop)
+                        expect(
+                            request(
+                                &agent,
+                                base,
+                                auth,
+                                "POST",
+                                "/api/v1/mfa/resets",
+                                Some(json!({"userIds": chosen, "reason": "soak"})),
+                            ),
+                            200,
+                        )
+                        .map(drop)
                     } else {
-                        expect(request(&agent, base, auth, "POST", &format!("/api/v1/users/{}/mfa/reset", chosen[0]), Some(json!({"reason": "soak"}))), 200).map(drop)
+                        expect(
+                            request(
+                                &agent,
+                                base,
+                                auth,
+                                "POST",
+                                &format!("/api/v1/users/{}/mfa/reset", chosen[0]),
+                                Some(json!({"reason": "soak"})),
+                            ),
+                            200,
+                        )
+                        .map(drop)
                     };
                     record(t0, outcome);
                     std::thread::sleep(Duration::from_millis(20));
@@ -260,17 +301,22 @@ fn main() {
     });
 
     // The verdict, from minute 2 on.
-    let rows: Vec<(f64, usize)> = minutes.iter().map(|m| {
-        let m = m.lock().unwrap();
-        (p99(&m.latencies), m.errors)
-    }).collect();
+    let rows: Vec<(f64, usize)> = minutes
+        .iter()
+        .map(|m| {
+            let m = m.lock().unwrap();
+            (p99(&m.latencies), m.errors)
+        })
+        .collect();
     let errors: usize = rows.iter().map(|r| r.1).sum();
     let runs = request(&agent, &base, &auth, "GET", "/api/v1/sync/runs?count=1000", None);
     let runs: Value = serde_json::from_str(&runs.1).unwrap_or(Value::Null);
     let failed_runs = runs["runs"].as_array().map_or(0, |r| r.iter().filter(|r| r["status"] == "failed").count());
     println!(
         "\nerrors: {errors}; sync runs: {} ({failed_runs} failed); RSS at end {:.1} MB, open fds {}",
-        runs["totalResults"], rss_mb(pid), fds(pid)
+        runs["totalResults"],
+        rss_mb(pid),
+        fds(pid)
     );
     drop(daemon);
 }
@@ -282,7 +328,15 @@ fn step_now() -> i64 {
 
 fn report(minute: usize, m: &Mutex<Minute>, pid: u32) {
     let m = m.lock().unwrap();
-    println!("| {} | {} | {} | {:.1} | {:.1} | {} |", minute + 1, m.latencies.len(), m.errors, p99(&m.latencies), rss_mb(pid), fds(pid));
+    println!(
+        "| {} | {} | {} | {:.1} | {:.1} | {} |",
+        minute + 1,
+        m.latencies.len(),
+        m.errors,
+        p99(&m.latencies),
+        rss_mb(pid),
+        fds(pid)
+    );
     if let Some(e) = &m.first_error {
         eprintln!("  minute {}: first error: {e}", minute + 1);
     }
@@ -327,11 +381,12 @@ fn create(agent: &ureq::Agent, base: &str, auth: &str, user: &Value) -> String {
 
 /// Enrols the user with a TOTP factor; returns the secret.
 fn enrol(agent: &ureq::Agent, base: &str, auth: &str, policy: &provisiond::mfa::Policy, id: &str) -> Vec<u8> {
-    let start = expect(request(agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/totp"), Some(json!({}))), 201).expect("start enrolment");
+    let start = expect(request(agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/totp"), Some(json!({}))), 201)
+        .expect("start enrolment");
     let secret = provisiond::mfa::Policy::decode_base32(start["secret"].as_str().expect("secret")).expect("base32 secret");
     let now = provisiond::clock::SystemClock.now().timestamp() as u64;
     let code = policy.code_at(&secret, now);
-    expect(request(agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/totp/confirm"), Some(json!({"code": code}))), 200).expect("confirm enrolment");
+    expect(request(agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/totp/confirm"), Some(json!({"code": code}))), 200)
+        .expect("confirm enrolment");
     secret
 }
-

@@ -15,8 +15,20 @@ use support::{parse_args, preload, print_table, run_all, Call, Scenario, Setup};
 /// Every attribute `sortBy` accepts, as a client would name it (the preloaded users have most;
 /// title, phone numbers and the MFA times none, which exercises the walk over users without one).
 const SORTABLE: &[&str] = &[
-    "userName", "externalId", "id", "active", "meta.created", "meta.lastModified", "displayName", "title",
-    "name.givenName", "name.familyName", "emails", "emails.value", "emails.type", "phoneNumbers.value",
+    "userName",
+    "externalId",
+    "id",
+    "active",
+    "meta.created",
+    "meta.lastModified",
+    "displayName",
+    "title",
+    "name.givenName",
+    "name.familyName",
+    "emails",
+    "emails.value",
+    "emails.type",
+    "phoneNumbers.value",
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
     "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:status",

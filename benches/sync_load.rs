@@ -64,7 +64,11 @@ fn main() {
     slapd.modify(&changes);
     let (incremental, _, summary) = sync(&config, &[]);
     assert_eq!(summary["updated"], CHANGED as u64, "{summary:#}");
-    println!("incremental run after {CHANGED} changes: {:.0} ms ({} entries read)", ms(incremental), CHANGED as u64 + summary["unchanged"].as_u64().unwrap());
+    println!(
+        "incremental run after {CHANGED} changes: {:.0} ms ({} entries read)",
+        ms(incremental),
+        CHANGED as u64 + summary["unchanged"].as_u64().unwrap()
+    );
 
     let baseline_after = raw("baseline again");
     let baseline = baseline.min(baseline_after);
@@ -77,7 +81,11 @@ fn main() {
     println!("| ldapsearch -E pr=500/noprompt (baseline) | {:.0} ms | 1.00 | |", ms(baseline));
     println!("| initial full sync | {:.0} ms | {r1:.2} | ≤ 4× {} |", ms(first), verdict(r1 <= 4.0));
     println!("| no-change full re-sync | {:.0} ms | {r2:.2} | ≤ 2× {} |", ms(again), verdict(r2 <= 2.0));
-    println!("| incremental, {CHANGED} changed | {:.0} ms | | < 1 s {} |", ms(incremental), verdict(incremental < Duration::from_secs(1)));
+    println!(
+        "| incremental, {CHANGED} changed | {:.0} ms | | < 1 s {} |",
+        ms(incremental),
+        verdict(incremental < Duration::from_secs(1))
+    );
     println!("| peak RSS of the initial sync | {first_rss:.1} MB | | < 150 MB {} |", verdict(first_rss < 150.0));
 }
 
@@ -133,7 +141,11 @@ fn sync(config: &Path, args: &[&str]) -> (Duration, f64, Value) {
     let status_file = format!("/proc/{}/status", child.id());
     while child.try_wait().expect("status").is_none() {
         if let Ok(s) = std::fs::read_to_string(&status_file) {
-            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            {
                 peak_kb = peak_kb.max(kb);
             }
         }

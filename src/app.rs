@@ -52,26 +52,19 @@ impl Application {
         let syncer = sync.as_ref().map(|(s, _)| s.clone());
         let state = web::Data::new(AppState::new(config.clone(), pool, sealer, clock, syncer));
         let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .wrap(from_fn(http::request_id::assign))
-                .configure(http::routes)
+            App::new().app_data(state.clone()).wrap(from_fn(http::request_id::assign)).configure(http::routes)
         })
-            .shutdown_timeout(config.server.shutdown_timeout)
-            // Headers only: bodies are bounded by the same timeout in `scim_io::read_json`.
-            .client_request_timeout(Duration::from_secs(config.server.request_timeout))
-            // Signals are ours (`run_until_stopped`): systemd hears STOPPING=1 first.
-            .disable_signals()
-            .listen(listener)?;
+        .shutdown_timeout(config.server.shutdown_timeout)
+        // Headers only: bodies are bounded by the same timeout in `scim_io::read_json`.
+        .client_request_timeout(Duration::from_secs(config.server.request_timeout))
+        // Signals are ours (`run_until_stopped`): systemd hears STOPPING=1 first.
+        .disable_signals()
+        .listen(listener)?;
         if let Some(n) = config.server.workers {
             server = server.workers(n);
         }
         tracing::info!(listen = %config.server.listen, port, "listening");
-        Ok(Application {
-            server: server.run(),
-            port,
-            sync,
-        })
+        Ok(Application { server: server.run(), port, sync })
     }
 
     pub fn port(&self) -> u16 {
@@ -173,7 +166,8 @@ fn check_sealing_keys(pool: &store::Pool, sealer: &crate::mfa::Sealer, config: &
         );
     }
     let mine = sealer.current_id();
-    let recorded = store::deployment::claim(&mut conn, store::deployment::MFA_KEY_ID, mine).context("cannot read the deployment's MFA key id")?;
+    let recorded = store::deployment::claim(&mut conn, store::deployment::MFA_KEY_ID, mine)
+        .context("cannot read the deployment's MFA key id")?;
     if recorded != mine {
         if !sealer.knows(&recorded) {
             anyhow::bail!(

@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
-use crate::config::{self, Config};
 use crate::clock::SystemClock;
+use crate::config::{self, Config};
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
 use crate::domain::tokens::{self, Tokens};
@@ -153,7 +153,9 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             let actor = Actor::new(Origin::Cli, operator, None);
             let mut lines = Vec::new();
             let selection = match filter {
-                Some(f) => Selection::Filter(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
+                Some(f) => {
+                    Selection::Filter(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?)
+                }
                 None => {
                     let directory = Users::new(pool.clone(), mfa.clone());
                     let mut ids = Vec::new();

@@ -71,7 +71,12 @@ impl Network {
         let bits = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => bits,
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {bits}"))?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {bits}"))?,
         };
         Ok(Network { addr, prefix })
     }
@@ -176,7 +181,10 @@ impl Database {
                 return Err(format!("database.password_file: {} is empty", path.display()));
             }
             if password.chars().any(char::is_control) {
-                return Err(format!("database.password_file: {} holds a control character besides the final newline", path.display()));
+                return Err(format!(
+                    "database.password_file: {} holds a control character besides the final newline",
+                    path.display()
+                ));
             }
             params.push(format!("password={}", crate::store::percent_encode(password)));
         }
@@ -185,7 +193,13 @@ impl Database {
         }
         // TCP keepalives and a bound on unacknowledged data: a database (or a network path to
         // it) that vanishes is noticed in seconds, not after the kernel's two hours.
-        for (key, value) in [("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"), ("keepalives_count", "3"), ("tcp_user_timeout", "30000")] {
+        for (key, value) in [
+            ("keepalives", "1"),
+            ("keepalives_idle", "10"),
+            ("keepalives_interval", "5"),
+            ("keepalives_count", "3"),
+            ("tcp_user_timeout", "30000"),
+        ] {
             if !self.url.contains(&format!("{key}=")) {
                 params.push(format!("{key}={value}"));
             }
@@ -232,10 +246,7 @@ pub struct Scim {
 
 impl Default for Scim {
     fn default() -> Self {
-        Scim {
-            default_page_size: 100,
-            max_page_size: 1000,
-        }
+        Scim { default_page_size: 100, max_page_size: 1000 }
     }
 }
 
@@ -306,10 +317,7 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Log { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -387,9 +395,7 @@ impl Config {
             // The bind password is read as it is, below: figment would turn `12345` into a number.
             .merge(Env::prefixed("PROVISIOND_").ignore(&["CONFIG", "LDAP__BIND_PASSWORD"]).split("__"))
             .extract()
-            .map_err(|e| {
-                ConfigError::Invalid(e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("\n"))
-            })?;
+            .map_err(|e| ConfigError::Invalid(e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("\n")))?;
         let mut config = config;
         if let (Some(ldap), Ok(password)) = (config.ldap.as_mut(), std::env::var("PROVISIOND_LDAP__BIND_PASSWORD")) {
             ldap.bind_password = Some(Secret(password));
@@ -411,7 +417,11 @@ impl Config {
     pub fn use_credentials(&mut self, dir: &Path) {
         let db_password = dir.join("database-password");
         let database = &self.database;
-        if db_password.is_file() && database.password_file.is_none() && database.is_postgres() && !crate::store::url_has_password(&database.url) {
+        if db_password.is_file()
+            && database.password_file.is_none()
+            && database.is_postgres()
+            && !crate::store::url_has_password(&database.url)
+        {
             self.database.password_file = Some(db_password);
         }
         let key = dir.join("mfa-key");
@@ -498,7 +508,11 @@ fn describe(e: &figment::Error) -> String {
     }
     let key = match (&e.kind, key.is_empty()) {
         (figment::error::Kind::UnknownField(field, _), _) if !key.ends_with(field.as_str()) => {
-            if key.is_empty() { field.clone() } else { format!("{key}.{field}") }
+            if key.is_empty() {
+                field.clone()
+            } else {
+                format!("{key}.{field}")
+            }
         }
         (_, true) => "(top level)".into(),
         _ => key,
@@ -537,8 +551,13 @@ mod tests {
             assert!(!is_attribute_description(bad), "{bad:?}");
         }
         let base = "[ldap]\nurl = \"ldap://h\"\nbase_dn = \"dc=x\"\nid_attribute = \"entry UUID\"\nchange_attribute = \"x=y\"\n";
-        let e = load(&format!("{base}[ldap.mfa_reset]\nattribute = \"mfaResetRequested)(uid=*\"\nvalue = \"TRUE\"\n")).unwrap_err().to_string();
-        assert!(e.contains("ldap.mfa_reset.attribute") && e.contains("ldap.id_attribute") && e.contains("ldap.change_attribute"), "{e}");
+        let e = load(&format!("{base}[ldap.mfa_reset]\nattribute = \"mfaResetRequested)(uid=*\"\nvalue = \"TRUE\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ldap.mfa_reset.attribute") && e.contains("ldap.id_attribute") && e.contains("ldap.change_attribute"),
+            "{e}"
+        );
     }
 
     #[test]

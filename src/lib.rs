@@ -3,8 +3,8 @@
 //! `scim` is the pure protocol, `http` the doors, `domain` the decisions, `store` the tables.
 
 pub mod app;
-pub mod clock;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod domain;

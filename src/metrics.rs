@@ -54,7 +54,12 @@ impl Metrics {
                 &["operation", "status"],
                 r
             )?,
-            sync_runs: register_int_counter_vec_with_registry!("sync_runs_total", "LDAP sync runs by kind and status", &["kind", "status"], r)?,
+            sync_runs: register_int_counter_vec_with_registry!(
+                "sync_runs_total",
+                "LDAP sync runs by kind and status",
+                &["kind", "status"],
+                r
+            )?,
             sync_duration: register_histogram_vec_with_registry!(
                 "sync_run_duration_seconds",
                 "LDAP sync run duration by kind",
@@ -68,7 +73,11 @@ impl Metrics {
                 &["outcome"],
                 r
             )?,
-            mfa_verify_failures: register_int_counter_with_registry!("mfa_verify_failures_total", "Wrong TOTP or backup codes", r)?,
+            mfa_verify_failures: register_int_counter_with_registry!(
+                "mfa_verify_failures_total",
+                "Wrong TOTP or backup codes",
+                r
+            )?,
             users: register_int_gauge_vec_with_registry!("users", "Users by source and active state", &["source", "active"], r)?,
             mfa_events: register_int_gauge_vec_with_registry!(
                 "mfa_events",
@@ -76,7 +85,12 @@ impl Metrics {
                 &["event", "origin"],
                 r
             )?,
-            pool: register_int_gauge_vec_with_registry!("db_pool_connections", "Database pool connections by state", &["state"], r)?,
+            pool: register_int_gauge_vec_with_registry!(
+                "db_pool_connections",
+                "Database pool connections by state",
+                &["state"],
+                r
+            )?,
             registry: r,
         })
     }

@@ -13,11 +13,7 @@ use crate::scim::schema;
 /// here is kept as a regular unit test next to the fix.
 pub fn config(cases: u32) -> Config {
     let from_env = std::env::var("PROPTEST_CASES").is_ok_and(|v| !v.trim().is_empty());
-    Config {
-        cases: if from_env { Config::default().cases } else { cases },
-        failure_persistence: None,
-        ..Config::default()
-    }
+    Config { cases: if from_env { Config::default().cases } else { cases }, failure_persistence: None, ..Config::default() }
 }
 
 /// Strings as clients and directories really send them, and worse: empty, blank, case pairs
@@ -25,8 +21,30 @@ pub fn config(cases: u32) -> Config {
 /// emoji, control characters, quotes and backslashes.
 pub fn text() -> BoxedStrategy<String> {
     const ODD: &[&str] = &[
-        "", " ", "\t", "True", "FALSE", "ß", "SS", "İstanbul", "ΣΑΣ", "e\u{301}", "é", "ﬁ", "Ⅻ",
-        "עברית", "👩‍💻", "\u{0}", "\u{7f}", "\u{2028}", "\"", "\\", "a\"b\\c", "%_", "null", "  pad  ",
+        "",
+        " ",
+        "\t",
+        "True",
+        "FALSE",
+        "ß",
+        "SS",
+        "İstanbul",
+        "ΣΑΣ",
+        "e\u{301}",
+        "é",
+        "ﬁ",
+        "Ⅻ",
+        "עברית",
+        "👩‍💻",
+        "\u{0}",
+        "\u{7f}",
+        "\u{2028}",
+        "\"",
+        "\\",
+        "a\"b\\c",
+        "%_",
+        "null",
+        "  pad  ",
     ];
     prop_oneof![
         3 => "[a-zA-Z0-9@._ -]{0,12}",
@@ -95,23 +113,22 @@ pub fn plausible_user() -> impl Strategy<Value = Value> {
             e
         })
         .boxed();
-    let emails = prop_oneof![
-        prop::collection::vec(email.clone(), 0..4).prop_map(Value::Array),
-        email,
-    ];
-    let enterprise = (prop::option::of(text()), prop::option::of(text()), prop::option::of(text())).prop_map(|(department, number, manager)| {
-        let mut e = Map::new();
-        if let Some(d) = department {
-            e.insert("department".into(), d.into());
-        }
-        if let Some(n) = number {
-            e.insert("employeeNumber".into(), n.into());
-        }
-        if let Some(m) = manager {
-            e.insert("manager".into(), m.into());
-        }
-        Value::Object(e)
-    });
+    let emails = prop_oneof![prop::collection::vec(email.clone(), 0..4).prop_map(Value::Array), email,];
+    let enterprise = (prop::option::of(text()), prop::option::of(text()), prop::option::of(text())).prop_map(
+        |(department, number, manager)| {
+            let mut e = Map::new();
+            if let Some(d) = department {
+                e.insert("department".into(), d.into());
+            }
+            if let Some(n) = number {
+                e.insert("employeeNumber".into(), n.into());
+            }
+            if let Some(m) = manager {
+                e.insert("manager".into(), m.into());
+            }
+            Value::Object(e)
+        },
+    );
     (
         "[a-zA-Z][a-zA-Z0-9@._-]{0,10}",
         any::<u64>(),

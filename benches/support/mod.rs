@@ -197,10 +197,8 @@ pub fn cpu_seconds(pid: &str) -> f64 {
 }
 
 pub fn send(agent: &ureq::Agent, base: &str, auth: &str, call: &Call) -> Result<(u16, String), ureq::Error> {
-    let req = ureq::http::Request::builder()
-        .method(call.method)
-        .uri(format!("{base}{}", call.path))
-        .header("Authorization", auth);
+    let req =
+        ureq::http::Request::builder().method(call.method).uri(format!("{base}{}", call.path)).header("Authorization", auth);
     let mut resp = match &call.body {
         Some(b) => agent.run(req.header("Content-Type", "application/scim+json").body(b.as_str()).expect("request"))?,
         None => agent.run(req.body(()).expect("request"))?,
@@ -395,7 +393,8 @@ pub fn database_section(dir: &Path, backend: &str) -> (String, Option<postgres::
             let server = postgres::PgServer::start_for_benchmark();
             let password_file = dir.join("pg-password");
             std::fs::write(&password_file, postgres::PASSWORD).expect("write the password file");
-            let section = format!("[database]\nurl = {:?}\npassword_file = {:?}\n", server.url(), password_file.display().to_string());
+            let section =
+                format!("[database]\nurl = {:?}\npassword_file = {:?}\n", server.url(), password_file.display().to_string());
             (section, Some(server))
         }
         _ => (format!("[database]\nurl = {:?}\n", format!("sqlite://{}", dir.join("provisiond.db").display())), None),
@@ -411,7 +410,13 @@ pub fn print_table(outcomes: &[Outcome], scenarios: &[Scenario]) {
         let (d, c) = o.cores();
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {d:.2} / {c:.2} | {aim} |",
-            o.name, o.rate(), o.ms(500), o.ms(990), o.max_ms(), o.errors, o.daemon_ms()
+            o.name,
+            o.rate(),
+            o.ms(500),
+            o.ms(990),
+            o.max_ms(),
+            o.errors,
+            o.daemon_ms()
         );
     }
 }

@@ -146,7 +146,9 @@ impl Ldap {
         }
         for (key, name) in [("ldap.id_attribute", &self.id_attribute), ("ldap.change_attribute", &self.change_attribute)] {
             if !is_attribute_description(name) {
-                out.push(format!("{key}: {name:?} is not an LDAP attribute name (RFC 4512: a name such as entryUUID, or an OID)"));
+                out.push(format!(
+                    "{key}: {name:?} is not an LDAP attribute name (RFC 4512: a name such as entryUUID, or an OID)"
+                ));
             }
         }
         if let Some(r) = &self.mfa_reset {
@@ -176,7 +178,8 @@ pub fn is_attribute_description(s: &str) -> bool {
     };
     let number = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
     let numericoid = |o: &str| o.contains('.') && o.split('.').all(number);
-    (keystring(name) || numericoid(name)) && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    (keystring(name) || numericoid(name))
+        && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,9 +209,6 @@ pub struct LdapSafety {
 
 impl Default for LdapSafety {
     fn default() -> Self {
-        LdapSafety {
-            max_deactivate_percent: 10.0,
-            max_deactivate: None,
-        }
+        LdapSafety { max_deactivate_percent: 10.0, max_deactivate: None }
     }
 }

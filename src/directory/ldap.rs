@@ -84,7 +84,11 @@ impl Directory {
 
     /// The entries in the user filter that hold one of these keys, with `attributes`: a search
     /// for an OR of the escaped keys, a chunk at a time.
-    pub async fn entries_with_keys(&mut self, keys: &[String], attributes: Vec<String>) -> Result<Vec<SearchEntry>, DirectoryError> {
+    pub async fn entries_with_keys(
+        &mut self,
+        keys: &[String],
+        attributes: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let mut out = Vec::new();
         for chunk in keys.chunks(KEYS_PER_SEARCH) {
             let id = &self.cfg.id_attribute;
@@ -111,14 +115,30 @@ impl Directory {
     pub async fn schema_attribute_names(&mut self) -> Result<Option<std::collections::HashSet<String>>, DirectoryError> {
         let op = |source| DirectoryError::Operation { what: "schema search", source };
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (root, _) = self.ldap.search("", Scope::Base, "(objectClass=*)", vec!["subschemaSubentry"]).await.and_then(|r| r.success()).map_err(op)?;
-        let Some(dn) = root.into_iter().next().map(SearchEntry::construct).and_then(|e| first_value(&e, "subschemaSubentry")) else {
+        let (root, _) = self
+            .ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["subschemaSubentry"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(op)?;
+        let Some(dn) = root.into_iter().next().map(SearchEntry::construct).and_then(|e| first_value(&e, "subschemaSubentry"))
+        else {
             return Ok(None);
         };
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (entries, _) = self.ldap.search(&dn, Scope::Base, "(objectClass=subschema)", vec!["attributeTypes"]).await.and_then(|r| r.success()).map_err(op)?;
+        let (entries, _) = self
+            .ldap
+            .search(&dn, Scope::Base, "(objectClass=subschema)", vec!["attributeTypes"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(op)?;
         let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else { return Ok(None) };
-        let types = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("attributeTypes")).map(|(_, v)| v.clone()).unwrap_or_default();
+        let types = entry
+            .attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("attributeTypes"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         if types.is_empty() {
             return Ok(None);
         }
@@ -136,7 +156,9 @@ impl Directory {
         let result = self.ldap.modify(dn, vec![Mod::Delete(attribute, all)]).await;
         match result {
             Ok(r) if r.rc == NO_SUCH_ATTRIBUTE => Ok(()),
-            other => other.and_then(|r| r.success()).map(|_| ()).map_err(|source| DirectoryError::Operation { what: "modify", source }),
+            other => {
+                other.and_then(|r| r.success()).map(|_| ()).map_err(|source| DirectoryError::Operation { what: "modify", source })
+            }
         }
     }
 
@@ -221,11 +243,20 @@ mod tests {
             super::escape_key("objectGUID", "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
             r"\ff\19\96\6f\86\8b\11\d0\b4\2d\00\c0\4f\c9\64\ff"
         );
-        assert_eq!(super::escape_key("mS-DS-ConsistencyGuid", "00000000-0000-0000-0000-0000000000ff"), format!("{}\\ff", r"\00".repeat(15)));
-        assert_eq!(super::escape_key("entryUUID", "6f9619ff-8b86-d011-b42d-00c04fc964ff"), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        assert_eq!(
+            super::escape_key("mS-DS-ConsistencyGuid", "00000000-0000-0000-0000-0000000000ff"),
+            format!("{}\\ff", r"\00".repeat(15))
+        );
+        assert_eq!(
+            super::escape_key("entryUUID", "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        );
         // Text that looks like a UUID stays text.
         assert_eq!(super::escape_key("employeeNumber", "6f9619ff8b86d011b42d00c04fc964ff"), "6f9619ff8b86d011b42d00c04fc964ff");
-        assert_eq!(super::escape_key("nsUniqueId", "6f9619ff-8b86-d011-b42d-00c04fc964ff"), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        assert_eq!(
+            super::escape_key("nsUniqueId", "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        );
     }
 
     #[test]

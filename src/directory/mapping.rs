@@ -17,7 +17,9 @@ enum Conversion {
     Text,
     /// `TRUE`/`FALSE` (LDAP boolean syntax; `yes`/`1` accepted); `negate` for attributes such as
     /// FreeIPA's `nsAccountLock`, written `active = "!nsAccountLock"`. Absent: active.
-    Bool { negate: bool },
+    Bool {
+        negate: bool,
+    },
     /// Active Directory `userAccountControl`: bit 0x2 (ACCOUNTDISABLE) set means inactive.
     UserAccountControl,
     /// No attribute: users present in the directory are active.
@@ -131,7 +133,13 @@ impl Mapping {
             return Err("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")".into());
         }
         if !rules.iter().any(|r| r.path == "active") {
-            rules.push(Rule { path: "active".into(), attribute: String::new(), configured: String::new(), conversion: Conversion::AlwaysTrue, multi: false });
+            rules.push(Rule {
+                path: "active".into(),
+                attribute: String::new(),
+                configured: String::new(),
+                conversion: Conversion::AlwaysTrue,
+                multi: false,
+            });
         }
         let change_attribute = cfg.change_attribute.to_ascii_lowercase();
         Ok(Mapping {
@@ -183,12 +191,15 @@ impl Mapping {
                 Conversion::AlwaysTrue => Value::Bool(true),
                 Conversion::Bool { negate } => match raw {
                     None => Value::Bool(true),
-                    Some(s) => Value::Bool(boolean(s).ok_or_else(|| format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute))? != negate),
+                    Some(s) => Value::Bool(
+                        boolean(s).ok_or_else(|| format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute))? != negate,
+                    ),
                 },
                 Conversion::UserAccountControl => match raw {
                     None => Value::Bool(true),
                     Some(s) => {
-                        let flags: u32 = s.trim().parse().map_err(|_| format!("{}: userAccountControl={s:?} is not a number", entry.dn))?;
+                        let flags: u32 =
+                            s.trim().parse().map_err(|_| format!("{}: userAccountControl={s:?} is not a number", entry.dn))?;
                         Value::Bool(flags & 0x2 == 0)
                     }
                 },
@@ -221,7 +232,9 @@ impl Mapping {
         let flag = self.flag.as_ref().and_then(|(attr, wanted)| {
             let set = all(attr).is_some_and(|vs| vs.iter().any(|v| v.eq_ignore_ascii_case(wanted)));
             // The setting is known by the entry's change mark: a flag set anew changes it.
-            set.then(|| first("entrycsn").or(first("modifytimestamp")).or(first(&self.change_attribute)).unwrap_or("-").to_string())
+            set.then(|| {
+                first("entrycsn").or(first("modifytimestamp")).or(first(&self.change_attribute)).unwrap_or("-").to_string()
+            })
         });
         Ok(Mapped {
             key,
@@ -272,11 +285,8 @@ impl Mapping {
         let mut body = body.cloned().unwrap_or_else(base_body);
         // Element paths whose LDAP attribute has several values, or whose user has several
         // elements the path selects, are written as a whole; the others with one replace each.
-        let (elements, single): (Vec<_>, Vec<_>) = self
-            .rules
-            .iter()
-            .zip(&mapped.values)
-            .partition(|(r, v)| r.multi && (v.is_array() || selected(&body, &r.path) > 1));
+        let (elements, single): (Vec<_>, Vec<_>) =
+            self.rules.iter().zip(&mapped.values).partition(|(r, v)| r.multi && (v.is_array() || selected(&body, &r.path) > 1));
         patch::apply(&mut body, &patch_doc(single.into_iter().map(|(r, v)| (r.path.as_str(), v.clone()))))?;
         for (rule, value) in elements {
             replace_elements(&mut body, &rule.path, value)?;
@@ -359,9 +369,14 @@ fn patch_doc<'a>(ops: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
 /// How many elements of `body` the element path `path` (`emails[type eq "work"].value`) selects.
 fn selected(body: &Map<String, Value>, path: &str) -> usize {
     let Some((attr, filter)) = element_filter(path) else { return 0 };
-    let count = |b: &Map<String, Value>| b.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)).and_then(|(_, v)| v.as_array()).map_or(0, Vec::len);
+    let count = |b: &Map<String, Value>| {
+        b.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)).and_then(|(_, v)| v.as_array()).map_or(0, Vec::len)
+    };
     let mut without = body.clone();
-    match patch::apply(&mut without, &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]})) {
+    match patch::apply(
+        &mut without,
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}),
+    ) {
         Ok(()) => count(body) - count(&without),
         Err(_) => 0,
     }
@@ -392,7 +407,10 @@ fn replace_elements(body: &mut Map<String, Value>, path: &str, value: &Value) ->
         }
     }
     // No element selected is no error here: there is nothing to replace.
-    let _ = patch::apply(body, &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}));
+    let _ = patch::apply(
+        body,
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}),
+    );
     if elements.is_empty() {
         return Ok(());
     }
@@ -439,7 +457,15 @@ mod tests {
         let m = Mapping::new(&config::Ldap::default()).unwrap();
         let e = entry(
             "uid=ada,ou=people,dc=example,dc=org",
-            &[("entryUUID", "6F9619FF-8B86-D011-B42D-00C04FC964FF"), ("uid", "ada"), ("givenName", "Ada"), ("sn", "Lovelace"), ("cn", "Ada Lovelace"), ("mail", "ada@example.org"), ("modifyTimestamp", "20261128101500Z")],
+            &[
+                ("entryUUID", "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
+                ("uid", "ada"),
+                ("givenName", "Ada"),
+                ("sn", "Lovelace"),
+                ("cn", "Ada Lovelace"),
+                ("mail", "ada@example.org"),
+                ("modifyTimestamp", "20261128101500Z"),
+            ],
         );
         let mapped = m.map(&e).unwrap();
         assert_eq!(mapped.key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
@@ -468,7 +494,14 @@ mod tests {
     #[test]
     fn active_from_ad_user_account_control_and_negated_flags() {
         let m = Mapping::new(&ldap(&[("userName", "sAMAccountName"), ("active", "userAccountControl")])).unwrap();
-        let active = |uac: &str| m.apply(&m.map(&entry("cn=a", &[("entryUUID", "k"), ("sAMAccountName", "a"), ("userAccountControl", uac)])).unwrap(), None).unwrap()["active"].clone();
+        let active = |uac: &str| {
+            m.apply(
+                &m.map(&entry("cn=a", &[("entryUUID", "k"), ("sAMAccountName", "a"), ("userAccountControl", uac)])).unwrap(),
+                None,
+            )
+            .unwrap()["active"]
+                .clone()
+        };
         assert_eq!(active("512"), true);
         assert_eq!(active("514"), false);
         let ipa = Mapping::new(&ldap(&[("userName", "uid"), ("active", "!nsAccountLock")])).unwrap();
@@ -496,7 +529,9 @@ mod tests {
             ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "employeeNumber"),
         ]))
         .unwrap();
-        let body = m.apply(&m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("employeeNumber", "42")])).unwrap(), None).unwrap();
+        let body = m
+            .apply(&m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("employeeNumber", "42")])).unwrap(), None)
+            .unwrap();
         assert_eq!(body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["employeeNumber"], "42");
     }
 
@@ -523,7 +558,10 @@ mod tests {
     #[test]
     fn several_values_become_several_elements_where_the_path_allows_and_are_reported_where_not() {
         let m = Mapping::new(&config::Ldap::default()).unwrap();
-        let e = entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("cn", "A"), ("cn", "Another"), ("mail", "a@x.org"), ("mail", "b@x.org")]);
+        let e = entry(
+            "uid=a",
+            &[("entryUUID", "k"), ("uid", "a"), ("cn", "A"), ("cn", "Another"), ("mail", "a@x.org"), ("mail", "b@x.org")],
+        );
         let mapped = m.map(&e).unwrap();
         let mut body = m.apply(&mapped, None).unwrap();
         assert_eq!(body["emails"], json!([{"type": "work", "value": "a@x.org"}, {"type": "work", "value": "b@x.org"}]));
@@ -545,7 +583,11 @@ mod tests {
         e.bin_attrs.insert("jpegPhoto".into(), vec![vec![0xff, 0xd8, 0xff, 0xe0]]);
         let mapped = m.map(&e).unwrap();
         assert_eq!(mapped.dropped.len(), 1);
-        assert!(mapped.dropped[0].message.contains("jpegPhoto") && mapped.dropped[0].message.contains("binary"), "{:?}", mapped.dropped);
+        assert!(
+            mapped.dropped[0].message.contains("jpegPhoto") && mapped.dropped[0].message.contains("binary"),
+            "{:?}",
+            mapped.dropped
+        );
         assert!(m.apply(&mapped, None).unwrap().get("photos").is_none());
     }
 
@@ -579,7 +621,12 @@ mod props {
             attributes: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..config::Ldap::default()
         };
-        let mut ad = custom(&[("userName", "sAMAccountName"), ("active", "userAccountControl"), ("externalId", "employeeID"), ("emails[type eq \"work\"].value", "mail")]);
+        let mut ad = custom(&[
+            ("userName", "sAMAccountName"),
+            ("active", "userAccountControl"),
+            ("externalId", "employeeID"),
+            ("emails[type eq \"work\"].value", "mail"),
+        ]);
         ad.id_attribute = "objectGUID".into();
         ad.change_attribute = "uSNChanged".into();
         let ipa = custom(&[("userName", "uid"), ("active", "!nsAccountLock"), ("displayName", "cn")]);
@@ -590,7 +637,8 @@ mod props {
             ("phoneNumbers[type eq \"mobile\"].value", "mobile"),
             ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "departmentNumber"),
         ]);
-        flagged.mfa_reset = Some(config::LdapMfaReset { attribute: "mfaResetRequested".into(), value: "TRUE".into(), clear: true });
+        flagged.mfa_reset =
+            Some(config::LdapMfaReset { attribute: "mfaResetRequested".into(), value: "TRUE".into(), clear: true });
         proptest::sample::select(vec![config::Ldap::default(), ad, ipa, flagged])
     }
 
@@ -608,8 +656,25 @@ mod props {
     /// them) and others; values empty, one, or many.
     fn entry() -> impl Strategy<Value = SearchEntry> {
         let names = vec![
-            "uid", "cn", "sn", "givenName", "mail", "mobile", "entryUUID", "objectGUID", "sAMAccountName", "userAccountControl", "employeeID",
-            "nsAccountLock", "employeeActive", "departmentNumber", "modifyTimestamp", "uSNChanged", "entryCSN", "mfaResetRequested", "description",
+            "uid",
+            "cn",
+            "sn",
+            "givenName",
+            "mail",
+            "mobile",
+            "entryUUID",
+            "objectGUID",
+            "sAMAccountName",
+            "userAccountControl",
+            "employeeID",
+            "nsAccountLock",
+            "employeeActive",
+            "departmentNumber",
+            "modifyTimestamp",
+            "uSNChanged",
+            "entryCSN",
+            "mfaResetRequested",
+            "description",
         ];
         let attribute = (proptest::sample::select(names), any::<u64>(), prop::collection::vec(ldap_value(), 0..4));
         let binary = prop::option::of(prop::collection::vec(any::<u8>(), 0..20));

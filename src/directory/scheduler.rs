@@ -51,7 +51,9 @@ pub async fn run(syncer: Arc<Syncer>, incremental: Option<Schedule>, full: Optio
         let options = Options { full: is_full, started_by: StartedBy::Schedule, ..Options::default() };
         match syncer.run(options).await {
             Ok(summary) => tracing::debug!(run = %summary.run.id, "scheduled sync run finished"),
-            Err(StartError::Busy(holder)) => tracing::info!(running = %holder, full = is_full, "scheduled sync skipped: a run is in progress"),
+            Err(StartError::Busy(holder)) => {
+                tracing::info!(running = %holder, full = is_full, "scheduled sync skipped: a run is in progress")
+            }
             Err(e) => tracing::error!(error = %e, "scheduled sync could not start"),
         }
         // The next fire time is computed afresh: times missed while a run went on are skipped.

@@ -194,7 +194,8 @@ impl Syncer {
     /// same tick has it (or the database cannot say: the tick is then left to the others).
     pub fn claim_tick(&self, full: bool, tick: chrono::DateTime<chrono::Utc>) -> bool {
         let schedule = if full { "full" } else { "incremental" };
-        let claimed = self.pool.get().map_err(store::Error::from).and_then(|mut c| runs::claim_tick(&mut c, schedule, clock::stored(tick)));
+        let claimed =
+            self.pool.get().map_err(store::Error::from).and_then(|mut c| runs::claim_tick(&mut c, schedule, clock::stored(tick)));
         claimed.unwrap_or_else(|e| {
             tracing::error!(error = %e, schedule, "cannot claim the scheduled sync tick");
             false
@@ -361,7 +362,13 @@ impl Syncer {
     /// Streams the entries into the writer thread; on success returns the writer (whose full
     /// run has also deactivated the missing), else the counts of what was written. Every wait
     /// on the directory ends when the daemon shuts down (the run then fails).
-    async fn read_and_write(&self, run: &Run, options: Options, since: Option<&str>, report: &mut Report) -> Result<Writer, Counts> {
+    async fn read_and_write(
+        &self,
+        run: &Run,
+        options: Options,
+        since: Option<&str>,
+        report: &mut Report,
+    ) -> Result<Writer, Counts> {
         let mut shutdown = self.shutdown_signal();
         let mut directory = match until_stopped(&mut shutdown, Directory::connect(self.cfg.clone())).await {
             Ok(d) => d,
@@ -523,7 +530,12 @@ impl Syncer {
     /// attributes the directory's schema does not have, a misspelling that would otherwise go
     /// unnoticed (a flag nobody can set, a mapping to nothing). Servers that do not show their
     /// schema are not checked. Errs only when the daemon stops meanwhile.
-    async fn check_schema(&self, directory: &mut Directory, shutdown: &mut watch::Receiver<bool>, report: &mut Report) -> Result<(), String> {
+    async fn check_schema(
+        &self,
+        directory: &mut Directory,
+        shutdown: &mut watch::Receiver<bool>,
+        report: &mut Report,
+    ) -> Result<(), String> {
         let names = match until_stopped(shutdown, directory.schema_attribute_names()).await {
             Ok(Some(names)) => names,
             Ok(None) => return Ok(()),
@@ -1011,7 +1023,12 @@ impl Writer {
     /// would take, not read in this run), those the directory no longer has: asked before the
     /// transaction, in a few searches. An error here fails the run: guessing either way would
     /// hand a user to the wrong entry or report a false conflict.
-    fn absent_keys(&mut self, conn: &mut store::DbConn, todo: &[(Mapped, Option<runs::Link>)], fresh: &[usize]) -> Result<HashSet<String>, String> {
+    fn absent_keys(
+        &mut self,
+        conn: &mut store::DbConn,
+        todo: &[(Mapped, Option<runs::Link>)],
+        fresh: &[usize],
+    ) -> Result<HashSet<String>, String> {
         let fresh: HashSet<usize> = fresh.iter().copied().collect();
         let claimers: Vec<&Mapped> =
             todo.iter().enumerate().filter(|(i, (_, link))| link.is_none() && !fresh.contains(i)).map(|(_, (m, _))| m).collect();
@@ -1029,9 +1046,14 @@ impl Writer {
         let attributes = vec![self.cfg.id_attribute.clone()];
         // From this blocking thread, outside any transaction, unless the daemon stops.
         let (runtime, shutdown, directory) = (&self.runtime, &mut self.shutdown, &mut self.directory);
-        let found = runtime
-            .block_on(until_stopped(shutdown, directory.entries_with_keys(&contested, attributes)))
-            .map_err(|e| if e == STOPPED { e } else { format!("cannot ask the directory whether contested entries still exist: {e}") })?;
+        let found =
+            runtime.block_on(until_stopped(shutdown, directory.entries_with_keys(&contested, attributes))).map_err(|e| {
+                if e == STOPPED {
+                    e
+                } else {
+                    format!("cannot ask the directory whether contested entries still exist: {e}")
+                }
+            })?;
         let present: HashSet<String> = found.iter().filter_map(|e| self.mapping.entry_key(e)).collect();
         Ok(contested.into_iter().filter(|k| !present.contains(k)).collect())
     }
@@ -1040,7 +1062,12 @@ impl Writer {
     /// does not undo the others), with the run's counts (so that a run killed after the commit
     /// shows the resets it committed). `again`: the deferred entries at the end of the read,
     /// whose renames are applied as a whole and whose failures are final.
-    fn write_entries(&mut self, conn: &mut store::DbConn, mut todo: Vec<(Mapped, Option<runs::Link>)>, again: bool) -> Result<(), String> {
+    fn write_entries(
+        &mut self,
+        conn: &mut store::DbConn,
+        mut todo: Vec<(Mapped, Option<runs::Link>)>,
+        again: bool,
+    ) -> Result<(), String> {
         let at = self.now();
         // Linked entries first: a name one of them gives up is then free for a new entry.
         todo.sort_by_key(|(_, link)| link.is_none());
@@ -1064,7 +1091,8 @@ impl Writer {
                     return Err(TxEnd::LeaseLost);
                 }
                 let freed = if again {
-                    let linked: Vec<(&Mapped, &runs::Link)> = todo.iter().filter_map(|(m, l)| l.as_ref().map(|l| (m, l))).collect();
+                    let linked: Vec<(&Mapped, &runs::Link)> =
+                        todo.iter().filter_map(|(m, l)| l.as_ref().map(|l| (m, l))).collect();
                     mirror::free_names_for_renames(conn, &linked, at).map_err(|e| TxEnd::Failed(e.to_string()))?
                 } else {
                     Vec::new()
@@ -1085,7 +1113,9 @@ impl Writer {
                     if slot.is_some() {
                         continue;
                     }
-                    let mut apply = |c: &mut store::DbConn| mirror::apply_entry(c, mapping, entry, link.clone(), &mut key_in_directory, actor, at);
+                    let mut apply = |c: &mut store::DbConn| {
+                        mirror::apply_entry(c, mapping, entry, link.clone(), &mut key_in_directory, actor, at)
+                    };
                     let r = if savepoints { conn.transaction(apply) } else { apply(conn) };
                     if r.is_err() && !savepoints {
                         return Err(TxEnd::Retry);

@@ -48,13 +48,8 @@ pub struct Actor {
 
 impl Actor {
     pub fn new(origin: Origin, name: impl Into<String>, request_id: Option<String>) -> Self {
-        Actor {
-            origin,
-            name: name.into(),
-            request_id,
-        }
+        Actor { origin, name: name.into(), request_id }
     }
-
 }
 
 /// An event about one user, ready to be written in the caller's transaction.

@@ -100,7 +100,13 @@ pub fn apply_entry(
 
 /// Creates users for entries known to be new (no link, userName and externalId free), a few
 /// statements for the whole batch. Fails as a whole; the caller then applies them one by one.
-pub fn create_many(conn: &mut DbConn, mapping: &Mapping, entries: &[&Mapped], actor: &Actor, at: NaiveDateTime) -> Result<Vec<Applied>> {
+pub fn create_many(
+    conn: &mut DbConn,
+    mapping: &Mapping,
+    entries: &[&Mapped],
+    actor: &Actor,
+    at: NaiveDateTime,
+) -> Result<Vec<Applied>> {
     let mut users = Vec::with_capacity(entries.len());
     let mut new_links = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -210,7 +216,11 @@ const TRANSIENT_NAME: &str = "~provisiond-renaming-";
 /// entry only) get a transient name first; the caller then applies the entries, and
 /// [`restore_names`] gives back the old name of any whose entry then failed. Returns
 /// `(user id, old userName)` of the users renamed so.
-pub fn free_names_for_renames(conn: &mut DbConn, entries: &[(&Mapped, &Link)], at: NaiveDateTime) -> Result<Vec<(String, String)>> {
+pub fn free_names_for_renames(
+    conn: &mut DbConn,
+    entries: &[(&Mapped, &Link)],
+    at: NaiveDateTime,
+) -> Result<Vec<(String, String)>> {
     use std::collections::{HashMap, HashSet};
     let key = store_users::user_name_key;
     let mut renames: HashMap<String, (StoredUser, String)> = HashMap::new();
@@ -264,7 +274,8 @@ pub fn restore_names(conn: &mut DbConn, freed: &[(String, String)], at: NaiveDat
         if current.user_name().starts_with(TRANSIENT_NAME) {
             let mut body = current.body.clone();
             body.insert("userName".into(), serde_json::Value::String(name.clone()));
-            let restored = conn.transaction(|c| store_users::update_in_tx(c, &current, &body, at).map_err(|e| write_error(e, id)));
+            let restored =
+                conn.transaction(|c| store_users::update_in_tx(c, &current, &body, at).map_err(|e| write_error(e, id)));
             match restored {
                 Ok(_) => {}
                 Err(Error::Conflict(_)) => stuck.push(id.clone()),

@@ -136,11 +136,7 @@ fn hash(token: &str) -> String {
 
 impl Tokens {
     pub fn new(pool: Pool) -> Self {
-        Tokens {
-            pool,
-            last_touched: Arc::default(),
-            recent: Arc::default(),
-        }
+        Tokens { pool, last_touched: Arc::default(), recent: Arc::default() }
     }
 
     /// Creates a token called `name`; the secret is returned once and never stored.
@@ -160,12 +156,7 @@ impl Tokens {
         let mut conn = self.pool.get()?;
         Ok(store_tokens::list(&mut conn)?
             .into_iter()
-            .map(|t| TokenInfo {
-                name: t.name,
-                scopes: t.scopes,
-                created_at: t.created_at,
-                last_used_at: t.last_used_at,
-            })
+            .map(|t| TokenInfo { name: t.name, scopes: t.scopes, created_at: t.created_at, last_used_at: t.last_used_at })
             .collect())
     }
 

@@ -118,25 +118,10 @@ impl Users {
 
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
         let filter = q.filter.as_ref().map(user_filter::compile).transpose()?;
-        let sort = q
-            .sort_by
-            .as_ref()
-            .map(|p| user_filter::sort_key(p).map(|k| (k, q.descending)))
-            .transpose()?;
+        let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(p).map(|k| (k, q.descending))).transpose()?;
         let mut conn = self.pool.get()?;
-        let page = store::page(
-            &mut conn,
-            store::PageRequest {
-                filter,
-                sort,
-                offset: q.start_index - 1,
-                limit: q.count,
-            },
-        )?;
-        Ok(Page {
-            total: page.total,
-            users: page.users,
-        })
+        let page = store::page(&mut conn, store::PageRequest { filter, sort, offset: q.start_index - 1, limit: q.count })?;
+        Ok(Page { total: page.total, users: page.users })
     }
 
     /// Applies the MFA extension's `resetRequested` through the one reset path; the user is
@@ -148,7 +133,6 @@ impl Users {
         self.mfa.reset(&user.id, actor, &crate::mfa::Reason::system("resetRequested set through SCIM"))?;
         self.get(&user.id)
     }
-
 }
 
 fn not_found(id: &str) -> Error {

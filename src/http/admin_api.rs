@@ -143,19 +143,16 @@ pub async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: w
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ApiError::bad_request("userIds must be a list of user ids (strings)"))?,
         ),
-        (None, Some(f)) => Selection::Filter(
-            filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?,
-        ),
+        (None, Some(f)) => {
+            Selection::Filter(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?)
+        }
         _ => return Err(ApiError::bad_request("give either userIds (a list) or filter (a SCIM filter)")),
     };
     let mfa = state.mfa.clone();
     let results = blocking(move || mfa.reset_many(&selection, &actor, &reason)).await?;
     let reset = results.iter().filter(|r| r.outcome == Outcome::Reset).count();
     let failed = results.len() - reset;
-    let results = results
-        .into_iter()
-        .map(|r| ResetOutcome { outcome: r.outcome.as_str(), id: r.id, detail: r.detail })
-        .collect();
+    let results = results.into_iter().map(|r| ResetOutcome { outcome: r.outcome.as_str(), id: r.id, detail: r.detail }).collect();
     Ok(HttpResponse::Ok().json(BulkResetResults { results, reset, failed }))
 }
 

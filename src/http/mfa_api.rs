@@ -152,9 +152,11 @@ pub async fn start_enrolment(state: web::Data<AppState>, req: HttpRequest, id: w
     require(&req, &[Scope::Mfa], Origin::Api)?;
     let mfa = state.mfa.clone();
     let e = blocking(move || mfa.start_enrolment(&id)).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(Enrolment { secret: e.secret_base32, otpauth_uri: e.otpauth_uri, qr_png: e.qr_png }))
+    Ok(HttpResponse::Created().insert_header((header::CACHE_CONTROL, "no-store")).json(Enrolment {
+        secret: e.secret_base32,
+        otpauth_uri: e.otpauth_uri,
+        qr_png: e.qr_png,
+    }))
 }
 
 /// Confirms an enrolment with the first code from the app.

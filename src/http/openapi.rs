@@ -89,7 +89,13 @@ pub fn document() -> &'static str {
                 .summary(Some("This document"))
                 .tag("meta")
                 .security(utoipa::openapi::security::SecurityRequirement::default())
-                .response("200", ResponseBuilder::new().description("The OpenAPI 3.1 document of /api/v1 (no token needed)").content("application/json", ContentBuilder::new().schema(Some(utoipa::openapi::ObjectBuilder::new())).build())),
+                .response(
+                    "200",
+                    ResponseBuilder::new().description("The OpenAPI 3.1 document of /api/v1 (no token needed)").content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(utoipa::openapi::ObjectBuilder::new())).build(),
+                    ),
+                ),
         );
         spec.summary = None;
         doc.paths.paths.insert(PATH.to_string(), spec);

@@ -32,11 +32,8 @@ pub fn public_origin(state: &AppState, req: &HttpRequest) -> String {
 /// The request's own `Host` (or absolute-form authority) when well-formed, else the address
 /// the server listens on.
 fn direct_host(req: &HttpRequest) -> String {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()));
+    let host =
+        req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()));
     match host {
         Some(h) if valid_authority(h) => h.to_string(),
         _ => req.app_config().local_addr().to_string(),
@@ -76,7 +73,9 @@ pub fn valid_authority(s: &str) -> bool {
                 (1..=63).contains(&label.len()) && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
     });
-    let port_ok = port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0));
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
     host_ok && port_ok
 }
 
@@ -86,12 +85,33 @@ mod tests {
 
     #[test]
     fn only_plain_host_and_port_are_valid_authorities() {
-        for ok in ["idm.example.com", "idm.example.com:8443", "127.0.0.1:8080", "[::1]:8080", "[2001:db8::1]", "localhost", "my_host.corp."] {
+        for ok in [
+            "idm.example.com",
+            "idm.example.com:8443",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "localhost",
+            "my_host.corp.",
+        ] {
             assert!(valid_authority(ok), "{ok}");
         }
         for bad in [
-            "", "evil.com/\"><script>", "evil.com/x", "a b", "host:", "host:0", "host:65536", "host:80:80", "[::1", "[nope]:80",
-            "user@host", "host..com", ".host", "host%2f", "[::1]x",
+            "",
+            "evil.com/\"><script>",
+            "evil.com/x",
+            "a b",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:80:80",
+            "[::1",
+            "[nope]:80",
+            "user@host",
+            "host..com",
+            ".host",
+            "host%2f",
+            "[::1]x",
         ] {
             assert!(!valid_authority(bad), "{bad}");
         }

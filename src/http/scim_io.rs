@@ -72,11 +72,13 @@ pub async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payloa
     check_content_type(req)?;
     let server = &state.config.server;
     let timeout = std::time::Duration::from_secs(server.request_timeout);
-    let body = tokio::time::timeout(timeout, read_body(req, payload, server.max_body_bytes))
-        .await
-        .map_err(|_| {
-            ScimError::new(408, None, format!("the request body did not arrive within {} s (server.request_timeout)", server.request_timeout))
-        })??;
+    let body = tokio::time::timeout(timeout, read_body(req, payload, server.max_body_bytes)).await.map_err(|_| {
+        ScimError::new(
+            408,
+            None,
+            format!("the request body did not arrive within {} s (server.request_timeout)", server.request_timeout),
+        )
+    })??;
     if body.is_empty() {
         return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
     }
@@ -102,11 +104,7 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ScimError> {
 /// The body's bytes, refused (413) as soon as they exceed `limit`.
 async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ScimError> {
     let too_large = || ScimError::new(413, None, format!("request body larger than {limit} bytes"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }

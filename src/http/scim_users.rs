@@ -21,16 +21,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(create))
             .default_service(web::to(method_not_allowed)),
     )
-    .service(
-        web::resource("/Users/.search")
-            .route(web::post().to(search))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/.search")
-            .route(web::post().to(search))
-            .default_service(web::to(method_not_allowed)),
-    )
+    .service(web::resource("/Users/.search").route(web::post().to(search)).default_service(web::to(method_not_allowed)))
+    .service(web::resource("/.search").route(web::post().to(search)).default_service(web::to(method_not_allowed)))
     .service(
         web::resource("/Users/{id}")
             .route(web::get().to(get))
@@ -44,9 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 type Reply = Result<HttpResponse, ScimError>;
 
 fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
-    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .unwrap_or_default()
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
 }
 
 fn projection(req: &HttpRequest) -> Projection {
@@ -60,11 +50,7 @@ fn if_match(req: &HttpRequest) -> Option<String> {
 
 /// The rendered resource at its location, projected.
 fn render(user: &StoredUser, base: &str, projection: &Projection) -> Value {
-    let meta = Meta {
-        created: user.created_at.and_utc(),
-        last_modified: user.updated_at.and_utc(),
-        version: user.version,
-    };
+    let meta = Meta { created: user.created_at.and_utc(), last_modified: user.updated_at.and_utc(), version: user.version };
     let mfa = crate::domain::users::mfa_view(user);
     let mut doc = resource::render_user(&user.id, &user.body, &mfa, &meta, &format!("{base}/Users/{}", user.id));
     projection.apply(&mut doc);

@@ -108,9 +108,7 @@ pub async fn start(state: web::Data<AppState>, req: HttpRequest, payload: web::P
             StartError::Busy(_) => ApiError::new(409, "sync_running", e.to_string()),
             StartError::Store(e) => ApiError::new(503, "unavailable", e.to_string()),
         })?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/api/v1/sync/runs/{}", run.id)))
-        .json(render(&run)))
+    Ok(HttpResponse::Accepted().insert_header((header::LOCATION, format!("/api/v1/sync/runs/{}", run.id))).json(render(&run)))
 }
 
 /// The run history, newest first.

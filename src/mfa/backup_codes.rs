@@ -55,9 +55,9 @@ pub fn hash(code: &str) -> String {
 /// The index of the hash that `code` matches (argon2 compares in constant time).
 pub fn find(code: &str, hashes: &[String]) -> Option<usize> {
     let code = normalize(code);
-    hashes.iter().position(|h| {
-        PasswordHash::new(h).is_ok_and(|parsed| argon2().verify_password(code.as_bytes(), &parsed).is_ok())
-    })
+    hashes
+        .iter()
+        .position(|h| PasswordHash::new(h).is_ok_and(|parsed| argon2().verify_password(code.as_bytes(), &parsed).is_ok()))
 }
 
 #[cfg(test)]

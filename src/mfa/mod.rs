@@ -55,7 +55,9 @@ pub enum Verification {
     Valid(Method),
     Invalid,
     /// Too many wrong codes: no code is checked until then.
-    LockedOut { retry_after_secs: u64 },
+    LockedOut {
+        retry_after_secs: u64,
+    },
 }
 
 /// Backup codes shown once. `Debug` hides them.
@@ -290,7 +292,14 @@ impl Mfa {
             }
             factors::clear_failures(conn, user_id)?;
             let remaining = hashes.len() - 1;
-            let e = audit::event(at, audit::MFA_BACKUP_CODE_USED, (user_id, &name), actor, None, Some(json!({"remaining": remaining})));
+            let e = audit::event(
+                at,
+                audit::MFA_BACKUP_CODE_USED,
+                (user_id, &name),
+                actor,
+                None,
+                Some(json!({"remaining": remaining})),
+            );
             audit::write(conn, &[e])?;
             Ok::<_, Error>(Some(Verification::Valid(Method::BackupCode)))
         })
@@ -352,7 +361,14 @@ impl Mfa {
                 return Err(Error::Conflict("the factor was reset meanwhile; enrol again first".into()));
             }
             factors::replace_codes(conn, user_id, &hashes)?;
-            let e = audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, (user_id, &name), actor, None, Some(json!({"count": codes.len()})));
+            let e = audit::event(
+                at,
+                audit::MFA_BACKUP_CODES_GENERATED,
+                (user_id, &name),
+                actor,
+                None,
+                Some(json!({"count": codes.len()})),
+            );
             audit::write(conn, &[e])?;
             Ok::<_, Error>(())
         })?;
@@ -365,10 +381,12 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let name = user_name(&mut conn, user_id)?;
         let (_, at) = self.now();
-        store::write_tx(&mut conn, |conn| reset::reset_in_tx(conn, (user_id, &name), actor, reason, at)).map_err(|e| match e {
-            store::Error::Gone(_) => Error::NotFound(format!("no user with id {user_id}")),
-            other => Error::Store(other),
-        })?;
+        store::write_tx(&mut conn, |conn| reset::reset_in_tx(conn, (user_id, &name), actor, reason, at)).map_err(
+            |e| match e {
+                store::Error::Gone(_) => Error::NotFound(format!("no user with id {user_id}")),
+                other => Error::Store(other),
+            },
+        )?;
         Ok(ResetDone { id: user_id.to_string(), reset_at: at })
     }
 
@@ -403,21 +421,36 @@ impl Mfa {
                 let mut out = Vec::with_capacity(chunk.len());
                 for id in chunk {
                     let Some(name) = found.get(id) else {
-                        out.push(BulkResult { id: id.clone(), user_name: None, outcome: Outcome::NotFound, detail: Some("no such user".into()) });
+                        out.push(BulkResult {
+                            id: id.clone(),
+                            user_name: None,
+                            outcome: Outcome::NotFound,
+                            detail: Some("no such user".into()),
+                        });
                         continue;
                     };
                     // A savepoint per user: one failure rolls back that user only.
                     let one = conn.transaction(|conn| reset::reset_in_tx(conn, (id, name), actor, reason, at));
                     out.push(match one {
-                        Ok(_) => BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Reset, detail: None },
-                        Err(store::Error::Gone(_)) => {
-                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::NotFound, detail: Some("no such user".into()) }
+                        Ok(_) => {
+                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Reset, detail: None }
                         }
+                        Err(store::Error::Gone(_)) => BulkResult {
+                            id: id.clone(),
+                            user_name: Some(name.clone()),
+                            outcome: Outcome::NotFound,
+                            detail: Some("no such user".into()),
+                        },
                         Err(e) => {
                             // The cause goes to the log; the answer does not show database text.
                             tracing::error!(user_id = %id, error = %e, "bulk MFA reset failed for one user");
                             let detail = "the reset failed; the daemon log has the cause".to_string();
-                            BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Error, detail: Some(detail) }
+                            BulkResult {
+                                id: id.clone(),
+                                user_name: Some(name.clone()),
+                                outcome: Outcome::Error,
+                                detail: Some(detail),
+                            }
                         }
                     });
                 }

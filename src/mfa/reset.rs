@@ -20,7 +20,9 @@ impl Reason {
     pub fn parse(text: Option<&str>) -> Result<Self, ScimError> {
         let text = text.map(str::trim).unwrap_or_default();
         if text.is_empty() {
-            return Err(ScimError::invalid_value("reason is required: say why the factor is reset (it is kept in the audit trail)"));
+            return Err(ScimError::invalid_value(
+                "reason is required: say why the factor is reset (it is kept in the audit trail)",
+            ));
         }
         if text.chars().count() > Self::MAX_CHARS {
             return Err(ScimError::invalid_value(format!("reason is longer than {} characters", Self::MAX_CHARS)));

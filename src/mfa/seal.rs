@@ -31,10 +31,7 @@ struct Key {
 
 impl Key {
     fn new(bytes: &[u8; 32]) -> Self {
-        Key {
-            id: hex::encode(&Sha256::digest(bytes)[..4]),
-            cipher: Aes256Gcm::new(bytes.into()),
-        }
+        Key { id: hex::encode(&Sha256::digest(bytes)[..4]), cipher: Aes256Gcm::new(bytes.into()) }
     }
 }
 
@@ -58,19 +55,13 @@ impl Sealer {
     /// keys (which must exist).
     pub fn load(key_file: &Path, previous: &[PathBuf]) -> Result<Self, SealError> {
         let current = Key::new(&read_or_create(key_file)?);
-        let previous = previous
-            .iter()
-            .map(|p| read_key(p).map(|k| Key::new(&k)))
-            .collect::<Result<_, _>>()?;
+        let previous = previous.iter().map(|p| read_key(p).map(|k| Key::new(&k))).collect::<Result<_, _>>()?;
         Ok(Sealer { current, previous })
     }
 
     /// A sealer over a fixed key, for tests and benchmarks.
     pub fn from_key(key: [u8; 32]) -> Self {
-        Sealer {
-            current: Key::new(&key),
-            previous: Vec::new(),
-        }
+        Sealer { current: Key::new(&key), previous: Vec::new() }
     }
 
     pub fn seal(&self, user_id: &str, secret: &[u8]) -> String {

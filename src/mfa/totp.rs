@@ -37,13 +37,7 @@ const SECRET_BYTES: usize = 20;
 
 impl Policy {
     pub fn from_config(c: &config::Mfa) -> Self {
-        Policy {
-            issuer: c.issuer.clone(),
-            algorithm: c.algorithm,
-            digits: c.digits,
-            period: c.period,
-            skew: c.skew,
-        }
+        Policy { issuer: c.issuer.clone(), algorithm: c.algorithm, digits: c.digits, period: c.period, skew: c.skew }
     }
 
     pub fn new_secret() -> Vec<u8> {
@@ -101,13 +95,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy {
-            issuer: "provisiond".into(),
-            algorithm: config::TotpAlgorithm::Sha1,
-            digits: 6,
-            period: 30,
-            skew: 1,
-        }
+        Policy { issuer: "provisiond".into(), algorithm: config::TotpAlgorithm::Sha1, digits: 6, period: 30, skew: 1 }
     }
 
     #[test]

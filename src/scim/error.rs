@@ -47,11 +47,7 @@ pub struct ScimError {
 
 impl ScimError {
     pub fn new(status: u16, scim_type: Option<ScimType>, detail: impl Into<String>) -> Self {
-        ScimError {
-            status,
-            scim_type,
-            detail: detail.into(),
-        }
+        ScimError { status, scim_type, detail: detail.into() }
     }
 
     /// 400 with a `scimType`.

@@ -175,11 +175,7 @@ pub fn parse_path(input: &str) -> Result<PatchPath, SyntaxError> {
 /// * Inside `attr[...]`, `case_exact` receives the qualified path `attr.sub` (e.g. `emails` with
 ///   sub `type`), so a schema lookup works; called directly on an element, it gets the path as
 ///   written (`type`).
-pub fn matches(
-    filter: &Filter,
-    object: &serde_json::Value,
-    case_exact: &dyn Fn(&AttrPath) -> bool,
-) -> bool {
+pub fn matches(filter: &Filter, object: &serde_json::Value, case_exact: &dyn Fn(&AttrPath) -> bool) -> bool {
     eval(filter, object, None, case_exact)
 }
 
@@ -285,21 +281,12 @@ impl<'a> Parser<'a> {
     /// Checks the length limit and skips leading whitespace; `what` names the input in errors.
     fn new(src: &'a str, what: &str) -> Result<Self, SyntaxError> {
         if src.len() > MAX_LENGTH {
-            return Err(error(format!(
-                "{what} is {} bytes long; at most {MAX_LENGTH} are accepted",
-                src.len()
-            )));
+            return Err(error(format!("{what} is {} bytes long; at most {MAX_LENGTH} are accepted", src.len())));
         }
-        let mut p = Parser {
-            src,
-            pos: 0,
-            depth: 0,
-        };
+        let mut p = Parser { src, pos: 0, depth: 0 };
         p.skip_ws();
         if p.at_end() {
-            return Err(error(format!(
-                "empty {what}: expected {what} at position 0"
-            )));
+            return Err(error(format!("empty {what}: expected {what} at position 0")));
         }
         Ok(p)
     }
@@ -348,10 +335,7 @@ impl<'a> Parser<'a> {
     fn enter(&mut self) -> Result<(), SyntaxError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(error(format!(
-                "nesting deeper than {MAX_DEPTH} levels at position {}",
-                self.pos
-            )));
+            return Err(error(format!("nesting deeper than {MAX_DEPTH} levels at position {}", self.pos)));
         }
         Ok(())
     }
@@ -362,12 +346,7 @@ impl<'a> Parser<'a> {
         let end = self.pos + kw.len();
         let word = self.src.as_bytes().get(self.pos..end);
         if word.is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
-            && !self
-                .src
-                .as_bytes()
-                .get(end)
-                .copied()
-                .is_some_and(is_path_char)
+            && !self.src.as_bytes().get(end).copied().is_some_and(is_path_char)
         {
             self.pos = end;
             return true;
@@ -461,10 +440,7 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         if self.peek() == Some(b'[') {
             if in_brackets {
-                return Err(error(format!(
-                    "nested value filter at position {}: '[' is not allowed inside '[...]'",
-                    self.pos
-                )));
+                return Err(error(format!("nested value filter at position {}: '[' is not allowed inside '[...]'", self.pos)));
             }
             let inner = self.parse_value_filter(&path)?;
             if self.peek() == Some(b'.') {
@@ -476,10 +452,7 @@ impl<'a> Parser<'a> {
                     return Err(self.expected("a single sub-attribute name after ']'"));
                 }
                 let condition = self.parse_comparison(sub)?;
-                return Ok(Filter::ValuePath(
-                    path,
-                    Box::new(Filter::And(Box::new(inner), Box::new(condition))),
-                ));
+                return Ok(Filter::ValuePath(path, Box::new(Filter::And(Box::new(inner), Box::new(condition)))));
             }
             return Ok(Filter::ValuePath(path, Box::new(inner)));
         }
@@ -489,7 +462,6 @@ impl<'a> Parser<'a> {
 
     /// `SP compareOp SP compValue` or `SP "pr"` after an attribute path.
     fn parse_comparison(&mut self, path: AttrPath) -> Result<Filter, SyntaxError> {
-
         // Whitespace is mandatory between path, operator and value (`userNameeq"x"` fails).
         if !self.skip_ws() {
             return Err(self.expected("comparison operator"));
@@ -516,10 +488,7 @@ impl<'a> Parser<'a> {
             let save = self.pos;
             self.skip_ws();
             if matches!(self.peek(), Some(b'"' | b'-' | b'0'..=b'9')) {
-                return Err(error(format!(
-                    "unexpected value at position {}: 'pr' takes no value",
-                    self.pos
-                )));
+                return Err(error(format!("unexpected value at position {}: 'pr' takes no value", self.pos)));
             }
             self.pos = save;
             return Ok(Filter::Present(path));
@@ -542,11 +511,7 @@ impl<'a> Parser<'a> {
                 let mut i = start + 1;
                 loop {
                     match bytes.get(i) {
-                        None => {
-                            return Err(error(format!(
-                                "unterminated string starting at position {start}"
-                            )))
-                        }
+                        None => return Err(error(format!("unterminated string starting at position {start}"))),
                         Some(b'\\') => i += 2,
                         Some(b'"') => break,
                         Some(_) => i += 1,
@@ -558,10 +523,7 @@ impl<'a> Parser<'a> {
                 CompValue::Str(s)
             }
             Some(b'-' | b'0'..=b'9') => {
-                while matches!(
-                    self.peek(),
-                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                ) {
+                while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
                     self.pos += 1;
                 }
                 let n = serde_json::from_str::<serde_json::Number>(&self.src[start..self.pos])
@@ -576,20 +538,12 @@ impl<'a> Parser<'a> {
                     "true" => CompValue::Bool(true),
                     "false" => CompValue::Bool(false),
                     "null" => CompValue::Null,
-                    _ => {
-                        return Err(self.expected_at(
-                            start,
-                            "comparison value (string, number, true, false or null)",
-                        ))
-                    }
+                    _ => return Err(self.expected_at(start, "comparison value (string, number, true, false or null)")),
                 }
             }
         };
         // The value must end the expression: `a eq 1or b pr` and `a eq "x"and b pr` fail here.
-        if !matches!(
-            self.peek(),
-            None | Some(b' ' | b'\t' | b'\r' | b'\n' | b')' | b']')
-        ) {
+        if !matches!(self.peek(), None | Some(b' ' | b'\t' | b'\r' | b'\n' | b')' | b']')) {
             return Err(self.expected("whitespace, ')' or end of filter after comparison value"));
         }
         Ok(value)
@@ -599,11 +553,7 @@ impl<'a> Parser<'a> {
     /// (`…:2.0:User`): for `urn:` tokens the URN is everything before the last `:`.
     /// `relative` (inside `[...]`) refuses URNs; `allow_bare_urn` lets PATCH paths name a whole
     /// extension schema (see [`parse_path`]).
-    fn parse_attr_path(
-        &mut self,
-        relative: bool,
-        allow_bare_urn: bool,
-    ) -> Result<AttrPath, SyntaxError> {
+    fn parse_attr_path(&mut self, relative: bool, allow_bare_urn: bool) -> Result<AttrPath, SyntaxError> {
         let start = self.pos;
         while self.peek().is_some_and(is_path_char) {
             self.pos += 1;
@@ -615,11 +565,7 @@ impl<'a> Parser<'a> {
         let is_urn = token.len() > 4 && token[..4].eq_ignore_ascii_case("urn:");
         if !is_urn {
             let (name, sub) = self.split_name(token, start)?;
-            return Ok(AttrPath {
-                urn: None,
-                name,
-                sub,
-            });
+            return Ok(AttrPath { urn: None, name, sub });
         }
         if relative {
             return Err(self.expected_at(start, "attribute name relative to the value filter"));
@@ -632,18 +578,10 @@ impl<'a> Parser<'a> {
                 return Err(self.expected_at(self.pos, "':' and attribute name after schema URN"));
             }
             let urn = token.strip_suffix(':').unwrap_or(token);
-            return Ok(AttrPath {
-                urn: Some(urn.to_string()),
-                name: String::new(),
-                sub: None,
-            });
+            return Ok(AttrPath { urn: Some(urn.to_string()), name: String::new(), sub: None });
         }
         let (name, sub) = self.split_name(rest, start + colon + 1)?;
-        Ok(AttrPath {
-            urn: Some(urn.to_string()),
-            name,
-            sub,
-        })
+        Ok(AttrPath { urn: Some(urn.to_string()), name, sub })
     }
 
     /// Splits `name[.sub]` (which starts at byte `offset`) and validates both names.
@@ -687,8 +625,7 @@ fn is_attr_name(s: &str) -> bool {
 
 /// `2.0`, `1`: the version segment that precedes the resource type in a schema URN.
 fn is_version(s: &str) -> bool {
-    s.starts_with(|c: char| c.is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    s.starts_with(|c: char| c.is_ascii_digit()) && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,19 +634,10 @@ fn is_version(s: &str) -> bool {
 
 /// `parent` is the attribute of the enclosing value filter, used to qualify paths given to
 /// `case_exact`.
-fn eval(
-    filter: &Filter,
-    object: &Value,
-    parent: Option<&AttrPath>,
-    case_exact: &dyn Fn(&AttrPath) -> bool,
-) -> bool {
+fn eval(filter: &Filter, object: &Value, parent: Option<&AttrPath>, case_exact: &dyn Fn(&AttrPath) -> bool) -> bool {
     match filter {
-        Filter::And(a, b) => {
-            eval(a, object, parent, case_exact) && eval(b, object, parent, case_exact)
-        }
-        Filter::Or(a, b) => {
-            eval(a, object, parent, case_exact) || eval(b, object, parent, case_exact)
-        }
+        Filter::And(a, b) => eval(a, object, parent, case_exact) && eval(b, object, parent, case_exact),
+        Filter::Or(a, b) => eval(a, object, parent, case_exact) || eval(b, object, parent, case_exact),
         Filter::Not(f) => !eval(f, object, parent, case_exact),
         Filter::Present(path) => values_at(object, path).into_iter().any(is_present),
         Filter::ValuePath(path, inner) => values_at(object, path).into_iter().any(|v| match v {
@@ -726,13 +654,7 @@ fn eval(
                     Value::Array(items) => items.iter().collect(),
                     other => vec![other],
                 })
-                .filter_map(|v| {
-                    if v.is_object() {
-                        get_ci(v, "value")
-                    } else {
-                        Some(v)
-                    }
-                })
+                .filter_map(|v| if v.is_object() { get_ci(v, "value") } else { Some(v) })
                 .filter(|v| !v.is_null())
                 .collect();
             if let CompValue::Null = value {
@@ -744,11 +666,9 @@ fn eval(
             }
             let exact = matches!(value, CompValue::Str(_))
                 && match parent {
-                    Some(parent) => case_exact(&AttrPath {
-                        urn: parent.urn.clone(),
-                        name: parent.name.clone(),
-                        sub: Some(path.name.clone()),
-                    }),
+                    Some(parent) => {
+                        case_exact(&AttrPath { urn: parent.urn.clone(), name: parent.name.clone(), sub: Some(path.name.clone()) })
+                    }
                     None => case_exact(path),
                 };
             let (op, negate) = match op {
@@ -764,9 +684,7 @@ fn eval(
 /// (or in each element when it is multi-valued).
 fn values_at<'v>(object: &'v Value, path: &AttrPath) -> Vec<&'v Value> {
     let base = match &path.urn {
-        Some(urn) => get_ci(object, urn)
-            .filter(|v| v.is_object())
-            .unwrap_or(object),
+        Some(urn) => get_ci(object, urn).filter(|v| v.is_object()).unwrap_or(object),
         None => object,
     };
     let Some(attr) = get_ci(base, &path.name) else {
@@ -782,11 +700,7 @@ fn values_at<'v>(object: &'v Value, path: &AttrPath) -> Vec<&'v Value> {
 /// Object member by name, ignoring ASCII case (an exact hit is tried first as a fast path).
 fn get_ci<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
     let map = object.as_object()?;
-    map.get(key).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+    map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 
 fn is_present(v: &Value) -> bool {
@@ -803,11 +717,8 @@ fn is_present(v: &Value) -> bool {
 fn compare(candidate: &Value, op: CompareOp, value: &CompValue, exact: bool) -> bool {
     match (candidate, value) {
         (Value::String(a), CompValue::Str(b)) => {
-            let (a, b): (Cow<str>, Cow<str>) = if exact {
-                (a.into(), b.into())
-            } else {
-                (a.to_lowercase().into(), b.to_lowercase().into())
-            };
+            let (a, b): (Cow<str>, Cow<str>) =
+                if exact { (a.into(), b.into()) } else { (a.to_lowercase().into(), b.to_lowercase().into()) };
             match op {
                 CompareOp::Co => a.contains(&*b),
                 CompareOp::Sw => a.starts_with(&*b),
@@ -816,8 +727,7 @@ fn compare(candidate: &Value, op: CompareOp, value: &CompValue, exact: bool) -> 
             }
         }
         (Value::Number(a), CompValue::Num(b)) => {
-            !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
-                && compare_numbers(a, b).is_some_and(|o| ordered(op, o))
+            !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) && compare_numbers(a, b).is_some_and(|o| ordered(op, o))
         }
         (Value::Bool(a), CompValue::Bool(b)) => op == CompareOp::Eq && a == b,
         _ => false,
@@ -860,25 +770,13 @@ mod tests {
         input.replace("{ENT}", ENT).replace("{CORE}", CORE)
     }
     fn p(name: &str) -> AttrPath {
-        AttrPath {
-            urn: None,
-            name: name.into(),
-            sub: None,
-        }
+        AttrPath { urn: None, name: name.into(), sub: None }
     }
     fn ps(name: &str, sub: &str) -> AttrPath {
-        AttrPath {
-            urn: None,
-            name: name.into(),
-            sub: Some(sub.into()),
-        }
+        AttrPath { urn: None, name: name.into(), sub: Some(sub.into()) }
     }
     fn pu(urn: &str, name: &str, sub: Option<&str>) -> AttrPath {
-        AttrPath {
-            urn: Some(urn.into()),
-            name: name.into(),
-            sub: sub.map(Into::into),
-        }
+        AttrPath { urn: Some(urn.into()), name: name.into(), sub: sub.map(Into::into) }
     }
     fn cmp(path: AttrPath, op: CompareOp, value: CompValue) -> Filter {
         Filter::Compare(path, op, value)
@@ -908,11 +806,7 @@ mod tests {
         Filter::ValuePath(path, Box::new(inner))
     }
     fn pp(attr: AttrPath, filter: Option<Filter>, sub: Option<&str>) -> PatchPath {
-        PatchPath {
-            attr,
-            filter,
-            sub: sub.map(Into::into),
-        }
+        PatchPath { attr, filter, sub: sub.map(Into::into) }
     }
     fn assert_err(result: Result<impl std::fmt::Debug, SyntaxError>, input: &str, want: &str) {
         match result {
@@ -1101,39 +995,19 @@ mod tests {
     fn depth_and_length_limits() {
         let nested = |k: usize| format!("{}a pr{}", "(".repeat(k), ")".repeat(k));
         assert_eq!(parse_filter(&nested(MAX_DEPTH)), Ok(pr(p("a"))));
-        assert_err(
-            parse_filter(&nested(MAX_DEPTH + 1)),
-            "33 (",
-            "nesting deeper than 32",
-        );
+        assert_err(parse_filter(&nested(MAX_DEPTH + 1)), "33 (", "nesting deeper than 32");
         let k = MAX_DEPTH + 1;
         let nots = format!("{}a pr{}", "not (".repeat(k), ")".repeat(k));
         assert_err(parse_filter(&nots), "33 not", "nesting deeper");
         let brackets = format!("{}e[t pr]{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
         assert_err(parse_filter(&brackets), "32 ( and [", "nesting deeper");
-        assert_err(
-            parse_path(&format!("e[{}", "(".repeat(100))),
-            "path",
-            "nesting deeper",
-        );
+        assert_err(parse_path(&format!("e[{}", "(".repeat(100))), "path", "nesting deeper");
 
         // Malicious inputs must fail cleanly, not overflow the stack.
-        assert_err(
-            parse_filter(&"(".repeat(100_000)),
-            "100000 (",
-            "at most 4096",
-        );
-        assert_err(
-            parse_filter(&"(".repeat(MAX_LENGTH)),
-            "4096 (",
-            "nesting deeper",
-        );
+        assert_err(parse_filter(&"(".repeat(100_000)), "100000 (", "at most 4096");
+        assert_err(parse_filter(&"(".repeat(MAX_LENGTH)), "4096 (", "nesting deeper");
         assert_err(parse_filter(&"a eq 1 ".repeat(700)), "long", "at most 4096");
-        assert_err(
-            parse_path(&"a".repeat(MAX_LENGTH + 1)),
-            "long path",
-            "at most 4096",
-        );
+        assert_err(parse_path(&"a".repeat(MAX_LENGTH + 1)), "long path", "at most 4096");
         let chain = |k: usize| vec!["a eq 1"; k].join(" or ");
         assert_err(parse_filter(&chain(4000)), "4000 terms", "at most 4096");
 
@@ -1229,10 +1103,8 @@ mod tests {
             ENT: {"employeeNumber": "701984", "manager": {"value": "26118915"}}
         });
         // `id` is caseExact, and so is `ims.type` (checks that value filters qualify paths).
-        let case_exact = |path: &AttrPath| {
-            path.name.eq_ignore_ascii_case("id")
-                || (path.name == "ims" && path.sub.as_deref() == Some("type"))
-        };
+        let case_exact =
+            |path: &AttrPath| path.name.eq_ignore_ascii_case("id") || (path.name == "ims" && path.sub.as_deref() == Some("type"));
         #[rustfmt::skip]
         let cases = [
             (r#"userName eq "BJensen""#, true),
@@ -1297,11 +1169,7 @@ mod tests {
         ];
         for (input, expected) in cases {
             let filter = parse_filter(&expand(input)).unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!(
-                matches(&filter, &user, &case_exact),
-                expected,
-                "filter: {input}"
-            );
+            assert_eq!(matches(&filter, &user, &case_exact), expected, "filter: {input}");
         }
 
         // PATCH-style use: the inner filter against one element gets the path as written.
@@ -1341,13 +1209,14 @@ mod props {
                 schema::ENTERPRISE_USER.to_string(),
                 schema::MFA_USER.to_string(),
             ]),
-            ("urn|URN|Urn", prop::collection::vec("[A-Za-z0-9._$-]{1,6}", 0..4), "[A-Za-z][A-Za-z0-9._-]{0,6}")
-                .prop_map(|(urn, middle, last)| {
+            ("urn|URN|Urn", prop::collection::vec("[A-Za-z0-9._$-]{1,6}", 0..4), "[A-Za-z][A-Za-z0-9._-]{0,6}").prop_map(
+                |(urn, middle, last)| {
                     let mut parts = vec![urn];
                     parts.extend(middle);
                     parts.push(last);
                     parts.join(":")
-                }),
+                }
+            ),
         ]
     }
 
@@ -1371,9 +1240,41 @@ mod props {
     /// Grammar tokens, to reach deeper than random characters do.
     fn token_soup() -> impl Strategy<Value = String> {
         let tokens = vec![
-            "(", ")", "[", "]", " ", "not", "and", "or", "pr", "eq", "co", "gt", "\"", "\\", "\"x\"", "\"\\u00e9\"",
-            "\"\\ud800\"", "1", "-", "1e309", "0.5", "true", "null", "emails", "type", ".", ":", "urn:", "urn:a:2.0:User",
-            "urn:a:2.0:User:", "é", "\u{0}", "\t", "$ref", "userName",
+            "(",
+            ")",
+            "[",
+            "]",
+            " ",
+            "not",
+            "and",
+            "or",
+            "pr",
+            "eq",
+            "co",
+            "gt",
+            "\"",
+            "\\",
+            "\"x\"",
+            "\"\\u00e9\"",
+            "\"\\ud800\"",
+            "1",
+            "-",
+            "1e309",
+            "0.5",
+            "true",
+            "null",
+            "emails",
+            "type",
+            ".",
+            ":",
+            "urn:",
+            "urn:a:2.0:User",
+            "urn:a:2.0:User:",
+            "é",
+            "\u{0}",
+            "\t",
+            "$ref",
+            "userName",
         ];
         prop::collection::vec(proptest::sample::select(tokens), 0..40).prop_map(|t| t.concat())
     }
@@ -1381,13 +1282,20 @@ mod props {
     /// Inputs at the limits: deep nesting of each kind, and lengths around `MAX_LENGTH` with
     /// multi-byte characters straddling the boundary.
     fn extreme() -> impl Strategy<Value = String> {
-        let nest = (proptest::sample::select(vec!["(", "not (", "not(", "e[", "e[(", "[", "emails[type eq \"w\"].value eq ("]), 0usize..5000, any::<bool>())
+        let nest = (
+            proptest::sample::select(vec!["(", "not (", "not(", "e[", "e[(", "[", "emails[type eq \"w\"].value eq ("]),
+            0usize..5000,
+            any::<bool>(),
+        )
             .prop_map(|(open, k, closed)| {
                 let close = if open.contains('[') { "]" } else { ")" };
                 let body = if closed { format!("{}a pr{}", open.repeat(k), close.repeat(k)) } else { open.repeat(k) };
                 body
             });
-        let long = (proptest::sample::select(vec!["a", "é", "👩", "\"", "a pr or ", "x eq \"é\" and "]), (MAX_LENGTH - 8)..(MAX_LENGTH + 8))
+        let long = (
+            proptest::sample::select(vec!["a", "é", "👩", "\"", "a pr or ", "x eq \"é\" and "]),
+            (MAX_LENGTH - 8)..(MAX_LENGTH + 8),
+        )
             .prop_map(|(unit, bytes)| {
                 let mut s = String::new();
                 while s.len() + unit.len() <= bytes {

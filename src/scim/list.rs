@@ -93,7 +93,9 @@ impl ListQuery {
     /// `0..=max_count` (RFC 7644 §3.4.2.4).
     pub fn parse(p: &ListParams, default_count: i64, max_count: i64) -> Result<Self, ScimError> {
         let int = |name: &str, v: &Option<String>| -> Result<Option<i64>, ScimError> {
-            v.as_deref().map(|s| integer(s).ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}")))).transpose()
+            v.as_deref()
+                .map(|s| integer(s).ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}"))))
+                .transpose()
         };
         let filter = match p.filter.as_deref().map(str::trim) {
             None => None,
@@ -114,9 +116,7 @@ impl ListQuery {
             None | Some("") | Some("ascending") => false,
             Some("descending") => true,
             Some(other) => {
-                return Err(ScimError::invalid_value(format!(
-                    "sortOrder must be ascending or descending, got {other:?}"
-                )))
+                return Err(ScimError::invalid_value(format!("sortOrder must be ascending or descending, got {other:?}")))
             }
         };
         Ok(ListQuery {

@@ -32,18 +32,13 @@ pub fn apply(body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimE
 pub fn apply_checked(body: &mut Map<String, Value>, request: &Value, computed: &Map<String, Value>) -> Result<(), ScimError> {
     let operations = operations(request)?;
     for (i, operation) in operations.iter().enumerate() {
-        check_computed(operation, computed).map_err(|e| ScimError {
-            detail: format!("operation {}: {}", i + 1, e.detail),
-            ..e
-        })?;
+        check_computed(operation, computed)
+            .map_err(|e| ScimError { detail: format!("operation {}: {}", i + 1, e.detail), ..e })?;
     }
     let mut work = body.clone();
     for (i, operation) in operations.iter().enumerate() {
         // Name the failing operation: a request may carry hundreds of them.
-        apply_one(&mut work, operation).map_err(|e| ScimError {
-            detail: format!("operation {}: {}", i + 1, e.detail),
-            ..e
-        })?;
+        apply_one(&mut work, operation).map_err(|e| ScimError { detail: format!("operation {}: {}", i + 1, e.detail), ..e })?;
     }
     *body = work;
     Ok(())
@@ -118,11 +113,7 @@ fn operation(value: &Value) -> Result<Operation<'_>, ScimError> {
         Some(s) if s.eq_ignore_ascii_case("replace") => Op::Replace,
         Some(s) if s.eq_ignore_ascii_case("remove") => Op::Remove,
         Some(other) => return Err(ScimError::invalid_syntax(format!("unknown op {other:?}"))),
-        None => {
-            return Err(ScimError::invalid_syntax(
-                "op must be \"add\", \"replace\" or \"remove\"",
-            ))
-        }
+        None => return Err(ScimError::invalid_syntax("op must be \"add\", \"replace\" or \"remove\"")),
     };
     let path = match member(obj, "path") {
         // A blank path is what some clients send for "no path".
@@ -131,17 +122,12 @@ fn operation(value: &Value) -> Result<Operation<'_>, ScimError> {
         Some(Value::String(s)) => Some(s.as_str()),
         Some(_) => return Err(ScimError::invalid_syntax("path must be a string")),
     };
-    Ok(Operation {
-        op,
-        path,
-        value: member(obj, "value"),
-    })
+    Ok(Operation { op, path, value: member(obj, "value") })
 }
 
 /// The member called `name`, ignoring case (clients disagree on `Operations` vs `operations`).
 fn member<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
 fn apply_one(body: &mut Map<String, Value>, operation: &Operation<'_>) -> Result<(), ScimError> {
@@ -175,7 +161,11 @@ fn check_computed(operation: &Operation<'_>, computed: &Map<String, Value>) -> R
     check_computed_members(default, members, computed)
 }
 
-fn check_computed_members(default: &'static Schema, members: &Map<String, Value>, computed: &Map<String, Value>) -> Result<(), ScimError> {
+fn check_computed_members(
+    default: &'static Schema,
+    members: &Map<String, Value>,
+    computed: &Map<String, Value>,
+) -> Result<(), ScimError> {
     for (key, sent) in members {
         let Ok(path) = filter::parse_path(key) else { continue };
         match resolve_parsed(&path, default) {
@@ -184,7 +174,12 @@ fn check_computed_members(default: &'static Schema, members: &Map<String, Value>
                     check_computed_members(s, inner, computed)?;
                 }
             }
-            Err(e) if e.scim_type == Some(ScimType::Mutability) && path.filter.is_none() && path.sub.is_none() && path.attr.sub.is_none() => {
+            Err(e)
+                if e.scim_type == Some(ScimType::Mutability)
+                    && path.filter.is_none()
+                    && path.sub.is_none()
+                    && path.attr.sub.is_none() =>
+            {
                 let schema = match &path.attr.urn {
                     None => default,
                     Some(urn) => match schema::user_schema(urn) {
@@ -247,10 +242,7 @@ fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, 
     };
     if name.is_empty() {
         if narrowed {
-            return Err(ScimError::invalid_path(format!(
-                "{} is a schema, not an attribute",
-                schema.id
-            )));
+            return Err(ScimError::invalid_path(format!("{} is a schema, not an attribute", schema.id)));
         }
         return Ok(Target::Schema(schema));
     }
@@ -276,10 +268,7 @@ fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, 
     }
     if let Some(f) = &path.filter {
         if !attr.multi_valued {
-            return Err(ScimError::invalid_path(format!(
-                "{} is not multi-valued and cannot take a value filter",
-                attr.name
-            )));
+            return Err(ScimError::invalid_path(format!("{} is not multi-valued and cannot take a value filter", attr.name)));
         }
         check_filter(attr, f)?;
     }
@@ -290,10 +279,7 @@ fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, 
         }
         Some(s) => {
             let Some(sub) = attr.sub(s) else {
-                return Err(ScimError::invalid_path(format!(
-                    "unknown sub-attribute {}.{s}",
-                    attr.name
-                )));
+                return Err(ScimError::invalid_path(format!("unknown sub-attribute {}.{s}", attr.name)));
             };
             if sub.mutability == Mutability::ReadOnly {
                 return Err(ScimError::mutability(format!("{}.{} is readOnly", attr.name, sub.name)));
@@ -301,12 +287,7 @@ fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, 
             Some(sub)
         }
     };
-    Ok(Target::Attr(AttrTarget {
-        schema,
-        attr,
-        filter: path.filter.clone(),
-        sub,
-    }))
+    Ok(Target::Attr(AttrTarget { schema, attr, filter: path.filter.clone(), sub }))
 }
 
 /// A value filter may only name sub-attributes of the element (`type`, `value`, ...).
@@ -348,9 +329,7 @@ fn write_members(
     members: &Map<String, Value>,
 ) -> Result<(), ScimError> {
     for (key, value) in members {
-        let target = filter::parse_path(key)
-            .ok()
-            .and_then(|path| resolve_parsed(&path, default).ok());
+        let target = filter::parse_path(key).ok().and_then(|path| resolve_parsed(&path, default).ok());
         if let Some(target) = target {
             write(body, op, &target, value)?;
         }
@@ -370,10 +349,7 @@ fn write(body: &mut Map<String, Value>, op: Op, target: &Target, value: &Value) 
                 body.remove(s.id);
                 Ok(())
             }
-            _ => Err(ScimError::invalid_syntax(format!(
-                "the value for {} must be a JSON object",
-                s.id
-            ))),
+            _ => Err(ScimError::invalid_syntax(format!("the value for {} must be a JSON object", s.id))),
         },
         Target::ExternalId => {
             body.insert("externalId".into(), single(value).clone());
@@ -469,17 +445,12 @@ fn write_filtered(
         remove_filtered(list, attr, f, sub);
         return Ok(());
     }
-    let mut hits: Vec<usize> = (0..list.len())
-        .filter(|&i| element_matches(attr, f, &list[i]))
-        .collect();
+    let mut hits: Vec<usize> = (0..list.len()).filter(|&i| element_matches(attr, f, &list[i])).collect();
     if hits.is_empty() {
         // Entra ID replaces `emails[type eq "work"].value` on users without a work email and
         // expects it to be created; an equality filter says what the new element looks like.
         let Some(seed) = seed_from_filter(attr, f) else {
-            return Err(ScimError::no_target(format!(
-                "no element of {} matches the filter",
-                attr.name
-            )));
+            return Err(ScimError::no_target(format!("no element of {} matches the filter", attr.name)));
         };
         list.push(Value::Object(seed));
         let new = list.len() - 1;
@@ -510,9 +481,7 @@ fn fill(item: &mut Value, op: Op, attr: &Attribute, sub: Option<&Attribute>, val
                     attr.name
                 )));
             }
-            let Value::Object(given) = element(attr, given) else {
-                unreachable!("element keeps objects objects")
-            };
+            let Value::Object(given) = element(attr, given) else { unreachable!("element keeps objects objects") };
             if op == Op::Replace {
                 *item = Value::Object(given);
             } else {
@@ -559,9 +528,7 @@ fn seed_from_filter(attr: &Attribute, f: &Filter) -> Option<Map<String, Value>> 
 
 fn remove(body: &mut Map<String, Value>, target: &Target, value: Option<&Value>) -> Result<(), ScimError> {
     match target {
-        Target::Schema(s) if s.id == schema::USER => {
-            Err(ScimError::invalid_path("the core User schema cannot be removed"))
-        }
+        Target::Schema(s) if s.id == schema::USER => Err(ScimError::invalid_path("the core User schema cannot be removed")),
         Target::Schema(s) => {
             body.remove(s.id);
             Ok(())
@@ -712,11 +679,9 @@ fn prune(value: &mut Value) -> bool {
 /// manager as a bare id, some clients send emails as plain strings).
 fn element(attr: &Attribute, value: &Value) -> Value {
     match value {
-        Value::Object(o) if attr.kind == Kind::Complex => Value::Object(
-            o.iter()
-                .filter_map(|(k, v)| attr.sub(k).map(|s| (s.name.to_string(), v.clone())))
-                .collect(),
-        ),
+        Value::Object(o) if attr.kind == Kind::Complex => {
+            Value::Object(o.iter().filter_map(|(k, v)| attr.sub(k).map(|s| (s.name.to_string(), v.clone()))).collect())
+        }
         Value::String(_) | Value::Number(_) | Value::Bool(_) if attr.sub("value").is_some() => {
             Value::Object(Map::from_iter([("value".to_string(), value.clone())]))
         }
@@ -758,11 +723,7 @@ fn single_primary(list: &mut [Value], written: &[usize]) {
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
         _ => false,
     };
-    let Some(&winner) = written
-        .iter()
-        .rev()
-        .find(|&&i| list[i].get("primary") == Some(&Value::Bool(true)))
-    else {
+    let Some(&winner) = written.iter().rev().find(|&&i| list[i].get("primary") == Some(&Value::Bool(true))) else {
         return;
     };
     for (i, item) in list.iter_mut().enumerate() {
@@ -795,12 +756,7 @@ mod tests {
     }
 
     fn case(name: &'static str, body: Value, request: Value, expect: Expect) -> Case {
-        Case {
-            name,
-            body,
-            request,
-            expect,
-        }
+        Case { name, body, request, expect }
     }
 
     fn body(v: Value) -> Expect {
@@ -849,30 +805,10 @@ mod tests {
         let too_many = vec![json!({"op": "add", "path": "title", "value": "x"}); MAX_OPERATIONS + 1];
         vec![
             // ---- the request document
-            case(
-                "request not an object",
-                bjensen(),
-                json!([]),
-                error(ScimType::InvalidSyntax),
-            ),
-            case(
-                "Operations missing",
-                bjensen(),
-                json!({"schemas": [schema::PATCH_OP]}),
-                error(ScimType::InvalidSyntax),
-            ),
-            case(
-                "Operations empty",
-                bjensen(),
-                ops(json!([])),
-                error(ScimType::InvalidSyntax),
-            ),
-            case(
-                "Operations not an array",
-                bjensen(),
-                ops(json!({"op": "add"})),
-                error(ScimType::InvalidSyntax),
-            ),
+            case("request not an object", bjensen(), json!([]), error(ScimType::InvalidSyntax)),
+            case("Operations missing", bjensen(), json!({"schemas": [schema::PATCH_OP]}), error(ScimType::InvalidSyntax)),
+            case("Operations empty", bjensen(), ops(json!([])), error(ScimType::InvalidSyntax)),
+            case("Operations not an array", bjensen(), ops(json!({"op": "add"})), error(ScimType::InvalidSyntax)),
             case(
                 "schemas without PatchOp",
                 bjensen(),
@@ -904,24 +840,14 @@ mod tests {
                 json!({"schemas": schema::PATCH_OP, "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
                 error(ScimType::InvalidSyntax),
             ),
-            case(
-                "too many operations",
-                bjensen(),
-                ops(Value::Array(too_many)),
-                error(ScimType::TooMany),
-            ),
+            case("too many operations", bjensen(), ops(Value::Array(too_many)), error(ScimType::TooMany)),
             case(
                 "unknown op",
                 bjensen(),
                 ops(json!([{"op": "move", "path": "title", "value": "x"}])),
                 error(ScimType::InvalidSyntax),
             ),
-            case(
-                "add without value",
-                bjensen(),
-                ops(json!([{"op": "add", "path": "title"}])),
-                error(ScimType::InvalidSyntax),
-            ),
+            case("add without value", bjensen(), ops(json!([{"op": "add", "path": "title"}])), error(ScimType::InvalidSyntax)),
             // ---- Microsoft Entra ID, as documented
             case(
                 "Entra: replace work email and family name",
@@ -1077,12 +1003,7 @@ mod tests {
                 ops(json!([{"op": "replace", "path": "id", "value": "1"}])),
                 error(ScimType::Mutability),
             ),
-            case(
-                "meta is not writable",
-                bjensen(),
-                ops(json!([{"op": "remove", "path": "meta"}])),
-                error(ScimType::Mutability),
-            ),
+            case("meta is not writable", bjensen(), ops(json!([{"op": "remove", "path": "meta"}])), error(ScimType::Mutability)),
             case(
                 "schemas is not writable",
                 bjensen(),
@@ -1135,9 +1056,7 @@ mod tests {
                 "whole extension: add merges the object",
                 bjensen(),
                 ops(json!([{"op": "add", "path": ENT, "value": {"department": "Sales", "manager": {"value": "m2"}}}])),
-                body(bjensen_with(
-                    json!({ENT: {"employeeNumber": "701984", "department": "Sales", "manager": {"value": "m2"}}}),
-                )),
+                body(bjensen_with(json!({ENT: {"employeeNumber": "701984", "department": "Sales", "manager": {"value": "m2"}}}))),
             ),
             case(
                 "whole extension: replace with a non-object",
@@ -1162,9 +1081,7 @@ mod tests {
                 "add merges into a complex attribute",
                 bjensen(),
                 ops(json!([{"op": "add", "path": "name", "value": {"middleName": "Jane"}}])),
-                body(bjensen_with(
-                    json!({"name": {"givenName": "Barbara", "familyName": "Jensen", "middleName": "Jane"}}),
-                )),
+                body(bjensen_with(json!({"name": {"givenName": "Barbara", "familyName": "Jensen", "middleName": "Jane"}}))),
             ),
             case(
                 "add a sub-attribute creates the parent",
@@ -1216,9 +1133,7 @@ mod tests {
                 "replace a complex attribute keeps unspecified sub-attributes",
                 bjensen(),
                 ops(json!([{"op": "replace", "path": "name", "value": {"givenName": "Barb"}}])),
-                body(bjensen_with(
-                    json!({"name": {"givenName": "Barb", "familyName": "Jensen"}}),
-                )),
+                body(bjensen_with(json!({"name": {"givenName": "Barb", "familyName": "Jensen"}}))),
             ),
             case(
                 "replace with null removes the attribute",
@@ -1227,9 +1142,7 @@ mod tests {
                     {"op": "replace", "path": "displayName", "value": null},
                     {"op": "replace", "path": "name.givenName", "value": null}
                 ])),
-                body(bjensen_with(
-                    json!({"displayName": null, "name": {"familyName": "Jensen"}}),
-                )),
+                body(bjensen_with(json!({"displayName": null, "name": {"familyName": "Jensen"}}))),
             ),
             case(
                 "replace with a filter and no sub replaces the element",
@@ -1276,12 +1189,7 @@ mod tests {
                 body(bjensen_with(json!({"emails": [{"type": "home"}]}))),
             ),
             // ---- remove
-            case(
-                "remove without a path",
-                bjensen(),
-                ops(json!([{"op": "remove"}])),
-                error(ScimType::NoTarget),
-            ),
+            case("remove without a path", bjensen(), ops(json!([{"op": "remove"}])), error(ScimType::NoTarget)),
             case(
                 "remove a simple attribute and externalId",
                 bjensen(),
@@ -1298,9 +1206,7 @@ mod tests {
                 "remove elements matching a filter",
                 bjensen(),
                 ops(json!([{"op": "remove", "path": "emails[type eq \"work\"]"}])),
-                body(bjensen_with(
-                    json!({"emails": [{"value": "babs@jensen.org", "type": "home"}]}),
-                )),
+                body(bjensen_with(json!({"emails": [{"value": "babs@jensen.org", "type": "home"}]}))),
             ),
             case(
                 "remove with a filter that matches nothing succeeds",
@@ -1321,9 +1227,7 @@ mod tests {
                 "remove given values from a multi-valued attribute",
                 bjensen(),
                 ops(json!([{"op": "remove", "path": "emails", "value": [{"value": "BABS@jensen.org"}]}])),
-                body(bjensen_with(
-                    json!({"emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}]}),
-                )),
+                body(bjensen_with(json!({"emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}]}))),
             ),
             case(
                 "remove a whole multi-valued attribute",
@@ -1374,18 +1278,10 @@ mod tests {
                         failures.push(format!("{}: body changed by a failed request", c.name));
                     }
                 }
-                (Expect::Error(..), Ok(())) => {
-                    failures.push(format!("{}: want an error, got {}", c.name, Value::Object(got)))
-                }
+                (Expect::Error(..), Ok(())) => failures.push(format!("{}: want an error, got {}", c.name, Value::Object(got))),
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} of {} cases failed:\n{}",
-            failures.len(),
-            all.len(),
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), all.len(), failures.join("\n"));
     }
 
     #[test]
@@ -1418,9 +1314,15 @@ mod tests {
             assert_eq!(run(request.clone()), Err(Some(ScimType::Mutability)), "{request}");
         }
         let echoing = [
-            ops(json!([{"op": "replace", "value": {"title": "Boss", mfa: {"status": "PENDING", "lastResetAt": "2026-11-30T08:00:00+01:00"}}}])),
-            ops(json!([{"op": "replace", "value": {format!("{mfa}:status"): "pending", format!("{mfa}:enrolledAt"): null, "title": "Boss"}}])),
-            ops(json!([{"op": "replace", "path": mfa, "value": {"status": "pending", "resetRequested": false}}, {"op": "replace", "path": "title", "value": "Boss"}])),
+            ops(
+                json!([{"op": "replace", "value": {"title": "Boss", mfa: {"status": "PENDING", "lastResetAt": "2026-11-30T08:00:00+01:00"}}}]),
+            ),
+            ops(
+                json!([{"op": "replace", "value": {format!("{mfa}:status"): "pending", format!("{mfa}:enrolledAt"): null, "title": "Boss"}}]),
+            ),
+            ops(
+                json!([{"op": "replace", "path": mfa, "value": {"status": "pending", "resetRequested": false}}, {"op": "replace", "path": "title", "value": "Boss"}]),
+            ),
         ];
         for request in echoing {
             assert_eq!(run(request.clone()).map(|u| u["title"].clone()), Ok(json!("Boss")), "{request}");
@@ -1447,17 +1349,54 @@ mod props {
         let mfa = schema::MFA_USER;
         let core = schema::USER;
         let known = vec![
-            "userName".to_string(), "name".into(), "name.givenName".into(), "name.nope".into(), "displayName".into(), "active".into(),
-            "externalId".into(), "externalId.x".into(), "id".into(), "meta".into(), "meta.created".into(), "schemas".into(), "groups".into(),
-            "password".into(), "emails".into(), "emails.value".into(), "emails.primary".into(), r#"emails[type eq "work"]"#.into(),
-            r#"emails[type eq "work"].value"#.into(), r#"emails[type eq "work" and primary eq true]"#.into(), r#"emails[value co "@"]"#.into(),
-            r#"emails[primary eq true].type"#.into(), "emails[not (type pr)]".into(), r#"emails[type eq "a" and type eq "b"]"#.into(),
-            r#"emails[nope eq "x"]"#.into(), r#"name[givenName eq "x"]"#.into(), r#"phoneNumbers[type eq "mobile"].value"#.into(),
-            r#"addresses[type eq "work"].locality"#.into(), "roles".into(), "x509Certificates".into(),
-            ent.into(), format!("{ent}:"), format!("{ent}:manager"), format!("{ent}:manager.value"), format!("{ent}:manager.displayName"),
-            format!("{ent}:department"), format!("{ent}:nosuch"), mfa.into(), format!("{mfa}:resetRequested"), format!("{mfa}:status"),
-            core.into(), format!("{core}:userName"), format!("{core}:emails[type eq \"work\"].value"), "urn:x:2.0:User".into(),
-            r#"emails[type eq "work""#.into(), "".into(), " ".into(), "a b".into(),
+            "userName".to_string(),
+            "name".into(),
+            "name.givenName".into(),
+            "name.nope".into(),
+            "displayName".into(),
+            "active".into(),
+            "externalId".into(),
+            "externalId.x".into(),
+            "id".into(),
+            "meta".into(),
+            "meta.created".into(),
+            "schemas".into(),
+            "groups".into(),
+            "password".into(),
+            "emails".into(),
+            "emails.value".into(),
+            "emails.primary".into(),
+            r#"emails[type eq "work"]"#.into(),
+            r#"emails[type eq "work"].value"#.into(),
+            r#"emails[type eq "work" and primary eq true]"#.into(),
+            r#"emails[value co "@"]"#.into(),
+            r#"emails[primary eq true].type"#.into(),
+            "emails[not (type pr)]".into(),
+            r#"emails[type eq "a" and type eq "b"]"#.into(),
+            r#"emails[nope eq "x"]"#.into(),
+            r#"name[givenName eq "x"]"#.into(),
+            r#"phoneNumbers[type eq "mobile"].value"#.into(),
+            r#"addresses[type eq "work"].locality"#.into(),
+            "roles".into(),
+            "x509Certificates".into(),
+            ent.into(),
+            format!("{ent}:"),
+            format!("{ent}:manager"),
+            format!("{ent}:manager.value"),
+            format!("{ent}:manager.displayName"),
+            format!("{ent}:department"),
+            format!("{ent}:nosuch"),
+            mfa.into(),
+            format!("{mfa}:resetRequested"),
+            format!("{mfa}:status"),
+            core.into(),
+            format!("{core}:userName"),
+            format!("{core}:emails[type eq \"work\"].value"),
+            "urn:x:2.0:User".into(),
+            r#"emails[type eq "work""#.into(),
+            "".into(),
+            " ".into(),
+            "a b".into(),
         ];
         prop_oneof![
             6 => (proptest::sample::select(known), any::<u64>(), any::<bool>())

@@ -86,7 +86,9 @@ pub fn reset_requested(input: &Value) -> Result<bool, ScimError> {
         .and_then(|ext| ext.iter().find(|(k, _)| k.eq_ignore_ascii_case(flag)).map(|(_, v)| v));
     let qualified = obj
         .iter()
-        .find(|(k, _)| split_urn(k).is_some_and(|(urn, name)| urn.eq_ignore_ascii_case(schema::MFA_USER) && name.eq_ignore_ascii_case(flag)))
+        .find(|(k, _)| {
+            split_urn(k).is_some_and(|(urn, name)| urn.eq_ignore_ascii_case(schema::MFA_USER) && name.eq_ignore_ascii_case(flag))
+        })
         .map(|(_, v)| v);
     match nested.or(qualified) {
         None | Some(Value::Null) => Ok(false),
@@ -461,7 +463,8 @@ mod tests {
         assert!(body.get(schema::ENTERPRISE_USER).is_none(), "{body:?}");
         // A nested extension object no longer replaces qualified attributes sent before it.
         let department = format!("{}:department", schema::ENTERPRISE_USER);
-        let body = normalize_user(&json!({"userName": "a", department: "Ops", schema::ENTERPRISE_USER: {"costCenter": "7"}})).unwrap();
+        let body =
+            normalize_user(&json!({"userName": "a", department: "Ops", schema::ENTERPRISE_USER: {"costCenter": "7"}})).unwrap();
         assert_eq!(body[schema::ENTERPRISE_USER], json!({"department": "Ops", "costCenter": "7"}));
     }
 
@@ -491,9 +494,21 @@ mod tests {
     fn projection_keeps_requested_and_always_returned() {
         let cases: [(Option<&str>, Option<&str>, Value); 4] = [
             (Some("userName"), None, json!(["id", "schemas", "userName"])),
-            (Some("name.givenName,urn:ietf:params:scim:schemas:core:2.0:User:emails"), None, json!(["emails", "id", "name", "schemas"])),
-            (None, Some("emails,meta,name,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"), json!(["id", "schemas", schema::MFA_USER, "userName"])),
-            (Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"), None, json!(["id", "schemas", schema::ENTERPRISE_USER])),
+            (
+                Some("name.givenName,urn:ietf:params:scim:schemas:core:2.0:User:emails"),
+                None,
+                json!(["emails", "id", "name", "schemas"]),
+            ),
+            (
+                None,
+                Some("emails,meta,name,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"),
+                json!(["id", "schemas", schema::MFA_USER, "userName"]),
+            ),
+            (
+                Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+                None,
+                json!(["id", "schemas", schema::ENTERPRISE_USER]),
+            ),
         ];
         for (attributes, excluded, keys) in cases {
             let mut r = rendered();
@@ -515,9 +530,7 @@ mod tests {
 /// Weak and strong forms compare equal: versions are only ever weak here.
 pub fn etag_matches(header: &str, version: i64) -> bool {
     let want = version.to_string();
-    header.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == want
-    })
+    header.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == want)
 }
 
 #[cfg(test)]

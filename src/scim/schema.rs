@@ -16,8 +16,7 @@ pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRe
 pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
-pub const SERVICE_PROVIDER_CONFIG: &str =
-    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+pub const SERVICE_PROVIDER_CONFIG: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 
 /// The `schemas` a request document declares (its key matched ignoring case): a non-empty list
 /// of URNs, `invalidSyntax` otherwise (missing, empty, a bare string, …). RFC 7643 §3 makes it
@@ -202,54 +201,31 @@ const fn string(name: &'static str, description: &'static str) -> Attribute {
 }
 
 const fn multi(name: &'static str, description: &'static str, subs: &'static [Attribute]) -> Attribute {
-    Attribute {
-        multi_valued: true,
-        sub_attributes: subs,
-        ..attr(name, Kind::Complex, description)
-    }
+    Attribute { multi_valued: true, sub_attributes: subs, ..attr(name, Kind::Complex, description) }
 }
 
 const fn typed(description: &'static str, values: &'static [&'static str]) -> Attribute {
-    Attribute {
-        canonical_values: values,
-        ..string("type", description)
-    }
+    Attribute { canonical_values: values, ..string("type", description) }
 }
 
-const PRIMARY: Attribute = attr(
-    "primary",
-    Kind::Boolean,
-    "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
-);
+const PRIMARY: Attribute =
+    attr("primary", Kind::Boolean, "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.");
 const DISPLAY: Attribute = string("display", "A human-readable name, primarily used for display purposes.");
 
 const fn plural_subs(value_description: &'static str, types: &'static [&'static str]) -> [Attribute; 4] {
-    [
-        string("value", value_description),
-        DISPLAY,
-        typed("A label indicating the attribute's function.", types),
-        PRIMARY,
-    ]
+    [string("value", value_description), DISPLAY, typed("A label indicating the attribute's function.", types), PRIMARY]
 }
 
 const fn read_only(a: Attribute) -> Attribute {
-    Attribute {
-        mutability: Mutability::ReadOnly,
-        ..a
-    }
+    Attribute { mutability: Mutability::ReadOnly, ..a }
 }
 
 const EMAIL_SUBS: [Attribute; 4] = plural_subs("Email address for the User.", &["work", "home", "other"]);
 const PHONE_SUBS: [Attribute; 4] = plural_subs("Phone number of the User.", &["work", "home", "mobile", "fax", "pager", "other"]);
-const IM_SUBS: [Attribute; 4] = plural_subs(
-    "Instant messaging address for the User.",
-    &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"],
-);
+const IM_SUBS: [Attribute; 4] =
+    plural_subs("Instant messaging address for the User.", &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"]);
 const PHOTO_SUBS: [Attribute; 4] = [
-    Attribute {
-        reference_types: &["external"],
-        ..attr("value", Kind::Reference, "URL of a photo of the User.")
-    },
+    Attribute { reference_types: &["external"], ..attr("value", Kind::Reference, "URL of a photo of the User.") },
     DISPLAY,
     typed("A label indicating the attribute's function.", &["photo", "thumbnail"]),
     PRIMARY,
@@ -301,15 +277,16 @@ pub static USER_SCHEMA: Schema = Schema {
             uniqueness: Uniqueness::Server,
             ..string("userName", "Unique identifier for the User, typically used by the user to directly authenticate.")
         },
-        Attribute {
-            sub_attributes: &NAME_SUBS,
-            ..attr("name", Kind::Complex, "The components of the user's real name.")
-        },
+        Attribute { sub_attributes: &NAME_SUBS, ..attr("name", Kind::Complex, "The components of the user's real name.") },
         string("displayName", "The name of the User, suitable for display to end-users."),
         string("nickName", "The casual way to address the user in real life."),
         Attribute {
             reference_types: &["external"],
-            ..attr("profileUrl", Kind::Reference, "A fully qualified URL pointing to a page representing the User's online profile.")
+            ..attr(
+                "profileUrl",
+                Kind::Reference,
+                "A fully qualified URL pointing to a page representing the User's online profile.",
+            )
         },
         string("title", "The user's title, such as \"Vice President\"."),
         string("userType", "Used to identify the relationship between the organization and the user."),
@@ -347,10 +324,7 @@ pub static ENTERPRISE_USER_SCHEMA: Schema = Schema {
         string("organization", "Identifies the name of an organization."),
         string("division", "Identifies the name of a division."),
         string("department", "Identifies the name of a department."),
-        Attribute {
-            sub_attributes: &MANAGER_SUBS,
-            ..attr("manager", Kind::Complex, "The User's manager.")
-        },
+        Attribute { sub_attributes: &MANAGER_SUBS, ..attr("manager", Kind::Complex, "The User's manager.") },
     ],
 };
 
@@ -363,10 +337,7 @@ pub static MFA_USER_SCHEMA: Schema = Schema {
     attributes: &[
         read_only(Attribute {
             canonical_values: &["none", "pending", "enrolled"],
-            ..string(
-                "status",
-                "none: never enrolled; pending: must (re)enrol at next login; enrolled: a confirmed TOTP factor.",
-            )
+            ..string("status", "none: never enrolled; pending: must (re)enrol at next login; enrolled: a confirmed TOTP factor.")
         }),
         read_only(attr("enrolledAt", Kind::DateTime, "When the current factor was confirmed.")),
         read_only(attr("lastResetAt", Kind::DateTime, "When the factor was last reset.")),

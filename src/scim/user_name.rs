@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn invisible_and_control_characters_are_refused() {
-        for bad in ["zero\u{200B}width", "bidi\u{202E}override", "tab\tname", "new\nline", "isolate\u{2067}", "   ", "", "bom\u{FEFF}"] {
+        for bad in
+            ["zero\u{200B}width", "bidi\u{202E}override", "tab\tname", "new\nline", "isolate\u{2067}", "   ", "", "bom\u{FEFF}"]
+        {
             assert!(check(bad).is_err(), "{bad:?}");
         }
         for good in ["bjensen@example.com", "Barbara Jensen", "\u{00C5}ngstr\u{00F6}m", "李小龍", "o'brien"] {

@@ -68,11 +68,7 @@ pub fn list(conn: &mut DbConn, q: &Query) -> Result<(i64, Vec<EventRow>)> {
         query
     };
     let total = filtered().count().get_result(conn)?;
-    let rows = filtered()
-        .order(audit_events::id.desc())
-        .offset(q.offset)
-        .limit(q.limit)
-        .select(EventRow::as_select())
-        .load(conn)?;
+    let rows =
+        filtered().order(audit_events::id.desc()).offset(q.offset).limit(q.limit).select(EventRow::as_select()).load(conn)?;
     Ok((total, rows))
 }

@@ -104,7 +104,12 @@ pub fn links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(St
         .filter(directory_links::entry_key.gt(after))
         .order(directory_links::entry_key.asc())
         .limit(limit)
-        .select((directory_links::user_id, directory_links::entry_key, directory_links::missing_since.is_not_null(), users::active))
+        .select((
+            directory_links::user_id,
+            directory_links::entry_key,
+            directory_links::missing_since.is_not_null(),
+            users::active,
+        ))
         .load(conn)?)
 }
 
@@ -307,8 +312,7 @@ pub fn finish_run(conn: &mut DbConn, run: Option<&Run>, lease: &str, holder: &st
 
 pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> {
     super::write_tx(conn, |conn| {
-        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
-            .execute(conn)
+        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder))).execute(conn)
     })?;
     Ok(())
 }

@@ -38,51 +38,40 @@ pub struct Summary {
 
 impl Summary {
     pub fn none() -> Self {
-        Summary {
-            status: NONE.into(),
-            enrolled_at: None,
-            last_reset_at: None,
-        }
+        Summary { status: NONE.into(), enrolled_at: None, last_reset_at: None }
     }
 }
 
 /// Every user has a factor row, created with the user.
 pub fn create(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
-    diesel::insert_into(mfa_factors::table)
-        .values(mfa_factors::user_id.eq(user_id))
-        .execute(conn)?;
+    diesel::insert_into(mfa_factors::table).values(mfa_factors::user_id.eq(user_id)).execute(conn)?;
     Ok(())
 }
 
 pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
-    Ok(mfa_factors::table
-        .find(user_id)
-        .select(Factor::as_select())
-        .first(conn)
-        .optional()?)
+    Ok(mfa_factors::table.find(user_id).select(Factor::as_select()).first(conn).optional()?)
 }
 
 /// Stores a new unconfirmed secret unless a confirmed factor exists; whether it did.
 pub fn start_enrolment(conn: &mut DbConn, user_id: &str, sealed: &str) -> Result<bool> {
     let n = super::write_tx(conn, |conn| {
         diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
-            .set((
-                mfa_factors::status.eq(PENDING),
-                mfa_factors::secret_sealed.eq(sealed),
-                mfa_factors::last_step.eq(None::<i64>),
-            ))
+            .set((mfa_factors::status.eq(PENDING), mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>)))
             .execute(conn)
     })?;
     Ok(n == 1)
 }
 
 /// Confirms the enrolment of exactly this sealed secret; whether it did.
-pub fn confirm(conn: &mut DbConn, user_id: &str, sealed: &str, step: i64, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+pub fn confirm(
+    conn: &mut DbConn,
+    user_id: &str,
+    sealed: &str,
+    step: i64,
+    at: NaiveDateTime,
+) -> Result<bool, diesel::result::Error> {
     let n = diesel::update(
-        mfa_factors::table
-            .find(user_id)
-            .filter(mfa_factors::status.eq(PENDING))
-            .filter(mfa_factors::secret_sealed.eq(sealed)),
+        mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(PENDING)).filter(mfa_factors::secret_sealed.eq(sealed)),
     )
     .set((
         mfa_factors::status.eq(ENROLLED),
@@ -245,12 +234,8 @@ pub fn unused_codes(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
 
 /// Marks a code used; false when it already was (a concurrent use won).
 pub fn use_code(conn: &mut DbConn, user_id: &str, hash: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
-    let n = diesel::update(
-        mfa_backup_codes::table
-            .find((user_id, hash))
-            .filter(mfa_backup_codes::used_at.is_null()),
-    )
-    .set(mfa_backup_codes::used_at.eq(at))
-    .execute(conn)?;
+    let n = diesel::update(mfa_backup_codes::table.find((user_id, hash)).filter(mfa_backup_codes::used_at.is_null()))
+        .set(mfa_backup_codes::used_at.eq(at))
+        .execute(conn)?;
     Ok(n == 1)
 }

@@ -312,11 +312,7 @@ fn create_private(path: &std::path::Path) -> Result<(), String> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     match file {
         Ok(f) => f
             .set_permissions(std::fs::Permissions::from_mode(0o600))
@@ -458,7 +454,10 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("postgres://u@h/db?sslmode=require&password=p%40ss"), "postgres://u@h/db?sslmode=require&password=***");
+        assert_eq!(
+            super::redact("postgres://u@h/db?sslmode=require&password=p%40ss"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
         assert_eq!(super::redact("postgres://u:a:b@h:5432/db?password=x"), "postgres://u:***@h:5432/db?password=***");
         assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
         // An `@` after the host is not a user part; encoded keys are what libpq reads.

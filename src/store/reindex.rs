@@ -67,7 +67,9 @@ pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
             if !renamed {
                 let (holder_id, holder_name): (String, String) =
                     users::table.filter(users::user_name_key.eq(&key)).select((users::id, users::user_name)).first(conn)?;
-                diesel::update(users::table.find(id)).set(users::user_name_key.eq(format!("\u{1}collision:{id}"))).execute(conn)?;
+                diesel::update(users::table.find(id))
+                    .set(users::user_name_key.eq(format!("\u{1}collision:{id}")))
+                    .execute(conn)?;
                 tracing::warn!(
                     user_id = %id, user_name = %name, holder_id = %holder_id, holder_name = %holder_name,
                     "userName collision: under the stricter userName rule this user's name is the same as another's; \

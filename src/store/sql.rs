@@ -35,10 +35,7 @@ pub type Condition = Fragment<sql_types::Bool>;
 
 impl<ST> Default for Fragment<ST> {
     fn default() -> Self {
-        Fragment {
-            parts: Vec::new(),
-            _type: PhantomData,
-        }
+        Fragment { parts: Vec::new(), _type: PhantomData }
     }
 }
 

@@ -41,11 +41,7 @@ pub fn list(conn: &mut DbConn) -> Result<Vec<TokenRow>> {
 }
 
 pub fn find_by_hash(conn: &mut DbConn, token_hash: &str) -> Result<Option<TokenRow>> {
-    Ok(api_tokens::table
-        .filter(api_tokens::token_hash.eq(token_hash))
-        .select(TokenRow::as_select())
-        .first(conn)
-        .optional()?)
+    Ok(api_tokens::table.filter(api_tokens::token_hash.eq(token_hash)).select(TokenRow::as_select()).first(conn).optional()?)
 }
 
 /// Deletes the token called `name`; whether there was one.
@@ -56,9 +52,7 @@ pub fn delete(conn: &mut DbConn, name: &str) -> Result<bool> {
 
 pub fn touch(conn: &mut DbConn, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
     super::write_tx(conn, |conn| {
-        diesel::update(api_tokens::table.filter(api_tokens::name.eq(name)))
-            .set(api_tokens::last_used_at.eq(at))
-            .execute(conn)
+        diesel::update(api_tokens::table.filter(api_tokens::name.eq(name))).set(api_tokens::last_used_at.eq(at)).execute(conn)
     })?;
     Ok(())
 }

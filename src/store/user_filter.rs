@@ -60,11 +60,7 @@ fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
     }
     let attr = schema.attribute(name).ok_or_else(unknown)?;
     let prefix = value_path(schema.id, attr.name);
-    let leaf = |a: &Attribute, path: String| Target::Values {
-        paths: vec![path],
-        kind: a.kind,
-        case_exact: a.case_exact,
-    };
+    let leaf = |a: &Attribute, path: String| Target::Values { paths: vec![path], kind: a.kind, case_exact: a.case_exact };
     match (sub, attr.kind) {
         (Some(sub), Kind::Complex) => {
             let s = attr.sub(sub).ok_or_else(unknown)?;
@@ -191,10 +187,7 @@ struct Comparison {
 impl Comparison {
     fn on(&self, column: &str) -> Condition {
         let escape = if self.sql_op == "LIKE" { " ESCAPE '\\'" } else { "" };
-        Condition::new()
-            .sql(&format!("{column} {} ", self.sql_op))
-            .bind(self.bind.clone())
-            .sql(escape)
+        Condition::new().sql(&format!("{column} {} ", self.sql_op)).bind(self.bind.clone()).sql(escape)
     }
 }
 
@@ -221,12 +214,7 @@ impl Compiler {
     }
 
     fn binary(&mut self, a: &Filter, op: &str, b: &Filter, element: Option<&Element>) -> Result<Condition, ScimError> {
-        Ok(Condition::new()
-            .sql("(")
-            .push(self.filter(a, element)?)
-            .sql(op)
-            .push(self.filter(b, element)?)
-            .sql(")"))
+        Ok(Condition::new().sql("(").push(self.filter(a, element)?).sql(op).push(self.filter(b, element)?).sql(")"))
     }
 
     /// `emails[…]`: users with one element that satisfies the inner filter. The element rows
@@ -241,7 +229,9 @@ impl Compiler {
         let mut conjuncts = Vec::new();
         flatten_and(inner, &mut conjuncts);
         let driver = conjuncts.iter().position(|c| match c {
-            Filter::Compare(p, op, v) => *op != CompareOp::Ne && !matches!(v, CompValue::Null) && p.urn.is_none() && p.sub.is_none(),
+            Filter::Compare(p, op, v) => {
+                *op != CompareOp::Ne && !matches!(v, CompValue::Null) && p.urn.is_none() && p.sub.is_none()
+            }
             _ => false,
         });
         let mut c = Condition::new().sql(&format!("users.id IN (SELECT {alias}.user_id FROM user_values {alias} WHERE "));
@@ -281,10 +271,7 @@ impl Compiler {
                         display(path)
                     )));
                 }
-                resolve(&AttrPath {
-                    sub: Some(path.name.clone()),
-                    ..e.attr.clone()
-                })
+                resolve(&AttrPath { sub: Some(path.name.clone()), ..e.attr.clone() })
             }
         }
     }
@@ -292,7 +279,12 @@ impl Compiler {
     /// Rows of `user_values` at `paths` that satisfy `value_condition`, as a condition on the
     /// user (`users.id IN (…)`, which SQLite and PostgreSQL drive from the index) or, inside a
     /// value filter, on the same element (`EXISTS (…)` by primary key).
-    fn values(&mut self, paths: &[String], element: Option<&Element>, value_condition: impl FnOnce(&str) -> Condition) -> Condition {
+    fn values(
+        &mut self,
+        paths: &[String],
+        element: Option<&Element>,
+        value_condition: impl FnOnce(&str) -> Condition,
+    ) -> Condition {
         let alias = self.alias();
         let mut c = match element {
             None => Condition::new().sql(&format!("users.id IN (SELECT {alias}.user_id FROM user_values {alias} WHERE ")),
@@ -322,13 +314,17 @@ impl Compiler {
             }
             Target::Column { column, .. } => Condition::new().sql(&format!("{column} IS NOT NULL")),
             Target::Factor { column, .. } => factor(Condition::new().sql(&format!("f.{column} IS NOT NULL"))),
-            Target::Values { paths, .. } => {
-                self.values(&paths, element, |v| Condition::new().sql(&format!("{v} <> ''")))
-            }
+            Target::Values { paths, .. } => self.values(&paths, element, |v| Condition::new().sql(&format!("{v} <> ''"))),
         })
     }
 
-    fn compare(&mut self, path: &AttrPath, op: CompareOp, value: &CompValue, element: Option<&Element>) -> Result<Condition, ScimError> {
+    fn compare(
+        &mut self,
+        path: &AttrPath,
+        op: CompareOp,
+        value: &CompValue,
+        element: Option<&Element>,
+    ) -> Result<Condition, ScimError> {
         if matches!(value, CompValue::Null) {
             // `attr eq null` is how some clients spell "not present".
             let present = self.present(path, element)?;
@@ -370,7 +366,13 @@ impl Compiler {
     }
 
     /// Resolves the attribute and checks the operator and value against its type.
-    fn comparison(&self, path: &AttrPath, op: CompareOp, value: &CompValue, element: Option<&Element>) -> Result<(Target, Comparison), ScimError> {
+    fn comparison(
+        &self,
+        path: &AttrPath,
+        op: CompareOp,
+        value: &CompValue,
+        element: Option<&Element>,
+    ) -> Result<(Target, Comparison), ScimError> {
         let target = self.target(path, element)?;
         let (kind, case) = match &target {
             Target::Column { kind, case, .. } | Target::Factor { kind, case, .. } => (*kind, *case),
@@ -397,7 +399,10 @@ impl Compiler {
             return Err(ScimError::invalid_filter(format!("{} cannot be ordered against {json}", display(path))));
         }
         if kind == Kind::DateTime && matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
-            return Err(ScimError::invalid_filter(format!("{} is a dateTime: compare with eq, ne, gt, ge, lt or le", display(path))));
+            return Err(ScimError::invalid_filter(format!(
+                "{} is a dateTime: compare with eq, ne, gt, ge, lt or le",
+                display(path)
+            )));
         }
         if let (Kind::DateTime, CompValue::Str(s)) = (kind, value) {
             // Checked as sent: `comparable` cuts a finer bound to microseconds.
@@ -433,10 +438,7 @@ impl Compiler {
 
 /// `users.id IN (SELECT …)` over the users' factor rows that satisfy `condition` (on `f`).
 fn factor(condition: Condition) -> Condition {
-    Condition::new()
-        .sql("users.id IN (SELECT f.user_id FROM mfa_factors f WHERE ")
-        .push(condition)
-        .sql(")")
+    Condition::new().sql("users.id IN (SELECT f.user_id FROM mfa_factors f WHERE ").push(condition).sql(")")
 }
 
 /// The conjuncts of an `and` chain, in order.
@@ -511,8 +513,15 @@ mod tests {
         );
         let both = Filter::And(Box::new(work), Box::new(str_cmp("value", None, CompareOp::Ne, "x")));
         let c = compile(&Filter::ValuePath(attr("emails", None), Box::new(both))).unwrap();
-        assert!(c.text().contains("AND NOT EXISTS (SELECT 1 FROM user_values v2 WHERE v2.user_id = v1.user_id AND v2.elem = v1.elem"), "{}", c.text());
-        let negative = Filter::ValuePath(attr("emails", None), Box::new(Filter::Not(Box::new(str_cmp("type", None, CompareOp::Eq, "work")))));
+        assert!(
+            c.text().contains("AND NOT EXISTS (SELECT 1 FROM user_values v2 WHERE v2.user_id = v1.user_id AND v2.elem = v1.elem"),
+            "{}",
+            c.text()
+        );
+        let negative = Filter::ValuePath(
+            attr("emails", None),
+            Box::new(Filter::Not(Box::new(str_cmp("type", None, CompareOp::Eq, "work")))),
+        );
         assert!(compile(&negative).unwrap().text().contains("v1.path LIKE ?"));
     }
 
@@ -537,7 +546,10 @@ mod tests {
     fn a_complex_attribute_is_present_when_any_sub_attribute_is() {
         // Found by the filter property test: `emails pr` looked at `emails.value` only.
         let c = compile(&Filter::Present(attr("emails", None))).unwrap();
-        assert_eq!(c.text(), "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.path IN (?, ?, ?, ?) AND v1.value <> '')");
+        assert_eq!(
+            c.text(),
+            "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.path IN (?, ?, ?, ?) AND v1.value <> '')"
+        );
         let c = compile(&Filter::Present(attr("emails", Some("value")))).unwrap();
         assert!(c.text().contains("v1.path IN (?) AND"), "{}", c.text());
     }
@@ -558,8 +570,17 @@ mod props {
 
     /// Every path a filter may name on Users (`name.givenName`, `urn:…:manager.value`, `meta.created`).
     fn valid_paths() -> Vec<AttrPath> {
-        let path = |urn: Option<&str>, name: &str, sub: Option<&str>| AttrPath { urn: urn.map(Into::into), name: name.into(), sub: sub.map(Into::into) };
-        let mut out = vec![path(None, "id", None), path(None, "externalId", None), path(None, "meta", Some("created")), path(None, "meta", Some("lastModified"))];
+        let path = |urn: Option<&str>, name: &str, sub: Option<&str>| AttrPath {
+            urn: urn.map(Into::into),
+            name: name.into(),
+            sub: sub.map(Into::into),
+        };
+        let mut out = vec![
+            path(None, "id", None),
+            path(None, "externalId", None),
+            path(None, "meta", Some("created")),
+            path(None, "meta", Some("lastModified")),
+        ];
         for s in schema::USER_SCHEMAS {
             let urn = (s.id != schema::USER).then_some(s.id);
             for a in s.attributes {
@@ -572,11 +593,12 @@ mod props {
 
     /// Mostly paths that resolve, in random case; now and then anything.
     fn path() -> BoxedStrategy<AttrPath> {
-        let valid = (proptest::sample::select(valid_paths()), any::<u64>(), any::<bool>()).prop_map(|(p, bits, core_urn)| AttrPath {
-            urn: p.urn.or_else(|| core_urn.then(|| schema::USER.to_string())),
-            name: random_case(&p.name, bits),
-            sub: p.sub.map(|s| random_case(&s, bits >> 7)),
-        });
+        let valid =
+            (proptest::sample::select(valid_paths()), any::<u64>(), any::<bool>()).prop_map(|(p, bits, core_urn)| AttrPath {
+                urn: p.urn.or_else(|| core_urn.then(|| schema::USER.to_string())),
+                name: random_case(&p.name, bits),
+                sub: p.sub.map(|s| random_case(&s, bits >> 7)),
+            });
         let any_path = (prop::option::of(text()), "[a-zA-Z][a-zA-Z0-9_-]{0,6}", prop::option::of(text()))
             .prop_map(|(urn, name, sub)| AttrPath { urn, name, sub });
         prop_oneof![9 => valid, 1 => any_path].boxed()
@@ -584,7 +606,8 @@ mod props {
 
     /// Sub-attribute names, as paths inside value filters.
     fn element_path() -> BoxedStrategy<AttrPath> {
-        let subs: Vec<&str> = schema::USER_SCHEMAS.iter().flat_map(|s| s.attributes).flat_map(|a| a.sub_attributes).map(|s| s.name).collect();
+        let subs: Vec<&str> =
+            schema::USER_SCHEMAS.iter().flat_map(|s| s.attributes).flat_map(|a| a.sub_attributes).map(|s| s.name).collect();
         let relative = proptest::sample::select(subs).prop_map(|n| AttrPath { urn: None, name: n.into(), sub: None });
         prop_oneof![9 => relative, 1 => path()].boxed()
     }
@@ -615,7 +638,10 @@ mod props {
         let pool = crate::store::connect(
             &format!("sqlite://{}", dir.path().join("db").display()),
             1,
-            crate::store::Limits { connect_timeout: std::time::Duration::from_secs(5), statement_timeout: std::time::Duration::from_secs(10) },
+            crate::store::Limits {
+                connect_timeout: std::time::Duration::from_secs(5),
+                statement_timeout: std::time::Duration::from_secs(10),
+            },
         )
         .unwrap();
         crate::store::migrate(&pool).unwrap();

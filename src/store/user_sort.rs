@@ -13,7 +13,14 @@ use super::{DbConn, Result};
 /// index order, then, when the page reaches past them, the others. No key is computed per user
 /// and nothing is sorted but ties; without a filter each walk reads one index only, so a page
 /// deep in the list skips index entries, not rows.
-pub(super) fn sorted_ids(conn: &mut DbConn, filter: Option<&Condition>, key: &SortKey, descending: bool, offset: i64, limit: i64) -> Result<Vec<String>> {
+pub(super) fn sorted_ids(
+    conn: &mut DbConn,
+    filter: Option<&Condition>,
+    key: &SortKey,
+    descending: bool,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<String>> {
     use diesel::sql_types::BigInt;
     let walks = walks(key, descending, filter);
     let page = |walk: &Walk, offset: i64, limit: i64| {
@@ -28,7 +35,8 @@ pub(super) fn sorted_ids(conn: &mut DbConn, filter: Option<&Condition>, key: &So
     let with_value = if !ids.is_empty() {
         offset + ids.len() as i64
     } else {
-        Select(Fragment::<BigInt>::new().sql("SELECT count(*) FROM (").push(walks.keyed.select.clone()).sql(") AS keyed")).get_result::<i64>(conn)?
+        Select(Fragment::<BigInt>::new().sql("SELECT count(*) FROM (").push(walks.keyed.select.clone()).sql(") AS keyed"))
+            .get_result::<i64>(conn)?
     };
     let rest = limit - ids.len() as i64;
     ids.extend(page(missing, (offset - with_value).max(0), rest).load::<String>(conn)?);
@@ -73,7 +81,8 @@ fn walks(key: &SortKey, descending: bool, filter: Option<&Condition>) -> Walks {
                 Condition::new().sql(&if *nullable { format!("{column} IS NOT NULL") } else { "1 = 1".into() }),
                 &format!("{column} {dir}, users.id {dir}"),
             ),
-            missing: nullable.then(|| walk("users.id", users(), Condition::new().sql(&format!("{column} IS NULL")), "users.id ASC")),
+            missing: nullable
+                .then(|| walk("users.id", users(), Condition::new().sql(&format!("{column} IS NULL")), "users.id ASC")),
         },
         // Without a filter, the factor rows alone: their (column, user_id) index.
         SortKey::Factor { column, nullable } => {

@@ -178,7 +178,18 @@ pub fn insert_many_in_tx(
                 Some(Bind::Timestamp(now)),
             ]
         });
-        let columns = ["id", "user_name", "user_name_key", "external_id", "active", "body", "source", "version", "created_at", "updated_at"];
+        let columns = [
+            "id",
+            "user_name",
+            "user_name_key",
+            "external_id",
+            "active",
+            "body",
+            "source",
+            "version",
+            "created_at",
+            "updated_at",
+        ];
         if let Some(s) = insert_rows("users", &columns, rows) {
             s.execute(conn)?;
         }
@@ -253,12 +264,7 @@ pub fn update_in_tx(
     }
     diesel::delete(user_values::table.filter(user_values::user_id.eq(&current.id))).execute(conn)?;
     insert_values(conn, &current.id, body)?;
-    Ok(StoredUser {
-        body: body.clone(),
-        version: current.version + 1,
-        updated_at: now,
-        ..current.clone()
-    })
+    Ok(StoredUser { body: body.clone(), version: current.version + 1, updated_at: now, ..current.clone() })
 }
 
 /// Deletes user `id` (at `version`, when given).
@@ -328,10 +334,7 @@ pub fn names_of(conn: &mut DbConn, ids: &[String]) -> Result<Vec<(String, String
     // Bounded IN lists: SQLite caps bind parameters per statement.
     for chunk in ids.chunks(500) {
         out.extend(
-            users::table
-                .filter(users::id.eq_any(chunk))
-                .select((users::id, users::user_name))
-                .load::<(String, String)>(conn)?,
+            users::table.filter(users::id.eq_any(chunk)).select((users::id, users::user_name)).load::<(String, String)>(conn)?,
         );
     }
     Ok(out)
@@ -534,11 +537,7 @@ pub fn get_many(conn: &mut DbConn, ids: &[&str]) -> Result<Vec<StoredUser>> {
 
 /// The id of the user with this externalId, when exactly one has it.
 pub fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Option<String>> {
-    let ids: Vec<String> = users::table
-        .filter(users::external_id.eq(external_id))
-        .select(users::id)
-        .limit(2)
-        .load(conn)?;
+    let ids: Vec<String> = users::table.filter(users::external_id.eq(external_id)).select(users::id).limit(2).load(conn)?;
     Ok(if ids.len() == 1 { ids.into_iter().next() } else { None })
 }
 

@@ -214,7 +214,10 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
         users.create(&json!({"userName": name, "title": if name == "carol" { "Ops" } else { "Dev" }}), "scim", &actor).unwrap();
     }
 
-    let o = d.run_env(&["mfa", "reset", "--user", "ALICE", "--user", "bob", "--reason", "lost phones"], &[("USER", "operator1"), ("SUDO_USER", "operator1")]);
+    let o = d.run_env(
+        &["mfa", "reset", "--user", "ALICE", "--user", "bob", "--reason", "lost phones"],
+        &[("USER", "operator1"), ("SUDO_USER", "operator1")],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -244,13 +247,17 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
         .unwrap();
     assert_eq!(total, 4);
     let first_two = &events[2..];
-    assert!(first_two.iter().all(|e| e["origin"] == "cli" && e["actor"] == "operator1" && e["reason"] == "lost phones"), "{events:?}");
+    assert!(
+        first_two.iter().all(|e| e["origin"] == "cli" && e["actor"] == "operator1" && e["reason"] == "lost phones"),
+        "{events:?}"
+    );
 }
 
 #[test]
 fn secrets_never_reach_the_log_even_at_debug_level() {
     let d = Dir::new("[mfa]\nkey_file = \"data/mfa.key\"\n");
-    let token = stdout(&d.run(&["token", "create", "--name", "ui", "--scope", "scim,mfa,admin"])).lines().last().unwrap().to_string();
+    let token =
+        stdout(&d.run(&["token", "create", "--name", "ui", "--scope", "scim,mfa,admin"])).lines().last().unwrap().to_string();
     let port = free_port();
     let log = d.dir.path().join("daemon.log");
     let mut child = Command::new(BIN)
@@ -279,7 +286,14 @@ fn secrets_never_reach_the_log_even_at_debug_level() {
         let mut resp = agent.run(req).unwrap();
         serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap_or_default()
     };
-    let id = call("POST", "/scim/v2/Users", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "logged", "password": "hunter2-secret"}))["id"].as_str().unwrap().to_string();
+    let id = call(
+        "POST",
+        "/scim/v2/Users",
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "logged", "password": "hunter2-secret"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let enrolment = call("POST", &format!("/api/v1/users/{id}/mfa/totp"), json!({}));
     let secret_b32 = enrolment["secret"].as_str().unwrap().to_string();
     let secret = provisiond::mfa::Policy::decode_base32(&secret_b32).unwrap();
@@ -310,7 +324,8 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     let services = |config: &provisiond::config::Config| {
         let pool = provisiond::app::open_database(config).unwrap();
         let sealer = std::sync::Arc::new(provisiond::app::load_sealer(config).unwrap());
-        let mfa = provisiond::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
+        let mfa =
+            provisiond::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
         (provisiond::domain::users::Users::new(pool, mfa.clone()), mfa)
     };
     let actor = Actor::new(Origin::Cli, "test", None);
@@ -336,7 +351,10 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     let (_, mfa) = services(&config);
     std::thread::sleep(std::time::Duration::from_millis(10));
     let step_later = mfa.policy().code_at(&secret, now() + 30);
-    assert_eq!(mfa.verify(&id, &step_later, &actor).unwrap(), provisiond::mfa::Verification::Valid(provisiond::mfa::Method::Totp));
+    assert_eq!(
+        mfa.verify(&id, &step_later, &actor).unwrap(),
+        provisiond::mfa::Verification::Valid(provisiond::mfa::Method::Totp)
+    );
 }
 
 #[test]
@@ -358,7 +376,8 @@ fn under_systemd_it_notifies_ready_pings_the_watchdog_says_stopping_and_exits_0_
         .unwrap();
     let mut buf = [0u8; 512];
     let mut seen = Vec::new();
-    while !(seen.iter().any(|m: &String| m.contains("READY=1")) && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2) {
+    while !(seen.iter().any(|m: &String| m.contains("READY=1")) && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
         let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no READY=1 and watchdog pings ({e}); got {seen:?}"));
         seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
     }
@@ -383,7 +402,11 @@ fn start_up_failures_exit_non_zero_with_one_line_naming_the_cause() {
         let o = d.run_env(&["serve"], env);
         assert!(!o.status.success(), "serve must fail: {}", stderr(&o));
         let err = stderr(&o);
-        let line = err.lines().find(|l| l.starts_with("provisiond: error:")).unwrap_or_else(|| panic!("no error line: {err}")).to_string();
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("provisiond: error:"))
+            .unwrap_or_else(|| panic!("no error line: {err}"))
+            .to_string();
         line
     };
     // The port is taken.
@@ -401,7 +424,8 @@ fn start_up_failures_exit_non_zero_with_one_line_naming_the_cause() {
 
     // The database does not answer.
     let d = Dir::new("");
-    let unreachable = "[database]\nurl = \"postgres://nobody:secret@127.0.0.1:1/none\"\nconnect_timeout = 1\n[log]\nlevel = \"warn\"\n";
+    let unreachable =
+        "[database]\nurl = \"postgres://nobody:secret@127.0.0.1:1/none\"\nconnect_timeout = 1\n[log]\nlevel = \"warn\"\n";
     std::fs::write(d.config(), unreachable).unwrap();
     let line = serve(&d, &[]);
     assert!(line.contains("cannot open the database") && !line.contains("secret"), "{line}");
@@ -462,7 +486,11 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
 fn the_sqlite_database_is_private_to_its_owner_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("p.toml");
-    std::fs::write(&config, "[database]\nurl = \"sqlite://state/sub/p.db\"\n[mfa]\nkey_file = \"mfa.key\"\n[log]\nlevel = \"warn\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[database]\nurl = \"sqlite://state/sub/p.db\"\n[mfa]\nkey_file = \"mfa.key\"\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!("umask 000; exec {BIN} --config {} token create --name t --scope scim", config.display()))

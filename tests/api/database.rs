@@ -53,8 +53,11 @@ fn tls_to_postgresql_is_used_as_the_url_asks_and_the_certificate_checked() {
 
     // A certificate the client does not trust is refused, with the reason.
     let (other_ca, _) = crate::postgres::self_signed(dir.path(), "other");
-    let err = provisiond::app::open_database(&config(url(&format!("sslmode=verify-full&sslrootcert={}", other_ca.display())), Some(password.clone())))
-        .expect_err("an untrusted server certificate is refused");
+    let err = provisiond::app::open_database(&config(
+        url(&format!("sslmode=verify-full&sslrootcert={}", other_ca.display())),
+        Some(password.clone()),
+    ))
+    .expect_err("an untrusted server certificate is refused");
     let text = format!("{err:#}");
     assert!(text.contains("cannot open the database") && text.contains("certificate"), "{text}");
 
@@ -115,7 +118,11 @@ fn the_postgresql_password_comes_from_a_file_or_a_credential_and_is_never_shown(
 
     // Both at once, or a file for SQLite, are configuration errors naming the key.
     let (ok, err) = migrate(
-        &format!("[database]\nurl = \"postgres://u:p@127.0.0.1:{}/db\"\npassword_file = {:?}\n", server.port, file.display().to_string()),
+        &format!(
+            "[database]\nurl = \"postgres://u:p@127.0.0.1:{}/db\"\npassword_file = {:?}\n",
+            server.port,
+            file.display().to_string()
+        ),
         &[],
     );
     assert!(!ok && err.contains("database.password_file"), "{err}");

@@ -34,10 +34,7 @@ fn resource_types_list_user_with_its_extensions() {
     let user = &list["Resources"][0];
     assert_eq!(user["endpoint"], "/Users");
     assert_eq!(user["schema"], USER);
-    assert_eq!(
-        user["schemaExtensions"],
-        json!([{"schema": ENTERPRISE, "required": false}, {"schema": MFA, "required": false}])
-    );
+    assert_eq!(user["schemaExtensions"], json!([{"schema": ENTERPRISE, "required": false}, {"schema": MFA, "required": false}]));
     let single = app.get("/scim/v2/ResourceTypes/User");
     assert_eq!(single.status, 200);
     assert_eq!(&single.body, user);
@@ -66,7 +63,9 @@ fn schemas_describe_core_enterprise_and_mfa() {
 #[test]
 fn discovery_refuses_writes_with_405() {
     let app = TestApp::spawn();
-    for path in ["/scim/v2/ServiceProviderConfig", "/scim/v2/ResourceTypes", "/scim/v2/Schemas", &format!("/scim/v2/Schemas/{USER}")] {
+    for path in
+        ["/scim/v2/ServiceProviderConfig", "/scim/v2/ResourceTypes", "/scim/v2/Schemas", &format!("/scim/v2/Schemas/{USER}")]
+    {
         for method in ["POST", "PUT", "PATCH", "DELETE"] {
             let r = app.call(method, path, Some(&json!({})));
             assert_scim_error(&r, 405, None);

@@ -44,8 +44,8 @@ fn config(cases: u32) -> Config {
 /// What user attributes and filter values are made of: case pairs that fold differently,
 /// combining marks, LIKE wildcards and the escape character, quotes, blanks.
 const WORDS: &[&str] = &[
-    "ann", "Ann", "ANNA", "bo", "Bob", "ß", "SS", "Straße", "İ", "i", "é", "E\u{301}", "x_y", "x%y", "xay", "a\\b", "Σ", "σ", "ς",
-    "🙂", "-", " ", "o'k", "\"q\"", "zz", "Z", "ﬁ",
+    "ann", "Ann", "ANNA", "bo", "Bob", "ß", "SS", "Straße", "İ", "i", "é", "E\u{301}", "x_y", "x%y", "xay", "a\\b", "Σ", "σ",
+    "ς", "🙂", "-", " ", "o'k", "\"q\"", "zz", "Z", "ﬁ",
 ];
 
 fn word() -> impl Strategy<Value = String> {
@@ -59,7 +59,11 @@ fn phrase() -> impl Strategy<Value = String> {
 /// A user as a client would POST it; some attributes left out, some emails without a value or
 /// type, phone numbers, now and then a second factor reset (MFA status `pending`).
 fn user() -> impl Strategy<Value = Value> {
-    let email = (prop::option::of(phrase()), prop::option::of(proptest::sample::select(vec!["work", "home", "Work", "other"])), prop::option::of(any::<bool>()))
+    let email = (
+        prop::option::of(phrase()),
+        prop::option::of(proptest::sample::select(vec!["work", "home", "Work", "other"])),
+        prop::option::of(any::<bool>()),
+    )
         .prop_map(|(value, kind, primary)| {
             let mut e = serde_json::Map::new();
             if let Some(v) = value {
@@ -80,36 +84,50 @@ fn user() -> impl Strategy<Value = Value> {
         prop::collection::vec(email, 0..3),
         prop::option::of(any::<bool>()),
         (prop::option::of(phrase()), prop::option::of(phrase()), prop::option::of(phrase())),
-        (any::<bool>(), prop::option::of(phrase()), prop::collection::vec((phrase(), proptest::sample::select(vec!["mobile", "work", "Mobile"])), 0..3)),
+        (
+            any::<bool>(),
+            prop::option::of(phrase()),
+            prop::collection::vec((phrase(), proptest::sample::select(vec!["mobile", "work", "Mobile"])), 0..3),
+        ),
     )
-        .prop_map(|(user_name, external_id, (given, family, display), emails, active, (department, number, manager), (reset, title, phones))| {
-            let mut u = json!({"schemas": [CORE], "userName": user_name});
-            let mut put = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    u[k] = v;
+        .prop_map(
+            |(
+                user_name,
+                external_id,
+                (given, family, display),
+                emails,
+                active,
+                (department, number, manager),
+                (reset, title, phones),
+            )| {
+                let mut u = json!({"schemas": [CORE], "userName": user_name});
+                let mut put = |k: &str, v: Option<Value>| {
+                    if let Some(v) = v {
+                        u[k] = v;
+                    }
+                };
+                put("externalId", external_id.map(Value::from));
+                put("displayName", display.map(Value::from));
+                put("title", title.map(Value::from));
+                let phones: Vec<Value> = phones.into_iter().map(|(v, t)| json!({"value": v, "type": t})).collect();
+                put("phoneNumbers", (!phones.is_empty()).then_some(Value::Array(phones)));
+                let mut name = serde_json::Map::new();
+                given.map(|g| name.insert("givenName".into(), g.into()));
+                family.map(|f| name.insert("familyName".into(), f.into()));
+                put("name", (!name.is_empty()).then_some(Value::Object(name)));
+                put("emails", (!emails.is_empty()).then_some(Value::Array(emails)));
+                put("active", active.map(Value::from));
+                let mut ent = serde_json::Map::new();
+                department.map(|d| ent.insert("department".into(), d.into()));
+                number.map(|n| ent.insert("employeeNumber".into(), n.into()));
+                manager.map(|m| ent.insert("manager".into(), json!({"value": m})));
+                put(ENT, (!ent.is_empty()).then_some(Value::Object(ent)));
+                if reset {
+                    u[MFA] = json!({"resetRequested": true});
                 }
-            };
-            put("externalId", external_id.map(Value::from));
-            put("displayName", display.map(Value::from));
-            put("title", title.map(Value::from));
-            let phones: Vec<Value> = phones.into_iter().map(|(v, t)| json!({"value": v, "type": t})).collect();
-            put("phoneNumbers", (!phones.is_empty()).then_some(Value::Array(phones)));
-            let mut name = serde_json::Map::new();
-            given.map(|g| name.insert("givenName".into(), g.into()));
-            family.map(|f| name.insert("familyName".into(), f.into()));
-            put("name", (!name.is_empty()).then_some(Value::Object(name)));
-            put("emails", (!emails.is_empty()).then_some(Value::Array(emails)));
-            put("active", active.map(Value::from));
-            let mut ent = serde_json::Map::new();
-            department.map(|d| ent.insert("department".into(), d.into()));
-            number.map(|n| ent.insert("employeeNumber".into(), n.into()));
-            manager.map(|m| ent.insert("manager".into(), json!({"value": m})));
-            put(ENT, (!ent.is_empty()).then_some(Value::Object(ent)));
-            if reset {
-                u[MFA] = json!({"resetRequested": true});
-            }
-            u
-        })
+                u
+            },
+        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,7 +167,8 @@ const ATTRIBUTES: &[(Option<&str>, &str, Option<&str>, Kind)] = &[
 ];
 
 /// Sub-attributes of an email or a phone number, for `emails[...]` and `phoneNumbers[...]`.
-const ELEMENT_SUBS: &[(&str, Kind)] = &[("value", Kind::Str), ("type", Kind::Str), ("display", Kind::Str), ("primary", Kind::Bool)];
+const ELEMENT_SUBS: &[(&str, Kind)] =
+    &[("value", Kind::Str), ("type", Kind::Str), ("display", Kind::Str), ("primary", Kind::Bool)];
 
 /// Values filters compare with, taken from the users themselves (so that filters match):
 /// every string of the resources and every dateTime, with nearby instants.
@@ -186,16 +205,17 @@ impl Pools {
     /// A string to compare with: a word, a value of some user, or a piece of one in another case.
     fn string(&self) -> BoxedStrategy<String> {
         let pool = proptest::sample::select(self.strings.clone());
-        let piece = (proptest::sample::select(self.strings.clone()), any::<prop::sample::Index>(), 0usize..6, any::<bool>()).prop_map(|(s, at, len, upper)| {
-            let chars: Vec<char> = s.chars().collect();
-            let start = at.index(chars.len().max(1)).min(chars.len());
-            let piece: String = chars[start..(start + len).min(chars.len())].iter().collect();
-            if upper {
-                piece.to_uppercase()
-            } else {
-                piece
-            }
-        });
+        let piece = (proptest::sample::select(self.strings.clone()), any::<prop::sample::Index>(), 0usize..6, any::<bool>())
+            .prop_map(|(s, at, len, upper)| {
+                let chars: Vec<char> = s.chars().collect();
+                let start = at.index(chars.len().max(1)).min(chars.len());
+                let piece: String = chars[start..(start + len).min(chars.len())].iter().collect();
+                if upper {
+                    piece.to_uppercase()
+                } else {
+                    piece
+                }
+            });
         prop_oneof![1 => phrase(), 2 => pool, 2 => piece].boxed()
     }
 
@@ -258,10 +278,11 @@ fn filter(pools: &Pools) -> impl Strategy<Value = Filter> {
         .prop_flat_map(move |((name, kind), bits)| condition(spelled(None, name, None, bits & !(1 << 63)), kind, &element_pools))
         .boxed();
     let inner = tree(element);
-    let value_path = (inner, any::<bool>(), proptest::sample::select(vec!["emails", "phoneNumbers"])).prop_map(|(inner, qualified, name)| {
-        let urn = qualified.then(|| CORE.to_string());
-        Filter::ValuePath(AttrPath { urn, name: name.into(), sub: None }, Box::new(inner))
-    });
+    let value_path =
+        (inner, any::<bool>(), proptest::sample::select(vec!["emails", "phoneNumbers"])).prop_map(|(inner, qualified, name)| {
+            let urn = qualified.then(|| CORE.to_string());
+            Filter::ValuePath(AttrPath { urn, name: name.into(), sub: None }, Box::new(inner))
+        });
     tree(prop_oneof![4 => leaf, 1 => value_path].boxed())
 }
 
@@ -289,7 +310,9 @@ fn eval(filter: &Filter, object: &Value, in_element: bool) -> bool {
         Filter::Present(path) => present(object, path),
         Filter::Compare(path, CompareOp::Eq, CompValue::Null) => !present(object, path),
         Filter::Compare(path, CompareOp::Ne, CompValue::Null) => present(object, path),
-        Filter::Compare(path, CompareOp::Ne, value) => !eval(&Filter::Compare(path.clone(), CompareOp::Eq, value.clone()), object, in_element),
+        Filter::Compare(path, CompareOp::Ne, value) => {
+            !eval(&Filter::Compare(path.clone(), CompareOp::Eq, value.clone()), object, in_element)
+        }
         Filter::Compare(path, op, value) => leaves(object, path).into_iter().any(|v| compare(path, v, *op, value, in_element)),
         Filter::ValuePath(path, inner) => items(object, path).into_iter().any(|e| eval(inner, e, true)),
     }
@@ -352,7 +375,11 @@ fn folded(path: &AttrPath, s: &str, in_element: bool) -> String {
     let core = path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(CORE));
     if !in_element && core && path.sub.is_none() && path.name.eq_ignore_ascii_case("userName") {
         user_name_key(s)
-    } else if !in_element && core && path.sub.is_none() && (path.name.eq_ignore_ascii_case("id") || path.name.eq_ignore_ascii_case("externalId")) {
+    } else if !in_element
+        && core
+        && path.sub.is_none()
+        && (path.name.eq_ignore_ascii_case("id") || path.name.eq_ignore_ascii_case("externalId"))
+    {
         s.to_string()
     } else {
         s.to_lowercase()
@@ -437,7 +464,8 @@ fn selected_by_daemon(app: &TestApp, filter: &str) -> Result<Vec<String>, TestCa
     if r.status != 200 {
         return Err(TestCaseError::fail(format!("{filter}: {} {:?}", r.status, r.body)));
     }
-    let mut ids: Vec<String> = r.body["Resources"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> =
+        r.body["Resources"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     prop_assert_eq!(r.body["totalResults"].as_u64(), Some(ids.len() as u64), "{}", filter);
     Ok(ids)
@@ -546,7 +574,11 @@ fn the_longest_and_deepest_filters_accepted_are_answered() {
         assert_eq!(r.status, 200, "{} bytes, {}…: {:?}", f.len(), &f[..60], r.body);
         assert_eq!(r.body["totalResults"], 1, "{}…", &f[..60]);
     }
-    for f in [longest("title pr", " and ", most + 1), longest("title pr", " or ", usize::MAX), longest(r#"emails[type eq "work"]"#, " and ", usize::MAX)] {
+    for f in [
+        longest("title pr", " and ", most + 1),
+        longest("title pr", " or ", usize::MAX),
+        longest(r#"emails[type eq "work"]"#, " and ", usize::MAX),
+    ] {
         let r = app.get(&format!("/scim/v2/Users?filter={}", encode(&f)));
         crate::helpers::assert_scim_error(&r, 400, Some("invalidFilter"));
     }

@@ -46,11 +46,7 @@ impl TestDb {
     /// On SQLite, the database is `file`; other files (the PostgreSQL password) go in `dir`.
     pub fn with_sqlite_file(dir: &Path, file: &Path) -> Self {
         match backend() {
-            Backend::Sqlite => TestDb {
-                url: format!("sqlite://{}", file.display()),
-                password_file: None,
-                server: None,
-            },
+            Backend::Sqlite => TestDb { url: format!("sqlite://{}", file.display()), password_file: None, server: None },
             Backend::Postgres => {
                 let server = crate::postgres::PgServer::start();
                 TestDb { server: None, ..Self::postgres(dir, &server) }.keeping(server)
@@ -96,9 +92,10 @@ impl TestDb {
                     #[diesel(sql_type = diesel::sql_types::Oid)]
                     oid: u32,
                 }
-                let db: Oid = diesel::sql_query(format!("SELECT oid FROM pg_database WHERE datname = '{}'", crate::postgres::DATABASE))
-                    .get_result(&mut server.connect("postgres"))
-                    .expect("database oid");
+                let db: Oid =
+                    diesel::sql_query(format!("SELECT oid FROM pg_database WHERE datname = '{}'", crate::postgres::DATABASE))
+                        .get_result(&mut server.connect("postgres"))
+                        .expect("database oid");
                 let data = server.dir.path().join("data");
                 read_tree(&data.join("base").join(db.oid.to_string()), &mut out);
                 read_tree(&data.join("pg_wal"), &mut out);
@@ -210,20 +207,13 @@ impl TestApp {
         let mut config = config_for(dir.path(), &db);
         adjust(&mut config);
         let pool = app::open_database(&config).expect("database");
-        let token = Tokens::new(pool)
-            .create(token_name, &[Scope::Scim, Scope::Mfa, Scope::Admin])
-            .expect("token")
-            .expose()
-            .to_string();
+        let token =
+            Tokens::new(pool).create(token_name, &[Scope::Scim, Scope::Mfa, Scope::Admin]).expect("token").expose().to_string();
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let (tx, rx) = mpsc::channel();
         let (server_config, server_clock) = (config.clone(), clock.clone());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let app = Application::build_with_clock(server_config, server_clock).expect("daemon starts");
                 tx.send(app.port()).expect("port");
@@ -231,19 +221,8 @@ impl TestApp {
             });
         });
         let port = rx.recv().expect("daemon started");
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        TestApp {
-            base: format!("http://127.0.0.1:{port}"),
-            token,
-            dir,
-            agent,
-            clock,
-            config,
-            db,
-        }
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        TestApp { base: format!("http://127.0.0.1:{port}"), token, dir, agent, clock, config, db }
     }
 
     /// The SQLite database file (SQLite runs only).
@@ -287,20 +266,8 @@ impl TestApp {
             header("retry-after"),
         );
         let text = resp.into_body().read_to_string().unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            body,
-            etag,
-            location,
-            content_type,
-            www_authenticate,
-            retry_after,
-        }
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, body, etag, location, content_type, www_authenticate, retry_after }
     }
 
     pub fn get(&self, path: &str) -> Reply {

@@ -21,9 +21,8 @@ fn scim_needs_a_valid_token_with_the_scim_scope() {
 
     // A token without the scim scope is recognised but refused.
     let pool = provisiond::app::open_database(&app.config).unwrap();
-    let mfa_only = provisiond::domain::tokens::Tokens::new(pool)
-        .create("mfa-only", &[provisiond::domain::tokens::Scope::Mfa])
-        .unwrap();
+    let mfa_only =
+        provisiond::domain::tokens::Tokens::new(pool).create("mfa-only", &[provisiond::domain::tokens::Scope::Mfa]).unwrap();
     let r = app.raw("GET", "/scim/v2/Users", None, &[("Authorization", &format!("Bearer {}", mfa_only.expose()))]);
     assert_scim_error(&r, 403, None);
 }
@@ -31,7 +30,8 @@ fn scim_needs_a_valid_token_with_the_scim_scope() {
 #[test]
 fn bodies_over_the_limit_get_413_and_change_nothing() {
     let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 4096);
-    let big = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "big", "displayName": "x".repeat(5000)});
+    let big =
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "big", "displayName": "x".repeat(5000)});
     let r = app.post("/scim/v2/Users", &big);
     assert_scim_error(&r, 413, None);
     assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 0);
@@ -115,7 +115,10 @@ fn forged_host_and_forwarded_headers_are_not_echoed_into_locations() {
         ("Host: scim.example.com:8443", "http://scim.example.com:8443".to_string()),
         // Forwarded headers from a peer not in server.trusted_proxies are ignored.
         ("Host: scim.example.com\r\nForwarded: host=evil2.com;proto=https", "http://scim.example.com".to_string()),
-        ("Host: scim.example.com\r\nX-Forwarded-Host: evil3.com\r\nX-Forwarded-Proto: https", "http://scim.example.com".to_string()),
+        (
+            "Host: scim.example.com\r\nX-Forwarded-Host: evil3.com\r\nX-Forwarded-Proto: https",
+            "http://scim.example.com".to_string(),
+        ),
     ];
     for (i, (extra, origin)) in cases.iter().enumerate() {
         let (location, meta) = create_with_headers(&app, &format!("u{i}"), extra);

@@ -46,7 +46,10 @@ fn concurrent_creates_of_one_user_name_on_two_instances_make_one_user() {
     // Different cases of one name: userName is unique ignoring case.
     let replies = race(&[&a, &b], n, |app, i| {
         let name = if i % 3 == 0 { "Race.Winner@example.com" } else { "race.winner@EXAMPLE.com" };
-        app.post("/scim/v2/Users", &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": name, "externalId": format!("ext-{i}")}))
+        app.post(
+            "/scim/v2/Users",
+            &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": name, "externalId": format!("ext-{i}")}),
+        )
     });
     let mut expected = vec![201];
     expected.extend(std::iter::repeat_n(409, n - 1));
@@ -102,7 +105,9 @@ fn bulk_resets_on_two_instances_and_a_sync_applying_flags_lose_no_audit_event() 
     assert_eq!(sync(&a, true)["created"], users);
     let ids: Vec<String> = (0..users)
         .step_by(500)
-        .flat_map(|start| a.get(&format!("/scim/v2/Users?startIndex={}&count=500", start + 1)).body["Resources"].as_array().unwrap().clone())
+        .flat_map(|start| {
+            a.get(&format!("/scim/v2/Users?startIndex={}&count=500", start + 1)).body["Resources"].as_array().unwrap().clone()
+        })
         .map(|u| u["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), users);
@@ -130,7 +135,12 @@ fn bulk_resets_on_two_instances_and_a_sync_applying_flags_lose_no_audit_event() 
     });
     for reply in [&first, &second] {
         assert_eq!(reply.status, 200, "{:?}", reply.body);
-        assert_eq!((reply.body["reset"].as_u64(), reply.body["failed"].as_u64()), (Some(users as u64), Some(0)), "{:?}", reply.body["results"]);
+        assert_eq!(
+            (reply.body["reset"].as_u64(), reply.body["failed"].as_u64()),
+            (Some(users as u64), Some(0)),
+            "{:?}",
+            reply.body["results"]
+        );
     }
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["resetsApplied"], flagged, "{run:#}");
@@ -138,7 +148,8 @@ fn bulk_resets_on_two_instances_and_a_sync_applying_flags_lose_no_audit_event() 
     for app in [&a, &b] {
         let events = app.get("/api/v1/audit?type=mfa.reset&count=0").body;
         assert_eq!(events["totalResults"], 2 * users + flagged, "{events}");
-        let by_directory = app.get(&format!("/api/v1/audit?type=mfa.reset&userId={}", user(app, "user0")["id"].as_str().unwrap())).body;
+        let by_directory =
+            app.get(&format!("/api/v1/audit?type=mfa.reset&userId={}", user(app, "user0")["id"].as_str().unwrap())).body;
         assert_eq!(by_directory["totalResults"], 3, "{by_directory}");
     }
     // The flags were cleared: the next run (on the other instance) applies none again.
@@ -163,7 +174,9 @@ fn a_sync_runs_on_one_instance_at_a_time_and_a_crashed_holder_blocks_only_until_
     let deadline = Instant::now() + Duration::from_secs(60);
     let dead_run = loop {
         let runs = a.get("/api/v1/sync/runs").body;
-        if let Some(run) = runs["runs"].as_array().and_then(|r| r.iter().find(|r| r["status"] == "running" && r["created"].as_i64() > Some(0))) {
+        if let Some(run) =
+            runs["runs"].as_array().and_then(|r| r.iter().find(|r| r["status"] == "running" && r["created"].as_i64() > Some(0)))
+        {
             break run["id"].as_str().unwrap().to_string();
         }
         assert!(Instant::now() < deadline, "the command-line run did not progress: {runs}");
@@ -185,7 +198,8 @@ fn a_sync_runs_on_one_instance_at_a_time_and_a_crashed_holder_blocks_only_until_
         use provisiond::store::schema::sync_lease;
         // (A day back: the daemons' clocks are the tests' and stand where they were started.)
         let past = provisiond::store::now() - chrono::Duration::days(1);
-        let n = diesel::update(sync_lease::table).set(sync_lease::expires_at.eq(past)).execute(&mut *pool.get().unwrap()).unwrap();
+        let n =
+            diesel::update(sync_lease::table).set(sync_lease::expires_at.eq(past)).execute(&mut *pool.get().unwrap()).unwrap();
         assert_eq!(n, 1, "the dead process's lease is there");
     }
     // …and the next trigger, on the other instance, runs; the dead run is recorded failed.
@@ -298,7 +312,16 @@ fn instances_started_together_on_an_empty_database_migrate_it_once() {
     let config = dir.path().join("p.toml");
     std::fs::write(&config, format!("{}[log]\nlevel = \"info\"\n", db.toml())).unwrap();
     let children: Vec<_> = (0..4)
-        .map(|_| Command::new(BIN).arg("--config").arg(&config).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&config)
+                .arg("migrate")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     for out in &outputs {
@@ -308,7 +331,11 @@ fn instances_started_together_on_an_empty_database_migrate_it_once() {
     let logs: Vec<String> = outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
     let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
     let applied_all = format!("applied={migrations}");
-    assert_eq!(logs.iter().filter(|l| l.contains("database migrations applied") && l.contains(&applied_all)).count(), 1, "{logs:#?}");
+    assert_eq!(
+        logs.iter().filter(|l| l.contains("database migrations applied") && l.contains(&applied_all)).count(),
+        1,
+        "{logs:#?}"
+    );
     assert!(outputs.iter().all(|o| String::from_utf8_lossy(&o.stdout).contains("database is up to date")));
 }
 
@@ -316,8 +343,14 @@ fn instances_started_together_on_an_empty_database_migrate_it_once() {
 fn deletes_racing_patches_and_enrolments_of_the_same_users_never_fail_with_500() {
     let a = TestApp::spawn();
     let b = a.another_instance();
-    let ids: Vec<String> =
-        (0..40).map(|i| a.create_user(&json!({"userName": format!("racer{i}"), "emails": [{"value": format!("r{i}@example.com")}]}))["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = (0..40)
+        .map(|i| {
+            a.create_user(&json!({"userName": format!("racer{i}"), "emails": [{"value": format!("r{i}@example.com")}]}))["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     // For each user at once: a DELETE on one instance, a PATCH and an MFA enrolment on the other.
     let replies = std::thread::scope(|s| {
         let handles: Vec<_> = ids
@@ -370,7 +403,11 @@ fn an_instance_without_the_shared_mfa_key_refuses_to_start_and_says_which_key() 
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("mfa.key");
     let config = dir.path().join("p.toml");
-    let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n{}[mfa]\nkey_file = {:?}\n[log]\nlevel = \"warn\"\n", a.db.toml(), key.display().to_string());
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}[mfa]\nkey_file = {:?}\n[log]\nlevel = \"warn\"\n",
+        a.db.toml(),
+        key.display().to_string()
+    );
     std::fs::write(&config, toml).unwrap();
     let out = Command::new(BIN).arg("--config").arg(&config).arg("serve").output().unwrap();
     assert!(!out.status.success());
@@ -485,12 +522,16 @@ fn the_first_instance_records_the_deployments_mfa_key_and_an_instance_with_anoth
     let mut rotated = Command::new(BIN).arg("--config").arg(&config).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
     let pool = provisiond::app::open_database(&a.config).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let own_id = provisiond::app::load_sealer(&provisiond::config::Config { mfa: provisiond::config::Mfa { key_file: own_key.clone(), ..Default::default() }, ..Default::default() })
-        .unwrap()
-        .current_id()
-        .to_string();
+    let own_id = provisiond::app::load_sealer(&provisiond::config::Config {
+        mfa: provisiond::config::Mfa { key_file: own_key.clone(), ..Default::default() },
+        ..Default::default()
+    })
+    .unwrap()
+    .current_id()
+    .to_string();
     loop {
-        let recorded = provisiond::store::deployment::get(&mut pool.get().unwrap(), provisiond::store::deployment::MFA_KEY_ID).unwrap();
+        let recorded =
+            provisiond::store::deployment::get(&mut pool.get().unwrap(), provisiond::store::deployment::MFA_KEY_ID).unwrap();
         if recorded.as_deref() == Some(own_id.as_str()) {
             break;
         }

@@ -216,7 +216,9 @@ fn filters_on_indexed_attributes_use_an_index() {
             crate::helpers::Backend::Sqlite => (explain_sqlite(&app, &sql), sqlite_index, "SCAN users"),
             // A table of a few rows is rightly scanned by PostgreSQL's planner: with sequential
             // scans priced out it must still find an index, or the filter has none to use.
-            crate::helpers::Backend::Postgres => (explain_postgres(&app, &sql.replace('?', "'2020-01-01 00:00:00'")), postgres_index, "Seq Scan on users"),
+            crate::helpers::Backend::Postgres => {
+                (explain_postgres(&app, &sql.replace('?', "'2020-01-01 00:00:00'")), postgres_index, "Seq Scan on users")
+            }
         };
         assert!(plan.contains(index), "{filter}\n{sql}\n{plan}");
         assert!(!plan.contains(full_scan), "full scan for {filter}\n{sql}\n{plan}");
@@ -269,8 +271,20 @@ fn negations_keep_users_without_the_attribute() {
 
 /// Every attribute `sortBy` accepts, as a client would name it.
 const SORTABLE: &[&str] = &[
-    "userName", "externalId", "id", "active", "meta.created", "meta.lastModified", "displayName", "title",
-    "name.givenName", "name.familyName", "emails", "emails.value", "emails.type", "phoneNumbers.value",
+    "userName",
+    "externalId",
+    "id",
+    "active",
+    "meta.created",
+    "meta.lastModified",
+    "displayName",
+    "title",
+    "name.givenName",
+    "name.familyName",
+    "emails",
+    "emails.value",
+    "emails.type",
+    "phoneNumbers.value",
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
     "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:status",
@@ -296,7 +310,10 @@ fn every_sort_walks_an_index_instead_of_sorting_all_users() {
                     let off = ["enable_seqscan", "enable_bitmapscan", "enable_sort"];
                     let plan = explain_postgres_pricing_out(&app, &sql.replace('?', "'x'"), &off);
                     assert!(plan.contains("Index"), "sortBy={attr}\n{sql}\n{plan}");
-                    assert!(!plan.lines().any(|l| l.trim_start().starts_with("->  Sort") || l.starts_with("Sort")), "sortBy={attr}: a full sort\n{sql}\n{plan}");
+                    assert!(
+                        !plan.lines().any(|l| l.trim_start().starts_with("->  Sort") || l.starts_with("Sort")),
+                        "sortBy={attr}: a full sort\n{sql}\n{plan}"
+                    );
                 }
             }
         }
@@ -319,8 +336,14 @@ fn multi_valued_attributes_sort_by_their_primary_value_and_pages_cross_into_user
         tail.sort();
         (v, tail)
     };
-    assert_eq!(last_two(names("sortBy=emails.value")), (vec!["u4".into(), "u2".into(), "u1".into()], vec!["u3".into(), "u5".into()]));
-    assert_eq!(last_two(names("sortBy=emails&sortOrder=descending")), (vec!["u1".into(), "u2".into(), "u4".into()], vec!["u3".into(), "u5".into()]));
+    assert_eq!(
+        last_two(names("sortBy=emails.value")),
+        (vec!["u4".into(), "u2".into(), "u1".into()], vec!["u3".into(), "u5".into()])
+    );
+    assert_eq!(
+        last_two(names("sortBy=emails&sortOrder=descending")),
+        (vec!["u1".into(), "u2".into(), "u4".into()], vec!["u3".into(), "u5".into()])
+    );
     let mut nobody = names("sortBy=externalId");
     nobody.sort();
     assert_eq!(nobody, ["u1", "u2", "u3", "u4", "u5"], "nobody has one: all of them, last");
@@ -359,6 +382,11 @@ fn an_empty_filter_is_invalid_and_huge_counts_are_clamped() {
     let none = app.get("/scim/v2/Users?count=-999999999999999999999");
     assert_eq!((none.status, none.body["itemsPerPage"].as_i64(), none.body["totalResults"].as_i64()), (200, Some(0), Some(5)));
     let past = app.get("/scim/v2/Users?startIndex=999999999999999999999");
-    assert_eq!((past.status, past.body["itemsPerPage"].as_i64(), past.body["totalResults"].as_i64()), (200, Some(0), Some(5)), "{:?}", past.body);
+    assert_eq!(
+        (past.status, past.body["itemsPerPage"].as_i64(), past.body["totalResults"].as_i64()),
+        (200, Some(0), Some(5)),
+        "{:?}",
+        past.body
+    );
     assert_scim_error(&app.get("/scim/v2/Users?count=lots"), 400, Some("invalidValue"));
 }

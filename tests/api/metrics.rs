@@ -27,7 +27,10 @@ fn metrics_count_requests_by_route_template_and_read_users_and_resets_from_the_s
     let text = r.body.as_str().unwrap().to_string();
     let created = r#"provisiond_http_requests_total{method="POST",route="/scim/v2/Users",status="201"}"#;
     assert_eq!(sample(&text, created), Some(2.0), "{text}");
-    assert_eq!(sample(&text, r#"provisiond_http_requests_total{method="GET",route="/scim/v2/Users/{id}",status="404"}"#), Some(1.0));
+    assert_eq!(
+        sample(&text, r#"provisiond_http_requests_total{method="GET",route="/scim/v2/Users/{id}",status="404"}"#),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, r#"provisiond_scim_operations_total{operation="get",status="200"}"#), Some(1.0));
     assert!(text.contains(r#"provisiond_http_request_duration_seconds_bucket{method="GET",route="/scim/v2/Users/{id}",le="#));
     assert!(!text.contains(&id), "ids never become labels");

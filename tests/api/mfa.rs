@@ -55,10 +55,7 @@ fn audit(app: &TestApp, query: &str) -> Value {
 fn enrolment_gives_uri_qr_and_backup_codes_and_refuses_a_second_factor() {
     let app = TestApp::spawn();
     let id = new_user(&app, "bjensen@example.com");
-    assert_eq!(
-        status(&app, &id),
-        json!({"status": "none", "enrolledAt": null, "lastResetAt": null, "backupCodesRemaining": 0})
-    );
+    assert_eq!(status(&app, &id), json!({"status": "none", "enrolledAt": null, "lastResetAt": null, "backupCodesRemaining": 0}));
 
     let start = app.post(&format!("/api/v1/users/{id}/mfa/totp"), &json!({}));
     assert_eq!(start.status, 201);
@@ -110,7 +107,8 @@ fn secrets_are_sealed_at_rest() {
     let secret_b32 = r.body["secret"].as_str().unwrap().to_string();
     let secret = Policy::decode_base32(&secret_b32).unwrap();
     let confirm = app.post(&format!("/api/v1/users/{id}/mfa/totp/confirm"), &json!({"code": code_now(&app, &secret)}));
-    let codes: Vec<String> = confirm.body["backupCodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let codes: Vec<String> =
+        confirm.body["backupCodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     // The database (and its write-ahead log) never hold the secret or a backup code in clear.
     let stored = app.db.stored_bytes();
     let contains = |needle: &[u8]| stored.contains(needle);
@@ -174,7 +172,12 @@ fn wrong_codes_lock_verification_until_the_window_passes() {
     let locked = verify(&app, &id, &good);
     assert_eq!(locked.status, 429, "{:?}", locked.body);
     let retry: u64 = app
-        .raw("POST", &format!("/api/v1/users/{id}/mfa/verify"), Some(&json!({"code": good}).to_string()), &[("Authorization", &format!("Bearer {}", app.token))])
+        .raw(
+            "POST",
+            &format!("/api/v1/users/{id}/mfa/verify"),
+            Some(&json!({"code": good}).to_string()),
+            &[("Authorization", &format!("Bearer {}", app.token))],
+        )
         .retry_after
         .unwrap()
         .parse()
@@ -227,7 +230,8 @@ fn a_reset_forgets_the_factor_clears_the_lockout_and_is_audited() {
     }
     assert_eq!(verify(&app, &id, &code_now(&app, &secret)).status, 429);
 
-    let r = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "the user is unable to access their second factor"}));
+    let r = app
+        .post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "the user is unable to access their second factor"}));
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["id"], id.as_str());
     assert_eq!(r.body["status"], "pending");
@@ -288,7 +292,8 @@ fn scopes_guard_the_api() {
     let scim = tokens.create("scim-only", &[Scope::Scim]).unwrap();
     let mfa = tokens.create("login-ui", &[Scope::Mfa]).unwrap();
     let call = |method: &str, path: &str, token: &str| {
-        app.raw(method, path, Some("{}"), &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")]).status
+        app.raw(method, path, Some("{}"), &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")])
+            .status
     };
     let none = app.raw("GET", &format!("/api/v1/users/{id}/mfa"), None, &[]);
     assert_eq!(none.status, 401);
@@ -334,9 +339,14 @@ fn bulk_reset_of_a_thousand_users_resets_and_audits_each() {
 fn bulk_reset_by_filter_and_its_limits() {
     let app = TestApp::spawn_with(|c| c.mfa.max_bulk_reset = 3);
     for (name, dept) in [("a", "Sales"), ("b", "Sales"), ("c", "Ops"), ("d", "Sales"), ("e", "Sales")] {
-        app.create_user(&json!({"userName": name, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": dept}}));
+        app.create_user(
+            &json!({"userName": name, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": dept}}),
+        );
     }
-    let too_many = app.post("/api/v1/mfa/resets", &json!({"filter": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"sales\"", "reason": "x"}));
+    let too_many = app.post(
+        "/api/v1/mfa/resets",
+        &json!({"filter": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"sales\"", "reason": "x"}),
+    );
     assert_eq!(too_many.status, 400, "{:?}", too_many.body);
     let ids = json!(["1", "2", "3", "4"]);
     assert_eq!(app.post("/api/v1/mfa/resets", &json!({"userIds": ids})).status, 400);

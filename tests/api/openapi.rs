@@ -37,7 +37,13 @@ fn the_openapi_document_lists_every_api_route_the_daemon_serves() {
         .as_object()
         .unwrap()
         .iter()
-        .flat_map(|(path, item)| item.as_object().unwrap().keys().filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str())).map(move |m| (m.clone(), path.clone())))
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
         .collect();
     documented.sort();
     let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
@@ -58,7 +64,10 @@ fn the_openapi_document_lists_every_api_route_the_daemon_serves() {
     assert!(unknown.body["detail"].as_str().unwrap().contains("no such endpoint"));
 
     // Every operation but the document itself needs the bearer token and says what a refused one gets.
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("bearer"));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"].as_str().map(str::to_ascii_lowercase).as_deref(),
+        Some("bearer")
+    );
     for (method, path) in ROUTES {
         let op = &doc["paths"][path][method];
         let statuses: Vec<&str> = op["responses"].as_object().unwrap().keys().map(String::as_str).collect();
@@ -74,7 +83,10 @@ fn the_openapi_document_lists_every_api_route_the_daemon_serves() {
         }
     }
     // A reset needs a reason.
-    let reset = resolve(&doc, &doc["paths"]["/api/v1/users/{id}/mfa/reset"]["post"]["requestBody"]["content"]["application/json"]["schema"]);
+    let reset = resolve(
+        &doc,
+        &doc["paths"]["/api/v1/users/{id}/mfa/reset"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
     assert!(reset["required"].as_array().unwrap().contains(&json!("reason")), "{reset}");
 }
 

@@ -29,7 +29,9 @@ impl Holder {
             Backend::Postgres => {
                 let mut c = app.db.server.as_ref().unwrap().connect(crate::postgres::DATABASE);
                 diesel::sql_query("BEGIN").execute(&mut c).unwrap();
-                diesel::sql_query(format!("SELECT 1 FROM mfa_factors WHERE user_id = '{user_id}' FOR UPDATE")).execute(&mut c).unwrap();
+                diesel::sql_query(format!("SELECT 1 FROM mfa_factors WHERE user_id = '{user_id}' FOR UPDATE"))
+                    .execute(&mut c)
+                    .unwrap();
                 Holder::Pg(c)
             }
         }
@@ -159,9 +161,11 @@ fn a_sync_lease_row_locked_by_a_frozen_session_makes_nobody_wait() {
     // Another instance, stopped inside a batch transaction that had just renewed the lease: its
     // row lock stays until PostgreSQL ends the session.
     let mut frozen = server.connect(crate::postgres::DATABASE);
-    diesel::sql_query("INSERT INTO sync_lease (name, holder, expires_at) VALUES ('ldap-sync', 'frozen-run', now() - interval '1 hour')")
-        .execute(&mut frozen)
-        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO sync_lease (name, holder, expires_at) VALUES ('ldap-sync', 'frozen-run', now() - interval '1 hour')",
+    )
+    .execute(&mut frozen)
+    .unwrap();
     diesel::sql_query("BEGIN").execute(&mut frozen).unwrap();
     diesel::sql_query("UPDATE sync_lease SET expires_at = expires_at WHERE name = 'ldap-sync'").execute(&mut frozen).unwrap();
     // More tries than the pool has connections: each answers at once and gives its connection back.

@@ -91,7 +91,8 @@ impl PgServer {
         std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
         own(&data.join("postgresql.auto.conf"));
         own(dir.path());
-        let mut server = PgServer { port: free_port(), dir, child: None, ca_file, settings: settings.iter().map(|s| s.to_string()).collect() };
+        let mut server =
+            PgServer { port: free_port(), dir, child: None, ca_file, settings: settings.iter().map(|s| s.to_string()).collect() };
         server.spawn();
         let mut admin = server.connect("postgres");
         diesel::sql_query(format!("CREATE DATABASE {DATABASE}")).execute(&mut admin).expect("create database");
@@ -179,7 +180,10 @@ fn data_directory(c: &mut PgConnection) -> Option<String> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         setting: String,
     }
-    diesel::sql_query("SELECT setting FROM pg_settings WHERE name = 'data_directory'").get_result::<Setting>(c).ok().map(|s| s.setting)
+    diesel::sql_query("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        .get_result::<Setting>(c)
+        .ok()
+        .map(|s| s.setting)
 }
 
 /// A self-signed certificate for `name` and its key, made by `openssl` in `dir`.
@@ -202,7 +206,12 @@ pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 fn template() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let initdb = bin("initdb");
-    let version = initdb.parent().and_then(Path::parent).and_then(Path::file_name).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+    let version = initdb
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let template = std::env::temp_dir().join(format!("provisiond-pg{version}-template-v{TEMPLATE_VERSION}-{}", my_uid()));
     // Only a complete template (placed by rename, stamped last) that belongs to the server's
     // user is used; anything else at that path is not ours.
@@ -211,11 +220,7 @@ fn template() -> PathBuf {
     if ours && template.join("PROVISIOND_TEMPLATE_COMPLETE").is_file() {
         return template;
     }
-    assert!(
-        !template.exists() || ours,
-        "{} exists but does not belong to the PostgreSQL user: remove it",
-        template.display()
-    );
+    assert!(!template.exists() || ours, "{} exists but does not belong to the PostgreSQL user: remove it", template.display());
     // Built beside the template and renamed into place, so that concurrent test processes
     // never see half a cluster (the loser of the race throws its copy away).
     let work = tempfile::Builder::new().prefix("provisiond-pg-initdb-").tempdir().expect("temp dir");
@@ -229,7 +234,12 @@ fn template() -> PathBuf {
     cmd.arg(format!("--pwfile={}", password_file.display())).current_dir(work.path());
     as_unprivileged(&mut cmd);
     let out = cmd.output().expect("initdb runs");
-    assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "initdb failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Loopback over TCP with a password only: no trust, no peer authentication.
     std::fs::write(data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n").unwrap();
     own(&data.join("pg_hba.conf"));
@@ -239,7 +249,11 @@ fn template() -> PathBuf {
         let _ = std::fs::remove_dir_all(&template);
     }
     if std::fs::rename(&data, &template).is_err() {
-        assert!(template.join("PROVISIOND_TEMPLATE_COMPLETE").is_file(), "cannot place the PostgreSQL template at {}", template.display());
+        assert!(
+            template.join("PROVISIOND_TEMPLATE_COMPLETE").is_file(),
+            "cannot place the PostgreSQL template at {}",
+            template.display()
+        );
     }
     template
 }

@@ -149,7 +149,21 @@ impl Slapd {
     /// `ldapsearch -LLL` output for `filter` under the suffix, as the admin.
     pub fn search(&self, filter: &str, attrs: &[&str]) -> String {
         let out = Command::new(tool("ldapsearch"))
-            .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-H", &self.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-b", SUFFIX, filter])
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                &self.url,
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+                "-b",
+                SUFFIX,
+                filter,
+            ])
             .args(attrs)
             .output()
             .expect("ldapsearch runs");
@@ -167,7 +181,8 @@ impl Slapd {
         c.timeout = 10;
         c.schedule = String::new();
         c.full_schedule = String::new();
-        c.mfa_reset = Some(provisiond::config::LdapMfaReset { attribute: FLAG_ATTRIBUTE.into(), value: "TRUE".into(), clear: true });
+        c.mfa_reset =
+            Some(provisiond::config::LdapMfaReset { attribute: FLAG_ATTRIBUTE.into(), value: "TRUE".into(), clear: true });
         c
     }
 }
@@ -203,8 +218,9 @@ pub fn person(i: usize) -> String {
          cn: User {i}\ngivenName: Given{i}\nsn: Family{i}\nmail: user{i}@example.org\nemployeeNumber: {i}\n\
          entryUUID: {}\ncreateTimestamp: {t}\nmodifyTimestamp: {t}\n\n",
         uuid_of(i),
-        t = (chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::hours(i as i64))
-            .format("%Y%m%d%H%M%SZ")
+        t = (chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
+            + chrono::Duration::hours(i as i64))
+        .format("%Y%m%d%H%M%SZ")
     )
     .unwrap();
     s

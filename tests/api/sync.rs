@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{user_names, TestApp};
 use crate::mfa::{enrol, status};
-use crate::slapd::{self, mentions, operation, person, people, uuid_of, Slapd, Stall, FLAG_ATTRIBUTE, MODIFY_REQUEST, PEOPLE, SEARCH_REQUEST};
+use crate::slapd::{
+    self, mentions, operation, people, person, uuid_of, Slapd, Stall, FLAG_ATTRIBUTE, MODIFY_REQUEST, PEOPLE, SEARCH_REQUEST,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 
@@ -68,7 +70,10 @@ fn a_full_sync_mirrors_the_directory_and_the_next_one_writes_nothing() {
     let slapd = Slapd::start(&people(0..30));
     let app = spawn(&slapd, |_| {});
     let run = sync(&app, true);
-    assert_counts(&run, json!({"kind": "full", "status": "succeeded", "created": 30, "updated": 0, "unchanged": 0, "deactivated": 0, "errors": []}));
+    assert_counts(
+        &run,
+        json!({"kind": "full", "status": "succeeded", "created": 30, "updated": 0, "unchanged": 0, "deactivated": 0, "errors": []}),
+    );
     assert!(run["durationMs"].as_i64().unwrap() >= 0);
     let u = user(&app, "user7");
     assert_eq!(u["name"]["givenName"], "Given7");
@@ -143,7 +148,8 @@ fn a_departed_entry_is_deactivated_by_a_full_run_and_reactivated_when_it_returns
 
     // Re-created: a new entryUUID, matched to the same user by userName.
     let entry = person(7);
-    let entry: String = entry.lines().filter(|l| !l.starts_with("entryUUID") && !l.contains("Timestamp: ")).map(|l| format!("{l}\n")).collect();
+    let entry: String =
+        entry.lines().filter(|l| !l.starts_with("entryUUID") && !l.contains("Timestamp: ")).map(|l| format!("{l}\n")).collect();
     slapd.modify(&entry.replacen('\n', "\nchangetype: add\n", 1));
     let run = sync(&app, true);
     assert_counts(&run, json!({"status": "succeeded", "reactivated": 1, "created": 0, "deactivated": 0}));
@@ -229,7 +235,10 @@ fn slapd_killed_mid_run_fails_the_run_deactivates_nobody_and_the_next_run_succee
 
     slapd.restart();
     let run = sync(&app, true);
-    assert_counts(&run, json!({"status": "succeeded", "created": total as i64 - created, "unchanged": created, "deactivated": 0}));
+    assert_counts(
+        &run,
+        json!({"status": "succeeded", "created": total as i64 - created, "unchanged": created, "deactivated": 0}),
+    );
 }
 
 #[test]
@@ -353,7 +362,20 @@ fn a_dry_run_lists_what_it_would_do_and_writes_nothing() {
     assert!(actions.iter().any(|a| a["userName"] == "user3" && a["dn"] == format!("uid=user3,{PEOPLE}")));
     assert_eq!(app.filter("userName pr")["totalResults"], 0, "nothing written");
     assert_eq!(app.get("/api/v1/sync/runs").body["totalResults"], 0, "not recorded");
-    for key in ["id", "kind", "status", "created", "updated", "unchanged", "deactivated", "reactivated", "resetsApplied", "flagsCleared", "errors", "durationMs"] {
+    for key in [
+        "id",
+        "kind",
+        "status",
+        "created",
+        "updated",
+        "unchanged",
+        "deactivated",
+        "reactivated",
+        "resetsApplied",
+        "flagsCleared",
+        "errors",
+        "durationMs",
+    ] {
         assert!(summary.get(key).is_some(), "{key} missing from {summary:#}");
     }
 
@@ -509,13 +531,8 @@ fn a_sync_run_logged_at_trace_level_never_shows_the_bind_password() {
     let app = spawn(&slapd, |_| {});
     let cli = Cli::new(&app, &slapd, "");
     slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\nadd: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n"));
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cli.config)
-        .args(["sync", "--full"])
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).arg("--config").arg(&cli.config).args(["sync", "--full"]).env("RUST_LOG", "trace").output().unwrap();
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("sync_run") && log.contains("sync run finished"), "one span per run: {log}");
@@ -525,7 +542,11 @@ fn a_sync_run_logged_at_trace_level_never_shows_the_bind_password() {
 /// LDIF re-creating user `i`'s entry after a delete: same uid, a new entryUUID.
 fn recreate(slapd: &Slapd, i: usize) {
     slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n"));
-    let entry: String = person(i).lines().filter(|l| !l.starts_with("entryUUID") && !l.contains("Timestamp: ")).map(|l| format!("{l}\n")).collect();
+    let entry: String = person(i)
+        .lines()
+        .filter(|l| !l.starts_with("entryUUID") && !l.contains("Timestamp: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     slapd.modify(&entry.replacen('\n', "\nchangetype: add\n", 1));
 }
 
@@ -588,7 +609,10 @@ fn a_directory_stalled_while_settling_recreated_entries_keeps_mfa_and_scim_answe
 
     let run = wait(&app, &id);
     assert_eq!(run["status"], "failed", "an LDAP timeout fails the run: {run:#}");
-    assert!(run["errors"][0].as_str().unwrap().contains("cannot ask the directory whether contested entries still exist"), "{run:#}");
+    assert!(
+        run["errors"][0].as_str().unwrap().contains("cannot ask the directory whether contested entries still exist"),
+        "{run:#}"
+    );
     assert!(!run["errors"].to_string().contains("same user in two entries"), "no false conflicts: {run:#}");
     assert_eq!(ids_of(&app, 0..10), ids);
 
@@ -654,7 +678,8 @@ fn a_user_reactivated_by_scim_after_its_entry_is_gone_is_deactivated_again_by_ev
 #[test]
 fn an_id_that_looks_like_a_uuid_is_text_and_a_new_entry_cannot_take_over_its_user() {
     let hex = |i: usize| format!("6f9619ff8b86d011b42d00c04fc9{i:04x}");
-    let ldif: String = (0..5).map(|i| person(i).replace(&format!("employeeNumber: {i}\n"), &format!("employeeNumber: {}\n", hex(i)))).collect();
+    let ldif: String =
+        (0..5).map(|i| person(i).replace(&format!("employeeNumber: {i}\n"), &format!("employeeNumber: {}\n", hex(i)))).collect();
     let slapd = Slapd::start(&ldif);
     let app = spawn(&slapd, |l| l.id_attribute = "employeeNumber".into());
     assert_counts(&sync(&app, true), json!({"status": "succeeded", "created": 5}));
@@ -783,13 +808,18 @@ fn an_entry_that_keeps_failing_is_reported_every_run_but_stops_holding_the_incre
     sync(&app, true);
     // A second live entry for user3: it fails for good.
     slapd.modify(&format!("dn: cn=Twin,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\ncn: Twin\nsn: T\nuid: user3\n"));
-    let modify = |i: usize, value: &str| slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: modify\nreplace: givenName\ngivenName: {value}\n"));
+    let modify = |i: usize, value: &str| {
+        slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: modify\nreplace: givenName\ngivenName: {value}\n"))
+    };
     std::thread::sleep(Duration::from_millis(1100));
     for i in 10..20 {
         modify(i, "Later");
     }
-    let read = |run: &Value| run["created"].as_i64().unwrap() + run["updated"].as_i64().unwrap() + run["unchanged"].as_i64().unwrap();
-    let twin = |run: &Value| error_list(run).into_iter().find(|e| e.contains("cn=Twin")).unwrap_or_else(|| panic!("not reported: {run:#}"));
+    let read =
+        |run: &Value| run["created"].as_i64().unwrap() + run["updated"].as_i64().unwrap() + run["unchanged"].as_i64().unwrap();
+    let twin = |run: &Value| {
+        error_list(run).into_iter().find(|e| e.contains("cn=Twin")).unwrap_or_else(|| panic!("not reported: {run:#}"))
+    };
     // The mark never passes the daemon's clock: keep it at the directory's time.
     let sync = |app: &TestApp| {
         app.clock.set(chrono::Utc::now());
@@ -818,7 +848,11 @@ fn a_flag_attribute_that_is_no_attribute_name_is_refused_and_one_missing_from_th
     let app = spawn(&slapd, |l| l.mfa_reset.as_mut().unwrap().attribute = "mfaResetRequestd".into());
     let cli = Cli::new(&app, &slapd, "");
     let text = std::fs::read_to_string(&cli.config).unwrap();
-    std::fs::write(&cli.config, text.replace(&format!("attribute = \"{FLAG_ATTRIBUTE}\""), "attribute = \"mfaResetRequested)(uid=*\"")).unwrap();
+    std::fs::write(
+        &cli.config,
+        text.replace(&format!("attribute = \"{FLAG_ATTRIBUTE}\""), "attribute = \"mfaResetRequested)(uid=*\""),
+    )
+    .unwrap();
     let out = Command::new(BIN).arg("--config").arg(&cli.config).arg("check-config").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
@@ -828,7 +862,10 @@ fn a_flag_attribute_that_is_no_attribute_name_is_refused_and_one_missing_from_th
     assert_eq!(run["status"], "succeeded");
     let errors = error_list(&run);
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(errors[0].contains("\"mfaResetRequestd\"") && errors[0].contains("not an attribute type of the directory's schema"), "{errors:#?}");
+    assert!(
+        errors[0].contains("\"mfaResetRequestd\"") && errors[0].contains("not an attribute type of the directory's schema"),
+        "{errors:#?}"
+    );
     app.clock.advance(chrono::Duration::seconds(1));
     assert_eq!(sync(&app, true)["errors"], json!([]), "warned once");
 }
@@ -852,7 +889,10 @@ fn several_mail_values_become_several_work_emails_and_dropped_values_are_reporte
     let run = sync(&app, true);
     assert_counts(&run, json!({"status": "succeeded", "created": 3}));
     let u = user(&app, "user1");
-    assert_eq!(u["emails"], json!([{"value": "second1@example.org", "type": "work"}, {"value": "user1@example.org", "type": "work"}]));
+    assert_eq!(
+        u["emails"],
+        json!([{"value": "second1@example.org", "type": "work"}, {"value": "user1@example.org", "type": "work"}])
+    );
     assert_eq!(u["displayName"], "User 1");
     assert!(u.get("photos").is_none(), "{u:#}");
     let errors = error_list(&run);

@@ -21,7 +21,10 @@ fn values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
 
 fn systemd_analyze() -> PathBuf {
     let p = PathBuf::from("/usr/bin/systemd-analyze");
-    assert!(p.exists(), "systemd-analyze is not installed: run `sudo apt-get install -y systemd` (tests/run-all.sh does it as root)");
+    assert!(
+        p.exists(),
+        "systemd-analyze is not installed: run `sudo apt-get install -y systemd` (tests/run-all.sh does it as root)"
+    );
     p
 }
 
@@ -86,7 +89,9 @@ fn what_the_unit_names_is_what_the_daemon_reads() {
         std::fs::write(credentials.join(id), [7u8; 32]).unwrap();
     }
     let mut cmd = Command::new(BIN);
-    cmd.args(["--config", "config/provisiond.toml", "check-config"]).current_dir(root()).env("CREDENTIALS_DIRECTORY", &credentials);
+    cmd.args(["--config", "config/provisiond.toml", "check-config"])
+        .current_dir(root())
+        .env("CREDENTIALS_DIRECTORY", &credentials);
     for env in values(&unit, "Environment") {
         let (k, v) = env.split_once('=').unwrap();
         assert!(k.starts_with("PROVISIOND_"), "{env}");

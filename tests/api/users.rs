@@ -114,18 +114,23 @@ fn user_name_is_unique_ignoring_case() {
 #[test]
 fn invalid_bodies_are_refused_with_their_scim_type() {
     let app = TestApp::spawn();
-    assert_scim_error(&app.post("/scim/v2/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "displayName": "no name"})), 400, Some("invalidValue"));
     assert_scim_error(
-        &app.post("/scim/v2/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "active": "perhaps"})),
+        &app.post(
+            "/scim/v2/Users",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "displayName": "no name"}),
+        ),
         400,
         Some("invalidValue"),
     );
-    let r = app.raw(
-        "POST",
-        "/scim/v2/Users",
-        Some("{\"userName\": "),
-        &[("Authorization", &format!("Bearer {}", app.token))],
+    assert_scim_error(
+        &app.post(
+            "/scim/v2/Users",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "active": "perhaps"}),
+        ),
+        400,
+        Some("invalidValue"),
     );
+    let r = app.raw("POST", "/scim/v2/Users", Some("{\"userName\": "), &[("Authorization", &format!("Bearer {}", app.token))]);
     assert_scim_error(&r, 400, Some("invalidSyntax"));
     // Nothing was created by the refused requests.
     assert_eq!(app.get("/scim/v2/Users").body["totalResults"], 0);
@@ -203,11 +208,7 @@ fn patch_follows_rfc_and_entra_forms() {
         Some(&patch_doc(json!([{"op": "Replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": "mgr-2"}}]))),
     );
     assert_eq!(r.body[ENTERPRISE]["manager"]["value"], "mgr-2", "{:?}", r.body);
-    let r = app.call(
-        "PATCH",
-        &path,
-        Some(&patch_doc(json!([{"op": "Remove", "path": format!("{ENTERPRISE}:manager")}]))),
-    );
+    let r = app.call("PATCH", &path, Some(&patch_doc(json!([{"op": "Remove", "path": format!("{ENTERPRISE}:manager")}]))));
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(r.body[ENTERPRISE].get("manager").is_none(), "{:?}", r.body);
     assert_eq!(r.body[ENTERPRISE]["employeeNumber"], "701984");
@@ -255,7 +256,11 @@ fn patch_errors_carry_scim_types_and_change_nothing() {
         (json!([{"op": "remove"}]), 400, "noTarget"),
         (json!([{"op": "move", "path": "displayName"}]), 400, "invalidSyntax"),
         (json!([{"op": "replace", "path": "groups", "value": [{"value": "g"}]}]), 400, "mutability"),
-        (json!([{"op": "replace", "path": "displayName", "value": "ok"}, {"op": "replace", "path": "active", "value": "maybe"}]), 400, "invalidValue"),
+        (
+            json!([{"op": "replace", "path": "displayName", "value": "ok"}, {"op": "replace", "path": "active", "value": "maybe"}]),
+            400,
+            "invalidValue",
+        ),
     ];
     for (ops, status, scim_type) in cases {
         let r = app.call("PATCH", &path, Some(&patch_doc(ops.clone())));
@@ -405,7 +410,9 @@ fn user_documents_without_the_user_schema_are_refused() {
 
     // A PATCH must be a PatchOp: the schema declared, as Entra ID and Okta always do.
     let ops = json!([{"op": "replace", "path": "displayName", "value": "x"}]);
-    for doc in [json!({"Operations": ops}), json!({"schemas": [], "Operations": ops}), json!({"schemas": [USER], "Operations": ops})] {
+    for doc in
+        [json!({"Operations": ops}), json!({"schemas": [], "Operations": ops}), json!({"schemas": [USER], "Operations": ops})]
+    {
         assert_scim_error(&app.call("PATCH", &format!("/scim/v2/Users/{id}"), Some(&doc)), 400, Some("invalidSyntax"));
     }
     assert_eq!(app.get(&format!("/scim/v2/Users/{id}")).body["displayName"], "Babs Jensen");
@@ -418,7 +425,10 @@ fn user_documents_without_the_user_schema_are_refused() {
     });
     let auth = format!("Bearer {}", app.token);
     let r = crate::raw_http::RawClient::new(&app.base).send(
-        &format!("POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: {}", okta.to_string().len()),
+        &format!(
+            "POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: {}",
+            okta.to_string().len()
+        ),
         okta.to_string().as_bytes(),
     );
     assert_eq!(r.status, 201, "{}", r.body);
