@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisiond::clock::{self, Clock, SystemClock};
+use provisiond::domain::mfa::Policy;
 use provisiond::domain::tokens::Scope;
-use provisiond::mfa::Policy;
 use provisiond::store;
 use serde_json::{json, Value};
 use support::{parse_args, preload, print_table, run_all, Call, Scenario, Setup};

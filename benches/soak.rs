@@ -104,7 +104,7 @@ fn main() {
     let run = request(&agent, &base, &auth, "POST", "/api/v1/sync/runs", Some(json!({"full": true})));
     assert_eq!(run.0, 202, "{}", run.1);
     std::thread::sleep(Duration::from_secs(3));
-    let policy = provisiond::mfa::Policy::from_config(&config.mfa);
+    let policy = provisiond::domain::mfa::Policy::from_config(&config.mfa);
     let mut verifiers = Vec::new();
     for i in 0..200 {
         let id = create(&agent, &base, &auth, &user_json(10_000_000 + i));
@@ -380,10 +380,11 @@ fn create(agent: &ureq::Agent, base: &str, auth: &str, user: &Value) -> String {
 }
 
 /// Enrols the user with a TOTP factor; returns the secret.
-fn enrol(agent: &ureq::Agent, base: &str, auth: &str, policy: &provisiond::mfa::Policy, id: &str) -> Vec<u8> {
+fn enrol(agent: &ureq::Agent, base: &str, auth: &str, policy: &provisiond::domain::mfa::Policy, id: &str) -> Vec<u8> {
     let start = expect(request(agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/totp"), Some(json!({}))), 201)
         .expect("start enrolment");
-    let secret = provisiond::mfa::Policy::decode_base32(start["secret"].as_str().expect("secret")).expect("base32 secret");
+    let secret =
+        provisiond::domain::mfa::Policy::decode_base32(start["secret"].as_str().expect("secret")).expect("base32 secret");
     let now = provisiond::clock::SystemClock.now().timestamp() as u64;
     let code = policy.code_at(&secret, now);
     expect(request(agent, base, auth, "POST", &format!("/api/v1/users/{id}/mfa/totp/confirm"), Some(json!({"code": code}))), 200)

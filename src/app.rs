@@ -152,7 +152,7 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
 /// seal new factors the others cannot open: the first instance records the id of its key, and
 /// every later one must seal with that key (or be rotating away from it: it then knows it as a
 /// previous key, and records its own).
-fn check_sealing_keys(pool: &store::Pool, sealer: &crate::mfa::Sealer, config: &Config) -> anyhow::Result<()> {
+fn check_sealing_keys(pool: &store::Pool, sealer: &crate::domain::mfa::Sealer, config: &Config) -> anyhow::Result<()> {
     let mut conn = pool.get()?;
     let ids = store::mfa::sealing_key_ids(&mut conn).context("cannot read the stored MFA secrets")?;
     let unknown = sealer.unknown_keys(&ids);
@@ -184,7 +184,7 @@ fn check_sealing_keys(pool: &store::Pool, sealer: &crate::mfa::Sealer, config: &
 }
 
 /// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).
-pub fn load_sealer(config: &Config) -> anyhow::Result<crate::mfa::Sealer> {
-    crate::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
+pub fn load_sealer(config: &Config) -> anyhow::Result<crate::domain::mfa::Sealer> {
+    crate::domain::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
         .context("cannot load the MFA key (mfa.key_file)")
 }

@@ -10,9 +10,9 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
+use crate::domain::mfa::{Mfa, Outcome, Selection};
 use crate::domain::tokens::{self, Tokens};
 use crate::domain::users::Users;
-use crate::mfa::{Mfa, Outcome, Selection};
 
 #[derive(Debug, Parser)]
 #[command(name = "provisiond", version, about = "SCIM 2.0 provisioning, TOTP second factor and LDAP sync daemon")]
@@ -147,7 +147,8 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(SystemClock));
     match cmd {
         MfaCommand::Reset { users, filter, reason } => {
-            let reason = crate::mfa::Reason::parse(Some(&reason)).map_err(|e| anyhow::anyhow!("--reason: {}", e.detail))?;
+            let reason =
+                crate::domain::mfa::Reason::parse(Some(&reason)).map_err(|e| anyhow::anyhow!("--reason: {}", e.detail))?;
             // The operator's login name is the actor of the audit events.
             let operator = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into());
             let actor = Actor::new(Origin::Cli, operator, None);

@@ -11,7 +11,6 @@ pub mod domain;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod mfa;
 #[cfg(test)]
 mod proptest_support;
 pub mod scim;

@@ -14,7 +14,7 @@ use super::audit::Actor;
 use super::{Error, Result};
 use crate::directory::flags::{self, Decision};
 use crate::directory::mapping::{Mapped, Mapping};
-use crate::mfa::reset::reset_in_tx;
+use crate::domain::mfa::reset::reset_in_tx;
 use crate::store::directory::{self as links, Link};
 use crate::store::users::{self as store_users, StoredUser, WriteError};
 use crate::store::DbConn;

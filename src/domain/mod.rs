@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod mfa;
 pub mod tokens;
 pub mod users;
 

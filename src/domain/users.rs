@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use super::audit::Actor;
 use super::{Error, Result};
-use crate::mfa::Mfa;
+use crate::domain::mfa::Mfa;
 use crate::scim::list::ListQuery;
 use crate::scim::{patch, resource};
 use crate::store::users::{self as store, StoredUser, WriteError};
@@ -130,7 +130,7 @@ impl Users {
         if !requested {
             return Ok(user);
         }
-        self.mfa.reset(&user.id, actor, &crate::mfa::Reason::system("resetRequested set through SCIM"))?;
+        self.mfa.reset(&user.id, actor, &crate::domain::mfa::Reason::system("resetRequested set through SCIM"))?;
         self.get(&user.id)
     }
 }

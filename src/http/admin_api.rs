@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiErrorBody};
 use super::AppState;
 use crate::domain::audit::Origin;
+use crate::domain::mfa::{Outcome, Reason, Selection};
 use crate::domain::tokens::Scope;
-use crate::mfa::{Outcome, Reason, Selection};
 use crate::scim::filter;
 use crate::store::audit::Query;
 

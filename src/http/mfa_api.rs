@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiErrorBody};
 use super::AppState;
 use crate::domain::audit::Origin;
+use crate::domain::mfa::{Reason, Verification};
 use crate::domain::tokens::Scope;
-use crate::mfa::{Reason, Verification};
 use crate::scim::resource::datetime;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -21,8 +21,8 @@ use actix_web::{middleware::from_fn, web};
 use crate::clock::Clock;
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
+use crate::domain::mfa::{Mfa, Sealer};
 use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
-use crate::mfa::{Mfa, Sealer};
 use crate::store::Pool;
 
 /// What every handler can reach.

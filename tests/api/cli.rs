@@ -207,7 +207,8 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
     config.mfa.key_file = d.dir.path().join("data/mfa.key");
     let pool = provisiond::app::open_database(&config).unwrap();
     let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
-    let mfa = provisiond::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
+    let mfa =
+        provisiond::domain::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
     let users = provisiond::domain::users::Users::new(pool.clone(), mfa);
     let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
     for name in ["alice", "bob", "carol"] {
@@ -296,8 +297,8 @@ fn secrets_never_reach_the_log_even_at_debug_level() {
         .to_string();
     let enrolment = call("POST", &format!("/api/v1/users/{id}/mfa/totp"), json!({}));
     let secret_b32 = enrolment["secret"].as_str().unwrap().to_string();
-    let secret = provisiond::mfa::Policy::decode_base32(&secret_b32).unwrap();
-    let policy = provisiond::mfa::Policy::from_config(&provisiond::config::Config::default().mfa);
+    let secret = provisiond::domain::mfa::Policy::decode_base32(&secret_b32).unwrap();
+    let policy = provisiond::domain::mfa::Policy::from_config(&provisiond::config::Config::default().mfa);
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let code = policy.code_at(&secret, now());
     let confirmed = call("POST", &format!("/api/v1/users/{id}/mfa/totp/confirm"), json!({"code": code}));
@@ -324,15 +325,19 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     let services = |config: &provisiond::config::Config| {
         let pool = provisiond::app::open_database(config).unwrap();
         let sealer = std::sync::Arc::new(provisiond::app::load_sealer(config).unwrap());
-        let mfa =
-            provisiond::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
+        let mfa = provisiond::domain::mfa::Mfa::new(
+            pool.clone(),
+            sealer,
+            &config.mfa,
+            std::sync::Arc::new(provisiond::clock::SystemClock),
+        );
         (provisiond::domain::users::Users::new(pool, mfa.clone()), mfa)
     };
     let actor = Actor::new(Origin::Cli, "test", None);
     let (users, mfa) = services(&config);
     let id = users.create(&json!({"userName": "rotated"}), "scim", &actor).unwrap().id;
     let enrolment = mfa.start_enrolment(&id).unwrap();
-    let secret = provisiond::mfa::Policy::decode_base32(&enrolment.secret_base32).unwrap();
+    let secret = provisiond::domain::mfa::Policy::decode_base32(&enrolment.secret_base32).unwrap();
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     mfa.confirm(&id, &mfa.policy().code_at(&secret, now()), &actor).unwrap();
 
@@ -353,7 +358,7 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     let step_later = mfa.policy().code_at(&secret, now() + 30);
     assert_eq!(
         mfa.verify(&id, &step_later, &actor).unwrap(),
-        provisiond::mfa::Verification::Valid(provisiond::mfa::Method::Totp)
+        provisiond::domain::mfa::Verification::Valid(provisiond::domain::mfa::Method::Totp)
     );
 }
 

@@ -384,7 +384,7 @@ fn a_factor_enrolled_on_one_instance_verifies_on_the_other_and_each_code_counts_
     let id = a.create_user(&json!({"userName": "roaming"}))["id"].as_str().unwrap().to_string();
     // Enrolled on one instance: the secret is sealed with the key both instances are given.
     let (secret, _) = crate::mfa::enrol(&a, &id);
-    let policy = provisiond::mfa::Policy::from_config(&a.config.mfa);
+    let policy = provisiond::domain::mfa::Policy::from_config(&a.config.mfa);
     let next_step = provisiond::clock::Clock::now(&*a.clock).timestamp() as u64 + 30;
     let code = policy.code_at(&secret, next_step);
     // The same code sent through both instances at once (a replayed login): accepted once. (Five
@@ -431,7 +431,7 @@ fn fifty_wrong_codes_at_once_through_two_instances_count_exactly_the_limit_then_
     assert_eq!(s.iter().filter(|&&st| st == 401).count(), max, "exactly max_failures counted: {s:?}");
     assert_eq!(s.iter().filter(|&&st| st == 429).count(), 50 - max, "{s:?}");
     // The factor is locked: even the right code is refused, on either instance.
-    let policy = provisiond::mfa::Policy::from_config(&a.config.mfa);
+    let policy = provisiond::domain::mfa::Policy::from_config(&a.config.mfa);
     let good = policy.code_at(&secret, provisiond::clock::Clock::now(&*a.clock).timestamp() as u64);
     for app in [&a, &b] {
         assert_eq!(app.post(&format!("/api/v1/users/{id}/mfa/verify"), &json!({"code": good})).status, 429);

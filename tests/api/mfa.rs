@@ -5,8 +5,8 @@ use chrono::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::{encode, TestApp};
+use provisiond::domain::mfa::Policy;
 use provisiond::domain::tokens::{Scope, Tokens};
-use provisiond::mfa::Policy;
 
 const MFA: &str = "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User";
 
