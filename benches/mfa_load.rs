@@ -31,9 +31,13 @@ fn enrol_all(setup: &Setup, ids: &[String]) -> Vec<Vec<u8>> {
         .map(|id| {
             let secret = Policy::new_secret();
             let sealed = sealer.seal(id, &secret);
-            assert!(store::mfa::start_enrolment(&mut conn, id, &sealed).expect("enrol"));
-            // Step 0 as the last accepted one: any current code is new.
-            assert!(store::mfa::confirm(&mut conn, id, &sealed, 0, at).expect("confirm"));
+            store::write_tx(&mut conn, |tx| {
+                assert!(store::mfa::start_enrolment(tx, id, &sealed)?);
+                // Step 0 as the last accepted one: any current code is new.
+                assert!(store::mfa::confirm(tx, id, &sealed, 0, at)?);
+                Ok::<_, store::Error>(())
+            })
+            .expect("enrol");
             secret
         })
         .collect()

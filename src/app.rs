@@ -13,6 +13,8 @@ use sd_notify::NotifyState;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::directory::{scheduler, Syncer};
+use crate::domain::mfa::{KeyMismatch, Mfa};
+use crate::domain::Services;
 use crate::http::{self, AppState};
 use crate::store;
 
@@ -35,7 +37,8 @@ impl Application {
         let config = Arc::new(config);
         let pool = open_database(&config)?;
         let sealer = Arc::new(load_sealer(&config)?);
-        check_sealing_keys(&pool, &sealer, &config)?;
+        let services = Services::new(pool.clone(), sealer, &config.mfa, clock.clone());
+        check_sealing_keys(&services.mfa, &config)?;
         let listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         let port = listener.local_addr()?.port();
@@ -50,7 +53,7 @@ impl Application {
             None => None,
         };
         let syncer = sync.as_ref().map(|(s, _)| s.clone());
-        let state = web::Data::new(AppState::new(config.clone(), pool, sealer, clock, syncer));
+        let state = web::Data::new(AppState::new(config.clone(), pool, services, syncer));
         let mut server = HttpServer::new(move || {
             App::new().app_data(state.clone()).wrap(from_fn(http::request_id::assign)).configure(http::routes)
         })
@@ -146,41 +149,25 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
     Ok(pool)
 }
 
-/// Refuses to serve with keys that cannot open the stored secrets, or with a current key other
-/// than the deployment's. An instance started without the key file the others share would
-/// create a key of its own and then fail every verification of a factor enrolled elsewhere, or
-/// seal new factors the others cannot open: the first instance records the id of its key, and
-/// every later one must seal with that key (or be rotating away from it: it then knows it as a
-/// previous key, and records its own).
-fn check_sealing_keys(pool: &store::Pool, sealer: &crate::domain::mfa::Sealer, config: &Config) -> anyhow::Result<()> {
-    let mut conn = pool.get()?;
-    let ids = store::mfa::sealing_key_ids(&mut conn).context("cannot read the stored MFA secrets")?;
-    let unknown = sealer.unknown_keys(&ids);
+/// Checks this instance's MFA key against the deployment's (see [`Mfa::check_deployment_key`]),
+/// in the operator's terms: which file to copy where.
+fn check_sealing_keys(mfa: &Mfa, config: &Config) -> anyhow::Result<()> {
     let key_file = config.mfa.key_file.display();
-    if !unknown.is_empty() {
-        anyhow::bail!(
+    match mfa.check_deployment_key() {
+        Ok(()) => Ok(()),
+        Err(KeyMismatch::Unknown(ids)) => anyhow::bail!(
             "the database holds TOTP secrets sealed under key id {ids} that neither mfa.key_file ({key_file}) nor \
              mfa.previous_key_files holds: give every instance the same key file (if this start created {key_file}, \
              remove it and copy the shared one)",
-            ids = unknown.join(", "),
-        );
+            ids = ids.join(", "),
+        ),
+        Err(KeyMismatch::Wrong { mine, recorded }) => anyhow::bail!(
+            "this instance has the wrong MFA key: mfa.key_file ({key_file}) holds key id {mine}, but the deployment \
+             seals with key id {recorded} (recorded by the first instance): copy the shared key file to {key_file} \
+             (or, when rotating, list the old key in mfa.previous_key_files)"
+        ),
+        Err(KeyMismatch::Unreadable(e)) => Err(anyhow::Error::new(e).context("cannot read the deployment's MFA key id")),
     }
-    let mine = sealer.current_id();
-    let recorded = store::deployment::claim(&mut conn, store::deployment::MFA_KEY_ID, mine)
-        .context("cannot read the deployment's MFA key id")?;
-    if recorded != mine {
-        if !sealer.knows(&recorded) {
-            anyhow::bail!(
-                "this instance has the wrong MFA key: mfa.key_file ({key_file}) holds key id {mine}, but the deployment \
-                 seals with key id {recorded} (recorded by the first instance): copy the shared key file to {key_file} \
-                 (or, when rotating, list the old key in mfa.previous_key_files)"
-            );
-        }
-        // Rotating: the recorded key is one of this instance's previous keys.
-        store::deployment::set(&mut conn, store::deployment::MFA_KEY_ID, mine)?;
-        tracing::info!(previous = %recorded, current = %mine, "MFA key rotation: new secrets are sealed under the new key");
-    }
-    Ok(())
 }
 
 /// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).

@@ -10,9 +10,9 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
-use crate::domain::mfa::{Mfa, Outcome, Selection};
+use crate::domain::mfa::{Outcome, Selection};
 use crate::domain::tokens::{self, Tokens};
-use crate::domain::users::Users;
+use crate::domain::Services;
 
 #[derive(Debug, Parser)]
 #[command(name = "provisiond", version, about = "SCIM 2.0 provisioning, TOTP second factor and LDAP sync daemon")]
@@ -144,7 +144,7 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
 fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
-    let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(SystemClock));
+    let Services { mfa, users: directory, .. } = Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(SystemClock));
     match cmd {
         MfaCommand::Reset { users, filter, reason } => {
             let reason =
@@ -158,7 +158,6 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
                     Selection::Filter(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?)
                 }
                 None => {
-                    let directory = Users::new(pool.clone(), mfa.clone());
                     let mut ids = Vec::new();
                     for name in &users {
                         match directory.find_by_user_name(name)? {

@@ -18,9 +18,8 @@ use provisiond::app;
 use provisiond::clock::SystemClock;
 use provisiond::config::Config;
 use provisiond::domain::audit::{Actor, Origin};
-use provisiond::domain::mfa::Mfa;
 use provisiond::domain::tokens::{Scope, Tokens};
-use provisiond::domain::users::Users;
+use provisiond::domain::Services;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -313,8 +312,7 @@ pub fn user_json(i: usize) -> Value {
 pub fn preload(config: &Config, n: usize, scopes: &[Scope]) -> (Vec<String>, String, Duration) {
     let pool = app::open_database(config).expect("database");
     let sealer = Arc::new(app::load_sealer(config).expect("mfa key"));
-    let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, Arc::new(SystemClock));
-    let users = Users::new(pool.clone(), mfa);
+    let users = Services::new(pool.clone(), sealer, &config.mfa, Arc::new(SystemClock)).users;
     let actor = Actor::new(Origin::Scim, "bench-preload", None);
     let started = Instant::now();
     let ids = std::thread::scope(|s| {

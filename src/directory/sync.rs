@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use diesel::Connection;
 use ldap3::SearchEntry;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -1113,10 +1112,10 @@ impl Writer {
                     if slot.is_some() {
                         continue;
                     }
-                    let mut apply = |c: &mut store::DbConn| {
+                    let mut apply = |c: &mut store::Tx| {
                         mirror::apply_entry(c, mapping, entry, link.clone(), &mut key_in_directory, actor, at)
                     };
-                    let r = if savepoints { conn.transaction(apply) } else { apply(conn) };
+                    let r = if savepoints { conn.savepoint(apply) } else { apply(conn) };
                     if r.is_err() && !savepoints {
                         return Err(TxEnd::Retry);
                     }
@@ -1290,7 +1289,7 @@ impl Writer {
                 }
                 let mut results = Vec::with_capacity(chunk.len());
                 for id in chunk {
-                    results.push((id, conn.transaction(|c| mirror::deactivate(c, id, at))));
+                    results.push((id, conn.savepoint(|c| mirror::deactivate(c, id, at))));
                 }
                 if dry_run {
                     Err(TxEnd::Rollback(results))

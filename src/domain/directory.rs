@@ -17,7 +17,7 @@ use crate::directory::mapping::{Mapped, Mapping};
 use crate::domain::mfa::reset::reset_in_tx;
 use crate::store::directory::{self as links, Link};
 use crate::store::users::{self as store_users, StoredUser, WriteError};
-use crate::store::DbConn;
+use crate::store::{DbConn, Tx};
 
 /// Users written by the sync carry this source.
 pub const SOURCE: &str = "ldap";
@@ -43,7 +43,7 @@ pub struct Applied {
 /// known; `key_in_directory` answers whether another key still exists in LDAP (asked only
 /// when a new key claims a user linked to another entry).
 pub fn apply_entry(
-    conn: &mut DbConn,
+    conn: &mut Tx,
     mapping: &Mapping,
     entry: &Mapped,
     link: Option<Link>,
@@ -59,15 +59,16 @@ pub fn apply_entry(
         },
     };
     let body = mapping.apply(entry, current.as_ref().map(|u| &u.body))?;
-    let (user, mut change) = match &current {
+    let came_from_elsewhere = current.as_ref().is_some_and(|u| u.source != SOURCE);
+    let (user, mut change) = match current {
         None => {
             let id = uuid::Uuid::new_v4().to_string();
-            (store_users::insert_in_tx(conn, &id, &body, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
+            (store_users::insert(conn, &id, body, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
         }
-        Some(cur) if cur.body == body => (cur.clone(), Change::Unchanged),
-        Some(cur) => (store_users::update_in_tx(conn, cur, &body, at).map_err(|e| write_error(e, &entry.dn))?, Change::Updated),
+        Some(cur) if cur.body == body => (cur, Change::Unchanged),
+        Some(cur) => (store_users::update(conn, cur, body, at).map_err(|e| write_error(e, &entry.dn))?, Change::Updated),
     };
-    if current.as_ref().is_some_and(|u| u.source != SOURCE) {
+    if came_from_elsewhere {
         store_users::set_source(conn, &user.id, SOURCE)?;
     }
     if link.as_ref().is_some_and(|l| l.missing_since.is_some()) {
@@ -101,7 +102,7 @@ pub fn apply_entry(
 /// Creates users for entries known to be new (no link, userName and externalId free), a few
 /// statements for the whole batch. Fails as a whole; the caller then applies them one by one.
 pub fn create_many(
-    conn: &mut DbConn,
+    conn: &mut Tx,
     mapping: &Mapping,
     entries: &[&Mapped],
     actor: &Actor,
@@ -122,7 +123,7 @@ pub fn create_many(
         });
         users.push((id, mapping.apply(entry, None)?));
     }
-    store_users::insert_many_in_tx(conn, &users, SOURCE, at)?;
+    store_users::insert_many(conn, &users, SOURCE, at)?;
     links::insert_links(conn, &new_links)?;
     let mut applied = Vec::with_capacity(entries.len());
     for (entry, (id, body)) in entries.iter().zip(&users) {
@@ -139,13 +140,14 @@ pub fn create_many(
 }
 
 /// Deactivates a user whose entry a full run did not find; returns whether it was active.
-pub fn deactivate(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<bool> {
+pub fn deactivate(conn: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<bool> {
     let current = user(conn, user_id)?;
     let was_active = current.body.get("active").and_then(serde_json::Value::as_bool).unwrap_or(true);
     let version = if was_active {
         let mut body = current.body.clone();
         body.insert("active".into(), serde_json::Value::Bool(false));
-        store_users::update_in_tx(conn, &current, &body, at).map_err(|e| write_error(e, &format!("user {}", current.id)))?.version
+        let what = format!("user {}", current.id);
+        store_users::update(conn, current, body, at).map_err(|e| write_error(e, &what))?.version
     } else {
         current.version
     };
@@ -216,11 +218,7 @@ const TRANSIENT_NAME: &str = "~provisiond-renaming-";
 /// entry only) get a transient name first; the caller then applies the entries, and
 /// [`restore_names`] gives back the old name of any whose entry then failed. Returns
 /// `(user id, old userName)` of the users renamed so.
-pub fn free_names_for_renames(
-    conn: &mut DbConn,
-    entries: &[(&Mapped, &Link)],
-    at: NaiveDateTime,
-) -> Result<Vec<(String, String)>> {
+pub fn free_names_for_renames(conn: &mut Tx, entries: &[(&Mapped, &Link)], at: NaiveDateTime) -> Result<Vec<(String, String)>> {
     use std::collections::{HashMap, HashSet};
     let key = store_users::user_name_key;
     let mut renames: HashMap<String, (StoredUser, String)> = HashMap::new();
@@ -258,24 +256,22 @@ pub fn free_names_for_renames(
         }
         let mut body = current.body.clone();
         body.insert("userName".into(), serde_json::Value::String(format!("{TRANSIENT_NAME}{id}")));
-        store_users::update_in_tx(conn, current, &body, at).map_err(|e| write_error(e, &format!("user {id}")))?;
         freed.push((id.clone(), current.user_name().to_string()));
+        store_users::update(conn, current.clone(), body, at).map_err(|e| write_error(e, &format!("user {id}")))?;
     }
     Ok(freed)
 }
 
 /// Gives users still holding a transient name (their entry failed) their old name back, where
 /// it is still free; returns the ids of those that could not get it back.
-pub fn restore_names(conn: &mut DbConn, freed: &[(String, String)], at: NaiveDateTime) -> Result<Vec<String>> {
-    use diesel::Connection;
+pub fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: NaiveDateTime) -> Result<Vec<String>> {
     let mut stuck = Vec::new();
     for (id, name) in freed {
         let current = user(conn, id)?;
         if current.user_name().starts_with(TRANSIENT_NAME) {
             let mut body = current.body.clone();
             body.insert("userName".into(), serde_json::Value::String(name.clone()));
-            let restored =
-                conn.transaction(|c| store_users::update_in_tx(c, &current, &body, at).map_err(|e| write_error(e, id)));
+            let restored = conn.savepoint(|c| store_users::update(c, current, body, at).map_err(|e| write_error(e, id)));
             match restored {
                 Ok(_) => {}
                 Err(Error::Conflict(_)) => stuck.push(id.clone()),

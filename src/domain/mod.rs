@@ -7,7 +7,32 @@ pub mod mfa;
 pub mod tokens;
 pub mod users;
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::scim::error::ScimError;
+use crate::store::Pool;
+
+/// The services of one wiring, sharing one pool and one clock: what every door is given.
+#[derive(Clone)]
+pub struct Services {
+    pub users: users::Users,
+    pub tokens: tokens::Tokens,
+    pub mfa: mfa::Mfa,
+    pub audit: audit::Audit,
+}
+
+impl Services {
+    pub fn new(pool: Pool, sealer: Arc<mfa::Sealer>, config: &crate::config::Mfa, clock: Arc<dyn Clock>) -> Self {
+        let mfa = mfa::Mfa::new(pool.clone(), sealer, config, clock.clone());
+        Services {
+            users: users::Users::new(pool.clone(), clock),
+            tokens: tokens::Tokens::new(pool.clone()),
+            audit: audit::Audit::new(pool),
+            mfa,
+        }
+    }
+}
 
 /// What a domain operation can answer besides success.
 #[derive(Debug, thiserror::Error)]

@@ -146,7 +146,9 @@ impl Tokens {
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("pvd_{}", hex::encode(bytes));
         let mut conn = self.pool.get()?;
-        if !store_tokens::insert(&mut conn, name, &hash(&secret), &join(scopes))? {
+        let created =
+            store::write_tx(&mut conn, |tx| store_tokens::insert(tx, name, &hash(&secret), &join(scopes), store::now()))?;
+        if !created {
             return Err(Error::Conflict(format!("a token called {name:?} already exists")));
         }
         Ok(Secret(secret))
@@ -163,7 +165,7 @@ impl Tokens {
     pub fn revoke(&self, name: &str) -> Result<()> {
         self.recent.lock().expect("token cache").retain(|_, (p, _)| p.name != name);
         let mut conn = self.pool.get()?;
-        if store_tokens::delete(&mut conn, name)? {
+        if store::write_tx(&mut conn, |tx| store_tokens::delete(tx, name))? {
             Ok(())
         } else {
             Err(Error::NotFound(format!("no token called {name:?}")))
@@ -187,7 +189,7 @@ impl Tokens {
         }
         let scopes = parse_scopes(&row.scopes).map_err(|e| store::Error::Corrupt(format!("token {}: {e}", row.name)))?;
         if self.should_touch(&row.name) {
-            store_tokens::touch(&mut conn, &row.name, store::now())?;
+            store::write_tx(&mut conn, |tx| store_tokens::touch(tx, &row.name, store::now()))?;
         }
         let principal = Principal { name: row.name, scopes };
         let mut recent = self.recent.lock().expect("token cache");

@@ -2,18 +2,21 @@
 
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use super::audit::Actor;
+use super::mfa::{reset, Reason};
 use super::{Error, Result};
-use crate::domain::mfa::Mfa;
+use crate::clock::{self, Clock};
 use crate::scim::list::ListQuery;
 use crate::scim::{patch, resource};
-use crate::store::users::{self as store, StoredUser, WriteError};
-use crate::store::{user_filter, Pool};
+use crate::store::users::{self as store_users, StoredUser, WriteError};
+use crate::store::{self, user_filter, Pool, Tx};
 
 #[derive(Clone)]
 pub struct Users {
     pool: Pool,
-    mfa: Mfa,
+    clock: Arc<dyn Clock>,
 }
 
 /// The MFA extension of a user as SCIM shows it (computed from its factor).
@@ -31,88 +34,105 @@ pub struct Page {
     pub users: Vec<StoredUser>,
 }
 
+/// The reason recorded when the SCIM extension's `resetRequested` resets a factor.
+const SCIM_RESET: &str = "resetRequested set through SCIM";
+
 impl Users {
-    pub fn new(pool: Pool, mfa: Mfa) -> Self {
-        Users { pool, mfa }
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
+        Users { pool, clock }
     }
 
-    /// Creates a user from a SCIM body; `source` records which door it came through.
+    fn now(&self) -> chrono::NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    /// Creates a user from a SCIM body; `source` records which door it came through. A
+    /// `resetRequested` in the body resets the new factor in the same transaction.
     pub fn create(&self, input: &Value, source: &str, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize_user(input)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut conn = self.pool.get()?;
-        let user = store::insert(&mut conn, &id, &body, source).map_err(|e| write_error(e, &body))?;
-        self.reset_if(reset, user, actor)
+        store::write_tx(&mut conn, |tx| {
+            // Read once the write turn is ours: users are stamped in the order they are written.
+            let at = self.now();
+            let name = user_name_of(&body);
+            let user = store_users::insert(tx, &id, body, source, at).map_err(|e| write_error(e, &name))?;
+            self.reset_if(tx, reset, user, actor, at)
+        })
     }
 
     pub fn get(&self, id: &str) -> Result<StoredUser> {
         let mut conn = self.pool.get()?;
-        store::get(&mut conn, id)?.ok_or_else(|| not_found(id))
+        store_users::get(&mut conn, id)?.ok_or_else(|| not_found(id))
     }
 
     /// The user whose userName equals `user_name` ignoring case (userName is caseExact=false).
     pub fn find_by_user_name(&self, user_name: &str) -> Result<Option<StoredUser>> {
         let mut conn = self.pool.get()?;
-        Ok(store::find_by_user_name(&mut conn, user_name)?)
+        Ok(store_users::find_by_user_name(&mut conn, user_name)?)
     }
 
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
     pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize_user(input)?;
-        let user = self.modify(id, if_match, |_| Ok(body))?;
-        self.reset_if(reset, user, actor)
+        self.modify(id, if_match, actor, |_| Ok((body, reset)))
     }
 
     /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
     /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
     /// version that moved meanwhile is 412.
     pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
-        let mut reset = false;
-        let user = self.modify(id, if_match, |current| {
+        self.modify(id, if_match, actor, |current| {
             let mut body = Value::Object(current.body.clone());
             patch::apply_checked(body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
-            reset = resource::reset_requested(&body)?;
-            Ok(resource::normalize_user(&body)?)
-        })?;
-        self.reset_if(reset, user, actor)
+            let reset = resource::reset_requested(&body)?;
+            Ok((resource::normalize_user(&body)?, reset))
+        })
     }
 
     /// Reads the user with its row locked, checks `If-Match`, and writes what `change` makes of
-    /// it (nothing, and no new version, when that is what it was), in one write transaction.
+    /// it (nothing, and no new version, when that is what it was) and the reset it asks for, in
+    /// one write transaction.
     fn modify(
         &self,
         id: &str,
         if_match: Option<&str>,
-        change: impl FnOnce(&StoredUser) -> Result<Map<String, Value>>,
+        actor: &Actor,
+        change: impl FnOnce(&StoredUser) -> Result<(Map<String, Value>, bool)>,
     ) -> Result<StoredUser> {
         let mut conn = self.pool.get()?;
-        crate::store::write_tx(&mut conn, |conn| {
-            let current = store::get_locked(conn, id)?.ok_or_else(|| not_found(id))?;
+        store::write_tx(&mut conn, |tx| {
+            let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
+            let at = self.now();
             check_if_match(&current, if_match)?;
-            let body = change(&current)?;
-            if body == current.body {
-                return Ok(current);
-            }
-            store::update_in_tx(conn, &current, &body, crate::store::now()).map_err(|e| write_error(e, &body))
+            let (body, reset) = change(&current)?;
+            let user = if body == current.body {
+                current
+            } else {
+                let name = user_name_of(&body);
+                store_users::update(tx, current, body, at).map_err(|e| write_error(e, &name))?
+            };
+            self.reset_if(tx, reset, user, actor, at)
         })
     }
 
     pub fn delete(&self, id: &str, if_match: Option<&str>) -> Result<()> {
-        let version = match if_match {
-            None => None,
-            Some(_) => {
-                let current = self.get(id)?;
-                check_if_match(&current, if_match)?;
-                Some(current.version)
-            }
-        };
         let mut conn = self.pool.get()?;
-        store::delete(&mut conn, id, version).map_err(|e| match e {
-            WriteError::NotFound => not_found(id),
-            WriteError::VersionMismatch => Error::PreconditionFailed,
-            other => write_error(other, &Map::new()),
+        store::write_tx(&mut conn, |tx| {
+            let version = match if_match {
+                None => None,
+                Some(_) => {
+                    let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
+                    check_if_match(&current, if_match)?;
+                    Some(current.version)
+                }
+            };
+            store_users::delete(tx, id, version).map_err(|e| match e {
+                WriteError::NotFound => not_found(id),
+                other => write_error(other, ""),
+            })
         })
     }
 
@@ -120,18 +140,28 @@ impl Users {
         let filter = q.filter.as_ref().map(user_filter::compile).transpose()?;
         let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(p).map(|k| (k, q.descending))).transpose()?;
         let mut conn = self.pool.get()?;
-        let page = store::page(&mut conn, store::PageRequest { filter, sort, offset: q.start_index - 1, limit: q.count })?;
+        let page =
+            store_users::page(&mut conn, store_users::PageRequest { filter, sort, offset: q.start_index - 1, limit: q.count })?;
         Ok(Page { total: page.total, users: page.users })
     }
 
-    /// Applies the MFA extension's `resetRequested` through the one reset path; the user is
-    /// read again so that the answer shows the new state.
-    fn reset_if(&self, requested: bool, user: StoredUser, actor: &Actor) -> Result<StoredUser> {
+    /// Applies the MFA extension's `resetRequested` through the one reset path, in the
+    /// transaction of the write that asked for it; the user is read again so that the answer
+    /// shows the new state.
+    fn reset_if(
+        &self,
+        tx: &mut Tx,
+        requested: bool,
+        user: StoredUser,
+        actor: &Actor,
+        at: chrono::NaiveDateTime,
+    ) -> Result<StoredUser> {
         if !requested {
             return Ok(user);
         }
-        self.mfa.reset(&user.id, actor, &crate::domain::mfa::Reason::system("resetRequested set through SCIM"))?;
-        self.get(&user.id)
+        let reason = Reason::system(SCIM_RESET);
+        reset::reset_in_tx(tx, (&user.id, user.user_name()), actor, Some(reason.as_str()), at)?;
+        store_users::get(tx, &user.id)?.ok_or_else(|| not_found(&user.id))
     }
 }
 
@@ -139,12 +169,15 @@ fn not_found(id: &str) -> Error {
     Error::NotFound(format!("no user with id {id}"))
 }
 
-fn write_error(e: WriteError, body: &Map<String, Value>) -> Error {
+fn user_name_of(body: &Map<String, Value>) -> String {
+    body.get("userName").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn write_error(e: WriteError, user_name: &str) -> Error {
     match e {
-        WriteError::UserNameTaken => Error::Taken(format!(
-            "userName {:?} is already taken (userName is unique ignoring case)",
-            body.get("userName").and_then(Value::as_str).unwrap_or_default()
-        )),
+        WriteError::UserNameTaken => {
+            Error::Taken(format!("userName {user_name:?} is already taken (userName is unique ignoring case)"))
+        }
         WriteError::VersionMismatch => Error::PreconditionFailed,
         WriteError::NotFound => Error::NotFound("the user no longer exists".into()),
         WriteError::Store(e) => Error::Store(e),

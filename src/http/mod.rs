@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use actix_web::{middleware::from_fn, web};
 
-use crate::clock::Clock;
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
-use crate::domain::mfa::{Mfa, Sealer};
+use crate::domain::mfa::Mfa;
+use crate::domain::Services;
 use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
 use crate::store::Pool;
 
@@ -41,18 +41,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>, sync: Option<Arc<Syncer>>) -> Self {
-        let mfa = Mfa::new(pool.clone(), sealer, &config.mfa, clock);
-        AppState {
-            users: Users::new(pool.clone(), mfa.clone()),
-            tokens: Tokens::new(pool.clone()),
-            audit: Audit::new(pool.clone()),
-            mfa,
-            trusted_proxies: config.server.trusted_networks().into(),
-            config,
-            pool,
-            sync,
-        }
+    pub fn new(config: Arc<Config>, pool: Pool, services: Services, sync: Option<Arc<Syncer>>) -> Self {
+        let Services { users, tokens, mfa, audit } = services;
+        AppState { users, tokens, audit, mfa, trusted_proxies: config.server.trusted_networks().into(), config, pool, sync }
     }
 }
 

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::audit_events;
-use super::{DbConn, Result};
+use super::{DbConn, Result, Tx};
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = audit_events)]
@@ -34,7 +34,8 @@ pub struct EventRow {
     pub detail: Option<String>,
 }
 
-pub fn insert(conn: &mut DbConn, events: &[NewEvent<'_>]) -> Result<()> {
+pub fn insert(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<()> {
+    let conn = tx.conn();
     // One statement per event: multi-row INSERT is spelled per backend (see users::insert_values).
     for e in events {
         diesel::insert_into(audit_events::table).values(e).execute(conn)?;

@@ -150,7 +150,8 @@ pub fn failing(conn: &mut DbConn) -> Result<Vec<Failing>> {
 
 /// Records these failures (replacing earlier ones of the same keys) and forgets `written`.
 pub fn save_failing(conn: &mut DbConn, failed: &[Failing], written: &[String]) -> Result<()> {
-    super::write_tx(conn, |conn| {
+    super::write_tx(conn, |tx| {
+        let conn = tx.conn();
         let keys: Vec<&str> = failed.iter().map(|f| f.entry_key.as_str()).chain(written.iter().map(String::as_str)).collect();
         for chunk in keys.chunks(500) {
             diesel::delete(sync_quarantine::table.filter(sync_quarantine::entry_key.eq_any(chunk))).execute(conn)?;
@@ -257,7 +258,8 @@ pub fn fail_abandoned_runs(conn: &mut DbConn, at: NaiveDateTime) -> Result<usize
 /// make every other instance's claims queue behind it, each holding a pooled connection.
 /// `None` when the lock was held.
 fn claim<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, DieselError>) -> Result<Option<T>> {
-    let outcome = super::write_tx(conn, |conn| {
+    let outcome = super::write_tx(conn, |tx| {
+        let conn = tx.conn();
         if let DbConn::Pg(pg) = conn {
             diesel::sql_query("SET LOCAL lock_timeout = '200ms'").execute(pg)?;
         }
@@ -286,7 +288,7 @@ pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTim
 
 /// Extends a held lease; false when it was lost (expired and taken by another).
 pub fn renew_lease(conn: &mut DbConn, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool> {
-    super::write_tx(conn, |conn| Ok(renew_lease_in_tx(conn, name, holder, until)?))
+    super::write_tx(conn, |tx| Ok(renew_lease_in_tx(tx, name, holder, until)?))
 }
 
 /// [`renew_lease`] inside the caller's transaction: what it writes then commits only while the
@@ -301,7 +303,8 @@ pub fn renew_lease_in_tx(conn: &mut DbConn, name: &str, holder: &str, until: Nai
 /// Records a finished run (`None`: a dry run, not recorded) and releases its lease, in one
 /// transaction.
 pub fn finish_run(conn: &mut DbConn, run: Option<&Run>, lease: &str, holder: &str) -> Result<()> {
-    super::write_tx(conn, |conn| {
+    super::write_tx(conn, |tx| {
+        let conn = tx.conn();
         if let Some(run) = run {
             diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
         }
@@ -311,7 +314,8 @@ pub fn finish_run(conn: &mut DbConn, run: Option<&Run>, lease: &str, holder: &st
 }
 
 pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> {
-    super::write_tx(conn, |conn| {
+    super::write_tx(conn, |tx| {
+        let conn = tx.conn();
         diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder))).execute(conn)
     })?;
     Ok(())

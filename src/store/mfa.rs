@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{mfa_backup_codes, mfa_factors};
-use super::{DbConn, Result};
+use super::{DbConn, Result, Tx};
 
 pub const NONE: &str = "none";
 pub const PENDING: &str = "pending";
@@ -43,7 +43,8 @@ impl Summary {
 }
 
 /// Every user has a factor row, created with the user.
-pub fn create(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
+pub fn create(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
     diesel::insert_into(mfa_factors::table).values(mfa_factors::user_id.eq(user_id)).execute(conn)?;
     Ok(())
 }
@@ -53,23 +54,16 @@ pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
 }
 
 /// Stores a new unconfirmed secret unless a confirmed factor exists; whether it did.
-pub fn start_enrolment(conn: &mut DbConn, user_id: &str, sealed: &str) -> Result<bool> {
-    let n = super::write_tx(conn, |conn| {
-        diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
-            .set((mfa_factors::status.eq(PENDING), mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>)))
-            .execute(conn)
-    })?;
+pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool> {
+    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
+        .set((mfa_factors::status.eq(PENDING), mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>)))
+        .execute(tx.conn())?;
     Ok(n == 1)
 }
 
 /// Confirms the enrolment of exactly this sealed secret; whether it did.
-pub fn confirm(
-    conn: &mut DbConn,
-    user_id: &str,
-    sealed: &str,
-    step: i64,
-    at: NaiveDateTime,
-) -> Result<bool, diesel::result::Error> {
+pub fn confirm(tx: &mut Tx, user_id: &str, sealed: &str, step: i64, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+    let conn = tx.conn();
     let n = diesel::update(
         mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(PENDING)).filter(mfa_factors::secret_sealed.eq(sealed)),
     )
@@ -86,27 +80,22 @@ pub fn confirm(
 
 /// Accepts TOTP step `step` unless it (or a later one) was accepted before: replays lose.
 /// Refused while a lockout (set by a parallel request) holds at `at`.
-pub fn accept_step(conn: &mut DbConn, user_id: &str, step: i64, at: NaiveDateTime) -> Result<bool> {
-    let n = super::write_tx(conn, |conn| {
-        diesel::update(
-            mfa_factors::table
-                .find(user_id)
-                .filter(mfa_factors::status.eq(ENROLLED))
-                .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step)))
-                .filter(mfa_factors::locked_until.is_null().or(mfa_factors::locked_until.le(at))),
-        )
-        .set((
-            mfa_factors::last_step.eq(step),
-            mfa_factors::failures.eq(0),
-            mfa_factors::failures_since.eq(None::<NaiveDateTime>),
-        ))
-        .execute(conn)
-    })?;
+pub fn accept_step(tx: &mut Tx, user_id: &str, step: i64, at: NaiveDateTime) -> Result<bool> {
+    let n = diesel::update(
+        mfa_factors::table
+            .find(user_id)
+            .filter(mfa_factors::status.eq(ENROLLED))
+            .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step)))
+            .filter(mfa_factors::locked_until.is_null().or(mfa_factors::locked_until.le(at))),
+    )
+    .set((mfa_factors::last_step.eq(step), mfa_factors::failures.eq(0), mfa_factors::failures_since.eq(None::<NaiveDateTime>)))
+    .execute(tx.conn())?;
     Ok(n == 1)
 }
 
 /// Clears the failure count after a good backup code.
-pub fn clear_failures(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
+pub fn clear_failures(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
     diesel::update(mfa_factors::table.find(user_id))
         .set((mfa_factors::failures.eq(0), mfa_factors::failures_since.eq(None::<NaiveDateTime>)))
         .execute(conn)?;
@@ -114,12 +103,13 @@ pub fn clear_failures(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::re
 }
 
 pub fn set_failures(
-    conn: &mut DbConn,
+    tx: &mut Tx,
     user_id: &str,
     failures: i32,
     since: Option<NaiveDateTime>,
     locked_until: Option<NaiveDateTime>,
 ) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
     diesel::update(mfa_factors::table.find(user_id))
         .set((
             mfa_factors::failures.eq(failures),
@@ -135,7 +125,8 @@ pub fn set_failures(
 /// own; without this, two of them on different instances could each wait for a row the other
 /// holds, and PostgreSQL would break the deadlock by failing one of the resets. The lock is
 /// held to the end of the transaction and taken again at no cost within it.
-pub fn take_reset_turn(conn: &mut DbConn) -> Result<(), diesel::result::Error> {
+pub fn take_reset_turn(tx: &mut Tx) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
     if let DbConn::Pg(pg) = conn {
         // An arbitrary application-wide key: "provisiond mfa reset".
         diesel::sql_query("SELECT pg_advisory_xact_lock(7470652301)").execute(pg)?;
@@ -147,7 +138,8 @@ pub fn take_reset_turn(conn: &mut DbConn) -> Result<(), diesel::result::Error> {
 /// writer), before the factor's own row: inserting backup codes takes this lock anyway (their
 /// foreign key), and taking it first keeps the order every writer follows — a user before what
 /// hangs off it — so a concurrent DELETE or rename of the user cannot deadlock with it.
-pub fn lock_user(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result::Error> {
+pub fn lock_user(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
     if let DbConn::Pg(pg) = conn {
         diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR KEY SHARE")
             .bind::<diesel::sql_types::Text, _>(user_id)
@@ -160,7 +152,8 @@ pub fn lock_user(conn: &mut DbConn, user_id: &str) -> Result<(), diesel::result:
 /// transaction holds the whole database already); false when there is no such row, or when
 /// `status` is given and the factor is not in it. Read-modify-write of a factor (counting
 /// failures, spending a backup code) starts here, so that concurrent requests take turns.
-pub fn lock(conn: &mut DbConn, user_id: &str, status: Option<&str>) -> Result<bool, diesel::result::Error> {
+pub fn lock(tx: &mut Tx, user_id: &str, status: Option<&str>) -> Result<bool, diesel::result::Error> {
+    let conn = tx.conn();
     let row = match conn {
         DbConn::Pg(pg) => mfa_factors::table.find(user_id).select((mfa_factors::status,)).for_update().first::<(String,)>(pg),
         DbConn::Sqlite(c) => mfa_factors::table.find(user_id).select((mfa_factors::status,)).first::<(String,)>(c),
@@ -170,7 +163,8 @@ pub fn lock(conn: &mut DbConn, user_id: &str, status: Option<&str>) -> Result<bo
 }
 
 /// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.
-pub fn reset(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
+pub fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
+    let conn = tx.conn();
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
     diesel::update(mfa_factors::table.find(user_id))
         .set((
@@ -187,12 +181,10 @@ pub fn reset(conn: &mut DbConn, user_id: &str, at: NaiveDateTime) -> Result<usiz
 }
 
 /// Re-seals a secret (key rotation); only if it is still the one read.
-pub fn reseal(conn: &mut DbConn, user_id: &str, old: &str, new: &str) -> Result<bool> {
-    let n = super::write_tx(conn, |conn| {
-        diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::secret_sealed.eq(old)))
-            .set(mfa_factors::secret_sealed.eq(new))
-            .execute(conn)
-    })?;
+pub fn reseal(tx: &mut Tx, user_id: &str, old: &str, new: &str) -> Result<bool> {
+    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::secret_sealed.eq(old)))
+        .set(mfa_factors::secret_sealed.eq(new))
+        .execute(tx.conn())?;
     Ok(n == 1)
 }
 
@@ -214,7 +206,8 @@ pub fn sealing_key_ids(conn: &mut DbConn) -> Result<Vec<String>> {
 }
 
 /// Replaces the user's backup codes by these hashes.
-pub fn replace_codes(conn: &mut DbConn, user_id: &str, hashes: &[String]) -> Result<(), diesel::result::Error> {
+pub fn replace_codes(tx: &mut Tx, user_id: &str, hashes: &[String]) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
     for h in hashes {
         diesel::insert_into(mfa_backup_codes::table)
@@ -233,7 +226,8 @@ pub fn unused_codes(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
 }
 
 /// Marks a code used; false when it already was (a concurrent use won).
-pub fn use_code(conn: &mut DbConn, user_id: &str, hash: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+pub fn use_code(tx: &mut Tx, user_id: &str, hash: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+    let conn = tx.conn();
     let n = diesel::update(mfa_backup_codes::table.find((user_id, hash)).filter(mfa_backup_codes::used_at.is_null()))
         .set(mfa_backup_codes::used_at.eq(at))
         .execute(conn)?;

@@ -350,7 +350,7 @@ pub fn migrate(pool: &Pool) -> Result<usize> {
     // together take turns here too.
     let (rebuilt, collisions) = sqlite_limits::unlimited(|| {
         write_tx(&mut conn, |c| {
-            if let DbConn::Pg(pg) = c {
+            if let DbConn::Pg(pg) = c.conn() {
                 pg.batch_execute(&format!("SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
             }
             reindex::run(c)
@@ -371,26 +371,59 @@ fn sqlite_writer_turn() -> std::sync::MutexGuard<'static, ()> {
     SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f` in a transaction that writes.
+/// A write transaction in progress. Domain services open it ([`write_tx`]) and pass it down:
+/// store functions that write take `&mut Tx`, so they cannot run outside one and begin none
+/// themselves, and everything one decision writes commits together. It reads like a connection.
+pub struct Tx<'c>(&'c mut DbConn);
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        self.0
+    }
+}
+
+impl std::ops::DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        self.0
+    }
+}
+
+impl Tx<'_> {
+    /// The connection, for diesel's query methods.
+    pub fn conn(&mut self) -> &mut DbConn {
+        self.0
+    }
+
+    /// Runs `f` in a savepoint: when it fails, its writes alone are undone and the transaction
+    /// goes on (on PostgreSQL a failed statement would otherwise spoil the whole transaction).
+    pub fn savepoint<T, E>(&mut self, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        self.0.transaction(|c| f(&mut Tx(c)))
+    }
+}
+
+/// Runs `f` in a transaction that writes; the only place a transaction begins.
 ///
 /// SQLite has one writer at a time. The transaction begins IMMEDIATE: it takes the write lock
 /// at once, waiting for it under the busy timeout, instead of reading first and failing at once
 /// ("database is locked") when it must upgrade while another process writes. Writers of this
 /// process queue on a mutex, in order, instead of on SQLite's busy handler, whose sleeps make
 /// the slowest writes slower still; the busy timeout remains for writers of other processes
-/// (the command line). Not to be nested: inside a transaction, use `conn.transaction` (a
-/// savepoint).
-pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+/// (the command line). Not to be nested: inside a transaction, use [`Tx::savepoint`].
+pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E>
 where
     E: From<diesel::result::Error>,
 {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     if !matches!(conn, DbConn::Sqlite(_)) {
-        return conn.transaction(f);
+        return conn.transaction(|c| f(&mut Tx(c)));
     }
     let _turn = sqlite_writer_turn();
     AnsiTransactionManager::begin_transaction_sql(sqlite(conn), "BEGIN IMMEDIATE")?;
-    match f(conn) {
+    match f(&mut Tx(conn)) {
         Ok(value) => {
             AnsiTransactionManager::commit_transaction(sqlite(conn))?;
             Ok(value)

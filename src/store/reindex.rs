@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use serde_json::{Map, Value};
 
 use super::schema::{deployment, user_values, users};
-use super::{DbConn, Result};
+use super::{Result, Tx};
 
 /// The version of the derivation rules: 1 lower-cased userName keys and no sort keys; 2 keys by
 /// `scim::user_name::key` and a sort key per path.
@@ -28,8 +28,8 @@ pub struct Collision {
 
 /// Rebuilds the derived data when it is older than the rules; returns the users rebuilt (none
 /// when it was current) and the collisions found. Runs in the caller's write transaction.
-pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
-    let current: Option<String> = deployment::table.find(SETTING).select(deployment::value).first(conn).optional()?;
+pub fn run(tx: &mut Tx) -> Result<(usize, Vec<Collision>)> {
+    let current: Option<String> = deployment::table.find(SETTING).select(deployment::value).first(tx.conn()).optional()?;
     if current.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v >= VERSION) {
         return Ok((0, Vec::new()));
     }
@@ -46,30 +46,30 @@ pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
         if let Some((at, id)) = &after {
             query = query.filter(users::created_at.gt(*at).or(users::created_at.eq(*at).and(users::id.gt(id.clone()))));
         }
-        let chunk: Vec<(String, String, String, String, chrono::NaiveDateTime)> = query.load(conn)?;
+        let chunk: Vec<(String, String, String, String, chrono::NaiveDateTime)> = query.load(tx.conn())?;
         let Some(last) = chunk.last() else { break };
         after = Some((last.4, last.0.clone()));
         let ids: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
-        diesel::delete(user_values::table.filter(user_values::user_id.eq_any(&ids))).execute(conn)?;
+        diesel::delete(user_values::table.filter(user_values::user_id.eq_any(&ids))).execute(tx.conn())?;
         for (id, name, old_key, body, _) in &chunk {
             let body: Map<String, Value> = match serde_json::from_str(body) {
                 Ok(Value::Object(m)) => m,
                 _ => return Err(super::Error::Corrupt(format!("user {id} has an unreadable body"))),
             };
-            super::users::insert_values(conn, id, &body)?;
+            super::users::insert_values(tx.conn(), id, &body)?;
             let key = super::users::user_name_key(name);
             if &key == old_key {
                 continue;
             }
-            let renamed = super::insert_unless_taken(conn, |c| {
+            let renamed = super::insert_unless_taken(tx.conn(), |c| {
                 diesel::update(users::table.find(id)).set(users::user_name_key.eq(&key)).execute(c)
             })?;
             if !renamed {
                 let (holder_id, holder_name): (String, String) =
-                    users::table.filter(users::user_name_key.eq(&key)).select((users::id, users::user_name)).first(conn)?;
+                    users::table.filter(users::user_name_key.eq(&key)).select((users::id, users::user_name)).first(tx.conn())?;
                 diesel::update(users::table.find(id))
                     .set(users::user_name_key.eq(format!("\u{1}collision:{id}")))
-                    .execute(conn)?;
+                    .execute(tx.conn())?;
                 tracing::warn!(
                     user_id = %id, user_name = %name, holder_id = %holder_id, holder_name = %holder_name,
                     "userName collision: under the stricter userName rule this user's name is the same as another's; \
@@ -77,7 +77,7 @@ pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
                 );
                 let detail = serde_json::json!({"collidesWith": {"id": holder_id, "userName": holder_name}}).to_string();
                 super::audit::insert(
-                    conn,
+                    tx,
                     &[super::audit::NewEvent {
                         at,
                         event_type: "user.user_name_collision",
@@ -95,9 +95,9 @@ pub fn run(conn: &mut DbConn) -> Result<(usize, Vec<Collision>)> {
         }
         done += chunk.len();
     }
-    diesel::delete(deployment::table.find(SETTING)).execute(conn)?;
+    diesel::delete(deployment::table.find(SETTING)).execute(tx.conn())?;
     diesel::insert_into(deployment::table)
         .values((deployment::name.eq(SETTING), deployment::value.eq(VERSION.to_string())))
-        .execute(conn)?;
+        .execute(tx.conn())?;
     Ok((done, collisions))
 }

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::api_tokens;
-use super::{DbConn, Result};
+use super::{DbConn, Result, Tx};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = api_tokens)]
@@ -18,22 +18,17 @@ pub struct TokenRow {
 }
 
 /// Inserts a token; `Ok(false)` when the name is taken.
-pub fn insert(conn: &mut DbConn, name: &str, token_hash: &str, scopes: &str) -> Result<bool> {
-    let res = super::write_tx(conn, |conn| {
+pub fn insert(tx: &mut Tx, name: &str, token_hash: &str, scopes: &str, at: chrono::NaiveDateTime) -> Result<bool> {
+    Ok(super::insert_unless_taken(tx.conn(), |conn| {
         diesel::insert_into(api_tokens::table)
             .values((
                 api_tokens::name.eq(name),
                 api_tokens::token_hash.eq(token_hash),
                 api_tokens::scopes.eq(scopes),
-                api_tokens::created_at.eq(super::now()),
+                api_tokens::created_at.eq(at),
             ))
             .execute(conn)
-    });
-    match res {
-        Ok(_) => Ok(true),
-        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    })?)
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<TokenRow>> {
@@ -45,14 +40,14 @@ pub fn find_by_hash(conn: &mut DbConn, token_hash: &str) -> Result<Option<TokenR
 }
 
 /// Deletes the token called `name`; whether there was one.
-pub fn delete(conn: &mut DbConn, name: &str) -> Result<bool> {
-    let n = super::write_tx(conn, |conn| diesel::delete(api_tokens::table.filter(api_tokens::name.eq(name))).execute(conn))?;
+pub fn delete(tx: &mut Tx, name: &str) -> Result<bool> {
+    let n = diesel::delete(api_tokens::table.filter(api_tokens::name.eq(name))).execute(tx.conn())?;
     Ok(n > 0)
 }
 
-pub fn touch(conn: &mut DbConn, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
-    super::write_tx(conn, |conn| {
-        diesel::update(api_tokens::table.filter(api_tokens::name.eq(name))).set(api_tokens::last_used_at.eq(at)).execute(conn)
-    })?;
+pub fn touch(tx: &mut Tx, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
+    diesel::update(api_tokens::table.filter(api_tokens::name.eq(name)))
+        .set(api_tokens::last_used_at.eq(at))
+        .execute(tx.conn())?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::schema::{mfa_factors, user_values, users};
 use super::sql::Condition;
 use super::user_filter::SortKey;
 use super::user_filter::{comparable, value_path};
-use super::{DbConn, Error, Result};
+use super::{DbConn, Error, Result, Tx};
 use crate::scim::schema::{self, Attribute, Kind, Schema};
 
 /// A stored user.
@@ -82,7 +82,7 @@ impl<'a> Columns<'a> {
             user_name_key: Some(user_name_key(user_name)),
             external_id: body.get("externalId").and_then(Value::as_str),
             active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
-            body: Value::Object(body.clone()).to_string(),
+            body: serde_json::to_string(body).expect("a JSON map serialises"),
         }
     }
 }
@@ -115,33 +115,30 @@ impl From<DieselError> for WriteError {
     }
 }
 
-pub fn insert(conn: &mut DbConn, id: &str, body: &Map<String, Value>, source: &str) -> Result<StoredUser, WriteError> {
-    super::write_tx(conn, |conn| insert_in_tx(conn, id, body, source, super::now()))
-}
-
-/// [`insert`] inside the caller's write transaction (batched writers such as the sync).
-pub fn insert_in_tx(
-    conn: &mut DbConn,
+/// Inserts a new user and its factor row.
+pub fn insert(
+    tx: &mut Tx,
     id: &str,
-    body: &Map<String, Value>,
+    body: Map<String, Value>,
     source: &str,
     now: chrono::NaiveDateTime,
 ) -> Result<StoredUser, WriteError> {
+    let conn = tx.conn();
     diesel::insert_into(users::table)
         .values((
             users::id.eq(id),
-            Columns::of(body),
+            Columns::of(&body),
             users::source.eq(source),
             users::version.eq(1i64),
             users::created_at.eq(now),
             users::updated_at.eq(now),
         ))
         .execute(conn)?;
-    insert_values(conn, id, body)?;
-    super::mfa::create(conn, id)?;
+    insert_values(conn, id, &body)?;
+    super::mfa::create(tx, id)?;
     Ok(StoredUser {
         id: id.to_string(),
-        body: body.clone(),
+        body,
         source: source.to_string(),
         version: 1,
         created_at: now,
@@ -153,12 +150,13 @@ pub fn insert_in_tx(
 /// Inserts many new users at once (their factor rows too), in the caller's write transaction:
 /// a few multi-row statements instead of several per user (the initial LDAP sync). Fails as a
 /// whole, e.g. on a userName already taken.
-pub fn insert_many_in_tx(
-    conn: &mut DbConn,
+pub fn insert_many(
+    tx: &mut Tx,
     new: &[(String, Map<String, Value>)],
     source: &str,
     now: chrono::NaiveDateTime,
 ) -> Result<(), DieselError> {
+    let conn = tx.conn();
     use super::sql::{insert_rows, Bind};
     let text = |s: &str| Some(Bind::Text(s.to_string()));
     // Chunks stay well under SQLite's 32,766 bind parameters per statement (and PostgreSQL's 65,535).
@@ -240,19 +238,16 @@ pub fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<std::coll
     Ok(out)
 }
 
-/// Replaces the body of user `id` if it is still at `version`.
-pub fn update(conn: &mut DbConn, current: &StoredUser, body: &Map<String, Value>) -> Result<StoredUser, WriteError> {
-    super::write_tx(conn, |conn| update_in_tx(conn, current, body, super::now()))
-}
-
-/// [`update`] inside the caller's write transaction.
-pub fn update_in_tx(
-    conn: &mut DbConn,
-    current: &StoredUser,
-    body: &Map<String, Value>,
+/// Replaces the body of user `current` if it is still at the version read; the old body is
+/// dropped, not copied.
+pub fn update(
+    tx: &mut Tx,
+    current: StoredUser,
+    body: Map<String, Value>,
     now: chrono::NaiveDateTime,
 ) -> Result<StoredUser, WriteError> {
-    let mut columns = Columns::of(body);
+    let conn = tx.conn();
+    let mut columns = Columns::of(&body);
     if columns.user_name == current.user_name() {
         columns.user_name_key = None;
     }
@@ -263,24 +258,23 @@ pub fn update_in_tx(
         return Err(WriteError::VersionMismatch);
     }
     diesel::delete(user_values::table.filter(user_values::user_id.eq(&current.id))).execute(conn)?;
-    insert_values(conn, &current.id, body)?;
-    Ok(StoredUser { body: body.clone(), version: current.version + 1, updated_at: now, ..current.clone() })
+    insert_values(conn, &current.id, &body)?;
+    Ok(StoredUser { body, version: current.version + 1, updated_at: now, ..current })
 }
 
 /// Deletes user `id` (at `version`, when given).
-pub fn delete(conn: &mut DbConn, id: &str, version: Option<i64>) -> Result<(), WriteError> {
+pub fn delete(tx: &mut Tx, id: &str, version: Option<i64>) -> Result<(), WriteError> {
     // The user row first, its search values, factor and links by ON DELETE CASCADE: every
     // writer locks a user before the rows that hang off it, so two never wait on each other.
-    super::write_tx(conn, |conn| {
-        let n = match version {
-            Some(v) => diesel::delete(users::table.filter(users::id.eq(id)).filter(users::version.eq(v))).execute(conn)?,
-            None => diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)?,
-        };
-        if n == 0 {
-            return Err(if version.is_some() { WriteError::VersionMismatch } else { WriteError::NotFound });
-        }
-        Ok(())
-    })
+    let conn = tx.conn();
+    let n = match version {
+        Some(v) => diesel::delete(users::table.filter(users::id.eq(id)).filter(users::version.eq(v))).execute(conn)?,
+        None => diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)?,
+    };
+    if n == 0 {
+        return Err(if version.is_some() { WriteError::VersionMismatch } else { WriteError::NotFound });
+    }
+    Ok(())
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
@@ -542,7 +536,7 @@ pub fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Optio
 }
 
 /// Records which door a user now comes from (`scim`, `ldap`).
-pub fn set_source(conn: &mut DbConn, id: &str, source: &str) -> Result<(), DieselError> {
-    diesel::update(users::table.find(id)).set(users::source.eq(source)).execute(conn)?;
+pub fn set_source(tx: &mut Tx, id: &str, source: &str) -> Result<(), DieselError> {
+    diesel::update(users::table.find(id)).set(users::source.eq(source)).execute(tx.conn())?;
     Ok(())
 }

@@ -207,9 +207,9 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
     config.mfa.key_file = d.dir.path().join("data/mfa.key");
     let pool = provisiond::app::open_database(&config).unwrap();
     let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
-    let mfa =
-        provisiond::domain::mfa::Mfa::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
-    let users = provisiond::domain::users::Users::new(pool.clone(), mfa);
+    let users =
+        provisiond::domain::Services::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock))
+            .users;
     let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
     for name in ["alice", "bob", "carol"] {
         users.create(&json!({"userName": name, "title": if name == "carol" { "Ops" } else { "Dev" }}), "scim", &actor).unwrap();
@@ -325,13 +325,9 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     let services = |config: &provisiond::config::Config| {
         let pool = provisiond::app::open_database(config).unwrap();
         let sealer = std::sync::Arc::new(provisiond::app::load_sealer(config).unwrap());
-        let mfa = provisiond::domain::mfa::Mfa::new(
-            pool.clone(),
-            sealer,
-            &config.mfa,
-            std::sync::Arc::new(provisiond::clock::SystemClock),
-        );
-        (provisiond::domain::users::Users::new(pool, mfa.clone()), mfa)
+        let services =
+            provisiond::domain::Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
+        (services.users, services.mfa)
     };
     let actor = Actor::new(Origin::Cli, "test", None);
     let (users, mfa) = services(&config);

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{NaiveDateTime, Utc};
-use diesel::Connection;
 use serde_json::json;
 
 use crate::clock::{self, Clock};
@@ -107,6 +106,31 @@ pub struct BulkResult {
     pub detail: Option<String>,
 }
 
+/// Why this instance may not seal with its key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyMismatch {
+    /// Stored secrets are sealed under these key ids, which this instance does not hold.
+    #[error("stored TOTP secrets are sealed under key ids this instance does not hold: {}", .0.join(", "))]
+    Unknown(Vec<String>),
+    /// The deployment seals with `recorded`, which this instance does not know.
+    #[error("this instance seals with key id {mine}, the deployment with key id {recorded}")]
+    Wrong { mine: String, recorded: String },
+    #[error(transparent)]
+    Unreadable(#[from] Error),
+}
+
+impl From<store::Error> for KeyMismatch {
+    fn from(e: store::Error) -> Self {
+        KeyMismatch::Unreadable(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for KeyMismatch {
+    fn from(e: diesel::result::Error) -> Self {
+        KeyMismatch::Unreadable(e.into())
+    }
+}
+
 /// Users written per transaction in a bulk reset: large enough to amortise the commit, small
 /// enough not to hold SQLite's write lock for long.
 const BULK_CHUNK: usize = 500;
@@ -173,12 +197,47 @@ impl Mfa {
             .policy
             .enrolment(&secret, user.user_name())
             .map_err(|e| Error::Invalid(ScimError::invalid_value(format!("cannot build the otpauth URI: {e}"))))?;
-        self.check_sealing_key(&mut conn)?;
         let sealed = self.sealer.seal(user_id, &secret);
-        if !factors::start_enrolment(&mut conn, user_id, &sealed)? {
-            return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
-        }
+        store::write_tx(&mut conn, |tx| {
+            self.check_sealing_key(tx)?;
+            if !factors::start_enrolment(tx, user_id, &sealed)? {
+                return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
+            }
+            Ok(())
+        })?;
         Ok(enrolment)
+    }
+
+    /// Refuses to serve with keys that cannot open the stored secrets, or with a current key
+    /// other than the deployment's. An instance started without the key file the others share
+    /// would create a key of its own and then fail every verification of a factor enrolled
+    /// elsewhere, or seal new factors the others cannot open: the first instance records the id
+    /// of its key, and every later one must seal with that key (or be rotating away from it: it
+    /// then knows it as a previous key, and records its own).
+    pub fn check_deployment_key(&self) -> std::result::Result<(), KeyMismatch> {
+        let mut conn = self.pool.get().map_err(Error::from)?;
+        let ids = factors::sealing_key_ids(&mut conn).map_err(Error::from)?;
+        let unknown = self.sealer.unknown_keys(&ids);
+        if !unknown.is_empty() {
+            return Err(KeyMismatch::Unknown(unknown.into_iter().map(String::from).collect()));
+        }
+        let mine = self.sealer.current_id();
+        let rotated = store::write_tx(&mut conn, |tx| {
+            let recorded = store::deployment::claim(tx, store::deployment::MFA_KEY_ID, mine)?;
+            if recorded == mine {
+                return Ok(None);
+            }
+            if !self.sealer.knows(&recorded) {
+                return Err(KeyMismatch::Wrong { mine: mine.to_string(), recorded });
+            }
+            // Rotating: the recorded key is one of this instance's previous keys.
+            store::deployment::set(tx, store::deployment::MFA_KEY_ID, mine)?;
+            Ok(Some(recorded))
+        })?;
+        if let Some(previous) = rotated {
+            tracing::info!(previous = %previous, current = %mine, "MFA key rotation: new secrets are sealed under the new key");
+        }
+        Ok(())
     }
 
     /// Refuses to seal under a key other than the deployment's (another instance rotated the key
@@ -249,7 +308,7 @@ impl Mfa {
         if let Some(step) = self.policy.check(&secret, code, now.timestamp().max(0) as u64) {
             // A step accepted before (or an older one) is a replay and counts as a failure;
             // so does a right code while a lockout (set by a parallel request) holds.
-            if factors::accept_step(&mut conn, user_id, step as i64, at)? {
+            if store::write_tx(&mut conn, |tx| factors::accept_step(tx, user_id, step as i64, at))? {
                 return Ok(Verification::Valid(Method::Totp));
             }
         } else if backup_codes::looks_like_one(code) {
@@ -430,7 +489,7 @@ impl Mfa {
                         continue;
                     };
                     // A savepoint per user: one failure rolls back that user only.
-                    let one = conn.transaction(|conn| reset::reset_in_tx(conn, (id, name), actor, reason, at));
+                    let one = conn.savepoint(|conn| reset::reset_in_tx(conn, (id, name), actor, reason, at));
                     out.push(match one {
                         Ok(_) => {
                             BulkResult { id: id.clone(), user_name: Some(name.clone()), outcome: Outcome::Reset, detail: None }
@@ -464,14 +523,15 @@ impl Mfa {
     /// Re-seals every secret under the current key (after a key rotation); how many changed.
     pub fn rekey(&self) -> Result<usize> {
         let mut conn = self.pool.get()?;
-        store::deployment::set(&mut conn, store::deployment::MFA_KEY_ID, self.sealer.current_id())?;
+        store::write_tx(&mut conn, |tx| store::deployment::set(tx, store::deployment::MFA_KEY_ID, self.sealer.current_id()))?;
         let mut changed = 0;
         for (user_id, sealed) in factors::sealed_secrets(&mut conn)? {
             if !self.sealer.is_stale(&sealed) {
                 continue;
             }
             let secret = self.sealer.open(&user_id, &sealed).map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))?;
-            if factors::reseal(&mut conn, &user_id, &sealed, &self.sealer.seal(&user_id, &secret))? {
+            let resealed = self.sealer.seal(&user_id, &secret);
+            if store::write_tx(&mut conn, |tx| factors::reseal(tx, &user_id, &sealed, &resealed))? {
                 changed += 1;
             }
         }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::domain::audit::{self, Actor};
 use crate::scim::error::ScimError;
-use crate::store::{self, DbConn};
+use crate::store::{self, Tx};
 
 /// Why a factor is reset, as an operator gave it: required, trimmed, at most
 /// [`Reason::MAX_CHARS`] characters. Every door that takes a reason from a person parses it
@@ -53,7 +53,7 @@ fn cut(text: &str) -> &str {
 /// no-op that is still audited. Returns the status before the reset; `Gone` when the user was
 /// deleted meanwhile.
 pub fn reset_in_tx(
-    conn: &mut DbConn,
+    conn: &mut Tx,
     user: (&str, &str),
     actor: &Actor,
     reason: Option<&str>,
