@@ -1,18 +1,15 @@
 //! Prometheus metrics (`GET /metrics`, scope `admin`), with the `prometheus` crate: counters and
-//! histograms the code updates as things happen, and gauges read from the database at scrape
-//! time (users by source and state, MFA resets and lockouts from the audit trail, pool usage),
-//! so that they survive restarts and agree across instances sharing a database.
+//! histograms the code updates as things happen, and gauges the scrape sets from the domain's
+//! counts (`domain::stats`) just before rendering. A recorder only: it reads no tables.
 
 use std::sync::LazyLock;
 
-use diesel::prelude::*;
 use prometheus::{
     register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
     register_int_gauge_vec_with_registry, Encoder, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
-use crate::store::schema::{audit_events, users};
-use crate::store::{self, Pool};
+use crate::domain::stats::Snapshot;
 
 pub struct Metrics {
     registry: Registry,
@@ -95,31 +92,20 @@ impl Metrics {
         })
     }
 
-    /// The text exposition, after reading the database-backed gauges.
-    pub fn render(&self, pool: &Pool) -> Result<String, store::Error> {
-        let state = pool.state();
-        self.pool.with_label_values(&["open"]).set(i64::from(state.connections));
-        self.pool.with_label_values(&["idle"]).set(i64::from(state.idle_connections));
-        let mut conn = pool.get()?;
-        let counts: Vec<(String, bool, i64)> = users::table
-            .group_by((users::source, users::active))
-            .select((users::source, users::active, diesel::dsl::count_star()))
-            .load(&mut conn)?;
+    /// The text exposition, with the gauges set from `counts`.
+    pub fn render(&self, counts: &Snapshot) -> String {
+        self.pool.with_label_values(&["open"]).set(i64::from(counts.pool_open));
+        self.pool.with_label_values(&["idle"]).set(i64::from(counts.pool_idle));
         self.users.reset();
-        for (source, active, n) in counts {
-            self.users.with_label_values(&[source.as_str(), if active { "true" } else { "false" }]).set(n);
+        for (source, active, n) in &counts.users {
+            self.users.with_label_values(&[source.as_str(), if *active { "true" } else { "false" }]).set(*n);
         }
-        let events: Vec<(String, String, i64)> = audit_events::table
-            .filter(audit_events::event_type.eq_any(["mfa.reset", "mfa.verify.locked_out"]))
-            .group_by((audit_events::event_type, audit_events::origin))
-            .select((audit_events::event_type, audit_events::origin, diesel::dsl::count_star()))
-            .load(&mut conn)?;
         self.mfa_events.reset();
-        for (event, origin, n) in events {
-            self.mfa_events.with_label_values(&[event.as_str(), origin.as_str()]).set(n);
+        for (event, origin, n) in &counts.mfa_events {
+            self.mfa_events.with_label_values(&[event.as_str(), origin.as_str()]).set(*n);
         }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into memory");
-        Ok(String::from_utf8(out).expect("the text format is UTF-8"))
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
 }

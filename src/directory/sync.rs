@@ -1175,7 +1175,7 @@ impl Writer {
                         written.push(entry.key.clone());
                     }
                 }
-                Err(crate::domain::Error::Conflict(_)) if !again => self.deferred.push(entry),
+                Err(e) if e.is_conflict() && !again => self.deferred.push(entry),
                 Err(e) => failed.push(self.failure(&entry, e.to_string())),
             }
         }

@@ -184,7 +184,7 @@ fn claim(
         // The same person re-created in the directory gets a new key; two live entries for one
         // user are a conflict the directory admin must settle.
         if prev.missing_since.is_none() && key_in_directory(&prev.entry_key) {
-            return Err(Error::Conflict(format!(
+            return Err(Error::conflict(format!(
                 "{}: userName {:?} already belongs to the entry {} (same user in two entries)",
                 entry.dn, entry.user_name, prev.dn
             )));
@@ -274,7 +274,7 @@ pub fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: NaiveDateTim
             let restored = conn.savepoint(|c| store_users::update(c, current, body, at).map_err(|e| write_error(e, id)));
             match restored {
                 Ok(_) => {}
-                Err(Error::Conflict(_)) => stuck.push(id.clone()),
+                Err(e) if e.is_conflict() => stuck.push(id.clone()),
                 Err(e) => return Err(e),
             }
         }
@@ -288,9 +288,9 @@ fn user(conn: &mut DbConn, id: &str) -> Result<StoredUser> {
 
 fn write_error(e: WriteError, what: &str) -> Error {
     match e {
-        WriteError::UserNameTaken => Error::Conflict(format!("{what}: userName is already taken by another user")),
-        WriteError::VersionMismatch => Error::Conflict(format!("{what}: changed by another writer meanwhile")),
+        WriteError::UserNameTaken => Error::conflict(format!("{what}: userName is already taken by another user")),
+        WriteError::VersionMismatch => Error::conflict(format!("{what}: changed by another writer meanwhile")),
         WriteError::NotFound => Error::NotFound(format!("{what}: the user no longer exists")),
-        WriteError::Store(e) => Error::Store(e),
+        WriteError::Store(e) => e.into(),
     }
 }

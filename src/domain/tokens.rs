@@ -141,7 +141,7 @@ impl Tokens {
 
     /// Creates a token called `name`; the secret is returned once and never stored.
     pub fn create(&self, name: &str, scopes: &[Scope]) -> Result<Secret> {
-        check_name(name).map_err(|problem| Error::Invalid(crate::scim::error::ScimError::invalid_value(problem)))?;
+        check_name(name).map_err(|problem| Error::invalid(crate::domain::Invalid::Value, problem))?;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("pvd_{}", hex::encode(bytes));
@@ -149,7 +149,7 @@ impl Tokens {
         let created =
             store::write_tx(&mut conn, |tx| store_tokens::insert(tx, name, &hash(&secret), &join(scopes), store::now()))?;
         if !created {
-            return Err(Error::Conflict(format!("a token called {name:?} already exists")));
+            return Err(Error::conflict(format!("a token called {name:?} already exists")));
         }
         Ok(Secret(secret))
     }

@@ -176,11 +176,11 @@ fn user_name_of(body: &Map<String, Value>) -> String {
 fn write_error(e: WriteError, user_name: &str) -> Error {
     match e {
         WriteError::UserNameTaken => {
-            Error::Taken(format!("userName {user_name:?} is already taken (userName is unique ignoring case)"))
+            Error::taken(format!("userName {user_name:?} is already taken (userName is unique ignoring case)"))
         }
         WriteError::VersionMismatch => Error::PreconditionFailed,
         WriteError::NotFound => Error::NotFound("the user no longer exists".into()),
-        WriteError::Store(e) => Error::Store(e),
+        WriteError::Store(e) => e.into(),
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::api_io::{require, ApiError};
+use super::api_io::{blocking, require, ApiError};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
@@ -12,11 +12,9 @@ use crate::metrics::METRICS;
 
 pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     require(&req, &[Scope::Admin], Origin::Api)?;
-    let pool = state.pool.clone();
-    let text = web::block(move || METRICS.render(&pool))
-        .await
-        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(503, "unavailable", e.to_string()))?;
+    let stats = state.stats.clone();
+    let counts = blocking(move || stats.snapshot()).await?;
+    let text = METRICS.render(&counts);
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 

@@ -22,7 +22,7 @@ use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::mfa::Mfa;
 use crate::domain::Services;
-use crate::domain::{audit::Audit, tokens::Tokens, users::Users};
+use crate::domain::{audit::Audit, stats::Stats, tokens::Tokens, users::Users};
 use crate::store::Pool;
 
 /// What every handler can reach.
@@ -34,6 +34,7 @@ pub struct AppState {
     pub tokens: Tokens,
     pub mfa: Mfa,
     pub audit: Audit,
+    pub stats: Stats,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
     /// `server.trusted_proxies`, parsed once.
@@ -42,8 +43,18 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Arc<Config>, pool: Pool, services: Services, sync: Option<Arc<Syncer>>) -> Self {
-        let Services { users, tokens, mfa, audit } = services;
-        AppState { users, tokens, audit, mfa, trusted_proxies: config.server.trusted_networks().into(), config, pool, sync }
+        let Services { users, tokens, mfa, audit, stats } = services;
+        AppState {
+            users,
+            tokens,
+            audit,
+            stats,
+            mfa,
+            trusted_proxies: config.server.trusted_networks().into(),
+            config,
+            pool,
+            sync,
+        }
     }
 }
 

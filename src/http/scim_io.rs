@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::domain;
-use crate::scim::error::ScimError;
+use crate::scim::error::{ScimError, ScimType};
 
 pub const SCIM_JSON: &str = "application/scim+json";
 
@@ -35,17 +35,30 @@ pub const RETRY_AFTER_SECS: &str = "5";
 
 impl From<domain::Error> for ScimError {
     fn from(e: domain::Error) -> Self {
+        use domain::{Conflict, Error, Invalid};
         match e {
-            domain::Error::NotFound(m) => ScimError::not_found(m),
-            domain::Error::Taken(m) => ScimError::uniqueness(m),
-            domain::Error::Conflict(m) => ScimError::new(409, None, m),
-            domain::Error::PreconditionFailed => ScimError::precondition_failed(e.to_string()),
-            domain::Error::Invalid(e) => e,
-            domain::Error::Store(e) if e.is_unavailable() => {
+            Error::NotFound(m) => ScimError::not_found(m),
+            Error::Conflict { kind: Conflict::Taken, detail } => ScimError::uniqueness(detail),
+            Error::Conflict { kind: Conflict::State, detail } => ScimError::new(409, None, detail),
+            Error::PreconditionFailed => ScimError::precondition_failed(e.to_string()),
+            Error::Invalid { reason, detail } => {
+                let scim_type = match reason {
+                    Invalid::Syntax => ScimType::InvalidSyntax,
+                    Invalid::Filter => ScimType::InvalidFilter,
+                    Invalid::Path => ScimType::InvalidPath,
+                    Invalid::Value => ScimType::InvalidValue,
+                    Invalid::Mutability => ScimType::Mutability,
+                    Invalid::TooMany => ScimType::TooMany,
+                    Invalid::NoTarget => ScimType::NoTarget,
+                    Invalid::Version => ScimType::InvalidVers,
+                };
+                ScimError::bad_request(scim_type, detail)
+            }
+            Error::Busy(e) => {
                 tracing::warn!(error = %e, "storage unavailable");
                 ScimError::new(503, None, "the database is busy or unreachable; try again shortly")
             }
-            domain::Error::Store(e) => {
+            Error::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 ScimError::new(500, None, "internal storage error; see the server log")
             }

@@ -8,6 +8,7 @@ pub mod reindex;
 pub mod schema;
 pub mod sql;
 mod sqlite_limits;
+pub mod stats;
 pub mod tokens;
 pub mod user_filter;
 pub mod user_sort;

@@ -15,8 +15,7 @@ use serde_json::json;
 use crate::clock::{self, Clock};
 use crate::config;
 use crate::domain::audit::{self, Actor};
-use crate::domain::{Error, Result};
-use crate::scim::error::ScimError;
+use crate::domain::{Error, Invalid, Result};
 use crate::scim::filter::Filter;
 use crate::store::{self, mfa as factors, user_filter, users as store_users, Pool};
 
@@ -169,8 +168,8 @@ impl Mfa {
     }
 
     fn secret(&self, f: &factors::Factor) -> Result<Vec<u8>> {
-        let sealed = f.secret_sealed.as_deref().ok_or_else(|| Error::Conflict("no TOTP secret is stored".into()))?;
-        self.sealer.open(&f.user_id, sealed).map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))
+        let sealed = f.secret_sealed.as_deref().ok_or_else(|| Error::conflict("no TOTP secret is stored"))?;
+        self.sealer.open(&f.user_id, sealed).map_err(|e| Error::from(store::Error::Corrupt(e.to_string())))
     }
 
     pub fn status(&self, user_id: &str) -> Result<Status> {
@@ -190,18 +189,18 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let user = store_users::get(&mut conn, user_id)?.ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))?;
         if user.mfa.status == factors::ENROLLED {
-            return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
+            return Err(Error::conflict("the user has a confirmed factor; reset it before enrolling again"));
         }
         let secret = Policy::new_secret();
         let enrolment = self
             .policy
             .enrolment(&secret, user.user_name())
-            .map_err(|e| Error::Invalid(ScimError::invalid_value(format!("cannot build the otpauth URI: {e}"))))?;
+            .map_err(|e| Error::invalid(Invalid::Value, format!("cannot build the otpauth URI: {e}")))?;
         let sealed = self.sealer.seal(user_id, &secret);
         store::write_tx(&mut conn, |tx| {
             self.check_sealing_key(tx)?;
             if !factors::start_enrolment(tx, user_id, &sealed)? {
-                return Err(Error::Conflict("the user has a confirmed factor; reset it before enrolling again".into()));
+                return Err(Error::conflict("the user has a confirmed factor; reset it before enrolling again"));
             }
             Ok(())
         })?;
@@ -262,14 +261,14 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
         if f.status != factors::PENDING || f.secret_sealed.is_none() {
-            return Err(Error::Conflict("no enrolment in progress: start one with POST …/mfa/totp".into()));
+            return Err(Error::conflict("no enrolment in progress: start one with POST …/mfa/totp"));
         }
         let secret = self.secret(&f)?;
         let (now, at) = self.now();
         let step = self
             .policy
             .check(&secret, code, now.timestamp().max(0) as u64)
-            .ok_or_else(|| Error::Invalid(ScimError::invalid_value("the code does not match the new factor")))?;
+            .ok_or_else(|| Error::invalid(Invalid::Value, "the code does not match the new factor"))?;
         let codes = backup_codes::generate();
         let hashes: Vec<String> = codes.iter().map(|c| backup_codes::hash(c)).collect();
         let sealed = f.secret_sealed.clone().expect("checked above");
@@ -277,7 +276,7 @@ impl Mfa {
         store::write_tx(&mut conn, |conn| {
             factors::lock_user(conn, user_id)?;
             if !factors::confirm(conn, user_id, &sealed, step as i64, at)? {
-                return Err(Error::Conflict("the enrolment changed meanwhile; start again".into()));
+                return Err(Error::conflict("the enrolment changed meanwhile; start again"));
             }
             factors::replace_codes(conn, user_id, &hashes)?;
             let user = (user_id, user_name.as_str());
@@ -302,7 +301,7 @@ impl Mfa {
             return Ok(locked);
         }
         if f.status != factors::ENROLLED {
-            return Err(Error::Conflict(format!("the user has no confirmed factor (status {})", f.status)));
+            return Err(Error::conflict(format!("the user has no confirmed factor (status {})", f.status)));
         }
         let secret = self.secret(&f)?;
         if let Some(step) = self.policy.check(&secret, code, now.timestamp().max(0) as u64) {
@@ -406,7 +405,7 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
         if f.status != factors::ENROLLED {
-            return Err(Error::Conflict(format!("backup codes need a confirmed factor (status {})", f.status)));
+            return Err(Error::conflict(format!("backup codes need a confirmed factor (status {})", f.status)));
         }
         let codes = backup_codes::generate();
         let hashes: Vec<String> = codes.iter().map(|c| backup_codes::hash(c)).collect();
@@ -417,7 +416,7 @@ impl Mfa {
             // followed by codes for a factor that no longer exists.
             factors::lock_user(conn, user_id)?;
             if !factors::lock(conn, user_id, Some(factors::ENROLLED))? {
-                return Err(Error::Conflict("the factor was reset meanwhile; enrol again first".into()));
+                return Err(Error::conflict("the factor was reset meanwhile; enrol again first"));
             }
             factors::replace_codes(conn, user_id, &hashes)?;
             let e = audit::event(
@@ -443,7 +442,7 @@ impl Mfa {
         store::write_tx(&mut conn, |conn| reset::reset_in_tx(conn, (user_id, &name), actor, reason, at)).map_err(
             |e| match e {
                 store::Error::Gone(_) => Error::NotFound(format!("no user with id {user_id}")),
-                other => Error::Store(other),
+                other => other.into(),
             },
         )?;
         Ok(ResetDone { id: user_id.to_string(), reset_at: at })
@@ -552,10 +551,7 @@ fn lockout(f: &factors::Factor, at: NaiveDateTime) -> Option<Verification> {
 }
 
 fn too_many(n: usize, max: usize) -> Error {
-    Error::Invalid(ScimError::bad_request(
-        crate::scim::error::ScimType::TooMany,
-        format!("{n} users selected; at most {max} per request (mfa.max_bulk_reset)"),
-    ))
+    Error::invalid(Invalid::TooMany, format!("{n} users selected; at most {max} per request (mfa.max_bulk_reset)"))
 }
 
 fn user_name(conn: &mut store::DbConn, user_id: &str) -> Result<String> {
