@@ -6,6 +6,7 @@ use super::audit::Actor;
 use super::{Error, Result};
 use crate::domain::mfa::Mfa;
 use crate::scim::list::ListQuery;
+use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
 use crate::store::users::{self as store, StoredUser, WriteError};
 use crate::store::{user_filter, Pool};
@@ -39,7 +40,7 @@ impl Users {
     /// Creates a user from a SCIM body; `source` records which door it came through.
     pub fn create(&self, input: &Value, source: &str, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
-        let body = resource::normalize_user(input)?;
+        let body = resource::normalize(&USER_RESOURCE, input)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut conn = self.pool.get()?;
         let user = store::insert(&mut conn, &id, &body, source).map_err(|e| write_error(e, &body))?;
@@ -60,7 +61,7 @@ impl Users {
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
     pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
-        let body = resource::normalize_user(input)?;
+        let body = resource::normalize(&USER_RESOURCE, input)?;
         let user = self.modify(id, if_match, |_| Ok(body))?;
         self.reset_if(reset, user, actor)
     }
@@ -72,9 +73,9 @@ impl Users {
         let mut reset = false;
         let user = self.modify(id, if_match, |current| {
             let mut body = Value::Object(current.body.clone());
-            patch::apply_checked(body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
+            patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
             reset = resource::reset_requested(&body)?;
-            Ok(resource::normalize_user(&body)?)
+            Ok(resource::normalize(&USER_RESOURCE, &body)?)
         })?;
         self.reset_if(reset, user, actor)
     }
@@ -117,8 +118,8 @@ impl Users {
     }
 
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
-        let filter = q.filter.as_ref().map(user_filter::compile).transpose()?;
-        let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(p).map(|k| (k, q.descending))).transpose()?;
+        let filter = q.filter.as_ref().map(|f| user_filter::compile(&USER_RESOURCE, f)).transpose()?;
+        let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(&USER_RESOURCE, p).map(|k| (k, q.descending))).transpose()?;
         let mut conn = self.pool.get()?;
         let page = store::page(&mut conn, store::PageRequest { filter, sort, offset: q.start_index - 1, limit: q.count })?;
         Ok(Page { total: page.total, users: page.users })
