@@ -1,7 +1,8 @@
 //! The resource schemas this server really implements (RFC 7643 §4, §7, §8.7).
 //!
-//! One static description drives input normalisation, PATCH, filters and `/Schemas` discovery,
-//! so what discovery advertises is what the server does.
+//! One static description per resource type ([`ResourceType`]: its schemas and its own check)
+//! drives input normalisation, PATCH, rendering, filters and discovery (`/ResourceTypes`,
+//! `/Schemas`), so what discovery advertises is what the server does.
 
 use serde_json::{json, Map, Value};
 
@@ -235,15 +236,15 @@ pub static USER_RESOURCE: ResourceType = ResourceType {
 };
 
 /// Every resource type this server serves, as discovery lists them.
-pub static RESOURCE_TYPES: [&ResourceType; 1] = [&USER_RESOURCE];
+pub(crate) static RESOURCE_TYPES: [&ResourceType; 1] = [&USER_RESOURCE];
 
 /// The resource type called `name` (ignoring case).
-pub fn resource_type(name: &str) -> Option<&'static ResourceType> {
+pub(crate) fn resource_type(name: &str) -> Option<&'static ResourceType> {
     RESOURCE_TYPES.iter().copied().find(|t| t.name.eq_ignore_ascii_case(name))
 }
 
 /// The schemas of every resource type, each once (`/Schemas`).
-pub fn all_schemas() -> impl Iterator<Item = &'static Schema> {
+pub(crate) fn all_schemas() -> impl Iterator<Item = &'static Schema> {
     let mut seen = Vec::new();
     RESOURCE_TYPES.iter().flat_map(|t| t.schemas()).filter(move |s| {
         let first = !seen.contains(&s.id);
@@ -253,7 +254,7 @@ pub fn all_schemas() -> impl Iterator<Item = &'static Schema> {
 }
 
 /// The schema with this URN (ignoring case), among those of every resource type.
-pub fn any_schema(urn: &str) -> Option<&'static Schema> {
+pub(crate) fn any_schema(urn: &str) -> Option<&'static Schema> {
     all_schemas().find(|s| s.id.eq_ignore_ascii_case(urn))
 }
 

@@ -51,7 +51,8 @@ impl Column {
     }
 }
 
-/// The common attributes (RFC 7643 §3.1) every resource keeps in columns of its row.
+/// The common attributes (RFC 7643 §3.1) every resource keeps in columns of its row. The SQL
+/// here names the `users` and `user_values` tables, the only ones resources are stored in yet.
 static COMMON_COLUMNS: [Column; 4] = [
     Column::new("id", None, "users.id", Kind::String, Case::Exact),
     Column::new("externalId", None, "users.external_id", Kind::String, Case::Exact).nullable(),
