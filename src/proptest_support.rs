@@ -59,7 +59,7 @@ pub fn text() -> BoxedStrategy<String> {
 /// names, and arbitrary keys.
 pub fn key() -> impl Strategy<Value = String> {
     let mut known: Vec<String> = vec!["schemas".into(), "id".into(), "meta".into(), "externalId".into(), "groups".into()];
-    for s in schema::USER_SCHEMAS {
+    for s in schema::USER_RESOURCE.schemas() {
         known.push(s.id.to_string());
         for a in s.attributes {
             known.push(a.name.to_string());

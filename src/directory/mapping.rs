@@ -124,7 +124,7 @@ impl Mapping {
             };
             let sample = if conversion == Conversion::Text { json!("x") } else { json!(true) };
             let mut body = base_body();
-            patch::apply(&mut body, &patch_doc([(path.as_str(), sample)]))
+            patch::apply(&schema::USER_RESOURCE, &mut body, &patch_doc([(path.as_str(), sample)]))
                 .map_err(|e| format!("ldap.attributes.{path:?}: not a writable SCIM path ({})", e.detail))?;
             let multi = conversion == Conversion::Text && path.contains('[');
             rules.push(Rule { path, attribute: name.to_ascii_lowercase(), configured: name.to_string(), conversion, multi });
@@ -287,7 +287,11 @@ impl Mapping {
         // elements the path selects, are written as a whole; the others with one replace each.
         let (elements, single): (Vec<_>, Vec<_>) =
             self.rules.iter().zip(&mapped.values).partition(|(r, v)| r.multi && (v.is_array() || selected(&body, &r.path) > 1));
-        patch::apply(&mut body, &patch_doc(single.into_iter().map(|(r, v)| (r.path.as_str(), v.clone()))))?;
+        patch::apply(
+            &schema::USER_RESOURCE,
+            &mut body,
+            &patch_doc(single.into_iter().map(|(r, v)| (r.path.as_str(), v.clone()))),
+        )?;
         for (rule, value) in elements {
             replace_elements(&mut body, &rule.path, value)?;
         }
@@ -303,7 +307,7 @@ impl Mapping {
                 }
             }
         }
-        resource::normalize_user(&Value::Object(body))
+        resource::normalize(&schema::USER_RESOURCE, &Value::Object(body))
     }
 
     /// The value of `mark` as the server compares it in an incremental filter.
@@ -374,6 +378,7 @@ fn selected(body: &Map<String, Value>, path: &str) -> usize {
     };
     let mut without = body.clone();
     match patch::apply(
+        &schema::USER_RESOURCE,
         &mut without,
         &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}),
     ) {
@@ -401,13 +406,14 @@ fn replace_elements(body: &mut Map<String, Value>, path: &str, value: &Value) ->
     let mut elements = Vec::with_capacity(values.len());
     for v in values {
         let mut one = Map::new();
-        patch::apply(&mut one, &patch_doc([(path, v)]))?;
+        patch::apply(&schema::USER_RESOURCE, &mut one, &patch_doc([(path, v)]))?;
         if let Some(Value::Array(items)) = one.into_iter().map(|(_, v)| v).find(Value::is_array) {
             elements.extend(items);
         }
     }
     // No element selected is no error here: there is nothing to replace.
     let _ = patch::apply(
+        &schema::USER_RESOURCE,
         body,
         &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}),
     );
@@ -714,7 +720,7 @@ mod props {
                         prop_assert_eq!(&again.key, &mapped.key);
                     }
                     match m.apply(&mapped, None) {
-                        Ok(body) => prop_assert_eq!(crate::scim::resource::normalize_user(&Value::Object(body.clone())), Ok(body)),
+                        Ok(body) => prop_assert_eq!(crate::scim::resource::normalize(&schema::USER_RESOURCE, &Value::Object(body.clone())), Ok(body)),
                         Err(err) => prop_assert_eq!(err.status, 400, "{}", err.detail),
                     }
                 }

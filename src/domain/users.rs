@@ -9,6 +9,7 @@ use super::mfa::{reset, Reason};
 use super::{Error, Result};
 use crate::clock::{self, Clock};
 use crate::scim::list::ListQuery;
+use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
 use crate::store::users::{self as store_users, StoredUser, WriteError};
 use crate::store::{self, user_filter, Pool, Tx};
@@ -50,7 +51,7 @@ impl Users {
     /// `resetRequested` in the body resets the new factor in the same transaction.
     pub fn create(&self, input: &Value, source: &str, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
-        let body = resource::normalize_user(input)?;
+        let body = resource::normalize(&USER_RESOURCE, input)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| {
@@ -76,7 +77,7 @@ impl Users {
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
     pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
-        let body = resource::normalize_user(input)?;
+        let body = resource::normalize(&USER_RESOURCE, input)?;
         self.modify(id, if_match, actor, |_| Ok((body, reset)))
     }
 
@@ -86,9 +87,9 @@ impl Users {
     pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         self.modify(id, if_match, actor, |current| {
             let mut body = Value::Object(current.body.clone());
-            patch::apply_checked(body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
+            patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
             let reset = resource::reset_requested(&body)?;
-            Ok((resource::normalize_user(&body)?, reset))
+            Ok((resource::normalize(&USER_RESOURCE, &body)?, reset))
         })
     }
 
@@ -137,8 +138,8 @@ impl Users {
     }
 
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
-        let filter = q.filter.as_ref().map(user_filter::compile).transpose()?;
-        let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(p).map(|k| (k, q.descending))).transpose()?;
+        let filter = q.filter.as_ref().map(|f| user_filter::compile(&USER_RESOURCE, f)).transpose()?;
+        let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(&USER_RESOURCE, p).map(|k| (k, q.descending))).transpose()?;
         let mut conn = self.pool.get()?;
         let page =
             store_users::page(&mut conn, store_users::PageRequest { filter, sort, offset: q.start_index - 1, limit: q.count })?;

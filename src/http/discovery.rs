@@ -1,4 +1,5 @@
-//! Discovery (RFC 7644 §4): what this server supports, generated from `scim::schema`.
+//! Discovery (RFC 7644 §4): what this server supports, generated from the resource types of
+//! `scim::schema`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -49,22 +50,6 @@ async fn service_provider_config(state: web::Data<AppState>, req: HttpRequest) -
     ))
 }
 
-fn user_resource_type(base: &str) -> Value {
-    json!({
-        "schemas": [schema::RESOURCE_TYPE],
-        "id": "User",
-        "name": "User",
-        "endpoint": "/Users",
-        "description": "User Account",
-        "schema": schema::USER,
-        "schemaExtensions": schema::USER_SCHEMAS[1..]
-            .iter()
-            .map(|s| json!({"schema": s.id, "required": false}))
-            .collect::<Vec<_>>(),
-        "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},
-    })
-}
-
 /// Discovery lists take no filter (RFC 7644 §4).
 fn refuse_filter(req: &HttpRequest) -> Result<(), ScimError> {
     if req.query_string().to_ascii_lowercase().contains("filter=") {
@@ -75,25 +60,24 @@ fn refuse_filter(req: &HttpRequest) -> Result<(), ScimError> {
 
 async fn resource_types(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     refuse_filter(&req)?;
-    let all = vec![user_resource_type(&base_url(&state, &req))];
+    let base = base_url(&state, &req);
+    let all: Vec<Value> = schema::RESOURCE_TYPES.iter().map(|t| t.to_json(&base)).collect();
     Ok(scim_json(StatusCode::OK, &list_response(all.len() as i64, 1, all)))
 }
 
 async fn resource_type(state: web::Data<AppState>, req: HttpRequest, name: web::Path<String>) -> Reply {
-    if !name.eq_ignore_ascii_case("User") {
-        return Err(ScimError::not_found(format!("no resource type {name}")));
-    }
-    Ok(scim_json(StatusCode::OK, &user_resource_type(&base_url(&state, &req))))
+    let t = schema::resource_type(&name).ok_or_else(|| ScimError::not_found(format!("no resource type {name}")))?;
+    Ok(scim_json(StatusCode::OK, &t.to_json(&base_url(&state, &req))))
 }
 
 async fn schemas(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     refuse_filter(&req)?;
     let base = base_url(&state, &req);
-    let all: Vec<Value> = schema::USER_SCHEMAS.iter().map(|s| s.to_json(&base)).collect();
+    let all: Vec<Value> = schema::all_schemas().map(|s| s.to_json(&base)).collect();
     Ok(scim_json(StatusCode::OK, &list_response(all.len() as i64, 1, all)))
 }
 
 async fn schema_by_id(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
-    let s = schema::user_schema(&id).ok_or_else(|| ScimError::not_found(format!("no schema {id}")))?;
+    let s = schema::any_schema(&id).ok_or_else(|| ScimError::not_found(format!("no schema {id}")))?;
     Ok(scim_json(StatusCode::OK, &s.to_json(&base_url(&state, &req))))
 }

@@ -12,6 +12,7 @@ use crate::domain::audit::{Actor, Origin};
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
+use crate::scim::schema::USER_RESOURCE;
 use crate::store::users::StoredUser;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -52,8 +53,9 @@ fn if_match(req: &HttpRequest) -> Option<String> {
 fn render(user: &StoredUser, base: &str, projection: &Projection) -> Value {
     let meta = Meta { created: user.created_at.and_utc(), last_modified: user.updated_at.and_utc(), version: user.version };
     let mfa = crate::domain::users::mfa_view(user);
-    let mut doc = resource::render_user(&user.id, &user.body, &mfa, &meta, &format!("{base}/Users/{}", user.id));
-    projection.apply(&mut doc);
+    let location = format!("{base}/Users/{}", user.id);
+    let mut doc = resource::render(&USER_RESOURCE, &user.id, &user.body, mfa.computed(), &meta, &location);
+    projection.apply(&USER_RESOURCE, &mut doc);
     doc
 }
 
@@ -81,7 +83,7 @@ fn actor(req: &HttpRequest) -> Actor {
 
 async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
-    resource::check_user_schemas(&body)?;
+    resource::check_schemas(&USER_RESOURCE, &body)?;
     let (users, actor) = (state.users.clone(), actor(&req));
     let user = blocking(move || users.create(&body, "scim", &actor)).await?;
     tracing::info!(user_id = %user.id, "user created via SCIM");
@@ -96,7 +98,7 @@ async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>
 
 async fn replace(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
-    resource::check_user_schemas(&body)?;
+    resource::check_schemas(&USER_RESOURCE, &body)?;
     let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
     let user = blocking(move || users.replace(&id, &body, if_match.as_deref(), &actor)).await?;
     Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))

@@ -1,9 +1,10 @@
-//! SCIM PATCH (RFC 7644 §3.5.2) applied to a stored User body.
+//! SCIM PATCH (RFC 7644 §3.5.2) applied to a stored body of a resource type (its schemas say
+//! which paths exist).
 //!
-//! The body is the canonical stored form (see `resource::normalize_user`): core attributes at the
+//! The body is the canonical stored form (see `resource::normalize`): core attributes at the
 //! top level, `externalId` at the top level, extension attributes under their schema URN. This
 //! module only moves values into the right place under their canonical names; the caller
-//! re-normalises afterwards (types, readOnly attributes, the required `userName`).
+//! re-normalises afterwards (types, readOnly attributes, a User's required `userName`).
 //!
 //! Beyond the RFC it accepts what Microsoft Entra ID and Okta really send: capitalised op names,
 //! `"False"` strings, the manager as a bare id, path-less values echoing readOnly attributes,
@@ -13,15 +14,15 @@ use serde_json::{Map, Value};
 
 use super::error::{ScimError, ScimType};
 use super::filter::{self, AttrPath, CompValue, CompareOp, Filter, PatchPath};
-use super::schema::{self, Attribute, Kind, Mutability, Schema};
+use super::schema::{self, Attribute, Kind, Mutability, ResourceType, Schema};
 
 /// Most operations accepted in one request.
 pub const MAX_OPERATIONS: usize = 1000;
 
-/// Applies a PatchOp request document to `body`. All-or-nothing: on error `body` is unchanged
-/// (work on a clone and swap at the end).
-pub fn apply(body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimError> {
-    apply_checked(body, request, &Map::new())
+/// Applies a PatchOp request document to `body`, a resource of type `rt`. All-or-nothing: on
+/// error `body` is unchanged (work on a clone and swap at the end).
+pub fn apply(rt: &ResourceType, body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimError> {
+    apply_checked(rt, body, request, &Map::new())
 }
 
 /// As [`apply`], for a resource whose server-computed readOnly attributes currently have the
@@ -29,16 +30,22 @@ pub fn apply(body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimE
 /// path-less value (or a whole extension object) may echo them unchanged, as identity
 /// providers echo what they read, but one that changes them is refused with `mutability`, the
 /// answer the same change gets with a path.
-pub fn apply_checked(body: &mut Map<String, Value>, request: &Value, computed: &Map<String, Value>) -> Result<(), ScimError> {
+pub fn apply_checked(
+    rt: &ResourceType,
+    body: &mut Map<String, Value>,
+    request: &Value,
+    computed: &Map<String, Value>,
+) -> Result<(), ScimError> {
     let operations = operations(request)?;
     for (i, operation) in operations.iter().enumerate() {
-        check_computed(operation, computed)
+        check_computed(rt, operation, computed)
             .map_err(|e| ScimError { detail: format!("operation {}: {}", i + 1, e.detail), ..e })?;
     }
     let mut work = body.clone();
     for (i, operation) in operations.iter().enumerate() {
         // Name the failing operation: a request may carry hundreds of them.
-        apply_one(&mut work, operation).map_err(|e| ScimError { detail: format!("operation {}: {}", i + 1, e.detail), ..e })?;
+        apply_one(rt, &mut work, operation)
+            .map_err(|e| ScimError { detail: format!("operation {}: {}", i + 1, e.detail), ..e })?;
     }
     *body = work;
     Ok(())
@@ -130,48 +137,49 @@ fn member<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
-fn apply_one(body: &mut Map<String, Value>, operation: &Operation<'_>) -> Result<(), ScimError> {
+fn apply_one(rt: &ResourceType, body: &mut Map<String, Value>, operation: &Operation<'_>) -> Result<(), ScimError> {
     match (operation.op, operation.path) {
         // RFC 7644 §3.5.2.2: "If "path" is unspecified, the operation fails with ... noTarget".
         (Op::Remove, None) => Err(ScimError::no_target("remove requires a path")),
-        (Op::Remove, Some(path)) => remove(body, &resolve(path)?, operation.value),
+        (Op::Remove, Some(path)) => remove(rt, body, &resolve(rt, path)?, operation.value),
         (op, Some(path)) => {
             let Some(value) = operation.value else {
                 return Err(ScimError::invalid_syntax("add and replace require a value"));
             };
-            write(body, op, &resolve(path)?, value)
+            write(rt, body, op, &resolve(rt, path)?, value)
         }
         (op, None) => match operation.value {
-            Some(Value::Object(members)) => write_members(body, op, &schema::USER_SCHEMA, members),
+            Some(Value::Object(members)) => write_members(rt, body, op, rt.core, members),
             _ => Err(ScimError::invalid_syntax("without a path, value must be a JSON object")),
         },
     }
 }
 
 /// Refuses an add/replace whose object value would change a computed readOnly attribute.
-fn check_computed(operation: &Operation<'_>, computed: &Map<String, Value>) -> Result<(), ScimError> {
+fn check_computed(rt: &ResourceType, operation: &Operation<'_>, computed: &Map<String, Value>) -> Result<(), ScimError> {
     let (Op::Add | Op::Replace, Some(Value::Object(members))) = (operation.op, operation.value) else { return Ok(()) };
     let default = match operation.path {
-        None => &schema::USER_SCHEMA,
-        Some(path) => match resolve(path) {
+        None => rt.core,
+        Some(path) => match resolve(rt, path) {
             Ok(Target::Schema(s)) => s,
             _ => return Ok(()),
         },
     };
-    check_computed_members(default, members, computed)
+    check_computed_members(rt, default, members, computed)
 }
 
 fn check_computed_members(
+    rt: &ResourceType,
     default: &'static Schema,
     members: &Map<String, Value>,
     computed: &Map<String, Value>,
 ) -> Result<(), ScimError> {
     for (key, sent) in members {
         let Ok(path) = filter::parse_path(key) else { continue };
-        match resolve_parsed(&path, default) {
+        match resolve_parsed(rt, &path, default) {
             Ok(Target::Schema(s)) => {
                 if let Value::Object(inner) = sent {
-                    check_computed_members(s, inner, computed)?;
+                    check_computed_members(rt, s, inner, computed)?;
                 }
             }
             Err(e)
@@ -182,7 +190,7 @@ fn check_computed_members(
             {
                 let schema = match &path.attr.urn {
                     None => default,
-                    Some(urn) => match schema::user_schema(urn) {
+                    Some(urn) => match rt.schema(urn) {
                         Some(s) => s,
                         None => continue,
                     },
@@ -219,22 +227,22 @@ fn same_value(sent: &Value, now: &Value) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Resolves an explicit `path` of an operation.
-fn resolve(path: &str) -> Result<Target, ScimError> {
+fn resolve(rt: &ResourceType, path: &str) -> Result<Target, ScimError> {
     let parsed = filter::parse_path(path).map_err(|e| ScimError::invalid_path(e.message))?;
-    resolve_parsed(&parsed, &schema::USER_SCHEMA)
+    resolve_parsed(rt, &parsed, rt.core)
 }
 
-/// Resolves a parsed path; names without a URN belong to `default` (the core schema, or the
-/// extension whose object is being merged).
-fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, ScimError> {
+/// Resolves a parsed path among the schemas of `rt`; names without a URN belong to `default`
+/// (the core schema, or the extension whose object is being merged).
+fn resolve_parsed(rt: &ResourceType, path: &PatchPath, default: &'static Schema) -> Result<Target, ScimError> {
     let AttrPath { urn, name, sub } = &path.attr;
     let narrowed = sub.is_some() || path.filter.is_some() || path.sub.is_some();
     let schema = match urn {
         None => default,
-        Some(urn) => match schema::user_schema(urn) {
+        Some(urn) => match rt.schema(urn) {
             Some(s) => s,
             // A bare URN split at its last colon (`…:2.0` + `User`) still means the whole schema.
-            None => match schema::user_schema(&format!("{urn}:{name}")) {
+            None => match rt.schema(&format!("{urn}:{name}")) {
                 Some(s) if !narrowed => return Ok(Target::Schema(s)),
                 _ => return Err(ScimError::invalid_path(format!("unknown schema {urn}"))),
             },
@@ -248,7 +256,7 @@ fn resolve_parsed(path: &PatchPath, default: &'static Schema) -> Result<Target, 
     }
     let sub_name = sub.as_deref().or(path.sub.as_deref());
 
-    if schema.id == schema::USER {
+    if rt.is_core(schema) {
         // Common attributes (RFC 7643 §3.1) are not in the schema tables.
         if ["id", "meta", "schemas"].iter().any(|c| c.eq_ignore_ascii_case(name)) {
             return Err(ScimError::mutability(format!("{name} cannot be modified")));
@@ -323,29 +331,30 @@ fn element_matches(attr: &Attribute, f: &Filter, element: &Value) -> bool {
 /// its key were the path. Identity providers echo `id`, `meta`, `schemas`, `groups` and
 /// attributes we do not know, so keys that do not resolve to a writable attribute are skipped.
 fn write_members(
+    rt: &ResourceType,
     body: &mut Map<String, Value>,
     op: Op,
     default: &'static Schema,
     members: &Map<String, Value>,
 ) -> Result<(), ScimError> {
     for (key, value) in members {
-        let target = filter::parse_path(key).ok().and_then(|path| resolve_parsed(&path, default).ok());
+        let target = filter::parse_path(key).ok().and_then(|path| resolve_parsed(rt, &path, default).ok());
         if let Some(target) = target {
-            write(body, op, &target, value)?;
+            write(rt, body, op, &target, value)?;
         }
     }
     Ok(())
 }
 
-fn write(body: &mut Map<String, Value>, op: Op, target: &Target, value: &Value) -> Result<(), ScimError> {
+fn write(rt: &ResourceType, body: &mut Map<String, Value>, op: Op, target: &Target, value: &Value) -> Result<(), ScimError> {
     // Adding nothing changes nothing; replacing with null (or []) unassigns (RFC 7643 §2.5).
     if op == Op::Add && is_nothing(value) {
         return Ok(());
     }
     match target {
         Target::Schema(s) => match value {
-            Value::Object(members) => write_members(body, op, s, members),
-            Value::Null if s.id != schema::USER => {
+            Value::Object(members) => write_members(rt, body, op, s, members),
+            Value::Null if !rt.is_core(s) => {
                 body.remove(s.id);
                 Ok(())
             }
@@ -353,12 +362,12 @@ fn write(body: &mut Map<String, Value>, op: Op, target: &Target, value: &Value) 
         },
         Target::ExternalId => {
             body.insert("externalId".into(), single(value).clone());
-            tidy(body, &schema::USER_SCHEMA, "externalId");
+            tidy(rt, body, rt.core, "externalId");
             Ok(())
         }
         Target::Attr(t) => {
-            write_attr(container(body, t.schema), op, t, value)?;
-            tidy(body, t.schema, t.attr.name);
+            write_attr(container(rt, body, t.schema), op, t, value)?;
+            tidy(rt, body, t.schema, t.attr.name);
             Ok(())
         }
     }
@@ -526,9 +535,11 @@ fn seed_from_filter(attr: &Attribute, f: &Filter) -> Option<Map<String, Value>> 
 // remove
 // ---------------------------------------------------------------------------------------------
 
-fn remove(body: &mut Map<String, Value>, target: &Target, value: Option<&Value>) -> Result<(), ScimError> {
+fn remove(rt: &ResourceType, body: &mut Map<String, Value>, target: &Target, value: Option<&Value>) -> Result<(), ScimError> {
     match target {
-        Target::Schema(s) if s.id == schema::USER => Err(ScimError::invalid_path("the core User schema cannot be removed")),
+        Target::Schema(s) if rt.is_core(s) => {
+            Err(ScimError::invalid_path(format!("the core {} schema cannot be removed", rt.name)))
+        }
         Target::Schema(s) => {
             body.remove(s.id);
             Ok(())
@@ -538,8 +549,8 @@ fn remove(body: &mut Map<String, Value>, target: &Target, value: Option<&Value>)
             Ok(())
         }
         Target::Attr(t) => {
-            remove_attr(container(body, t.schema), t, value);
-            tidy(body, t.schema, t.attr.name);
+            remove_attr(container(rt, body, t.schema), t, value);
+            tidy(rt, body, t.schema, t.attr.name);
             Ok(())
         }
     }
@@ -617,8 +628,8 @@ fn same_element(item: &Value, given: &Value) -> bool {
 
 /// The object holding `schema`'s attributes: the body itself for the core schema, else the
 /// extension object (created on demand; [`tidy`] drops it again if it stays empty).
-fn container<'a>(body: &'a mut Map<String, Value>, schema: &Schema) -> &'a mut Map<String, Value> {
-    if schema.id == schema::USER {
+fn container<'a>(rt: &ResourceType, body: &'a mut Map<String, Value>, schema: &Schema) -> &'a mut Map<String, Value> {
+    if rt.is_core(schema) {
         return body;
     }
     object_slot(body, schema.id)
@@ -647,12 +658,12 @@ fn array_slot<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Val
 
 /// Drops what the operation left unassigned in attribute `name` of `schema` (null, `{}`, `[]`,
 /// recursively), and the extension object if it became empty.
-fn tidy(body: &mut Map<String, Value>, schema: &Schema, name: &str) {
-    let c = container(body, schema);
+fn tidy(rt: &ResourceType, body: &mut Map<String, Value>, schema: &Schema, name: &str) {
+    let c = container(rt, body, schema);
     if c.get_mut(name).is_some_and(prune) {
         c.remove(name);
     }
-    if schema.id != schema::USER && c.is_empty() {
+    if !rt.is_core(schema) && c.is_empty() {
         body.remove(schema.id);
     }
 }
@@ -1262,7 +1273,7 @@ mod tests {
         for c in &all {
             let start = c.body.as_object().expect("case body is an object").clone();
             let mut got = start.clone();
-            let result = apply(&mut got, &c.request);
+            let result = apply(&schema::USER_RESOURCE, &mut got, &c.request);
             match (&c.expect, result) {
                 (Expect::Body(want), Ok(())) if Value::Object(got.clone()) == *want => {}
                 (Expect::Body(want), Ok(())) => {
@@ -1291,7 +1302,7 @@ mod tests {
             {"op": "add", "path": "title", "value": "x"},
             {"op": "add", "path": "nope", "value": "x"}
         ]));
-        let e = apply(&mut user, &request).unwrap_err();
+        let e = apply(&schema::USER_RESOURCE, &mut user, &request).unwrap_err();
         assert!(e.detail.starts_with("operation 2:"), "{}", e.detail);
     }
 
@@ -1301,7 +1312,7 @@ mod tests {
         let computed = json!({mfa: {"status": "pending", "lastResetAt": "2026-11-30T07:00:00Z"}}).as_object().unwrap().clone();
         let run = |request: Value| {
             let mut user = bjensen().as_object().unwrap().clone();
-            apply_checked(&mut user, &request, &computed).map(|()| user).map_err(|e| e.scim_type)
+            apply_checked(&schema::USER_RESOURCE, &mut user, &request, &computed).map(|()| user).map_err(|e| e.scim_type)
         };
         let changing = [
             ops(json!([{"op": "replace", "value": {mfa: {"status": "enrolled"}}}])),
@@ -1329,7 +1340,88 @@ mod tests {
         }
         // Without computed values (the LDAP mapping's own documents) nothing is compared.
         let mut user = bjensen().as_object().unwrap().clone();
-        apply(&mut user, &ops(json!([{"op": "replace", "value": {mfa: {"status": "enrolled"}}}]))).unwrap();
+        apply(&schema::USER_RESOURCE, &mut user, &ops(json!([{"op": "replace", "value": {mfa: {"status": "enrolled"}}}])))
+            .unwrap();
+    }
+}
+
+/// PATCH driven by the resource type alone: a type with nothing of the User.
+#[cfg(test)]
+mod resource_type_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scim::resource;
+    use crate::scim::schema::gadget::{COLOUR, CORE, GADGET};
+
+    fn patch(body: Value, operations: Value) -> Result<Value, (Option<ScimType>, String)> {
+        let mut body = body.as_object().unwrap().clone();
+        let request = json!({"schemas": [schema::PATCH_OP], "Operations": operations});
+        apply(&GADGET, &mut body, &request).map(|()| Value::Object(body)).map_err(|e| (e.scim_type, e.detail))
+    }
+
+    #[test]
+    fn paths_resolve_against_the_resource_types_schemas() {
+        let start = json!({"label": "a", COLOUR: {"colour": "red"}});
+        let cases = [
+            (json!([{"op": "replace", "path": "LABEL", "value": "b"}]), json!({"label": "b", COLOUR: {"colour": "red"}})),
+            (
+                json!([{"op": "replace", "path": format!("{CORE}:label"), "value": "c"}]),
+                json!({"label": "c", COLOUR: {"colour": "red"}}),
+            ),
+            (
+                json!([{"op": "add", "path": format!("{COLOUR}:colour"), "value": "blue"}]),
+                json!({"label": "a", COLOUR: {"colour": "blue"}}),
+            ),
+            (json!([{"op": "remove", "path": format!("{COLOUR}:colour")}]), json!({"label": "a"})),
+            (json!([{"op": "remove", "path": COLOUR}]), json!({"label": "a"})),
+            (
+                json!([{"op": "add", "path": "externalId", "value": "x"}]),
+                json!({"label": "a", COLOUR: {"colour": "red"}, "externalId": "x"}),
+            ),
+            (
+                json!([{"op": "replace", "value": {"label": "d", "userName": "ignored", "id": "ignored", COLOUR: {"colour": "green"}}}]),
+                json!({"label": "d", COLOUR: {"colour": "green"}}),
+            ),
+        ];
+        for (operations, want) in cases {
+            assert_eq!(patch(start.clone(), operations.clone()), Ok(want), "{operations}");
+        }
+    }
+
+    #[test]
+    fn what_the_type_lacks_is_refused_as_for_users() {
+        let start = json!({"label": "a"});
+        let refused = [
+            (json!([{"op": "replace", "path": "userName", "value": "b"}]), ScimType::InvalidPath, "unknown attribute userName"),
+            (
+                json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "b"}]),
+                ScimType::InvalidPath,
+                "unknown attribute emails",
+            ),
+            (
+                json!([{"op": "add", "path": format!("{}:department", schema::ENTERPRISE_USER), "value": "x"}]),
+                ScimType::InvalidPath,
+                "unknown schema urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            ),
+            (json!([{"op": "remove", "path": CORE}]), ScimType::InvalidPath, "the core Gadget schema cannot be removed"),
+            (json!([{"op": "replace", "path": "meta", "value": {}}]), ScimType::Mutability, "meta cannot be modified"),
+            (json!([{"op": "replace", "path": "label.x", "value": "b"}]), ScimType::InvalidPath, "label has no sub-attributes"),
+        ];
+        for (operations, scim_type, detail) in refused {
+            assert_eq!(
+                patch(start.clone(), operations.clone()),
+                Err((Some(scim_type), format!("operation 1: {detail}"))),
+                "{operations}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_patched_body_normalises_by_the_same_table() {
+        let patched = patch(json!({"label": "a"}), json!([{"op": "remove", "path": "label"}])).unwrap();
+        let e = resource::normalize(&GADGET, &patched).unwrap_err();
+        assert_eq!((e.scim_type, e.detail.as_str()), (Some(ScimType::InvalidValue), "label is required"));
     }
 }
 
@@ -1456,7 +1548,7 @@ mod props {
 
     /// A stored user: a plausible body, normalised.
     fn valid_user() -> impl Strategy<Value = Map<String, Value>> {
-        plausible_user().prop_filter_map("a valid user", |u| resource::normalize_user(&u).ok())
+        plausible_user().prop_filter_map("a valid user", |u| resource::normalize(&schema::USER_RESOURCE, &u).ok())
     }
 
     proptest! {
@@ -1465,14 +1557,14 @@ mod props {
         #[test]
         fn patching_a_valid_user_yields_a_valid_user_or_a_400(user in valid_user(), request in request()) {
             let mut body = user.clone();
-            match apply(&mut body, &request) {
+            match apply(&schema::USER_RESOURCE, &mut body, &request) {
                 Ok(()) => {
                     let patched = Value::Object(body);
                     let _ = resource::reset_requested(&patched);
-                    match resource::normalize_user(&patched) {
+                    match resource::normalize(&schema::USER_RESOURCE, &patched) {
                         Ok(normal) => {
                             prop_assert!(normal["userName"].as_str().is_some_and(|n| !n.trim().is_empty()));
-                            prop_assert_eq!(resource::normalize_user(&Value::Object(normal.clone())), Ok(normal));
+                            prop_assert_eq!(resource::normalize(&schema::USER_RESOURCE, &Value::Object(normal.clone())), Ok(normal));
                         }
                         Err(e) => prop_assert_eq!(e.status, 400, "{}", e.detail),
                     }

@@ -1,20 +1,23 @@
-//! The User resource on the wire: normalising what identity providers send into the canonical
-//! stored body, and rendering a stored user back with `attributes`/`excludedAttributes`.
+//! Resources on the wire: normalising what identity providers send into the canonical stored
+//! body, and rendering a stored resource back with `attributes`/`excludedAttributes`. Each
+//! function takes the resource type (`schema::ResourceType`) whose schemas drive it.
 
 use serde_json::{json, Map, Value};
 
 use super::error::ScimError;
-use super::schema::{self, Attribute, Kind, Mutability, Returned, Schema};
+use super::schema::{self, Attribute, Kind, Mutability, ResourceType, Returned, Schema};
 
-/// Normalises a User body as sent on POST/PUT (or produced by PATCH) into the canonical stored
-/// form: schema spelling of every key, extension attributes under their schema URN, booleans
-/// as booleans, readOnly and unknown attributes dropped, `password` discarded.
+/// Normalises a body of resource type `rt` as sent on POST/PUT (or produced by PATCH) into the
+/// canonical stored form: schema spelling of every key, extension attributes under their
+/// schema URN, booleans as booleans, readOnly and unknown attributes dropped, writeOnly ones
+/// that are never returned (a User's `password`) discarded; then the type's own check
+/// (`ResourceType::check`).
 ///
 /// Lenient where identity providers are known to deviate (booleans as `"False"`, Entra's
 /// manager as a bare id string, a single value where an array is expected).
-pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
+pub fn normalize(rt: &ResourceType, input: &Value) -> Result<Map<String, Value>, ScimError> {
     let Some(obj) = input.as_object() else {
-        return Err(ScimError::invalid_syntax("the User resource must be a JSON object"));
+        return Err(not_an_object(rt));
     };
     let mut body = Map::new();
     for (key, value) in obj {
@@ -23,7 +26,7 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
         }
         if key.eq_ignore_ascii_case("externalId") {
             body.insert("externalId".into(), Value::String(scalar_string("externalId", value)?));
-        } else if let Some(ext) = schema::user_schema(key).filter(|s| s.id != schema::USER) {
+        } else if let Some(ext) = rt.extension(key) {
             let Some(ext_obj) = value.as_object() else {
                 return Err(ScimError::invalid_syntax(format!("{} must be a JSON object", ext.id)));
             };
@@ -34,42 +37,46 @@ pub fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
             }
         } else if let Some((urn, name)) = split_urn(key) {
             // A URN-qualified attribute at the top level (`urn:…:User:department`).
-            let Some(sch) = schema::user_schema(urn) else { continue };
-            if sch.id == schema::USER {
+            let Some(sch) = rt.schema(urn) else { continue };
+            if rt.is_core(sch) {
                 normalize_into(sch, name, value, &mut body)?;
             } else {
                 normalize_into(sch, name, value, extension_slot(&mut body, sch))?;
             }
         } else {
-            normalize_into(&schema::USER_SCHEMA, key, value, &mut body)?;
+            normalize_into(rt.core, key, value, &mut body)?;
         }
     }
     // An extension whose attributes were all dropped (unknown, readOnly) is not stored.
-    body.retain(|key, value| schema::user_schema(key).is_none() || value.as_object().is_some_and(|o| !o.is_empty()));
-    let name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
-    super::user_name::check(name).map_err(ScimError::invalid_value)?;
+    body.retain(|key, value| rt.extension(key).is_none() || value.as_object().is_some_and(|o| !o.is_empty()));
+    (rt.check)(&body)?;
     Ok(body)
 }
 
-/// Checks the `schemas` of a User sent on POST or PUT: present, a non-empty list
-/// (`invalidSyntax` otherwise), naming the core User schema and no schema of another resource
-/// or message (`invalidValue`: a Group sent to `/Users`). Extension URNs this server does not
-/// know are let through, like unknown attributes.
-pub fn check_user_schemas(input: &Value) -> Result<(), ScimError> {
+fn not_an_object(rt: &ResourceType) -> ScimError {
+    ScimError::invalid_syntax(format!("the {} resource must be a JSON object", rt.name))
+}
+
+/// Checks the `schemas` of a resource of type `rt` sent on POST or PUT: present, a non-empty
+/// list (`invalidSyntax` otherwise), naming the type's core schema and no schema of another
+/// resource or message (`invalidValue`: a Group sent to `/Users`). Extension URNs this server
+/// does not know are let through, like unknown attributes.
+pub fn check_schemas(rt: &ResourceType, input: &Value) -> Result<(), ScimError> {
     let Some(obj) = input.as_object() else {
-        return Err(ScimError::invalid_syntax("the User resource must be a JSON object"));
+        return Err(not_an_object(rt));
     };
+    let core = rt.core.id;
     let declared = schema::declared_schemas(obj)?;
-    if !declared.iter().any(|s| s.eq_ignore_ascii_case(schema::USER)) {
-        return Err(ScimError::invalid_value(format!("schemas must contain {}", schema::USER)));
+    if !declared.iter().any(|s| s.eq_ignore_ascii_case(core)) {
+        return Err(ScimError::invalid_value(format!("schemas must contain {core}")));
     }
     let foreign = |s: &&&str| {
         let s = s.to_ascii_lowercase();
-        (s.starts_with("urn:ietf:params:scim:schemas:core:2.0:") && !s.eq_ignore_ascii_case(schema::USER))
+        (s.starts_with("urn:ietf:params:scim:schemas:core:2.0:") && !s.eq_ignore_ascii_case(core))
             || s.starts_with("urn:ietf:params:scim:api:messages:2.0:")
     };
     if let Some(other) = declared.iter().find(foreign) {
-        return Err(ScimError::invalid_value(format!("{other} is not a schema of a User")));
+        return Err(ScimError::invalid_value(format!("{other} is not a schema of a {}", rt.name)));
     }
     Ok(())
 }
@@ -195,7 +202,9 @@ fn scalar_string(name: &str, value: &Value) -> Result<String, ScimError> {
 /// What a client asked to see: `attributes` or `excludedAttributes` (RFC 7644 §3.9).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Projection {
-    /// Lower-cased, fully qualified attribute paths (`name.givenname`, `urn:…:user:department`).
+    /// Lower-cased attribute paths as sent (`name.givenname`, `urn:…:user:department`); one
+    /// qualified with the core schema's URN means the plain name, which [`Projection::apply`]
+    /// resolves against the resource type.
     pub attributes: Vec<String>,
     pub excluded: Vec<String>,
 }
@@ -208,36 +217,58 @@ impl Projection {
         }
     }
 
-    /// Applies the projection to a rendered resource. `id` and `schemas` are always returned.
-    pub fn apply(&self, resource: &mut Value) {
+    /// Applies the projection to a rendered resource of type `rt`. `id` and `schemas` are always
+    /// returned.
+    pub fn apply(&self, rt: &ResourceType, resource: &mut Value) {
         let Some(obj) = resource.as_object_mut() else { return };
+        let relative = Relative {
+            attributes: self.attributes.iter().map(|a| core_relative(a, rt.core.id)).collect(),
+            excluded: self.excluded.iter().map(|e| core_relative(e, rt.core.id)).collect(),
+        };
         let keys: Vec<String> = obj.keys().cloned().collect();
         for key in keys {
             if key == "id" || key == "schemas" {
                 continue;
             }
-            let ext = schema::user_schema(&key).filter(|s| s.id != schema::USER);
+            let ext = rt.extension(&key);
             let path = match ext {
                 Some(s) => s.id.to_ascii_lowercase(),
                 None => key.to_ascii_lowercase(),
             };
-            let keep = self.keep(&path, obj.get_mut(&key).expect("key listed"), ext.is_some());
+            let keep = relative.keep(&path, obj.get_mut(&key).expect("key listed"), ext.is_some());
             if !keep {
                 obj.remove(&key);
             }
         }
     }
+}
 
+/// A path of a projection with the core schema's URN taken off (`urn:…:core:2.0:user:emails`
+/// is `emails`).
+fn core_relative<'a>(path: &'a str, core: &str) -> &'a str {
+    match (path.get(..core.len()), path.get(core.len()..)) {
+        (Some(urn), Some(rest)) if urn.eq_ignore_ascii_case(core) && rest.starts_with(':') => &rest[1..],
+        _ => path,
+    }
+}
+
+/// A projection's paths relative to the resource type's core schema.
+struct Relative<'a> {
+    attributes: Vec<&'a str>,
+    excluded: Vec<&'a str>,
+}
+
+impl Relative<'_> {
     /// Whether `path` stays; for complex values and extension objects, filters inside too.
     fn keep(&self, path: &str, value: &mut Value, is_extension: bool) -> bool {
         let sep = if is_extension { ":" } else { "." };
-        if self.excluded.iter().any(|e| e == path) {
+        if self.excluded.contains(&path) {
             return false;
         }
         if !self.attributes.is_empty() {
-            let whole = self.attributes.iter().any(|a| a == path);
+            let whole = self.attributes.contains(&path);
             let prefix = format!("{path}{sep}");
-            let some: Vec<&String> = self.attributes.iter().filter(|a| a.starts_with(&prefix)).collect();
+            let some: Vec<&&str> = self.attributes.iter().filter(|a| a.starts_with(&prefix)).collect();
             if !whole {
                 if some.is_empty() {
                     return false;
@@ -247,7 +278,7 @@ impl Projection {
             }
         }
         let prefix = format!("{path}{sep}");
-        let excluded_children: Vec<&String> = self.excluded.iter().filter(|e| e.starts_with(&prefix)).collect();
+        let excluded_children: Vec<&&str> = self.excluded.iter().filter(|e| e.starts_with(&prefix)).collect();
         if !excluded_children.is_empty() {
             retain_children(value, |child| !excluded_children.iter().any(|e| &e[prefix.len()..] == child));
         }
@@ -269,15 +300,7 @@ fn retain_children(value: &mut Value, keep: impl Fn(&str) -> bool) {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(|a| a.trim().to_ascii_lowercase())
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            // A core-URN-qualified name is the same as the plain name.
-            let core = format!("{}:", schema::USER.to_ascii_lowercase());
-            a.strip_prefix(&core).map(str::to_string).unwrap_or(a)
-        })
-        .collect()
+    s.split(',').map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()).collect()
 }
 
 /// Version and timestamps of a stored resource.
@@ -332,26 +355,33 @@ impl MfaView<'_> {
     }
 }
 
-/// Renders a stored User body as the full resource at `location`.
-pub fn render_user(id: &str, body: &Map<String, Value>, mfa: &MfaView, meta: &Meta, location: &str) -> Value {
-    let mut schemas = vec![Value::from(schema::USER)];
+/// Renders a stored resource of type `rt` as the full resource at `location`. `computed` holds
+/// the server-computed extension objects by schema URN (a User's MFA state,
+/// [`MfaView::computed`]); `schemas` lists the core schema and each extension present, stored or
+/// computed.
+pub fn render(
+    rt: &ResourceType,
+    id: &str,
+    body: &Map<String, Value>,
+    computed: Map<String, Value>,
+    meta: &Meta,
+    location: &str,
+) -> Value {
+    let mut schemas = vec![Value::from(rt.core.id)];
     schemas.extend(
-        schema::USER_SCHEMAS[1..]
-            .iter()
-            .filter(|s| body.contains_key(s.id) || s.id == schema::MFA_USER)
-            .map(|s| Value::from(s.id)),
+        rt.extensions.iter().filter(|s| body.contains_key(s.id) || computed.contains_key(s.id)).map(|s| Value::from(s.id)),
     );
-    let mut out = Map::with_capacity(body.len() + 4);
+    let mut out = Map::with_capacity(body.len() + computed.len() + 3);
     out.insert("schemas".into(), Value::Array(schemas));
     out.insert("id".into(), Value::from(id));
     for (k, v) in body {
         out.insert(k.clone(), v.clone());
     }
-    out.insert(schema::MFA_USER.into(), mfa.to_json());
+    out.extend(computed);
     out.insert(
         "meta".into(),
         json!({
-            "resourceType": "User",
+            "resourceType": rt.name,
             "created": datetime(&meta.created),
             "lastModified": datetime(&meta.last_modified),
             "location": location,
@@ -364,10 +394,15 @@ pub fn render_user(id: &str, body: &Map<String, Value>, mfa: &MfaView, meta: &Me
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scim::schema::USER_RESOURCE;
+
+    fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
+        normalize(&USER_RESOURCE, input)
+    }
 
     #[test]
     fn user_schemas_are_required_and_must_be_the_users() {
-        let check = |doc: Value| check_user_schemas(&doc).map_err(|e| e.scim_type.map(|t| t.as_str()));
+        let check = |doc: Value| check_schemas(&USER_RESOURCE, &doc).map_err(|e| e.scim_type.map(|t| t.as_str()));
         assert!(check(json!({"schemas": [schema::USER], "userName": "a"})).is_ok());
         assert!(check(json!({"SCHEMAS": [schema::USER.to_uppercase(), schema::ENTERPRISE_USER, schema::MFA_USER]})).is_ok());
         assert!(check(json!({"schemas": [schema::USER, "urn:example:custom:2.0:User"]})).is_ok(), "unknown extensions pass");
@@ -478,7 +513,7 @@ mod tests {
         let now = chrono::Utc::now();
         let meta = Meta { created: now, last_modified: now, version: 3 };
         let mfa = MfaView { status: "none", enrolled_at: None, last_reset_at: None };
-        render_user("id1", &body, &mfa, &meta, "http://h/scim/v2/Users/id1")
+        render(&USER_RESOURCE, "id1", &body, mfa.computed(), &meta, "http://h/scim/v2/Users/id1")
     }
 
     #[test]
@@ -512,7 +547,7 @@ mod tests {
         ];
         for (attributes, excluded, keys) in cases {
             let mut r = rendered();
-            Projection::parse(attributes, excluded).apply(&mut r);
+            Projection::parse(attributes, excluded).apply(&USER_RESOURCE, &mut r);
             let mut got: Vec<&String> = r.as_object().unwrap().keys().collect();
             got.sort();
             assert_eq!(json!(got), keys, "{attributes:?} {excluded:?}");
@@ -523,6 +558,65 @@ mod tests {
                 assert_eq!(r[schema::ENTERPRISE_USER], json!({"department": "Ops"}));
             }
         }
+    }
+}
+
+/// Normalisation, the `schemas` check, rendering and projection driven by the resource type
+/// alone: a type with nothing of the User.
+#[cfg(test)]
+mod resource_type_tests {
+    use super::*;
+    use crate::scim::error::ScimType;
+    use crate::scim::schema::gadget::{COLOUR, CORE, GADGET};
+
+    #[test]
+    fn normalize_keeps_what_the_types_schemas_name() {
+        let body = normalize(
+            &GADGET,
+            &json!({
+                "schemas": [CORE], "LABEL": 7, "userName": "not a gadget's", "externalId": "e",
+                format!("{CORE}:nosuch"): 1, COLOUR.to_uppercase(): {"COLOUR": "red"},
+                schema::ENTERPRISE_USER: {"department": "Ops"},
+            }),
+        )
+        .unwrap();
+        assert_eq!(Value::Object(body), json!({"label": "7", "externalId": "e", COLOUR: {"colour": "red"}}));
+        let e = normalize(&GADGET, &json!({"userName": "a"})).unwrap_err();
+        assert_eq!((e.scim_type, e.detail.as_str()), (Some(ScimType::InvalidValue), "label is required"));
+        let e = normalize(&GADGET, &json!([])).unwrap_err();
+        assert_eq!(e.detail, "the Gadget resource must be a JSON object");
+    }
+
+    #[test]
+    fn schemas_must_name_the_types_core_schema() {
+        assert!(check_schemas(&GADGET, &json!({"schemas": [CORE, COLOUR]})).is_ok());
+        let e = check_schemas(&GADGET, &json!({"schemas": [schema::USER]})).unwrap_err();
+        assert_eq!(e.detail, format!("schemas must contain {CORE}"));
+        let e = check_schemas(&GADGET, &json!({"schemas": [CORE, schema::USER]})).unwrap_err();
+        assert_eq!(e.detail, format!("{} is not a schema of a Gadget", schema::USER));
+        let e = check_schemas(&schema::USER_RESOURCE, &json!({"schemas": [schema::USER, CORE]})).unwrap_err();
+        assert_eq!(e.detail, format!("{CORE} is not a schema of a User"));
+    }
+
+    #[test]
+    fn render_and_projection_follow_the_type() {
+        let body = normalize(&GADGET, &json!({"label": "a", COLOUR: {"colour": "red"}})).unwrap();
+        let now = chrono::Utc::now();
+        let meta = Meta { created: now, last_modified: now, version: 1 };
+        let mut r = render(&GADGET, "g1", &body, Map::new(), &meta, "http://h/scim/v2/Gadgets/g1");
+        assert_eq!(r["schemas"], json!([CORE, COLOUR]));
+        assert_eq!(r["meta"]["resourceType"], "Gadget");
+        let bare = render(&GADGET, "g1", &Map::from_iter([("label".to_string(), json!("a"))]), Map::new(), &meta, "l");
+        assert_eq!(bare["schemas"], json!([CORE]), "an absent extension is not listed");
+        Projection::parse(Some(&format!("{CORE}:label,{COLOUR}:colour")), None).apply(&GADGET, &mut r);
+        let mut keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(json!(keys), json!(["id", "label", "schemas", COLOUR]));
+        // The User's core URN is not the Gadget's: its label is not the plain `label`.
+        let mut r = render(&GADGET, "g1", &body, Map::new(), &meta, "l");
+        Projection::parse(None, Some(&format!("{}:label,{COLOUR}", schema::USER))).apply(&GADGET, &mut r);
+        assert_eq!(r["label"], "a");
+        assert!(r.get(COLOUR).is_none());
     }
 }
 
@@ -553,6 +647,11 @@ mod props {
 
     use super::*;
     use crate::proptest_support::{config, json_value, plausible_user};
+    use crate::scim::schema::USER_RESOURCE;
+
+    fn normalize_user(input: &Value) -> Result<Map<String, Value>, ScimError> {
+        normalize(&USER_RESOURCE, input)
+    }
 
     proptest! {
         #![proptest_config(config(1000))]

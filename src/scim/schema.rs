@@ -1,11 +1,13 @@
 //! The resource schemas this server really implements (RFC 7643 §4, §7, §8.7).
 //!
-//! One static description drives input normalisation, PATCH, filters and `/Schemas` discovery,
-//! so what discovery advertises is what the server does.
+//! One static description per resource type ([`ResourceType`]: its schemas and its own check)
+//! drives input normalisation, PATCH, rendering, filters and discovery (`/ResourceTypes`,
+//! `/Schemas`), so what discovery advertises is what the server does.
 
 use serde_json::{json, Map, Value};
 
 use super::error::ScimError;
+use super::user_name::UserName;
 
 pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -169,12 +171,97 @@ fn find(attrs: &'static [Attribute], name: &str) -> Option<&'static Attribute> {
     attrs.iter().find(|a| a.is(name))
 }
 
-/// Schemas of the User resource: the core schema first, then its extensions.
-pub static USER_SCHEMAS: [&Schema; 3] = [&USER_SCHEMA, &ENTERPRISE_USER_SCHEMA, &MFA_USER_SCHEMA];
+/// A resource type (RFC 7643 §6): where it lives, its core schema and extensions, and the one
+/// rule of its own that the schema tables cannot say. Normalisation, PATCH, filters, rendering
+/// and discovery take a resource type instead of naming the User, so another type (Groups) is
+/// another static, not another code path.
+#[derive(Debug)]
+pub struct ResourceType {
+    /// `id` and `name` in discovery, `meta.resourceType` of its resources.
+    pub name: &'static str,
+    pub endpoint: &'static str,
+    pub description: &'static str,
+    pub core: &'static Schema,
+    pub extensions: &'static [&'static Schema],
+    /// Checks a normalised body for what the schema table cannot say (a User's userName), as
+    /// an `invalidValue` error.
+    pub check: fn(&Map<String, Value>) -> Result<(), ScimError>,
+}
 
-/// The schema with this URN (ignoring case), among those of the User resource.
-pub fn user_schema(urn: &str) -> Option<&'static Schema> {
-    USER_SCHEMAS.iter().copied().find(|s| s.id.eq_ignore_ascii_case(urn))
+impl ResourceType {
+    /// The core schema first, then the extensions.
+    pub fn schemas(&self) -> impl Iterator<Item = &'static Schema> + '_ {
+        std::iter::once(self.core).chain(self.extensions.iter().copied())
+    }
+
+    /// The schema of this type with this URN (ignoring case), core or extension.
+    pub fn schema(&self, urn: &str) -> Option<&'static Schema> {
+        self.schemas().find(|s| s.id.eq_ignore_ascii_case(urn))
+    }
+
+    /// The extension with this URN (ignoring case): attributes kept in an object of their own.
+    pub fn extension(&self, urn: &str) -> Option<&'static Schema> {
+        self.extensions.iter().copied().find(|s| s.id.eq_ignore_ascii_case(urn))
+    }
+
+    /// Whether `schema` is this type's core schema: its attributes sit at the top level of a
+    /// resource, next to the common ones (`id`, `externalId`, `meta`; RFC 7643 §3.1).
+    pub fn is_core(&self, schema: &Schema) -> bool {
+        schema.id == self.core.id
+    }
+
+    /// The `/ResourceTypes/{name}` document.
+    pub fn to_json(&self, base_url: &str) -> Value {
+        json!({
+            "schemas": [RESOURCE_TYPE],
+            "id": self.name,
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "description": self.description,
+            "schema": self.core.id,
+            "schemaExtensions": self.extensions.iter().map(|s| json!({"schema": s.id, "required": false})).collect::<Vec<_>>(),
+            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/{}", self.name)},
+        })
+    }
+}
+
+/// Users: the core User schema, the enterprise extension and provisiond's MFA extension.
+pub static USER_RESOURCE: ResourceType = ResourceType {
+    name: "User",
+    endpoint: "/Users",
+    description: "User Account",
+    core: &USER_SCHEMA,
+    extensions: &[&ENTERPRISE_USER_SCHEMA, &MFA_USER_SCHEMA],
+    check: check_user,
+};
+
+/// Every resource type this server serves, as discovery lists them.
+pub(crate) static RESOURCE_TYPES: [&ResourceType; 1] = [&USER_RESOURCE];
+
+/// The resource type called `name` (ignoring case).
+pub(crate) fn resource_type(name: &str) -> Option<&'static ResourceType> {
+    RESOURCE_TYPES.iter().copied().find(|t| t.name.eq_ignore_ascii_case(name))
+}
+
+/// The schemas of every resource type, each once (`/Schemas`).
+pub(crate) fn all_schemas() -> impl Iterator<Item = &'static Schema> {
+    let mut seen = Vec::new();
+    RESOURCE_TYPES.iter().flat_map(|t| t.schemas()).filter(move |s| {
+        let first = !seen.contains(&s.id);
+        seen.push(s.id);
+        first
+    })
+}
+
+/// The schema with this URN (ignoring case), among those of every resource type.
+pub(crate) fn any_schema(urn: &str) -> Option<&'static Schema> {
+    all_schemas().find(|s| s.id.eq_ignore_ascii_case(urn))
+}
+
+/// A User's userName must pass the userName rule (`user_name::UserName`).
+fn check_user(body: &Map<String, Value>) -> Result<(), ScimError> {
+    let name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
+    UserName::check(name).map_err(|e| ScimError::invalid_value(e.to_string()))
 }
 
 // Attribute constructors keep the tables below readable: most attributes are optional,
@@ -353,6 +440,47 @@ pub static MFA_USER_SCHEMA: Schema = Schema {
     ],
 };
 
+/// A second resource type for tests, with nothing of the User: one attribute in its core schema,
+/// one in an extension, a required label as its own check. Normalisation, PATCH, rendering and
+/// the filter compiler handle it unchanged, as they will handle Groups.
+#[cfg(test)]
+pub(crate) mod gadget {
+    use super::*;
+
+    pub const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:Gadget";
+    pub const COLOUR: &str = "urn:example:params:scim:schemas:extension:colour:2.0:Gadget";
+
+    static CORE_SCHEMA: Schema = Schema {
+        id: CORE,
+        name: "Gadget",
+        description: "A resource for tests",
+        attributes: &[Attribute { required: true, ..string("label", "What the gadget is called.") }],
+    };
+
+    static COLOUR_SCHEMA: Schema = Schema {
+        id: COLOUR,
+        name: "ColouredGadget",
+        description: "The colour of a gadget",
+        attributes: &[string("colour", "Its colour.")],
+    };
+
+    pub static GADGET: ResourceType = ResourceType {
+        name: "Gadget",
+        endpoint: "/Gadgets",
+        description: "A resource for tests",
+        core: &CORE_SCHEMA,
+        extensions: &[&COLOUR_SCHEMA],
+        check: check_gadget,
+    };
+
+    fn check_gadget(body: &Map<String, Value>) -> Result<(), ScimError> {
+        match body.get("label") {
+            Some(_) => Ok(()),
+            None => Err(ScimError::invalid_value("label is required")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,7 +490,9 @@ mod tests {
         let user_name = USER_SCHEMA.attribute("USERNAME").unwrap();
         assert_eq!(user_name.name, "userName");
         assert!(USER_SCHEMA.attribute("emails").unwrap().sub("VALUE").is_some());
-        assert!(user_schema("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user").is_some());
+        assert!(USER_RESOURCE.schema("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user").is_some());
+        assert!(USER_RESOURCE.extension(USER).is_none(), "the core schema is no extension");
+        assert!(resource_type("user").is_some_and(|t| t.is_core(&USER_SCHEMA)));
     }
 
     #[test]
@@ -376,5 +506,20 @@ mod tests {
         assert_eq!(emails["multiValued"], true);
         assert_eq!(emails["subAttributes"].as_array().unwrap().len(), 4);
         assert_eq!(doc["meta"]["location"], format!("http://h/scim/v2/Schemas/{USER}"));
+    }
+
+    #[test]
+    fn resource_types_describe_their_schemas() {
+        let doc = USER_RESOURCE.to_json("http://h/scim/v2");
+        assert_eq!(doc["schema"], USER);
+        assert_eq!(
+            doc["schemaExtensions"],
+            json!([{"schema": ENTERPRISE_USER, "required": false}, {"schema": MFA_USER, "required": false}])
+        );
+        assert_eq!(doc["meta"]["location"], "http://h/scim/v2/ResourceTypes/User");
+        let gadget = &gadget::GADGET;
+        assert_eq!(gadget.schemas().map(|s| s.id).collect::<Vec<_>>(), [gadget::CORE, gadget::COLOUR]);
+        assert!(gadget.extension(ENTERPRISE_USER).is_none() && gadget.schema(USER).is_none());
+        assert!(gadget.extension(&gadget::COLOUR.to_uppercase()).is_some());
     }
 }

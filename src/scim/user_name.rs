@@ -18,41 +18,100 @@
 //!
 //! The name itself is stored and returned as it was sent; only the key is folded.
 
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
 use unicode_normalization::UnicodeNormalization;
 
-/// Why a userName cannot be accepted, or `Ok`.
-pub fn check(name: &str) -> Result<(), String> {
-    if name.trim().is_empty() {
-        return Err("userName is required".into());
-    }
-    if let Some(c) = name.chars().find(|&c| invisible(c)) {
-        return Err(format!(
-            "userName contains the invisible or control character U+{:04X}; such names look like others and are refused",
-            c as u32
-        ));
-    }
-    Ok(())
+/// A userName that passed the check, with its comparison key: two are equal (and hash alike)
+/// exactly when they name the same user, whatever their spelling. Shown as it was sent.
+#[derive(Debug, Clone)]
+pub struct UserName {
+    name: String,
+    key: String,
 }
 
-/// The form two userNames share exactly when they name the same user (see the module doc).
-pub fn key(name: &str) -> String {
-    fold(name).trim().to_string()
+/// Why a userName cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidUserName {
+    #[error("userName is required")]
+    Empty,
+    #[error("userName contains the invisible or control character U+{0:04X}; such names look like others and are refused")]
+    Invisible(u32),
 }
 
-/// The form a substring (`co`, `sw`, `ew` filters) is compared in: the key without trimming, so
-/// that a leading or trailing space of the pattern still counts.
-pub fn fold(part: &str) -> String {
-    let folded: String = caseless::default_case_fold_str(&part.nfkc().collect::<String>()).nfkc().collect();
-    let mut out = String::with_capacity(folded.len());
-    let mut previous = None;
-    for c in folded.chars() {
-        if c == COMBINING_DOT_ABOVE && previous.is_some_and(soft_dotted) {
-            continue;
+impl UserName {
+    /// The userName `name`, refused when empty once trimmed or when it holds an invisible or
+    /// control character (see the module doc).
+    pub fn parse(name: &str) -> Result<Self, InvalidUserName> {
+        Self::check(name)?;
+        Ok(UserName { name: name.to_string(), key: Self::key_of(name) })
+    }
+
+    /// Whether `name` would be accepted, without deriving its key (normalisation checks every
+    /// body written, and the store derives the key once).
+    pub fn check(name: &str) -> Result<(), InvalidUserName> {
+        if name.trim().is_empty() {
+            return Err(InvalidUserName::Empty);
         }
-        out.push(c);
-        previous = Some(c);
+        match name.chars().find(|&c| invisible(c)) {
+            Some(c) => Err(InvalidUserName::Invisible(c as u32)),
+            None => Ok(()),
+        }
     }
-    out
+
+    /// The name as it was sent, the one stored and shown.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The form every spelling of this name shares.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The comparison key of any string, checked or not (a name looked up, a filter value, a
+    /// name stored before the check existed): NFKC, case folding, NFKC, a redundant dot above
+    /// dropped, trimmed.
+    pub fn key_of(name: &str) -> String {
+        Self::fold(name).trim().to_string()
+    }
+
+    /// The form a substring (`co`, `sw`, `ew` filters) is compared in: the key without trimming,
+    /// so that a leading or trailing space of the pattern still counts.
+    pub fn fold(part: &str) -> String {
+        let folded: String = caseless::default_case_fold_str(&part.nfkc().collect::<String>()).nfkc().collect();
+        let mut out = String::with_capacity(folded.len());
+        let mut previous = None;
+        for c in folded.chars() {
+            if c == COMBINING_DOT_ABOVE && previous.is_some_and(soft_dotted) {
+                continue;
+            }
+            out.push(c);
+            previous = Some(c);
+        }
+        out
+    }
+}
+
+impl PartialEq for UserName {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for UserName {}
+
+impl Hash for UserName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 const COMBINING_DOT_ABOVE: char = '\u{0307}';
@@ -78,6 +137,20 @@ fn invisible(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(name: &str) -> String {
+        UserName::key_of(name)
+    }
+
+    fn check(name: &str) -> Result<(), InvalidUserName> {
+        let parsed = UserName::parse(name).map(drop);
+        assert_eq!(parsed, UserName::check(name), "{name:?}");
+        parsed
+    }
+
+    fn fold(part: &str) -> String {
+        UserName::fold(part)
+    }
 
     #[test]
     fn names_that_look_alike_share_a_key() {
@@ -120,5 +193,20 @@ mod tests {
         assert_eq!(fold("STRA\u{00DF}"), "strass");
         assert_eq!(fold(" X"), " x");
         assert!(key("\u{0130}stanbul").contains(&fold("\u{0130}st")));
+    }
+
+    #[test]
+    fn user_names_compare_by_key_and_show_as_sent() {
+        let a = UserName::parse("STRASSE").unwrap();
+        let b = UserName::parse("stra\u{00DF}e").unwrap();
+        assert_eq!(a, b);
+        assert_eq!((a.as_str(), a.key(), b.to_string()), ("STRASSE", "strasse", "stra\u{00DF}e".to_string()));
+        let set: std::collections::HashSet<UserName> = [a, b, UserName::parse("strase").unwrap()].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert_eq!(UserName::parse(" ").unwrap_err().to_string(), "userName is required");
+        assert_eq!(
+            UserName::parse("zero\u{200B}width").unwrap_err().to_string(),
+            "userName contains the invisible or control character U+200B; such names look like others and are refused"
+        );
     }
 }

@@ -9,7 +9,7 @@ use super::schema::{deployment, user_values, users};
 use super::{Result, Tx};
 
 /// The version of the derivation rules: 1 lower-cased userName keys and no sort keys; 2 keys by
-/// `scim::user_name::key` and a sort key per path.
+/// `scim::user_name::UserName::key_of` and a sort key per path.
 const VERSION: i64 = 2;
 const SETTING: &str = "search_index_version";
 /// Users rebuilt per statement batch.

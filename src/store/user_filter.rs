@@ -1,9 +1,12 @@
-//! SCIM filters and `sortBy` on Users, compiled to SQL over the indexed columns of `users`
-//! and the `user_values` search index. Nothing is filtered in memory.
+//! SCIM filters and `sortBy`, compiled to SQL over the indexed columns of `users` and the
+//! `user_values` search index. Nothing is filtered in memory. Paths resolve against the schemas
+//! of the resource type given; which of its attributes have columns of their own is said by its
+//! [`Storage`] below.
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
-use crate::scim::schema::{self, Attribute, Kind};
+use crate::scim::schema::{self, Attribute, Kind, ResourceType, Schema};
+use crate::scim::user_name::UserName;
 
 use super::sql::{Bind, Condition};
 
@@ -12,54 +15,123 @@ use super::sql::{Bind, Condition};
 enum Case {
     Exact,
     Lower,
-    /// `userName`'s comparison key (`scim::user_name::key`).
+    /// `userName`'s comparison key ([`UserName::key_of`]).
     UserName,
+}
+
+/// An attribute kept in a column of its own.
+#[derive(Debug)]
+struct Column {
+    /// The attribute (and sub-attribute) it holds, matched ignoring case.
+    attr: &'static str,
+    sub: Option<&'static str>,
+    column: &'static str,
+    kind: Kind,
+    case: Case,
+    /// NULL for resources without a value.
+    nullable: bool,
+}
+
+impl Column {
+    const fn new(attr: &'static str, sub: Option<&'static str>, column: &'static str, kind: Kind, case: Case) -> Self {
+        Column { attr, sub, column, kind, case, nullable: false }
+    }
+
+    const fn nullable(self) -> Self {
+        Column { nullable: true, ..self }
+    }
+
+    fn holds(&self, name: &str, sub: Option<&str>) -> bool {
+        self.attr.eq_ignore_ascii_case(name)
+            && match (self.sub, sub) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => false,
+            }
+    }
+}
+
+/// The common attributes (RFC 7643 §3.1) every resource keeps in columns of its row. The SQL
+/// here names the `users` and `user_values` tables, the only ones resources are stored in yet.
+static COMMON_COLUMNS: [Column; 4] = [
+    Column::new("id", None, "users.id", Kind::String, Case::Exact),
+    Column::new("externalId", None, "users.external_id", Kind::String, Case::Exact).nullable(),
+    Column::new("meta", Some("created"), "users.created_at", Kind::DateTime, Case::Exact),
+    Column::new("meta", Some("lastModified"), "users.updated_at", Kind::DateTime, Case::Exact),
+];
+
+/// Where a resource type's attributes live besides the common columns and `user_values`.
+struct Storage {
+    resource: &'static ResourceType,
+    /// Core attributes with columns of their own.
+    columns: &'static [Column],
+    /// An extension computed from a table of its own (a User's MFA state in `mfa_factors`, one
+    /// row per user): the URN and the columns of its attributes, the only ones it can filter on.
+    side_table: Option<(&'static str, &'static [Column])>,
+}
+
+static USER_STORAGE: Storage = Storage {
+    resource: &schema::USER_RESOURCE,
+    columns: &[
+        Column::new("userName", None, "users.user_name_key", Kind::String, Case::UserName),
+        Column::new("active", None, "users.active", Kind::Boolean, Case::Exact),
+    ],
+    side_table: Some((
+        schema::MFA_USER,
+        &[
+            Column::new("status", None, "status", Kind::String, Case::Lower),
+            Column::new("enrolledAt", None, "enrolled_at", Kind::DateTime, Case::Exact).nullable(),
+            Column::new("lastResetAt", None, "last_reset_at", Kind::DateTime, Case::Exact).nullable(),
+        ],
+    )),
+};
+
+/// The storage of `rt`: a type without one keeps everything but the common attributes in
+/// `user_values`.
+fn storage(rt: &ResourceType) -> Option<&'static Storage> {
+    [&USER_STORAGE].into_iter().find(|s| std::ptr::eq(s.resource, rt))
 }
 
 /// Where the values of an attribute live.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
     /// A column of `users`, holding values in the form `case` says.
-    Column { column: &'static str, kind: Kind, case: Case },
+    Column { column: &'static str, kind: Kind, case: Case, nullable: bool },
     /// A column of the user's row in `mfa_factors` (every user has one).
-    Factor { column: &'static str, kind: Kind, case: Case },
+    Factor { column: &'static str, kind: Kind, case: Case, nullable: bool },
     /// Rows of `user_values` with these paths (several for `pr` on a complex attribute).
     Values { paths: Vec<String>, kind: Kind, case_exact: bool },
 }
 
-/// The attribute a path names, resolved against the User schemas.
-fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
+/// The schema a path names: its URN's, or the core schema.
+fn schema_of(rt: &ResourceType, path: &AttrPath) -> Option<&'static Schema> {
+    match &path.urn {
+        None => Some(rt.core),
+        Some(urn) => rt.schema(urn),
+    }
+}
+
+/// The attribute a path names, resolved against the schemas of `rt`.
+fn resolve(rt: &ResourceType, path: &AttrPath) -> Result<Target, ScimError> {
     let unknown = || ScimError::invalid_filter(format!("unknown attribute {}", display(path)));
-    let schema = match &path.urn {
-        None => &schema::USER_SCHEMA,
-        Some(urn) => schema::user_schema(urn).ok_or_else(unknown)?,
-    };
+    let schema = schema_of(rt, path).ok_or_else(unknown)?;
     let name = path.name.as_str();
     let sub = path.sub.as_deref();
-    if schema.id == schema::USER {
-        let column = |column, kind, case| Ok(Target::Column { column, kind, case });
-        match (name.to_ascii_lowercase().as_str(), sub.map(str::to_ascii_lowercase).as_deref()) {
-            ("id", None) => return column("users.id", Kind::String, Case::Exact),
-            ("externalid", None) => return column("users.external_id", Kind::String, Case::Exact),
-            ("username", None) => return column("users.user_name_key", Kind::String, Case::UserName),
-            ("active", None) => return column("users.active", Kind::Boolean, Case::Exact),
-            ("meta", Some("created")) => return column("users.created_at", Kind::DateTime, Case::Exact),
-            ("meta", Some("lastmodified")) => return column("users.updated_at", Kind::DateTime, Case::Exact),
-            _ => {}
+    let storage = storage(rt);
+    if rt.is_core(schema) {
+        let own = storage.map_or(&[][..], |s| s.columns);
+        if let Some(c) = COMMON_COLUMNS.iter().chain(own).find(|c| c.holds(name, sub)) {
+            return Ok(Target::Column { column: c.column, kind: c.kind, case: c.case, nullable: c.nullable });
         }
     }
-    if schema.id == schema::MFA_USER && sub.is_none() {
-        // The MFA state lives in `mfa_factors`, one row per user.
-        let column = |column, kind, case| Ok(Target::Factor { column, kind, case });
-        match name.to_ascii_lowercase().as_str() {
-            "status" => return column("status", Kind::String, Case::Lower),
-            "enrolledat" => return column("enrolled_at", Kind::DateTime, Case::Exact),
-            "lastresetat" => return column("last_reset_at", Kind::DateTime, Case::Exact),
-            _ => return Err(unknown()),
+    if let Some((_, columns)) = storage.and_then(|s| s.side_table).filter(|(urn, _)| *urn == schema.id) {
+        if sub.is_none() {
+            let c = columns.iter().find(|c| c.holds(name, None)).ok_or_else(unknown)?;
+            return Ok(Target::Factor { column: c.column, kind: c.kind, case: c.case, nullable: c.nullable });
         }
     }
     let attr = schema.attribute(name).ok_or_else(unknown)?;
-    let prefix = value_path(schema.id, attr.name);
+    let prefix = value_path(rt, schema, attr.name);
     let leaf = |a: &Attribute, path: String| Target::Values { paths: vec![path], kind: a.kind, case_exact: a.case_exact };
     match (sub, attr.kind) {
         (Some(sub), Kind::Complex) => {
@@ -70,39 +142,39 @@ fn resolve(path: &AttrPath) -> Result<Target, ScimError> {
         // `emails eq "x"` means the primary value sub-attribute (RFC 7644 §3.4.2.2).
         (None, Kind::Complex) => match attr.sub("value") {
             Some(v) if attr.multi_valued => Ok(leaf(v, format!("{prefix}.value"))),
-            _ => Ok(Target::Values { paths: sub_attribute_paths(schema, attr), kind: Kind::Complex, case_exact: false }),
+            _ => Ok(Target::Values { paths: sub_attribute_paths(rt, schema, attr), kind: Kind::Complex, case_exact: false }),
         },
         (None, _) => Ok(leaf(attr, prefix)),
     }
 }
 
 /// The `user_values` paths of every sub-attribute of a complex attribute.
-fn sub_attribute_paths(schema: &schema::Schema, attr: &Attribute) -> Vec<String> {
-    let prefix = value_path(schema.id, attr.name);
+fn sub_attribute_paths(rt: &ResourceType, schema: &Schema, attr: &Attribute) -> Vec<String> {
+    let prefix = value_path(rt, schema, attr.name);
     attr.sub_attributes.iter().map(|s| format!("{prefix}.{}", s.name.to_ascii_lowercase())).collect()
 }
 
 /// What `pr` looks at: a complex attribute named whole is present when any of its
 /// sub-attributes is (RFC 7644 §3.4.2.2, "a non-empty node"), although comparisons on a
 /// multi-valued one read only its `value` (`emails co "x"`).
-fn presence_target(path: &AttrPath) -> Result<Target, ScimError> {
-    let target = resolve(path)?;
-    let schema = path.urn.as_deref().map_or(Some(&schema::USER_SCHEMA), schema::user_schema);
-    let whole = schema.filter(|_| path.sub.is_none()).and_then(|s| s.attribute(&path.name).map(|a| (s, a)));
+fn presence_target(rt: &ResourceType, path: &AttrPath) -> Result<Target, ScimError> {
+    let target = resolve(rt, path)?;
+    let whole = schema_of(rt, path).filter(|_| path.sub.is_none()).and_then(|s| s.attribute(&path.name).map(|a| (s, a)));
     Ok(match (target, whole) {
         (Target::Values { kind, case_exact, .. }, Some((schema, attr))) if attr.kind == Kind::Complex => {
-            Target::Values { paths: sub_attribute_paths(schema, attr), kind, case_exact }
+            Target::Values { paths: sub_attribute_paths(rt, schema, attr), kind, case_exact }
         }
         (target, _) => target,
     })
 }
 
-/// The `user_values.path` of an attribute: lower-cased, URN-qualified for extensions.
-pub fn value_path(schema_id: &str, attr: &str) -> String {
-    if schema_id == schema::USER {
+/// The `user_values.path` of attribute `attr` of `schema`, one of `rt`'s: lower-cased,
+/// URN-qualified for extensions.
+pub fn value_path(rt: &ResourceType, schema: &Schema, attr: &str) -> String {
+    if rt.is_core(schema) {
         attr.to_ascii_lowercase()
     } else {
-        format!("{}:{}", schema_id.to_ascii_lowercase(), attr.to_ascii_lowercase())
+        format!("{}:{}", schema.id.to_ascii_lowercase(), attr.to_ascii_lowercase())
     }
 }
 
@@ -133,9 +205,9 @@ fn display(path: &AttrPath) -> String {
 /// hold, kept it busy for minutes).
 pub const MAX_VALUE_CONDITIONS: usize = 32;
 
-/// Compiles a filter on Users into an SQL condition on `users`.
-pub fn compile(filter: &Filter) -> Result<Condition, ScimError> {
-    let mut compiler = Compiler { next_alias: 0 };
+/// Compiles a filter on resources of type `rt` into an SQL condition on `users`.
+pub fn compile(rt: &ResourceType, filter: &Filter) -> Result<Condition, ScimError> {
+    let mut compiler = Compiler { rt, next_alias: 0 };
     let condition = compiler.filter(filter, None)?;
     if compiler.next_alias > MAX_VALUE_CONDITIONS {
         return Err(ScimError::invalid_filter(format!(
@@ -157,11 +229,11 @@ pub enum SortKey {
     Value { path: String },
 }
 
-/// The key a `sortBy` attribute sorts by.
-pub fn sort_key(path: &AttrPath) -> Result<SortKey, ScimError> {
-    Ok(match resolve(path).map_err(|e| ScimError::invalid_value(e.detail))? {
-        Target::Column { column, .. } => SortKey::Column { column, nullable: column == "users.external_id" },
-        Target::Factor { column, .. } => SortKey::Factor { column, nullable: column != "status" },
+/// The key a `sortBy` attribute of resource type `rt` sorts by.
+pub fn sort_key(rt: &ResourceType, path: &AttrPath) -> Result<SortKey, ScimError> {
+    Ok(match resolve(rt, path).map_err(|e| ScimError::invalid_value(e.detail))? {
+        Target::Column { column, nullable, .. } => SortKey::Column { column, nullable },
+        Target::Factor { column, nullable, .. } => SortKey::Factor { column, nullable },
         Target::Values { mut paths, .. } => SortKey::Value { path: paths.swap_remove(0) },
     })
 }
@@ -173,7 +245,8 @@ struct Element<'a> {
     attr: &'a AttrPath,
 }
 
-struct Compiler {
+struct Compiler<'r> {
+    rt: &'r ResourceType,
     next_alias: usize,
 }
 
@@ -191,7 +264,7 @@ impl Comparison {
     }
 }
 
-impl Compiler {
+impl Compiler<'_> {
     fn alias(&mut self) -> String {
         self.next_alias += 1;
         format!("v{}", self.next_alias)
@@ -221,7 +294,7 @@ impl Compiler {
     /// are driven from the index by the first plain comparison of an `and` chain when there is
     /// one (`type eq "work"`), else by all rows of the attribute.
     fn value_path(&mut self, attr: &AttrPath, inner: &Filter) -> Result<Condition, ScimError> {
-        let Target::Values { paths, .. } = resolve(&AttrPath { sub: None, ..attr.clone() })? else {
+        let Target::Values { paths, .. } = resolve(self.rt, &AttrPath { sub: None, ..attr.clone() })? else {
             return Err(ScimError::invalid_filter(format!("{} is not multi-valued", display(attr))));
         };
         let alias = self.alias();
@@ -263,7 +336,7 @@ impl Compiler {
     /// Inside a value filter, `type` means `emails.type` of the same element.
     fn target(&self, path: &AttrPath, element: Option<&Element>) -> Result<Target, ScimError> {
         match element {
-            None => resolve(path),
+            None => resolve(self.rt, path),
             Some(e) => {
                 if path.urn.is_some() || path.sub.is_some() {
                     return Err(ScimError::invalid_filter(format!(
@@ -271,7 +344,7 @@ impl Compiler {
                         display(path)
                     )));
                 }
-                resolve(&AttrPath { sub: Some(path.name.clone()), ..e.attr.clone() })
+                resolve(self.rt, &AttrPath { sub: Some(path.name.clone()), ..e.attr.clone() })
             }
         }
     }
@@ -305,7 +378,7 @@ impl Compiler {
 
     fn present(&mut self, path: &AttrPath, element: Option<&Element>) -> Result<Condition, ScimError> {
         let target = match element {
-            None => presence_target(path)?,
+            None => presence_target(self.rt, path)?,
             Some(_) => self.target(path, element)?,
         };
         Ok(match target {
@@ -340,9 +413,9 @@ impl Compiler {
                 // `ne` also holds when the attribute has no value.
                 Condition::new().sql(&format!("({column} IS NULL OR NOT (")).push(cmp.on(column)).sql("))")
             }
-            // externalId is the one nullable column: a comparison must be false, not NULL, for
-            // users without one, or `not (…)` around it would leave them out.
-            Target::Column { column: column @ "users.external_id", .. } => {
+            // A comparison on a nullable column (externalId) must be false, not NULL, for users
+            // without a value, or `not (…)` around it would leave them out.
+            Target::Column { column, nullable: true, .. } => {
                 Condition::new().sql(&format!("({column} IS NOT NULL AND ")).push(cmp.on(column)).sql(")")
             }
             Target::Column { column, .. } => cmp.on(column),
@@ -410,8 +483,8 @@ impl Compiler {
         }
         let substring = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
         let text = match (case, &json) {
-            (Case::UserName, serde_json::Value::String(s)) if substring => crate::scim::user_name::fold(s),
-            (Case::UserName, serde_json::Value::String(s)) => crate::scim::user_name::key(s),
+            (Case::UserName, serde_json::Value::String(s)) if substring => UserName::fold(s),
+            (Case::UserName, serde_json::Value::String(s)) => UserName::key_of(s),
             _ => comparable(kind, case == Case::Exact, &json).expect("scalar value"),
         };
         let (sql_op, pattern) = match op {
@@ -479,6 +552,10 @@ fn like_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compile(filter: &Filter) -> Result<Condition, ScimError> {
+        super::compile(&schema::USER_RESOURCE, filter)
+    }
 
     fn attr(name: &str, sub: Option<&str>) -> AttrPath {
         AttrPath { urn: None, name: name.into(), sub: sub.map(Into::into) }
@@ -560,6 +637,60 @@ mod tests {
     }
 }
 
+/// The compiler driven by the resource type alone: a type with nothing of the User, and no
+/// storage of its own, filters on its attributes in `user_values` and on the common columns.
+#[cfg(test)]
+mod resource_type_tests {
+    use super::*;
+    use crate::scim::schema::gadget::{COLOUR, CORE, GADGET};
+
+    fn path(urn: Option<&str>, name: &str, sub: Option<&str>) -> AttrPath {
+        AttrPath { urn: urn.map(Into::into), name: name.into(), sub: sub.map(Into::into) }
+    }
+
+    fn eq(path: AttrPath, v: &str) -> Filter {
+        Filter::Compare(path, CompareOp::Eq, CompValue::Str(v.into()))
+    }
+
+    #[test]
+    fn attributes_resolve_against_the_types_schemas() {
+        let values = "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.path IN (?) AND v1.value = ?)";
+        for p in [path(None, "LABEL", None), path(Some(CORE), "label", None), path(Some(COLOUR), "colour", None)] {
+            let c = compile(&GADGET, &eq(p.clone(), "x")).unwrap();
+            assert_eq!(c.text(), values, "{p}");
+        }
+        assert_eq!(value_path(&GADGET, GADGET.schema(COLOUR).unwrap(), "Colour"), format!("{}:colour", COLOUR.to_lowercase()));
+        assert_eq!(
+            compile(&GADGET, &eq(path(None, "externalId", None), "e")).unwrap().text(),
+            "(users.external_id IS NOT NULL AND users.external_id = ?)"
+        );
+        assert_eq!(sort_key(&GADGET, &path(None, "label", None)), Ok(SortKey::Value { path: "label".into() }));
+        assert_eq!(
+            sort_key(&GADGET, &path(None, "meta", Some("created"))),
+            Ok(SortKey::Column { column: "users.created_at", nullable: false })
+        );
+    }
+
+    #[test]
+    fn what_the_type_lacks_is_unknown() {
+        let unknown = [
+            path(None, "userName", None),
+            path(None, "active", None),
+            path(None, "emails", None),
+            path(Some(schema::USER), "label", None),
+            path(Some(schema::MFA_USER), "status", None),
+            path(Some(schema::ENTERPRISE_USER), "department", None),
+        ];
+        for p in unknown {
+            let e = compile(&GADGET, &eq(p.clone(), "x")).unwrap_err();
+            assert_eq!((e.scim_type.map(|t| t.as_str()), e.detail), (Some("invalidFilter"), format!("unknown attribute {p}")));
+            assert_eq!(sort_key(&GADGET, &p).unwrap_err().scim_type.map(|t| t.as_str()), Some("invalidValue"), "{p}");
+        }
+        // The same paths on Users have their columns.
+        assert!(compile(&schema::USER_RESOURCE, &eq(path(None, "userName", None), "x")).is_ok());
+    }
+}
+
 /// Properties: any filter AST compiles to valid SQL or to an `invalidFilter` error.
 #[cfg(test)]
 mod props {
@@ -581,7 +712,7 @@ mod props {
             path(None, "meta", Some("created")),
             path(None, "meta", Some("lastModified")),
         ];
-        for s in schema::USER_SCHEMAS {
+        for s in schema::USER_RESOURCE.schemas() {
             let urn = (s.id != schema::USER).then_some(s.id);
             for a in s.attributes {
                 out.push(path(urn, a.name, None));
@@ -607,7 +738,7 @@ mod props {
     /// Sub-attribute names, as paths inside value filters.
     fn element_path() -> BoxedStrategy<AttrPath> {
         let subs: Vec<&str> =
-            schema::USER_SCHEMAS.iter().flat_map(|s| s.attributes).flat_map(|a| a.sub_attributes).map(|s| s.name).collect();
+            schema::USER_RESOURCE.schemas().flat_map(|s| s.attributes).flat_map(|a| a.sub_attributes).map(|s| s.name).collect();
         let relative = proptest::sample::select(subs).prop_map(|n| AttrPath { urn: None, name: n.into(), sub: None });
         prop_oneof![9 => relative, 1 => path()].boxed()
     }
@@ -653,7 +784,7 @@ mod props {
         let (_dir, pool) = database();
         let conn = std::cell::RefCell::new(pool.get().unwrap());
         proptest!(config(1000), |(filter in any_filter())| {
-            match compile(&filter) {
+            match compile(&schema::USER_RESOURCE, &filter) {
                 Ok(condition) => {
                     // Values travel as bind parameters: the only literals are the LIKE escape
                     // character and the empty string.
@@ -662,7 +793,7 @@ mod props {
                     let sort = filter_sort_key(&filter);
                     crate::store::users::matching(&mut conn.borrow_mut(), condition, 10).map_err(|e| TestCaseError::fail(format!("{filter}: {e}")))?;
                     if let Some(path) = sort {
-                        prop_assert!(sort_key(&path).is_ok(), "{} filters but does not sort", path);
+                        prop_assert!(sort_key(&schema::USER_RESOURCE, &path).is_ok(), "{} filters but does not sort", path);
                     }
                 }
                 Err(e) => {

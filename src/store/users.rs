@@ -16,7 +16,7 @@ use crate::scim::schema::{self, Attribute, Kind, Schema};
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredUser {
     pub id: String,
-    /// Canonical SCIM body (see `scim::resource::normalize_user`).
+    /// Canonical SCIM body (see `scim::resource::normalize`).
     pub body: Map<String, Value>,
     pub source: String,
     pub version: i64,
@@ -88,9 +88,9 @@ impl<'a> Columns<'a> {
 }
 
 /// userName compares ignoring case (caseExact=false), and more: its key is the form every
-/// spelling of the same name shares (`scim::user_name::key`).
+/// spelling of the same name shares (`scim::user_name::UserName::key_of`).
 pub fn user_name_key(user_name: &str) -> String {
-    crate::scim::user_name::key(user_name)
+    crate::scim::user_name::UserName::key_of(user_name)
 }
 
 /// What a write can run into besides database failures.
@@ -439,7 +439,7 @@ pub(super) fn insert_values(conn: &mut DbConn, id: &str, body: &Map<String, Valu
 fn search_values<'a>(id: &'a str, body: &Map<String, Value>) -> Vec<ValueRow<'a>> {
     let mut rows = Vec::new();
     for (key, value) in body {
-        match schema::user_schema(key).filter(|s| s.id != schema::USER) {
+        match schema::USER_RESOURCE.extension(key) {
             Some(ext) => {
                 if let Some(obj) = value.as_object() {
                     for (k, v) in obj {
@@ -487,7 +487,7 @@ fn mark_sort_keys(rows: &mut [ValueRow]) {
 
 fn leaf_values<'a>(id: &'a str, sch: &Schema, key: &str, value: &Value, rows: &mut Vec<ValueRow<'a>>) {
     let Some(attr) = sch.attribute(key) else { return };
-    let path = value_path(sch.id, attr.name);
+    let path = value_path(&schema::USER_RESOURCE, sch, attr.name);
     let items: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
         single => vec![single],

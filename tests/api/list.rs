@@ -210,7 +210,8 @@ fn filters_on_indexed_attributes_use_an_index() {
     ];
     for (filter, sqlite_index, postgres_index) in cases {
         let parsed = provisiond::scim::filter::parse_filter(filter).unwrap();
-        let condition = provisiond::store::user_filter::compile(&parsed).unwrap().text();
+        let condition =
+            provisiond::store::user_filter::compile(&provisiond::scim::schema::USER_RESOURCE, &parsed).unwrap().text();
         let sql = format!("SELECT id FROM users WHERE {condition}");
         let (plan, index, full_scan) = match crate::helpers::backend() {
             crate::helpers::Backend::Sqlite => (explain_sqlite(&app, &sql), sqlite_index, "SCAN users"),
@@ -297,7 +298,7 @@ fn every_sort_walks_an_index_instead_of_sorting_all_users() {
     let app = populated();
     for attr in SORTABLE {
         let path = provisiond::scim::filter::parse_path(attr).unwrap().attr;
-        let key = provisiond::store::user_filter::sort_key(&path).unwrap();
+        let key = provisiond::store::user_filter::sort_key(&provisiond::scim::schema::USER_RESOURCE, &path).unwrap();
         for descending in [false, true] {
             let sql = provisiond::store::user_sort::sort_walk_sql(&key, descending);
             match crate::helpers::backend() {

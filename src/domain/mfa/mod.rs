@@ -464,7 +464,7 @@ impl Mfa {
                 (wanted, found)
             }
             Selection::Filter(filter) => {
-                let cond = user_filter::compile(filter)?;
+                let cond = user_filter::compile(&crate::scim::schema::USER_RESOURCE, filter)?;
                 let matched = store_users::matching(&mut conn, cond, self.max_bulk as i64 + 1)?;
                 if matched.len() > self.max_bulk {
                     return Err(too_many(matched.len(), self.max_bulk));
