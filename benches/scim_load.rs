@@ -9,8 +9,8 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use provisiond::config::percent_encode as encode;
 use provisiond::domain::tokens::Scope;
-use provisiond::store::percent_encode as encode;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use serde_json::json;

@@ -7,8 +7,8 @@
 
 mod support;
 
+use provisiond::config::percent_encode as encode;
 use provisiond::domain::tokens::Scope;
-use provisiond::store::percent_encode as encode;
 use rand::Rng;
 use support::{parse_args, preload, print_table, run_all, Call, Scenario, Setup};
 

@@ -135,13 +135,13 @@ async fn wait_for_stop_signal() {
 /// The pool, with migrations applied.
 pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
     let db = &config.database;
-    let url = db.connection_url().map_err(anyhow::Error::msg)?;
+    let url = db.connection_url()?;
     let limits = store::Limits {
         connect_timeout: Duration::from_secs(db.connect_timeout),
         statement_timeout: Duration::from_secs(db.statement_timeout),
     };
-    let pool = store::connect(url.expose(), db.pool_size, limits)
-        .with_context(|| format!("cannot open the database (database.url = {})", store::redact(&db.url)))?;
+    let pool = store::connect(url, db.pool_size, limits)
+        .with_context(|| format!("cannot open the database (database.url = {})", db.url))?;
     let applied = store::migrate(&pool).context("cannot migrate the database")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");

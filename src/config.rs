@@ -8,7 +8,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod database;
 mod ldap;
+pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, UrlError};
 pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope};
 
 /// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
@@ -30,7 +32,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Address the HTTP listener binds.
-    pub listen: String,
+    #[serde(with = "listen_address")]
+    pub listen: SocketAddr,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
     /// Public base URL (e.g. `https://idm.example.com`) used in `meta.location`; when unset,
@@ -42,41 +45,67 @@ pub struct Server {
     pub shutdown_timeout: u64,
     /// Peers (IP addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-Host` /
     /// `X-Forwarded-Proto` headers are believed; nobody's by default.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Network>,
     /// Seconds a client may take to send a request's headers, and again its body (408 after).
     pub request_timeout: u64,
 }
 
-impl Server {
-    /// `trusted_proxies`, parsed (entries that do not parse are refused by [`Config::problems`]).
-    pub fn trusted_networks(&self) -> Vec<Network> {
-        self.trusted_proxies.iter().filter_map(|s| Network::parse(s).ok()).collect()
+/// `server.listen`, read as a socket address with a hint when it is not one.
+mod listen_address {
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(addr)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(|e| serde::de::Error::custom(format!("{text:?} is not an address such as 127.0.0.1:8080 ({e})")))
     }
 }
 
 /// An IP network (`10.0.0.0/8`, `fd00::/8`); a bare address is a network of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Network {
     addr: IpAddr,
     prefix: u8,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{0:?} is not an IP address or a CIDR network")]
+    NotAnAddress(String),
+    #[error("{0:?}: the prefix length must be 0 to {1}")]
+    Prefix(String, u8),
+}
+
+impl TryFrom<String> for Network {
+    type Error = NetworkError;
+    fn try_from(s: String) -> Result<Self, NetworkError> {
+        Network::parse(&s)
+    }
+}
+
+impl From<Network> for String {
+    fn from(n: Network) -> String {
+        format!("{}/{}", n.addr, n.prefix)
+    }
+}
+
 impl Network {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, NetworkError> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an IP address or a CIDR network"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| NetworkError::NotAnAddress(s.to_string()))?;
         let bits = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => bits,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= bits)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {bits}"))?,
+            Some(p) => {
+                p.trim().parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(|| NetworkError::Prefix(s.to_string(), bits))?
+            }
         };
         Ok(Network { addr, prefix })
     }
@@ -105,132 +134,13 @@ impl Network {
 impl Default for Server {
     fn default() -> Self {
         Server {
-            listen: "127.0.0.1:8080".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             public_url: None,
             workers: None,
             shutdown_timeout: 30,
             trusted_proxies: Vec::new(),
             request_timeout: 30,
-        }
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Database {
-    /// `sqlite://PATH` (embedded default) or `postgres://[USER@]HOST[:PORT]/DB[?sslmode=…]`.
-    pub url: String,
-    /// Connections kept in the pool (each instance opens up to this many).
-    pub pool_size: u32,
-    /// Seconds to wait for a connection, from the pool and when connecting to PostgreSQL.
-    pub connect_timeout: u64,
-    /// PostgreSQL password, read from this file (one trailing newline dropped); the systemd
-    /// credential `database-password` is used when this is unset.
-    pub password_file: Option<PathBuf>,
-    /// Seconds any one statement may run (PostgreSQL `statement_timeout`, a progress handler on
-    /// SQLite): past it the statement is cancelled and the request answered 503.
-    pub statement_timeout: u64,
-}
-
-impl Default for Database {
-    fn default() -> Self {
-        Database {
-            url: "sqlite://data/provisiond.db".into(),
-            pool_size: 8,
-            connect_timeout: 10,
-            password_file: None,
-            statement_timeout: 10,
-        }
-    }
-}
-
-// By hand: a password written into the URL must not reach a log through `{:?}`.
-impl std::fmt::Debug for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database")
-            .field("url", &crate::store::redact(&self.url))
-            .field("pool_size", &self.pool_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("password_file", &self.password_file)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish()
-    }
-}
-
-impl Database {
-    fn is_postgres(&self) -> bool {
-        matches!(crate::store::Target::parse(&self.url), Ok(crate::store::Target::Postgres(_)))
-    }
-
-    /// The URL handed to the driver. For PostgreSQL the password from `password_file` and
-    /// `connect_timeout` are added as libpq URI parameters (so no password needs to be in the
-    /// configuration file); everything else in the URL, `sslmode` included, is libpq's.
-    pub fn connection_url(&self) -> Result<Secret, String> {
-        if !self.is_postgres() {
-            return Ok(Secret(self.url.clone()));
-        }
-        let mut params = Vec::new();
-        if let Some(path) = &self.password_file {
-            let password = std::fs::read_to_string(path)
-                .map_err(|e| format!("database.password_file: cannot read {}: {e}", path.display()))?;
-            let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
-            // Empty, libpq would quietly try ~/.pgpass instead; a control character it would
-            // quote back in its error message.
-            if password.is_empty() {
-                return Err(format!("database.password_file: {} is empty", path.display()));
-            }
-            if password.chars().any(char::is_control) {
-                return Err(format!(
-                    "database.password_file: {} holds a control character besides the final newline",
-                    path.display()
-                ));
-            }
-            params.push(format!("password={}", crate::store::percent_encode(password)));
-        }
-        if !self.url.contains("connect_timeout=") {
-            params.push(format!("connect_timeout={}", self.connect_timeout));
-        }
-        // TCP keepalives and a bound on unacknowledged data: a database (or a network path to
-        // it) that vanishes is noticed in seconds, not after the kernel's two hours.
-        for (key, value) in [
-            ("keepalives", "1"),
-            ("keepalives_idle", "10"),
-            ("keepalives_interval", "5"),
-            ("keepalives_count", "3"),
-            ("tcp_user_timeout", "30000"),
-        ] {
-            if !self.url.contains(&format!("{key}=")) {
-                params.push(format!("{key}={value}"));
-            }
-        }
-        let mut url = self.url.clone();
-        for p in params {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&p);
-        }
-        Ok(Secret(url))
-    }
-
-    fn problems(&self, out: &mut Vec<String>) {
-        if let Err(e) = crate::store::Target::parse(&self.url) {
-            out.push(format!("database.url: {e}"));
-        }
-        if self.pool_size == 0 {
-            out.push("database.pool_size: must be at least 1".into());
-        }
-        if !(1..=3600).contains(&self.connect_timeout) {
-            out.push("database.connect_timeout: must be between 1 and 3600 seconds".into());
-        }
-        if !(1..=3600).contains(&self.statement_timeout) {
-            out.push("database.statement_timeout: must be between 1 and 3600 seconds".into());
-        }
-        if self.password_file.is_some() {
-            if !self.is_postgres() {
-                out.push("database.password_file: only for a postgres:// url".into());
-            } else if crate::store::url_has_password(&self.url) {
-                out.push("database.password_file: the url has a password already; give one or the other".into());
-            }
         }
     }
 }
@@ -417,10 +327,7 @@ impl Config {
     pub fn use_credentials(&mut self, dir: &Path) {
         let db_password = dir.join("database-password");
         let database = &self.database;
-        if db_password.is_file()
-            && database.password_file.is_none()
-            && database.is_postgres()
-            && !crate::store::url_has_password(&database.url)
+        if db_password.is_file() && database.password_file.is_none() && database.url.is_postgres() && !database.url.has_password()
         {
             self.database.password_file = Some(db_password);
         }
@@ -439,34 +346,26 @@ impl Config {
     /// Values that parse but cannot work, each prefixed with its key.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
-            out.push(format!("server.listen: {:?} is not an address such as 127.0.0.1:8080 ({e})", self.server.listen));
-        }
         if self.server.workers.is_some_and(|n| !(1..=1024).contains(&n)) {
             out.push("server.workers: must be between 1 and 1024".into());
         }
         if !(1..=86400).contains(&self.server.shutdown_timeout) {
             out.push("server.shutdown_timeout: must be between 1 and 86400 seconds".into());
         }
-        if self.server.max_body_bytes < 1024 {
-            out.push("server.max_body_bytes: must be at least 1024".into());
+        if !(1024..=1 << 30).contains(&self.server.max_body_bytes) {
+            out.push("server.max_body_bytes: must be between 1024 and 1073741824 (1 GiB)".into());
         }
         if let Some(url) = &self.server.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 out.push(format!("server.public_url: {url:?} must start with http:// or https://"));
             }
         }
-        for entry in &self.server.trusted_proxies {
-            if let Err(e) = Network::parse(entry) {
-                out.push(format!("server.trusted_proxies: {e}"));
-            }
-        }
         if !(1..=3600).contains(&self.server.request_timeout) {
             out.push("server.request_timeout: must be 1 to 3600 seconds".into());
         }
         self.database.problems(&mut out);
-        if self.scim.max_page_size < 1 {
-            out.push("scim.max_page_size: must be at least 1".into());
+        if !(1..=100_000).contains(&self.scim.max_page_size) {
+            out.push("scim.max_page_size: must be between 1 and 100000".into());
         }
         if !(0..=self.scim.max_page_size).contains(&self.scim.default_page_size) {
             out.push("scim.default_page_size: must be between 0 and scim.max_page_size".into());
@@ -480,14 +379,17 @@ impl Config {
         if self.mfa.issuer.trim().is_empty() {
             out.push("mfa.issuer: must not be empty".into());
         }
-        if self.mfa.max_failures == 0 {
-            out.push("mfa.max_failures: must be at least 1".into());
+        if !(0..=10).contains(&self.mfa.skew) {
+            out.push("mfa.skew: must be between 0 and 10 steps".into());
+        }
+        if !(1..=1000).contains(&self.mfa.max_failures) {
+            out.push("mfa.max_failures: must be between 1 and 1000".into());
         }
         if !(1..=366 * 86400).contains(&self.mfa.lockout_window) {
             out.push("mfa.lockout_window: must be between 1 second and 366 days (31622400 seconds)".into());
         }
-        if self.mfa.max_bulk_reset == 0 {
-            out.push("mfa.max_bulk_reset: must be at least 1".into());
+        if !(1..=1_000_000).contains(&self.mfa.max_bulk_reset) {
+            out.push("mfa.max_bulk_reset: must be between 1 and 1000000".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level: {:?} is not a log filter ({e})", self.log.level));
@@ -537,8 +439,8 @@ mod tests {
     #[test]
     fn defaults_fill_what_the_file_omits() {
         let c = load("[server]\nlisten = \"127.0.0.1:9\"\n").unwrap();
-        assert_eq!(c.server.listen, "127.0.0.1:9");
-        assert_eq!(c.database.url, "sqlite://data/provisiond.db");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9");
+        assert_eq!(c.database.url.to_string(), "sqlite://data/provisiond.db");
         assert_eq!(c.scim.max_page_size, 1000);
     }
 
@@ -577,7 +479,7 @@ mod tests {
     #[test]
     fn trusted_proxies_are_addresses_or_networks() {
         let c = load("[server]\ntrusted_proxies = [\"10.1.0.0/16\", \"::1\", \"192.0.2.7\"]\n").unwrap();
-        let nets = c.server.trusted_networks();
+        let nets = c.server.trusted_proxies.clone();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(nets.iter().any(|n| n.contains(ip("10.1.200.3"))));
         assert!(!nets.iter().any(|n| n.contains(ip("10.2.0.1"))));
@@ -585,13 +487,45 @@ mod tests {
         assert!(nets.iter().any(|n| n.contains(ip("::ffff:192.0.2.7"))), "IPv4-mapped peers match IPv4 entries");
         assert!(!nets.iter().any(|n| n.contains(ip("192.0.2.8"))));
         assert!(Network::parse("0.0.0.0/0").unwrap().contains(ip("203.0.113.9")));
-        assert!(load("[server]\n").unwrap().server.trusted_networks().is_empty(), "nobody by default");
+        assert!(load("[server]\n").unwrap().server.trusted_proxies.is_empty(), "nobody by default");
         for bad in ["proxy.example.com", "10.0.0.0/33", "::/129", "10.0.0.1/x"] {
             let e = load(&format!("[server]\ntrusted_proxies = [{bad:?}]\n")).unwrap_err().to_string();
             assert!(e.contains("server.trusted_proxies") && e.contains(bad), "{e}");
         }
         let e = load("[server]\nrequest_timeout = 0\n").unwrap_err().to_string();
         assert!(e.contains("server.request_timeout"), "{e}");
+    }
+
+    #[test]
+    fn every_number_is_bounded_and_named_when_out_of_bounds() {
+        let huge = i64::MAX.to_string(); // the largest integer TOML has
+        let cases = [
+            ("server", "workers", "0"),
+            ("server", "workers", huge.as_str()),
+            ("server", "max_body_bytes", huge.as_str()),
+            ("server", "shutdown_timeout", "0"),
+            ("server", "shutdown_timeout", huge.as_str()),
+            ("server", "request_timeout", huge.as_str()),
+            ("database", "pool_size", "0"),
+            ("database", "pool_size", "4000000000"),
+            ("database", "connect_timeout", "0"),
+            ("database", "statement_timeout", huge.as_str()),
+            ("scim", "max_page_size", "0"),
+            ("scim", "max_page_size", "9223372036854775807"),
+            ("scim", "default_page_size", "-1"),
+            ("mfa", "digits", "0"),
+            ("mfa", "period", "0"),
+            ("mfa", "skew", "65535"),
+            ("mfa", "max_failures", "0"),
+            ("mfa", "max_failures", "4294967295"),
+            ("mfa", "lockout_window", huge.as_str()),
+            ("mfa", "max_bulk_reset", "0"),
+            ("mfa", "max_bulk_reset", huge.as_str()),
+        ];
+        for (section, key, value) in cases {
+            let e = load(&format!("[{section}]\n{key} = {value}\n")).unwrap_err().to_string();
+            assert!(e.contains(&format!("{section}.{key}")), "{section}.{key} = {value}: {e}");
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl AppState {
             audit,
             stats,
             mfa,
-            trusted_proxies: config.server.trusted_networks().into(),
+            trusted_proxies: config.server.trusted_proxies.clone().into(),
             config,
             pool,
             sync,

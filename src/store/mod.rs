@@ -21,6 +21,8 @@ use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use crate::config::DatabaseUrl;
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -99,115 +101,16 @@ fn query_unavailable(e: &diesel::result::Error) -> bool {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Where the data lives, parsed from `[database] url`. (No `Debug`: the URL may hold a password.)
-#[derive(Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A file path (created with its directory when missing), or `:memory:`.
-    Sqlite(String),
-    Postgres(String),
-}
-
-impl Target {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err("sqlite:// needs a file path, e.g. sqlite://data/provisiond.db".into());
-            }
-            Ok(Target::Sqlite(path.to_string()))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Target::Postgres(url.to_string()))
-        } else {
-            Err("must start with sqlite:// or postgres://".into())
-        }
-    }
-}
-
-/// A database URL fit for messages: a password in the user part, or in a `password=` or
-/// `sslpassword=` parameter (keys percent-decoded, as libpq reads them), becomes `***`.
-pub fn redact(url: &str) -> String {
-    let Some(scheme) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    // The user part ends at the last `@` before the path, as libpq reads it (a password may hold
-    // a `?`); the authority then ends at the path or the query.
-    let path_start = url[scheme..].find('/').map_or(url.len(), |i| scheme + i);
-    let host_start = url[scheme..path_start].rfind('@').map_or(scheme, |i| scheme + i);
-    let authority_end = url[host_start..].find(['/', '?']).map_or(url.len(), |i| host_start + i);
-    let mut out = url[..scheme].to_string();
-    let authority = &url[scheme..authority_end];
-    match authority.rfind('@').map(|at| authority.split_at(at)) {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => out.push_str(&format!("{user}:***{host}")),
-            None => out.push_str(authority),
-        },
-        None => out.push_str(authority),
-    }
-    let rest = &url[authority_end..];
-    match rest.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if ["password", "sslpassword"].contains(&percent_decode(k).as_str()) => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect();
-            out.push_str(&format!("{path}?{}", params.join("&")));
-        }
-        None => out.push_str(rest),
-    }
-    out
-}
-
-/// Whether a database URL carries a password of its own.
-pub fn url_has_password(url: &str) -> bool {
-    redact(url) != url
-}
-
-/// Percent-encodes a URI component (RFC 3986 unreserved characters stay).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// r2d2 manager that picks the backend from the URL scheme and prepares each connection.
 #[derive(Clone)]
 pub struct Manager {
-    target: Target,
+    target: DatabaseUrl,
     statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = match &self.target {
-            Target::Sqlite(path) => format!("sqlite://{path}"),
-            Target::Postgres(url) => redact(url),
-        };
-        f.debug_struct("Manager").field("url", &url).finish()
+        f.debug_struct("Manager").field("url", &self.target).finish()
     }
 }
 
@@ -217,7 +120,7 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<DbConn, r2d2::Error> {
         match &self.target {
-            Target::Sqlite(path) => {
+            DatabaseUrl::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // The busy timeout makes writers of other processes queue instead of failing
                 // (every write transaction begins IMMEDIATE, so it applies), for as long as a
@@ -233,7 +136,7 @@ impl ManageConnection for Manager {
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(conn))
             }
-            Target::Postgres(url) => {
+            DatabaseUrl::Postgres(url) => {
                 let mut conn = diesel::PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
                 // Nothing waits without end: a statement (a lock wait included) fails after the
                 // limit; a session that sits inside a transaction without a word (a frozen or
@@ -277,9 +180,8 @@ pub struct Limits {
 
 /// Opens the pool (creating the SQLite file, private to its owner, and its directory when
 /// missing).
-pub fn connect(url: &str, pool_size: u32, limits: Limits) -> Result<Pool> {
-    let target = Target::parse(url).map_err(|e| Error::Migration(format!("database.url {e}")))?;
-    if let Target::Sqlite(path) = &target {
+pub fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Result<Pool> {
+    if let DatabaseUrl::Sqlite(path) = &target {
         create_private(std::path::Path::new(path)).map_err(Error::Migration)?;
         sqlite_limits::set_limit(limits.statement_timeout);
     }
@@ -289,7 +191,7 @@ pub fn connect(url: &str, pool_size: u32, limits: Limits) -> Result<Pool> {
         // and diesel does not notice it is dead: each checkout asks first (a round trip),
         // so that an instance recovers as soon as the database does. A SQLite file cannot
         // go away under an open connection.
-        .test_on_check_out(matches!(target, Target::Postgres(_)))
+        .test_on_check_out(target.is_postgres())
         .connection_timeout(limits.connect_timeout)
         .build(Manager { target, statement_timeout: limits.statement_timeout })?;
     Ok(pool)
@@ -481,26 +383,4 @@ pub fn ping(pool: &Pool, wait: Duration) -> Result<()> {
 /// The current time as stored: UTC, microsecond precision (what both backends keep).
 pub fn now() -> chrono::NaiveDateTime {
     crate::clock::stored(chrono::Utc::now())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(
-            super::redact("postgres://u@h/db?sslmode=require&password=p%40ss"),
-            "postgres://u@h/db?sslmode=require&password=***"
-        );
-        assert_eq!(super::redact("postgres://u:a:b@h:5432/db?password=x"), "postgres://u:***@h:5432/db?password=***");
-        assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
-        // An `@` after the host is not a user part; encoded keys are what libpq reads.
-        let at_in_query = "postgres://u@h:5432/db?sslrootcert=/run/credentials/provisiond@2.service/ca.pem";
-        assert_eq!(super::redact(at_in_query), at_in_query);
-        assert!(!super::url_has_password(at_in_query));
-        assert_eq!(super::redact("postgres://h/db?pass%77ord=x&sslpassword=y"), "postgres://h/db?pass%77ord=***&sslpassword=***");
-        // libpq takes everything before the `@` as the user part, a `?` included.
-        assert_eq!(super::redact("postgres://u:p?ss@h/db"), "postgres://u:***@h/db");
-        assert!(super::url_has_password("postgres://u:p?ss@h:5432/db?sslmode=require"));
-    }
 }

@@ -767,7 +767,7 @@ mod props {
     fn database() -> (tempfile::TempDir, crate::store::Pool) {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::store::connect(
-            &format!("sqlite://{}", dir.path().join("db").display()),
+            crate::config::DatabaseUrl::Sqlite(dir.path().join("db").display().to_string()),
             1,
             crate::store::Limits {
                 connect_timeout: std::time::Duration::from_secs(5),

@@ -22,7 +22,7 @@ struct Ssl {
 
 fn config(url: String, password_file: Option<std::path::PathBuf>) -> Config {
     let mut c = Config::default();
-    c.database.url = url;
+    c.database.url = url.parse().unwrap();
     c.database.password_file = password_file;
     c.database.pool_size = 2;
     // Failing connects are retried until this runs out.

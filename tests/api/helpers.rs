@@ -69,7 +69,7 @@ impl TestDb {
     }
 
     pub fn apply(&self, config: &mut Config) {
-        config.database.url = self.url.clone();
+        config.database.url = self.url.parse().expect("a database url");
         config.database.password_file = self.password_file.clone();
     }
 
@@ -161,7 +161,7 @@ pub struct Reply {
 
 pub fn config_for(dir: &Path, db: &TestDb) -> Config {
     let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
     db.apply(&mut config);
     config.database.pool_size = 4;
     config.mfa.key_file = dir.join("mfa.key");
@@ -301,7 +301,7 @@ impl TestApp {
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 /// Percent-encodes a query value.
-pub use provisiond::store::percent_encode as encode;
+pub use provisiond::config::percent_encode as encode;
 
 /// Asserts a SCIM error document with this status and scimType.
 #[track_caller]

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use crate::helpers::{assert_scim_error, TestApp};
 use crate::raw_http::RawClient;
+use provisiond::config::Network;
 
 #[test]
 fn scim_needs_a_valid_token_with_the_scim_scope() {
@@ -131,7 +132,7 @@ fn forged_host_and_forwarded_headers_are_not_echoed_into_locations() {
 
 #[test]
 fn forwarded_headers_are_believed_from_trusted_proxies_only_when_well_formed() {
-    let app = TestApp::spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.0/8".into()]);
+    let app = TestApp::spawn_with(|c| c.server.trusted_proxies = vec![Network::parse("127.0.0.0/8").unwrap()]);
     let cases = [
         ("Host: 127.0.0.1\r\nForwarded: for=203.0.113.9;host=idm.example.com;proto=https", "https://idm.example.com"),
         ("Host: 127.0.0.1\r\nX-Forwarded-Host: idm.example.com:444\r\nX-Forwarded-Proto: https", "https://idm.example.com:444"),
@@ -146,7 +147,7 @@ fn forwarded_headers_are_believed_from_trusted_proxies_only_when_well_formed() {
     }
     // server.public_url wins over everything.
     let fixed = TestApp::spawn_with(|c| {
-        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        c.server.trusted_proxies = vec![Network::parse("127.0.0.1").unwrap()];
         c.server.public_url = Some("https://scim.corp.example/".into());
     });
     let (location, _) = create_with_headers(&fixed, "p", "Host: evil.com\r\nForwarded: host=evil2.com;proto=http");

@@ -140,7 +140,7 @@ impl PgServer {
 
     /// A URL with the password in it, for the harness's own connections.
     pub fn url_of(&self, database: &str) -> String {
-        format!("postgres://{USER}:{}@127.0.0.1:{}/{database}", provisiond::store::percent_encode(PASSWORD), self.port)
+        format!("postgres://{USER}:{}@127.0.0.1:{}/{database}", provisiond::config::percent_encode(PASSWORD), self.port)
     }
 
     pub fn connect(&self, database: &str) -> PgConnection {

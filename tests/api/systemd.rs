@@ -107,7 +107,7 @@ fn what_the_unit_names_is_what_the_daemon_reads() {
     assert_eq!(config.mfa.key_file, credentials.join("mfa-key"));
     assert_eq!(config.ldap.as_ref().unwrap().bind_password_file, Some(credentials.join("ldap-bind-password")));
     assert_eq!(config.database.password_file, None, "SQLite needs no password");
-    config.database.url = "postgres://provisiond@db.example.com/provisiond".into();
+    config.database.url = "postgres://provisiond@db.example.com/provisiond".parse().unwrap();
     config.use_credentials(&credentials);
     assert_eq!(config.database.password_file, Some(credentials.join("database-password")));
 }
