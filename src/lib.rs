@@ -9,6 +9,8 @@ pub mod config;
 pub mod directory;
 pub mod domain;
 pub mod http;
+#[cfg(test)]
+mod layers;
 pub mod logging;
 pub mod metrics;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, scope `admin`), with the `prometheus` crate: counters and
 //! histograms the code updates as things happen, and gauges the scrape sets from the domain's
-//! counts (`domain::stats`) just before rendering. A recorder only: it reads no tables.
+//! counts (`domain::stats`) just before rendering. A recorder any layer may count into, like
+//! the log: it reads no tables and calls nothing of ours.
 
 use std::sync::LazyLock;
 
@@ -9,7 +10,15 @@ use prometheus::{
     register_int_gauge_vec_with_registry, Encoder, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
-use crate::domain::stats::Snapshot;
+/// What the gauges show, counted by the caller (the `/metrics` door asks the domain).
+pub struct Gauges<'a> {
+    /// `(source, active, users)`.
+    pub users: &'a [(String, bool, i64)],
+    /// `(event type, origin, events)`.
+    pub mfa_events: &'a [(String, String, i64)],
+    pub pool_open: u32,
+    pub pool_idle: u32,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -93,15 +102,15 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set from `counts`.
-    pub fn render(&self, counts: &Snapshot) -> String {
+    pub fn render(&self, counts: &Gauges) -> String {
         self.pool.with_label_values(&["open"]).set(i64::from(counts.pool_open));
         self.pool.with_label_values(&["idle"]).set(i64::from(counts.pool_idle));
         self.users.reset();
-        for (source, active, n) in &counts.users {
+        for (source, active, n) in counts.users {
             self.users.with_label_values(&[source.as_str(), if *active { "true" } else { "false" }]).set(*n);
         }
         self.mfa_events.reset();
-        for (event, origin, n) in &counts.mfa_events {
+        for (event, origin, n) in counts.mfa_events {
             self.mfa_events.with_label_values(&[event.as_str(), origin.as_str()]).set(*n);
         }
         let mut out = Vec::new();

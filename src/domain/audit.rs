@@ -109,5 +109,7 @@ fn render(e: store_audit::EventRow) -> Value {
     })
 }
 
-/// Keeps `store` reachable for callers that write events in their own transaction.
+/// Writes events in the caller's transaction.
 pub use store::audit::insert as write;
+/// Which events to read: the store's query shape, plain data the doors fill in.
+pub use store::audit::Query;

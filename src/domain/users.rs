@@ -11,7 +11,9 @@ use crate::clock::{self, Clock};
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
-use crate::store::users::{self as store_users, StoredUser, WriteError};
+/// A user as stored: its SCIM body, version, times and factor summary.
+pub use crate::store::users::StoredUser;
+use crate::store::users::{self as store_users, WriteError};
 use crate::store::{self, user_filter, Pool, Tx};
 
 #[derive(Clone)]

@@ -7,11 +7,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiErrorBody};
 use super::AppState;
-use crate::domain::audit::Origin;
+use crate::domain::audit::{Origin, Query};
 use crate::domain::mfa::{Outcome, Reason, Selection};
 use crate::domain::tokens::Scope;
 use crate::scim::filter;
-use crate::store::audit::Query;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/mfa/resets", web::post().to(bulk_reset)).route("/audit", web::get().to(audit));

@@ -8,13 +8,18 @@ use super::api_io::{blocking, require, ApiError};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
-use crate::metrics::METRICS;
+use crate::metrics::{Gauges, METRICS};
 
 pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let stats = state.stats.clone();
     let counts = blocking(move || stats.snapshot()).await?;
-    let text = METRICS.render(&counts);
+    let text = METRICS.render(&Gauges {
+        users: &counts.users,
+        mfa_events: &counts.mfa_events,
+        pool_open: counts.pool_open,
+        pool_idle: counts.pool_idle,
+    });
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 

@@ -9,11 +9,11 @@ use super::request_id::request_id;
 use super::scim_io::{base_url, blocking, method_not_allowed, read_json, scim_json};
 use super::AppState;
 use crate::domain::audit::{Actor, Origin};
+use crate::domain::users::StoredUser;
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
 use crate::scim::schema::USER_RESOURCE;
-use crate::store::users::StoredUser;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
