@@ -39,7 +39,7 @@ impl Application {
         let sealer = Arc::new(load_sealer(&config)?);
         let services = Services::new(pool.clone(), sealer, &config.mfa, clock.clone());
         check_sealing_keys(&services.mfa, &config)?;
-        let listener = TcpListener::bind(&config.server.listen)
+        let listener = TcpListener::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
         let port = listener.local_addr()?.port();
         let sync = match &config.ldap {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of provisiond, from a fresh machine: installs what is missing (sqlite3, slapd,
-# ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze), builds, runs
+# ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze), checks the
+# formatting and clippy's lints (warnings are errors), builds, runs
 # the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
 # the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
 # its own server), and then the public SCIM compliance checker and schemathesis (against the
@@ -40,8 +41,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
-cargo build --locked --all-targets
 failed=0
+# The code as written: formatted (rustfmt.toml), and free of clippy warnings.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "run-all: installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+echo "run-all: cargo fmt --check and cargo clippy"
+cargo fmt --check || failed=1
+cargo clippy --locked --all-targets -- -D warnings || failed=1
+cargo build --locked --all-targets
 echo "run-all: the whole suite on SQLite"
 cargo nextest run --locked --no-fail-fast || failed=1
 echo "run-all: the integration tests on PostgreSQL"

@@ -144,8 +144,11 @@ pub struct Scenario<'a> {
     /// Whether a sampled answer body is right, given `Call::want`.
     pub check: fn(&Value, &str) -> bool,
     /// The aim for this scenario, if it has one, and whether an outcome meets it.
-    pub aim: Option<(&'static str, fn(&Outcome) -> bool)>,
+    pub aim: Option<Aim>,
 }
+
+/// The aim for a scenario, and whether an outcome meets it.
+pub type Aim = (&'static str, fn(&Outcome) -> bool);
 
 pub struct Outcome {
     pub name: &'static str,

@@ -188,7 +188,7 @@ impl TestApp {
         std::fs::copy(&self.config.mfa.key_file, dir.path().join("mfa.key")).expect("copy the MFA key");
         let base = self.config.clone();
         Self::spawn_in(dir, self.db.clone(), "test-2", move |c| {
-            let (key, listen) = (c.mfa.key_file.clone(), c.server.listen.clone());
+            let (key, listen) = (c.mfa.key_file.clone(), c.server.listen);
             *c = base;
             c.mfa.key_file = key;
             c.server.listen = listen;

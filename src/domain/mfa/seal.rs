@@ -170,7 +170,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let sealed = old.seal("u", b"secret");
-        let rotated = Sealer::load(&dir.path().join("new.key"), &[old_path.clone()]).unwrap();
+        let rotated = Sealer::load(&dir.path().join("new.key"), std::slice::from_ref(&old_path)).unwrap();
         assert_eq!(rotated.open("u", &sealed).unwrap(), b"secret");
         assert!(rotated.is_stale(&sealed));
         assert!(!rotated.is_stale(&rotated.seal("u", b"secret")));
