@@ -325,7 +325,12 @@ pub fn preload(config: &Config, n: usize, scopes: &[Scope]) -> (Vec<String>, Str
                 s.spawn(move || {
                     let mut ids = Vec::with_capacity(n / PRELOAD_THREADS + 1);
                     for i in (t..n).step_by(PRELOAD_THREADS) {
-                        ids.push(users.create(&user_json(i), "scim", actor).expect("preload create").id);
+                        ids.push(
+                            users
+                                .create(&user_json(i), provisiond::domain::users::Source::Scim, actor)
+                                .expect("preload create")
+                                .id,
+                        );
                         if t == 0 && i > 0 && i % (n / 10).max(1) < PRELOAD_THREADS {
                             eprintln!("  preloaded {i} users ({:.1} s)", started.elapsed().as_secs_f64());
                         }

@@ -16,11 +16,11 @@ use crate::directory::flags::{self, Decision};
 use crate::directory::mapping::{Mapped, Mapping};
 use crate::domain::mfa::reset::reset_in_tx;
 use crate::store::directory::{self as links, Link};
-use crate::store::users::{self as store_users, StoredUser, WriteError};
+use crate::store::users::{self as store_users, Source, StoredUser, WriteError};
 use crate::store::{DbConn, Tx};
 
 /// Users written by the sync carry this source.
-pub const SOURCE: &str = "ldap";
+pub const SOURCE: Source = Source::Ldap;
 
 /// What an entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use crate::clock::{self, Clock};
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
-/// A user as stored: its SCIM body, version, times and factor summary.
-pub use crate::store::users::StoredUser;
 use crate::store::users::{self as store_users, WriteError};
+/// A user as stored: its SCIM body, version, times and factor summary.
+pub use crate::store::users::{Source, StoredUser};
 use crate::store::{self, user_filter, Pool, Tx};
 
 #[derive(Clone)]
@@ -25,7 +25,7 @@ pub struct Users {
 /// The MFA extension of a user as SCIM shows it (computed from its factor).
 pub fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
     resource::MfaView {
-        status: &user.mfa.status,
+        status: user.mfa.status.as_str(),
         enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
         last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
     }
@@ -51,7 +51,7 @@ impl Users {
 
     /// Creates a user from a SCIM body; `source` records which door it came through. A
     /// `resetRequested` in the body resets the new factor in the same transaction.
-    pub fn create(&self, input: &Value, source: &str, actor: &Actor) -> Result<StoredUser> {
+    pub fn create(&self, input: &Value, source: Source, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize(&USER_RESOURCE, input)?;
         let id = uuid::Uuid::new_v4().to_string();

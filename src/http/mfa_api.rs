@@ -30,7 +30,7 @@ type Reply = Result<HttpResponse, ApiError>;
 pub struct MfaStatus {
     /// `none` (never enrolled), `pending` (must enrol at the next login) or `enrolled`.
     #[schema(pattern = "^(none|pending|enrolled)$")]
-    status: String,
+    status: &'static str,
     #[schema(format = DateTime)]
     enrolled_at: Option<String>,
     #[schema(format = DateTime)]
@@ -133,7 +133,7 @@ pub async fn status(state: web::Data<AppState>, req: HttpRequest, id: web::Path<
     let mfa = state.mfa.clone();
     let s = blocking(move || mfa.status(&id)).await?;
     Ok(HttpResponse::Ok().json(MfaStatus {
-        status: s.status,
+        status: s.status.as_str(),
         enrolled_at: time(s.enrolled_at),
         last_reset_at: time(s.last_reset_at),
         backup_codes_remaining: s.backup_codes_remaining,

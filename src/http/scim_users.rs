@@ -85,7 +85,7 @@ async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
     let body = read_json(&state, &req, payload).await?;
     resource::check_schemas(&USER_RESOURCE, &body)?;
     let (users, actor) = (state.users.clone(), actor(&req));
-    let user = blocking(move || users.create(&body, "scim", &actor)).await?;
+    let user = blocking(move || users.create(&body, crate::domain::users::Source::Scim, &actor)).await?;
     tracing::info!(user_id = %user.id, "user created via SCIM");
     Ok(single(StatusCode::CREATED, &user, &base_url(&state, &req), &projection(&req)))
 }

@@ -8,15 +8,23 @@ use diesel::prelude::*;
 use super::schema::{mfa_backup_codes, mfa_factors};
 use super::{DbConn, Result, Tx};
 
-pub const NONE: &str = "none";
-pub const PENDING: &str = "pending";
-pub const ENROLLED: &str = "enrolled";
+super::text_enum::text_enum! {
+    /// Where a user's second factor stands.
+    pub enum FactorStatus {
+        /// No factor yet (a user the store has not given a factor row, as SCIM shows it).
+        None => "none",
+        /// To enrol: new, reset, or enrolment started and not confirmed.
+        Pending => "pending",
+        /// A confirmed factor.
+        Enrolled => "enrolled",
+    }
+}
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = mfa_factors)]
 pub struct Factor {
     pub user_id: String,
-    pub status: String,
+    pub status: FactorStatus,
     /// Sealed, never the secret itself.
     pub secret_sealed: Option<String>,
     pub enrolled_at: Option<NaiveDateTime>,
@@ -31,14 +39,14 @@ pub struct Factor {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = mfa_factors)]
 pub struct Summary {
-    pub status: String,
+    pub status: FactorStatus,
     pub enrolled_at: Option<NaiveDateTime>,
     pub last_reset_at: Option<NaiveDateTime>,
 }
 
 impl Summary {
     pub fn none() -> Self {
-        Summary { status: NONE.into(), enrolled_at: None, last_reset_at: None }
+        Summary { status: FactorStatus::None, enrolled_at: None, last_reset_at: None }
     }
 }
 
@@ -55,8 +63,12 @@ pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
 
 /// Stores a new unconfirmed secret unless a confirmed factor exists; whether it did.
 pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool> {
-    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(ENROLLED)))
-        .set((mfa_factors::status.eq(PENDING), mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>)))
+    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(FactorStatus::Enrolled)))
+        .set((
+            mfa_factors::status.eq(FactorStatus::Pending),
+            mfa_factors::secret_sealed.eq(sealed),
+            mfa_factors::last_step.eq(None::<i64>),
+        ))
         .execute(tx.conn())?;
     Ok(n == 1)
 }
@@ -65,10 +77,13 @@ pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool>
 pub fn confirm(tx: &mut Tx, user_id: &str, sealed: &str, step: i64, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
     let conn = tx.conn();
     let n = diesel::update(
-        mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(PENDING)).filter(mfa_factors::secret_sealed.eq(sealed)),
+        mfa_factors::table
+            .find(user_id)
+            .filter(mfa_factors::status.eq(FactorStatus::Pending))
+            .filter(mfa_factors::secret_sealed.eq(sealed)),
     )
     .set((
-        mfa_factors::status.eq(ENROLLED),
+        mfa_factors::status.eq(FactorStatus::Enrolled),
         mfa_factors::enrolled_at.eq(at),
         mfa_factors::last_step.eq(step),
         mfa_factors::failures.eq(0),
@@ -84,7 +99,7 @@ pub fn accept_step(tx: &mut Tx, user_id: &str, step: i64, at: NaiveDateTime) -> 
     let n = diesel::update(
         mfa_factors::table
             .find(user_id)
-            .filter(mfa_factors::status.eq(ENROLLED))
+            .filter(mfa_factors::status.eq(FactorStatus::Enrolled))
             .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step)))
             .filter(mfa_factors::locked_until.is_null().or(mfa_factors::locked_until.le(at))),
     )
@@ -152,14 +167,14 @@ pub fn lock_user(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error
 /// transaction holds the whole database already); false when there is no such row, or when
 /// `status` is given and the factor is not in it. Read-modify-write of a factor (counting
 /// failures, spending a backup code) starts here, so that concurrent requests take turns.
-pub fn lock(tx: &mut Tx, user_id: &str, status: Option<&str>) -> Result<bool, diesel::result::Error> {
+pub fn lock(tx: &mut Tx, user_id: &str, status: Option<FactorStatus>) -> Result<bool, diesel::result::Error> {
     let conn = tx.conn();
     let row = match conn {
-        DbConn::Pg(pg) => mfa_factors::table.find(user_id).select((mfa_factors::status,)).for_update().first::<(String,)>(pg),
-        DbConn::Sqlite(c) => mfa_factors::table.find(user_id).select((mfa_factors::status,)).first::<(String,)>(c),
+        DbConn::Pg(pg) => mfa_factors::table.find(user_id).select(mfa_factors::status).for_update().first::<FactorStatus>(pg),
+        DbConn::Sqlite(c) => mfa_factors::table.find(user_id).select(mfa_factors::status).first::<FactorStatus>(c),
     }
     .optional()?;
-    Ok(row.is_some_and(|(current,)| status.is_none_or(|st| st == current)))
+    Ok(row.is_some_and(|current| status.is_none_or(|st| st == current)))
 }
 
 /// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.
@@ -168,7 +183,7 @@ pub fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usize, die
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
     diesel::update(mfa_factors::table.find(user_id))
         .set((
-            mfa_factors::status.eq(PENDING),
+            mfa_factors::status.eq(FactorStatus::Pending),
             mfa_factors::secret_sealed.eq(None::<String>),
             mfa_factors::enrolled_at.eq(None::<NaiveDateTime>),
             mfa_factors::last_reset_at.eq(at),

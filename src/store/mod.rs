@@ -9,6 +9,7 @@ pub mod schema;
 pub mod sql;
 mod sqlite_limits;
 pub mod stats;
+mod text_enum;
 pub mod tokens;
 pub mod user_filter;
 pub mod user_sort;

@@ -12,13 +12,21 @@ use super::user_filter::{comparable, value_path};
 use super::{DbConn, Error, Result, Tx};
 use crate::scim::schema::{self, Attribute, Kind, Schema};
 
+super::text_enum::text_enum! {
+    /// The door a user came through last: an identity provider over SCIM, or the LDAP sync.
+    pub enum Source {
+        Scim => "scim",
+        Ldap => "ldap",
+    }
+}
+
 /// A stored user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredUser {
     pub id: String,
     /// Canonical SCIM body (see `scim::resource::normalize`).
     pub body: Map<String, Value>,
-    pub source: String,
+    pub source: Source,
     pub version: i64,
     pub created_at: chrono::NaiveDateTime,
     pub updated_at: chrono::NaiveDateTime,
@@ -37,7 +45,7 @@ impl StoredUser {
 struct Row {
     id: String,
     body: String,
-    source: String,
+    source: Source,
     version: i64,
     created_at: chrono::NaiveDateTime,
     updated_at: chrono::NaiveDateTime,
@@ -120,7 +128,7 @@ pub fn insert(
     tx: &mut Tx,
     id: &str,
     body: Map<String, Value>,
-    source: &str,
+    source: Source,
     now: chrono::NaiveDateTime,
 ) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
@@ -136,15 +144,7 @@ pub fn insert(
         .execute(conn)?;
     insert_values(conn, id, &body)?;
     super::mfa::create(tx, id)?;
-    Ok(StoredUser {
-        id: id.to_string(),
-        body,
-        source: source.to_string(),
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        mfa: Summary::none(),
-    })
+    Ok(StoredUser { id: id.to_string(), body, source, version: 1, created_at: now, updated_at: now, mfa: Summary::none() })
 }
 
 /// Inserts many new users at once (their factor rows too), in the caller's write transaction:
@@ -153,7 +153,7 @@ pub fn insert(
 pub fn insert_many(
     tx: &mut Tx,
     new: &[(String, Map<String, Value>)],
-    source: &str,
+    source: Source,
     now: chrono::NaiveDateTime,
 ) -> Result<(), DieselError> {
     let conn = tx.conn();
@@ -170,7 +170,7 @@ pub fn insert_many(
                 c.external_id.and_then(text),
                 Some(Bind::Bool(c.active)),
                 Some(Bind::Text(c.body)),
-                text(source),
+                text(source.as_str()),
                 Some(Bind::Int(1)),
                 Some(Bind::Timestamp(now)),
                 Some(Bind::Timestamp(now)),
@@ -536,7 +536,7 @@ pub fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Optio
 }
 
 /// Records which door a user now comes from (`scim`, `ldap`).
-pub fn set_source(tx: &mut Tx, id: &str, source: &str) -> Result<(), DieselError> {
+pub fn set_source(tx: &mut Tx, id: &str, source: Source) -> Result<(), DieselError> {
     diesel::update(users::table.find(id)).set(users::source.eq(source)).execute(tx.conn())?;
     Ok(())
 }

@@ -212,7 +212,13 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
             .users;
     let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
     for name in ["alice", "bob", "carol"] {
-        users.create(&json!({"userName": name, "title": if name == "carol" { "Ops" } else { "Dev" }}), "scim", &actor).unwrap();
+        users
+            .create(
+                &json!({"userName": name, "title": if name == "carol" { "Ops" } else { "Dev" }}),
+                provisiond::domain::users::Source::Scim,
+                &actor,
+            )
+            .unwrap();
     }
 
     let o = d.run_env(
@@ -331,7 +337,7 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
     };
     let actor = Actor::new(Origin::Cli, "test", None);
     let (users, mfa) = services(&config);
-    let id = users.create(&json!({"userName": "rotated"}), "scim", &actor).unwrap().id;
+    let id = users.create(&json!({"userName": "rotated"}), provisiond::domain::users::Source::Scim, &actor).unwrap().id;
     let enrolment = mfa.start_enrolment(&id).unwrap();
     let secret = provisiond::domain::mfa::Policy::decode_base32(&enrolment.secret_base32).unwrap();
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();

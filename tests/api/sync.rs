@@ -62,7 +62,7 @@ fn inactive_count(app: &TestApp) -> u64 {
 
 fn source_of(app: &TestApp, id: &str) -> String {
     let pool = provisiond::app::open_database(&app.config).unwrap();
-    provisiond::store::users::get(&mut pool.get().unwrap(), id).unwrap().unwrap().source
+    provisiond::store::users::get(&mut pool.get().unwrap(), id).unwrap().unwrap().source.to_string()
 }
 
 #[test]

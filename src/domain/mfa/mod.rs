@@ -17,6 +17,7 @@ use crate::config;
 use crate::domain::audit::{self, Actor};
 use crate::domain::{Error, Invalid, Result};
 use crate::scim::filter::Filter;
+use crate::store::mfa::FactorStatus;
 use crate::store::{self, mfa as factors, user_filter, users as store_users, Pool};
 
 pub use reset::Reason;
@@ -26,7 +27,7 @@ pub use totp::{Enrolment, Policy};
 /// What `GET /api/v1/users/{id}/mfa` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
-    pub status: String,
+    pub status: FactorStatus,
     pub enrolled_at: Option<NaiveDateTime>,
     pub last_reset_at: Option<NaiveDateTime>,
     pub backup_codes_remaining: usize,
@@ -188,7 +189,7 @@ impl Mfa {
     pub fn start_enrolment(&self, user_id: &str) -> Result<Enrolment> {
         let mut conn = self.pool.get()?;
         let user = store_users::get(&mut conn, user_id)?.ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))?;
-        if user.mfa.status == factors::ENROLLED {
+        if user.mfa.status == FactorStatus::Enrolled {
             return Err(Error::conflict("the user has a confirmed factor; reset it before enrolling again"));
         }
         let secret = Policy::new_secret();
@@ -260,7 +261,7 @@ impl Mfa {
     pub fn confirm(&self, user_id: &str, code: &str, actor: &Actor) -> Result<BackupCodes> {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
-        if f.status != factors::PENDING || f.secret_sealed.is_none() {
+        if f.status != FactorStatus::Pending || f.secret_sealed.is_none() {
             return Err(Error::conflict("no enrolment in progress: start one with POST …/mfa/totp"));
         }
         let secret = self.secret(&f)?;
@@ -300,7 +301,7 @@ impl Mfa {
         if let Some(locked) = lockout(&f, at) {
             return Ok(locked);
         }
-        if f.status != factors::ENROLLED {
+        if f.status != FactorStatus::Enrolled {
             return Err(Error::conflict(format!("the user has no confirmed factor (status {})", f.status)));
         }
         let secret = self.secret(&f)?;
@@ -338,7 +339,7 @@ impl Mfa {
         let name = user_name(conn, user_id)?;
         store::write_tx(conn, |conn| {
             factors::lock_user(conn, user_id)?;
-            if !factors::lock(conn, user_id, Some(factors::ENROLLED))? {
+            if !factors::lock(conn, user_id, Some(FactorStatus::Enrolled))? {
                 return Ok(None);
             }
             let Some(f) = factors::get(conn, user_id)? else { return Ok(None) };
@@ -404,7 +405,7 @@ impl Mfa {
     pub fn regenerate_backup_codes(&self, user_id: &str, actor: &Actor) -> Result<BackupCodes> {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
-        if f.status != factors::ENROLLED {
+        if f.status != FactorStatus::Enrolled {
             return Err(Error::conflict(format!("backup codes need a confirmed factor (status {})", f.status)));
         }
         let codes = backup_codes::generate();
@@ -415,7 +416,7 @@ impl Mfa {
             // Still enrolled now, inside the transaction: a reset in between must not be
             // followed by codes for a factor that no longer exists.
             factors::lock_user(conn, user_id)?;
-            if !factors::lock(conn, user_id, Some(factors::ENROLLED))? {
+            if !factors::lock(conn, user_id, Some(FactorStatus::Enrolled))? {
                 return Err(Error::conflict("the factor was reset meanwhile; enrol again first"));
             }
             factors::replace_codes(conn, user_id, &hashes)?;

@@ -58,12 +58,12 @@ pub fn reset_in_tx(
     actor: &Actor,
     reason: Option<&str>,
     at: NaiveDateTime,
-) -> Result<String, store::Error> {
+) -> Result<store::mfa::FactorStatus, store::Error> {
     store::mfa::take_reset_turn(conn)?;
     if !store::mfa::lock(conn, user.0, None)? {
         return Err(store::Error::Gone(format!("user {} no longer exists", user.0)));
     }
-    let previous = store::mfa::get(conn, user.0)?.map(|f| f.status).unwrap_or_else(|| store::mfa::NONE.into());
+    let previous = store::mfa::get(conn, user.0)?.map(|f| f.status).unwrap_or(store::mfa::FactorStatus::None);
     store::mfa::reset(conn, user.0, at)?;
     let event = audit::event(at, audit::MFA_RESET, user, actor, reason.map(cut), Some(json!({"previousStatus": previous})));
     audit::write(conn, &[event])?;
