@@ -43,24 +43,33 @@ impl Scope {
     }
 }
 
+/// Why a list of scopes was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("unknown scope {0:?} (expected scim, mfa or admin)")]
+    Unknown(String),
+    #[error("at least one scope is needed (scim, mfa, admin)")]
+    None,
+}
+
 impl FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ScopeError;
+    fn from_str(s: &str) -> Result<Self, ScopeError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "scim" => Ok(Scope::Scim),
             "mfa" => Ok(Scope::Mfa),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope {other:?} (expected scim, mfa or admin)")),
+            other => Err(ScopeError::Unknown(other.to_string())),
         }
     }
 }
 
 /// Parses `scim,mfa` into scopes (at least one).
-pub fn parse_scopes(s: &str) -> Result<Vec<Scope>, String> {
+pub fn parse_scopes(s: &str) -> Result<Vec<Scope>, ScopeError> {
     let mut scopes: Vec<Scope> = s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect::<Result<_, _>>()?;
     scopes.dedup();
     if scopes.is_empty() {
-        return Err("at least one scope is needed (scim, mfa, admin)".into());
+        return Err(ScopeError::None);
     }
     Ok(scopes)
 }
@@ -117,15 +126,16 @@ pub struct Tokens {
 /// A name `token list` can show on one line and `token revoke` can be given back as typed: no
 /// control characters (newlines, tabs), no spaces around it (they used to be dropped silently,
 /// so the name revoked was not the name given).
-fn check_name(name: &str) -> std::result::Result<(), String> {
+fn check_name(name: &str) -> Result<()> {
+    let refuse = |detail: String| Err(Error::invalid(super::Invalid::Value, detail));
     if name.is_empty() || name.len() > 100 {
-        return Err("token name must be 1 to 100 characters".into());
+        return refuse("token name must be 1 to 100 characters".into());
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(format!("token name must not contain control characters (it contains {:?})", c));
+        return refuse(format!("token name must not contain control characters (it contains {c:?})"));
     }
     if name.trim() != name {
-        return Err(format!("token name must not begin or end with spaces: {name:?}"));
+        return refuse(format!("token name must not begin or end with spaces: {name:?}"));
     }
     Ok(())
 }
@@ -141,7 +151,7 @@ impl Tokens {
 
     /// Creates a token called `name`; the secret is returned once and never stored.
     pub fn create(&self, name: &str, scopes: &[Scope]) -> Result<Secret> {
-        check_name(name).map_err(|problem| Error::invalid(crate::domain::Invalid::Value, problem))?;
+        check_name(name)?;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("pvd_{}", hex::encode(bytes));
@@ -228,7 +238,7 @@ mod tests {
     #[test]
     fn scopes_parse_and_reject_unknown() {
         assert_eq!(parse_scopes("scim, ADMIN").unwrap(), vec![Scope::Scim, Scope::Admin]);
-        assert!(parse_scopes("root").unwrap_err().contains("root"));
+        assert!(parse_scopes("root").unwrap_err().to_string().contains("root"));
         assert!(parse_scopes("").is_err());
     }
 

@@ -183,7 +183,7 @@ pub struct Limits {
 /// missing).
 pub fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Result<Pool> {
     if let DatabaseUrl::Sqlite(path) = &target {
-        create_private(std::path::Path::new(path)).map_err(Error::Migration)?;
+        create_private(std::path::Path::new(path))?;
         sqlite_limits::set_limit(limits.statement_timeout);
     }
     let pool = r2d2::Pool::builder()
@@ -201,29 +201,24 @@ pub fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Result<Po
 /// Creates the SQLite database file (mode 0600) and its directory (0700) when missing, whatever
 /// the umask: it holds sealed secrets and hashes that nobody else needs to read. SQLite gives
 /// its `-wal` and `-shm` files the mode of the database file.
-fn create_private(path: &std::path::Path) -> Result<(), String> {
+fn create_private(path: &std::path::Path) -> Result<(), Error> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let failed =
+        |what: &str, at: &std::path::Path, e: std::io::Error| Error::Migration(format!("cannot {what} {}: {e}", at.display()));
     if path.as_os_str() == ":memory:" || path.exists() {
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| failed("create", dir, e))?;
         // `mode` is filtered by the umask, which may take the owner's bits too.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| failed("set the mode of", dir, e))?;
     }
     let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     match file {
-        Ok(f) => f
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display())),
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| failed("set the mode of", path, e)),
         // Another process created it meanwhile.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+        Err(e) => Err(failed("create", path, e)),
     }
 }
 

@@ -28,11 +28,11 @@ macro_rules! text_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = $crate::store::text_enum::UnknownWord;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(format!("{other:?} is not a {}", stringify!($name))),
+                    other => Err($crate::store::text_enum::UnknownWord { word: other.to_string(), of: stringify!($name) }),
                 }
             }
         }
@@ -66,3 +66,11 @@ macro_rules! text_enum {
 }
 
 pub(crate) use text_enum;
+
+/// A stored word the enum does not know (written by a newer version, or by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{word:?} is not a {of}")]
+pub struct UnknownWord {
+    pub word: String,
+    pub of: &'static str,
+}
