@@ -159,7 +159,7 @@ impl Tokens {
         let created =
             store::write_tx(&mut conn, |tx| store_tokens::insert(tx, name, &hash(&secret), &join(scopes), store::now()))?;
         if !created {
-            return Err(Error::conflict(format!("a token called {name:?} already exists")));
+            return Err(Error::taken(format!("a token called {name:?} already exists")));
         }
         Ok(Secret(secret))
     }

@@ -513,22 +513,6 @@ fn push<'a>(rows: &mut Vec<ValueRow<'a>>, id: &'a str, path: String, elem: i32, 
     }
 }
 
-/// The users with these ids (unknown ids are left out), in no particular order.
-pub fn get_many(conn: &mut DbConn, ids: &[&str]) -> Result<Vec<StoredUser>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let rows = users::table
-            .inner_join(mfa_factors::table)
-            .filter(users::id.eq_any(chunk))
-            .select((Row::as_select(), Summary::as_select()))
-            .load::<(Row, Summary)>(conn)?;
-        for row in rows {
-            out.push(StoredUser::try_from(row)?);
-        }
-    }
-    Ok(out)
-}
-
 /// The id of the user with this externalId, when exactly one has it.
 pub fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Option<String>> {
     let ids: Vec<String> = users::table.filter(users::external_id.eq(external_id)).select(users::id).limit(2).load(conn)?;
