@@ -79,18 +79,21 @@ fn main() {
     );
     std::fs::write(&config_file, toml).expect("configuration");
     let config = provisiond::config::Config::load(&config_file).expect("configuration");
-    let token = provisiond::domain::tokens::Tokens::new(provisiond::app::open_database(&config).expect("database"))
-        .create(
-            "soak",
-            &[
-                provisiond::domain::tokens::Scope::Scim,
-                provisiond::domain::tokens::Scope::Mfa,
-                provisiond::domain::tokens::Scope::Admin,
-            ],
-        )
-        .expect("token")
-        .expose()
-        .to_string();
+    let token = provisiond::domain::tokens::Tokens::new(
+        provisiond::app::open_database(&config).expect("database"),
+        std::sync::Arc::new(provisiond::clock::SystemClock),
+    )
+    .create(
+        "soak",
+        &[
+            provisiond::domain::tokens::Scope::Scim,
+            provisiond::domain::tokens::Scope::Mfa,
+            provisiond::domain::tokens::Scope::Admin,
+        ],
+    )
+    .expect("token")
+    .expose()
+    .to_string();
     let auth = format!("Bearer {token}");
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sd_notify::NotifyState;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
 use crate::directory::{scheduler, Syncer};
 use crate::domain::mfa::{KeyMismatch, Mfa};
@@ -142,7 +142,8 @@ pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
     };
     let pool = store::connect(url, db.pool_size, limits)
         .with_context(|| format!("cannot open the database (database.url = {})", db.url))?;
-    let applied = store::migrate(&pool).context("cannot migrate the database")?;
+    // Migrations run before any service, on the system's clock.
+    let applied = store::migrate(&pool, clock::stored(SystemClock.now())).context("cannot migrate the database")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }

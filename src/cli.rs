@@ -212,7 +212,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
-    let tokens = Tokens::new(app::open_database(config)?);
+    let tokens = Tokens::new(app::open_database(config)?, std::sync::Arc::new(SystemClock));
     match cmd {
         TokenCommand::Create { name, scope } => {
             let scopes = tokens::parse_scopes(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;

@@ -14,7 +14,7 @@ pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, Url
 pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope};
 
 /// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
-pub const DEFAULT_PATH: &str = "config/provisiond.toml";
+pub(crate) const DEFAULT_PATH: &str = "config/provisiond.toml";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,11 +54,11 @@ pub struct Server {
 mod listen_address {
     use std::net::SocketAddr;
 
-    pub fn serialize<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(addr)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
         let text = <String as serde::Deserialize>::deserialize(d)?;
         text.parse().map_err(|e| serde::de::Error::custom(format!("{text:?} is not an address such as 127.0.0.1:8080 ({e})")))
     }
@@ -110,7 +110,7 @@ impl Network {
         Ok(Network { addr, prefix })
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 peer may arrive as an IPv4-mapped IPv6 address on a dual-stack listener.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -344,7 +344,7 @@ impl Config {
     }
 
     /// Values that parse but cannot work, each prefixed with its key.
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.server.workers.is_some_and(|n| !(1..=1024).contains(&n)) {
             out.push("server.workers: must be between 1 and 1024".into());

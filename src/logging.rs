@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Log, LogFormat};
 
 /// Installs the global subscriber; `RUST_LOG`, when set, wins over the configured level.
-pub fn init(log: &Log) {
+pub(crate) fn init(log: &Log) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());

@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 /// What the gauges show, counted by the caller (the `/metrics` door asks the domain).
-pub struct Gauges<'a> {
+pub(crate) struct Gauges<'a> {
     /// `(source, active, users)`.
     pub users: &'a [(String, bool, i64)],
     /// `(event type, origin, events)`.
@@ -20,7 +20,7 @@ pub struct Gauges<'a> {
     pub pool_idle: u32,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
@@ -35,7 +35,7 @@ pub struct Metrics {
 }
 
 /// One set per process (every daemon of a test process shares it).
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics::new().expect("metric definitions are valid"));
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics::new().expect("metric definitions are valid"));
 
 impl Metrics {
     fn new() -> prometheus::Result<Self> {
@@ -102,7 +102,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set from `counts`.
-    pub fn render(&self, counts: &Gauges) -> String {
+    pub(crate) fn render(&self, counts: &Gauges) -> String {
         self.pool.with_label_values(&["open"]).set(i64::from(counts.pool_open));
         self.pool.with_label_values(&["idle"]).set(i64::from(counts.pool_idle));
         self.users.reset();

@@ -342,7 +342,11 @@ pub fn preload(config: &Config, n: usize, scopes: &[Scope]) -> (Vec<String>, Str
         workers.into_iter().flat_map(|w| w.join().expect("preload thread")).collect::<Vec<_>>()
     });
     let took = started.elapsed();
-    let token = Tokens::new(pool).create("bench", scopes).expect("token").expose().to_string();
+    let token = Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock))
+        .create("bench", scopes)
+        .expect("token")
+        .expose()
+        .to_string();
     (ids, token, took)
 }
 

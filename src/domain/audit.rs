@@ -5,11 +5,11 @@ use serde_json::{json, Value};
 use super::Result;
 use crate::store::{self, audit as store_audit, Pool};
 
-pub const MFA_ENROLLED: &str = "mfa.enrolled";
-pub const MFA_RESET: &str = "mfa.reset";
-pub const MFA_BACKUP_CODES_GENERATED: &str = "mfa.backup_codes.generated";
-pub const MFA_BACKUP_CODE_USED: &str = "mfa.backup_code.used";
-pub const MFA_VERIFY_LOCKED_OUT: &str = "mfa.verify.locked_out";
+pub(crate) const MFA_ENROLLED: &str = "mfa.enrolled";
+pub(crate) const MFA_RESET: &str = "mfa.reset";
+pub(crate) const MFA_BACKUP_CODES_GENERATED: &str = "mfa.backup_codes.generated";
+pub(crate) const MFA_BACKUP_CODE_USED: &str = "mfa.backup_code.used";
+pub(crate) const MFA_VERIFY_LOCKED_OUT: &str = "mfa.verify.locked_out";
 
 /// The door a change came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Api => "api",
             Origin::Bulk => "bulk",
@@ -53,7 +53,7 @@ impl Actor {
 }
 
 /// An event about one user, ready to be written in the caller's transaction.
-pub fn event<'a>(
+pub(crate) fn event<'a>(
     at: chrono::NaiveDateTime,
     event_type: &'a str,
     user: (&'a str, &'a str),

@@ -63,19 +63,19 @@ pub enum Invalid {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn conflict(detail: impl Into<String>) -> Self {
+    pub(crate) fn conflict(detail: impl Into<String>) -> Self {
         Error::Conflict { kind: Conflict::State, detail: detail.into() }
     }
 
-    pub fn taken(detail: impl Into<String>) -> Self {
+    pub(crate) fn taken(detail: impl Into<String>) -> Self {
         Error::Conflict { kind: Conflict::Taken, detail: detail.into() }
     }
 
-    pub fn invalid(reason: Invalid, detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid(reason: Invalid, detail: impl Into<String>) -> Self {
         Error::Invalid { reason, detail: detail.into() }
     }
 
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
     }
 }

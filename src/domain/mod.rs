@@ -28,8 +28,8 @@ impl Services {
     pub fn new(pool: Pool, sealer: Arc<mfa::Sealer>, config: &crate::config::Mfa, clock: Arc<dyn Clock>) -> Self {
         let mfa = mfa::Mfa::new(pool.clone(), sealer, config, clock.clone());
         Services {
-            users: users::Users::new(pool.clone(), clock),
-            tokens: tokens::Tokens::new(pool.clone()),
+            users: users::Users::new(pool.clone(), clock.clone()),
+            tokens: tokens::Tokens::new(pool.clone(), clock),
             audit: audit::Audit::new(pool.clone()),
             stats: stats::Stats::new(pool),
             mfa,

@@ -12,7 +12,7 @@ pub struct Stats {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// `(source, active, users)`.
     pub users: Vec<(String, bool, i64)>,
     /// `(event type, origin, events)` of MFA resets and lockouts.
@@ -26,7 +26,7 @@ impl Stats {
         Stats { pool }
     }
 
-    pub fn snapshot(&self) -> Result<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         let state = self.pool.state();
         let mut conn = self.pool.get()?;
         Ok(Snapshot {

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Error, Result};
+use crate::clock::{self, Clock};
 use crate::store::{self, tokens as store_tokens, Pool};
 
 /// How often `last used` is written per token: a write per request would serialise every
@@ -34,7 +35,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::Scim => "scim",
             Scope::Mfa => "mfa",
@@ -65,7 +66,7 @@ impl FromStr for Scope {
 }
 
 /// Parses `scim,mfa` into scopes (at least one).
-pub fn parse_scopes(s: &str) -> Result<Vec<Scope>, ScopeError> {
+pub(crate) fn parse_scopes(s: &str) -> Result<Vec<Scope>, ScopeError> {
     let mut scopes: Vec<Scope> = s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect::<Result<_, _>>()?;
     scopes.dedup();
     if scopes.is_empty() {
@@ -95,13 +96,13 @@ impl fmt::Debug for Secret {
 
 /// Who is calling: the token's name and scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     pub name: String,
     pub scopes: Vec<Scope>,
 }
 
 impl Principal {
-    pub fn has(&self, scope: Scope) -> bool {
+    pub(crate) fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
 }
@@ -118,6 +119,7 @@ pub struct TokenInfo {
 #[derive(Clone)]
 pub struct Tokens {
     pool: Pool,
+    clock: Arc<dyn Clock>,
     last_touched: Arc<Mutex<HashMap<String, Instant>>>,
     /// Token hash → principal and when it was read from the database.
     recent: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
@@ -145,8 +147,12 @@ fn hash(token: &str) -> String {
 }
 
 impl Tokens {
-    pub fn new(pool: Pool) -> Self {
-        Tokens { pool, last_touched: Arc::default(), recent: Arc::default() }
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
+        Tokens { pool, clock, last_touched: Arc::default(), recent: Arc::default() }
+    }
+
+    fn now(&self) -> chrono::NaiveDateTime {
+        clock::stored(self.clock.now())
     }
 
     /// Creates a token called `name`; the secret is returned once and never stored.
@@ -156,8 +162,7 @@ impl Tokens {
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("pvd_{}", hex::encode(bytes));
         let mut conn = self.pool.get()?;
-        let created =
-            store::write_tx(&mut conn, |tx| store_tokens::insert(tx, name, &hash(&secret), &join(scopes), store::now()))?;
+        let created = store::write_tx(&mut conn, |tx| store_tokens::insert(tx, name, &hash(&secret), &join(scopes), self.now()))?;
         if !created {
             return Err(Error::taken(format!("a token called {name:?} already exists")));
         }
@@ -183,7 +188,7 @@ impl Tokens {
     }
 
     /// The principal of a presented bearer token, if it is one of ours.
-    pub fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
+    pub(crate) fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
         if let Some(principal) = self.recently_authenticated(presented) {
             return Ok(Some(principal));
         }
@@ -199,7 +204,7 @@ impl Tokens {
         }
         let scopes = parse_scopes(&row.scopes).map_err(|e| store::Error::Corrupt(format!("token {}: {e}", row.name)))?;
         if self.should_touch(&row.name) {
-            store::write_tx(&mut conn, |tx| store_tokens::touch(tx, &row.name, store::now()))?;
+            store::write_tx(&mut conn, |tx| store_tokens::touch(tx, &row.name, self.now()))?;
         }
         let principal = Principal { name: row.name, scopes };
         let mut recent = self.recent.lock().expect("token cache");
@@ -212,7 +217,7 @@ impl Tokens {
 
     /// The principal of a token authenticated less than `CACHE_TTL` ago, without touching the
     /// database (so callers on an async thread need not move to the blocking pool).
-    pub fn recently_authenticated(&self, presented: &str) -> Option<Principal> {
+    pub(crate) fn recently_authenticated(&self, presented: &str) -> Option<Principal> {
         let recent = self.recent.lock().expect("token cache");
         let (principal, at) = recent.get(&hash(presented))?;
         (at.elapsed() < CACHE_TTL).then(|| principal.clone())

@@ -23,7 +23,7 @@ pub struct Users {
 }
 
 /// The MFA extension of a user as SCIM shows it (computed from its factor).
-pub fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
+pub(crate) fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
     resource::MfaView {
         status: user.mfa.status.as_str(),
         enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
@@ -77,7 +77,7 @@ impl Users {
     }
 
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
-    pub fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
+    pub(crate) fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize(&USER_RESOURCE, input)?;
         self.modify(id, if_match, actor, |_| Ok((body, reset)))
@@ -86,7 +86,7 @@ impl Users {
     /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
     /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
     /// version that moved meanwhile is 412.
-    pub fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
+    pub(crate) fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         self.modify(id, if_match, actor, |current| {
             let mut body = Value::Object(current.body.clone());
             patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
@@ -121,7 +121,7 @@ impl Users {
         })
     }
 
-    pub fn delete(&self, id: &str, if_match: Option<&str>) -> Result<()> {
+    pub(crate) fn delete(&self, id: &str, if_match: Option<&str>) -> Result<()> {
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| {
             let version = match if_match {

@@ -12,7 +12,7 @@ use crate::domain::mfa::{Outcome, Reason, Selection};
 use crate::domain::tokens::Scope;
 use crate::scim::filter;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/mfa/resets", web::post().to(bulk_reset)).route("/audit", web::get().to(audit));
 }
 
@@ -22,7 +22,7 @@ type Reply = Result<HttpResponse, ApiError>;
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // documents the body `bulk_reset` reads
-pub enum BulkResetRequest {
+pub(crate) enum BulkResetRequest {
     Ids(ResetByIds),
     Filter(ResetByFilter),
 }
@@ -30,7 +30,7 @@ pub enum BulkResetRequest {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
-pub struct ResetByIds {
+pub(crate) struct ResetByIds {
     /// SCIM user ids (at most `mfa.max_bulk_reset`).
     user_ids: Vec<String>,
     #[schema(min_length = 1, max_length = 1000)]
@@ -39,7 +39,7 @@ pub struct ResetByIds {
 
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
-pub struct ResetByFilter {
+pub(crate) struct ResetByFilter {
     /// A SCIM filter, e.g. `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Sales"`.
     filter: String,
     #[schema(min_length = 1, max_length = 1000)]
@@ -48,7 +48,7 @@ pub struct ResetByFilter {
 
 /// One user's outcome.
 #[derive(Serialize, ToSchema)]
-pub struct ResetOutcome {
+pub(crate) struct ResetOutcome {
     id: String,
     /// `reset`, `not_found` or `error`.
     #[schema(pattern = "^(reset|not_found|error)$")]
@@ -59,7 +59,7 @@ pub struct ResetOutcome {
 
 /// Every selected user's outcome; one bad id does not stop the others.
 #[derive(Serialize, ToSchema)]
-pub struct BulkResetResults {
+pub(crate) struct BulkResetResults {
     results: Vec<ResetOutcome>,
     reset: usize,
     failed: usize,
@@ -69,7 +69,7 @@ pub struct BulkResetResults {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the parameters `audit` reads
-pub struct AuditParams {
+pub(crate) struct AuditParams {
     /// Only this user's events.
     #[param(rename = "userId")]
     user_id: Option<String>,
@@ -90,7 +90,7 @@ pub struct AuditParams {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // documents the events `domain::audit` renders
-pub struct AuditEvent {
+pub(crate) struct AuditEvent {
     id: i64,
     #[schema(format = DateTime)]
     time: String,
@@ -112,12 +112,12 @@ pub struct AuditEvent {
 #[derive(Serialize, ToSchema)]
 #[schema(value_type = Object)]
 #[allow(dead_code)]
-pub struct Object(serde_json::Map<String, Value>);
+pub(crate) struct Object(serde_json::Map<String, Value>);
 
 /// A page of the audit trail, newest first.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     total_results: i64,
     start_index: i64,
     #[schema(value_type = Vec<AuditEvent>)]
@@ -131,7 +131,7 @@ pub struct AuditPage {
         (status = 200, description = "Each user's outcome (scope admin)", body = BulkResetResults),
         (status = 400, description = "Neither or both of userIds and filter, an invalid filter, no reason, more users than mfa.max_bulk_reset, or a malformed body", body = ApiErrorBody),
     ))]
-pub async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
+pub(crate) async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Bulk)?;
     let body = read_object(&state, &req, payload).await?;
     let reason = Reason::parse(string_field(&body, "reason")?)?;
@@ -162,7 +162,7 @@ pub async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: w
         (status = 200, description = "A page of events (scope admin)", body = AuditPage),
         (status = 400, description = "A malformed or unknown parameter", body = ApiErrorBody),
     ))]
-pub async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Reply {
+pub(crate) async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(|q| q.into_inner())

@@ -26,14 +26,14 @@ impl ApiError {
         ApiError { status, error, detail: detail.into() }
     }
 
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(400, "invalid_request", detail)
     }
 }
 
 /// The body of every API error.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ApiErrorBody {
+pub(crate) struct ApiErrorBody {
     /// A stable machine word: `invalid_request`, `not_found`, `conflict`, `unauthorized`, …
     pub error: String,
     /// A human sentence.
@@ -79,7 +79,7 @@ impl From<domain::Error> for ApiError {
 }
 
 /// Runs blocking work off the async workers (see `scim_io::blocking`).
-pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
 where
     T: Send + 'static,
     E: Into<ScimError> + Send + 'static,
@@ -88,7 +88,7 @@ where
 }
 
 /// Reads a JSON object body within `server.max_body_bytes`.
-pub async fn read_object(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ApiError> {
+pub(crate) async fn read_object(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ApiError> {
     let v = super::scim_io::read_json(state, req, payload).await?;
     if !v.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -97,7 +97,7 @@ pub async fn read_object(state: &AppState, req: &HttpRequest, payload: web::Payl
 }
 
 /// The caller, if its token carries one of `scopes` (403 otherwise), as an audit actor.
-pub fn require(req: &HttpRequest, scopes: &[Scope], origin: Origin) -> Result<Actor, ApiError> {
+pub(crate) fn require(req: &HttpRequest, scopes: &[Scope], origin: Origin) -> Result<Actor, ApiError> {
     let p = principal(req).ok_or_else(|| ApiError::new(401, "unauthorized", "missing bearer token"))?;
     if !scopes.iter().any(|s| p.has(*s)) {
         let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
@@ -107,7 +107,7 @@ pub fn require(req: &HttpRequest, scopes: &[Scope], origin: Origin) -> Result<Ac
 }
 
 /// A string member of a JSON body.
-pub fn string_field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn string_field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -116,6 +116,6 @@ pub fn string_field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, 
 }
 
 /// A path or method `/api/v1` does not have: a JSON error like every other answer.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::new(404, "not_found", format!("no such endpoint: {} {}", req.method(), req.path())).error_response()
 }

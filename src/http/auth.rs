@@ -13,7 +13,7 @@ use crate::domain::tokens::{Principal, Scope};
 use crate::scim::error::ScimError;
 
 /// `/scim/v2`: a token with scope `scim`; errors as SCIM error documents.
-pub async fn scim_scope(
+pub(crate) async fn scim_scope(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
@@ -21,7 +21,7 @@ pub async fn scim_scope(
 }
 
 /// `/api/v1`: any valid token (each handler checks its scope); errors as JSON.
-pub async fn api_token(
+pub(crate) async fn api_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
@@ -97,6 +97,6 @@ async fn authorize(req: &ServiceRequest, scope: Option<Scope>) -> Result<Princip
 }
 
 /// Who calls (for audit actors).
-pub fn principal(req: &actix_web::HttpRequest) -> Option<Principal> {
+pub(crate) fn principal(req: &actix_web::HttpRequest) -> Option<Principal> {
     req.extensions().get::<Principal>().cloned()
 }

@@ -11,7 +11,7 @@ use crate::scim::error::ScimError;
 use crate::scim::list::list_response;
 use crate::scim::schema;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     // Discovery is read-only: every other method gets 405.
     let only_get = |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
     cfg.service(only_get("/ServiceProviderConfig").route(web::get().to(service_provider_config)))

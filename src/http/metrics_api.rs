@@ -10,7 +10,7 @@ use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
 use crate::metrics::{Gauges, METRICS};
 
-pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     require(&req, &[Scope::Admin], Origin::Api)?;
     let stats = state.stats.clone();
     let counts = blocking(move || stats.snapshot()).await?;
@@ -29,7 +29,7 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
 /// series kept for the life of the process, so a made-up method or path must not make one.
 /// Route templates are the ones registered (else `unmatched`), methods the standard ones (else
 /// `other`), statuses the ones this server answers with.
-pub fn record(req: &HttpRequest, status: u16, took: Duration) {
+pub(crate) fn record(req: &HttpRequest, status: u16, took: Duration) {
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = method_label(req.method());
     let status = status.to_string();

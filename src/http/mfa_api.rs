@@ -13,7 +13,7 @@ use crate::domain::mfa::{Reason, Verification};
 use crate::domain::tokens::Scope;
 use crate::scim::resource::datetime;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/users/{id}/mfa", web::get().to(status))
         .route("/users/{id}/mfa/totp", web::post().to(start_enrolment))
         .route("/users/{id}/mfa/totp/confirm", web::post().to(confirm))
@@ -27,7 +27,7 @@ type Reply = Result<HttpResponse, ApiError>;
 /// A user's second factor.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MfaStatus {
+pub(crate) struct MfaStatus {
     /// `none` (never enrolled), `pending` (must enrol at the next login) or `enrolled`.
     #[schema(pattern = "^(none|pending|enrolled)$")]
     status: &'static str,
@@ -54,7 +54,7 @@ pub struct Enrolment {
 /// `{"code": "123456"}`: a TOTP code, or a backup code (`XXXXX-XXXXX`).
 #[derive(ToSchema)]
 #[allow(dead_code)] // documents the body `code()` reads
-pub struct CodeRequest {
+pub(crate) struct CodeRequest {
     #[schema(min_length = 1, max_length = 64)]
     code: String,
 }
@@ -68,7 +68,7 @@ pub struct BackupCodes {
 
 /// A code that was accepted.
 #[derive(Serialize, ToSchema)]
-pub struct Verified {
+pub(crate) struct Verified {
     #[schema(pattern = "^true$")]
     valid: bool,
     /// `totp` or `backup_code`.
@@ -78,7 +78,7 @@ pub struct Verified {
 
 /// A wrong code (401), or too many of them (429, with `error` and `detail`).
 #[derive(Serialize, ToSchema)]
-pub struct Refused {
+pub(crate) struct Refused {
     #[schema(pattern = "^false$")]
     valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,7 @@ pub struct Refused {
 /// `{"reason": "lost phone"}`: why, for the audit trail.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documents the body `reset` reads
-pub struct ResetRequest {
+pub(crate) struct ResetRequest {
     /// Trimmed, not empty.
     #[schema(min_length = 1, max_length = 1000)]
     reason: String,
@@ -99,7 +99,7 @@ pub struct ResetRequest {
 /// A reset factor: the user enrols again at the next login.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ResetDone {
+pub(crate) struct ResetDone {
     id: String,
     #[schema(pattern = "^pending$")]
     status: &'static str,
@@ -128,7 +128,7 @@ async fn code(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Res
         (status = 200, description = "The factor's state (scope mfa or admin)", body = MfaStatus),
         (status = 404, description = "No such user", body = ApiErrorBody),
     ))]
-pub async fn status(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+pub(crate) async fn status(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     require(&req, &[Scope::Mfa, Scope::Admin], Origin::Api)?;
     let mfa = state.mfa.clone();
     let s = blocking(move || mfa.status(&id)).await?;
@@ -206,7 +206,7 @@ pub async fn verify(state: web::Data<AppState>, req: HttpRequest, id: web::Path<
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // documentation only
-pub enum VerifyUnauthorized {
+pub(crate) enum VerifyUnauthorized {
     WrongCode(Refused),
     NoToken(ApiErrorBody),
 }
@@ -219,7 +219,7 @@ pub enum VerifyUnauthorized {
         (status = 404, description = "No such user", body = ApiErrorBody),
         (status = 409, description = "The user has no confirmed factor", body = ApiErrorBody),
     ))]
-pub async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+pub(crate) async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     let actor = require(&req, &[Scope::Mfa], Origin::Api)?;
     let mfa = state.mfa.clone();
     let codes = blocking(move || mfa.regenerate_backup_codes(&id, &actor)).await?;
@@ -235,7 +235,7 @@ pub async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, id: web:
         (status = 400, description = "No reason, or a malformed body", body = ApiErrorBody),
         (status = 404, description = "No such user", body = ApiErrorBody),
     ))]
-pub async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
+pub(crate) async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Api)?;
     let body = read_object(&state, &req, payload).await?;
     let reason = Reason::parse(string_field(&body, "reason")?)?;

@@ -59,7 +59,7 @@ impl AppState {
 }
 
 /// All routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .service(web::resource("/metrics").wrap(from_fn(auth::api_token)).route(web::get().to(metrics_api::metrics)))

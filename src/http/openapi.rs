@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{admin_api, mfa_api, sync_api};
 
-pub const PATH: &str = "/api/v1/openapi.json";
+pub(crate) const PATH: &str = "/api/v1/openapi.json";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -79,7 +79,7 @@ fn error_response(description: &str) -> RefOr<Response> {
 }
 
 /// The document, built once.
-pub fn document() -> &'static str {
+pub(crate) fn document() -> &'static str {
     static DOC: LazyLock<String> = LazyLock::new(|| {
         let mut doc = ApiDoc::openapi();
         // The document itself, open to all.
@@ -104,6 +104,6 @@ pub fn document() -> &'static str {
     &DOC
 }
 
-pub async fn serve() -> HttpResponse {
+pub(crate) async fn serve() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(document())
 }

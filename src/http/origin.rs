@@ -10,7 +10,7 @@ use actix_web::HttpRequest;
 use super::AppState;
 
 /// `scheme://host[:port]`, without a trailing slash.
-pub fn public_origin(state: &AppState, req: &HttpRequest) -> String {
+pub(crate) fn public_origin(state: &AppState, req: &HttpRequest) -> String {
     if let Some(url) = &state.config.server.public_url {
         return url.trim_end_matches('/').to_string();
     }
@@ -47,7 +47,7 @@ fn from_trusted_proxy(state: &AppState, req: &HttpRequest) -> bool {
 
 /// `host[:port]`: a DNS name or IPv4 address (letters, digits, `-`, `_`, dot-separated labels
 /// of at most 63 characters), or a bracketed IPv6 address; the port 1–65535.
-pub fn valid_authority(s: &str) -> bool {
+pub(crate) fn valid_authority(s: &str) -> bool {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else { return false };
         if v6.parse::<std::net::Ipv6Addr>().is_err() {

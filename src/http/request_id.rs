@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
 use tracing::Instrument;
 
-pub const HEADER: &str = "x-request-id";
+pub(crate) const HEADER: &str = "x-request-id";
 
 #[derive(Debug, Clone)]
 struct RequestId(String);
@@ -18,7 +18,7 @@ fn acceptable(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-pub async fn assign(
+pub(crate) async fn assign(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -42,6 +42,6 @@ pub async fn assign(
 }
 
 /// The id of this request.
-pub fn request_id(req: &HttpRequest) -> Option<String> {
+pub(crate) fn request_id(req: &HttpRequest) -> Option<String> {
     req.extensions().get::<RequestId>().map(|r| r.0.clone())
 }

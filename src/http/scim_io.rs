@@ -10,7 +10,7 @@ use super::AppState;
 use crate::domain;
 use crate::scim::error::{ScimError, ScimType};
 
-pub const SCIM_JSON: &str = "application/scim+json";
+pub(crate) const SCIM_JSON: &str = "application/scim+json";
 
 impl ResponseError for ScimError {
     fn status_code(&self) -> StatusCode {
@@ -22,7 +22,7 @@ impl ResponseError for ScimError {
     }
 }
 
-pub fn scim_error_response(e: &ScimError) -> HttpResponse {
+pub(crate) fn scim_error_response(e: &ScimError) -> HttpResponse {
     let mut resp = HttpResponse::build(e.status_code());
     if e.status == 503 {
         resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -31,7 +31,7 @@ pub fn scim_error_response(e: &ScimError) -> HttpResponse {
 }
 
 /// When a client should try again after a 503 (the database busy or unreachable).
-pub const RETRY_AFTER_SECS: &str = "5";
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
 
 impl From<domain::Error> for ScimError {
     fn from(e: domain::Error) -> Self {
@@ -67,7 +67,7 @@ impl From<domain::Error> for ScimError {
 }
 
 /// Runs blocking (database) work on actix's blocking pool, off the async workers.
-pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ScimError>
+pub(crate) async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ScimError>
 where
     T: Send + 'static,
     E: Into<ScimError> + Send + 'static,
@@ -81,7 +81,7 @@ where
 /// Reads a JSON body of at most `server.max_body_bytes` (413 beyond it), arriving within
 /// `server.request_timeout` (408 after it: a client that declares a body and stalls would
 /// otherwise hold its connection and a worker's attention for ever).
-pub async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ScimError> {
+pub(crate) async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ScimError> {
     check_content_type(req)?;
     let server = &state.config.server;
     let timeout = std::time::Duration::from_secs(server.request_timeout);
@@ -133,19 +133,19 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 }
 
 /// `https://host/scim/v2`: from `server.public_url`, else from the request (see `origin`).
-pub fn base_url(state: &AppState, req: &HttpRequest) -> String {
+pub(crate) fn base_url(state: &AppState, req: &HttpRequest) -> String {
     format!("{}/scim/v2", super::origin::public_origin(state, req))
 }
 
 /// A SCIM JSON response.
-pub fn scim_json(status: StatusCode, doc: &Value) -> HttpResponse {
+pub(crate) fn scim_json(status: StatusCode, doc: &Value) -> HttpResponse {
     HttpResponse::build(status).content_type(SCIM_JSON).body(doc.to_string())
 }
 
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
     scim_error_response(&ScimError::not_found(format!("no such endpoint: {} {}", req.method(), req.path())))
 }
 
-pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     scim_error_response(&ScimError::new(405, None, format!("{} is not allowed on {}", req.method(), req.path())))
 }

@@ -15,7 +15,7 @@ use crate::scim::list::{list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
 use crate::scim::schema::USER_RESOURCE;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/Users")
             .route(web::get().to(list))

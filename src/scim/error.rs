@@ -19,7 +19,7 @@ pub enum ScimType {
 }
 
 impl ScimType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ScimType::InvalidFilter => "invalidFilter",
             ScimType::TooMany => "tooMany",
@@ -51,48 +51,48 @@ impl ScimError {
     }
 
     /// 400 with a `scimType`.
-    pub fn bad_request(scim_type: ScimType, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(scim_type: ScimType, detail: impl Into<String>) -> Self {
         Self::new(400, Some(scim_type), detail)
     }
 
-    pub fn invalid_value(detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid_value(detail: impl Into<String>) -> Self {
         Self::bad_request(ScimType::InvalidValue, detail)
     }
 
-    pub fn invalid_syntax(detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid_syntax(detail: impl Into<String>) -> Self {
         Self::bad_request(ScimType::InvalidSyntax, detail)
     }
 
-    pub fn invalid_path(detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid_path(detail: impl Into<String>) -> Self {
         Self::bad_request(ScimType::InvalidPath, detail)
     }
 
-    pub fn invalid_filter(detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid_filter(detail: impl Into<String>) -> Self {
         Self::bad_request(ScimType::InvalidFilter, detail)
     }
 
-    pub fn mutability(detail: impl Into<String>) -> Self {
+    pub(crate) fn mutability(detail: impl Into<String>) -> Self {
         Self::bad_request(ScimType::Mutability, detail)
     }
 
-    pub fn no_target(detail: impl Into<String>) -> Self {
+    pub(crate) fn no_target(detail: impl Into<String>) -> Self {
         Self::bad_request(ScimType::NoTarget, detail)
     }
 
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::new(404, None, detail)
     }
 
-    pub fn uniqueness(detail: impl Into<String>) -> Self {
+    pub(crate) fn uniqueness(detail: impl Into<String>) -> Self {
         Self::new(409, Some(ScimType::Uniqueness), detail)
     }
 
-    pub fn precondition_failed(detail: impl Into<String>) -> Self {
+    pub(crate) fn precondition_failed(detail: impl Into<String>) -> Self {
         Self::new(412, None, detail)
     }
 
     /// The error document sent as the response body.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut doc = json!({
             "schemas": [schema::ERROR],
             "status": self.status.to_string(),

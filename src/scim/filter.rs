@@ -175,7 +175,7 @@ pub fn parse_path(input: &str) -> Result<PatchPath, SyntaxError> {
 /// * Inside `attr[...]`, `case_exact` receives the qualified path `attr.sub` (e.g. `emails` with
 ///   sub `type`), so a schema lookup works; called directly on an element, it gets the path as
 ///   written (`type`).
-pub fn matches(filter: &Filter, object: &serde_json::Value, case_exact: &dyn Fn(&AttrPath) -> bool) -> bool {
+pub(crate) fn matches(filter: &Filter, object: &serde_json::Value, case_exact: &dyn Fn(&AttrPath) -> bool) -> bool {
     eval(filter, object, None, case_exact)
 }
 
@@ -199,7 +199,7 @@ impl std::fmt::Display for AttrPath {
 
 impl CompareOp {
     /// The operator as the grammar spells it (lower case).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CompareOp::Eq => "eq",
             CompareOp::Ne => "ne",

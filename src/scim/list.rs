@@ -21,7 +21,7 @@ pub struct ListParams {
 
 impl ListParams {
     /// From query-string pairs; parameter names are matched ignoring case.
-    pub fn from_query(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(crate) fn from_query(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut p = ListParams::default();
         for (k, v) in pairs {
             if let Some(slot) = p.slot(&k) {
@@ -46,7 +46,7 @@ impl ListParams {
     }
 
     /// From a SearchRequest body (RFC 7644 §3.4.3).
-    pub fn from_search_body(body: &Value) -> Result<Self, ScimError> {
+    pub(crate) fn from_search_body(body: &Value) -> Result<Self, ScimError> {
         let Some(obj) = body.as_object() else {
             return Err(ScimError::invalid_syntax("a SearchRequest must be a JSON object"));
         };
@@ -145,7 +145,7 @@ fn integer(s: &str) -> Option<i64> {
 }
 
 /// The ListResponse document.
-pub fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Value {
+pub(crate) fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Value {
     let mut doc = Map::new();
     doc.insert("schemas".into(), json!([schema::LIST_RESPONSE]));
     doc.insert("totalResults".into(), json!(total));

@@ -17,11 +17,11 @@ use super::filter::{self, AttrPath, CompValue, CompareOp, Filter, PatchPath};
 use super::schema::{self, Attribute, Kind, Mutability, ResourceType, Schema};
 
 /// Most operations accepted in one request.
-pub const MAX_OPERATIONS: usize = 1000;
+pub(crate) const MAX_OPERATIONS: usize = 1000;
 
 /// Applies a PatchOp request document to `body`, a resource of type `rt`. All-or-nothing: on
 /// error `body` is unchanged (work on a clone and swap at the end).
-pub fn apply(rt: &ResourceType, body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimError> {
+pub(crate) fn apply(rt: &ResourceType, body: &mut Map<String, Value>, request: &Value) -> Result<(), ScimError> {
     apply_checked(rt, body, request, &Map::new())
 }
 
@@ -30,7 +30,7 @@ pub fn apply(rt: &ResourceType, body: &mut Map<String, Value>, request: &Value) 
 /// path-less value (or a whole extension object) may echo them unchanged, as identity
 /// providers echo what they read, but one that changes them is refused with `mutability`, the
 /// answer the same change gets with a path.
-pub fn apply_checked(
+pub(crate) fn apply_checked(
     rt: &ResourceType,
     body: &mut Map<String, Value>,
     request: &Value,

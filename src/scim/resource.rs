@@ -15,7 +15,7 @@ use super::schema::{self, Attribute, Kind, Mutability, ResourceType, Returned, S
 ///
 /// Lenient where identity providers are known to deviate (booleans as `"False"`, Entra's
 /// manager as a bare id string, a single value where an array is expected).
-pub fn normalize(rt: &ResourceType, input: &Value) -> Result<Map<String, Value>, ScimError> {
+pub(crate) fn normalize(rt: &ResourceType, input: &Value) -> Result<Map<String, Value>, ScimError> {
     let Some(obj) = input.as_object() else {
         return Err(not_an_object(rt));
     };
@@ -61,7 +61,7 @@ fn not_an_object(rt: &ResourceType) -> ScimError {
 /// list (`invalidSyntax` otherwise), naming the type's core schema and no schema of another
 /// resource or message (`invalidValue`: a Group sent to `/Users`). Extension URNs this server
 /// does not know are let through, like unknown attributes.
-pub fn check_schemas(rt: &ResourceType, input: &Value) -> Result<(), ScimError> {
+pub(crate) fn check_schemas(rt: &ResourceType, input: &Value) -> Result<(), ScimError> {
     let Some(obj) = input.as_object() else {
         return Err(not_an_object(rt));
     };
@@ -83,7 +83,7 @@ pub fn check_schemas(rt: &ResourceType, input: &Value) -> Result<(), ScimError> 
 
 /// Whether a User body (as sent, or as patched) sets the MFA extension's write-only
 /// `resetRequested` to true (`true` or `"True"`), nested or URN-qualified at the top level.
-pub fn reset_requested(input: &Value) -> Result<bool, ScimError> {
+pub(crate) fn reset_requested(input: &Value) -> Result<bool, ScimError> {
     let Some(obj) = input.as_object() else { return Ok(false) };
     let flag = "resetRequested";
     let nested = obj
@@ -182,7 +182,7 @@ fn normalize_single(attr: &Attribute, value: &Value) -> Result<Option<Value>, Sc
 }
 
 /// Booleans as JSON booleans, or as the strings `"true"`/`"false"` in any case (Entra, Okta).
-pub fn boolean(name: &str, value: &Value) -> Result<bool, ScimError> {
+pub(crate) fn boolean(name: &str, value: &Value) -> Result<bool, ScimError> {
     match value {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
@@ -219,7 +219,7 @@ impl Projection {
 
     /// Applies the projection to a rendered resource of type `rt`. `id` and `schemas` are always
     /// returned.
-    pub fn apply(&self, rt: &ResourceType, resource: &mut Value) {
+    pub(crate) fn apply(&self, rt: &ResourceType, resource: &mut Value) {
         let Some(obj) = resource.as_object_mut() else { return };
         let relative = Relative {
             attributes: self.attributes.iter().map(|a| core_relative(a, rt.core.id)).collect(),
@@ -305,7 +305,7 @@ fn split_list(s: &str) -> Vec<String> {
 
 /// Version and timestamps of a stored resource.
 #[derive(Debug, Clone)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub created: chrono::DateTime<chrono::Utc>,
     pub last_modified: chrono::DateTime<chrono::Utc>,
     pub version: i64,
@@ -313,7 +313,7 @@ pub struct Meta {
 
 impl Meta {
     /// The weak entity tag of this version (`W/"3"`), used for `meta.version` and `ETag`.
-    pub fn etag(&self) -> String {
+    pub(crate) fn etag(&self) -> String {
         format!("W/\"{}\"", self.version)
     }
 }
@@ -321,13 +321,13 @@ impl Meta {
 /// SCIM dateTime: RFC 3339 in UTC with microseconds, the precision times are stored with, so
 /// that a time read from a resource compares in filters as what it shows (`meta.created eq` the
 /// user's own `meta.created` selects the user).
-pub fn datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The MFA extension of a user, computed from its factor (never stored in the body).
 #[derive(Debug, Clone)]
-pub struct MfaView<'a> {
+pub(crate) struct MfaView<'a> {
     pub status: &'a str,
     pub enrolled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub last_reset_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -336,7 +336,7 @@ pub struct MfaView<'a> {
 impl MfaView<'_> {
     /// The computed readOnly attributes by schema, as PATCH compares them
     /// (`patch::apply_checked`).
-    pub fn computed(&self) -> Map<String, Value> {
+    pub(crate) fn computed(&self) -> Map<String, Value> {
         let mut out = Map::new();
         out.insert(schema::MFA_USER.into(), self.to_json());
         out
@@ -359,7 +359,7 @@ impl MfaView<'_> {
 /// the server-computed extension objects by schema URN (a User's MFA state,
 /// [`MfaView::computed`]); `schemas` lists the core schema and each extension present, stored or
 /// computed.
-pub fn render(
+pub(crate) fn render(
     rt: &ResourceType,
     id: &str,
     body: &Map<String, Value>,
@@ -622,7 +622,7 @@ mod resource_type_tests {
 
 /// Whether an `If-Match` header (`*`, or a list of entity tags) matches `version`.
 /// Weak and strong forms compare equal: versions are only ever weak here.
-pub fn etag_matches(header: &str, version: i64) -> bool {
+pub(crate) fn etag_matches(header: &str, version: i64) -> bool {
     let want = version.to_string();
     header.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == want)
 }

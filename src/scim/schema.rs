@@ -9,21 +9,22 @@ use serde_json::{json, Map, Value};
 use super::error::ScimError;
 use super::user_name::UserName;
 
-pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const MFA_USER: &str = "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User";
-pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
-pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
-pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
-pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
-pub const SERVICE_PROVIDER_CONFIG: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+pub(crate) const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub(crate) const MFA_USER: &str = "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User";
+pub(crate) const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+pub(crate) const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+#[cfg(test)]
+pub(crate) const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+pub(crate) const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub(crate) const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+pub(crate) const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+pub(crate) const SERVICE_PROVIDER_CONFIG: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 
 /// The `schemas` a request document declares (its key matched ignoring case): a non-empty list
 /// of URNs, `invalidSyntax` otherwise (missing, empty, a bare string, …). RFC 7643 §3 makes it
 /// required on every resource and message.
-pub fn declared_schemas(doc: &Map<String, Value>) -> Result<Vec<&str>, ScimError> {
+pub(crate) fn declared_schemas(doc: &Map<String, Value>) -> Result<Vec<&str>, ScimError> {
     let value = doc.get("schemas").or_else(|| doc.iter().find(|(k, _)| k.eq_ignore_ascii_case("schemas")).map(|(_, v)| v));
     let list = match value {
         Some(Value::Array(items)) if !items.is_empty() => items.iter().map(Value::as_str).collect::<Option<Vec<_>>>(),
@@ -91,16 +92,16 @@ pub struct Schema {
 
 impl Attribute {
     /// The sub-attribute called `name`, ignoring case.
-    pub fn sub(&self, name: &str) -> Option<&'static Attribute> {
+    pub(crate) fn sub(&self, name: &str) -> Option<&'static Attribute> {
         find(self.sub_attributes, name)
     }
 
     /// Attribute names are case-insensitive on the wire (RFC 7643 §2.1).
-    pub fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut out = json!({
             "name": self.name,
             "type": match self.kind {
@@ -147,12 +148,12 @@ impl Attribute {
 }
 
 impl Schema {
-    pub fn attribute(&self, name: &str) -> Option<&'static Attribute> {
+    pub(crate) fn attribute(&self, name: &str) -> Option<&'static Attribute> {
         find(self.attributes, name)
     }
 
     /// The `/Schemas/{id}` document.
-    pub fn to_json(&self, base_url: &str) -> Value {
+    pub(crate) fn to_json(&self, base_url: &str) -> Value {
         json!({
             "schemas": [SCHEMA],
             "id": self.id,
@@ -190,28 +191,28 @@ pub struct ResourceType {
 
 impl ResourceType {
     /// The core schema first, then the extensions.
-    pub fn schemas(&self) -> impl Iterator<Item = &'static Schema> + '_ {
+    pub(crate) fn schemas(&self) -> impl Iterator<Item = &'static Schema> + '_ {
         std::iter::once(self.core).chain(self.extensions.iter().copied())
     }
 
     /// The schema of this type with this URN (ignoring case), core or extension.
-    pub fn schema(&self, urn: &str) -> Option<&'static Schema> {
+    pub(crate) fn schema(&self, urn: &str) -> Option<&'static Schema> {
         self.schemas().find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 
     /// The extension with this URN (ignoring case): attributes kept in an object of their own.
-    pub fn extension(&self, urn: &str) -> Option<&'static Schema> {
+    pub(crate) fn extension(&self, urn: &str) -> Option<&'static Schema> {
         self.extensions.iter().copied().find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 
     /// Whether `schema` is this type's core schema: its attributes sit at the top level of a
     /// resource, next to the common ones (`id`, `externalId`, `meta`; RFC 7643 §3.1).
-    pub fn is_core(&self, schema: &Schema) -> bool {
+    pub(crate) fn is_core(&self, schema: &Schema) -> bool {
         schema.id == self.core.id
     }
 
     /// The `/ResourceTypes/{name}` document.
-    pub fn to_json(&self, base_url: &str) -> Value {
+    pub(crate) fn to_json(&self, base_url: &str) -> Value {
         json!({
             "schemas": [RESOURCE_TYPE],
             "id": self.name,
@@ -354,7 +355,7 @@ const MANAGER_SUBS: [Attribute; 3] = [
     read_only(string("displayName", "The displayName of the User's manager.")),
 ];
 
-pub static USER_SCHEMA: Schema = Schema {
+pub(crate) static USER_SCHEMA: Schema = Schema {
     id: USER,
     name: "User",
     description: "User Account",
@@ -401,7 +402,7 @@ pub static USER_SCHEMA: Schema = Schema {
     ],
 };
 
-pub static ENTERPRISE_USER_SCHEMA: Schema = Schema {
+pub(crate) static ENTERPRISE_USER_SCHEMA: Schema = Schema {
     id: ENTERPRISE_USER,
     name: "EnterpriseUser",
     description: "Enterprise User",
@@ -417,7 +418,7 @@ pub static ENTERPRISE_USER_SCHEMA: Schema = Schema {
 
 /// The second factor of a user as SCIM shows it: computed from the MFA store, never stored
 /// in the body; `resetRequested` is the write-only switch that resets it.
-pub static MFA_USER_SCHEMA: Schema = Schema {
+pub(crate) static MFA_USER_SCHEMA: Schema = Schema {
     id: MFA_USER,
     name: "MfaUser",
     description: "Second-factor (TOTP) state of the User, managed by provisiond",
@@ -447,8 +448,8 @@ pub static MFA_USER_SCHEMA: Schema = Schema {
 pub(crate) mod gadget {
     use super::*;
 
-    pub const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:Gadget";
-    pub const COLOUR: &str = "urn:example:params:scim:schemas:extension:colour:2.0:Gadget";
+    pub(crate) const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:Gadget";
+    pub(crate) const COLOUR: &str = "urn:example:params:scim:schemas:extension:colour:2.0:Gadget";
 
     static CORE_SCHEMA: Schema = Schema {
         id: CORE,
@@ -464,7 +465,7 @@ pub(crate) mod gadget {
         attributes: &[string("colour", "Its colour.")],
     };
 
-    pub static GADGET: ResourceType = ResourceType {
+    pub(crate) static GADGET: ResourceType = ResourceType {
         name: "Gadget",
         endpoint: "/Gadgets",
         description: "A resource for tests",

@@ -26,14 +26,14 @@ use unicode_normalization::UnicodeNormalization;
 /// A userName that passed the check, with its comparison key: two are equal (and hash alike)
 /// exactly when they name the same user, whatever their spelling. Shown as it was sent.
 #[derive(Debug, Clone)]
-pub struct UserName {
+pub(crate) struct UserName {
     name: String,
     key: String,
 }
 
 /// Why a userName cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidUserName {
+pub(crate) enum InvalidUserName {
     #[error("userName is required")]
     Empty,
     #[error("userName contains the invisible or control character U+{0:04X}; such names look like others and are refused")]
@@ -50,7 +50,7 @@ impl UserName {
 
     /// Whether `name` would be accepted, without deriving its key (normalisation checks every
     /// body written, and the store derives the key once).
-    pub fn check(name: &str) -> Result<(), InvalidUserName> {
+    pub(crate) fn check(name: &str) -> Result<(), InvalidUserName> {
         if name.trim().is_empty() {
             return Err(InvalidUserName::Empty);
         }
@@ -61,25 +61,25 @@ impl UserName {
     }
 
     /// The name as it was sent, the one stored and shown.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.name
     }
 
     /// The form every spelling of this name shares.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
     /// The comparison key of any string, checked or not (a name looked up, a filter value, a
     /// name stored before the check existed): NFKC, case folding, NFKC, a redundant dot above
     /// dropped, trimmed.
-    pub fn key_of(name: &str) -> String {
+    pub(crate) fn key_of(name: &str) -> String {
         Self::fold(name).trim().to_string()
     }
 
     /// The form a substring (`co`, `sw`, `ew` filters) is compared in: the key without trimming,
     /// so that a leading or trailing space of the pattern still counts.
-    pub fn fold(part: &str) -> String {
+    pub(crate) fn fold(part: &str) -> String {
         let folded: String = caseless::default_case_fold_str(&part.nfkc().collect::<String>()).nfkc().collect();
         let mut out = String::with_capacity(folded.len());
         let mut previous = None;

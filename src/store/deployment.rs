@@ -13,7 +13,7 @@ pub fn get(conn: &mut DbConn, name: &str) -> Result<Option<String>> {
 }
 
 /// Records `value` under `name` unless a value is recorded already; returns the recorded value.
-pub fn claim(tx: &mut Tx, name: &str, value: &str) -> Result<String> {
+pub(crate) fn claim(tx: &mut Tx, name: &str, value: &str) -> Result<String> {
     let conn = tx.conn();
     super::insert_unless_taken(conn, |c| {
         diesel::insert_into(deployment::table).values((deployment::name.eq(name), deployment::value.eq(value))).execute(c)

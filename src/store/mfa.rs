@@ -45,7 +45,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Summary { status: FactorStatus::None, enrolled_at: None, last_reset_at: None }
     }
 }
@@ -95,7 +95,7 @@ pub fn confirm(tx: &mut Tx, user_id: &str, sealed: &str, step: i64, at: NaiveDat
 
 /// Accepts TOTP step `step` unless it (or a later one) was accepted before: replays lose.
 /// Refused while a lockout (set by a parallel request) holds at `at`.
-pub fn accept_step(tx: &mut Tx, user_id: &str, step: i64, at: NaiveDateTime) -> Result<bool> {
+pub(crate) fn accept_step(tx: &mut Tx, user_id: &str, step: i64, at: NaiveDateTime) -> Result<bool> {
     let n = diesel::update(
         mfa_factors::table
             .find(user_id)
@@ -109,7 +109,7 @@ pub fn accept_step(tx: &mut Tx, user_id: &str, step: i64, at: NaiveDateTime) -> 
 }
 
 /// Clears the failure count after a good backup code.
-pub fn clear_failures(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+pub(crate) fn clear_failures(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
     let conn = tx.conn();
     diesel::update(mfa_factors::table.find(user_id))
         .set((mfa_factors::failures.eq(0), mfa_factors::failures_since.eq(None::<NaiveDateTime>)))
@@ -117,7 +117,7 @@ pub fn clear_failures(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::
     Ok(())
 }
 
-pub fn set_failures(
+pub(crate) fn set_failures(
     tx: &mut Tx,
     user_id: &str,
     failures: i32,
@@ -140,7 +140,7 @@ pub fn set_failures(
 /// own; without this, two of them on different instances could each wait for a row the other
 /// holds, and PostgreSQL would break the deadlock by failing one of the resets. The lock is
 /// held to the end of the transaction and taken again at no cost within it.
-pub fn take_reset_turn(tx: &mut Tx) -> Result<(), diesel::result::Error> {
+pub(crate) fn take_reset_turn(tx: &mut Tx) -> Result<(), diesel::result::Error> {
     let conn = tx.conn();
     if let DbConn::Pg(pg) = conn {
         // An arbitrary application-wide key: "provisiond mfa reset".
@@ -153,7 +153,7 @@ pub fn take_reset_turn(tx: &mut Tx) -> Result<(), diesel::result::Error> {
 /// writer), before the factor's own row: inserting backup codes takes this lock anyway (their
 /// foreign key), and taking it first keeps the order every writer follows — a user before what
 /// hangs off it — so a concurrent DELETE or rename of the user cannot deadlock with it.
-pub fn lock_user(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+pub(crate) fn lock_user(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
     let conn = tx.conn();
     if let DbConn::Pg(pg) = conn {
         diesel::sql_query("SELECT 1 FROM users WHERE id = $1 FOR KEY SHARE")
@@ -167,7 +167,7 @@ pub fn lock_user(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error
 /// transaction holds the whole database already); false when there is no such row, or when
 /// `status` is given and the factor is not in it. Read-modify-write of a factor (counting
 /// failures, spending a backup code) starts here, so that concurrent requests take turns.
-pub fn lock(tx: &mut Tx, user_id: &str, status: Option<FactorStatus>) -> Result<bool, diesel::result::Error> {
+pub(crate) fn lock(tx: &mut Tx, user_id: &str, status: Option<FactorStatus>) -> Result<bool, diesel::result::Error> {
     let conn = tx.conn();
     let row = match conn {
         DbConn::Pg(pg) => mfa_factors::table.find(user_id).select(mfa_factors::status).for_update().first::<FactorStatus>(pg),
@@ -178,7 +178,7 @@ pub fn lock(tx: &mut Tx, user_id: &str, status: Option<FactorStatus>) -> Result<
 }
 
 /// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.
-pub fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
+pub(crate) fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
     let conn = tx.conn();
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
     diesel::update(mfa_factors::table.find(user_id))
@@ -196,7 +196,7 @@ pub fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usize, die
 }
 
 /// Re-seals a secret (key rotation); only if it is still the one read.
-pub fn reseal(tx: &mut Tx, user_id: &str, old: &str, new: &str) -> Result<bool> {
+pub(crate) fn reseal(tx: &mut Tx, user_id: &str, old: &str, new: &str) -> Result<bool> {
     let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::secret_sealed.eq(old)))
         .set(mfa_factors::secret_sealed.eq(new))
         .execute(tx.conn())?;
@@ -204,7 +204,7 @@ pub fn reseal(tx: &mut Tx, user_id: &str, old: &str, new: &str) -> Result<bool> 
 }
 
 /// `(user_id, sealed)` of every stored secret, for re-sealing.
-pub fn sealed_secrets(conn: &mut DbConn) -> Result<Vec<(String, String)>> {
+pub(crate) fn sealed_secrets(conn: &mut DbConn) -> Result<Vec<(String, String)>> {
     Ok(mfa_factors::table
         .filter(mfa_factors::secret_sealed.is_not_null())
         .select((mfa_factors::user_id, mfa_factors::secret_sealed.assume_not_null()))
@@ -212,7 +212,7 @@ pub fn sealed_secrets(conn: &mut DbConn) -> Result<Vec<(String, String)>> {
 }
 
 /// The ids of the keys the stored secrets are sealed under (`v1.<8 hex digits>.…`).
-pub fn sealing_key_ids(conn: &mut DbConn) -> Result<Vec<String>> {
+pub(crate) fn sealing_key_ids(conn: &mut DbConn) -> Result<Vec<String>> {
     Ok(mfa_factors::table
         .filter(mfa_factors::secret_sealed.is_not_null())
         .select(diesel::dsl::sql::<diesel::sql_types::Text>("substr(secret_sealed, 4, 8)"))
@@ -221,7 +221,7 @@ pub fn sealing_key_ids(conn: &mut DbConn) -> Result<Vec<String>> {
 }
 
 /// Replaces the user's backup codes by these hashes.
-pub fn replace_codes(tx: &mut Tx, user_id: &str, hashes: &[String]) -> Result<(), diesel::result::Error> {
+pub(crate) fn replace_codes(tx: &mut Tx, user_id: &str, hashes: &[String]) -> Result<(), diesel::result::Error> {
     let conn = tx.conn();
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
     for h in hashes {
@@ -232,7 +232,7 @@ pub fn replace_codes(tx: &mut Tx, user_id: &str, hashes: &[String]) -> Result<()
     Ok(())
 }
 
-pub fn unused_codes(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
+pub(crate) fn unused_codes(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
     Ok(mfa_backup_codes::table
         .filter(mfa_backup_codes::user_id.eq(user_id))
         .filter(mfa_backup_codes::used_at.is_null())
@@ -241,7 +241,7 @@ pub fn unused_codes(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
 }
 
 /// Marks a code used; false when it already was (a concurrent use won).
-pub fn use_code(tx: &mut Tx, user_id: &str, hash: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+pub(crate) fn use_code(tx: &mut Tx, user_id: &str, hash: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
     let conn = tx.conn();
     let n = diesel::update(mfa_backup_codes::table.find((user_id, hash)).filter(mfa_backup_codes::used_at.is_null()))
         .set(mfa_backup_codes::used_at.eq(at))

@@ -34,8 +34,7 @@ pub enum DbConn {
     Sqlite(diesel::SqliteConnection),
 }
 
-pub type Pool = r2d2::Pool<Manager>;
-pub type PooledConn = r2d2::PooledConnection<Manager>;
+pub(crate) type Pool = r2d2::Pool<Manager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -66,7 +65,7 @@ impl Error {
 }
 
 /// Whether a statement gave up waiting for a lock another session holds.
-pub fn is_lock_timeout(e: &diesel::result::Error) -> bool {
+pub(crate) fn is_lock_timeout(e: &diesel::result::Error) -> bool {
     matches!(e, diesel::result::Error::DatabaseError(_, info)
         if info.message().contains("lock timeout") || info.message().contains("could not obtain lock"))
 }
@@ -166,13 +165,13 @@ impl ManageConnection for Manager {
 
 /// How long PostgreSQL lets a session sit idle inside a transaction: our transactions never
 /// wait on anything but the database, so this is long for them and short for a frozen holder.
-pub fn idle_in_transaction_limit(statement_timeout: Duration) -> Duration {
+pub(crate) fn idle_in_transaction_limit(statement_timeout: Duration) -> Duration {
     (statement_timeout * 3).max(Duration::from_secs(30))
 }
 
 /// Time limits of the connections of a pool.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Waiting for a pooled connection, and for PostgreSQL to answer a connect.
     pub connect_timeout: Duration,
     /// Any one statement (0: none).
@@ -181,7 +180,7 @@ pub struct Limits {
 
 /// Opens the pool (creating the SQLite file, private to its owner, and its directory when
 /// missing).
-pub fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Result<Pool> {
+pub(crate) fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Result<Pool> {
     if let DatabaseUrl::Sqlite(path) = &target {
         create_private(std::path::Path::new(path))?;
         sqlite_limits::set_limit(limits.statement_timeout);
@@ -229,7 +228,7 @@ fn create_private(path: &std::path::Path) -> Result<(), Error> {
 /// turns: the first migrates, the others then find nothing left to do, instead of racing to
 /// create the same tables. (Both backends have transactional DDL.) Migrations may take longer
 /// than a request's statements are allowed to.
-pub fn migrate(pool: &Pool) -> Result<usize> {
+pub(crate) fn migrate(pool: &Pool, at: chrono::NaiveDateTime) -> Result<usize> {
     type Failure = Box<dyn std::error::Error + Send + Sync>;
     let mut conn = pool.get()?;
     let applied = match &mut *conn {
@@ -252,11 +251,11 @@ pub fn migrate(pool: &Pool) -> Result<usize> {
             if let DbConn::Pg(pg) = c.conn() {
                 pg.batch_execute(&format!("SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
             }
-            reindex::run(c)
+            reindex::run(c, at)
         })
     })?;
     if rebuilt > 0 {
-        tracing::info!(users = rebuilt, collisions = collisions.len(), "search data rebuilt under the current rules");
+        tracing::info!(users = rebuilt, collisions, "search data rebuilt under the current rules");
     }
     Ok(applied)
 }
@@ -290,13 +289,13 @@ impl std::ops::DerefMut for Tx<'_> {
 
 impl Tx<'_> {
     /// The connection, for diesel's query methods.
-    pub fn conn(&mut self) -> &mut DbConn {
+    pub(crate) fn conn(&mut self) -> &mut DbConn {
         self.0
     }
 
     /// Runs `f` in a savepoint: when it fails, its writes alone are undone and the transaction
     /// goes on (on PostgreSQL a failed statement would otherwise spoil the whole transaction).
-    pub fn savepoint<T, E>(&mut self, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E>
+    pub(crate) fn savepoint<T, E>(&mut self, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E>
     where
         E: From<diesel::result::Error>,
     {
@@ -346,7 +345,7 @@ fn sqlite(conn: &mut DbConn) -> &mut diesel::SqliteConnection {
 /// Runs `insert` in a savepoint; false when a unique key already holds the row. (The savepoint
 /// keeps the caller's transaction usable: on PostgreSQL a failed statement spoils the whole
 /// transaction.)
-pub fn insert_unless_taken(
+pub(crate) fn insert_unless_taken(
     conn: &mut DbConn,
     insert: impl FnOnce(&mut DbConn) -> diesel::QueryResult<usize>,
 ) -> Result<bool, diesel::result::Error> {
@@ -362,7 +361,7 @@ pub fn insert_unless_taken(
 /// back: a batch of thousands of users touches index pages all over the file, and with the
 /// default 2 MB cache they are spilled and read back within every transaction. PostgreSQL
 /// caches on the server.
-pub fn bulk_cache(conn: &mut DbConn, on: bool) -> Result<()> {
+pub(crate) fn bulk_cache(conn: &mut DbConn, on: bool) -> Result<()> {
     if let DbConn::Sqlite(c) = conn {
         c.batch_execute(if on { "PRAGMA cache_size = -32768" } else { "PRAGMA cache_size = -2000" })?;
     }
@@ -370,13 +369,8 @@ pub fn bulk_cache(conn: &mut DbConn, on: bool) -> Result<()> {
 }
 
 /// Whether the database answers (for `/readyz`), waiting at most `wait` for a connection.
-pub fn ping(pool: &Pool, wait: Duration) -> Result<()> {
+pub(crate) fn ping(pool: &Pool, wait: Duration) -> Result<()> {
     let mut conn = pool.get_timeout(wait)?;
     conn.batch_execute("SELECT 1")?;
     Ok(())
-}
-
-/// The current time as stored: UTC, microsecond precision (what both backends keep).
-pub fn now() -> chrono::NaiveDateTime {
-    crate::clock::stored(chrono::Utc::now())
 }

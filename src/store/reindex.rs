@@ -15,26 +15,17 @@ const SETTING: &str = "search_index_version";
 /// Users rebuilt per statement batch.
 const CHUNK: i64 = 1000;
 
-/// A user whose userName, under the new rule, names another user already: it is kept, under a
-/// key no name can have, and reported (never merged). Renaming or deleting one of the two
-/// settles it.
-#[derive(Debug, Clone)]
-pub struct Collision {
-    pub user_id: String,
-    pub user_name: String,
-    pub holder_id: String,
-    pub holder_name: String,
-}
-
 /// Rebuilds the derived data when it is older than the rules; returns the users rebuilt (none
-/// when it was current) and the collisions found. Runs in the caller's write transaction.
-pub fn run(tx: &mut Tx) -> Result<(usize, Vec<Collision>)> {
+/// when it was current) and the collisions found: users whose userName, under the new rule,
+/// names another user already. Such a user is kept, under a key no name can have, reported in
+/// the log and the audit trail, never merged; renaming or deleting one of the two settles it.
+/// Runs in the caller's write transaction.
+pub(crate) fn run(tx: &mut Tx, at: chrono::NaiveDateTime) -> Result<(usize, usize)> {
     let current: Option<String> = deployment::table.find(SETTING).select(deployment::value).first(tx.conn()).optional()?;
     if current.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v >= VERSION) {
-        return Ok((0, Vec::new()));
+        return Ok((0, 0));
     }
-    let at = super::now();
-    let mut collisions = Vec::new();
+    let mut collisions = 0;
     let mut done = 0;
     let mut after: Option<(chrono::NaiveDateTime, String)> = None;
     loop {
@@ -90,7 +81,7 @@ pub fn run(tx: &mut Tx) -> Result<(usize, Vec<Collision>)> {
                         detail: Some(detail),
                     }],
                 )?;
-                collisions.push(Collision { user_id: id.clone(), user_name: name.clone(), holder_id, holder_name });
+                collisions += 1;
             }
         }
         done += chunk.len();

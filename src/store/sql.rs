@@ -11,7 +11,7 @@ use diesel::sql_types::{self, HasSqlType};
 use diesel::QueryResult;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
+pub(crate) enum Bind {
     Text(String),
     Int(i64),
     Bool(bool),
@@ -31,7 +31,7 @@ pub struct Fragment<ST> {
     _type: PhantomData<ST>,
 }
 
-pub type Condition = Fragment<sql_types::Bool>;
+pub(crate) type Condition = Fragment<sql_types::Bool>;
 
 impl<ST> Default for Fragment<ST> {
     fn default() -> Self {
@@ -45,7 +45,7 @@ impl<ST> Fragment<ST> {
     }
 
     /// Appends trusted SQL text (never user input).
-    pub fn sql(mut self, text: &str) -> Self {
+    pub(crate) fn sql(mut self, text: &str) -> Self {
         match self.parts.last_mut() {
             Some(Part::Sql(s)) => s.push_str(text),
             _ => self.parts.push(Part::Sql(text.to_string())),
@@ -54,13 +54,13 @@ impl<ST> Fragment<ST> {
     }
 
     /// Appends a bind parameter.
-    pub fn bind(mut self, value: Bind) -> Self {
+    pub(crate) fn bind(mut self, value: Bind) -> Self {
         self.parts.push(Part::Bind(value));
         self
     }
 
     /// Appends another fragment.
-    pub fn push<T>(mut self, other: Fragment<T>) -> Self {
+    pub(crate) fn push<T>(mut self, other: Fragment<T>) -> Self {
         for part in other.parts {
             self = match part {
                 Part::Sql(s) => self.sql(&s),
@@ -125,7 +125,7 @@ where
 
 /// A whole statement built at run time (multi-row INSERTs), executed with `RunQueryDsl::execute`.
 /// Not cached: its text depends on the row count.
-pub struct Statement(pub Fragment<sql_types::Bool>);
+pub(crate) struct Statement(pub Fragment<sql_types::Bool>);
 
 impl QueryId for Statement {
     type QueryId = ();
@@ -145,7 +145,7 @@ impl<Conn> diesel::RunQueryDsl<Conn> for Statement {}
 
 /// `INSERT INTO table (columns) VALUES (…), (…)` for `rows`, each given as its values; `None` is
 /// NULL. Values travel as bind parameters.
-pub fn insert_rows(table: &str, columns: &[&str], rows: impl IntoIterator<Item = Vec<Option<Bind>>>) -> Option<Statement> {
+pub(crate) fn insert_rows(table: &str, columns: &[&str], rows: impl IntoIterator<Item = Vec<Option<Bind>>>) -> Option<Statement> {
     let mut f = Fragment::new().sql(&format!("INSERT INTO {table} ({}) VALUES ", columns.join(", ")));
     let mut any = false;
     for row in rows {
@@ -167,7 +167,7 @@ pub fn insert_rows(table: &str, columns: &[&str], rows: impl IntoIterator<Item =
 
 /// A whole SELECT built at run time, loaded with `RunQueryDsl::load` as values of `ST`
 /// (sorted id lists, whose joins and ORDER BY diesel's typed queries cannot spell).
-pub struct Select<ST>(pub Fragment<ST>);
+pub(crate) struct Select<ST>(pub Fragment<ST>);
 
 impl<ST> QueryId for Select<ST> {
     type QueryId = ();

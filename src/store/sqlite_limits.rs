@@ -30,7 +30,7 @@ thread_local! {
 
 /// Sets the limit of every statement on every SQLite connection of the process (0: none), and
 /// installs the hooks once.
-pub fn set_limit(limit: Duration) {
+pub(crate) fn set_limit(limit: Duration) {
     LIMIT_MS.store(limit.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
@@ -43,7 +43,7 @@ pub fn set_limit(limit: Duration) {
 }
 
 /// Runs `f` with no time limit on this thread's statements (schema migrations).
-pub fn unlimited<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn unlimited<T>(f: impl FnOnce() -> T) -> T {
     let before = UNLIMITED.with(|u| u.replace(true));
     let out = f();
     UNLIMITED.with(|u| u.set(before));

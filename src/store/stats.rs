@@ -7,7 +7,7 @@ use super::schema::{audit_events, users};
 use super::{DbConn, Result};
 
 /// `(source, active, users)`.
-pub fn users_by_source(conn: &mut DbConn) -> Result<Vec<(String, bool, i64)>> {
+pub(crate) fn users_by_source(conn: &mut DbConn) -> Result<Vec<(String, bool, i64)>> {
     Ok(users::table
         .group_by((users::source, users::active))
         .select((users::source, users::active, diesel::dsl::count_star()))
@@ -15,7 +15,7 @@ pub fn users_by_source(conn: &mut DbConn) -> Result<Vec<(String, bool, i64)>> {
 }
 
 /// `(event type, origin, events)` of the given event types.
-pub fn events_by_origin(conn: &mut DbConn, types: &[&str]) -> Result<Vec<(String, String, i64)>> {
+pub(crate) fn events_by_origin(conn: &mut DbConn, types: &[&str]) -> Result<Vec<(String, String, i64)>> {
     Ok(audit_events::table
         .filter(audit_events::event_type.eq_any(types))
         .group_by((audit_events::event_type, audit_events::origin))

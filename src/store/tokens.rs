@@ -35,17 +35,17 @@ pub fn list(conn: &mut DbConn) -> Result<Vec<TokenRow>> {
     Ok(api_tokens::table.order(api_tokens::name.asc()).select(TokenRow::as_select()).load(conn)?)
 }
 
-pub fn find_by_hash(conn: &mut DbConn, token_hash: &str) -> Result<Option<TokenRow>> {
+pub(crate) fn find_by_hash(conn: &mut DbConn, token_hash: &str) -> Result<Option<TokenRow>> {
     Ok(api_tokens::table.filter(api_tokens::token_hash.eq(token_hash)).select(TokenRow::as_select()).first(conn).optional()?)
 }
 
 /// Deletes the token called `name`; whether there was one.
-pub fn delete(tx: &mut Tx, name: &str) -> Result<bool> {
+pub(crate) fn delete(tx: &mut Tx, name: &str) -> Result<bool> {
     let n = diesel::delete(api_tokens::table.filter(api_tokens::name.eq(name))).execute(tx.conn())?;
     Ok(n > 0)
 }
 
-pub fn touch(tx: &mut Tx, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
+pub(crate) fn touch(tx: &mut Tx, name: &str, at: chrono::NaiveDateTime) -> Result<()> {
     diesel::update(api_tokens::table.filter(api_tokens::name.eq(name)))
         .set(api_tokens::last_used_at.eq(at))
         .execute(tx.conn())?;

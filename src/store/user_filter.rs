@@ -170,7 +170,7 @@ fn presence_target(rt: &ResourceType, path: &AttrPath) -> Result<Target, ScimErr
 
 /// The `user_values.path` of attribute `attr` of `schema`, one of `rt`'s: lower-cased,
 /// URN-qualified for extensions.
-pub fn value_path(rt: &ResourceType, schema: &Schema, attr: &str) -> String {
+pub(crate) fn value_path(rt: &ResourceType, schema: &Schema, attr: &str) -> String {
     if rt.is_core(schema) {
         attr.to_ascii_lowercase()
     } else {
@@ -180,7 +180,7 @@ pub fn value_path(rt: &ResourceType, schema: &Schema, attr: &str) -> String {
 
 /// The form a value is stored and compared in: lower-cased unless caseExact, booleans as
 /// `true`/`false`, dateTimes as RFC 3339 UTC with microseconds.
-pub fn comparable(kind: Kind, case_exact: bool, value: &serde_json::Value) -> Option<String> {
+pub(crate) fn comparable(kind: Kind, case_exact: bool, value: &serde_json::Value) -> Option<String> {
     match (kind, value) {
         (Kind::Boolean, serde_json::Value::Bool(b)) => Some(b.to_string()),
         (Kind::DateTime, serde_json::Value::String(s)) => Some(
@@ -775,7 +775,7 @@ mod props {
             },
         )
         .unwrap();
-        crate::store::migrate(&pool).unwrap();
+        crate::store::migrate(&pool, chrono::NaiveDateTime::default()).unwrap();
         (dir, pool)
     }
 

@@ -35,7 +35,7 @@ pub struct StoredUser {
 }
 
 impl StoredUser {
-    pub fn user_name(&self) -> &str {
+    pub(crate) fn user_name(&self) -> &str {
         self.body.get("userName").and_then(Value::as_str).unwrap_or_default()
     }
 }
@@ -150,7 +150,7 @@ pub fn insert(
 /// Inserts many new users at once (their factor rows too), in the caller's write transaction:
 /// a few multi-row statements instead of several per user (the initial LDAP sync). Fails as a
 /// whole, e.g. on a userName already taken.
-pub fn insert_many(
+pub(crate) fn insert_many(
     tx: &mut Tx,
     new: &[(String, Map<String, Value>)],
     source: Source,
@@ -214,7 +214,7 @@ pub fn insert_many(
 }
 
 /// The lower-cased userNames among `keys` that some user has.
-pub fn taken_user_name_keys(conn: &mut DbConn, keys: &[String]) -> Result<std::collections::HashSet<String>> {
+pub(crate) fn taken_user_name_keys(conn: &mut DbConn, keys: &[String]) -> Result<std::collections::HashSet<String>> {
     let mut out = std::collections::HashSet::new();
     for chunk in keys.chunks(500) {
         out.extend(users::table.filter(users::user_name_key.eq_any(chunk)).select(users::user_name_key).load::<String>(conn)?);
@@ -223,7 +223,7 @@ pub fn taken_user_name_keys(conn: &mut DbConn, keys: &[String]) -> Result<std::c
 }
 
 /// The externalIds among `ids` that some user has.
-pub fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+pub(crate) fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<std::collections::HashSet<String>> {
     let mut out = std::collections::HashSet::new();
     for chunk in ids.chunks(500) {
         out.extend(
@@ -240,7 +240,7 @@ pub fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<std::coll
 
 /// Replaces the body of user `current` if it is still at the version read; the old body is
 /// dropped, not copied.
-pub fn update(
+pub(crate) fn update(
     tx: &mut Tx,
     current: StoredUser,
     body: Map<String, Value>,
@@ -263,7 +263,7 @@ pub fn update(
 }
 
 /// Deletes user `id` (at `version`, when given).
-pub fn delete(tx: &mut Tx, id: &str, version: Option<i64>) -> Result<(), WriteError> {
+pub(crate) fn delete(tx: &mut Tx, id: &str, version: Option<i64>) -> Result<(), WriteError> {
     // The user row first, its search values, factor and links by ON DELETE CASCADE: every
     // writer locks a user before the rows that hang off it, so two never wait on each other.
     let conn = tx.conn();
@@ -290,7 +290,7 @@ pub fn get(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
 
 /// The user `id`, its row locked against other writers until the caller's write transaction
 /// ends (PostgreSQL `FOR NO KEY UPDATE`; a SQLite write transaction holds the database).
-pub fn get_locked(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
+pub(crate) fn get_locked(conn: &mut DbConn, id: &str) -> Result<Option<StoredUser>> {
     if let DbConn::Pg(pg) = conn {
         let found = users::table.find(id).select(users::id).for_no_key_update().first::<String>(pg).optional()?;
         if found.is_none() {
@@ -313,7 +313,7 @@ pub fn find_by_user_name(conn: &mut DbConn, user_name: &str) -> Result<Option<St
 }
 
 /// `(id, userName)` of up to `limit` users matching `filter`, in creation order.
-pub fn matching(conn: &mut DbConn, filter: Condition, limit: i64) -> Result<Vec<(String, String)>> {
+pub(crate) fn matching(conn: &mut DbConn, filter: Condition, limit: i64) -> Result<Vec<(String, String)>> {
     Ok(users::table
         .filter(filter)
         .order((users::created_at.asc(), users::id.asc()))
@@ -323,7 +323,7 @@ pub fn matching(conn: &mut DbConn, filter: Condition, limit: i64) -> Result<Vec<
 }
 
 /// `(id, userName)` of the users with these ids (unknown ids are left out).
-pub fn names_of(conn: &mut DbConn, ids: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) fn names_of(conn: &mut DbConn, ids: &[String]) -> Result<Vec<(String, String)>> {
     let mut out = Vec::with_capacity(ids.len());
     // Bounded IN lists: SQLite caps bind parameters per statement.
     for chunk in ids.chunks(500) {
@@ -340,7 +340,7 @@ pub struct Page {
     pub users: Vec<StoredUser>,
 }
 
-pub struct PageRequest {
+pub(crate) struct PageRequest {
     pub filter: Option<Condition>,
     /// The key and whether descending.
     pub sort: Option<(SortKey, bool)>,
@@ -349,7 +349,7 @@ pub struct PageRequest {
     pub limit: i64,
 }
 
-pub fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
+pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     let req_filter = req.filter;
     let filter = req_filter.clone().unwrap_or_else(|| Condition::new().sql("1 = 1"));
     let users: Vec<StoredUser> = if req.limit == 0 {
@@ -514,13 +514,13 @@ fn push<'a>(rows: &mut Vec<ValueRow<'a>>, id: &'a str, path: String, elem: i32, 
 }
 
 /// The id of the user with this externalId, when exactly one has it.
-pub fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Option<String>> {
+pub(crate) fn find_by_external_id(conn: &mut DbConn, external_id: &str) -> Result<Option<String>> {
     let ids: Vec<String> = users::table.filter(users::external_id.eq(external_id)).select(users::id).limit(2).load(conn)?;
     Ok(if ids.len() == 1 { ids.into_iter().next() } else { None })
 }
 
 /// Records which door a user now comes from (`scim`, `ldap`).
-pub fn set_source(tx: &mut Tx, id: &str, source: Source) -> Result<(), DieselError> {
+pub(crate) fn set_source(tx: &mut Tx, id: &str, source: Source) -> Result<(), DieselError> {
     diesel::update(users::table.find(id)).set(users::source.eq(source)).execute(tx.conn())?;
     Ok(())
 }

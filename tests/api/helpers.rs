@@ -207,8 +207,11 @@ impl TestApp {
         let mut config = config_for(dir.path(), &db);
         adjust(&mut config);
         let pool = app::open_database(&config).expect("database");
-        let token =
-            Tokens::new(pool).create(token_name, &[Scope::Scim, Scope::Mfa, Scope::Admin]).expect("token").expose().to_string();
+        let token = Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock))
+            .create(token_name, &[Scope::Scim, Scope::Mfa, Scope::Admin])
+            .expect("token")
+            .expose()
+            .to_string();
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let (tx, rx) = mpsc::channel();
         let (server_config, server_clock) = (config.clone(), clock.clone());

@@ -22,8 +22,9 @@ fn scim_needs_a_valid_token_with_the_scim_scope() {
 
     // A token without the scim scope is recognised but refused.
     let pool = provisiond::app::open_database(&app.config).unwrap();
-    let mfa_only =
-        provisiond::domain::tokens::Tokens::new(pool).create("mfa-only", &[provisiond::domain::tokens::Scope::Mfa]).unwrap();
+    let mfa_only = provisiond::domain::tokens::Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock))
+        .create("mfa-only", &[provisiond::domain::tokens::Scope::Mfa])
+        .unwrap();
     let r = app.raw("GET", "/scim/v2/Users", None, &[("Authorization", &format!("Bearer {}", mfa_only.expose()))]);
     assert_scim_error(&r, 403, None);
 }
@@ -82,7 +83,7 @@ fn a_bad_token_is_challenged_with_invalid_token_and_a_missing_one_without_an_err
     }
     // A revoked token is an invalid one.
     let pool = provisiond::app::open_database(&app.config).unwrap();
-    let tokens = provisiond::domain::tokens::Tokens::new(pool);
+    let tokens = provisiond::domain::tokens::Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock));
     let revoked = tokens.create("gone", &[provisiond::domain::tokens::Scope::Scim]).unwrap();
     tokens.revoke("gone").unwrap();
     let r = app.raw("GET", "/scim/v2/Users", None, &[("Authorization", &format!("Bearer {}", revoked.expose()))]);

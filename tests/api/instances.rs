@@ -197,7 +197,7 @@ fn a_sync_runs_on_one_instance_at_a_time_and_a_crashed_holder_blocks_only_until_
         use diesel::{ExpressionMethods, RunQueryDsl};
         use provisiond::store::schema::sync_lease;
         // (A day back: the daemons' clocks are the tests' and stand where they were started.)
-        let past = provisiond::store::now() - chrono::Duration::days(1);
+        let past = provisiond::clock::stored(chrono::Utc::now()) - chrono::Duration::days(1);
         let n =
             diesel::update(sync_lease::table).set(sync_lease::expires_at.eq(past)).execute(&mut *pool.get().unwrap()).unwrap();
         assert_eq!(n, 1, "the dead process's lease is there");
@@ -272,7 +272,7 @@ fn each_schedule_tick_is_claimed_by_exactly_one_instance() {
     let db = crate::helpers::TestDb::new(dir.path());
     let config = crate::helpers::config_for(dir.path(), &db);
     let pools = [provisiond::app::open_database(&config).unwrap(), provisiond::app::open_database(&config).unwrap()];
-    let start = provisiond::store::now();
+    let start = provisiond::clock::stored(chrono::Utc::now());
     let ticks: Vec<_> = (0..40).map(|i| start + chrono::Duration::seconds(i)).collect();
     // Two "instances" claim every tick at the same moment, for both schedules.
     let barrier = Barrier::new(2);

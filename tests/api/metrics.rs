@@ -46,7 +46,7 @@ fn metrics_need_the_admin_scope() {
     let app = TestApp::spawn();
     assert_eq!(app.raw("GET", "/metrics", None, &[]).status, 401);
     let pool = provisiond::app::open_database(&app.config).unwrap();
-    let scim = Tokens::new(pool).create("idp", &[Scope::Scim]).unwrap();
+    let scim = Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock)).create("idp", &[Scope::Scim]).unwrap();
     assert_eq!(app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", scim.expose()))]).status, 403);
 }
 

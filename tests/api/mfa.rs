@@ -288,7 +288,7 @@ fn scopes_guard_the_api() {
     let app = TestApp::spawn();
     let id = new_user(&app, "scoped");
     let pool = provisiond::app::open_database(&app.config).unwrap();
-    let tokens = Tokens::new(pool);
+    let tokens = Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock));
     let scim = tokens.create("scim-only", &[Scope::Scim]).unwrap();
     let mfa = tokens.create("login-ui", &[Scope::Mfa]).unwrap();
     let call = |method: &str, path: &str, token: &str| {

@@ -6,7 +6,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng;
 
 /// How many codes a set holds.
-pub const COUNT: usize = 10;
+pub(crate) const COUNT: usize = 10;
 /// No 0/O, 1/I/L, 5/S, 8/B: codes are read off paper and typed.
 const ALPHABET: &[u8] = b"2345679ACDEFGHJKMNPQRTUVWXYZ";
 const GROUP: usize = 5;
@@ -18,7 +18,7 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// A new set of codes, formatted `XXXXX-XXXXX`.
-pub fn generate() -> Vec<String> {
+pub(crate) fn generate() -> Vec<String> {
     let mut rng = rand::rng();
     (0..COUNT)
         .map(|_| {
@@ -35,17 +35,17 @@ pub fn generate() -> Vec<String> {
 }
 
 /// The canonical form of a typed code: upper case, without separators or spaces.
-pub fn normalize(code: &str) -> String {
+pub(crate) fn normalize(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
 }
 
 /// Whether `code` could be a backup code at all (and is worth the hashing).
-pub fn looks_like_one(code: &str) -> bool {
+pub(crate) fn looks_like_one(code: &str) -> bool {
     let n = normalize(code);
     n.len() == GROUP * 2 && n.bytes().all(|b| ALPHABET.contains(&b))
 }
 
-pub fn hash(code: &str) -> String {
+pub(crate) fn hash(code: &str) -> String {
     let mut salt = [0u8; 16];
     rand::rng().fill(&mut salt);
     let salt = SaltString::encode_b64(&salt).expect("16-byte salt");
@@ -53,7 +53,7 @@ pub fn hash(code: &str) -> String {
 }
 
 /// The index of the hash that `code` matches (argon2 compares in constant time).
-pub fn find(code: &str, hashes: &[String]) -> Option<usize> {
+pub(crate) fn find(code: &str, hashes: &[String]) -> Option<usize> {
     let code = normalize(code);
     hashes
         .iter()

@@ -26,7 +26,7 @@ pub use totp::{Enrolment, Policy};
 
 /// What `GET /api/v1/users/{id}/mfa` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
     pub status: FactorStatus,
     pub enrolled_at: Option<NaiveDateTime>,
     pub last_reset_at: Option<NaiveDateTime>,
@@ -40,7 +40,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Method::Totp => "totp",
             Method::BackupCode => "backup_code",
@@ -69,27 +69,27 @@ impl std::fmt::Debug for BackupCodes {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResetDone {
+pub(crate) struct ResetDone {
     pub id: String,
     pub reset_at: NaiveDateTime,
 }
 
 /// Which users a bulk reset is for.
 #[derive(Debug, Clone)]
-pub enum Selection {
+pub(crate) enum Selection {
     Ids(Vec<String>),
     Filter(Filter),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Reset,
     NotFound,
     Error,
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Reset => "reset",
             Outcome::NotFound => "not_found",
@@ -99,7 +99,7 @@ impl Outcome {
 }
 
 #[derive(Debug, Clone)]
-pub struct BulkResult {
+pub(crate) struct BulkResult {
     pub id: String,
     pub user_name: Option<String>,
     pub outcome: Outcome,
@@ -108,7 +108,7 @@ pub struct BulkResult {
 
 /// Why this instance may not seal with its key.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyMismatch {
+pub(crate) enum KeyMismatch {
     /// Stored secrets are sealed under these key ids, which this instance does not hold.
     #[error("stored TOTP secrets are sealed under key ids this instance does not hold: {}", .0.join(", "))]
     Unknown(Vec<String>),
@@ -173,7 +173,7 @@ impl Mfa {
         self.sealer.open(&f.user_id, sealed).map_err(|e| Error::from(store::Error::Corrupt(e.to_string())))
     }
 
-    pub fn status(&self, user_id: &str) -> Result<Status> {
+    pub(crate) fn status(&self, user_id: &str) -> Result<Status> {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
         let remaining = factors::unused_codes(&mut conn, user_id)?.len();
@@ -214,7 +214,7 @@ impl Mfa {
     /// elsewhere, or seal new factors the others cannot open: the first instance records the id
     /// of its key, and every later one must seal with that key (or be rotating away from it: it
     /// then knows it as a previous key, and records its own).
-    pub fn check_deployment_key(&self) -> std::result::Result<(), KeyMismatch> {
+    pub(crate) fn check_deployment_key(&self) -> std::result::Result<(), KeyMismatch> {
         let mut conn = self.pool.get().map_err(Error::from)?;
         let ids = factors::sealing_key_ids(&mut conn).map_err(Error::from)?;
         let unknown = self.sealer.unknown_keys(&ids);
@@ -402,7 +402,7 @@ impl Mfa {
     }
 
     /// A new set of backup codes; the old set stops working.
-    pub fn regenerate_backup_codes(&self, user_id: &str, actor: &Actor) -> Result<BackupCodes> {
+    pub(crate) fn regenerate_backup_codes(&self, user_id: &str, actor: &Actor) -> Result<BackupCodes> {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
         if f.status != FactorStatus::Enrolled {
@@ -435,7 +435,7 @@ impl Mfa {
     }
 
     /// Resets one user's factor: they enrol again at their next login.
-    pub fn reset(&self, user_id: &str, actor: &Actor, reason: &Reason) -> Result<ResetDone> {
+    pub(crate) fn reset(&self, user_id: &str, actor: &Actor, reason: &Reason) -> Result<ResetDone> {
         let reason = Some(reason.as_str());
         let mut conn = self.pool.get()?;
         let name = user_name(&mut conn, user_id)?;
@@ -451,7 +451,7 @@ impl Mfa {
 
     /// Resets many users; one that fails does not stop the others. Results keep the order of
     /// the ids given (or of creation, for a filter).
-    pub fn reset_many(&self, selection: &Selection, actor: &Actor, reason: &Reason) -> Result<Vec<BulkResult>> {
+    pub(crate) fn reset_many(&self, selection: &Selection, actor: &Actor, reason: &Reason) -> Result<Vec<BulkResult>> {
         let reason = Some(reason.as_str());
         let mut conn = self.pool.get()?;
         let (wanted, found): (Vec<String>, HashMap<String, String>) = match selection {
@@ -521,7 +521,7 @@ impl Mfa {
     }
 
     /// Re-seals every secret under the current key (after a key rotation); how many changed.
-    pub fn rekey(&self) -> Result<usize> {
+    pub(crate) fn rekey(&self) -> Result<usize> {
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| store::deployment::set(tx, store::deployment::MFA_KEY_ID, self.sealer.current_id()))?;
         let mut changed = 0;

@@ -15,7 +15,7 @@ use crate::store::{self, Tx};
 pub struct Reason(String);
 
 impl Reason {
-    pub const MAX_CHARS: usize = 1000;
+    pub(crate) const MAX_CHARS: usize = 1000;
 
     pub fn parse(text: Option<&str>) -> Result<Self, ScimError> {
         let text = text.map(str::trim).unwrap_or_default();
@@ -31,11 +31,11 @@ impl Reason {
     }
 
     /// A reason the daemon words itself (the SCIM extension, a directory flag), cut to the limit.
-    pub fn system(text: &str) -> Self {
+    pub(crate) fn system(text: &str) -> Self {
         Reason(cut(text).to_string())
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -52,7 +52,7 @@ fn cut(text: &str) -> &str {
 /// `pending`, lockout cleared, `mfa.reset` audited. Resetting a pending user is a harmless
 /// no-op that is still audited. Returns the status before the reset; `Gone` when the user was
 /// deleted meanwhile.
-pub fn reset_in_tx(
+pub(crate) fn reset_in_tx(
     conn: &mut Tx,
     user: (&str, &str),
     actor: &Actor,

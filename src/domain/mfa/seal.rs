@@ -59,8 +59,9 @@ impl Sealer {
         Ok(Sealer { current, previous })
     }
 
-    /// A sealer over a fixed key, for tests and benchmarks.
-    pub fn from_key(key: [u8; 32]) -> Self {
+    /// A sealer over a fixed key, for tests.
+    #[cfg(test)]
+    fn from_key(key: [u8; 32]) -> Self {
         Sealer { current: Key::new(&key), previous: Vec::new() }
     }
 
@@ -77,7 +78,7 @@ impl Sealer {
         format!("v1.{}.{}", self.current.id, B64.encode(blob))
     }
 
-    pub fn open(&self, user_id: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn open(&self, user_id: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
         let mut parts = sealed.splitn(3, '.');
         let (Some("v1"), Some(key_id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(SealError::Open("unknown format"));
@@ -102,17 +103,17 @@ impl Sealer {
     }
 
     /// Whether `id` is the current key's or a previous key's.
-    pub fn knows(&self, id: &str) -> bool {
+    pub(crate) fn knows(&self, id: &str) -> bool {
         std::iter::once(&self.current).chain(&self.previous).any(|k| k.id == id)
     }
 
     /// The ids among `key_ids` that are neither the current key nor a previous one.
-    pub fn unknown_keys<'a>(&self, key_ids: &'a [String]) -> Vec<&'a str> {
+    pub(crate) fn unknown_keys<'a>(&self, key_ids: &'a [String]) -> Vec<&'a str> {
         key_ids.iter().map(String::as_str).filter(|id| !self.knows(id)).collect()
     }
 
     /// Whether `sealed` is under a previous key (and should be re-sealed).
-    pub fn is_stale(&self, sealed: &str) -> bool {
+    pub(crate) fn is_stale(&self, sealed: &str) -> bool {
         sealed.split('.').nth(1) != Some(self.current.id.as_str())
     }
 }

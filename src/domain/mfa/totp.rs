@@ -64,7 +64,7 @@ impl Policy {
     }
 
     /// The secret, otpauth URI and QR code of a new factor for `account`.
-    pub fn enrolment(&self, secret: &[u8], account: &str) -> Result<Enrolment, totp_rs::TotpError> {
+    pub(crate) fn enrolment(&self, secret: &[u8], account: &str) -> Result<Enrolment, totp_rs::TotpError> {
         let totp = self.totp(secret, account)?;
         Ok(Enrolment {
             secret_base32: totp.secret().to_base32(),
@@ -74,7 +74,7 @@ impl Policy {
     }
 
     /// The matched time step when `code` is valid at `unix_time` (within the skew).
-    pub fn check(&self, secret: &[u8], code: &str, unix_time: u64) -> Option<u64> {
+    pub(crate) fn check(&self, secret: &[u8], code: &str, unix_time: u64) -> Option<u64> {
         let totp = self.totp(secret, "check").ok()?;
         totp.check(code.trim(), unix_time)
     }
