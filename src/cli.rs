@@ -93,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => {
+            app::check(&config)?;
             println!("{}: ok", cli.config.display());
             Ok(())
         }
@@ -127,7 +128,7 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
         anyhow::bail!("{} has no [ldap] section: there is nothing to sync", path.display());
     };
     let pool = app::open_database(config)?;
-    let syncer = Syncer::new(ldap, pool, std::sync::Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
+    let syncer = Syncer::new(ldap, pool, std::sync::Arc::new(SystemClock))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,7 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod ldap;
-pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope};
+pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope, PasswordError, Schedule, ScheduleError};
 
 /// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
 pub const DEFAULT_PATH: &str = "config/provisiond.toml";

@@ -91,6 +91,19 @@ impl Mark {
     }
 }
 
+/// Why `[ldap.attributes]` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name (RFC 4512: a name such as mail, or an OID)")]
+    NotAnAttribute { path: String, attribute: String },
+    #[error("ldap.attributes.{path:?}: only `active` may be negated with !")]
+    Negated { path: String },
+    #[error("ldap.attributes.{path:?}: not a writable SCIM path ({detail})")]
+    NotWritable { path: String, detail: String },
+    #[error("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")")]
+    NoUserName,
+}
+
 pub struct Mapping {
     rules: Vec<Rule>,
     id_attribute: String,
@@ -101,7 +114,7 @@ pub struct Mapping {
 
 impl Mapping {
     /// Checks every path and attribute of the configuration.
-    pub fn new(cfg: &config::Ldap) -> Result<Self, String> {
+    pub fn new(cfg: &config::Ldap) -> Result<Self, MappingError> {
         let mut rules = Vec::new();
         for (path, attribute) in cfg.mapping() {
             let (negate, name) = match attribute.strip_prefix('!') {
@@ -109,7 +122,7 @@ impl Mapping {
                 None => (false, attribute.as_str()),
             };
             if !config::is_attribute_description(name) {
-                return Err(format!("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name (RFC 4512: a name such as mail, or an OID)"));
+                return Err(MappingError::NotAnAttribute { path, attribute });
             }
             let conversion = if path == "active" {
                 if name.eq_ignore_ascii_case("userAccountControl") && !negate {
@@ -118,19 +131,19 @@ impl Mapping {
                     Conversion::Bool { negate }
                 }
             } else if negate {
-                return Err(format!("ldap.attributes.{path:?}: only `active` may be negated with !"));
+                return Err(MappingError::Negated { path });
             } else {
                 Conversion::Text
             };
             let sample = if conversion == Conversion::Text { json!("x") } else { json!(true) };
             let mut body = base_body();
             patch::apply(&mut body, &patch_doc([(path.as_str(), sample)]))
-                .map_err(|e| format!("ldap.attributes.{path:?}: not a writable SCIM path ({})", e.detail))?;
+                .map_err(|e| MappingError::NotWritable { path: path.clone(), detail: e.detail })?;
             let multi = conversion == Conversion::Text && path.contains('[');
             rules.push(Rule { path, attribute: name.to_ascii_lowercase(), configured: name.to_string(), conversion, multi });
         }
         if !rules.iter().any(|r| r.path == "userName") {
-            return Err("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")".into());
+            return Err(MappingError::NoUserName);
         }
         if !rules.iter().any(|r| r.path == "active") {
             rules.push(Rule {
@@ -537,11 +550,11 @@ mod tests {
 
     #[test]
     fn bad_mappings_are_refused_with_the_key() {
-        let e = Mapping::new(&ldap(&[("displayName", "cn")])).err().unwrap();
+        let e = Mapping::new(&ldap(&[("displayName", "cn")])).err().unwrap().to_string();
         assert!(e.contains("userName must be mapped"), "{e}");
-        let e = Mapping::new(&ldap(&[("userName", "uid"), ("nickname.nope", "cn")])).err().unwrap();
+        let e = Mapping::new(&ldap(&[("userName", "uid"), ("nickname.nope", "cn")])).err().unwrap().to_string();
         assert!(e.contains("ldap.attributes.\"nickname.nope\""), "{e}");
-        let e = Mapping::new(&ldap(&[("userName", "uid"), ("meta.created", "createTimestamp")])).err().unwrap();
+        let e = Mapping::new(&ldap(&[("userName", "uid"), ("meta.created", "createTimestamp")])).err().unwrap().to_string();
         assert!(e.contains("meta.created"), "{e}");
     }
 

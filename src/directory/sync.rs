@@ -143,7 +143,7 @@ impl Started {
 }
 
 impl Syncer {
-    pub fn new(cfg: config::Ldap, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn new(cfg: config::Ldap, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, super::mapping::MappingError> {
         let mapping = Arc::new(Mapping::new(&cfg)?);
         Ok(Syncer {
             cfg: Arc::new(cfg),
