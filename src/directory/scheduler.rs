@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use cron::Schedule;
 
-use super::sync::{Options, StartError, StartedBy, Syncer};
+use super::run::{Options, StartError, Syncer};
+use crate::domain::directory::StartedBy;
 
 /// Runs the schedules until the syncer shuts down. Of the instances sharing a database, only the
 /// one that claims a tick runs it; a trigger that finds a run in progress is skipped (and
@@ -28,7 +29,7 @@ pub async fn run(syncer: Arc<Syncer>, incremental: Option<Schedule>, full: Optio
             _ = shutdown.changed() => return,
         }
         // Every instance fires at this tick; the one that claims it runs.
-        if !syncer.claim_tick(is_full, at) {
+        if !syncer.claim_tick(is_full, at).await {
             tracing::debug!(full = is_full, tick = %at, "scheduled sync tick taken by another instance");
             continue;
         }
