@@ -187,10 +187,11 @@ impl Mapping {
         let Some(key) = self.entry_key(&entry) else {
             return Err(MapError { key: None, message: format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute) });
         };
-        self.map_keyed(entry, key.clone()).map_err(|message| MapError { key: Some(key), message })
+        self.map_keyed(entry, key)
     }
 
-    fn map_keyed(&self, mut entry: SearchEntry, key: String) -> Result<Mapped, String> {
+    fn map_keyed(&self, mut entry: SearchEntry, key: String) -> Result<Mapped, MapError> {
+        let unmappable = |message: String| MapError { key: Some(key.clone()), message };
         // Attribute names come back as the server spells them; entries have a handful, so a
         // scan ignoring case beats building a map per entry.
         fn all<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e Vec<String>> {
@@ -222,14 +223,18 @@ impl Mapping {
                 Conversion::Bool { negate } => match raw() {
                     None => Value::Bool(true),
                     Some(s) => Value::Bool(
-                        boolean(s).ok_or_else(|| format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute))? != negate,
+                        boolean(s)
+                            .ok_or_else(|| unmappable(format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute)))?
+                            != negate,
                     ),
                 },
                 Conversion::UserAccountControl => match raw() {
                     None => Value::Bool(true),
                     Some(s) => {
-                        let flags: u32 =
-                            s.trim().parse().map_err(|_| format!("{}: userAccountControl={s:?} is not a number", entry.dn))?;
+                        let flags: u32 = s
+                            .trim()
+                            .parse()
+                            .map_err(|_| unmappable(format!("{}: userAccountControl={s:?} is not a number", entry.dn)))?;
                         Value::Bool(flags & 0x2 == 0)
                     }
                 },
@@ -256,7 +261,7 @@ impl Mapping {
         let value_of = |path: &str| pairs.iter().find(|(p, _)| &**p == path).map(|(_, v)| v);
         let user_name = match value_of("userName") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => return Err(format!("{}: no value for userName", entry.dn)),
+            _ => return Err(unmappable(format!("{}: no value for userName", entry.dn))),
         };
         let external_id = value_of("externalId").and_then(Value::as_str).map(str::to_string);
         let entry =

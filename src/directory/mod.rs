@@ -10,14 +10,14 @@
 //! - [`run`]: a run's lease, lifecycle and record; [`report`]: what it tells;
 //! - [`flags`]: the reset flag on the LDAP side; [`scheduler`]: the cron schedules.
 
-pub mod flags;
-pub mod ldap;
-pub mod mapping;
-pub mod reader;
-pub mod report;
-pub mod run;
-pub mod scheduler;
-pub mod writer;
+pub(crate) mod flags;
+pub(crate) mod ldap;
+pub(crate) mod mapping;
+pub(crate) mod reader;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod scheduler;
+pub(crate) mod writer;
 
 pub use crate::domain::directory::StartedBy;
 pub use report::{RunView, Summary};

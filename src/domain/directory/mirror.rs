@@ -43,15 +43,19 @@ pub struct Applied {
 pub(super) fn apply_entry(
     conn: &mut Tx,
     entry: &Entry,
-    link: Option<Link>,
+    link: Option<&Link>,
     key_in_directory: &mut dyn FnMut(&str) -> bool,
     actor: &Actor,
     at: NaiveDateTime,
 ) -> Result<Applied> {
+    let claimed: Option<Link>;
     let (current, link) = match link {
         Some(link) => (Some(user(conn, &link.user_id)?), Some(link)),
         None => match claim(conn, entry, key_in_directory)? {
-            Some((user, previous)) => (Some(user), previous),
+            Some((user, previous)) => {
+                claimed = previous;
+                (Some(user), claimed.as_ref())
+            }
             None => (None, None),
         },
     };
@@ -68,10 +72,10 @@ pub(super) fn apply_entry(
     if came_from_elsewhere {
         store_users::set_source(conn, &user.id, SOURCE)?;
     }
-    if link.as_ref().is_some_and(|l| l.missing_since.is_some()) {
+    if link.is_some_and(|l| l.missing_since.is_some()) {
         change = Change::Reactivated;
     }
-    let remembered = link.as_ref().and_then(|l| l.flag_mark.clone());
+    let remembered = link.and_then(|l| l.flag_mark.clone());
     let (reset, flag_mark) = match decide_flag(entry.flag.as_deref(), remembered.as_deref()) {
         FlagDecision::Absent => (false, None),
         FlagDecision::AlreadyApplied => (false, remembered),

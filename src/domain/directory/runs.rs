@@ -404,7 +404,7 @@ impl Session {
                         continue;
                     }
                     let mut apply =
-                        |c: &mut store::Tx| mirror::apply_entry(c, &t.entry, t.link.clone(), &mut key_in_directory, actor, at);
+                        |c: &mut store::Tx| mirror::apply_entry(c, &t.entry, t.link.as_ref(), &mut key_in_directory, actor, at);
                     let r = if savepoints { tx.savepoint(apply) } else { apply(tx) };
                     if r.is_err() && !savepoints {
                         return Err(TxEnd::Retry);
