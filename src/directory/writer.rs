@@ -98,6 +98,7 @@ impl Writer {
                 self.report.fatal(e);
             }
         }
+        let _ = self.session.batches_done();
         self
     }
 

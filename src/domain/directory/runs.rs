@@ -159,7 +159,8 @@ impl Runs {
         stored::last_runs_failed(&mut *self.pool.get_timeout(wait)?, n)
     }
 
-    /// The writing half of run `run_id`, on a connection of its own for the run's length.
+    /// The writing half of run `run_id`, on a connection of its own for the run's length, its
+    /// cache enlarged for the batches (see [`Session::batches_done`]).
     pub fn session(
         &self,
         run_id: &str,
@@ -196,12 +197,6 @@ impl From<diesel::result::Error> for SessionError {
 pub struct Todo {
     pub entry: Entry,
     link: Option<Link>,
-}
-
-impl Todo {
-    pub fn is_linked(&self) -> bool {
-        self.link.is_some()
-    }
 }
 
 /// A batch sorted out before it is written.
@@ -253,12 +248,6 @@ pub struct Session {
     clock: Arc<dyn Clock>,
     actor: Actor,
     dry_run: bool,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = store::bulk_cache(&mut self.conn, false);
-    }
 }
 
 /// The end of a batch transaction: a dry run rolls back what it did; a batch in which an entry
@@ -332,7 +321,7 @@ impl Session {
 
     /// Readies a batch for [`Session::write`]. `read_in_run`: keys this run read (present,
     /// whatever the store says: they need no asking).
-    pub fn prepare(&mut self, mut todo: Vec<Todo>, read_in_run: &dyn Fn(&str) -> bool) -> Result<EntryWrite, store::Error> {
+    pub fn prepare(&mut self, mut todo: Vec<Todo>, read_in_run: &dyn Fn(&str) -> bool) -> Result<EntryWrite, SessionError> {
         todo.sort_by_key(|t| t.link.is_none());
         let fresh = fresh_entries(&mut self.conn, &todo)?;
         let fresh_set: HashSet<usize> = fresh.iter().copied().collect();
@@ -342,10 +331,7 @@ impl Session {
             Vec::new()
         } else {
             mirror::contested_keys(&mut self.conn, &claimers)
-                .map_err(|e| match e {
-                    crate::domain::Error::Store(e) => e,
-                    other => store::Error::Corrupt(other.to_string()),
-                })?
+                .map_err(SessionError::Failed)?
                 .into_iter()
                 .filter(|k| !read_in_run(k))
                 .collect()
@@ -437,6 +423,12 @@ impl Session {
             Err(TxEnd::Retry) => unreachable!("the second attempt has savepoints"),
         };
         Ok(WriteOutcome { results: todo.into_iter().zip(results).collect(), counts })
+    }
+
+    /// The batches are written: the connection's cache shrinks back (it returns to the pool
+    /// after the run).
+    pub fn batches_done(&mut self) -> Result<(), store::Error> {
+        store::bulk_cache(&mut self.conn, false)
     }
 
     /// Records the counts so far (a running run shows its progress) and renews the lease.
