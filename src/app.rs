@@ -12,6 +12,7 @@ use sd_notify::NotifyState;
 
 use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
+use crate::directory::mapping::Mapping;
 use crate::directory::{scheduler, Syncer};
 use crate::domain::mfa::{KeyMismatch, Mfa};
 use crate::domain::Services;
@@ -34,6 +35,7 @@ impl Application {
 
     /// As [`Application::build`], with a clock of the caller's (tests walk TOTP windows).
     pub fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        check(&config)?;
         let config = Arc::new(config);
         let pool = open_database(&config)?;
         let sealer = Arc::new(load_sealer(&config)?);
@@ -44,9 +46,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let sync = match &config.ldap {
             Some(ldap) => {
-                let syncer = Arc::new(Syncer::new(ldap.clone(), pool.clone(), clock.clone()).map_err(anyhow::Error::msg)?);
-                let incremental = scheduler::parse(&ldap.schedule).map_err(|e| anyhow::anyhow!("ldap.schedule: {e}"))?;
-                let full = scheduler::parse(&ldap.full_schedule).map_err(|e| anyhow::anyhow!("ldap.full_schedule: {e}"))?;
+                let syncer = Arc::new(Syncer::new(ldap.clone(), pool.clone(), clock.clone())?);
+                let incremental = ldap.schedule.cron().map_err(|e| anyhow::anyhow!("ldap.schedule: {e}"))?.cloned();
+                let full = ldap.full_schedule.cron().map_err(|e| anyhow::anyhow!("ldap.full_schedule: {e}"))?.cloned();
                 let task = tokio::spawn(scheduler::run(syncer.clone(), incremental, full));
                 Some((syncer, task))
             }
@@ -130,6 +132,16 @@ async fn wait_for_stop_signal() {
             _ = hup.recv() => tracing::warn!("SIGHUP ignored: configuration changes take effect at a restart (systemctl restart provisiond)"),
         }
     }
+}
+
+/// What the configuration cannot check alone, for `check-config` and `serve`: that
+/// `[ldap.attributes]` maps onto writable SCIM paths (the SCIM schema is not the
+/// configuration's to know).
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    if let Some(ldap) = &config.ldap {
+        Mapping::new(ldap)?;
+    }
+    Ok(())
 }
 
 /// The pool, with migrations applied.

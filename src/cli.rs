@@ -10,6 +10,7 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
+use crate::domain::directory::RunStatus;
 use crate::domain::mfa::{Outcome, Selection};
 use crate::domain::tokens::{self, Tokens};
 use crate::domain::Services;
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => {
+            app::check(&config)?;
             println!("{}: ok", cli.config.display());
             Ok(())
         }
@@ -127,16 +129,16 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
         anyhow::bail!("{} has no [ldap] section: there is nothing to sync", path.display());
     };
     let pool = app::open_database(config)?;
-    let syncer = Syncer::new(ldap, pool, std::sync::Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
+    let syncer = std::sync::Arc::new(Syncer::new(ldap, pool, std::sync::Arc::new(SystemClock))?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let summary = rt.block_on(syncer.run(options))?;
-    println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
-    if summary.run.status != crate::store::directory::SUCCEEDED {
-        anyhow::bail!("the sync run failed: {}", summary.run.errors);
+    println!("{}", serde_json::to_string_pretty(&summary.view())?);
+    if summary.run.status != RunStatus::Succeeded {
+        anyhow::bail!("the sync run failed: {}", serde_json::Value::from(summary.run.errors));
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 mod database;
 mod ldap;
 pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, UrlError};
-pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope};
+pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope, PasswordError, Schedule, ScheduleError};
 
 /// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
 pub(crate) const DEFAULT_PATH: &str = "config/provisiond.toml";

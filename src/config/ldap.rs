@@ -2,6 +2,7 @@
 //! safety limits of the sync.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +44,9 @@ pub struct Ldap {
     /// Seconds re-read before the last high-water mark (clock skew between replicas); timestamps only.
     pub overlap: u64,
     /// Cron expression of incremental runs (5 fields, or 6/7 with seconds); empty: none.
-    pub schedule: String,
+    pub schedule: Schedule,
     /// Cron expression of full runs; empty: none.
-    pub full_schedule: String,
+    pub full_schedule: Schedule,
     /// SCIM attribute path → LDAP attribute. Empty: the defaults of [`Ldap::mapping`].
     pub attributes: std::collections::BTreeMap<String, String>,
     pub mfa_reset: Option<LdapMfaReset>,
@@ -69,8 +70,8 @@ impl Default for Ldap {
             id_attribute: "entryUUID".into(),
             change_attribute: "modifyTimestamp".into(),
             overlap: 60,
-            schedule: "*/15 * * * *".into(),
-            full_schedule: "0 3 * * *".into(),
+            schedule: Schedule::from("*/15 * * * *"),
+            full_schedule: Schedule::from("0 3 * * *"),
             attributes: Default::default(),
             mfa_reset: None,
             safety: LdapSafety::default(),
@@ -97,11 +98,11 @@ impl Ldap {
     }
 
     /// The bind password: the file (trailing newline dropped) or the configured value.
-    pub fn password(&self) -> Result<Option<Secret>, String> {
+    pub fn password(&self) -> Result<Option<Secret>, PasswordError> {
         match (&self.bind_password_file, &self.bind_password) {
             (Some(path), _) => std::fs::read_to_string(path)
                 .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
-                .map_err(|e| format!("ldap.bind_password_file: cannot read {}: {e}", path.display())),
+                .map_err(|source| PasswordError { path: path.clone(), source }),
             (None, p) => Ok(p.clone()),
         }
     }
@@ -136,14 +137,13 @@ impl Ldap {
         if self.bind_password_file.is_some() && self.bind_password.is_some() {
             out.push("ldap.bind_password_file: give either it or ldap.bind_password, not both".into());
         }
-        for (key, expr) in [("ldap.schedule", &self.schedule), ("ldap.full_schedule", &self.full_schedule)] {
-            if let Err(e) = crate::directory::scheduler::parse(expr) {
+        for (key, schedule) in [("ldap.schedule", &self.schedule), ("ldap.full_schedule", &self.full_schedule)] {
+            if let Err(e) = schedule.cron() {
                 out.push(format!("{key}: {e}"));
             }
         }
-        if let Err(e) = crate::directory::mapping::Mapping::new(self) {
-            out.push(e);
-        }
+        // The attribute mapping is checked where the app is wired together (`app::check`): it
+        // needs the SCIM schema, which the configuration does not know.
         for (key, name) in [("ldap.id_attribute", &self.id_attribute), ("ldap.change_attribute", &self.change_attribute)] {
             if !is_attribute_description(name) {
                 out.push(format!(
@@ -164,6 +164,83 @@ impl Ldap {
         if !(0.0..=100.0).contains(&self.safety.max_deactivate_percent) {
             out.push("ldap.safety.max_deactivate_percent: must be between 0 and 100".into());
         }
+    }
+}
+
+/// The bind password file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("ldap.bind_password_file: cannot read {}: {source}", path.display())]
+pub struct PasswordError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A cron schedule of `[ldap]`, parsed once when the configuration is read: the usual 5 fields
+/// (minute hour day month weekday), or 6/7 with seconds first (and a year last). Empty: no
+/// schedule. A schedule that does not parse keeps its error, so that the configuration's check
+/// reports it beside every other problem (instead of stopping at the first).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    text: String,
+    parsed: Result<Option<cron::Schedule>, ScheduleError>,
+}
+
+/// Why a schedule is not a cron expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{expr:?} has {fields} fields; give 5 (minute hour day month weekday) or 6/7 (with seconds first)")]
+    Fields { expr: String, fields: usize },
+    #[error("{expr:?} is not a cron expression ({reason})")]
+    Invalid { expr: String, reason: String },
+}
+
+impl Schedule {
+    /// No schedule.
+    pub fn disabled() -> Self {
+        Schedule::from("")
+    }
+
+    /// The expression as configured.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The schedule (`None`: disabled), or why the expression is not one.
+    pub fn cron(&self) -> Result<Option<&cron::Schedule>, &ScheduleError> {
+        self.parsed.as_ref().map(Option::as_ref)
+    }
+}
+
+impl From<&str> for Schedule {
+    fn from(text: &str) -> Self {
+        Schedule { text: text.to_string(), parsed: parse_cron(text) }
+    }
+}
+
+fn parse_cron(expr: &str) -> Result<Option<cron::Schedule>, ScheduleError> {
+    let expr = expr.trim();
+    if expr.is_empty() {
+        return Ok(None);
+    }
+    let full = match expr.split_whitespace().count() {
+        5 => format!("0 {expr}"),
+        6 | 7 => expr.to_string(),
+        fields => return Err(ScheduleError::Fields { expr: expr.to_string(), fields }),
+    };
+    cron::Schedule::from_str(&full)
+        .map(Some)
+        .map_err(|e| ScheduleError::Invalid { expr: expr.to_string(), reason: e.to_string() })
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|text| Schedule::from(text.as_str()))
     }
 }
 
@@ -210,5 +287,54 @@ pub struct LdapSafety {
 impl Default for LdapSafety {
     fn default() -> Self {
         LdapSafety { max_deactivate_percent: 10.0, max_deactivate: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Datelike, TimeZone, Timelike, Utc};
+
+    use super::*;
+
+    fn parse(expr: &str) -> Result<Option<cron::Schedule>, ScheduleError> {
+        Schedule::from(expr).cron().map(Option::<&cron::Schedule>::cloned).map_err(Clone::clone)
+    }
+
+    #[test]
+    fn five_field_crontab_lines_run_at_second_zero() {
+        let s = parse("*/15 * * * *").unwrap().unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 28, 10, 7, 30).unwrap();
+        let next: Vec<_> = s.after(&after).take(2).collect();
+        assert_eq!(next[0], Utc.with_ymd_and_hms(2026, 11, 28, 10, 15, 0).unwrap());
+        assert_eq!(next[1], Utc.with_ymd_and_hms(2026, 11, 28, 10, 30, 0).unwrap());
+        let nightly = parse("0 3 * * *").unwrap().unwrap();
+        let n = nightly.after(&after).next().unwrap();
+        assert_eq!((n.day(), n.hour(), n.minute()), (29, 3, 0));
+    }
+
+    #[test]
+    fn six_and_seven_field_forms_with_seconds() {
+        let s = parse("30 */5 * * * *").unwrap().unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 28, 10, 7, 0).unwrap();
+        assert_eq!(s.after(&after).next().unwrap(), Utc.with_ymd_and_hms(2026, 11, 28, 10, 10, 30).unwrap());
+        assert!(parse("0 0 3 * * * 2027").unwrap().is_some());
+    }
+
+    #[test]
+    fn empty_disables_and_nonsense_is_refused() {
+        assert!(parse("").unwrap().is_none());
+        assert!(parse("  ").unwrap().is_none());
+        assert!(parse("* * *").unwrap_err().to_string().contains("3 fields"));
+        assert!(parse("61 * * * *").unwrap_err().to_string().contains("not a cron expression"));
+    }
+
+    #[test]
+    fn a_schedule_reads_and_writes_as_its_text() {
+        let s: Schedule = serde_json::from_str("\"0 3 * * *\"").unwrap();
+        assert_eq!(s.text(), "0 3 * * *");
+        assert!(s.cron().unwrap().is_some());
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"0 3 * * *\"");
+        let bad: Schedule = serde_json::from_str("\"never\"").unwrap();
+        assert!(bad.cron().is_err(), "kept, to be reported with the other problems");
     }
 }

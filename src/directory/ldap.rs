@@ -15,8 +15,10 @@ pub enum DirectoryError {
     Connect { url: String, source: ldap3::LdapError },
     #[error("bind as {dn:?} refused: {source}")]
     Bind { dn: String, source: ldap3::LdapError },
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Password(#[from] config::PasswordError),
+    #[error("ldap.ca_file: {}: {reason}", path.display())]
+    CaFile { path: std::path::PathBuf, reason: String },
     #[error("LDAP {what} failed: {source}")]
     Operation { what: &'static str, source: ldap3::LdapError },
 }
@@ -51,7 +53,7 @@ impl Directory {
         ldap3::drive!(conn);
         ldap.with_timeout(timeout);
         if let Some(dn) = &cfg.bind_dn {
-            let password = cfg.password().map_err(DirectoryError::Config)?;
+            let password = cfg.password()?;
             let password = password.as_ref().map(|p| p.expose()).unwrap_or_default();
             ldap.simple_bind(dn, password)
                 .await
@@ -217,7 +219,7 @@ fn escape_bytes(bytes: &[u8]) -> String {
 fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let bad = |e: String| DirectoryError::Config(format!("ldap.ca_file: {}: {e}", ca_file.display()));
+    let bad = |reason: String| DirectoryError::CaFile { path: ca_file.to_path_buf(), reason };
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);

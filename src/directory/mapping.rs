@@ -1,15 +1,16 @@
-//! From an LDAP entry to SCIM attributes: `[ldap.attributes]` maps SCIM paths to LDAP
-//! attributes. The values are applied with the SCIM PATCH code (`replace`, `null` when the
+//! From an LDAP entry to a domain [`Entry`]: `[ldap.attributes]` maps SCIM paths to LDAP
+//! attributes. The domain writes the values with the SCIM PATCH code (`replace`, `null` when the
 //! entry lacks the attribute), so every path an identity provider may PATCH can be mapped,
 //! `emails[type eq "work"].value` and extension attributes included.
 
+use std::sync::Arc;
+
 use ldap3::SearchEntry;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config;
-use crate::scim::error::ScimError;
-use crate::scim::{patch, resource, schema};
+use crate::domain::directory::entry::{self as entry_rules, Entry};
 
 /// How an LDAP value becomes a SCIM value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,8 @@ enum Conversion {
 
 #[derive(Debug, Clone)]
 struct Rule {
-    path: String,
+    /// Shared by every entry mapped.
+    path: Arc<str>,
     /// Lower-cased LDAP attribute name (empty for `AlwaysTrue`).
     attribute: String,
     /// The attribute as configured, for messages.
@@ -37,24 +39,17 @@ struct Rule {
     /// The path selects elements of a multi-valued SCIM attribute (`emails[type eq "work"].value`):
     /// several LDAP values become several elements.
     multi: bool,
+    /// No other rule, nor the key, change mark or flag, reads this attribute: its values are
+    /// moved out of the LDAP entry instead of copied.
+    sole: bool,
 }
 
-/// What the writer needs of an entry.
-#[derive(Debug, Clone)]
+/// An entry as read: the domain's [`Entry`], and what only the reading run needs.
+#[derive(Debug)]
 pub struct Mapped {
-    /// The entry's stable key (`id_attribute`).
-    pub key: String,
-    pub dn: String,
-    pub user_name: String,
-    pub external_id: Option<String>,
-    /// One value per rule (`Null`: the entry lacks it).
-    values: Vec<Value>,
-    /// Hash of the DN and the mapped values: equal fingerprints mean nothing to write.
-    pub fingerprint: String,
+    pub entry: Entry,
     /// The entry's `change_attribute` value, for the high-water mark.
     pub change: Option<Mark>,
-    /// Whether the MFA reset flag is set, and the entry's change mark that identifies this setting.
-    pub flag: Option<String>,
     /// Values the mapping could not carry over (a run reports each kind once).
     pub dropped: Vec<Dropped>,
 }
@@ -91,6 +86,19 @@ impl Mark {
     }
 }
 
+/// Why `[ldap.attributes]` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name (RFC 4512: a name such as mail, or an OID)")]
+    NotAnAttribute { path: String, attribute: String },
+    #[error("ldap.attributes.{path:?}: only `active` may be negated with !")]
+    Negated { path: String },
+    #[error("ldap.attributes.{path:?}: not a writable SCIM path ({detail})")]
+    NotWritable { path: String, detail: String },
+    #[error("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")")]
+    NoUserName,
+}
+
 pub struct Mapping {
     rules: Vec<Rule>,
     id_attribute: String,
@@ -99,9 +107,12 @@ pub struct Mapping {
     flag: Option<(String, String)>,
 }
 
+/// Attributes a flagged entry's setting is known by, besides the change attribute.
+const FLAG_MARKS: [&str; 2] = ["entrycsn", "modifytimestamp"];
+
 impl Mapping {
     /// Checks every path and attribute of the configuration.
-    pub fn new(cfg: &config::Ldap) -> Result<Self, String> {
+    pub fn new(cfg: &config::Ldap) -> Result<Self, MappingError> {
         let mut rules = Vec::new();
         for (path, attribute) in cfg.mapping() {
             let (negate, name) = match attribute.strip_prefix('!') {
@@ -109,7 +120,7 @@ impl Mapping {
                 None => (false, attribute.as_str()),
             };
             if !config::is_attribute_description(name) {
-                return Err(format!("ldap.attributes.{path:?}: {attribute:?} is not an LDAP attribute name (RFC 4512: a name such as mail, or an OID)"));
+                return Err(MappingError::NotAnAttribute { path, attribute });
             }
             let conversion = if path == "active" {
                 if name.eq_ignore_ascii_case("userAccountControl") && !negate {
@@ -118,37 +129,41 @@ impl Mapping {
                     Conversion::Bool { negate }
                 }
             } else if negate {
-                return Err(format!("ldap.attributes.{path:?}: only `active` may be negated with !"));
+                return Err(MappingError::Negated { path });
             } else {
                 Conversion::Text
             };
             let sample = if conversion == Conversion::Text { json!("x") } else { json!(true) };
-            let mut body = base_body();
-            patch::apply(&schema::USER_RESOURCE, &mut body, &patch_doc([(path.as_str(), sample)]))
-                .map_err(|e| format!("ldap.attributes.{path:?}: not a writable SCIM path ({})", e.detail))?;
-            let multi = conversion == Conversion::Text && path.contains('[');
-            rules.push(Rule { path, attribute: name.to_ascii_lowercase(), configured: name.to_string(), conversion, multi });
+            entry_rules::writable(&path, sample)
+                .map_err(|e| MappingError::NotWritable { path: path.clone(), detail: e.detail })?;
+            let multi = conversion == Conversion::Text && entry_rules::is_element_path(&path);
+            let (attribute, configured) = (name.to_ascii_lowercase(), name.to_string());
+            rules.push(Rule { path: path.into(), attribute, configured, conversion, multi, sole: false });
         }
-        if !rules.iter().any(|r| r.path == "userName") {
-            return Err("ldap.attributes: userName must be mapped (e.g. userName = \"uid\")".into());
+        if !rules.iter().any(|r| &*r.path == "userName") {
+            return Err(MappingError::NoUserName);
         }
-        if !rules.iter().any(|r| r.path == "active") {
+        if !rules.iter().any(|r| &*r.path == "active") {
             rules.push(Rule {
                 path: "active".into(),
                 attribute: String::new(),
                 configured: String::new(),
                 conversion: Conversion::AlwaysTrue,
                 multi: false,
+                sole: false,
             });
         }
         let change_attribute = cfg.change_attribute.to_ascii_lowercase();
-        Ok(Mapping {
-            rules,
-            id_attribute: cfg.id_attribute.to_ascii_lowercase(),
-            usn: change_attribute == "usnchanged",
-            change_attribute,
-            flag: cfg.mfa_reset.as_ref().map(|f| (f.attribute.to_ascii_lowercase(), f.value.clone())),
-        })
+        let id_attribute = cfg.id_attribute.to_ascii_lowercase();
+        let flag = cfg.mfa_reset.as_ref().map(|f| (f.attribute.to_ascii_lowercase(), f.value.clone()));
+        let shared: Vec<String> = rules.iter().map(|r| r.attribute.clone()).collect();
+        for rule in &mut rules {
+            let others = shared.iter().filter(|a| **a == rule.attribute).count() > 1;
+            let read_elsewhere = [&id_attribute, &change_attribute].contains(&&rule.attribute)
+                || flag.as_ref().is_some_and(|(f, _)| *f == rule.attribute || FLAG_MARKS.contains(&rule.attribute.as_str()));
+            rule.sole = rule.conversion == Conversion::Text && !others && !read_elsewhere;
+        }
+        Ok(Mapping { rules, id_attribute, usn: change_attribute == "usnchanged", change_attribute, flag })
     }
 
     /// The attributes to ask the server for.
@@ -157,49 +172,69 @@ impl Mapping {
         out.push(self.id_attribute.clone());
         out.push(self.change_attribute.clone());
         if let Some((flag, _)) = &self.flag {
-            out.extend([flag.clone(), "entrycsn".into(), "modifytimestamp".into()]);
+            out.push(flag.clone());
+            out.extend(FLAG_MARKS.map(String::from));
         }
         out.sort();
         out.dedup();
         out
     }
 
-    /// Maps one entry; the error says why it cannot be mirrored, and carries the entry's key
-    /// when it has one (the entry is still in the directory: a full run must not deactivate it).
-    pub fn map(&self, entry: &SearchEntry) -> Result<Mapped, MapError> {
-        let all = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-        let first = |name: &str| all(name).and_then(|v| v.first()).map(String::as_str);
-        let Some(key) = self.key(entry, first(&self.id_attribute)) else {
+    /// Maps one entry, moving its values (an entry is read once); the error says why it
+    /// cannot be mirrored, and carries the entry's key when it has one (the entry is still in
+    /// the directory: a full run must not deactivate it).
+    pub fn map(&self, entry: SearchEntry) -> Result<Mapped, MapError> {
+        let Some(key) = self.entry_key(&entry) else {
             return Err(MapError { key: None, message: format!("{}: no {} (ldap.id_attribute)", entry.dn, self.id_attribute) });
         };
-        self.map_keyed(entry, key.clone()).map_err(|message| MapError { key: Some(key), message })
+        self.map_keyed(entry, key)
     }
 
-    fn map_keyed(&self, entry: &SearchEntry, key: String) -> Result<Mapped, String> {
+    fn map_keyed(&self, mut entry: SearchEntry, key: String) -> Result<Mapped, MapError> {
+        let unmappable = |message: String| MapError { key: Some(key.clone()), message };
         // Attribute names come back as the server spells them; entries have a handful, so a
         // scan ignoring case beats building a map per entry.
-        let all = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-        let first = |name: &str| all(name).and_then(|v| v.first()).map(String::as_str);
-        let mut values = Vec::with_capacity(self.rules.len());
+        fn all<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e Vec<String>> {
+            entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        }
+        let first = |entry: &SearchEntry, name: &str| all(entry, name).and_then(|v| v.first()).cloned();
+        // What is read besides the rules, before their values are moved out.
+        let change = first(&entry, &self.change_attribute).and_then(|raw| self.mark(&raw));
+        let flag = self.flag.as_ref().and_then(|(attr, wanted)| {
+            let set = all(&entry, attr).is_some_and(|vs| vs.iter().any(|v| v.eq_ignore_ascii_case(wanted)));
+            // The setting is known by the entry's change mark: a flag set anew changes it.
+            set.then(|| {
+                FLAG_MARKS
+                    .iter()
+                    .chain([&self.change_attribute.as_str()])
+                    .find_map(|name| first(&entry, name))
+                    .unwrap_or_else(|| "-".to_string())
+            })
+        });
+        let mut pairs = Vec::with_capacity(self.rules.len());
         let mut dropped = Vec::new();
         let mut hasher = Sha256::new();
         hasher.update(entry.dn.as_bytes());
         for rule in &self.rules {
-            let raw = first(&rule.attribute);
+            let raw = || all(&entry, &rule.attribute).and_then(|v| v.first());
             let value = match rule.conversion {
-                Conversion::Text => self.text_value(entry, rule, all(&rule.attribute), &mut dropped),
+                Conversion::Text => self.text_value(&mut entry, rule, &mut dropped),
                 Conversion::AlwaysTrue => Value::Bool(true),
-                Conversion::Bool { negate } => match raw {
+                Conversion::Bool { negate } => match raw() {
                     None => Value::Bool(true),
                     Some(s) => Value::Bool(
-                        boolean(s).ok_or_else(|| format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute))? != negate,
+                        boolean(s)
+                            .ok_or_else(|| unmappable(format!("{}: {}={s:?} is not a boolean", entry.dn, rule.attribute)))?
+                            != negate,
                     ),
                 },
-                Conversion::UserAccountControl => match raw {
+                Conversion::UserAccountControl => match raw() {
                     None => Value::Bool(true),
                     Some(s) => {
-                        let flags: u32 =
-                            s.trim().parse().map_err(|_| format!("{}: userAccountControl={s:?} is not a number", entry.dn))?;
+                        let flags: u32 = s
+                            .trim()
+                            .parse()
+                            .map_err(|_| unmappable(format!("{}: userAccountControl={s:?} is not a number", entry.dn)))?;
                         Value::Bool(flags & 0x2 == 0)
                     }
                 },
@@ -221,39 +256,26 @@ impl Mapping {
                 }
                 _ => hasher.update(b"n"),
             }
-            values.push(value);
+            pairs.push((rule.path.clone(), value));
         }
-        let user_name = match self.value_of(&values, "userName") {
+        let value_of = |path: &str| pairs.iter().find(|(p, _)| &**p == path).map(|(_, v)| v);
+        let user_name = match value_of("userName") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => return Err(format!("{}: no value for userName", entry.dn)),
+            _ => return Err(unmappable(format!("{}: no value for userName", entry.dn))),
         };
-        let external_id = self.value_of(&values, "externalId").and_then(Value::as_str).map(str::to_string);
-        let change = first(&self.change_attribute).and_then(|raw| self.mark(raw));
-        let flag = self.flag.as_ref().and_then(|(attr, wanted)| {
-            let set = all(attr).is_some_and(|vs| vs.iter().any(|v| v.eq_ignore_ascii_case(wanted)));
-            // The setting is known by the entry's change mark: a flag set anew changes it.
-            set.then(|| {
-                first("entrycsn").or(first("modifytimestamp")).or(first(&self.change_attribute)).unwrap_or("-").to_string()
-            })
-        });
-        Ok(Mapped {
-            key,
-            dn: entry.dn.clone(),
-            user_name,
-            external_id,
-            values,
-            fingerprint: hex::encode(&hasher.finalize()[..16]),
-            change,
-            flag,
-            dropped,
-        })
+        let external_id = value_of("externalId").and_then(Value::as_str).map(str::to_string);
+        let entry =
+            Entry { key, dn: entry.dn, user_name, external_id, pairs, fingerprint: hex::encode(&hasher.finalize()[..16]), flag };
+        Ok(Mapped { entry, change, dropped })
     }
 
     /// A text rule's value: the attribute's value; several values as an array where the path
     /// selects elements of a multi-valued attribute, else the first (and a word about the
-    /// others); binary values (not UTF-8) cannot be text: dropped, with a word.
-    fn text_value(&self, entry: &SearchEntry, rule: &Rule, values: Option<&Vec<String>>, dropped: &mut Vec<Dropped>) -> Value {
-        let Some(values) = values.filter(|v| !v.is_empty()) else {
+    /// others); binary values (not UTF-8) cannot be text: dropped, with a word. Values no other
+    /// reading needs are moved out of the entry.
+    fn text_value(&self, entry: &mut SearchEntry, rule: &Rule, dropped: &mut Vec<Dropped>) -> Value {
+        let found = entry.attrs.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&rule.attribute)).map(|(_, v)| v);
+        let Some(values) = found.filter(|v| !v.is_empty()) else {
             if entry.bin_attrs.iter().any(|(k, v)| k.eq_ignore_ascii_case(&rule.attribute) && !v.is_empty()) {
                 dropped.push(Dropped {
                     key: format!("{}:binary", rule.attribute),
@@ -265,49 +287,23 @@ impl Mapping {
             }
             return Value::Null;
         };
+        let take = |v: &mut String| if rule.sole { std::mem::take(v) } else { v.clone() };
         if values.len() > 1 && rule.multi {
-            return Value::Array(values.iter().map(|v| Value::String(v.clone())).collect());
+            return Value::Array(values.iter_mut().map(|v| Value::String(take(v))).collect());
         }
         if values.len() > 1 {
             dropped.push(Dropped {
                 key: format!("{}:multi", rule.attribute),
                 message: format!(
                     "ldap.attributes.{:?}: {} has several values (e.g. {} on {}) but the path takes one: only the first is mapped",
-                    rule.path, rule.configured, values.len(), entry.dn
+                    rule.path,
+                    rule.configured,
+                    values.len(),
+                    entry.dn
                 ),
             });
         }
-        Value::String(values[0].clone())
-    }
-
-    /// `body` (a stored user, or nothing for a new one) with the mapped attributes written over.
-    pub fn apply(&self, mapped: &Mapped, body: Option<&Map<String, Value>>) -> Result<Map<String, Value>, ScimError> {
-        let mut body = body.cloned().unwrap_or_else(base_body);
-        // Element paths whose LDAP attribute has several values, or whose user has several
-        // elements the path selects, are written as a whole; the others with one replace each.
-        let (elements, single): (Vec<_>, Vec<_>) =
-            self.rules.iter().zip(&mapped.values).partition(|(r, v)| r.multi && (v.is_array() || selected(&body, &r.path) > 1));
-        patch::apply(
-            &schema::USER_RESOURCE,
-            &mut body,
-            &patch_doc(single.into_iter().map(|(r, v)| (r.path.as_str(), v.clone()))),
-        )?;
-        for (rule, value) in elements {
-            replace_elements(&mut body, &rule.path, value)?;
-        }
-        // `emails[type eq "work"].value` set to null leaves `{"type": "work"}`: an element
-        // without its value means nothing, drop it.
-        for (rule, value) in self.rules.iter().zip(&mapped.values) {
-            if let (Some((attr, _)), Value::Null) = (rule.path.split_once('['), value) {
-                if let Some(Value::Array(items)) = body.get_mut(attr) {
-                    items.retain(|item| item.get("value").is_some_and(|v| !v.is_null()));
-                    if items.is_empty() {
-                        body.remove(attr);
-                    }
-                }
-            }
-        }
-        resource::normalize(&schema::USER_RESOURCE, &Value::Object(body))
+        Value::String(take(&mut values[0]))
     }
 
     /// The value of `mark` as the server compares it in an incremental filter.
@@ -321,17 +317,9 @@ impl Mapping {
         Some(format!("({}>={})", self.change_attribute, value))
     }
 
-    fn value_of<'a>(&self, values: &'a [Value], path: &str) -> Option<&'a Value> {
-        self.rules.iter().position(|r| r.path == path).map(|i| &values[i])
-    }
-
     /// The entry's stable key, as [`Mapping::map`] computes it.
     pub fn entry_key(&self, entry: &SearchEntry) -> Option<String> {
         let text = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.id_attribute)).and_then(|(_, v)| v.first());
-        self.key(entry, text.map(String::as_str))
-    }
-
-    fn key(&self, entry: &SearchEntry, text: Option<&str>) -> Option<String> {
         if let Some(v) = text {
             return Some(v.to_ascii_lowercase());
         }
@@ -352,80 +340,6 @@ impl Mapping {
         let digits: String = raw.chars().take_while(char::is_ascii_digit).collect();
         (digits.len() >= 14).then(|| Mark::Time(format!("{}Z", &digits[..14])))
     }
-
-    /// The SCIM attribute paths mapped, for the dry-run listing and the docs.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.path.as_str())
-    }
-}
-
-fn base_body() -> Map<String, Value> {
-    let mut body = Map::new();
-    body.insert("schemas".into(), json!([schema::USER]));
-    body
-}
-
-fn patch_doc<'a>(ops: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
-    let ops: Vec<Value> = ops.into_iter().map(|(path, value)| json!({"op": "replace", "path": path, "value": value})).collect();
-    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
-}
-
-/// How many elements of `body` the element path `path` (`emails[type eq "work"].value`) selects.
-fn selected(body: &Map<String, Value>, path: &str) -> usize {
-    let Some((attr, filter)) = element_filter(path) else { return 0 };
-    let count = |b: &Map<String, Value>| {
-        b.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)).and_then(|(_, v)| v.as_array()).map_or(0, Vec::len)
-    };
-    let mut without = body.clone();
-    match patch::apply(
-        &schema::USER_RESOURCE,
-        &mut without,
-        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}),
-    ) {
-        Ok(()) => count(body) - count(&without),
-        Err(_) => 0,
-    }
-}
-
-/// `("emails", "emails[type eq \"work\"]")` of an element path.
-fn element_filter(path: &str) -> Option<(&str, &str)> {
-    let open = path.find('[')?;
-    let close = path[open..].find(']')? + open;
-    Some((&path[..open], &path[..=close]))
-}
-
-/// Replaces the elements `path` selects by one element per value (`value`: a string, an array
-/// of strings, or null for none), each built as a single-valued write of the path builds it.
-fn replace_elements(body: &mut Map<String, Value>, path: &str, value: &Value) -> Result<(), ScimError> {
-    let Some((attr, filter)) = element_filter(path) else { return Ok(()) };
-    let values: Vec<Value> = match value {
-        Value::Array(items) => items.clone(),
-        Value::Null => Vec::new(),
-        v => vec![v.clone()],
-    };
-    let mut elements = Vec::with_capacity(values.len());
-    for v in values {
-        let mut one = Map::new();
-        patch::apply(&schema::USER_RESOURCE, &mut one, &patch_doc([(path, v)]))?;
-        if let Some(Value::Array(items)) = one.into_iter().map(|(_, v)| v).find(Value::is_array) {
-            elements.extend(items);
-        }
-    }
-    // No element selected is no error here: there is nothing to replace.
-    let _ = patch::apply(
-        &schema::USER_RESOURCE,
-        body,
-        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": filter}]}),
-    );
-    if elements.is_empty() {
-        return Ok(());
-    }
-    let key = body.keys().find(|k| k.eq_ignore_ascii_case(attr)).cloned().unwrap_or_else(|| attr.to_string());
-    match body.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
-        Value::Array(items) => items.extend(elements),
-        other => *other = Value::Array(elements),
-    }
-    Ok(())
 }
 
 fn boolean(s: &str) -> Option<bool> {
@@ -473,10 +387,10 @@ mod tests {
                 ("modifyTimestamp", "20261128101500Z"),
             ],
         );
-        let mapped = m.map(&e).unwrap();
-        assert_eq!(mapped.key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        let mapped = m.map(e.clone()).unwrap();
+        assert_eq!(mapped.entry.key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
         assert_eq!(mapped.change, Some(Mark::Time("20261128101500Z".into())));
-        let body = m.apply(&mapped, None).unwrap();
+        let body = mapped.entry.apply_to(None).unwrap();
         assert_eq!(body["userName"], "ada");
         assert_eq!(body["name"]["givenName"], "Ada");
         assert_eq!(body["emails"][0]["value"], "ada@example.org");
@@ -487,12 +401,12 @@ mod tests {
     #[test]
     fn a_removed_ldap_value_is_removed_and_unmapped_attributes_stay() {
         let m = Mapping::new(&config::Ldap::default()).unwrap();
-        let full = m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("mail", "a@x.org"), ("title", "x")])).unwrap();
-        let mut body = m.apply(&full, None).unwrap();
+        let full = m.map(entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("mail", "a@x.org"), ("title", "x")])).unwrap();
+        let mut body = full.entry.apply_to(None).unwrap();
         body.insert("title".into(), json!("Engineer"));
-        let without_mail = m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a")])).unwrap();
-        assert_ne!(full.fingerprint, without_mail.fingerprint);
-        let body = m.apply(&without_mail, Some(&body)).unwrap();
+        let without_mail = m.map(entry("uid=a", &[("entryUUID", "k"), ("uid", "a")])).unwrap();
+        assert_ne!(full.entry.fingerprint, without_mail.entry.fingerprint);
+        let body = without_mail.entry.apply_to(Some(&body)).unwrap();
         assert!(body.get("emails").is_none(), "{body:?}");
         assert_eq!(body["title"], "Engineer");
     }
@@ -501,20 +415,20 @@ mod tests {
     fn active_from_ad_user_account_control_and_negated_flags() {
         let m = Mapping::new(&ldap(&[("userName", "sAMAccountName"), ("active", "userAccountControl")])).unwrap();
         let active = |uac: &str| {
-            m.apply(
-                &m.map(&entry("cn=a", &[("entryUUID", "k"), ("sAMAccountName", "a"), ("userAccountControl", uac)])).unwrap(),
-                None,
-            )
-            .unwrap()["active"]
+            m.map(entry("cn=a", &[("entryUUID", "k"), ("sAMAccountName", "a"), ("userAccountControl", uac)]))
+                .unwrap()
+                .entry
+                .apply_to(None)
+                .unwrap()["active"]
                 .clone()
         };
         assert_eq!(active("512"), true);
         assert_eq!(active("514"), false);
         let ipa = Mapping::new(&ldap(&[("userName", "uid"), ("active", "!nsAccountLock")])).unwrap();
-        let locked = ipa.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("nsAccountLock", "TRUE")])).unwrap();
-        assert_eq!(ipa.apply(&locked, None).unwrap()["active"], false);
-        let open = ipa.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a")])).unwrap();
-        assert_eq!(ipa.apply(&open, None).unwrap()["active"], true);
+        let locked = ipa.map(entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("nsAccountLock", "TRUE")])).unwrap();
+        assert_eq!(locked.entry.apply_to(None).unwrap()["active"], false);
+        let open = ipa.map(entry("uid=a", &[("entryUUID", "k"), ("uid", "a")])).unwrap();
+        assert_eq!(open.entry.apply_to(None).unwrap()["active"], true);
     }
 
     #[test]
@@ -525,7 +439,7 @@ mod tests {
         let mut e = entry("cn=a", &[("sAMAccountName", "a")]);
         let guid = uuid::Uuid::parse_str("6f9619ff-8b86-d011-b42d-00c04fc964ff").unwrap();
         e.bin_attrs.insert("objectGUID".into(), vec![guid.to_bytes_le().to_vec()]);
-        assert_eq!(m.map(&e).unwrap().key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        assert_eq!(m.map(e.clone()).unwrap().entry.key, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
     }
 
     #[test]
@@ -536,28 +450,31 @@ mod tests {
         ]))
         .unwrap();
         let body = m
-            .apply(&m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("employeeNumber", "42")])).unwrap(), None)
+            .map(entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("employeeNumber", "42")]))
+            .unwrap()
+            .entry
+            .apply_to(None)
             .unwrap();
         assert_eq!(body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["employeeNumber"], "42");
     }
 
     #[test]
     fn bad_mappings_are_refused_with_the_key() {
-        let e = Mapping::new(&ldap(&[("displayName", "cn")])).err().unwrap();
+        let e = Mapping::new(&ldap(&[("displayName", "cn")])).err().unwrap().to_string();
         assert!(e.contains("userName must be mapped"), "{e}");
-        let e = Mapping::new(&ldap(&[("userName", "uid"), ("nickname.nope", "cn")])).err().unwrap();
+        let e = Mapping::new(&ldap(&[("userName", "uid"), ("nickname.nope", "cn")])).err().unwrap().to_string();
         assert!(e.contains("ldap.attributes.\"nickname.nope\""), "{e}");
-        let e = Mapping::new(&ldap(&[("userName", "uid"), ("meta.created", "createTimestamp")])).err().unwrap();
+        let e = Mapping::new(&ldap(&[("userName", "uid"), ("meta.created", "createTimestamp")])).err().unwrap().to_string();
         assert!(e.contains("meta.created"), "{e}");
     }
 
     #[test]
     fn entries_without_a_user_name_or_key_are_refused_with_their_dn() {
         let m = Mapping::new(&config::Ldap::default()).unwrap();
-        let e = m.map(&entry("uid=x,dc=o", &[("entryUUID", "k")])).unwrap_err();
+        let e = m.map(entry("uid=x,dc=o", &[("entryUUID", "k")])).unwrap_err();
         assert!(e.message.contains("uid=x,dc=o"));
         assert_eq!(e.key.as_deref(), Some("k"), "the key is known: the entry is still there");
-        let e = m.map(&entry("uid=y,dc=o", &[("uid", "y")])).unwrap_err();
+        let e = m.map(entry("uid=y,dc=o", &[("uid", "y")])).unwrap_err();
         assert!(e.message.contains("entryuuid") && e.key.is_none());
     }
 
@@ -568,17 +485,17 @@ mod tests {
             "uid=a",
             &[("entryUUID", "k"), ("uid", "a"), ("cn", "A"), ("cn", "Another"), ("mail", "a@x.org"), ("mail", "b@x.org")],
         );
-        let mapped = m.map(&e).unwrap();
-        let mut body = m.apply(&mapped, None).unwrap();
+        let mapped = m.map(e.clone()).unwrap();
+        let mut body = mapped.entry.apply_to(None).unwrap();
         assert_eq!(body["emails"], json!([{"type": "work", "value": "a@x.org"}, {"type": "work", "value": "b@x.org"}]));
         assert_eq!(body["displayName"], "A", "a single-valued path takes the first");
         assert_eq!(mapped.dropped.len(), 1, "{:?}", mapped.dropped);
         assert!(mapped.dropped[0].key == "cn:multi" && mapped.dropped[0].message.contains("displayName"), "{:?}", mapped.dropped);
         // Other emails stay; back to one work email: one element, not two with the same value.
         body["emails"].as_array_mut().unwrap().push(json!({"type": "home", "value": "h@x.org"}));
-        let one = m.map(&entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("mail", "c@x.org")])).unwrap();
-        assert_ne!(one.fingerprint, mapped.fingerprint);
-        let body = m.apply(&one, Some(&body)).unwrap();
+        let one = m.map(entry("uid=a", &[("entryUUID", "k"), ("uid", "a"), ("mail", "c@x.org")])).unwrap();
+        assert_ne!(one.entry.fingerprint, mapped.entry.fingerprint);
+        let body = one.entry.apply_to(Some(&body)).unwrap();
         assert_eq!(body["emails"], json!([{"type": "home", "value": "h@x.org"}, {"type": "work", "value": "c@x.org"}]));
     }
 
@@ -587,14 +504,14 @@ mod tests {
         let m = Mapping::new(&ldap(&[("userName", "uid"), ("photos[type eq \"photo\"].value", "jpegPhoto")])).unwrap();
         let mut e = entry("uid=a", &[("entryUUID", "k"), ("uid", "a")]);
         e.bin_attrs.insert("jpegPhoto".into(), vec![vec![0xff, 0xd8, 0xff, 0xe0]]);
-        let mapped = m.map(&e).unwrap();
+        let mapped = m.map(e.clone()).unwrap();
         assert_eq!(mapped.dropped.len(), 1);
         assert!(
             mapped.dropped[0].message.contains("jpegPhoto") && mapped.dropped[0].message.contains("binary"),
             "{:?}",
             mapped.dropped
         );
-        assert!(m.apply(&mapped, None).unwrap().get("photos").is_none());
+        assert!(mapped.entry.apply_to(None).unwrap().get("photos").is_none());
     }
 
     #[test]
@@ -711,16 +628,16 @@ mod props {
         #[test]
         fn any_entry_maps_to_a_user_with_a_name_or_to_an_error_naming_it(c in mapping_config(), e in entry()) {
             let m = Mapping::new(&c).expect("a valid mapping");
-            match m.map(&e) {
+            match m.map(e.clone()) {
                 Ok(mapped) => {
-                    prop_assert!(!mapped.user_name.trim().is_empty());
+                    prop_assert!(!mapped.entry.user_name.trim().is_empty());
                     for equal in [e.clone(), rebuilt(&e)] {
-                        let again = m.map(&equal).expect("an equal entry maps");
-                        prop_assert_eq!(&again.fingerprint, &mapped.fingerprint);
-                        prop_assert_eq!(&again.key, &mapped.key);
+                        let again = m.map(equal).expect("an equal entry maps");
+                        prop_assert_eq!(&again.entry.fingerprint, &mapped.entry.fingerprint);
+                        prop_assert_eq!(&again.entry.key, &mapped.entry.key);
                     }
-                    match m.apply(&mapped, None) {
-                        Ok(body) => prop_assert_eq!(crate::scim::resource::normalize(&schema::USER_RESOURCE, &Value::Object(body.clone())), Ok(body)),
+                    match mapped.entry.apply_to(None) {
+                        Ok(body) => prop_assert_eq!(crate::scim::resource::normalize(&crate::scim::schema::USER_RESOURCE, &Value::Object(body.clone())), Ok(body)),
                         Err(err) => prop_assert_eq!(err.status, 400, "{}", err.detail),
                     }
                 }

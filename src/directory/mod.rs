@@ -1,10 +1,24 @@
 //! The LDAP door: a scheduled, streaming, batched mirror of the directory's users, and the MFA
-//! reset flag. It decides nothing itself: `domain::directory` says what an entry does.
+//! reset flag. It reads the directory and hands entries over; what an entry does to the store
+//! (who it is, what changes, when a user is deactivated, when the flag resets a factor) is
+//! decided by `domain::directory`, whose services open every transaction of a run.
+//!
+//! - [`mapping`]: an LDAP entry → a domain entry;
+//! - [`reader`]: the paged search → batches of entries (a change feed would be a second reader
+//!   feeding the same writer);
+//! - [`writer`]: batches of entries → the domain, a transaction each;
+//! - [`run`]: a run's lease, lifecycle and record; [`report`]: what it tells;
+//! - [`flags`]: the reset flag on the LDAP side; [`scheduler`]: the cron schedules.
 
-pub mod flags;
-pub mod ldap;
-pub mod mapping;
-pub mod scheduler;
-pub mod sync;
+pub(crate) mod flags;
+pub(crate) mod ldap;
+pub(crate) mod mapping;
+pub(crate) mod reader;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod scheduler;
+pub(crate) mod writer;
 
-pub use sync::{Options, StartError, StartedBy, Summary, Syncer};
+pub use crate::domain::directory::StartedBy;
+pub use report::{RunView, Summary};
+pub use run::{Options, StartError, Syncer};

@@ -16,11 +16,14 @@ pub async fn healthz() -> HttpResponse {
 /// them out of service during an LDAP outage.
 pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collections::HashMap<String, String>>) -> HttpResponse {
     let pool = state.pool.clone();
-    let syncing = state.sync.is_some() && query.get("check").map(String::as_str) != Some("database");
+    let runs =
+        state.sync.as_ref().filter(|_| query.get("check").map(String::as_str) != Some("database")).map(|s| s.runs().clone());
     let check = web::block(move || -> Result<Option<&'static str>, crate::store::Error> {
         crate::store::ping(&pool, CHECK_WAIT)?;
-        if syncing && crate::store::directory::last_runs_failed(&mut *pool.get_timeout(CHECK_WAIT)?, 2)? {
-            return Ok(Some("the last two LDAP sync runs failed"));
+        if let Some(runs) = runs {
+            if runs.last_runs_failed(2, CHECK_WAIT)? {
+                return Ok(Some("the last two LDAP sync runs failed"));
+            }
         }
         Ok(None)
     });

@@ -8,8 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api_io::{blocking, read_object, require, ApiError, ApiErrorBody};
 use super::AppState;
-use crate::directory::sync::render;
-use crate::directory::{Options, StartError, StartedBy};
+use crate::directory::{Options, RunView, StartError, StartedBy};
 use crate::domain::audit::Origin;
 use crate::domain::tokens::Scope;
 
@@ -28,7 +27,7 @@ pub struct StartRequest {
     full: Option<bool>,
 }
 
-/// A sync run, as `directory::sync::render` shows it.
+/// A sync run, as `directory::RunView` shows it.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // documentation of a rendered run
@@ -59,11 +58,11 @@ pub struct SyncRun {
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SyncRunPage {
+pub struct SyncRunPage<'a> {
     total_results: i64,
     start_index: i64,
     #[schema(value_type = Vec<SyncRun>)]
-    runs: Vec<Value>,
+    runs: Vec<RunView<'a>>,
 }
 
 /// Paging of the run history.
@@ -106,9 +105,15 @@ pub async fn start(state: web::Data<AppState>, req: HttpRequest, payload: web::P
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
         .map_err(|e| match e {
             StartError::Busy(_) => ApiError::new(409, "sync_running", e.to_string()),
-            StartError::Store(e) => ApiError::new(503, "unavailable", e.to_string()),
+            StartError::Store(e) => {
+                // The cause goes to the log, not to the client.
+                tracing::error!(error = %e, "cannot start a sync run");
+                ApiError::new(503, "unavailable", "the database is not available; try again later")
+            }
         })?;
-    Ok(HttpResponse::Accepted().insert_header((header::LOCATION, format!("/api/v1/sync/runs/{}", run.id))).json(render(&run)))
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/api/v1/sync/runs/{}", run.id)))
+        .json(RunView::of(&run)))
 }
 
 /// The run history, newest first.
@@ -135,8 +140,8 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     let Some(syncer) = state.sync.clone() else {
         return Ok(HttpResponse::Ok().json(SyncRunPage { total_results: 0, start_index, runs: Vec::new() }));
     };
-    let (total, runs) = blocking(move || syncer.list(start_index - 1, count).map_err(crate::domain::Error::from)).await?;
-    let runs: Vec<Value> = runs.iter().map(render).collect();
+    let (total, runs) = blocking(move || syncer.runs().list(start_index - 1, count).map_err(crate::domain::Error::from)).await?;
+    let runs = runs.iter().map(RunView::of).collect();
     Ok(HttpResponse::Ok().json(SyncRunPage { total_results: total, start_index, runs }))
 }
 
@@ -153,6 +158,6 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Str
     let not_found = || ApiError::new(404, "not_found", format!("no sync run with id {id}"));
     let Some(syncer) = state.sync.clone() else { return Err(not_found()) };
     let lookup = id.clone();
-    let run = blocking(move || syncer.get(&lookup).map_err(crate::domain::Error::from)).await?;
-    run.map(|r| HttpResponse::Ok().json(render(&r))).ok_or_else(not_found)
+    let run = blocking(move || syncer.runs().get(&lookup).map_err(crate::domain::Error::from)).await?;
+    run.map(|r| HttpResponse::Ok().json(RunView::of(&r))).ok_or_else(not_found)
 }

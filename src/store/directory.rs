@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::schema::{directory_links, sync_lease, sync_quarantine, sync_runs, sync_ticks, users};
-use super::{DbConn, Result};
+use super::{DbConn, Result, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = directory_links)]
@@ -64,14 +64,16 @@ pub fn link_of_user(conn: &mut DbConn, user_id: &str) -> Result<Option<Link>> {
 }
 
 /// Inserts or replaces the link of `link.user_id`.
-pub fn save_link(conn: &mut DbConn, link: &Link) -> Result<(), DieselError> {
+pub fn save_link(tx: &mut Tx, link: &Link) -> Result<(), DieselError> {
+    let conn = tx.conn();
     diesel::delete(directory_links::table.find(&link.user_id)).execute(conn)?;
     diesel::insert_into(directory_links::table).values(link).execute(conn)?;
     Ok(())
 }
 
 /// Inserts the links of new users (in the caller's transaction), a few statements for many.
-pub fn insert_links(conn: &mut DbConn, new: &[Link]) -> Result<(), DieselError> {
+pub fn insert_links(tx: &mut Tx, new: &[Link]) -> Result<(), DieselError> {
+    let conn = tx.conn();
     use super::sql::{insert_rows, Bind};
     let text = |s: &str| Some(Bind::Text(s.to_string()));
     for chunk in new.chunks(1000) {
@@ -119,7 +121,8 @@ pub fn count_present(conn: &mut DbConn) -> Result<i64> {
 
 /// Records that a full run did not find the entry of `user_id` (since the first run that
 /// missed it) and the user's version as the sync left it.
-pub fn mark_missing(conn: &mut DbConn, user_id: &str, at: NaiveDateTime, synced_version: i64) -> Result<(), DieselError> {
+pub fn mark_missing(tx: &mut Tx, user_id: &str, at: NaiveDateTime, synced_version: i64) -> Result<(), DieselError> {
+    let conn = tx.conn();
     diesel::update(directory_links::table.find(user_id)).set(directory_links::synced_version.eq(synced_version)).execute(conn)?;
     diesel::update(directory_links::table.find(user_id).filter(directory_links::missing_since.is_null()))
         .set(directory_links::missing_since.eq(at))
@@ -149,18 +152,15 @@ pub fn failing(conn: &mut DbConn) -> Result<Vec<Failing>> {
 }
 
 /// Records these failures (replacing earlier ones of the same keys) and forgets `written`.
-pub fn save_failing(conn: &mut DbConn, failed: &[Failing], written: &[String]) -> Result<()> {
-    super::write_tx(conn, |tx| {
-        let conn = tx.conn();
-        let keys: Vec<&str> = failed.iter().map(|f| f.entry_key.as_str()).chain(written.iter().map(String::as_str)).collect();
-        for chunk in keys.chunks(500) {
-            diesel::delete(sync_quarantine::table.filter(sync_quarantine::entry_key.eq_any(chunk))).execute(conn)?;
-        }
-        for f in failed {
-            diesel::insert_into(sync_quarantine::table).values(f).execute(conn)?;
-        }
-        Ok::<_, DieselError>(())
-    })?;
+pub fn save_failing(tx: &mut Tx, failed: &[Failing], written: &[String]) -> Result<(), DieselError> {
+    let conn = tx.conn();
+    let keys: Vec<&str> = failed.iter().map(|f| f.entry_key.as_str()).chain(written.iter().map(String::as_str)).collect();
+    for chunk in keys.chunks(500) {
+        diesel::delete(sync_quarantine::table.filter(sync_quarantine::entry_key.eq_any(chunk))).execute(conn)?;
+    }
+    for f in failed {
+        diesel::insert_into(sync_quarantine::table).values(f).execute(conn)?;
+    }
     Ok(())
 }
 
@@ -194,8 +194,8 @@ pub struct Run {
     pub duration_ms: Option<i64>,
 }
 
-pub fn insert_run(conn: &mut DbConn, run: &Run) -> Result<()> {
-    diesel::insert_into(sync_runs::table).values(run).execute(conn)?;
+pub fn insert_run(tx: &mut Tx, run: &Run) -> Result<(), DieselError> {
+    diesel::insert_into(sync_runs::table).values(run).execute(tx.conn())?;
     Ok(())
 }
 
@@ -239,42 +239,36 @@ pub fn last_runs_failed(conn: &mut DbConn, n: i64) -> Result<bool> {
 }
 
 /// Runs left `running` by a process that stopped without finishing them.
-pub fn fail_abandoned_runs(conn: &mut DbConn, at: NaiveDateTime) -> Result<usize> {
-    Ok(diesel::update(sync_runs::table.filter(sync_runs::status.eq(RUNNING)))
+pub fn fail_abandoned_runs(tx: &mut Tx, at: NaiveDateTime) -> Result<usize, DieselError> {
+    diesel::update(sync_runs::table.filter(sync_runs::status.eq(RUNNING)))
         .set((
             sync_runs::status.eq(FAILED),
             sync_runs::finished_at.eq(at),
             sync_runs::errors.eq(r#"["interrupted: the process running it stopped"]"#),
         ))
-        .execute(conn)?)
+        .execute(tx.conn())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Lease
 // ---------------------------------------------------------------------------------------------
 
-/// Runs a lease or tick claim in a write transaction that never waits on a row lock held by
-/// another session (PostgreSQL `lock_timeout`): a holder frozen inside a transaction must not
-/// make every other instance's claims queue behind it, each holding a pooled connection.
-/// `None` when the lock was held.
-fn claim<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, DieselError>) -> Result<Option<T>> {
-    let outcome = super::write_tx(conn, |tx| {
-        let conn = tx.conn();
-        if let DbConn::Pg(pg) = conn {
-            diesel::sql_query("SET LOCAL lock_timeout = '200ms'").execute(pg)?;
-        }
-        f(conn)
-    });
-    match outcome {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if super::is_lock_timeout(&e) => Ok(None),
-        Err(e) => Err(e.into()),
+/// Makes a lease or tick claim never wait on a row lock held by another session (PostgreSQL
+/// `lock_timeout`, for the rest of the caller's transaction): a holder frozen inside a
+/// transaction must not make every other instance's claims queue behind it, each holding a
+/// pooled connection. A claim that meets such a lock fails with an error that
+/// [`super::is_lock_timeout`] recognises; its transaction is then spoilt and must end.
+fn claim<T>(tx: &mut Tx, f: impl FnOnce(&mut DbConn) -> Result<T, DieselError>) -> Result<T, DieselError> {
+    let conn = tx.conn();
+    if let DbConn::Pg(pg) = conn {
+        diesel::sql_query("SET LOCAL lock_timeout = '200ms'").execute(pg)?;
     }
+    f(conn)
 }
 
 /// Takes the lease `name` for `holder` until `until` if nobody holds it (or theirs expired).
-pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTime, until: NaiveDateTime) -> Result<bool> {
-    let taken = claim(conn, |conn| {
+pub fn take_lease(tx: &mut Tx, name: &str, holder: &str, now: NaiveDateTime, until: NaiveDateTime) -> Result<bool, DieselError> {
+    claim(tx, |conn| {
         diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::expires_at.lt(now)))
             .execute(conn)?;
         super::insert_unless_taken(conn, |conn| {
@@ -282,49 +276,35 @@ pub fn take_lease(conn: &mut DbConn, name: &str, holder: &str, now: NaiveDateTim
                 .values((sync_lease::name.eq(name), sync_lease::holder.eq(holder), sync_lease::expires_at.eq(until)))
                 .execute(conn)
         })
-    })?;
-    Ok(taken == Some(true))
+    })
 }
 
-/// Extends a held lease; false when it was lost (expired and taken by another).
-pub fn renew_lease(conn: &mut DbConn, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool> {
-    super::write_tx(conn, |tx| Ok(renew_lease_in_tx(tx, name, holder, until)?))
-}
-
-/// [`renew_lease`] inside the caller's transaction: what it writes then commits only while the
-/// lease is still its own.
-pub fn renew_lease_in_tx(conn: &mut DbConn, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool, DieselError> {
+/// Extends a held lease; false when it was lost (expired and taken by another). What the
+/// caller's transaction writes besides then commits only while the lease is still its own.
+pub fn renew_lease(tx: &mut Tx, name: &str, holder: &str, until: NaiveDateTime) -> Result<bool, DieselError> {
     let n = diesel::update(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
         .set(sync_lease::expires_at.eq(until))
-        .execute(conn)?;
+        .execute(tx.conn())?;
     Ok(n == 1)
 }
 
 /// Records a finished run (`None`: a dry run, not recorded) and releases its lease, in one
 /// transaction.
-pub fn finish_run(conn: &mut DbConn, run: Option<&Run>, lease: &str, holder: &str) -> Result<()> {
-    super::write_tx(conn, |tx| {
-        let conn = tx.conn();
-        if let Some(run) = run {
-            diesel::update(sync_runs::table.find(&run.id)).set(run).execute(conn)?;
-        }
-        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(lease)).filter(sync_lease::holder.eq(holder))).execute(conn)
-    })?;
+pub fn save_run(tx: &mut Tx, run: &Run) -> Result<(), DieselError> {
+    diesel::update(sync_runs::table.find(&run.id)).set(run).execute(tx.conn())?;
     Ok(())
 }
 
-pub fn release_lease(conn: &mut DbConn, name: &str, holder: &str) -> Result<()> {
-    super::write_tx(conn, |tx| {
-        let conn = tx.conn();
-        diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder))).execute(conn)
-    })?;
+pub fn release_lease(tx: &mut Tx, name: &str, holder: &str) -> Result<(), DieselError> {
+    diesel::delete(sync_lease::table.filter(sync_lease::name.eq(name)).filter(sync_lease::holder.eq(holder)))
+        .execute(tx.conn())?;
     Ok(())
 }
 
 /// Claims tick `tick` of the sync schedule `schedule` (`incremental` or `full`): true for the
 /// first instance that asks, false for every other instance firing at the same tick.
-pub fn claim_tick(conn: &mut DbConn, schedule: &str, tick: NaiveDateTime) -> Result<bool> {
-    let claimed = claim(conn, |conn| {
+pub fn claim_tick(tx: &mut Tx, schedule: &str, tick: NaiveDateTime) -> Result<bool, DieselError> {
+    claim(tx, |conn| {
         // On PostgreSQL a second claimant waits briefly for the first one's row lock here, then
         // finds the tick taken (or gives up waiting: the tick is someone else's either way).
         let moved = diesel::update(sync_ticks::table.find(schedule).filter(sync_ticks::last_tick.lt(tick)))
@@ -334,13 +314,12 @@ pub fn claim_tick(conn: &mut DbConn, schedule: &str, tick: NaiveDateTime) -> Res
             return Ok(true);
         }
         // No row yet (the first tick ever), or the tick is taken: the insert tells which.
-        Ok(super::insert_unless_taken(conn, |conn| {
+        super::insert_unless_taken(conn, |conn| {
             diesel::insert_into(sync_ticks::table)
                 .values((sync_ticks::schedule.eq(schedule), sync_ticks::last_tick.eq(tick)))
                 .execute(conn)
-        })?)
-    })?;
-    Ok(claimed == Some(true))
+        })
+    })
 }
 
 /// Who holds the lease, if anyone does now.
@@ -353,22 +332,29 @@ pub fn lease_holder(conn: &mut DbConn, name: &str, now: NaiveDateTime) -> Result
         .optional()?)
 }
 
-/// The counts of a run in progress: created, updated, unchanged, reactivated, resets, flags cleared.
-pub fn save_progress(conn: &mut DbConn, id: &str, c: &[i64; 6]) -> Result<()> {
-    Ok(save_progress_in_tx(conn, id, c)?)
+/// The counts of a run in progress (a full run's deactivations are recorded at its end).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub reactivated: i64,
+    pub resets_applied: i64,
+    pub flags_cleared: i64,
 }
 
-/// [`save_progress`] in the caller's transaction: the counts commit with what they count.
-pub fn save_progress_in_tx(conn: &mut DbConn, id: &str, c: &[i64; 6]) -> Result<(), DieselError> {
+/// Records the counts of a run in progress, in the caller's transaction: the counts commit
+/// with what they count.
+pub fn save_progress(tx: &mut Tx, id: &str, c: &Progress) -> Result<(), DieselError> {
     diesel::update(sync_runs::table.find(id))
         .set((
-            sync_runs::created.eq(c[0]),
-            sync_runs::updated.eq(c[1]),
-            sync_runs::unchanged.eq(c[2]),
-            sync_runs::reactivated.eq(c[3]),
-            sync_runs::resets_applied.eq(c[4]),
-            sync_runs::flags_cleared.eq(c[5]),
+            sync_runs::created.eq(c.created),
+            sync_runs::updated.eq(c.updated),
+            sync_runs::unchanged.eq(c.unchanged),
+            sync_runs::reactivated.eq(c.reactivated),
+            sync_runs::resets_applied.eq(c.resets_applied),
+            sync_runs::flags_cleared.eq(c.flags_cleared),
         ))
-        .execute(conn)?;
+        .execute(tx.conn())?;
     Ok(())
 }

@@ -35,6 +35,7 @@ pub enum DbConn {
 }
 
 pub(crate) type Pool = r2d2::Pool<Manager>;
+pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

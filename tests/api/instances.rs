@@ -267,7 +267,7 @@ fn scheduled_runs_on_two_instances_run_each_tick_once_and_never_overlap() {
 
 #[test]
 fn each_schedule_tick_is_claimed_by_exactly_one_instance() {
-    use provisiond::store::directory::claim_tick;
+    use provisiond::domain::directory::{RunKind, Runs};
     let dir = tempfile::tempdir().unwrap();
     let db = crate::helpers::TestDb::new(dir.path());
     let config = crate::helpers::config_for(dir.path(), &db);
@@ -282,12 +282,12 @@ fn each_schedule_tick_is_claimed_by_exactly_one_instance() {
             .map(|pool| {
                 let (ticks, barrier) = (&ticks, &barrier);
                 s.spawn(move || {
-                    let mut conn = pool.get().unwrap();
+                    let runs = Runs::new(pool.clone(), std::sync::Arc::new(provisiond::clock::SystemClock));
                     let mut out = Vec::new();
                     for tick in ticks {
                         barrier.wait();
-                        for schedule in ["incremental", "full"] {
-                            out.push(claim_tick(&mut conn, schedule, *tick).unwrap());
+                        for schedule in [RunKind::Incremental, RunKind::Full] {
+                            out.push(runs.claim_tick(schedule, *tick).unwrap());
                         }
                     }
                     out
@@ -300,9 +300,9 @@ fn each_schedule_tick_is_claimed_by_exactly_one_instance() {
         assert!(a ^ b, "claim {i}: both or neither got it ({a}, {b})");
     }
     // A tick already claimed, or an older one, is never claimed again.
-    let mut conn = pools[0].get().unwrap();
-    assert!(!claim_tick(&mut conn, "full", ticks[39]).unwrap());
-    assert!(!claim_tick(&mut conn, "full", ticks[3]).unwrap());
+    let runs = Runs::new(pools[0].clone(), std::sync::Arc::new(provisiond::clock::SystemClock));
+    assert!(!runs.claim_tick(RunKind::Full, ticks[39]).unwrap());
+    assert!(!runs.claim_tick(RunKind::Full, ticks[3]).unwrap());
 }
 
 #[test]

@@ -153,8 +153,8 @@ fn a_sync_lease_row_locked_by_a_frozen_session_makes_nobody_wait() {
         c.ldap = Some(provisiond::config::Ldap {
             url: "ldap://127.0.0.1:9".into(),
             base_dn: "dc=example,dc=org".into(),
-            schedule: String::new(),
-            full_schedule: String::new(),
+            schedule: provisiond::config::Schedule::disabled(),
+            full_schedule: provisiond::config::Schedule::disabled(),
             ..Default::default()
         })
     });

@@ -179,8 +179,8 @@ impl Slapd {
         c.bind_password = Some(provisiond::config::Secret::new(ADMIN_PASSWORD));
         c.base_dn = PEOPLE.into();
         c.timeout = 10;
-        c.schedule = String::new();
-        c.full_schedule = String::new();
+        c.schedule = provisiond::config::Schedule::disabled();
+        c.full_schedule = provisiond::config::Schedule::disabled();
         c.mfa_reset =
             Some(provisiond::config::LdapMfaReset { attribute: FLAG_ATTRIBUTE.into(), value: "TRUE".into(), clear: true });
         c

@@ -1,5 +1,4 @@
-//! Users mirrored from LDAP: what one directory entry does to the store, inside the sync's
-//! batch transaction. The sync (a door) decides nothing here; these rules do:
+//! What one directory entry does to the store, inside a run's batch transaction:
 //! - an entry is one user, known by its stable key; a new key is matched to an existing user by
 //!   userName, then externalId, so that a user pushed by SCIM and found in LDAP is one user;
 //! - the mapped attributes are LDAP's: written over whatever else set them; others are kept;
@@ -10,11 +9,10 @@
 
 use chrono::NaiveDateTime;
 
-use super::audit::Actor;
-use super::{Error, Result};
-use crate::directory::flags::{self, Decision};
-use crate::directory::mapping::{Mapped, Mapping};
+use super::entry::{decide_flag, Entry, FlagDecision};
+use crate::domain::audit::Actor;
 use crate::domain::mfa::reset::reset_in_tx;
+use crate::domain::{Error, Result};
 use crate::store::directory::{self as links, Link};
 use crate::store::users::{self as store_users, Source, StoredUser, WriteError};
 use crate::store::{DbConn, Tx};
@@ -42,23 +40,26 @@ pub struct Applied {
 /// Applies one mapped entry. `link` is the entry's link with the version of its user, if
 /// known; `key_in_directory` answers whether another key still exists in LDAP (asked only
 /// when a new key claims a user linked to another entry).
-pub fn apply_entry(
+pub(super) fn apply_entry(
     conn: &mut Tx,
-    mapping: &Mapping,
-    entry: &Mapped,
-    link: Option<Link>,
+    entry: &Entry,
+    link: Option<&Link>,
     key_in_directory: &mut dyn FnMut(&str) -> bool,
     actor: &Actor,
     at: NaiveDateTime,
 ) -> Result<Applied> {
+    let claimed: Option<Link>;
     let (current, link) = match link {
         Some(link) => (Some(user(conn, &link.user_id)?), Some(link)),
         None => match claim(conn, entry, key_in_directory)? {
-            Some((user, previous)) => (Some(user), previous),
+            Some((user, previous)) => {
+                claimed = previous;
+                (Some(user), claimed.as_ref())
+            }
             None => (None, None),
         },
     };
-    let body = mapping.apply(entry, current.as_ref().map(|u| &u.body))?;
+    let body = entry.apply_to(current.as_ref().map(|u| &u.body))?;
     let came_from_elsewhere = current.as_ref().is_some_and(|u| u.source != SOURCE);
     let (user, mut change) = match current {
         None => {
@@ -71,14 +72,14 @@ pub fn apply_entry(
     if came_from_elsewhere {
         store_users::set_source(conn, &user.id, SOURCE)?;
     }
-    if link.as_ref().is_some_and(|l| l.missing_since.is_some()) {
+    if link.is_some_and(|l| l.missing_since.is_some()) {
         change = Change::Reactivated;
     }
-    let remembered = link.as_ref().and_then(|l| l.flag_mark.clone());
-    let (reset, flag_mark) = match flags::decide(entry.flag.as_deref(), remembered.as_deref()) {
-        Decision::Absent => (false, None),
-        Decision::AlreadyApplied => (false, remembered),
-        Decision::Apply => {
+    let remembered = link.and_then(|l| l.flag_mark.clone());
+    let (reset, flag_mark) = match decide_flag(entry.flag.as_deref(), remembered.as_deref()) {
+        FlagDecision::Absent => (false, None),
+        FlagDecision::AlreadyApplied => (false, remembered),
+        FlagDecision::Apply => {
             let reason = format!("MFA reset flag set on {}", entry.dn);
             reset_in_tx(conn, (&user.id, user.user_name()), actor, Some(&reason), at)?;
             (true, entry.flag.clone())
@@ -101,13 +102,7 @@ pub fn apply_entry(
 
 /// Creates users for entries known to be new (no link, userName and externalId free), a few
 /// statements for the whole batch. Fails as a whole; the caller then applies them one by one.
-pub fn create_many(
-    conn: &mut Tx,
-    mapping: &Mapping,
-    entries: &[&Mapped],
-    actor: &Actor,
-    at: NaiveDateTime,
-) -> Result<Vec<Applied>> {
+pub(super) fn create_many(conn: &mut Tx, entries: &[&Entry], actor: &Actor, at: NaiveDateTime) -> Result<Vec<Applied>> {
     let mut users = Vec::with_capacity(entries.len());
     let mut new_links = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -121,7 +116,7 @@ pub fn create_many(
             missing_since: None,
             flag_mark: entry.flag.clone(),
         });
-        users.push((id, mapping.apply(entry, None)?));
+        users.push((id, entry.apply_to(None)?));
     }
     store_users::insert_many(conn, &users, SOURCE, at)?;
     links::insert_links(conn, &new_links)?;
@@ -140,7 +135,7 @@ pub fn create_many(
 }
 
 /// Deactivates a user whose entry a full run did not find; returns whether it was active.
-pub fn deactivate(conn: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<bool> {
+pub(super) fn deactivate(conn: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<bool> {
     let current = user(conn, user_id)?;
     let was_active = current.body.get("active").and_then(serde_json::Value::as_bool).unwrap_or(true);
     let version = if was_active {
@@ -158,7 +153,7 @@ pub fn deactivate(conn: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<boo
 /// The keys of other entries whose users these new entries would claim (by userName or
 /// externalId) while those entries were present at the last look: before a batch is written,
 /// the sync asks the directory whether they still are (never inside the transaction).
-pub fn contested_keys(conn: &mut DbConn, entries: &[&Mapped]) -> Result<Vec<String>> {
+pub(super) fn contested_keys(conn: &mut DbConn, entries: &[&Entry]) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     for entry in entries {
         if let Some((_, Some(link))) = claimable(conn, entry)? {
@@ -176,7 +171,7 @@ pub fn contested_keys(conn: &mut DbConn, entries: &[&Mapped]) -> Result<Vec<Stri
 /// previous link. A user linked to another entry that is still in the directory is not taken.
 fn claim(
     conn: &mut DbConn,
-    entry: &Mapped,
+    entry: &Entry,
     key_in_directory: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Option<(StoredUser, Option<Link>)>> {
     let found = claimable(conn, entry)?;
@@ -194,7 +189,7 @@ fn claim(
 }
 
 /// The user an unlinked entry matches (userName, then externalId) and its link, if any.
-fn claimable(conn: &mut DbConn, entry: &Mapped) -> Result<Option<(StoredUser, Option<Link>)>> {
+fn claimable(conn: &mut DbConn, entry: &Entry) -> Result<Option<(StoredUser, Option<Link>)>> {
     let mut found = store_users::find_by_user_name(conn, &entry.user_name)?;
     if found.is_none() {
         if let Some(ext) = &entry.external_id {
@@ -218,7 +213,11 @@ const TRANSIENT_NAME: &str = "~provisiond-renaming-";
 /// entry only) get a transient name first; the caller then applies the entries, and
 /// [`restore_names`] gives back the old name of any whose entry then failed. Returns
 /// `(user id, old userName)` of the users renamed so.
-pub fn free_names_for_renames(conn: &mut Tx, entries: &[(&Mapped, &Link)], at: NaiveDateTime) -> Result<Vec<(String, String)>> {
+pub(super) fn free_names_for_renames(
+    conn: &mut Tx,
+    entries: &[(&Entry, &Link)],
+    at: NaiveDateTime,
+) -> Result<Vec<(String, String)>> {
     use std::collections::{HashMap, HashSet};
     let key = store_users::user_name_key;
     let mut renames: HashMap<String, (StoredUser, String)> = HashMap::new();
@@ -264,7 +263,7 @@ pub fn free_names_for_renames(conn: &mut Tx, entries: &[(&Mapped, &Link)], at: N
 
 /// Gives users still holding a transient name (their entry failed) their old name back, where
 /// it is still free; returns the ids of those that could not get it back.
-pub fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: NaiveDateTime) -> Result<Vec<String>> {
+pub(super) fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: NaiveDateTime) -> Result<Vec<String>> {
     let mut stuck = Vec::new();
     for (id, name) in freed {
         let current = user(conn, id)?;
@@ -288,7 +287,7 @@ fn user(conn: &mut DbConn, id: &str) -> Result<StoredUser> {
 
 fn write_error(e: WriteError, what: &str) -> Error {
     match e {
-        WriteError::UserNameTaken => Error::conflict(format!("{what}: userName is already taken by another user")),
+        WriteError::UserNameTaken => Error::taken(format!("{what}: userName is already taken by another user")),
         WriteError::VersionMismatch => Error::conflict(format!("{what}: changed by another writer meanwhile")),
         WriteError::NotFound => Error::NotFound(format!("{what}: the user no longer exists")),
         WriteError::Store(e) => e.into(),

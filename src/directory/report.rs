@@ -1,0 +1,312 @@
+//! What a run tells: the error that failed it, the per-entry errors, a dry run's actions, and
+//! the JSON the API and the command line show of a run.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ldap::DirectoryError;
+use crate::domain::directory::{Counts, Run, RunKind, RunStatus, SessionError, StartedBy};
+use crate::store;
+
+/// Errors kept per run; more are counted.
+const MAX_ERRORS: usize = 1000;
+/// Actions listed by a dry run; more are counted.
+const MAX_ACTIONS: usize = 10_000;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("stopped: the daemon is shutting down")]
+    Stopped,
+    #[error(transparent)]
+    Directory(Box<DirectoryError>),
+    #[error("the search did not complete: {0}")]
+    Search(Box<ldap3::LdapError>),
+    #[error("cannot ask the directory whether contested entries still exist: {0}")]
+    Contested(Box<DirectoryError>),
+    #[error("cannot read the last high-water mark: {0}")]
+    HighWater(store::Error),
+    #[error("database: {0}")]
+    Database(#[from] store::Error),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("the writer stopped")]
+    WriterStopped,
+    #[error("the writer failed: {0}")]
+    WriterFailed(tokio::task::JoinError),
+    #[error("deactivation failed: {0}")]
+    DeactivationFailed(tokio::task::JoinError),
+    #[error(
+        "{count} entries had no {attribute} (ldap.id_attribute): the run cannot tell whose they are, so nobody was deactivated"
+    )]
+    Unkeyed { count: usize, attribute: String },
+    #[error(
+        "the run would deactivate {count} of {present} directory users, more than ldap.safety allows ({limit}: \
+         max_deactivate_percent = {percent}, max_deactivate = {max}); nobody was deactivated. Check ldap.base_dn and \
+         ldap.user_filter; if the departures are real, run `provisiond sync --full --allow-mass-deactivation`"
+    )]
+    MassDeactivation { count: usize, present: i64, limit: u64, percent: f64, max: String },
+    #[error("clearing MFA reset flags did not finish within {bound} s ({timeouts} × ldap.timeout)")]
+    ClearingTimedOut { bound: u64, timeouts: u64 },
+    #[error("the directory did not answer flag removals within ldap.timeout")]
+    ClearingUnanswered,
+    #[error("{why}: {left} of {total} flags not confirmed cleared")]
+    FlagsUnconfirmed { why: Box<RunError>, left: usize, total: i64 },
+}
+
+impl From<DirectoryError> for RunError {
+    fn from(e: DirectoryError) -> Self {
+        RunError::Directory(Box::new(e))
+    }
+}
+
+/// Problems of a run: per-entry errors (the run goes on) and the one that failed it.
+#[derive(Debug, Default)]
+pub struct Report {
+    errors: Vec<String>,
+    dropped: usize,
+    failed: Option<String>,
+    pub actions: Vec<Value>,
+    actions_dropped: usize,
+}
+
+impl Report {
+    pub fn error(&mut self, e: String) {
+        tracing::warn!(error = %e, "sync");
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The run fails (with the first such error).
+    pub fn fatal(&mut self, e: RunError) {
+        if self.failed.is_none() {
+            self.failed = Some(e.to_string());
+        }
+    }
+
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// A dry run's action: what it would do to whom.
+    pub fn action(&mut self, action: Action) {
+        if self.actions.len() < MAX_ACTIONS {
+            self.actions.push(action.to_json());
+        } else {
+            self.actions_dropped += 1;
+        }
+    }
+
+    pub fn absorb(&mut self, other: &mut Report) {
+        for e in other.errors.drain(..) {
+            if self.errors.len() < MAX_ERRORS {
+                self.errors.push(e);
+            } else {
+                self.dropped += 1;
+            }
+        }
+        self.dropped += other.dropped;
+        if let Some(f) = other.failed.take() {
+            if self.failed.is_none() {
+                self.failed = Some(f);
+            }
+        }
+        self.actions.append(&mut other.actions);
+        self.actions_dropped += other.actions_dropped;
+    }
+
+    /// The errors as recorded: the fatal one first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.failed.iter().cloned().collect();
+        out.extend(self.errors.iter().cloned());
+        if self.dropped > 0 {
+            out.push(format!("… and {} more errors", self.dropped));
+        }
+        out
+    }
+}
+
+/// What a dry run would do.
+pub enum Action<'a> {
+    /// `create`, `update`, `reactivate` or `reset_mfa` the user of an entry.
+    Entry {
+        action: &'static str,
+        user_name: &'a str,
+        dn: &'a str,
+    },
+    Deactivate {
+        user_id: &'a str,
+    },
+}
+
+impl Action<'_> {
+    fn to_json(&self) -> Value {
+        match self {
+            Action::Entry { action, user_name, dn } => serde_json::json!({"action": action, "userName": user_name, "dn": dn}),
+            Action::Deactivate { user_id } => serde_json::json!({"action": "deactivate", "userId": user_id}),
+        }
+    }
+}
+
+/// A finished (or, for the API, just started) run as the doors show it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub run: Run,
+    pub dry_run: bool,
+    /// What a dry run would do: `{"action","userName","dn"}` (`{"action":"deactivate","userId"}`).
+    pub actions: Vec<Value>,
+}
+
+impl Summary {
+    /// The JSON of the run, and for a dry run what it would do.
+    pub fn view(&self) -> RunView<'_> {
+        let mut view = RunView::of(&self.run);
+        if self.dry_run {
+            view.dry_run = Some(true);
+            view.actions = Some(&self.actions);
+        }
+        view
+    }
+}
+
+/// The JSON of a run (CLI summary, `/api/v1/sync/runs`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView<'a> {
+    id: &'a str,
+    kind: RunKind,
+    status: RunStatus,
+    started_by: StartedBy,
+    started_at: String,
+    finished_at: Option<String>,
+    #[serde(flatten)]
+    counts: CountsView,
+    errors: &'a [String],
+    duration_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actions: Option<&'a [Value]>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CountsView {
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    deactivated: i64,
+    reactivated: i64,
+    resets_applied: i64,
+    flags_cleared: i64,
+}
+
+impl From<Counts> for CountsView {
+    fn from(c: Counts) -> Self {
+        CountsView {
+            created: c.created,
+            updated: c.updated,
+            unchanged: c.unchanged,
+            deactivated: c.deactivated,
+            reactivated: c.reactivated,
+            resets_applied: c.resets_applied,
+            flags_cleared: c.flags_cleared,
+        }
+    }
+}
+
+impl<'a> RunView<'a> {
+    pub fn of(run: &'a Run) -> Self {
+        let time = |t: &chrono::NaiveDateTime| crate::scim::resource::datetime(&t.and_utc());
+        RunView {
+            id: &run.id,
+            kind: run.kind,
+            status: run.status,
+            started_by: run.started_by,
+            started_at: time(&run.started_at),
+            finished_at: run.finished_at.as_ref().map(time),
+            counts: run.counts.into(),
+            errors: &run.errors,
+            duration_ms: run.duration_ms,
+            dry_run: None,
+            actions: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn run() -> Run {
+        Run {
+            id: "r1".into(),
+            kind: RunKind::Incremental,
+            started_by: StartedBy::Api,
+            status: RunStatus::Succeeded,
+            started_at: chrono::DateTime::from_timestamp(1_764_325_800, 0).unwrap().naive_utc(),
+            finished_at: Some(chrono::DateTime::from_timestamp(1_764_325_801, 0).unwrap().naive_utc()),
+            counts: Counts {
+                created: 1,
+                updated: 2,
+                unchanged: 3,
+                deactivated: 4,
+                reactivated: 5,
+                resets_applied: 6,
+                flags_cleared: 7,
+            },
+            errors: vec!["x: boom".into()],
+            high_water: Some("20261128101500Z".into()),
+            duration_ms: Some(1000),
+        }
+    }
+
+    #[test]
+    fn a_run_shows_as_it_always_has_key_for_key_in_order() {
+        let r = run();
+        let time = |t: &chrono::NaiveDateTime| crate::scim::resource::datetime(&t.and_utc());
+        // The JSON of the run before the view existed, built by hand as it was then.
+        let before = json!({
+            "id": "r1", "kind": "incremental", "status": "succeeded", "startedBy": "api",
+            "startedAt": time(&r.started_at), "finishedAt": r.finished_at.as_ref().map(time),
+            "created": 1, "updated": 2, "unchanged": 3, "deactivated": 4, "reactivated": 5,
+            "resetsApplied": 6, "flagsCleared": 7, "errors": ["x: boom"], "durationMs": 1000,
+        });
+        let view = serde_json::to_string(&RunView::of(&r)).unwrap();
+        assert_eq!(view, before.to_string());
+        let dry = Summary { run: r.clone(), dry_run: true, actions: vec![json!({"action": "deactivate", "userId": "u"})] };
+        let mut expected = before;
+        expected["dryRun"] = json!(true);
+        expected["actions"] = json!([{"action": "deactivate", "userId": "u"}]);
+        assert_eq!(serde_json::to_string(&dry.view()).unwrap(), expected.to_string());
+        let running = Run { status: RunStatus::Running, finished_at: None, duration_ms: None, ..r };
+        let v = serde_json::to_value(RunView::of(&running)).unwrap();
+        assert_eq!(
+            (v["status"].clone(), v["finishedAt"].clone(), v["durationMs"].clone()),
+            (json!("running"), json!(null), json!(null))
+        );
+    }
+
+    #[test]
+    fn errors_past_the_limit_are_counted_and_the_fatal_one_comes_first() {
+        let mut report = Report::default();
+        for i in 0..MAX_ERRORS + 2 {
+            report.error(format!("e{i}"));
+        }
+        report.fatal(RunError::Stopped);
+        report.fatal(RunError::WriterStopped);
+        let m = report.messages();
+        assert_eq!(m[0], "stopped: the daemon is shutting down");
+        assert_eq!(m.len(), MAX_ERRORS + 2);
+        assert_eq!(m.last().unwrap(), "… and 2 more errors");
+    }
+}

@@ -1,0 +1,18 @@
+//! Users mirrored from a directory (LDAP): what an entry means ([`entry`]), what it does to the
+//! store ([`mirror`]'s rules, inside a batch transaction), and the runs that mirror it
+//! ([`Runs`]: the lease that keeps runs from overlapping, their history and high-water marks,
+//! the entries that keep failing, and [`Session`], the writing half of a run). The readers
+//! (`directory/`) only read the directory and hand entries over; the decisions are here.
+
+pub mod entry;
+mod mirror;
+mod run;
+mod runs;
+pub mod safety;
+
+pub use entry::{decide_flag, Entry, FlagDecision};
+pub use mirror::{Applied, Change, SOURCE};
+pub use run::{Counts, Run, RunKind, RunStatus, StartedBy};
+pub use runs::{
+    is_deferrable, BeginError, Deactivation, EntryWrite, Failing, Runs, Session, SessionError, Sorted, Todo, WriteOutcome,
+};

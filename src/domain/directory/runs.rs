@@ -1,0 +1,545 @@
+//! The runs of the directory sync: the lease that keeps them from overlapping (across
+//! processes), their history, the schedule ticks, the entries that keep failing, and the
+//! writing half of a run ([`Session`]). Every transaction of the sync begins here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+
+use super::entry::{decide_flag, Entry, FlagDecision};
+use super::mirror::{self, Applied};
+use super::run::{Counts, Run, RunKind, RunStatus, StartedBy};
+use crate::clock::{self, Clock};
+use crate::domain::audit::Actor;
+use crate::store::directory::{self as stored, Link};
+use crate::store::{self, Pool, PooledConn};
+
+pub use crate::store::directory::Failing;
+
+/// The one lease of the sync.
+const LEASE: &str = "ldap-sync";
+
+/// Starts, records and lists sync runs.
+#[derive(Clone)]
+pub struct Runs {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    #[error("sync run {0} is already running; try again when it has finished")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl From<diesel::result::Error> for BeginError {
+    fn from(e: diesel::result::Error) -> Self {
+        BeginError::Store(e.into())
+    }
+}
+
+impl Runs {
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
+        Runs { pool, clock }
+    }
+
+    fn now(&self) -> NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    fn conn(&self) -> Result<PooledConn, store::Error> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Claims tick `tick` of a schedule for this instance: true for the first instance that
+    /// asks, false for every other instance firing at the same tick, and false when another
+    /// session holds the claim's row (it is someone else's tick either way).
+    pub fn claim_tick(&self, kind: RunKind, tick: NaiveDateTime) -> Result<bool, store::Error> {
+        let claimed = store::write_tx(&mut *self.conn()?, |tx| stored::claim_tick(tx, kind.as_str(), tick));
+        match claimed {
+            Ok(claimed) => Ok(claimed),
+            Err(e) if store::is_lock_timeout(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the lease for `lease_for` (runs never overlap, across processes) and records the
+    /// run as running (a dry run is not recorded: it holds the lease only so as not to overlap
+    /// a real run).
+    pub fn begin(
+        &self,
+        kind: RunKind,
+        started_by: StartedBy,
+        dry_run: bool,
+        lease_for: chrono::Duration,
+    ) -> Result<Run, BeginError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now();
+        let mut conn = self.conn()?;
+        let taken = store::write_tx(&mut conn, |tx| stored::take_lease(tx, LEASE, &id, now, now + lease_for));
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(e) if store::is_lock_timeout(&e) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !taken {
+            let holder = stored::lease_holder(&mut conn, LEASE, now)?.unwrap_or_else(|| "(just finished)".into());
+            return Err(BeginError::Busy(holder));
+        }
+        let run = Run {
+            id,
+            kind,
+            started_by,
+            status: RunStatus::Running,
+            started_at: now,
+            finished_at: None,
+            counts: Counts::default(),
+            errors: Vec::new(),
+            high_water: None,
+            duration_ms: None,
+        };
+        if !dry_run {
+            // Holding the lease, any other `running` row is a run whose process died.
+            let recorded = store::write_tx(&mut conn, |tx| {
+                stored::fail_abandoned_runs(tx, now)?;
+                stored::insert_run(tx, &run.to_stored())
+            });
+            if let Err(e) = recorded {
+                let _ = store::write_tx(&mut conn, |tx| stored::release_lease(tx, LEASE, &run.id));
+                return Err(e.into());
+            }
+        }
+        Ok(run)
+    }
+
+    /// Records a finished run (not a dry run's) and releases its lease, together: whoever sees
+    /// the run finished can start the next one at once. When that fails, the lease is still
+    /// released if the database lets it.
+    pub fn finish(&self, run: &Run, dry_run: bool) -> Result<(), store::Error> {
+        let mut conn = self.conn()?;
+        let recorded = store::write_tx(&mut conn, |tx| {
+            if !dry_run {
+                stored::save_run(tx, &run.to_stored())?;
+            }
+            stored::release_lease(tx, LEASE, &run.id)
+        });
+        if let Err(e) = recorded {
+            let _ = store::write_tx(&mut conn, |tx| stored::release_lease(tx, LEASE, &run.id));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The high-water mark of the newest successful run that recorded one.
+    pub fn last_high_water(&self) -> Result<Option<String>, store::Error> {
+        stored::last_high_water(&mut *self.conn()?)
+    }
+
+    /// Every entry whose last write failed (a handful, normally none).
+    pub fn failing(&self) -> Result<Vec<Failing>, store::Error> {
+        stored::failing(&mut *self.conn()?)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Run>, store::Error> {
+        stored::get_run(&mut *self.conn()?, id)?.map(Run::from_stored).transpose()
+    }
+
+    /// Newest first, and how many there are.
+    pub fn list(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Run>), store::Error> {
+        let (total, runs) = stored::list_runs(&mut *self.conn()?, offset, limit)?;
+        Ok((total, runs.into_iter().map(Run::from_stored).collect::<Result<_, _>>()?))
+    }
+
+    /// Whether the last `n` finished runs all failed (and there are `n`), waiting at most
+    /// `wait` for a connection (a readiness check answers quickly).
+    pub fn last_runs_failed(&self, n: i64, wait: std::time::Duration) -> Result<bool, store::Error> {
+        stored::last_runs_failed(&mut *self.pool.get_timeout(wait)?, n)
+    }
+
+    /// The writing half of run `run_id`, on a connection of its own for the run's length, its
+    /// cache enlarged for the batches (see [`Session::batches_done`]).
+    pub fn session(
+        &self,
+        run_id: &str,
+        lease_for: chrono::Duration,
+        actor: Actor,
+        dry_run: bool,
+    ) -> Result<Session, store::Error> {
+        let mut conn = self.conn()?;
+        store::bulk_cache(&mut conn, true)?;
+        Ok(Session { conn, run_id: run_id.to_string(), lease_for, clock: self.clock.clone(), actor, dry_run })
+    }
+}
+
+/// How a step of a run's writing failed: the run fails with it.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the sync lease was lost (another process took it over); stopping")]
+    LeaseLost,
+    #[error("{0}")]
+    Store(#[from] store::Error),
+    /// A step of a batch that is not an entry's failed (the batch is not written).
+    #[error("database: {0}")]
+    Failed(crate::domain::Error),
+}
+
+impl From<diesel::result::Error> for SessionError {
+    fn from(e: diesel::result::Error) -> Self {
+        SessionError::Store(e.into())
+    }
+}
+
+/// An entry to write, with its link if it has one.
+#[derive(Debug)]
+pub struct Todo {
+    pub entry: Entry,
+    link: Option<Link>,
+}
+
+/// A batch sorted out before it is written.
+#[derive(Debug, Default)]
+pub struct Sorted {
+    /// Entries as last written (nothing to do).
+    pub unchanged: i64,
+    /// Entries as last written whose flag was applied at this setting but not cleared yet (a
+    /// read-only bind, or a run that stopped before clearing it): only clearing is left.
+    pub to_clear: Vec<Entry>,
+    /// The entries to write.
+    pub todo: Vec<Todo>,
+}
+
+/// A batch ready for its transaction: linked entries first (a name one of them gives up is
+/// then free for a new entry), the positions of the certainly new users, and the keys whose
+/// presence in the directory the caller must settle first (outside any transaction).
+#[derive(Debug)]
+pub struct EntryWrite {
+    todo: Vec<Todo>,
+    fresh: Vec<usize>,
+    /// Keys of other entries linked to users that new entries would claim.
+    pub contested: Vec<String>,
+}
+
+/// What a batch did: one result per entry, in the order given.
+pub struct WriteOutcome {
+    pub results: Vec<(Todo, crate::domain::Result<Applied>)>,
+    /// What the batch added to the counts.
+    pub counts: Counts,
+}
+
+/// Users a complete full read did not see.
+#[derive(Debug, Default)]
+pub struct Deactivation {
+    /// Users with a link whose entry is present (the safety limit's base).
+    pub present: i64,
+    /// Active users to deactivate.
+    pub active: Vec<String>,
+    /// Inactive users not yet known to be gone: to be marked so.
+    pub inactive: Vec<String>,
+}
+
+/// The writing half of a run: its connection, its lease, its clock.
+pub struct Session {
+    conn: PooledConn,
+    run_id: String,
+    lease_for: chrono::Duration,
+    clock: Arc<dyn Clock>,
+    actor: Actor,
+    dry_run: bool,
+}
+
+/// The end of a batch transaction: a dry run rolls back what it did; a batch in which an entry
+/// failed is done again with savepoints; a run that lost its lease writes nothing more.
+enum TxEnd<T> {
+    Rollback(T),
+    Retry,
+    Fail(SessionError),
+}
+
+impl<T> From<diesel::result::Error> for TxEnd<T> {
+    fn from(e: diesel::result::Error) -> Self {
+        TxEnd::Fail(e.into())
+    }
+}
+
+impl Session {
+    fn now(&self) -> NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    /// Sorts a batch: entries whose link is settled and whose fingerprint (mapped values and
+    /// DN) is the one last written need nothing; only the others get their full link read.
+    /// `failing`: entries whose write failed before are written again whatever they look like.
+    pub fn sort(&mut self, entries: Vec<Entry>, failing: &dyn Fn(&str) -> bool) -> Result<Sorted, store::Error> {
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        let settled: HashMap<String, String> = stored::link_states(&mut self.conn, &keys)?
+            .into_iter()
+            .filter(|(_, _, settled)| *settled)
+            .map(|(key, fingerprint, _)| (key, fingerprint))
+            .collect();
+        let mut sorted = Sorted::default();
+        let (unchanged, changed): (Vec<Entry>, Vec<Entry>) = entries
+            .into_iter()
+            .partition(|e| e.flag.is_none() && settled.get(&e.key) == Some(&e.fingerprint) && !failing(&e.key));
+        sorted.unchanged = unchanged.len() as i64;
+        let keys: Vec<&str> = changed.iter().map(|e| e.key.as_str()).collect();
+        let mut links: HashMap<String, (Link, i64)> =
+            stored::links_by_key(&mut self.conn, &keys)?.into_iter().map(|(l, v)| (l.entry_key.clone(), (l, v))).collect();
+        for entry in changed {
+            let link = links.remove(&entry.key);
+            let untouched = link.as_ref().is_some_and(|(l, version)| {
+                l.fingerprint == entry.fingerprint
+                    && *version == l.synced_version
+                    && l.missing_since.is_none()
+                    && decide_flag(entry.flag.as_deref(), l.flag_mark.as_deref()) == FlagDecision::AlreadyApplied
+            });
+            if untouched {
+                sorted.unchanged += 1;
+                sorted.to_clear.push(entry);
+            } else {
+                sorted.todo.push(Todo { entry, link: link.map(|(l, _)| l) });
+            }
+        }
+        Ok(sorted)
+    }
+
+    /// Entries to write again (deferred), with their links read afresh.
+    pub fn relink(&mut self, entries: Vec<Entry>) -> Result<Vec<Todo>, store::Error> {
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        let mut links: HashMap<String, Link> =
+            stored::links_by_key(&mut self.conn, &keys)?.into_iter().map(|(l, _)| (l.entry_key.clone(), l)).collect();
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let link = links.remove(&entry.key);
+                Todo { entry, link }
+            })
+            .collect())
+    }
+
+    /// Readies a batch for [`Session::write`]. `read_in_run`: keys this run read (present,
+    /// whatever the store says: they need no asking).
+    pub fn prepare(&mut self, mut todo: Vec<Todo>, read_in_run: &dyn Fn(&str) -> bool) -> Result<EntryWrite, SessionError> {
+        todo.sort_by_key(|t| t.link.is_none());
+        let fresh = fresh_entries(&mut self.conn, &todo)?;
+        let fresh_set: HashSet<usize> = fresh.iter().copied().collect();
+        let claimers: Vec<&Entry> =
+            todo.iter().enumerate().filter(|(i, t)| t.link.is_none() && !fresh_set.contains(i)).map(|(_, t)| &t.entry).collect();
+        let contested = if claimers.is_empty() {
+            Vec::new()
+        } else {
+            mirror::contested_keys(&mut self.conn, &claimers)
+                .map_err(SessionError::Failed)?
+                .into_iter()
+                .filter(|k| !read_in_run(k))
+                .collect()
+        };
+        Ok(EntryWrite { todo, fresh, contested })
+    }
+
+    /// Writes a batch in one transaction, a savepoint each (one bad entry does not undo the
+    /// others), with the run's counts (`before`, plus the batch's: so that a run killed after the
+    /// commit shows the resets it committed). `absent`: the contested keys the directory no
+    /// longer has; any other key a claim meets counts as present (the entry is reported,
+    /// nobody's user taken). `again`: the deferred entries at the end of the read, whose renames
+    /// are applied as a whole.
+    pub fn write(
+        &mut self,
+        batch: EntryWrite,
+        absent: &HashSet<String>,
+        again: bool,
+        before: Counts,
+    ) -> Result<WriteOutcome, SessionError> {
+        let at = self.now();
+        let EntryWrite { todo, fresh, .. } = batch;
+        let mut key_in_directory = |key: &str| !absent.contains(key);
+        let (actor, dry_run, run_id, lease_until) = (&self.actor, self.dry_run, &self.run_id, at + self.lease_for);
+        // First the new users in a few multi-row statements and the others one by one, without
+        // savepoints (each costs SQLite a statement journal); if anything fails, the batch is
+        // rolled back and done again entry by entry with a savepoint each, so that only the
+        // failing entries are lost.
+        let mut attempt = |conn: &mut store::DbConn, savepoints: bool| {
+            store::write_tx(conn, |tx| {
+                // First (and as the write that takes the lock): still ours to run?
+                if !stored::renew_lease(tx, LEASE, run_id, lease_until)? {
+                    return Err(TxEnd::Fail(SessionError::LeaseLost));
+                }
+                let freed = if again {
+                    let linked: Vec<(&Entry, &Link)> =
+                        todo.iter().filter_map(|t| t.link.as_ref().map(|l| (&t.entry, l))).collect();
+                    mirror::free_names_for_renames(tx, &linked, at).map_err(|e| TxEnd::Fail(SessionError::Failed(e)))?
+                } else {
+                    Vec::new()
+                };
+                let mut results: Vec<Option<crate::domain::Result<Applied>>> = todo.iter().map(|_| None).collect();
+                if !savepoints && !fresh.is_empty() {
+                    let entries: Vec<&Entry> = fresh.iter().map(|&i| &todo[i].entry).collect();
+                    match mirror::create_many(tx, &entries, actor, at) {
+                        Ok(applied) => {
+                            for (&i, a) in fresh.iter().zip(applied) {
+                                results[i] = Some(Ok(a));
+                            }
+                        }
+                        Err(_) => return Err(TxEnd::Retry),
+                    }
+                }
+                for (t, slot) in todo.iter().zip(results.iter_mut()) {
+                    if slot.is_some() {
+                        continue;
+                    }
+                    let mut apply =
+                        |c: &mut store::Tx| mirror::apply_entry(c, &t.entry, t.link.as_ref(), &mut key_in_directory, actor, at);
+                    let r = if savepoints { tx.savepoint(apply) } else { apply(tx) };
+                    if r.is_err() && !savepoints {
+                        return Err(TxEnd::Retry);
+                    }
+                    *slot = Some(r);
+                }
+                if !freed.is_empty() {
+                    let stuck = mirror::restore_names(tx, &freed, at).map_err(|e| TxEnd::Fail(SessionError::Failed(e)))?;
+                    for id in stuck {
+                        tracing::warn!(user = %id, "a user whose rename failed could not get its old userName back");
+                    }
+                }
+                let results: Vec<_> = results.into_iter().map(|r| r.expect("every entry has a result")).collect();
+                let counts = counts_of(&results);
+                if dry_run {
+                    return Err(TxEnd::Rollback((results, counts)));
+                }
+                // The counts go with what they count.
+                stored::save_progress(tx, run_id, &(before + counts).progress())?;
+                Ok((results, counts))
+            })
+        };
+        let outcome = match attempt(&mut self.conn, false) {
+            Err(TxEnd::Retry) => attempt(&mut self.conn, true),
+            other => other,
+        };
+        let (results, counts) = match outcome {
+            Ok(r) | Err(TxEnd::Rollback(r)) => r,
+            Err(TxEnd::Fail(e)) => return Err(e),
+            Err(TxEnd::Retry) => unreachable!("the second attempt has savepoints"),
+        };
+        Ok(WriteOutcome { results: todo.into_iter().zip(results).collect(), counts })
+    }
+
+    /// The batches are written: the connection's cache shrinks back (it returns to the pool
+    /// after the run).
+    pub fn batches_done(&mut self) -> Result<(), store::Error> {
+        store::bulk_cache(&mut self.conn, false)
+    }
+
+    /// Records the counts so far (a running run shows its progress) and renews the lease.
+    pub fn progress(&mut self, counts: Counts) -> Result<(), SessionError> {
+        let until = self.now() + self.lease_for;
+        let (run_id, dry_run) = (&self.run_id, self.dry_run);
+        store::write_tx(&mut self.conn, |tx| {
+            if !stored::renew_lease(tx, LEASE, run_id, until)? {
+                return Err(SessionError::LeaseLost);
+            }
+            if !dry_run {
+                stored::save_progress(tx, run_id, &counts.progress())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records these failures (replacing earlier ones of the same keys) and forgets `written`
+    /// (written at last, or gone from the directory).
+    pub fn save_failing(&mut self, failed: &[Failing], written: &[String]) -> Result<(), store::Error> {
+        Ok(store::write_tx(&mut self.conn, |tx| stored::save_failing(tx, failed, written))?)
+    }
+
+    /// The users whose entries a complete full read did not see (`seen`: the keys it read).
+    pub fn missing(&mut self, seen: &HashSet<String>) -> Result<Deactivation, store::Error> {
+        let mut out = Deactivation { present: stored::count_present(&mut self.conn)?, ..Deactivation::default() };
+        let mut after = String::new();
+        loop {
+            let page = stored::links_after(&mut self.conn, &after, 5000)?;
+            let Some((_, last, _, _)) = page.last() else { break };
+            after = last.clone();
+            for (id, key, missing, active) in page {
+                if seen.contains(&key) {
+                    continue;
+                }
+                if active {
+                    out.active.push(id);
+                } else if !missing {
+                    out.inactive.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deactivates these users (or marks them gone), in one transaction with a savepoint each;
+    /// returns for each whether it was active.
+    pub fn deactivate(&mut self, ids: &[String]) -> Result<Vec<crate::domain::Result<bool>>, SessionError> {
+        let at = self.now();
+        let (run_id, lease_until, dry_run) = (&self.run_id, at + self.lease_for, self.dry_run);
+        let outcome = store::write_tx(&mut self.conn, |tx| {
+            if !stored::renew_lease(tx, LEASE, run_id, lease_until)? {
+                return Err(TxEnd::Fail(SessionError::LeaseLost));
+            }
+            let results: Vec<_> = ids.iter().map(|id| tx.savepoint(|c| mirror::deactivate(c, id, at))).collect();
+            if dry_run {
+                Err(TxEnd::Rollback(results))
+            } else {
+                Ok(results)
+            }
+        });
+        match outcome {
+            Ok(r) | Err(TxEnd::Rollback(r)) => Ok(r),
+            Err(TxEnd::Fail(e)) => Err(e),
+            Err(TxEnd::Retry) => unreachable!("deactivations use savepoints"),
+        }
+    }
+}
+
+/// Whether an entry's failure is one the run should retry at the end of its read, when every
+/// other rename of the run is known (a swap of two uids settles then).
+pub fn is_deferrable(e: &crate::domain::Error) -> bool {
+    e.is_conflict()
+}
+
+/// What these entry results add to a run's counts.
+fn counts_of(results: &[crate::domain::Result<Applied>]) -> Counts {
+    use super::mirror::Change;
+    let mut c = Counts::default();
+    for applied in results.iter().flatten() {
+        match applied.change {
+            Change::Created => c.created += 1,
+            Change::Updated => c.updated += 1,
+            Change::Reactivated => c.reactivated += 1,
+            Change::Unchanged => c.unchanged += 1,
+        }
+        c.resets_applied += i64::from(applied.reset);
+    }
+    c
+}
+
+/// Positions of the entries that are certainly new users: no link, and neither their userName
+/// nor their externalId taken (in the store or earlier in the batch).
+fn fresh_entries(conn: &mut store::DbConn, todo: &[Todo]) -> Result<Vec<usize>, store::Error> {
+    use crate::store::users::{taken_external_ids, taken_user_name_keys, user_name_key};
+    let unlinked: Vec<usize> = (0..todo.len()).filter(|&i| todo[i].link.is_none()).collect();
+    let names: Vec<String> = unlinked.iter().map(|&i| user_name_key(&todo[i].entry.user_name)).collect();
+    let mut taken = taken_user_name_keys(conn, &names)?;
+    let ids: Vec<String> = unlinked.iter().filter_map(|&i| todo[i].entry.external_id.clone()).collect();
+    let mut taken_ids = taken_external_ids(conn, &ids)?;
+    let mut fresh = Vec::with_capacity(unlinked.len());
+    for (&i, name) in unlinked.iter().zip(names) {
+        let external_id = &todo[i].entry.external_id;
+        if taken.contains(&name) || external_id.as_ref().is_some_and(|x| taken_ids.contains(x)) {
+            continue;
+        }
+        taken.insert(name);
+        if let Some(x) = external_id {
+            taken_ids.insert(x.clone());
+        }
+        fresh.push(i);
+    }
+    Ok(fresh)
+}
