@@ -46,7 +46,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let sync = match &config.ldap {
             Some(ldap) => {
-                let syncer = Arc::new(Syncer::new(ldap.clone(), pool.clone(), clock.clone())?);
+                let syncer = Arc::new(Syncer::new(ldap.clone(), services.runs.clone(), clock.clone())?);
                 let incremental = ldap.schedule.cron().map_err(|e| anyhow::anyhow!("ldap.schedule: {e}"))?.cloned();
                 let full = ldap.full_schedule.cron().map_err(|e| anyhow::anyhow!("ldap.full_schedule: {e}"))?.cloned();
                 let task = tokio::spawn(scheduler::run(syncer.clone(), incremental, full));
@@ -55,7 +55,7 @@ impl Application {
             None => None,
         };
         let syncer = sync.as_ref().map(|(s, _)| s.clone());
-        let state = web::Data::new(AppState::new(config.clone(), pool, services, syncer));
+        let state = web::Data::new(AppState::new(config.clone(), services, syncer));
         let mut server = HttpServer::new(move || {
             App::new().app_data(state.clone()).wrap(from_fn(http::request_id::assign)).configure(http::routes)
         })

@@ -129,7 +129,9 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
         anyhow::bail!("{} has no [ldap] section: there is nothing to sync", path.display());
     };
     let pool = app::open_database(config)?;
-    let syncer = std::sync::Arc::new(Syncer::new(ldap, pool, std::sync::Arc::new(SystemClock))?);
+    let clock = std::sync::Arc::new(SystemClock);
+    let runs = crate::domain::directory::Runs::new(pool, clock.clone());
+    let syncer = std::sync::Arc::new(Syncer::new(ldap, runs, clock)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

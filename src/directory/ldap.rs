@@ -12,22 +12,22 @@ use crate::config::{self, LdapScope};
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: ldap3::LdapError },
+    Connect { url: String, source: Box<ldap3::LdapError> },
     #[error("bind as {dn:?} refused: {source}")]
-    Bind { dn: String, source: ldap3::LdapError },
+    Bind { dn: String, source: Box<ldap3::LdapError> },
     #[error(transparent)]
     Password(#[from] config::PasswordError),
     #[error("ldap.ca_file: {}: {reason}", path.display())]
     CaFile { path: std::path::PathBuf, reason: String },
     #[error("LDAP {what} failed: {source}")]
-    Operation { what: &'static str, source: ldap3::LdapError },
+    Operation { what: &'static str, source: Box<ldap3::LdapError> },
 }
 
 impl DirectoryError {
     /// The server answered the operation, refusing it (as opposed to no answer in time, or a
     /// connection lost, where its outcome is unknown).
     pub fn answered(&self) -> bool {
-        matches!(self, DirectoryError::Operation { source: ldap3::LdapError::LdapResult { .. }, .. })
+        matches!(self, DirectoryError::Operation { source, .. } if matches!(**source, ldap3::LdapError::LdapResult { .. }))
     }
 }
 
@@ -49,7 +49,7 @@ impl Directory {
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
             .await
-            .map_err(|source| DirectoryError::Connect { url: cfg.url.clone(), source })?;
+            .map_err(|source| DirectoryError::Connect { url: cfg.url.clone(), source: Box::new(source) })?;
         ldap3::drive!(conn);
         ldap.with_timeout(timeout);
         if let Some(dn) = &cfg.bind_dn {
@@ -58,7 +58,7 @@ impl Directory {
             ldap.simple_bind(dn, password)
                 .await
                 .and_then(|r| r.success())
-                .map_err(|source| DirectoryError::Bind { dn: dn.clone(), source })?;
+                .map_err(|source| DirectoryError::Bind { dn: dn.clone(), source: Box::new(source) })?;
         }
         Ok(Directory { ldap, cfg })
     }
@@ -76,7 +76,7 @@ impl Directory {
         self.ldap
             .streaming_search_with(adapters, &self.cfg.base_dn, scope, filter, attributes)
             .await
-            .map_err(|source| DirectoryError::Operation { what: "search", source })
+            .map_err(|source| DirectoryError::Operation { what: "search", source: Box::new(source) })
     }
 
     /// The DNs of entries under `base_dn` matching `filter` (small answers only).
@@ -105,17 +105,23 @@ impl Directory {
     async fn entries(&mut self, filter: &str, attributes: Vec<String>) -> Result<Vec<SearchEntry>, DirectoryError> {
         let mut stream = self.search(filter, attributes).await?;
         let mut out = Vec::new();
-        while let Some(e) = stream.next().await.map_err(|source| DirectoryError::Operation { what: "search", source })? {
+        while let Some(e) =
+            stream.next().await.map_err(|source| DirectoryError::Operation { what: "search", source: Box::new(source) })?
+        {
             out.push(SearchEntry::construct(e));
         }
-        stream.finish().await.success().map_err(|source| DirectoryError::Operation { what: "search", source })?;
+        stream
+            .finish()
+            .await
+            .success()
+            .map_err(|source| DirectoryError::Operation { what: "search", source: Box::new(source) })?;
         Ok(out)
     }
 
     /// The names (and OIDs) of the attribute types in the server's schema (the subschema entry
     /// the root DSE names), lower-cased; `None` when the server does not show it.
     pub async fn schema_attribute_names(&mut self) -> Result<Option<std::collections::HashSet<String>>, DirectoryError> {
-        let op = |source| DirectoryError::Operation { what: "schema search", source };
+        let op = |source| DirectoryError::Operation { what: "schema search", source: Box::new(source) };
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
         let (root, _) = self
             .ldap
@@ -158,9 +164,10 @@ impl Directory {
         let result = self.ldap.modify(dn, vec![Mod::Delete(attribute, all)]).await;
         match result {
             Ok(r) if r.rc == NO_SUCH_ATTRIBUTE => Ok(()),
-            other => {
-                other.and_then(|r| r.success()).map(|_| ()).map_err(|source| DirectoryError::Operation { what: "modify", source })
-            }
+            other => other
+                .and_then(|r| r.success())
+                .map(|_| ())
+                .map_err(|source| DirectoryError::Operation { what: "modify", source: Box::new(source) }),
         }
     }
 

@@ -518,9 +518,7 @@ mod tests {
     fn incremental_filters_step_back_by_the_overlap() {
         let m = Mapping::new(&config::Ldap::default()).unwrap();
         assert_eq!(m.since_filter("20261128101500Z", 60).unwrap(), "(modifytimestamp>=20261128101400Z)");
-        let mut c = config::Ldap::default();
-        c.change_attribute = "uSNChanged".into();
-        let ad = Mapping::new(&c).unwrap();
+        let ad = Mapping::new(&config::Ldap { change_attribute: "uSNChanged".into(), ..Default::default() }).unwrap();
         assert_eq!(ad.since_filter("12345", 60).unwrap(), "(usnchanged>=12345)");
         assert!(ad.mark("12346") > ad.mark("9999"));
     }

@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use super::ldap::DirectoryError;
 use crate::domain::directory::{Counts, Run, RunKind, RunStatus, SessionError, StartedBy};
-use crate::store;
 
 /// Errors kept per run; more are counted.
 const MAX_ERRORS: usize = 1000;
@@ -25,9 +24,9 @@ pub enum RunError {
     #[error("cannot ask the directory whether contested entries still exist: {0}")]
     Contested(Box<DirectoryError>),
     #[error("cannot read the last high-water mark: {0}")]
-    HighWater(store::Error),
+    HighWater(crate::domain::Error),
     #[error("database: {0}")]
-    Database(#[from] store::Error),
+    Database(#[from] crate::domain::Error),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error("the writer stopped")]

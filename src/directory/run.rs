@@ -23,7 +23,6 @@ use crate::clock::{self, Clock};
 use crate::config;
 use crate::domain::audit::{Actor, Origin};
 use crate::domain::directory::{BeginError, Counts, Run, RunKind, RunStatus, Runs, StartedBy};
-use crate::store::{self, Pool};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -74,12 +73,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Syncer {
-    pub fn new(cfg: config::Ldap, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, MappingError> {
+    pub fn new(cfg: config::Ldap, runs: Runs, clock: Arc<dyn Clock>) -> Result<Self, MappingError> {
         let mapping = Arc::new(Mapping::new(&cfg)?);
         Ok(Syncer {
             cfg: Arc::new(cfg),
             mapping,
-            runs: Runs::new(pool, clock.clone()),
+            runs,
             clock,
             shutdown: watch::channel(false).0,
             background: Mutex::new(Vec::new()),
@@ -248,7 +247,8 @@ impl Syncer {
         let actor = Actor::new(Origin::Directory, run.id.clone(), None);
         let dry_run = options.dry_run;
         let opened =
-            blocking(move || Ok::<_, store::Error>((runs.failing()?, runs.session(&run_id, lease_for, actor, dry_run)?))).await;
+            blocking(move || Ok::<_, crate::domain::Error>((runs.failing()?, runs.session(&run_id, lease_for, actor, dry_run)?)))
+                .await;
         let (failing, session) = match opened {
             Ok(o) => o,
             Err(e) => {

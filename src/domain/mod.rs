@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod directory;
 mod error;
+pub mod health;
 pub mod mfa;
 pub mod stats;
 pub mod tokens;
@@ -22,6 +23,9 @@ pub struct Services {
     pub mfa: mfa::Mfa,
     pub audit: audit::Audit,
     pub stats: stats::Stats,
+    pub health: health::Health,
+    /// The LDAP sync's runs (used when `[ldap]` is configured).
+    pub runs: directory::Runs,
 }
 
 impl Services {
@@ -29,9 +33,11 @@ impl Services {
         let mfa = mfa::Mfa::new(pool.clone(), sealer, config, clock.clone());
         Services {
             users: users::Users::new(pool.clone(), clock.clone()),
-            tokens: tokens::Tokens::new(pool.clone(), clock),
+            tokens: tokens::Tokens::new(pool.clone(), clock.clone()),
             audit: audit::Audit::new(pool.clone()),
-            stats: stats::Stats::new(pool),
+            stats: stats::Stats::new(pool.clone()),
+            health: health::Health::new(pool.clone()),
+            runs: directory::Runs::new(pool, clock),
             mfa,
         }
     }

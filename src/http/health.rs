@@ -15,11 +15,11 @@ pub async fn healthz() -> HttpResponse {
 /// shared by every instance, so a load balancer that took it into account would take all of
 /// them out of service during an LDAP outage.
 pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collections::HashMap<String, String>>) -> HttpResponse {
-    let pool = state.pool.clone();
+    let health = state.health.clone();
     let runs =
         state.sync.as_ref().filter(|_| query.get("check").map(String::as_str) != Some("database")).map(|s| s.runs().clone());
-    let check = web::block(move || -> Result<Option<&'static str>, crate::store::Error> {
-        crate::store::ping(&pool, CHECK_WAIT)?;
+    let check = web::block(move || -> Result<Option<&'static str>, crate::domain::Error> {
+        health.database_answers(CHECK_WAIT)?;
         if let Some(runs) = runs {
             if runs.last_runs_failed(2, CHECK_WAIT)? {
                 return Ok(Some("the last two LDAP sync runs failed"));

@@ -22,19 +22,18 @@ use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::mfa::Mfa;
 use crate::domain::Services;
-use crate::domain::{audit::Audit, stats::Stats, tokens::Tokens, users::Users};
-use crate::store::Pool;
+use crate::domain::{audit::Audit, health::Health, stats::Stats, tokens::Tokens, users::Users};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub pool: Pool,
     pub users: Users,
     pub tokens: Tokens,
     pub mfa: Mfa,
     pub audit: Audit,
     pub stats: Stats,
+    pub health: Health,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
     /// `server.trusted_proxies`, parsed once.
@@ -42,19 +41,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: Pool, services: Services, sync: Option<Arc<Syncer>>) -> Self {
-        let Services { users, tokens, mfa, audit, stats } = services;
-        AppState {
-            users,
-            tokens,
-            audit,
-            stats,
-            mfa,
-            trusted_proxies: config.server.trusted_proxies.clone().into(),
-            config,
-            pool,
-            sync,
-        }
+    pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>) -> Self {
+        // The sync's runs reach the handlers through `sync`.
+        let Services { users, tokens, mfa, audit, stats, health, runs: _ } = services;
+        let trusted_proxies = config.server.trusted_proxies.clone().into();
+        AppState { config, users, tokens, mfa, audit, stats, health, sync, trusted_proxies }
     }
 }
 

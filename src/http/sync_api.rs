@@ -140,7 +140,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Reply {
     let Some(syncer) = state.sync.clone() else {
         return Ok(HttpResponse::Ok().json(SyncRunPage { total_results: 0, start_index, runs: Vec::new() }));
     };
-    let (total, runs) = blocking(move || syncer.runs().list(start_index - 1, count).map_err(crate::domain::Error::from)).await?;
+    let (total, runs) = blocking(move || syncer.runs().list(start_index - 1, count)).await?;
     let runs = runs.iter().map(RunView::of).collect();
     Ok(HttpResponse::Ok().json(SyncRunPage { total_results: total, start_index, runs }))
 }
@@ -158,6 +158,6 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Str
     let not_found = || ApiError::new(404, "not_found", format!("no sync run with id {id}"));
     let Some(syncer) = state.sync.clone() else { return Err(not_found()) };
     let lookup = id.clone();
-    let run = blocking(move || syncer.runs().get(&lookup).map_err(crate::domain::Error::from)).await?;
+    let run = blocking(move || syncer.runs().get(&lookup)).await?;
     run.map(|r| HttpResponse::Ok().json(RunView::of(&r))).ok_or_else(not_found)
 }

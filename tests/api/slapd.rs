@@ -173,17 +173,21 @@ impl Slapd {
 
     /// An `[ldap]` section for this directory, bound as the admin, flags configured.
     pub fn config(&self) -> provisiond::config::Ldap {
-        let mut c = provisiond::config::Ldap::default();
-        c.url = self.url.clone();
-        c.bind_dn = Some(ADMIN_DN.into());
-        c.bind_password = Some(provisiond::config::Secret::new(ADMIN_PASSWORD));
-        c.base_dn = PEOPLE.into();
-        c.timeout = 10;
-        c.schedule = provisiond::config::Schedule::disabled();
-        c.full_schedule = provisiond::config::Schedule::disabled();
-        c.mfa_reset =
-            Some(provisiond::config::LdapMfaReset { attribute: FLAG_ATTRIBUTE.into(), value: "TRUE".into(), clear: true });
-        c
+        provisiond::config::Ldap {
+            url: self.url.clone(),
+            bind_dn: Some(ADMIN_DN.into()),
+            bind_password: Some(provisiond::config::Secret::new(ADMIN_PASSWORD)),
+            base_dn: PEOPLE.into(),
+            timeout: 10,
+            schedule: provisiond::config::Schedule::disabled(),
+            full_schedule: provisiond::config::Schedule::disabled(),
+            mfa_reset: Some(provisiond::config::LdapMfaReset {
+                attribute: FLAG_ATTRIBUTE.into(),
+                value: "TRUE".into(),
+                clear: true,
+            }),
+            ..Default::default()
+        }
     }
 }
 

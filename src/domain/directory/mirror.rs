@@ -13,6 +13,7 @@ use super::entry::{decide_flag, Entry, FlagDecision};
 use crate::domain::audit::Actor;
 use crate::domain::mfa::reset::reset_in_tx;
 use crate::domain::{Error, Result};
+use crate::scim::user_name::UserName;
 use crate::store::directory::{self as links, Link};
 use crate::store::users::{self as store_users, Source, StoredUser, WriteError};
 use crate::store::{DbConn, Tx};
@@ -219,38 +220,38 @@ pub(super) fn free_names_for_renames(
     at: NaiveDateTime,
 ) -> Result<Vec<(String, String)>> {
     use std::collections::{HashMap, HashSet};
-    let key = store_users::user_name_key;
-    let mut renames: HashMap<String, (StoredUser, String)> = HashMap::new();
+    let mut renames: HashMap<String, (StoredUser, UserName)> = HashMap::new();
     for (entry, link) in entries {
         let current = user(conn, &link.user_id)?;
-        if key(current.user_name()) != key(&entry.user_name) {
-            renames.insert(current.id.clone(), (current, entry.user_name.clone()));
+        // A name the check refuses frees nothing: the entry's own write fails and says why.
+        let Ok(target) = UserName::parse(&entry.user_name) else { continue };
+        if UserName::key_of(current.user_name()) != target.key() {
+            renames.insert(current.id.clone(), (current, target));
         }
     }
-    let mut holders: HashMap<String, Option<String>> = HashMap::new();
+    let mut holders: HashMap<UserName, Option<String>> = HashMap::new();
     for (_, target) in renames.values() {
-        if let std::collections::hash_map::Entry::Vacant(slot) = holders.entry(key(target)) {
-            slot.insert(store_users::find_by_user_name(conn, target)?.map(|u| u.id));
+        if !holders.contains_key(target) {
+            holders.insert(target.clone(), store_users::find_by_user_name(conn, target.as_str())?.map(|u| u.id));
         }
     }
     loop {
-        let mut wanted: HashMap<String, usize> = HashMap::new();
+        let mut wanted: HashMap<UserName, usize> = HashMap::new();
         for (_, target) in renames.values() {
-            *wanted.entry(key(target)).or_default() += 1;
+            *wanted.entry(target.clone()).or_default() += 1;
         }
         let ids: HashSet<String> = renames.keys().cloned().collect();
         let before = renames.len();
-        renames.retain(|id, (_, target)| {
-            wanted[&key(target)] == 1 && holders[&key(target)].as_ref().is_none_or(|h| h != id && ids.contains(h))
-        });
+        renames
+            .retain(|id, (_, target)| wanted[target] == 1 && holders[target].as_ref().is_none_or(|h| h != id && ids.contains(h)));
         if renames.len() == before {
             break;
         }
     }
-    let wanted: HashSet<String> = renames.values().map(|(_, t)| key(t)).collect();
+    let wanted: HashSet<&str> = renames.values().map(|(_, t)| t.key()).collect();
     let mut freed = Vec::new();
     for (id, (current, _)) in &renames {
-        if !wanted.contains(&key(current.user_name())) {
+        if !wanted.contains(UserName::key_of(current.user_name()).as_str()) {
             continue;
         }
         let mut body = current.body.clone();

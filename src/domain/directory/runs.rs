@@ -12,6 +12,7 @@ use super::mirror::{self, Applied};
 use super::run::{Counts, Run, RunKind, RunStatus, StartedBy};
 use crate::clock::{self, Clock};
 use crate::domain::audit::Actor;
+use crate::domain::Result as DomainResult;
 use crate::store::directory::{self as stored, Link};
 use crate::store::{self, Pool, PooledConn};
 
@@ -32,7 +33,13 @@ pub enum BeginError {
     #[error("sync run {0} is already running; try again when it has finished")]
     Busy(String),
     #[error(transparent)]
-    Store(#[from] store::Error),
+    Store(#[from] crate::domain::Error),
+}
+
+impl From<store::Error> for BeginError {
+    fn from(e: store::Error) -> Self {
+        BeginError::Store(e.into())
+    }
 }
 
 impl From<diesel::result::Error> for BeginError {
@@ -50,14 +57,14 @@ impl Runs {
         clock::stored(self.clock.now())
     }
 
-    fn conn(&self) -> Result<PooledConn, store::Error> {
+    fn conn(&self) -> DomainResult<PooledConn> {
         Ok(self.pool.get()?)
     }
 
     /// Claims tick `tick` of a schedule for this instance: true for the first instance that
     /// asks, false for every other instance firing at the same tick, and false when another
     /// session holds the claim's row (it is someone else's tick either way).
-    pub fn claim_tick(&self, kind: RunKind, tick: NaiveDateTime) -> Result<bool, store::Error> {
+    pub fn claim_tick(&self, kind: RunKind, tick: NaiveDateTime) -> DomainResult<bool> {
         let claimed = store::write_tx(&mut *self.conn()?, |tx| stored::claim_tick(tx, kind.as_str(), tick));
         match claimed {
             Ok(claimed) => Ok(claimed),
@@ -118,7 +125,7 @@ impl Runs {
     /// Records a finished run (not a dry run's) and releases its lease, together: whoever sees
     /// the run finished can start the next one at once. When that fails, the lease is still
     /// released if the database lets it.
-    pub fn finish(&self, run: &Run, dry_run: bool) -> Result<(), store::Error> {
+    pub fn finish(&self, run: &Run, dry_run: bool) -> DomainResult<()> {
         let mut conn = self.conn()?;
         let recorded = store::write_tx(&mut conn, |tx| {
             if !dry_run {
@@ -134,40 +141,34 @@ impl Runs {
     }
 
     /// The high-water mark of the newest successful run that recorded one.
-    pub fn last_high_water(&self) -> Result<Option<String>, store::Error> {
-        stored::last_high_water(&mut *self.conn()?)
+    pub fn last_high_water(&self) -> DomainResult<Option<String>> {
+        Ok(stored::last_high_water(&mut *self.conn()?)?)
     }
 
     /// Every entry whose last write failed (a handful, normally none).
-    pub fn failing(&self) -> Result<Vec<Failing>, store::Error> {
-        stored::failing(&mut *self.conn()?)
+    pub fn failing(&self) -> DomainResult<Vec<Failing>> {
+        Ok(stored::failing(&mut *self.conn()?)?)
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Run>, store::Error> {
-        stored::get_run(&mut *self.conn()?, id)?.map(Run::from_stored).transpose()
+    pub fn get(&self, id: &str) -> DomainResult<Option<Run>> {
+        Ok(stored::get_run(&mut *self.conn()?, id)?.map(Run::from_stored).transpose()?)
     }
 
     /// Newest first, and how many there are.
-    pub fn list(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Run>), store::Error> {
+    pub fn list(&self, offset: i64, limit: i64) -> DomainResult<(i64, Vec<Run>)> {
         let (total, runs) = stored::list_runs(&mut *self.conn()?, offset, limit)?;
         Ok((total, runs.into_iter().map(Run::from_stored).collect::<Result<_, _>>()?))
     }
 
     /// Whether the last `n` finished runs all failed (and there are `n`), waiting at most
     /// `wait` for a connection (a readiness check answers quickly).
-    pub fn last_runs_failed(&self, n: i64, wait: std::time::Duration) -> Result<bool, store::Error> {
-        stored::last_runs_failed(&mut *self.pool.get_timeout(wait)?, n)
+    pub fn last_runs_failed(&self, n: i64, wait: std::time::Duration) -> DomainResult<bool> {
+        Ok(stored::last_runs_failed(&mut *self.pool.get_timeout(wait)?, n)?)
     }
 
     /// The writing half of run `run_id`, on a connection of its own for the run's length, its
     /// cache enlarged for the batches (see [`Session::batches_done`]).
-    pub fn session(
-        &self,
-        run_id: &str,
-        lease_for: chrono::Duration,
-        actor: Actor,
-        dry_run: bool,
-    ) -> Result<Session, store::Error> {
+    pub fn session(&self, run_id: &str, lease_for: chrono::Duration, actor: Actor, dry_run: bool) -> DomainResult<Session> {
         let mut conn = self.conn()?;
         store::bulk_cache(&mut conn, true)?;
         Ok(Session { conn, run_id: run_id.to_string(), lease_for, clock: self.clock.clone(), actor, dry_run })
@@ -180,7 +181,7 @@ pub enum SessionError {
     #[error("the sync lease was lost (another process took it over); stopping")]
     LeaseLost,
     #[error("{0}")]
-    Store(#[from] store::Error),
+    Store(#[from] crate::domain::Error),
     /// A step of a batch that is not an entry's failed (the batch is not written).
     #[error("database: {0}")]
     Failed(crate::domain::Error),
@@ -188,6 +189,12 @@ pub enum SessionError {
 
 impl From<diesel::result::Error> for SessionError {
     fn from(e: diesel::result::Error) -> Self {
+        SessionError::Store(e.into())
+    }
+}
+
+impl From<store::Error> for SessionError {
+    fn from(e: store::Error) -> Self {
         SessionError::Store(e.into())
     }
 }
@@ -272,7 +279,7 @@ impl Session {
     /// Sorts a batch: entries whose link is settled and whose fingerprint (mapped values and
     /// DN) is the one last written need nothing; only the others get their full link read.
     /// `failing`: entries whose write failed before are written again whatever they look like.
-    pub fn sort(&mut self, entries: Vec<Entry>, failing: &dyn Fn(&str) -> bool) -> Result<Sorted, store::Error> {
+    pub fn sort(&mut self, entries: Vec<Entry>, failing: &dyn Fn(&str) -> bool) -> DomainResult<Sorted> {
         let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
         let settled: HashMap<String, String> = stored::link_states(&mut self.conn, &keys)?
             .into_iter()
@@ -306,7 +313,7 @@ impl Session {
     }
 
     /// Entries to write again (deferred), with their links read afresh.
-    pub fn relink(&mut self, entries: Vec<Entry>) -> Result<Vec<Todo>, store::Error> {
+    pub fn relink(&mut self, entries: Vec<Entry>) -> DomainResult<Vec<Todo>> {
         let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
         let mut links: HashMap<String, Link> =
             stored::links_by_key(&mut self.conn, &keys)?.into_iter().map(|(l, _)| (l.entry_key.clone(), l)).collect();
@@ -427,8 +434,8 @@ impl Session {
 
     /// The batches are written: the connection's cache shrinks back (it returns to the pool
     /// after the run).
-    pub fn batches_done(&mut self) -> Result<(), store::Error> {
-        store::bulk_cache(&mut self.conn, false)
+    pub fn batches_done(&mut self) -> DomainResult<()> {
+        Ok(store::bulk_cache(&mut self.conn, false)?)
     }
 
     /// Records the counts so far (a running run shows its progress) and renews the lease.
@@ -448,12 +455,12 @@ impl Session {
 
     /// Records these failures (replacing earlier ones of the same keys) and forgets `written`
     /// (written at last, or gone from the directory).
-    pub fn save_failing(&mut self, failed: &[Failing], written: &[String]) -> Result<(), store::Error> {
+    pub fn save_failing(&mut self, failed: &[Failing], written: &[String]) -> DomainResult<()> {
         Ok(store::write_tx(&mut self.conn, |tx| stored::save_failing(tx, failed, written))?)
     }
 
     /// The users whose entries a complete full read did not see (`seen`: the keys it read).
-    pub fn missing(&mut self, seen: &HashSet<String>) -> Result<Deactivation, store::Error> {
+    pub fn missing(&mut self, seen: &HashSet<String>) -> DomainResult<Deactivation> {
         let mut out = Deactivation { present: stored::count_present(&mut self.conn)?, ..Deactivation::default() };
         let mut after = String::new();
         loop {
@@ -522,7 +529,7 @@ fn counts_of(results: &[crate::domain::Result<Applied>]) -> Counts {
 
 /// Positions of the entries that are certainly new users: no link, and neither their userName
 /// nor their externalId taken (in the store or earlier in the batch).
-fn fresh_entries(conn: &mut store::DbConn, todo: &[Todo]) -> Result<Vec<usize>, store::Error> {
+fn fresh_entries(conn: &mut store::DbConn, todo: &[Todo]) -> DomainResult<Vec<usize>> {
     use crate::store::users::{taken_external_ids, taken_user_name_keys, user_name_key};
     let unlinked: Vec<usize> = (0..todo.len()).filter(|&i| todo[i].link.is_none()).collect();
     let names: Vec<String> = unlinked.iter().map(|&i| user_name_key(&todo[i].entry.user_name)).collect();
