@@ -21,8 +21,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["store", "config", "clock", "scim", "metrics", "proptest_support"]),
     // The doors: the LDAP reader and sync, HTTP, the command line. They call the domain,
     // never the store.
-    ("directory", &["domain", "config", "clock", "scim", "metrics", "proptest_support"]),
-    ("http", &["domain", "directory", "config", "clock", "scim", "metrics"]),
+    ("directory", &["domain", "config", "clock", "scim", "metrics", "logging", "proptest_support"]),
+    ("http", &["domain", "directory", "config", "clock", "scim", "metrics", "logging"]),
     ("cli", &["app", "domain", "directory", "config", "clock", "scim", "logging"]),
 ];
 

@@ -6,6 +6,23 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Log, LogFormat};
 
+/// An error with its causes, `outer: inner: innermost`, for the log. (What clients see is the
+/// outer text alone: a store failure's cause is for operators.)
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // A transparent wrapper repeats its source's text.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Installs the global subscriber; `RUST_LOG`, when set, wins over the configured level.
 pub(crate) fn init(log: &Log) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));

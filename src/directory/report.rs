@@ -81,6 +81,8 @@ impl Report {
 
     /// The run fails (with the first such error).
     pub fn fatal(&mut self, e: RunError) {
+        // The record says what failed; the log also says why (a store failure's cause).
+        tracing::warn!(error = %crate::logging::chain(&e), "sync run failed");
         if self.failed.is_none() {
             self.failed = Some(e.to_string());
         }

@@ -126,7 +126,7 @@ impl Syncer {
         let (runs, kind) = (self.runs.clone(), RunKind::of(full));
         let claimed = blocking(move || runs.claim_tick(kind, clock::stored(tick))).await;
         claimed.unwrap_or_else(|e| {
-            tracing::error!(error = %e, schedule = kind.as_str(), "cannot claim the scheduled sync tick");
+            tracing::error!(error = %crate::logging::chain(&e), schedule = kind.as_str(), "cannot claim the scheduled sync tick");
             false
         })
     }
@@ -175,7 +175,7 @@ impl Syncer {
         run.errors = report.messages();
         let (runs, record) = (self.runs.clone(), run.clone());
         if let Err(e) = blocking(move || runs.finish(&record, options.dry_run)).await {
-            tracing::error!(run = %run.id, error = %e, "cannot record the sync run");
+            tracing::error!(run = %run.id, error = %crate::logging::chain(&e), "cannot record the sync run");
         }
         if !options.dry_run {
             record_metrics(&run, clock_start);

@@ -39,7 +39,7 @@ pub async fn run(syncer: Arc<Syncer>, incremental: Option<Schedule>, full: Optio
             Err(StartError::Busy(holder)) => {
                 tracing::info!(running = %holder, full = is_full, "scheduled sync skipped: a run is in progress")
             }
-            Err(e) => tracing::error!(error = %e, "scheduled sync could not start"),
+            Err(e) => tracing::error!(error = %crate::logging::chain(&e), "scheduled sync could not start"),
         }
         // The next fire time is computed afresh: times missed while a run went on are skipped.
     }

@@ -221,6 +221,7 @@ impl Writer {
                     self.deferred.push((entry, mark));
                 }
                 Err(e) => {
+                    log_store_cause(&entry.dn, &e);
                     let mark = self.marks.get(&entry.key).cloned();
                     failed.push(self.failure(&entry, mark, e.to_string()));
                 }
@@ -301,11 +302,22 @@ impl Writer {
                         }
                     }
                     Ok(false) => {}
-                    Err(e) => self.report.error(format!("cannot deactivate user {id}: {e}")),
+                    Err(e) => {
+                        log_store_cause(id, &e);
+                        self.report.error(format!("cannot deactivate user {id}: {e}"));
+                    }
                 }
             }
             self.session.progress(self.counts)?;
         }
         Ok(())
+    }
+}
+
+/// The run's record shows what failed, which API clients read; why the store failed goes to
+/// the log only.
+fn log_store_cause(what: &str, e: &crate::domain::Error) {
+    if matches!(e, crate::domain::Error::Store(_) | crate::domain::Error::Busy(_)) {
+        tracing::warn!(entry = %what, error = %crate::logging::chain(e), "sync write failed");
     }
 }

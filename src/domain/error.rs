@@ -21,12 +21,12 @@ pub enum Error {
     Invalid { reason: Invalid, detail: String },
     /// The store cannot serve now (down, restarting, its pool exhausted, locked by another writer
     /// past the busy timeout, a statement past its time limit): the same request may succeed
-    /// shortly. The cause is for the log.
-    #[error(transparent)]
-    Busy(store::Error),
+    /// shortly. The cause is for the log: it is the source, not the text.
+    #[error("the database is busy or unreachable")]
+    Busy(#[source] store::Error),
     /// The store failed. The cause is for the log; no client sees its text.
-    #[error(transparent)]
-    Store(store::Error),
+    #[error("storage failure (the daemon log has the cause)")]
+    Store(#[source] store::Error),
 }
 
 /// How a request conflicts with what is stored.

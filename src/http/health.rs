@@ -38,7 +38,7 @@ pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collectio
         Ok(Ok(Ok(None))) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Ok(Ok(Ok(Some(reason)))) => unavailable(reason),
         Ok(Ok(Err(e))) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = %crate::logging::chain(&e), "readiness check failed");
             unavailable("database does not answer")
         }
         Ok(Err(_)) => unavailable("shutting down"),

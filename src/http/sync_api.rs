@@ -107,7 +107,7 @@ pub async fn start(state: web::Data<AppState>, req: HttpRequest, payload: web::P
             StartError::Busy(_) => ApiError::new(409, "sync_running", e.to_string()),
             StartError::Store(e) => {
                 // The cause goes to the log, not to the client.
-                tracing::error!(error = %e, "cannot start a sync run");
+                tracing::error!(error = %crate::logging::chain(&e), "cannot start a sync run");
                 ApiError::new(503, "unavailable", "the database is not available; try again later")
             }
         })?;
