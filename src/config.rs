@@ -521,6 +521,12 @@ mod tests {
             ("mfa", "lockout_window", huge.as_str()),
             ("mfa", "max_bulk_reset", "0"),
             ("mfa", "max_bulk_reset", huge.as_str()),
+            ("ldap", "page_size", "0"),
+            ("ldap", "page_size", "4294967295"),
+            ("ldap", "timeout", huge.as_str()),
+            ("ldap", "overlap", huge.as_str()),
+            ("ldap.safety", "max_deactivate_percent", "nan"),
+            ("ldap.safety", "max_deactivate_percent", "101.0"),
         ];
         for (section, key, value) in cases {
             let e = load(&format!("[{section}]\n{key} = {value}\n")).unwrap_err().to_string();

@@ -120,8 +120,8 @@ impl Ldap {
         if !(self.user_filter.starts_with('(') && self.user_filter.ends_with(')')) {
             out.push(format!("ldap.user_filter: {:?} must be an LDAP filter in parentheses", self.user_filter));
         }
-        if self.page_size == 0 {
-            out.push("ldap.page_size: must be at least 1".into());
+        if !(1..=100_000).contains(&self.page_size) {
+            out.push("ldap.page_size: must be between 1 and 100000".into());
         }
         if !(1..=3600).contains(&self.timeout) {
             out.push("ldap.timeout: must be between 1 and 3600 seconds".into());
