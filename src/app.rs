@@ -188,3 +188,22 @@ pub fn load_sealer(config: &Config) -> anyhow::Result<crate::domain::mfa::Sealer
     crate::domain::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
         .context("cannot load the MFA key (mfa.key_file)")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain;
+    use crate::http::api_io::ApiError;
+    use crate::scim::error::ScimError;
+
+    /// Across the layers (hence here): the store's words stay in the log.
+    #[test]
+    fn a_store_failure_reaches_clients_as_a_fixed_sentence_and_the_log_with_its_cause() {
+        let cause = "table users: disk image is malformed";
+        let failure = || domain::Error::from(crate::store::Error::Corrupt(cause.into()));
+        let shown = [failure().to_string(), ScimError::from(failure()).detail, ApiError::from(failure()).detail];
+        for text in shown {
+            assert!(!text.contains("malformed"), "{text}");
+        }
+        assert!(crate::logging::chain(&failure()).contains(cause));
+    }
+}

@@ -149,20 +149,3 @@ pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     scim_error_response(&ScimError::new(405, None, format!("{} is not allowed on {}", req.method(), req.path())))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_store_failure_reaches_clients_as_a_fixed_sentence_and_the_log_with_its_cause() {
-        let cause = "table users: disk image is malformed";
-        let failure = || domain::Error::from(crate::store::Error::Corrupt(cause.into()));
-        let shown =
-            [failure().to_string(), ScimError::from(failure()).detail, super::super::api_io::ApiError::from(failure()).detail];
-        for text in shown {
-            assert!(!text.contains("malformed"), "{text}");
-        }
-        assert!(crate::logging::chain(&failure()).contains(cause));
-    }
-}
