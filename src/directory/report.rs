@@ -177,27 +177,41 @@ impl Summary {
     }
 }
 
-/// The JSON of a run (CLI summary, `/api/v1/sync/runs`).
-#[derive(Debug, Serialize)]
+/// A sync run as the command line and `/api/v1/sync/runs` show it (also its OpenAPI schema).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = SyncRun)]
 pub struct RunView<'a> {
     id: &'a str,
+    /// `full` or `incremental`.
+    #[schema(value_type = String, pattern = "^(full|incremental)$")]
     kind: RunKind,
+    /// `running`, `succeeded` or `failed` (the first of `errors` says why).
+    #[schema(value_type = String, pattern = "^(running|succeeded|failed)$")]
     status: RunStatus,
+    /// `schedule`, `api` or `cli`.
+    #[schema(value_type = String, pattern = "^(schedule|api|cli)$")]
     started_by: StartedBy,
+    #[schema(format = DateTime)]
     started_at: String,
+    #[schema(format = DateTime)]
     finished_at: Option<String>,
     #[serde(flatten)]
     counts: CountsView,
+    /// Per-entry errors (up to 1,000) and the one that failed the run.
+    #[schema(value_type = Vec<String>)]
     errors: &'a [String],
     duration_ms: Option<i64>,
+    /// Only for a dry run (`provisiond sync --dry-run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
+    /// What a dry run would do, only for a dry run.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
     actions: Option<&'a [Value]>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CountsView {
     created: i64,

@@ -27,41 +27,12 @@ pub struct StartRequest {
     full: Option<bool>,
 }
 
-/// A sync run, as `directory::RunView` shows it.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)] // documentation of a rendered run
-pub struct SyncRun {
-    id: String,
-    /// `full` or `incremental`.
-    kind: String,
-    /// `running`, `succeeded` or `failed` (the first of `errors` says why).
-    status: String,
-    /// `schedule`, `api` or `cli`.
-    started_by: String,
-    #[schema(format = DateTime)]
-    started_at: String,
-    #[schema(format = DateTime)]
-    finished_at: Option<String>,
-    created: i64,
-    updated: i64,
-    unchanged: i64,
-    deactivated: i64,
-    reactivated: i64,
-    resets_applied: i64,
-    flags_cleared: i64,
-    /// Per-entry errors (up to 1,000) and the one that failed the run.
-    errors: Vec<String>,
-    duration_ms: Option<i64>,
-}
-
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncRunPage<'a> {
     total_results: i64,
     start_index: i64,
-    #[schema(value_type = Vec<SyncRun>)]
     runs: Vec<RunView<'a>>,
 }
 
@@ -81,7 +52,7 @@ pub struct PageParams {
 #[utoipa::path(post, path = "/api/v1/sync/runs", tag = "sync",
     request_body(content = StartRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "Started; the run (status `running`) (scope admin)", body = SyncRun,
+        (status = 202, description = "Started; the run (status `running`) (scope admin)", body = RunView,
             headers(("Location" = String, description = "/api/v1/sync/runs/{id}"))),
         (status = 400, description = "full is not a boolean, or a malformed body", body = ApiErrorBody),
         (status = 409, description = "`sync_running`: a run is in progress; `not_configured`: no [ldap] section", body = ApiErrorBody),
@@ -149,7 +120,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Reply {
 #[utoipa::path(get, path = "/api/v1/sync/runs/{id}", tag = "sync",
     params(("id" = String, Path, description = "run id")),
     responses(
-        (status = 200, description = "The run (scope admin)", body = SyncRun),
+        (status = 200, description = "The run (scope admin)", body = RunView),
         (status = 404, description = "No such run", body = ApiErrorBody),
     ))]
 pub async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
