@@ -39,6 +39,9 @@ pub enum Command {
     /// Second factors: resets and key rotation.
     #[command(subcommand)]
     Mfa(MfaCommand),
+    /// Console operators: add, list, disable, reset.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Run the LDAP sync once (incremental unless --full) and print its JSON summary; exits
     /// non-zero when the run failed.
     Sync {
@@ -52,6 +55,28 @@ pub enum Command {
         #[arg(long, requires = "full")]
         allow_mass_deactivation: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Add an operator; prints its one-time setup link (valid 24 h) alone on the last line.
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// List the operators with their role and state.
+    List,
+    /// Disable an operator: it can no longer sign in.
+    Disable { name: String },
+    /// Forget an operator's password and second factor; prints a new setup link.
+    Reset { name: String },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Helpdesk,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +141,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::logging::init(&config.log);
             mfa(&config, cmd)
         }
+        Command::Operator(cmd) => {
+            crate::logging::init(&config.log);
+            operator(&config, cmd)
+        }
         Command::Sync { full, dry_run, allow_mass_deactivation } => {
             crate::logging::init(&config.log);
             let options = Options { full, dry_run, allow_mass_deactivation, started_by: StartedBy::Cli };
@@ -153,9 +182,7 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
         MfaCommand::Reset { users, filter, reason } => {
             let reason =
                 crate::domain::mfa::Reason::parse(Some(&reason)).map_err(|e| anyhow::anyhow!("--reason: {}", e.detail))?;
-            // The operator's login name is the actor of the audit events.
-            let operator = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into());
-            let actor = Actor::new(Origin::Cli, operator, None);
+            let actor = cli_actor();
             let mut lines = Vec::new();
             let selection = match filter {
                 Some(f) => {
@@ -241,6 +268,57 @@ fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Revoke { name } => {
             tokens.revoke(&name)?;
             println!("revoked token {name:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Who acts from the command line: the login name (of whoever ran `sudo`), for the audit trail.
+fn cli_actor() -> Actor {
+    let login = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into());
+    Actor::new(Origin::Cli, login, None)
+}
+
+fn operator(config: &Config, cmd: OperatorCommand) -> anyhow::Result<()> {
+    use crate::domain::operators::{Operators, Role};
+    let operators = Operators::new(app::open_database(config)?, std::sync::Arc::new(SystemClock));
+    // The console's address as operators reach it.
+    let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let link = |token: &str| format!("{}/console/setup/{token}", base.trim_end_matches('/'));
+    match cmd {
+        OperatorCommand::Add { name, role } => {
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Helpdesk => Role::Helpdesk,
+            };
+            let token = operators.add(&name, role, &cli_actor())?;
+            println!("added operator {name:?} ({role}); its setup link works once, for 24 hours:");
+            println!("{}", link(token.expose()));
+        }
+        OperatorCommand::List => {
+            println!("{:<24} {:<9} {:<14} {:<20} LAST SIGN-IN", "NAME", "ROLE", "STATE", "CREATED");
+            for o in operators.list()? {
+                let last = o.last_sign_in_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+                println!(
+                    "{:<24} {:<9} {:<14} {:<20} {}",
+                    o.name,
+                    o.role.as_str(),
+                    o.state.as_str(),
+                    o.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    last.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        OperatorCommand::Disable { name } => {
+            operators.disable(&name, &cli_actor())?;
+            println!("disabled operator {name:?}");
+        }
+        OperatorCommand::Reset { name } => {
+            let token = operators.reset(&name, &cli_actor())?;
+            println!(
+                "reset operator {name:?}: password and second factor forgotten; its new setup link works once, for 24 hours:"
+            );
+            println!("{}", link(token.expose()));
         }
     }
     Ok(())

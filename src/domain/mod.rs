@@ -2,10 +2,12 @@
 //! writes tables on its own.
 
 pub mod audit;
+mod credentials;
 pub mod directory;
 mod error;
 pub mod health;
 pub mod mfa;
+pub mod operators;
 pub mod stats;
 pub mod tokens;
 pub mod users;
@@ -24,6 +26,7 @@ pub struct Services {
     pub audit: audit::Audit,
     pub stats: stats::Stats,
     pub health: health::Health,
+    pub operators: operators::Operators,
     /// The LDAP sync's runs (used when `[ldap]` is configured).
     pub runs: directory::Runs,
 }
@@ -37,6 +40,7 @@ impl Services {
             audit: audit::Audit::new(pool.clone()),
             stats: stats::Stats::new(pool.clone()),
             health: health::Health::new(pool.clone()),
+            operators: operators::Operators::new(pool.clone(), clock.clone()),
             runs: directory::Runs::new(pool, clock),
             mfa,
         }

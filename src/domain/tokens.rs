@@ -6,11 +6,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Error, Result};
+use super::{credentials, Error, Result};
 use crate::clock::{self, Clock};
 use crate::store::{self, tokens as store_tokens, Pool};
 
@@ -125,27 +123,6 @@ pub struct Tokens {
     recent: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
 }
 
-/// A name `token list` can show on one line and `token revoke` can be given back as typed: no
-/// control characters (newlines, tabs), no spaces around it (they used to be dropped silently,
-/// so the name revoked was not the name given).
-fn check_name(name: &str) -> Result<()> {
-    let refuse = |detail: String| Err(Error::invalid(super::Invalid::Value, detail));
-    if name.is_empty() || name.len() > 100 {
-        return refuse("token name must be 1 to 100 characters".into());
-    }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return refuse(format!("token name must not contain control characters (it contains {c:?})"));
-    }
-    if name.trim() != name {
-        return refuse(format!("token name must not begin or end with spaces: {name:?}"));
-    }
-    Ok(())
-}
-
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 impl Tokens {
     pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
         Tokens { pool, clock, last_touched: Arc::default(), recent: Arc::default() }
@@ -157,12 +134,12 @@ impl Tokens {
 
     /// Creates a token called `name`; the secret is returned once and never stored.
     pub fn create(&self, name: &str, scopes: &[Scope]) -> Result<Secret> {
-        check_name(name)?;
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let secret = format!("pvd_{}", hex::encode(bytes));
+        credentials::check_name("token", name)?;
+        let secret = credentials::random_secret("pvd_");
         let mut conn = self.pool.get()?;
-        let created = store::write_tx(&mut conn, |tx| store_tokens::insert(tx, name, &hash(&secret), &join(scopes), self.now()))?;
+        let created = store::write_tx(&mut conn, |tx| {
+            store_tokens::insert(tx, name, &credentials::hash(&secret), &join(scopes), self.now())
+        })?;
         if !created {
             return Err(Error::taken(format!("a token called {name:?} already exists")));
         }
@@ -192,7 +169,7 @@ impl Tokens {
         if let Some(principal) = self.recently_authenticated(presented) {
             return Ok(Some(principal));
         }
-        let digest = hash(presented);
+        let digest = credentials::hash(presented);
         let mut conn = self.pool.get()?;
         let Some(row) = store_tokens::find_by_hash(&mut conn, &digest)? else {
             return Ok(None);
@@ -219,7 +196,7 @@ impl Tokens {
     /// database (so callers on an async thread need not move to the blocking pool).
     pub(crate) fn recently_authenticated(&self, presented: &str) -> Option<Principal> {
         let recent = self.recent.lock().expect("token cache");
-        let (principal, at) = recent.get(&hash(presented))?;
+        let (principal, at) = recent.get(&credentials::hash(presented))?;
         (at.elapsed() < CACHE_TTL).then(|| principal.clone())
     }
 

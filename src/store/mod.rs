@@ -4,6 +4,7 @@ pub mod audit;
 pub mod deployment;
 pub mod directory;
 pub mod mfa;
+pub mod operators;
 pub mod reindex;
 pub mod schema;
 pub mod sql;

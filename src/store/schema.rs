@@ -145,3 +145,25 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    operators (name) {
+        name -> Text,
+        role -> Text,
+        password_hash -> Nullable<Text>,
+        totp_sealed -> Nullable<Text>,
+        disabled -> Bool,
+        created_at -> Timestamp,
+        last_sign_in_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    operator_setup_links (token_hash) {
+        token_hash -> Text,
+        operator -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(operator_setup_links -> operators (operator));

@@ -138,6 +138,52 @@ fn tokens_are_created_listed_and_revoked_without_showing_secrets() {
 }
 
 #[test]
+fn operators_are_added_with_a_one_time_setup_link_listed_disabled_and_reset_from_the_command_line() {
+    let d = Dir::new("");
+    let op = |args: &[&str]| d.run_env(args, &[("PROVISIOND_SERVER__PUBLIC_URL", "https://idm.example.com/")]);
+    let link_of = |o: &Output| {
+        assert!(o.status.success(), "{}", stderr(o));
+        let out = stdout(o);
+        let link = out.lines().last().unwrap().trim().to_string();
+        let token = link.strip_prefix("https://idm.example.com/console/setup/").unwrap_or_else(|| panic!("{out}")).to_string();
+        assert_eq!(token.len(), 64, "{out}");
+        (link, token)
+    };
+    let (_, first) = link_of(&op(&["operator", "add", "alice", "--role", "admin"]));
+    link_of(&op(&["operator", "add", "bob", "--role", "helpdesk"]));
+    let list = stdout(&op(&["operator", "list"]));
+    assert!(line_of(&list, "alice").contains("admin") && line_of(&list, "alice").contains("setup pending"), "{list}");
+    assert!(line_of(&list, "bob").contains("helpdesk") && line_of(&list, "bob").contains("never"), "{list}");
+    assert!(!d.db.stored_bytes().contains(first.as_bytes()), "setup link stored in clear");
+
+    let dup = op(&["operator", "add", "alice", "--role", "helpdesk"]);
+    assert!(!dup.status.success() && stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+    let bad_role = op(&["operator", "add", "carol", "--role", "root"]);
+    assert!(!bad_role.status.success() && stderr(&bad_role).contains("root"), "{}", stderr(&bad_role));
+    let bad_name = op(&["operator", "add", "two\nlines", "--role", "admin"]);
+    assert!(!bad_name.status.success() && stderr(&bad_name).contains("control characters"), "{}", stderr(&bad_name));
+
+    // A reset hands out a new link; the old one stops working.
+    let (_, second) = link_of(&op(&["operator", "reset", "alice"]));
+    assert_ne!(first, second);
+    let operators = provisiond::domain::operators::Operators::new(
+        provisiond::app::open_database(&provisiond::config::Config::load(&d.config()).unwrap()).unwrap(),
+        std::sync::Arc::new(provisiond::clock::SystemClock),
+    );
+    assert_eq!(operators.setup_link_operator(&first).unwrap(), None);
+    assert_eq!(operators.setup_link_operator(&second).unwrap().as_deref(), Some("alice"));
+
+    assert!(op(&["operator", "disable", "bob"]).status.success());
+    assert!(line_of(&stdout(&op(&["operator", "list"])), "bob").contains("disabled"));
+    let missing = op(&["operator", "disable", "nobody"]);
+    assert!(!missing.status.success() && stderr(&missing).contains("nobody"), "{}", stderr(&missing));
+}
+
+fn line_of(list: &str, name: &str) -> String {
+    list.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{list}")).to_string()
+}
+
+#[test]
 fn token_names_that_would_break_the_list_are_refused_naming_the_problem() {
     let d = Dir::new("");
     let cases = [

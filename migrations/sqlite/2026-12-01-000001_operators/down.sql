@@ -1,0 +1,2 @@
+DROP TABLE operator_setup_links;
+DROP TABLE operators;

@@ -1,0 +1,176 @@
+//! Operators: the people who sign in to the console. An administrator adds one from the command
+//! line and hands over a one-time setup link; there the operator chooses a password and enrols
+//! a second factor (both are required: no operator signs in with a password alone).
+
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use serde_json::json;
+
+use super::audit::{self, Actor};
+use super::{credentials, Error, Result};
+use crate::clock::{self, Clock};
+use crate::store::operators::{self as stored, OperatorRow};
+use crate::store::{self, audit as store_audit, Pool, Tx};
+
+pub use crate::store::operators::Role;
+
+/// How long a setup link works.
+pub const SETUP_LINK_HOURS: i64 = 24;
+
+pub const OPERATOR_ADDED: &str = "operator.added";
+pub const OPERATOR_DISABLED: &str = "operator.disabled";
+pub const OPERATOR_RESET: &str = "operator.reset";
+
+#[derive(Clone)]
+pub struct Operators {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+}
+
+/// A setup link's secret, shown once. `Debug` hides it.
+pub struct SetupToken(String);
+
+impl SetupToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SetupToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetupToken(***)")
+    }
+}
+
+/// Where an operator stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Added or reset: the setup link has not been used yet.
+    SetupPending,
+    Active,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::SetupPending => "setup pending",
+            State::Active => "active",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+    pub state: State,
+    pub created_at: NaiveDateTime,
+    pub last_sign_in_at: Option<NaiveDateTime>,
+}
+
+impl From<OperatorRow> for Operator {
+    fn from(r: OperatorRow) -> Self {
+        let state = if r.disabled {
+            State::Disabled
+        } else if r.password_hash.is_none() || r.totp_sealed.is_none() {
+            State::SetupPending
+        } else {
+            State::Active
+        };
+        Operator { name: r.name, role: r.role, state, created_at: r.created_at, last_sign_in_at: r.last_sign_in_at }
+    }
+}
+
+impl Operators {
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
+        Operators { pool, clock }
+    }
+
+    fn now(&self) -> NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    /// Adds an operator and returns its setup link's secret (valid [`SETUP_LINK_HOURS`] hours).
+    pub fn add(&self, name: &str, role: Role, actor: &Actor) -> Result<SetupToken> {
+        credentials::check_name("operator", name)?;
+        let at = self.now();
+        let mut conn = self.pool.get()?;
+        store::write_tx(&mut conn, |tx| {
+            if !stored::insert(tx, name, role, at)? {
+                return Err(Error::taken(format!("an operator called {name:?} already exists")));
+            }
+            audit_event(tx, OPERATOR_ADDED, actor, at, json!({"operator": name, "role": role}))?;
+            new_setup_link(tx, name, at)
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<Operator>> {
+        let mut conn = self.pool.get()?;
+        Ok(stored::list(&mut conn)?.into_iter().map(Operator::from).collect())
+    }
+
+    /// Disables the operator: it can no longer sign in (and, with the console's sessions, is
+    /// signed out).
+    pub fn disable(&self, name: &str, actor: &Actor) -> Result<()> {
+        let at = self.now();
+        let mut conn = self.pool.get()?;
+        store::write_tx(&mut conn, |tx| {
+            if !stored::disable(tx, name)? {
+                return Err(not_found(name));
+            }
+            audit_event(tx, OPERATOR_DISABLED, actor, at, json!({"operator": name}))
+        })
+    }
+
+    /// Forgets the operator's password and second factor and returns a new setup link; the
+    /// old links stop working.
+    pub fn reset(&self, name: &str, actor: &Actor) -> Result<SetupToken> {
+        let at = self.now();
+        let mut conn = self.pool.get()?;
+        store::write_tx(&mut conn, |tx| {
+            if !stored::forget_credentials(tx, name)? {
+                return Err(not_found(name));
+            }
+            audit_event(tx, OPERATOR_RESET, actor, at, json!({"operator": name}))?;
+            new_setup_link(tx, name, at)
+        })
+    }
+
+    /// The operator a setup link is for, while the link works.
+    pub fn setup_link_operator(&self, token: &str) -> Result<Option<String>> {
+        let mut conn = self.pool.get()?;
+        Ok(stored::setup_link_operator(&mut conn, &credentials::hash(token), self.now())?)
+    }
+}
+
+fn new_setup_link(tx: &mut Tx, name: &str, at: NaiveDateTime) -> Result<SetupToken> {
+    let token = credentials::random_secret("");
+    stored::replace_setup_link(tx, name, &credentials::hash(&token), at + chrono::Duration::hours(SETUP_LINK_HOURS))?;
+    Ok(SetupToken(token))
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound(format!("no operator called {name:?}"))
+}
+
+/// Operator events name no user: the operator is in the detail.
+fn audit_event(tx: &mut Tx, event_type: &str, actor: &Actor, at: NaiveDateTime, detail: serde_json::Value) -> Result<()> {
+    audit::write(
+        tx,
+        &[store_audit::NewEvent {
+            at,
+            event_type,
+            user_id: None,
+            user_name: None,
+            origin: actor.origin.as_str(),
+            actor: &actor.name,
+            reason: None,
+            request_id: actor.request_id.as_deref(),
+            detail: Some(detail.to_string()),
+        }],
+    )?;
+    Ok(())
+}
