@@ -8,6 +8,7 @@ mod error;
 pub mod health;
 pub mod mfa;
 pub mod operators;
+mod passwords;
 pub mod stats;
 pub mod tokens;
 pub mod users;
