@@ -280,8 +280,10 @@ fn cli_actor() -> Actor {
 }
 
 fn operator(config: &Config, cmd: OperatorCommand) -> anyhow::Result<()> {
-    use crate::domain::operators::{Operators, Role};
-    let operators = Operators::new(app::open_database(config)?, std::sync::Arc::new(SystemClock));
+    use crate::domain::operators::Role;
+    let pool = app::open_database(config)?;
+    let sealer = std::sync::Arc::new(app::load_sealer(config)?);
+    let operators = Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(SystemClock)).operators;
     // The console's address as operators reach it.
     let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
     let link = |token: &str| format!("{}/console/setup/{token}", base.trim_end_matches('/'));

@@ -24,6 +24,8 @@ pub enum Origin {
     Cli,
     /// The LDAP sync.
     Directory,
+    /// The admin console (an operator in a browser).
+    Console,
 }
 
 impl Origin {
@@ -34,6 +36,7 @@ impl Origin {
             Origin::Scim => "scim",
             Origin::Cli => "cli",
             Origin::Directory => "directory",
+            Origin::Console => "console",
         }
     }
 }

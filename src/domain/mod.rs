@@ -34,14 +34,14 @@ pub struct Services {
 
 impl Services {
     pub fn new(pool: Pool, sealer: Arc<mfa::Sealer>, config: &crate::config::Mfa, clock: Arc<dyn Clock>) -> Self {
-        let mfa = mfa::Mfa::new(pool.clone(), sealer, config, clock.clone());
+        let mfa = mfa::Mfa::new(pool.clone(), sealer.clone(), config, clock.clone());
         Services {
             users: users::Users::new(pool.clone(), clock.clone()),
             tokens: tokens::Tokens::new(pool.clone(), clock.clone()),
             audit: audit::Audit::new(pool.clone()),
             stats: stats::Stats::new(pool.clone()),
             health: health::Health::new(pool.clone()),
-            operators: operators::Operators::new(pool.clone(), clock.clone()),
+            operators: operators::Operators::new(pool.clone(), sealer.clone(), config, clock.clone()),
             runs: directory::Runs::new(pool, clock),
             mfa,
         }

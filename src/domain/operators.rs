@@ -8,8 +8,10 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use super::audit::{self, Actor};
-use super::{credentials, Error, Result};
+use super::mfa::{backup_codes, BackupCodes, Enrolment, Policy, Sealer};
+use super::{credentials, passwords, Error, Invalid, Result};
 use crate::clock::{self, Clock};
+use crate::config;
 use crate::store::operators::{self as stored, OperatorRow};
 use crate::store::{self, audit as store_audit, Pool, Tx};
 
@@ -21,10 +23,13 @@ pub const SETUP_LINK_HOURS: i64 = 24;
 pub const OPERATOR_ADDED: &str = "operator.added";
 pub const OPERATOR_DISABLED: &str = "operator.disabled";
 pub const OPERATOR_RESET: &str = "operator.reset";
+pub const OPERATOR_SET_UP: &str = "operator.set_up";
 
 #[derive(Clone)]
 pub struct Operators {
     pool: Pool,
+    sealer: Arc<Sealer>,
+    policy: Policy,
     clock: Arc<dyn Clock>,
 }
 
@@ -85,8 +90,8 @@ impl From<OperatorRow> for Operator {
 }
 
 impl Operators {
-    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
-        Operators { pool, clock }
+    pub fn new(pool: Pool, sealer: Arc<Sealer>, mfa: &config::Mfa, clock: Arc<dyn Clock>) -> Self {
+        Operators { pool, sealer, policy: Policy::from_config(mfa), clock }
     }
 
     fn now(&self) -> NaiveDateTime {
@@ -144,6 +149,70 @@ impl Operators {
         let mut conn = self.pool.get()?;
         Ok(stored::setup_link_operator(&mut conn, &credentials::hash(token), self.now())?)
     }
+
+    /// The first step of a setup link: a new TOTP secret for the operator's authenticator app
+    /// (kept sealed until a code confirms it). Opening the link again shows a new secret.
+    pub fn begin_setup(&self, token: &str) -> Result<(String, Enrolment)> {
+        let at = self.now();
+        let mut conn = self.pool.get()?;
+        store::write_tx(&mut conn, |tx| {
+            let name = link_owner(tx, token, at)?;
+            let secret = Policy::new_secret();
+            stored::set_pending_totp(tx, &name, &self.sealer.seal(&sealing_id(&name), &secret))?;
+            let enrolment = self
+                .policy
+                .enrolment(&secret, &name)
+                .map_err(|e| Error::invalid(Invalid::Value, format!("cannot build the otpauth URI: {e}")))?;
+            Ok((name, enrolment))
+        })
+    }
+
+    /// Completes a setup link: the password (refused when short or easy to guess) and a code
+    /// from the authenticator app; returns the first backup codes. The link is then used up.
+    pub fn finish_setup(&self, token: &str, password: &str, code: &str) -> Result<BackupCodes> {
+        let (now, at) = (self.clock.now(), self.now());
+        let mut conn = self.pool.get()?;
+        let name = link_owner(&mut conn, token, at)?;
+        passwords::check(password, &[&name, &self.policy.issuer])?;
+        let row = stored::get(&mut conn, &name)?.ok_or_else(|| not_found(&name))?;
+        let pending =
+            row.pending_totp_sealed.ok_or_else(|| Error::conflict("open the setup link again: no secret is waiting"))?;
+        let secret =
+            self.sealer.open(&sealing_id(&name), &pending).map_err(|e| Error::from(store::Error::Corrupt(e.to_string())))?;
+        let step = self
+            .policy
+            .check(&secret, code, now.timestamp().max(0) as u64)
+            .ok_or_else(|| Error::invalid(Invalid::Value, "the code does not match the new factor"))?;
+        // Hashing takes tens of milliseconds: before the write turn, not inside it.
+        let password_hash = passwords::hash(password);
+        let codes = backup_codes::generate();
+        let hashes: Vec<String> = codes.iter().map(|c| backup_codes::hash(c)).collect();
+        store::write_tx(&mut conn, |tx| {
+            if link_owner(tx, token, at)? != name || !stored::complete_setup(tx, &name, &password_hash, &pending, step as i64)? {
+                return Err(Error::conflict("the setup changed meanwhile; open the setup link again"));
+            }
+            stored::delete_setup_links(tx, &name)?;
+            stored::replace_backup_codes(tx, &name, &hashes)?;
+            audit_event(tx, OPERATOR_SET_UP, actor_of(&name), at, json!({"operator": name}))
+        })?;
+        Ok(BackupCodes(codes))
+    }
+}
+
+/// What operators' secrets are sealed for: never a user id (those are UUIDs).
+fn sealing_id(name: &str) -> String {
+    format!("operator:{name}")
+}
+
+/// The operator a setup link is for, or why it is of no use.
+fn link_owner(conn: &mut store::DbConn, token: &str, at: NaiveDateTime) -> Result<String> {
+    stored::setup_link_operator(conn, &credentials::hash(token), at)?
+        .ok_or_else(|| Error::NotFound("this setup link is unknown, used or expired: ask an administrator for a new one".into()))
+}
+
+/// The operator acting on its own account (its setup).
+fn actor_of(name: &str) -> Actor {
+    Actor::new(audit::Origin::Console, name, None)
 }
 
 fn new_setup_link(tx: &mut Tx, name: &str, at: NaiveDateTime) -> Result<SetupToken> {
@@ -157,7 +226,13 @@ fn not_found(name: &str) -> Error {
 }
 
 /// Operator events name no user: the operator is in the detail.
-fn audit_event(tx: &mut Tx, event_type: &str, actor: &Actor, at: NaiveDateTime, detail: serde_json::Value) -> Result<()> {
+fn audit_event(
+    tx: &mut Tx,
+    event_type: &str,
+    actor: impl std::borrow::Borrow<Actor>,
+    at: NaiveDateTime,
+    detail: serde_json::Value,
+) -> Result<()> {
     audit::write(
         tx,
         &[store_audit::NewEvent {
@@ -165,10 +240,10 @@ fn audit_event(tx: &mut Tx, event_type: &str, actor: &Actor, at: NaiveDateTime, 
             event_type,
             user_id: None,
             user_name: None,
-            origin: actor.origin.as_str(),
-            actor: &actor.name,
+            origin: actor.borrow().origin.as_str(),
+            actor: &actor.borrow().name,
             reason: None,
-            request_id: actor.request_id.as_deref(),
+            request_id: actor.borrow().request_id.as_deref(),
             detail: Some(detail.to_string()),
         }],
     )?;

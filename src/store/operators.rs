@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{operator_setup_links, operators};
+use super::schema::{operator_backup_codes, operator_setup_links, operators};
 use super::{DbConn, Result, Tx};
 
 super::text_enum::text_enum! {
@@ -25,6 +25,12 @@ pub struct OperatorRow {
     pub password_hash: Option<String>,
     /// Sealed TOTP secret; `None` until set up.
     pub totp_sealed: Option<String>,
+    /// A sealed secret shown on the setup page, not yet confirmed.
+    pub pending_totp_sealed: Option<String>,
+    pub totp_last_step: Option<i64>,
+    pub failures: i32,
+    pub failures_since: Option<NaiveDateTime>,
+    pub locked_until: Option<NaiveDateTime>,
     pub disabled: bool,
     pub created_at: NaiveDateTime,
     pub last_sign_in_at: Option<NaiveDateTime>,
@@ -52,12 +58,63 @@ pub fn disable(tx: &mut Tx, name: &str) -> Result<bool> {
     Ok(diesel::update(operators::table.find(name)).set(operators::disabled.eq(true)).execute(tx.conn())? == 1)
 }
 
-/// Forgets the operator's password and factor (a reset); false when there is none.
+/// Forgets the operator's password, factor and backup codes (a reset); false when there is none.
 pub fn forget_credentials(tx: &mut Tx, name: &str) -> Result<bool> {
+    let conn = tx.conn();
+    diesel::delete(operator_backup_codes::table.filter(operator_backup_codes::operator.eq(name))).execute(conn)?;
     let n = diesel::update(operators::table.find(name))
-        .set((operators::password_hash.eq(None::<String>), operators::totp_sealed.eq(None::<String>)))
+        .set((
+            operators::password_hash.eq(None::<String>),
+            operators::totp_sealed.eq(None::<String>),
+            operators::pending_totp_sealed.eq(None::<String>),
+            operators::totp_last_step.eq(None::<i64>),
+            operators::failures.eq(0),
+            operators::failures_since.eq(None::<NaiveDateTime>),
+            operators::locked_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Keeps the secret shown on the setup page until a code confirms it.
+pub fn set_pending_totp(tx: &mut Tx, name: &str, sealed: &str) -> Result<()> {
+    diesel::update(operators::table.find(name)).set(operators::pending_totp_sealed.eq(sealed)).execute(tx.conn())?;
+    Ok(())
+}
+
+/// Completes a setup: the password, the confirmed factor (its pending secret, only if it is
+/// still `pending`) and the step that confirmed it; false when the pending secret changed.
+pub fn complete_setup(tx: &mut Tx, name: &str, password_hash: &str, pending: &str, step: i64) -> Result<bool> {
+    let n = diesel::update(operators::table.find(name).filter(operators::pending_totp_sealed.eq(pending)))
+        .set((
+            operators::password_hash.eq(password_hash),
+            operators::totp_sealed.eq(pending),
+            operators::pending_totp_sealed.eq(None::<String>),
+            operators::totp_last_step.eq(step),
+            operators::failures.eq(0),
+            operators::failures_since.eq(None::<NaiveDateTime>),
+            operators::locked_until.eq(None::<NaiveDateTime>),
+        ))
         .execute(tx.conn())?;
     Ok(n == 1)
+}
+
+/// Forgets the operator's setup links (one was used).
+pub fn delete_setup_links(tx: &mut Tx, name: &str) -> Result<()> {
+    diesel::delete(operator_setup_links::table.filter(operator_setup_links::operator.eq(name))).execute(tx.conn())?;
+    Ok(())
+}
+
+/// Replaces the operator's backup codes by these hashes.
+pub fn replace_backup_codes(tx: &mut Tx, name: &str, hashes: &[String]) -> Result<()> {
+    let conn = tx.conn();
+    diesel::delete(operator_backup_codes::table.filter(operator_backup_codes::operator.eq(name))).execute(conn)?;
+    for h in hashes {
+        diesel::insert_into(operator_backup_codes::table)
+            .values((operator_backup_codes::operator.eq(name), operator_backup_codes::code_hash.eq(h)))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Replaces the operator's setup links by this one (stored as its hash).

@@ -152,6 +152,11 @@ diesel::table! {
         role -> Text,
         password_hash -> Nullable<Text>,
         totp_sealed -> Nullable<Text>,
+        pending_totp_sealed -> Nullable<Text>,
+        totp_last_step -> Nullable<BigInt>,
+        failures -> Integer,
+        failures_since -> Nullable<Timestamp>,
+        locked_until -> Nullable<Timestamp>,
         disabled -> Bool,
         created_at -> Timestamp,
         last_sign_in_at -> Nullable<Timestamp>,
@@ -166,4 +171,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    operator_backup_codes (operator, code_hash) {
+        operator -> Text,
+        code_hash -> Text,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(operator_setup_links -> operators (operator));
+diesel::joinable!(operator_backup_codes -> operators (operator));

@@ -31,6 +31,15 @@ impl Dir {
         self.run_env(args, &[])
     }
 
+    /// The domain services on this directory's database and MFA key, as the command line has them.
+    fn services(&self) -> provisiond::domain::Services {
+        let mut config = provisiond::config::Config::load(&self.config()).unwrap();
+        config.mfa.key_file = self.dir.path().join(&config.mfa.key_file);
+        let pool = provisiond::app::open_database(&config).unwrap();
+        let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
+        provisiond::domain::Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock))
+    }
+
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(self.config()).args(args).current_dir(self.dir.path());
@@ -166,10 +175,7 @@ fn operators_are_added_with_a_one_time_setup_link_listed_disabled_and_reset_from
     // A reset hands out a new link; the old one stops working.
     let (_, second) = link_of(&op(&["operator", "reset", "alice"]));
     assert_ne!(first, second);
-    let operators = provisiond::domain::operators::Operators::new(
-        provisiond::app::open_database(&provisiond::config::Config::load(&d.config()).unwrap()).unwrap(),
-        std::sync::Arc::new(provisiond::clock::SystemClock),
-    );
+    let operators = d.services().operators;
     assert_eq!(operators.setup_link_operator(&first).unwrap(), None);
     assert_eq!(operators.setup_link_operator(&second).unwrap().as_deref(), Some("alice"));
 
@@ -177,6 +183,38 @@ fn operators_are_added_with_a_one_time_setup_link_listed_disabled_and_reset_from
     assert!(line_of(&stdout(&op(&["operator", "list"])), "bob").contains("disabled"));
     let missing = op(&["operator", "disable", "nobody"]);
     assert!(!missing.status.success() && stderr(&missing).contains("nobody"), "{}", stderr(&missing));
+}
+
+#[test]
+fn a_setup_link_sets_a_strong_password_and_a_confirmed_factor_once() {
+    let d = Dir::new("");
+    let o = d.run(&["operator", "add", "alice", "--role", "helpdesk"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).lines().last().unwrap().rsplit('/').next().unwrap().trim().to_string();
+    let operators = d.services().operators;
+    let (name, enrolment) = operators.begin_setup(&token).unwrap();
+    assert_eq!(name, "alice");
+    assert!(enrolment.otpauth_uri.starts_with("otpauth://totp/provisiond:alice?"), "{}", enrolment.otpauth_uri);
+    let secret = provisiond::domain::mfa::Policy::decode_base32(&enrolment.secret_base32).unwrap();
+    let policy = provisiond::domain::mfa::Policy::from_config(&provisiond::config::Mfa::default());
+    let code = || policy.code_at(&secret, chrono::Utc::now().timestamp() as u64);
+    let strong = "correct horse battery staple";
+
+    let weak = operators.finish_setup(&token, "password1234", &code()).unwrap_err().to_string();
+    assert!(weak.contains("too easy"), "{weak}");
+    let short = operators.finish_setup(&token, "Tr0ub4dor&3", &code()).unwrap_err().to_string();
+    assert!(short.contains("at least 12"), "{short}");
+    let wrong = operators.finish_setup(&token, strong, "000000").unwrap_err().to_string();
+    assert!(wrong.contains("does not match"), "{wrong}");
+    assert!(line_of(&stdout(&d.run(&["operator", "list"])), "alice").contains("setup pending"));
+
+    let codes = operators.finish_setup(&token, strong, &code()).unwrap();
+    assert_eq!(codes.0.len(), 10);
+    assert!(line_of(&stdout(&d.run(&["operator", "list"])), "alice").contains("active"));
+    let again = operators.finish_setup(&token, strong, &code()).unwrap_err().to_string();
+    assert!(again.contains("unknown, used or expired"), "{again}");
+    assert!(operators.begin_setup(&token).is_err(), "a used link shows no new secret");
+    assert!(!d.db.stored_bytes().contains(strong.as_bytes()), "password stored in clear");
 }
 
 fn line_of(list: &str, name: &str) -> String {

@@ -1,2 +1,3 @@
+DROP TABLE operator_backup_codes;
 DROP TABLE operator_setup_links;
 DROP TABLE operators;

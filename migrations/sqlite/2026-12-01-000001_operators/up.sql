@@ -7,6 +7,13 @@ CREATE TABLE operators (
     password_hash TEXT,
     -- the TOTP secret sealed with the MFA key, as users' are; NULL until set up
     totp_sealed TEXT,
+    -- a secret shown on the setup page and not yet confirmed with a code
+    pending_totp_sealed TEXT,
+    -- the last accepted TOTP time step: a code of this step or an older one is a replay
+    totp_last_step BIGINT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    failures_since TIMESTAMP,
+    locked_until TIMESTAMP,
     disabled BOOLEAN NOT NULL DEFAULT FALSE,
     created_at TIMESTAMP NOT NULL,
     last_sign_in_at TIMESTAMP
@@ -19,3 +26,11 @@ CREATE TABLE operator_setup_links (
     expires_at TIMESTAMP NOT NULL
 );
 CREATE INDEX operator_setup_links_operator ON operator_setup_links (operator);
+
+-- Operators' one-time backup codes, stored as argon2 hashes.
+CREATE TABLE operator_backup_codes (
+    operator TEXT NOT NULL REFERENCES operators (name) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    used_at TIMESTAMP,
+    PRIMARY KEY (operator, code_hash)
+);
