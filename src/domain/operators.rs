@@ -24,6 +24,9 @@ pub const OPERATOR_ADDED: &str = "operator.added";
 pub const OPERATOR_DISABLED: &str = "operator.disabled";
 pub const OPERATOR_RESET: &str = "operator.reset";
 pub const OPERATOR_SET_UP: &str = "operator.set_up";
+pub const OPERATOR_SIGNED_IN: &str = "operator.signed_in";
+pub const OPERATOR_SIGN_IN_FAILED: &str = "operator.sign_in_failed";
+pub const OPERATOR_LOCKED_OUT: &str = "operator.locked_out";
 
 #[derive(Clone)]
 pub struct Operators {
@@ -197,6 +200,93 @@ impl Operators {
         })?;
         Ok(BackupCodes(codes))
     }
+}
+
+/// Wrong sign-ins within [`LOCKOUT_MINUTES`] that lock an operator out for as long.
+pub const MAX_FAILURES: i32 = 5;
+pub const LOCKOUT_MINUTES: i64 = 15;
+
+/// The answer to a sign-in. A refusal never says which part was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignIn {
+    Accepted(Operator),
+    Refused,
+    /// Too many wrong sign-ins: none is checked until then.
+    LockedOut {
+        retry_after_secs: u64,
+    },
+}
+
+/// A password hash of nothing, checked when there is no such operator (or no password yet), so
+/// that a refusal takes as long whatever was wrong.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| passwords::hash("no operator has this password"));
+
+impl Operators {
+    /// Signs an operator in with its password and a TOTP or backup code. Any wrong part, an
+    /// unknown or disabled operator, or one not set up is the same refusal; the
+    /// [`MAX_FAILURES`]-th within [`LOCKOUT_MINUTES`] locks the operator out for as long.
+    pub fn sign_in(&self, name: &str, password: &str, code: &str) -> Result<SignIn> {
+        let (now, at) = (self.clock.now(), self.now());
+        let mut conn = self.pool.get()?;
+        let Some(row) = stored::get(&mut conn, name)? else {
+            passwords::verify(password, &DUMMY_HASH);
+            return Ok(SignIn::Refused);
+        };
+        if let Some(locked) = lockout(row.locked_until, at) {
+            return Ok(locked);
+        }
+        let password_ok = passwords::verify(password, row.password_hash.as_deref().unwrap_or(&DUMMY_HASH));
+        let usable = password_ok && !row.disabled && row.password_hash.is_some();
+        let step = usable
+            .then(|| row.totp_sealed.as_deref())
+            .flatten()
+            .and_then(|sealed| self.sealer.open(&sealing_id(name), sealed).ok())
+            .and_then(|secret| self.policy.check(&secret, code, now.timestamp().max(0) as u64));
+        let backup = match (usable, step) {
+            (true, None) if backup_codes::looks_like_one(code) => {
+                let hashes = stored::unused_backup_codes(&mut conn, name)?;
+                backup_codes::find(code, &hashes).map(|i| hashes[i].clone())
+            }
+            _ => None,
+        };
+        store::write_tx(&mut conn, |tx| {
+            let Some(row) = stored::get_locked(tx, name)? else { return Ok(SignIn::Refused) };
+            if let Some(locked) = lockout(row.locked_until, at) {
+                return Ok(locked);
+            }
+            let accepted = match (&step, &backup) {
+                (Some(step), _) => stored::accept_sign_in(tx, name, Some(*step as i64), at)?,
+                (None, Some(hash)) => stored::use_backup_code(tx, name, hash, at)? && stored::accept_sign_in(tx, name, None, at)?,
+                (None, None) => false,
+            };
+            if accepted {
+                audit_event(tx, OPERATOR_SIGNED_IN, actor_of(name), at, json!({"operator": name}))?;
+                let row = stored::get(tx, name)?.ok_or_else(|| not_found(name))?;
+                return Ok(SignIn::Accepted(row.into()));
+            }
+            // Counted on the row as it is now, locked: parallel attempts all count.
+            let window = chrono::Duration::minutes(LOCKOUT_MINUTES);
+            let (failures, since) = match row.failures_since.filter(|s| at - *s < window) {
+                Some(since) => (row.failures + 1, since),
+                None => (1, at),
+            };
+            if failures < MAX_FAILURES {
+                stored::set_failures(tx, name, failures, Some(since), None)?;
+                audit_event(tx, OPERATOR_SIGN_IN_FAILED, actor_of(name), at, json!({"operator": name}))?;
+                return Ok(SignIn::Refused);
+            }
+            stored::set_failures(tx, name, 0, None, Some(at + window))?;
+            audit_event(tx, OPERATOR_LOCKED_OUT, actor_of(name), at, json!({"operator": name, "failures": failures}))?;
+            Ok(SignIn::Refused)
+        })
+    }
+}
+
+/// The answer while a lockout holds at `at`.
+fn lockout(locked_until: Option<NaiveDateTime>, at: NaiveDateTime) -> Option<SignIn> {
+    let until = locked_until.filter(|u| *u > at)?;
+    let secs = (until - at).num_milliseconds().max(0) as u64;
+    Some(SignIn::LockedOut { retry_after_secs: secs.div_ceil(1000).max(1) })
 }
 
 /// What operators' secrets are sealed for: never a user id (those are UUIDs).

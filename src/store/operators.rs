@@ -140,3 +140,68 @@ pub fn setup_link_operator(conn: &mut DbConn, token_hash: &str, at: NaiveDateTim
         .first(conn)
         .optional()?)
 }
+
+/// Accepts TOTP step `step` for the operator unless it (or a later one) was accepted before:
+/// a replayed code loses. Clears the failure count and records the sign-in.
+pub fn accept_sign_in(tx: &mut Tx, name: &str, step: Option<i64>, at: NaiveDateTime) -> Result<bool> {
+    let conn = tx.conn();
+    let target = operators::table.find(name);
+    let n = match step {
+        Some(step) => diesel::update(target.filter(operators::totp_last_step.is_null().or(operators::totp_last_step.lt(step))))
+            .set((
+                operators::totp_last_step.eq(step),
+                operators::failures.eq(0),
+                operators::failures_since.eq(None::<NaiveDateTime>),
+                operators::last_sign_in_at.eq(at),
+            ))
+            .execute(conn)?,
+        None => diesel::update(target)
+            .set((
+                operators::failures.eq(0),
+                operators::failures_since.eq(None::<NaiveDateTime>),
+                operators::last_sign_in_at.eq(at),
+            ))
+            .execute(conn)?,
+    };
+    Ok(n == 1)
+}
+
+/// Records the failure count (and a lockout) as the caller decided it, on the row it locked.
+pub fn set_failures(
+    tx: &mut Tx,
+    name: &str,
+    failures: i32,
+    since: Option<NaiveDateTime>,
+    locked_until: Option<NaiveDateTime>,
+) -> Result<()> {
+    diesel::update(operators::table.find(name))
+        .set((operators::failures.eq(failures), operators::failures_since.eq(since), operators::locked_until.eq(locked_until)))
+        .execute(tx.conn())?;
+    Ok(())
+}
+
+/// The operator's row, locked for the rest of the transaction (PostgreSQL `FOR UPDATE`; a
+/// SQLite write transaction holds the database already).
+pub fn get_locked(tx: &mut Tx, name: &str) -> Result<Option<OperatorRow>> {
+    let conn = tx.conn();
+    Ok(match conn {
+        DbConn::Pg(pg) => operators::table.find(name).select(OperatorRow::as_select()).for_update().first(pg).optional()?,
+        DbConn::Sqlite(c) => operators::table.find(name).select(OperatorRow::as_select()).first(c).optional()?,
+    })
+}
+
+pub fn unused_backup_codes(conn: &mut DbConn, name: &str) -> Result<Vec<String>> {
+    Ok(operator_backup_codes::table
+        .filter(operator_backup_codes::operator.eq(name))
+        .filter(operator_backup_codes::used_at.is_null())
+        .select(operator_backup_codes::code_hash)
+        .load(conn)?)
+}
+
+/// Marks a backup code used; false when it already was (a concurrent use won).
+pub fn use_backup_code(tx: &mut Tx, name: &str, hash: &str, at: NaiveDateTime) -> Result<bool> {
+    let n = diesel::update(operator_backup_codes::table.find((name, hash)).filter(operator_backup_codes::used_at.is_null()))
+        .set(operator_backup_codes::used_at.eq(at))
+        .execute(tx.conn())?;
+    Ok(n == 1)
+}

@@ -33,11 +33,15 @@ impl Dir {
 
     /// The domain services on this directory's database and MFA key, as the command line has them.
     fn services(&self) -> provisiond::domain::Services {
+        self.services_with(std::sync::Arc::new(provisiond::clock::SystemClock))
+    }
+
+    fn services_with(&self, clock: std::sync::Arc<dyn provisiond::clock::Clock>) -> provisiond::domain::Services {
         let mut config = provisiond::config::Config::load(&self.config()).unwrap();
         config.mfa.key_file = self.dir.path().join(&config.mfa.key_file);
         let pool = provisiond::app::open_database(&config).unwrap();
         let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
-        provisiond::domain::Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock))
+        provisiond::domain::Services::new(pool, sealer, &config.mfa, clock)
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -215,6 +219,53 @@ fn a_setup_link_sets_a_strong_password_and_a_confirmed_factor_once() {
     assert!(again.contains("unknown, used or expired"), "{again}");
     assert!(operators.begin_setup(&token).is_err(), "a used link shows no new secret");
     assert!(!d.db.stored_bytes().contains(strong.as_bytes()), "password stored in clear");
+}
+
+#[test]
+fn operators_sign_in_with_password_and_code_only_and_five_failures_lock_them_out_for_fifteen_minutes() {
+    use provisiond::domain::operators::SignIn;
+    let d = Dir::new("");
+    let o = d.run(&["operator", "add", "alice", "--role", "admin"]);
+    let token = stdout(&o).lines().last().unwrap().rsplit('/').next().unwrap().trim().to_string();
+    let clock = std::sync::Arc::new(provisiond::clock::ManualClock::new(chrono::Utc::now()));
+    let operators = d.services_with(clock.clone()).operators;
+    let (_, enrolment) = operators.begin_setup(&token).unwrap();
+    let secret = provisiond::domain::mfa::Policy::decode_base32(&enrolment.secret_base32).unwrap();
+    let policy = provisiond::domain::mfa::Policy::from_config(&provisiond::config::Mfa::default());
+    let code = || policy.code_at(&secret, provisiond::clock::Clock::now(&*clock).timestamp() as u64);
+    let password = "correct horse battery staple";
+    let backup = operators.finish_setup(&token, password, &code()).unwrap().0;
+    clock.advance(chrono::Duration::seconds(30));
+
+    assert!(matches!(operators.sign_in("alice", password, &code()).unwrap(), SignIn::Accepted(o) if o.name == "alice"));
+    // The same code again is a replay; wrong passwords, unknown operators: one refusal for all.
+    assert_eq!(operators.sign_in("alice", password, &code()).unwrap(), SignIn::Refused);
+    clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(operators.sign_in("alice", "wrong horse battery staple", &code()).unwrap(), SignIn::Refused);
+    assert_eq!(operators.sign_in("nobody", password, &code()).unwrap(), SignIn::Refused);
+    assert_eq!(operators.sign_in("alice", password, "000000").unwrap(), SignIn::Refused);
+    // A backup code works once.
+    assert!(matches!(operators.sign_in("alice", password, &backup[0]).unwrap(), SignIn::Accepted(_)));
+    assert_eq!(operators.sign_in("alice", password, &backup[0]).unwrap(), SignIn::Refused);
+    // Five failures within 15 minutes lock the operator out, the right code included.
+    for _ in 0..4 {
+        assert_eq!(operators.sign_in("alice", "wrong horse battery staple", "000000").unwrap(), SignIn::Refused);
+    }
+    clock.advance(chrono::Duration::seconds(30));
+    match operators.sign_in("alice", password, &code()).unwrap() {
+        SignIn::LockedOut { retry_after_secs } => assert!((800..=900).contains(&retry_after_secs), "{retry_after_secs}"),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(chrono::Duration::minutes(15));
+    assert!(matches!(operators.sign_in("alice", password, &code()).unwrap(), SignIn::Accepted(_)));
+    // A disabled operator is refused like any wrong sign-in.
+    assert!(d.run(&["operator", "disable", "alice"]).status.success());
+    clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(operators.sign_in("alice", password, &code()).unwrap(), SignIn::Refused);
+    let stored = d.db.stored_bytes();
+    for event in ["operator.signed_in", "operator.sign_in_failed", "operator.locked_out"] {
+        assert!(stored.contains(event.as_bytes()), "{event} is audited");
+    }
 }
 
 fn line_of(list: &str, name: &str) -> String {
