@@ -238,7 +238,7 @@ impl Operators {
         let password_ok = passwords::verify(password, row.password_hash.as_deref().unwrap_or(&DUMMY_HASH));
         let usable = password_ok && !row.disabled && row.password_hash.is_some();
         let step = usable
-            .then(|| row.totp_sealed.as_deref())
+            .then_some(row.totp_sealed.as_deref())
             .flatten()
             .and_then(|sealed| self.sealer.open(&sealing_id(name), sealed).ok())
             .and_then(|secret| self.policy.check(&secret, code, now.timestamp().max(0) as u64));
