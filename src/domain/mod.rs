@@ -9,6 +9,7 @@ pub mod health;
 pub mod mfa;
 pub mod operators;
 mod passwords;
+pub mod sessions;
 pub mod stats;
 pub mod tokens;
 pub mod users;

@@ -120,8 +120,7 @@ impl Operators {
         Ok(stored::list(&mut conn)?.into_iter().map(Operator::from).collect())
     }
 
-    /// Disables the operator: it can no longer sign in (and, with the console's sessions, is
-    /// signed out).
+    /// Disables the operator: it can no longer sign in, and its sessions end.
     pub fn disable(&self, name: &str, actor: &Actor) -> Result<()> {
         let at = self.now();
         let mut conn = self.pool.get()?;
@@ -129,12 +128,13 @@ impl Operators {
             if !stored::disable(tx, name)? {
                 return Err(not_found(name));
             }
+            store::sessions::delete_of(tx, name)?;
             audit_event(tx, OPERATOR_DISABLED, actor, at, json!({"operator": name}))
         })
     }
 
-    /// Forgets the operator's password and second factor and returns a new setup link; the
-    /// old links stop working.
+    /// Forgets the operator's password and second factor, ends its sessions and returns a new
+    /// setup link; the old links stop working.
     pub fn reset(&self, name: &str, actor: &Actor) -> Result<SetupToken> {
         let at = self.now();
         let mut conn = self.pool.get()?;
@@ -142,6 +142,7 @@ impl Operators {
             if !stored::forget_credentials(tx, name)? {
                 return Err(not_found(name));
             }
+            store::sessions::delete_of(tx, name)?;
             audit_event(tx, OPERATOR_RESET, actor, at, json!({"operator": name}))?;
             new_setup_link(tx, name, at)
         })

@@ -7,6 +7,7 @@ pub mod mfa;
 pub mod operators;
 pub mod reindex;
 pub mod schema;
+pub mod sessions;
 pub mod sql;
 mod sqlite_limits;
 pub mod stats;

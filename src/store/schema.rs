@@ -78,6 +78,7 @@ diesel::table! {
 diesel::joinable!(mfa_factors -> users (user_id));
 diesel::joinable!(mfa_backup_codes -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(users, user_values, mfa_factors, mfa_backup_codes, directory_links);
+diesel::allow_tables_to_appear_in_same_query!(operators, console_sessions);
 
 diesel::table! {
     directory_links (user_id) {
@@ -179,5 +180,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    console_sessions (id_hash) {
+        id_hash -> Text,
+        operator -> Text,
+        csrf_token -> Text,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(console_sessions -> operators (operator));
 diesel::joinable!(operator_setup_links -> operators (operator));
 diesel::joinable!(operator_backup_codes -> operators (operator));

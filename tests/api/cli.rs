@@ -268,6 +268,48 @@ fn operators_sign_in_with_password_and_code_only_and_five_failures_lock_them_out
     }
 }
 
+#[test]
+fn console_sessions_end_at_sign_out_after_idling_or_twelve_hours_and_when_the_operator_is_disabled() {
+    use std::time::Duration as StdDuration;
+    let d = Dir::new("");
+    assert!(d.run(&["operator", "add", "alice", "--role", "admin"]).status.success());
+    let clock = std::sync::Arc::new(provisiond::clock::ManualClock::new(chrono::Utc::now()));
+    let config = provisiond::config::Config::load(&d.config()).unwrap();
+    let pool = provisiond::app::open_database(&config).unwrap();
+    let sessions = provisiond::domain::sessions::Sessions::new(
+        pool,
+        clock.clone(),
+        StdDuration::from_secs(30 * 60),
+        StdDuration::from_secs(12 * 3600),
+    );
+    let (id, session) = sessions.start("alice").unwrap();
+    assert_eq!(session.operator, "alice");
+    assert_eq!(format!("{id:?}"), "SessionId(***)");
+    assert!(!d.db.stored_bytes().contains(id.expose().as_bytes()), "session id stored in clear");
+    assert_eq!(sessions.find(id.expose()).unwrap(), Some(session.clone()));
+    assert_eq!(sessions.find("not-a-session").unwrap(), None);
+
+    // Kept alive by use (24 × 29 minutes: 11 h 36), but not past twelve hours.
+    for _ in 0..24 {
+        clock.advance(chrono::Duration::minutes(29));
+        assert!(sessions.find(id.expose()).unwrap().is_some());
+    }
+    clock.advance(chrono::Duration::minutes(29));
+    assert_eq!(sessions.find(id.expose()).unwrap(), None, "over twelve hours old");
+
+    let (idle, _) = sessions.start("alice").unwrap();
+    clock.advance(chrono::Duration::minutes(31));
+    assert_eq!(sessions.find(idle.expose()).unwrap(), None, "idle for over 30 minutes");
+
+    let (out, _) = sessions.start("alice").unwrap();
+    sessions.end(out.expose()).unwrap();
+    assert_eq!(sessions.find(out.expose()).unwrap(), None, "signed out");
+
+    let (live, _) = sessions.start("alice").unwrap();
+    assert!(d.run(&["operator", "disable", "alice"]).status.success());
+    assert_eq!(sessions.find(live.expose()).unwrap(), None, "disabled");
+}
+
 fn line_of(list: &str, name: &str) -> String {
     list.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{list}")).to_string()
 }

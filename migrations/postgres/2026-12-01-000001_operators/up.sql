@@ -34,3 +34,14 @@ CREATE TABLE operator_backup_codes (
     used_at TIMESTAMP,
     PRIMARY KEY (operator, code_hash)
 );
+
+-- Console sessions, server-side so that they work across instances and can be ended: the
+-- cookie holds a random id, stored here as its SHA-256; the CSRF token is per session.
+CREATE TABLE console_sessions (
+    id_hash TEXT PRIMARY KEY NOT NULL,
+    operator TEXT NOT NULL REFERENCES operators (name) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    last_seen_at TIMESTAMP NOT NULL
+);
+CREATE INDEX console_sessions_operator ON console_sessions (operator);
