@@ -39,7 +39,7 @@ impl Application {
         let config = Arc::new(config);
         let pool = open_database(&config)?;
         let sealer = Arc::new(load_sealer(&config)?);
-        let services = Services::new(pool.clone(), sealer, &config.mfa, clock.clone());
+        let services = Services::new(pool.clone(), sealer, &config, clock.clone());
         check_sealing_keys(&services.mfa, &config)?;
         let listener = TcpListener::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;

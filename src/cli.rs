@@ -177,7 +177,7 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
 fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
-    let Services { mfa, users: directory, .. } = Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(SystemClock));
+    let Services { mfa, users: directory, .. } = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
     match cmd {
         MfaCommand::Reset { users, filter, reason } => {
             let reason =
@@ -283,7 +283,7 @@ fn operator(config: &Config, cmd: OperatorCommand) -> anyhow::Result<()> {
     use crate::domain::operators::Role;
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
-    let operators = Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(SystemClock)).operators;
+    let operators = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock)).operators;
     // The console's address as operators reach it.
     let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
     let link = |token: &str| format!("{}/console/setup/{token}", base.trim_end_matches('/'));

@@ -24,6 +24,7 @@ pub struct Config {
     pub scim: Scim,
     pub mfa: Mfa,
     pub log: Log,
+    pub console: Console,
     /// LDAP sync; absent: no sync.
     pub ldap: Option<Ldap>,
 }
@@ -231,6 +232,24 @@ impl Default for Log {
     }
 }
 
+/// The admin console under `/console`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Console {
+    /// Serve the console (and redirect `/` to it).
+    pub enabled: bool,
+    /// Seconds without a request after which a session ends.
+    pub session_idle_timeout: u64,
+    /// Seconds after sign-in after which a session ends however busy.
+    pub session_lifetime: u64,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console { enabled: true, session_idle_timeout: 30 * 60, session_lifetime: 12 * 3600 }
+    }
+}
+
 /// A secret from the configuration or the environment: never printed, never serialised.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -391,6 +410,12 @@ impl Config {
         if !(1..=1_000_000).contains(&self.mfa.max_bulk_reset) {
             out.push("mfa.max_bulk_reset: must be between 1 and 1000000".into());
         }
+        if !(60..=86400).contains(&self.console.session_idle_timeout) {
+            out.push("console.session_idle_timeout: must be between 60 and 86400 seconds".into());
+        }
+        if !(60..=30 * 86400).contains(&self.console.session_lifetime) {
+            out.push("console.session_lifetime: must be between 60 seconds and 30 days (2592000 seconds)".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level: {:?} is not a log filter ({e})", self.log.level));
         }
@@ -521,6 +546,8 @@ mod tests {
             ("mfa", "lockout_window", huge.as_str()),
             ("mfa", "max_bulk_reset", "0"),
             ("mfa", "max_bulk_reset", huge.as_str()),
+            ("console", "session_idle_timeout", "0"),
+            ("console", "session_lifetime", huge.as_str()),
             ("ldap", "page_size", "0"),
             ("ldap", "page_size", "4294967295"),
             ("ldap", "timeout", huge.as_str()),

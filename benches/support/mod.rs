@@ -315,7 +315,7 @@ pub fn user_json(i: usize) -> Value {
 pub fn preload(config: &Config, n: usize, scopes: &[Scope]) -> (Vec<String>, String, Duration) {
     let pool = app::open_database(config).expect("database");
     let sealer = Arc::new(app::load_sealer(config).expect("mfa key"));
-    let users = Services::new(pool.clone(), sealer, &config.mfa, Arc::new(SystemClock)).users;
+    let users = Services::new(pool.clone(), sealer, config, Arc::new(SystemClock)).users;
     let actor = Actor::new(Origin::Scim, "bench-preload", None);
     let started = Instant::now();
     let ids = std::thread::scope(|s| {

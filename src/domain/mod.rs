@@ -29,20 +29,29 @@ pub struct Services {
     pub stats: stats::Stats,
     pub health: health::Health,
     pub operators: operators::Operators,
+    pub sessions: sessions::Sessions,
     /// The LDAP sync's runs (used when `[ldap]` is configured).
     pub runs: directory::Runs,
 }
 
 impl Services {
-    pub fn new(pool: Pool, sealer: Arc<mfa::Sealer>, config: &crate::config::Mfa, clock: Arc<dyn Clock>) -> Self {
-        let mfa = mfa::Mfa::new(pool.clone(), sealer.clone(), config, clock.clone());
+    pub fn new(pool: Pool, sealer: Arc<mfa::Sealer>, config: &crate::config::Config, clock: Arc<dyn Clock>) -> Self {
+        let mfa = mfa::Mfa::new(pool.clone(), sealer.clone(), &config.mfa, clock.clone());
+        let console = &config.console;
+        let seconds = std::time::Duration::from_secs;
         Services {
             users: users::Users::new(pool.clone(), clock.clone()),
             tokens: tokens::Tokens::new(pool.clone(), clock.clone()),
             audit: audit::Audit::new(pool.clone()),
             stats: stats::Stats::new(pool.clone()),
             health: health::Health::new(pool.clone()),
-            operators: operators::Operators::new(pool.clone(), sealer.clone(), config, clock.clone()),
+            operators: operators::Operators::new(pool.clone(), sealer.clone(), &config.mfa, clock.clone()),
+            sessions: sessions::Sessions::new(
+                pool.clone(),
+                clock.clone(),
+                seconds(console.session_idle_timeout),
+                seconds(console.session_lifetime),
+            ),
             runs: directory::Runs::new(pool, clock),
             mfa,
         }

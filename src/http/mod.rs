@@ -43,7 +43,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, tokens, mfa, audit, stats, health, runs: _, operators: _ } = services;
+        let Services { users, tokens, mfa, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
         AppState { config, users, tokens, mfa, audit, stats, health, sync, trusted_proxies }
     }

@@ -41,7 +41,7 @@ impl Dir {
         config.mfa.key_file = self.dir.path().join(&config.mfa.key_file);
         let pool = provisiond::app::open_database(&config).unwrap();
         let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
-        provisiond::domain::Services::new(pool, sealer, &config.mfa, clock)
+        provisiond::domain::Services::new(pool, sealer, &config, clock)
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -385,7 +385,7 @@ fn mfa_reset_from_the_command_line_prints_a_line_per_user_and_audits() {
     let pool = provisiond::app::open_database(&config).unwrap();
     let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&config).unwrap());
     let users =
-        provisiond::domain::Services::new(pool.clone(), sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock))
+        provisiond::domain::Services::new(pool.clone(), sealer, &config, std::sync::Arc::new(provisiond::clock::SystemClock))
             .users;
     let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
     for name in ["alice", "bob", "carol"] {
@@ -509,7 +509,7 @@ fn mfa_rekey_reseals_secrets_under_a_rotated_key() {
         let pool = provisiond::app::open_database(config).unwrap();
         let sealer = std::sync::Arc::new(provisiond::app::load_sealer(config).unwrap());
         let services =
-            provisiond::domain::Services::new(pool, sealer, &config.mfa, std::sync::Arc::new(provisiond::clock::SystemClock));
+            provisiond::domain::Services::new(pool, sealer, config, std::sync::Arc::new(provisiond::clock::SystemClock));
         (services.users, services.mfa)
     };
     let actor = Actor::new(Origin::Cli, "test", None);
