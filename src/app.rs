@@ -55,9 +55,19 @@ impl Application {
             None => None,
         };
         let syncer = sync.as_ref().map(|(s, _)| s.clone());
+        let console = config.console.enabled.then(|| {
+            web::Data::new(Arc::new(crate::console::Console {
+                operators: services.operators.clone(),
+                sessions: services.sessions.clone(),
+            }))
+        });
         let state = web::Data::new(AppState::new(config.clone(), services, syncer));
         let mut server = HttpServer::new(move || {
-            App::new().app_data(state.clone()).wrap(from_fn(http::request_id::assign)).configure(http::routes)
+            let app = App::new().app_data(state.clone()).wrap(from_fn(http::request_id::assign)).configure(http::routes);
+            match &console {
+                Some(c) => app.app_data(c.clone()).configure(crate::console::routes),
+                None => app,
+            }
         })
         .shutdown_timeout(config.server.shutdown_timeout)
         // Headers only: bodies are bounded by the same timeout in `scim_io::read_json`.

@@ -2,6 +2,7 @@
 //! PostgreSQL with TEST_BACKEND=postgres), and a real slapd for the LDAP sync.
 
 mod cli;
+mod console;
 mod database;
 mod discovery;
 mod filter_props;

@@ -1,0 +1,101 @@
+//! The console over HTTP: sign-in, sessions, CSRF and the headers of every page.
+
+use provisiond::domain::mfa::Policy;
+
+use crate::helpers::TestApp;
+
+/// An agent that shows redirects instead of following them, and keeps no cookies of its own.
+fn browser() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).save_redirect_history(false).build().new_agent()
+}
+
+struct Operator {
+    secret: Vec<u8>,
+    password: &'static str,
+}
+
+/// Adds and sets up operator `name` on the app's database, with the app's key and clock.
+fn operator(app: &TestApp, name: &str) -> Operator {
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&app.config).unwrap());
+    let services = provisiond::domain::Services::new(pool, sealer, &app.config, app.clock.clone());
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Cli, "test", None);
+    let token = services.operators.add(name, provisiond::domain::operators::Role::Admin, &actor).unwrap();
+    let (_, enrolment) = services.operators.begin_setup(token.expose()).unwrap();
+    let secret = Policy::decode_base32(&enrolment.secret_base32).unwrap();
+    let op = Operator { secret, password: "correct horse battery staple" };
+    services.operators.finish_setup(token.expose(), op.password, &code(app, &op)).unwrap();
+    app.clock.advance(chrono::Duration::seconds(30));
+    op
+}
+
+fn code(app: &TestApp, op: &Operator) -> String {
+    Policy::from_config(&app.config.mfa).code_at(&op.secret, provisiond::clock::Clock::now(&*app.clock).timestamp() as u64)
+}
+
+fn sign_in(app: &TestApp, name: &str, password: &str, code: &str) -> ureq::http::Response<ureq::Body> {
+    browser()
+        .post(&format!("{}/console/sign-in", app.base))
+        .send_form([("name", name), ("password", password), ("code", code)])
+        .unwrap()
+}
+
+fn header(res: &ureq::http::Response<ureq::Body>, name: &str) -> String {
+    res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+#[test]
+fn every_console_page_carries_the_security_headers_and_the_root_leads_to_it() {
+    let app = TestApp::spawn();
+    let root = browser().get(&format!("{}/", app.base)).call().unwrap();
+    assert_eq!((root.status().as_u16(), header(&root, "location")), (303, "/console".into()));
+    let home = browser().get(&format!("{}/console", app.base)).call().unwrap();
+    assert_eq!((home.status().as_u16(), header(&home, "location")), (303, "/console/sign-in".into()));
+    for res in [home, browser().get(&format!("{}/console/sign-in", app.base)).call().unwrap(), sign_in(&app, "x", "y", "z")] {
+        assert_eq!(header(&res, "content-security-policy"), "default-src 'self'; frame-ancestors 'none'; form-action 'self'");
+        assert_eq!(header(&res, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&res, "referrer-policy"), "same-origin");
+        assert_eq!(header(&res, "cache-control"), "no-store");
+    }
+}
+
+#[test]
+fn an_operator_signs_in_with_password_and_code_gets_a_strict_cookie_and_signs_out_with_the_csrf_token() {
+    let app = TestApp::spawn();
+    let op = operator(&app, "alice");
+    // Any wrong part: the same answer, and no cookie.
+    for (password, code) in [("wrong horse battery staple", code(&app, &op)), (op.password, "000000".to_string())] {
+        let mut res = sign_in(&app, "alice", password, &code);
+        assert_eq!(res.status().as_u16(), 401);
+        assert!(res.headers().get("set-cookie").is_none());
+        assert!(res.body_mut().read_to_string().unwrap().contains("The name, password or code is not right."));
+    }
+    let res = sign_in(&app, "alice", op.password, &code(&app, &op));
+    assert_eq!((res.status().as_u16(), header(&res, "location")), (303, "/console".into()));
+    let cookie = header(&res, "set-cookie");
+    for part in ["provisiond_session=", "HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let mut page = browser().get(&format!("{}/console", app.base)).header("cookie", &session).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.body_mut().read_to_string().unwrap();
+    assert!(html.contains("Signed in as alice"), "{html}");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+
+    // Sign-out without the token, with another, or from another site: refused.
+    let out = |form: &[(&str, &str)], origin: Option<&str>| {
+        let mut req = browser().post(&format!("{}/console/sign-out", app.base)).header("cookie", &session);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send_form(form.iter().copied()).unwrap()
+    };
+    assert_eq!(out(&[], None).status().as_u16(), 403);
+    assert_eq!(out(&[("csrf", "0".repeat(64).as_str())], None).status().as_u16(), 403);
+    assert_eq!(out(&[("csrf", &csrf)], Some("https://evil.example")).status().as_u16(), 403);
+    let done = out(&[("csrf", &csrf)], None);
+    assert_eq!((done.status().as_u16(), header(&done, "location")), (303, "/console/sign-in".into()));
+    let after = browser().get(&format!("{}/console", app.base)).header("cookie", &session).call().unwrap();
+    assert_eq!(header(&after, "location"), "/console/sign-in", "the session ended with the sign-out");
+}
