@@ -262,32 +262,9 @@ mod tests {
 
     use super::*;
 
-    fn run() -> Run {
-        Run {
-            id: "r1".into(),
-            kind: RunKind::Incremental,
-            started_by: StartedBy::Api,
-            status: RunStatus::Succeeded,
-            started_at: chrono::DateTime::from_timestamp(1_764_325_800, 0).unwrap().naive_utc(),
-            finished_at: Some(chrono::DateTime::from_timestamp(1_764_325_801, 0).unwrap().naive_utc()),
-            counts: Counts {
-                created: 1,
-                updated: 2,
-                unchanged: 3,
-                deactivated: 4,
-                reactivated: 5,
-                resets_applied: 6,
-                flags_cleared: 7,
-            },
-            errors: vec!["x: boom".into()],
-            high_water: Some("20261128101500Z".into()),
-            duration_ms: Some(1000),
-        }
-    }
-
     #[test]
     fn a_run_shows_as_it_always_has_key_for_key_in_order() {
-        let r = run();
+        let r = Run::example();
         let time = |t: &chrono::NaiveDateTime| crate::scim::resource::datetime(&t.and_utc());
         // The JSON of the run before the view existed, built by hand as it was then.
         let before = json!({

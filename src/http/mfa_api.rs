@@ -152,11 +152,7 @@ pub async fn start_enrolment(state: web::Data<AppState>, req: HttpRequest, id: w
     require(&req, &[Scope::Mfa], Origin::Api)?;
     let mfa = state.mfa.clone();
     let e = blocking(move || mfa.start_enrolment(&id)).await?;
-    Ok(HttpResponse::Created().insert_header((header::CACHE_CONTROL, "no-store")).json(Enrolment {
-        secret: e.secret_base32,
-        otpauth_uri: e.otpauth_uri,
-        qr_png: e.qr_png,
-    }))
+    Ok(shown_once(HttpResponse::Created(), Enrolment { secret: e.secret_base32, otpauth_uri: e.otpauth_uri, qr_png: e.qr_png }))
 }
 
 /// Confirms an enrolment with the first code from the app.
@@ -174,7 +170,7 @@ pub async fn confirm(state: web::Data<AppState>, req: HttpRequest, id: web::Path
     let code = code(&state, &req, payload).await?;
     let mfa = state.mfa.clone();
     let codes = blocking(move || mfa.confirm(&id, &code, &actor)).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(BackupCodes { backup_codes: codes.0 }))
+    Ok(shown_once(HttpResponse::Ok(), BackupCodes { backup_codes: codes.0 }))
 }
 
 /// Checks a code at login.
@@ -223,7 +219,7 @@ pub(crate) async fn backup_codes(state: web::Data<AppState>, req: HttpRequest, i
     let actor = require(&req, &[Scope::Mfa], Origin::Api)?;
     let mfa = state.mfa.clone();
     let codes = blocking(move || mfa.regenerate_backup_codes(&id, &actor)).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(BackupCodes { backup_codes: codes.0 }))
+    Ok(shown_once(HttpResponse::Ok(), BackupCodes { backup_codes: codes.0 }))
 }
 
 /// Resets the factor (audited): the user enrols again at the next login.
@@ -242,4 +238,9 @@ pub(crate) async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web:
     let mfa = state.mfa.clone();
     let done = blocking(move || mfa.reset(&id, &actor, &reason)).await?;
     Ok(HttpResponse::Ok().json(ResetDone { id: done.id, status: "pending", reset_at: datetime(&done.reset_at.and_utc()) }))
+}
+
+/// A secret shown once (a TOTP secret, backup codes): no cache may keep the answer.
+fn shown_once(mut response: actix_web::HttpResponseBuilder, body: impl Serialize) -> HttpResponse {
+    response.insert_header((header::CACHE_CONTROL, "no-store")).json(body)
 }

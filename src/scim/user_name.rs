@@ -26,14 +26,14 @@ use unicode_normalization::UnicodeNormalization;
 /// A userName that passed the check, with its comparison key: two are equal (and hash alike)
 /// exactly when they name the same user, whatever their spelling. Shown as it was sent.
 #[derive(Debug, Clone)]
-pub(crate) struct UserName {
+pub struct UserName {
     name: String,
     key: String,
 }
 
 /// Why a userName cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum InvalidUserName {
+pub enum InvalidUserName {
     #[error("userName is required")]
     Empty,
     #[error("userName contains the invisible or control character U+{0:04X}; such names look like others and are refused")]
@@ -79,7 +79,7 @@ impl UserName {
 
     /// The form a substring (`co`, `sw`, `ew` filters) is compared in: the key without trimming,
     /// so that a leading or trailing space of the pattern still counts.
-    pub(crate) fn fold(part: &str) -> String {
+    pub fn fold(part: &str) -> String {
         let folded: String = caseless::default_case_fold_str(&part.nfkc().collect::<String>()).nfkc().collect();
         let mut out = String::with_capacity(folded.len());
         let mut previous = None;

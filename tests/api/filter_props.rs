@@ -18,6 +18,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use provisiond::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
+use provisiond::scim::user_name::UserName;
 use provisiond::store::users::user_name_key;
 use serde_json::{json, Value};
 
@@ -373,7 +374,7 @@ fn present(object: &Value, path: &AttrPath) -> bool {
 /// they are, the others ignoring case.
 fn folded(path: &AttrPath, s: &str, in_element: bool) -> String {
     let core = path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(CORE));
-    if !in_element && core && path.sub.is_none() && path.name.eq_ignore_ascii_case("userName") {
+    if is_user_name(path, in_element) {
         user_name_key(s)
     } else if !in_element
         && core
@@ -384,6 +385,11 @@ fn folded(path: &AttrPath, s: &str, in_element: bool) -> String {
     } else {
         s.to_lowercase()
     }
+}
+
+fn is_user_name(path: &AttrPath, in_element: bool) -> bool {
+    let core = path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(CORE));
+    !in_element && core && path.sub.is_none() && path.name.eq_ignore_ascii_case("userName")
 }
 
 fn is_time(path: &AttrPath) -> bool {
@@ -401,12 +407,14 @@ fn compare(path: &AttrPath, candidate: &Value, op: CompareOp, value: &CompValue,
             ordered(op, instant(a).cmp(&instant(b)))
         }
         (Value::String(a), CompValue::Str(b)) => {
-            let (a, b) = (folded(path, a, in_element), folded(path, b, in_element));
+            let a = folded(path, a, in_element);
+            // A part of a userName folds like its key but keeps its spaces (`scim::user_name`).
+            let part = || if is_user_name(path, in_element) { UserName::fold(b) } else { folded(path, b, in_element) };
             match op {
-                Co => a.contains(&b),
-                Sw => a.starts_with(&b),
-                Ew => a.ends_with(&b),
-                _ => ordered(op, a.as_bytes().cmp(b.as_bytes())),
+                Co => a.contains(&part()),
+                Sw => a.starts_with(&part()),
+                Ew => a.ends_with(&part()),
+                _ => ordered(op, a.as_bytes().cmp(folded(path, b, in_element).as_bytes())),
             }
         }
         _ => false,

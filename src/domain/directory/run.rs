@@ -128,6 +128,32 @@ pub struct Run {
 }
 
 impl Run {
+    /// A finished run with every field set, for tests.
+    #[cfg(test)]
+    pub(crate) fn example() -> Run {
+        let at = |secs| chrono::DateTime::from_timestamp(secs, 0).unwrap().naive_utc();
+        Run {
+            id: "r1".into(),
+            kind: RunKind::Incremental,
+            started_by: StartedBy::Api,
+            status: RunStatus::Succeeded,
+            started_at: at(1_764_325_800),
+            finished_at: Some(at(1_764_325_801)),
+            counts: Counts {
+                created: 1,
+                updated: 2,
+                unchanged: 3,
+                deactivated: 4,
+                reactivated: 5,
+                resets_applied: 6,
+                flags_cleared: 7,
+            },
+            errors: vec!["x: boom".into()],
+            high_water: Some("20261128101500Z".into()),
+            duration_ms: Some(1000),
+        }
+    }
+
     pub(super) fn to_stored(&self) -> stored::Run {
         let c = &self.counts;
         stored::Run {
@@ -199,24 +225,12 @@ mod tests {
     #[test]
     fn a_run_is_stored_as_today_and_read_back_the_same() {
         let run = Run {
-            id: "r".into(),
             kind: RunKind::Full,
             started_by: StartedBy::Schedule,
             status: RunStatus::Failed,
-            started_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap().naive_utc(),
             finished_at: None,
-            counts: Counts {
-                created: 1,
-                updated: 2,
-                unchanged: 3,
-                deactivated: 4,
-                reactivated: 5,
-                resets_applied: 6,
-                flags_cleared: 7,
-            },
             errors: vec!["boom".into()],
-            high_water: Some("20261128101500Z".into()),
-            duration_ms: Some(9),
+            ..Run::example()
         };
         let stored = run.to_stored();
         assert_eq!((stored.kind.as_str(), stored.status.as_str(), stored.started_by.as_str()), ("full", "failed", "schedule"));
