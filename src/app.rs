@@ -57,8 +57,9 @@ impl Application {
         let syncer = sync.as_ref().map(|(s, _)| s.clone());
         let console = config.console.enabled.then(|| {
             web::Data::new(Arc::new(crate::console::Console {
-                operators: services.operators.clone(),
-                sessions: services.sessions.clone(),
+                services: services.clone(),
+                config: config.clone(),
+                sync: syncer.clone(),
             }))
         });
         let state = web::Data::new(AppState::new(config.clone(), services, syncer));

@@ -186,7 +186,10 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             let mut lines = Vec::new();
             let selection = match filter {
                 Some(f) => {
-                    Selection::Filter(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?)
+                    Selection::Matching(crate::domain::users::Matching {
+                        filter: Some(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
+                        source: None,
+                    })
                 }
                 None => {
                     let mut ids = Vec::new();

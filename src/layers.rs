@@ -23,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // never the store.
     ("directory", &["domain", "config", "clock", "scim", "metrics", "logging", "proptest_support"]),
     ("http", &["domain", "directory", "config", "clock", "scim", "metrics", "logging"]),
-    ("console", &["domain", "config", "clock", "scim", "metrics", "logging"]),
+    ("console", &["domain", "directory", "config", "clock", "scim", "metrics", "logging"]),
     ("cli", &["app", "domain", "directory", "config", "clock", "scim", "logging"]),
 ];
 

@@ -154,15 +154,23 @@ impl Operators {
         Ok(stored::setup_link_operator(&mut conn, &credentials::hash(token), self.now())?)
     }
 
-    /// The first step of a setup link: a new TOTP secret for the operator's authenticator app
-    /// (kept sealed until a code confirms it). Opening the link again shows a new secret.
+    /// The first step of a setup link: a TOTP secret for the operator's authenticator app
+    /// (kept sealed until a code confirms it). Opening the link again shows the same secret
+    /// while it waits, so that a reload or a refused password does not undo a scanned code.
     pub fn begin_setup(&self, token: &str) -> Result<(String, Enrolment)> {
         let at = self.now();
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| {
             let name = link_owner(tx, token, at)?;
-            let secret = Policy::new_secret();
-            stored::set_pending_totp(tx, &name, &self.sealer.seal(&sealing_id(&name), &secret))?;
+            let waiting = stored::get(tx.conn(), &name)?.and_then(|row| row.pending_totp_sealed);
+            let secret = match waiting.and_then(|sealed| self.sealer.open(&sealing_id(&name), &sealed).ok()) {
+                Some(secret) => secret,
+                None => {
+                    let secret = Policy::new_secret();
+                    stored::set_pending_totp(tx, &name, &self.sealer.seal(&sealing_id(&name), &secret))?;
+                    secret
+                }
+            };
             let enrolment = self
                 .policy
                 .enrolment(&secret, &name)

@@ -9,6 +9,7 @@ use chrono::NaiveDateTime;
 
 use super::{credentials, Result};
 use crate::clock::{self, Clock};
+pub use crate::store::operators::Role;
 use crate::store::{self, sessions as stored, Pool};
 
 #[derive(Clone)]
@@ -38,6 +39,8 @@ impl std::fmt::Debug for SessionId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub operator: String,
+    /// The operator's role now (a changed role applies to live sessions at once).
+    pub role: Role,
     /// What every form of this session sends back.
     pub csrf_token: String,
 }
@@ -57,13 +60,13 @@ impl Sessions {
     }
 
     /// A new session for an operator who just signed in.
-    pub fn start(&self, operator: &str) -> Result<(SessionId, Session)> {
+    pub fn start(&self, operator: &str, role: Role) -> Result<(SessionId, Session)> {
         let id = credentials::random_secret("");
         let csrf_token = credentials::random_secret("");
         let at = self.now();
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| stored::insert(tx, &credentials::hash(&id), operator, &csrf_token, at))?;
-        Ok((SessionId(id), Session { operator: operator.to_string(), csrf_token }))
+        Ok((SessionId(id), Session { operator: operator.to_string(), role, csrf_token }))
     }
 
     /// The session a cookie names, while it lives; an expired one is ended here.
@@ -71,7 +74,7 @@ impl Sessions {
         let id_hash = credentials::hash(id);
         let at = self.now();
         let mut conn = self.pool.get()?;
-        let Some((row, disabled)) = stored::get(&mut conn, &id_hash)? else { return Ok(None) };
+        let Some((row, role, disabled)) = stored::get(&mut conn, &id_hash)? else { return Ok(None) };
         if disabled || at - row.last_seen_at > self.idle || at - row.created_at > self.lifetime {
             store::write_tx(&mut conn, |tx| stored::delete(tx, &id_hash))?;
             return Ok(None);
@@ -79,7 +82,7 @@ impl Sessions {
         if (at - row.last_seen_at).num_seconds() >= TOUCH_EVERY_SECS {
             store::write_tx(&mut conn, |tx| stored::touch(tx, &id_hash, at))?;
         }
-        Ok(Some(Session { operator: row.operator, csrf_token: row.csrf_token }))
+        Ok(Some(Session { operator: row.operator, role, csrf_token: row.csrf_token }))
     }
 
     /// Signs out.

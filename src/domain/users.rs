@@ -8,6 +8,7 @@ use super::audit::Actor;
 use super::mfa::{reset, Reason};
 use super::{Error, Result};
 use crate::clock::{self, Clock};
+use crate::scim::filter::{AttrPath, Filter};
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
@@ -28,6 +29,20 @@ pub(crate) fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
         status: user.mfa.status.as_str(),
         enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
         last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
+    }
+}
+
+/// Which users a search (or a reset of all it finds) is about: a SCIM filter and, for the
+/// console, where they come from. The default matches every user.
+#[derive(Debug, Clone, Default)]
+pub struct Matching {
+    pub filter: Option<Filter>,
+    pub source: Option<Source>,
+}
+
+impl Matching {
+    pub(crate) fn condition(&self) -> Result<Option<store::sql::Condition>> {
+        Ok(user_filter::matching(self.filter.as_ref(), self.source)?)
     }
 }
 
@@ -140,11 +155,18 @@ impl Users {
     }
 
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
-        let filter = q.filter.as_ref().map(|f| user_filter::compile(&USER_RESOURCE, f)).transpose()?;
-        let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(&USER_RESOURCE, p).map(|k| (k, q.descending))).transpose()?;
+        let matching = Matching { filter: q.filter.clone(), source: None };
+        let sort = q.sort_by.as_ref().map(|p| (p, q.descending));
+        self.search(&matching, sort, q.start_index - 1, q.count)
+    }
+
+    /// A page of the users `matching` asks for, sorted by an attribute (`true`: descending)
+    /// or in creation order; `offset` is 0-based.
+    pub fn search(&self, matching: &Matching, sort: Option<(&AttrPath, bool)>, offset: i64, limit: i64) -> Result<Page> {
+        let filter = matching.condition()?;
+        let sort = sort.map(|(p, descending)| user_filter::sort_key(&USER_RESOURCE, p).map(|k| (k, descending))).transpose()?;
         let mut conn = self.pool.get()?;
-        let page =
-            store_users::page(&mut conn, store_users::PageRequest { filter, sort, offset: q.start_index - 1, limit: q.count })?;
+        let page = store_users::page(&mut conn, store_users::PageRequest { filter, sort, offset, limit })?;
         Ok(Page { total: page.total, users: page.users })
     }
 

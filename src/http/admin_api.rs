@@ -10,6 +10,7 @@ use super::AppState;
 use crate::domain::audit::{Origin, Query};
 use crate::domain::mfa::{Outcome, Reason, Selection};
 use crate::domain::tokens::Scope;
+use crate::domain::users::Matching;
 use crate::scim::filter;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -143,7 +144,10 @@ pub(crate) async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, pay
                 .ok_or_else(|| ApiError::bad_request("userIds must be a list of user ids (strings)"))?,
         ),
         (None, Some(f)) => {
-            Selection::Filter(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?)
+            Selection::Matching(Matching {
+                filter: Some(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?),
+                source: None,
+            })
         }
         _ => return Err(ApiError::bad_request("give either userIds (a list) or filter (a SCIM filter)")),
     };

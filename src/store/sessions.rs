@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::operators::Role;
 use super::schema::{console_sessions, operators};
 use super::{DbConn, Result, Tx};
 
@@ -28,12 +29,12 @@ pub fn insert(tx: &mut Tx, id_hash: &str, operator: &str, csrf_token: &str, at: 
     Ok(())
 }
 
-/// The session and whether its operator is disabled.
-pub fn get(conn: &mut DbConn, id_hash: &str) -> Result<Option<(SessionRow, bool)>> {
+/// The session, its operator's role and whether the operator is disabled.
+pub fn get(conn: &mut DbConn, id_hash: &str) -> Result<Option<(SessionRow, Role, bool)>> {
     Ok(console_sessions::table
         .inner_join(operators::table)
         .filter(console_sessions::id_hash.eq(id_hash))
-        .select((SessionRow::as_select(), operators::disabled))
+        .select((SessionRow::as_select(), operators::role, operators::disabled))
         .first(conn)
         .optional()?)
 }

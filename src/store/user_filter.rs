@@ -218,6 +218,17 @@ pub fn compile(rt: &ResourceType, filter: &Filter) -> Result<Condition, ScimErro
     Ok(condition)
 }
 
+/// The condition of users matching `filter` (of the User resource) and coming from `source`;
+/// `None` matches every user.
+pub fn matching(filter: Option<&Filter>, source: Option<crate::store::users::Source>) -> Result<Option<Condition>, ScimError> {
+    let filter = filter.map(|f| compile(&schema::USER_RESOURCE, f)).transpose()?;
+    let source = source.map(|s| Condition::new().sql("users.source = ").bind(Bind::Text(s.as_str().to_string())));
+    Ok(match (filter, source) {
+        (Some(f), Some(s)) => Some(Condition::new().sql("(").push(f).sql(") AND (").push(s).sql(")")),
+        (f, s) => f.or(s),
+    })
+}
+
 /// What a `sortBy` attribute sorts users by; each one an index walks in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SortKey {

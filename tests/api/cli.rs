@@ -270,6 +270,7 @@ fn operators_sign_in_with_password_and_code_only_and_five_failures_lock_them_out
 
 #[test]
 fn console_sessions_end_at_sign_out_after_idling_or_twelve_hours_and_when_the_operator_is_disabled() {
+    use provisiond::domain::sessions::Role;
     use std::time::Duration as StdDuration;
     let d = Dir::new("");
     assert!(d.run(&["operator", "add", "alice", "--role", "admin"]).status.success());
@@ -282,7 +283,7 @@ fn console_sessions_end_at_sign_out_after_idling_or_twelve_hours_and_when_the_op
         StdDuration::from_secs(30 * 60),
         StdDuration::from_secs(12 * 3600),
     );
-    let (id, session) = sessions.start("alice").unwrap();
+    let (id, session) = sessions.start("alice", Role::Admin).unwrap();
     assert_eq!(session.operator, "alice");
     assert_eq!(format!("{id:?}"), "SessionId(***)");
     assert!(!d.db.stored_bytes().contains(id.expose().as_bytes()), "session id stored in clear");
@@ -297,15 +298,15 @@ fn console_sessions_end_at_sign_out_after_idling_or_twelve_hours_and_when_the_op
     clock.advance(chrono::Duration::minutes(29));
     assert_eq!(sessions.find(id.expose()).unwrap(), None, "over twelve hours old");
 
-    let (idle, _) = sessions.start("alice").unwrap();
+    let (idle, _) = sessions.start("alice", Role::Admin).unwrap();
     clock.advance(chrono::Duration::minutes(31));
     assert_eq!(sessions.find(idle.expose()).unwrap(), None, "idle for over 30 minutes");
 
-    let (out, _) = sessions.start("alice").unwrap();
+    let (out, _) = sessions.start("alice", Role::Admin).unwrap();
     sessions.end(out.expose()).unwrap();
     assert_eq!(sessions.find(out.expose()).unwrap(), None, "signed out");
 
-    let (live, _) = sessions.start("alice").unwrap();
+    let (live, _) = sessions.start("alice", Role::Admin).unwrap();
     assert!(d.run(&["operator", "disable", "alice"]).status.success());
     assert_eq!(sessions.find(live.expose()).unwrap(), None, "disabled");
 }

@@ -71,16 +71,16 @@ fn an_operator_signs_in_with_password_and_code_gets_a_strict_cookie_and_signs_ou
         assert!(res.body_mut().read_to_string().unwrap().contains("The name, password or code is not right."));
     }
     let res = sign_in(&app, "alice", op.password, &code(&app, &op));
-    assert_eq!((res.status().as_u16(), header(&res, "location")), (303, "/console".into()));
+    assert_eq!((res.status().as_u16(), header(&res, "location")), (303, "/console/users".into()));
     let cookie = header(&res, "set-cookie");
     for part in ["provisiond_session=", "HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
         assert!(cookie.contains(part), "{cookie}");
     }
     let session = cookie.split(';').next().unwrap().to_string();
-    let mut page = browser().get(&format!("{}/console", app.base)).header("cookie", &session).call().unwrap();
+    let mut page = browser().get(&format!("{}/console/users", app.base)).header("cookie", &session).call().unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.body_mut().read_to_string().unwrap();
-    assert!(html.contains("Signed in as alice"), "{html}");
+    assert!(html.contains("alice · admin"), "{html}");
     let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
 
     // Sign-out without the token, with another, or from another site: refused.

@@ -16,9 +16,8 @@ use crate::clock::{self, Clock};
 use crate::config;
 use crate::domain::audit::{self, Actor};
 use crate::domain::{Error, Invalid, Result};
-use crate::scim::filter::Filter;
 use crate::store::mfa::FactorStatus;
-use crate::store::{self, mfa as factors, user_filter, users as store_users, Pool};
+use crate::store::{self, mfa as factors, users as store_users, Pool};
 
 pub use reset::Reason;
 pub use seal::Sealer;
@@ -31,6 +30,8 @@ pub(crate) struct Status {
     pub enrolled_at: Option<NaiveDateTime>,
     pub last_reset_at: Option<NaiveDateTime>,
     pub backup_codes_remaining: usize,
+    /// Until when wrong codes lock verification (only while it holds).
+    pub locked_until: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +79,8 @@ pub(crate) struct ResetDone {
 #[derive(Debug, Clone)]
 pub(crate) enum Selection {
     Ids(Vec<String>),
-    Filter(Filter),
+    /// Every user a search finds.
+    Matching(crate::domain::users::Matching),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +179,13 @@ impl Mfa {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
         let remaining = factors::unused_codes(&mut conn, user_id)?.len();
+        let (_, at) = self.now();
         Ok(Status {
             status: f.status,
             enrolled_at: f.enrolled_at,
             last_reset_at: f.last_reset_at,
             backup_codes_remaining: remaining,
+            locked_until: f.locked_until.filter(|u| *u > at),
         })
     }
 
@@ -464,8 +468,8 @@ impl Mfa {
                 let found = store_users::names_of(&mut conn, &wanted)?.into_iter().collect();
                 (wanted, found)
             }
-            Selection::Filter(filter) => {
-                let cond = user_filter::compile(&crate::scim::schema::USER_RESOURCE, filter)?;
+            Selection::Matching(matching) => {
+                let cond = matching.condition()?.unwrap_or_else(|| store::sql::Condition::new().sql("1 = 1"));
                 let matched = store_users::matching(&mut conn, cond, self.max_bulk as i64 + 1)?;
                 if matched.len() > self.max_bulk {
                     return Err(too_many(matched.len(), self.max_bulk));

@@ -1,0 +1,124 @@
+//! What every console request passes through: the session its cookie names (put in the
+//! request's extensions for [`Me`]), the CSRF and origin checks of every POST, and the security
+//! headers of every response.
+
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
+use futures_util::StreamExt;
+
+use super::page::{Me, Problem};
+use super::Console;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "provisiond_session";
+
+/// The form field, and the header (htmx sends it), that carry the CSRF token.
+pub const CSRF_FIELD: &str = "csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The largest form body the console reads (a bulk reset of `mfa.max_bulk_reset` ids fits).
+const MAX_FORM_BYTES: usize = 4 << 20;
+
+/// POSTs made before there is a session: they check the origin only (and their own secrets).
+fn before_session(path: &str) -> bool {
+    path == "/console/sign-in" || path.starts_with("/console/setup/")
+}
+
+pub async fn guard(mut req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse, actix_web::Error> {
+    let console = req.app_data::<web::Data<Arc<Console>>>().cloned();
+    let me = match (&console, req.cookie(COOKIE)) {
+        (Some(console), Some(cookie)) => find_session(console, cookie.value().to_string()).await,
+        _ => None,
+    };
+    if let Some(me) = &me {
+        req.extensions_mut().insert(me.clone());
+    }
+    if req.method() == Method::POST {
+        if let Err(refusal) = check_post(&mut req, me.as_ref()).await {
+            let res = refusal.error_response();
+            return Ok(with_headers(req.into_response(res)));
+        }
+    }
+    Ok(with_headers(next.call(req).await?.map_into_boxed_body()))
+}
+
+async fn find_session(console: &Console, id: String) -> Option<Me> {
+    let sessions = console.services.sessions.clone();
+    let lookup = id.clone();
+    match web::block(move || sessions.find(&lookup)).await {
+        Ok(Ok(Some(s))) => Some(Me::new(id, s)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::logging::chain(&e), "console session look-up failed");
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A POST must come from this origin (a browser always sends `Origin` on POST), and, once
+/// signed in, carry this session's CSRF token in the form or the `X-CSRF-Token` header.
+async fn check_post(req: &mut ServiceRequest, me: Option<&Me>) -> Result<(), Problem> {
+    if !same_origin(req.request()) {
+        return Err(Problem::forbidden(me, "This form was sent from another site, so it was refused."));
+    }
+    if before_session(req.path()) {
+        return Ok(());
+    }
+    let Some(me) = me else {
+        return Err(Problem::forbidden(None, "You are not signed in (or your session ended): sign in and try again."));
+    };
+    let sent = match req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(token) => Some(token.to_string()),
+        None => form_field(req, CSRF_FIELD).await?,
+    };
+    if !me.csrf_matches(sent.as_deref()) {
+        return Err(Problem::forbidden(Some(me), "The form's security token is missing or belongs to another session."));
+    }
+    Ok(())
+}
+
+/// Reads the form body to find one field, then puts the body back for the handler.
+async fn form_field(req: &mut ServiceRequest, name: &str) -> Result<Option<String>, Problem> {
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| Problem::bad_request("The form could not be read."))?;
+        if body.len() + chunk.len() > MAX_FORM_BYTES {
+            return Err(Problem::too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let value = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .ok()
+        .and_then(|fields| fields.into_iter().find(|(k, _)| k == name).map(|(_, v)| v));
+    req.set_payload(Payload::from(body));
+    Ok(value)
+}
+
+/// `Origin`, when sent, names this host.
+fn same_origin(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
+    let host = req.connection_info().host().to_string();
+    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
+}
+
+/// Nothing from elsewhere runs in or frames a console page, and nothing of it is cached.
+fn with_headers(mut res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let headers = res.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(header::HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    res
+}

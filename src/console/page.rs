@@ -1,0 +1,235 @@
+//! What every page shares: the operator signed in ([`Me`], and [`Admin`] for the pages of
+//! administrators), the navigation, and the pages of refusals and failures ([`Problem`]).
+
+use std::future::{ready, Ready};
+
+use actix_web::body::BoxBody;
+use actix_web::http::{header, StatusCode};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use askama::Template;
+
+use crate::domain::audit::{Actor, Origin};
+use crate::domain::sessions::{Role, Session};
+use crate::domain::Error;
+
+/// The operator of a request, found by its session cookie. A handler taking `Me` is only
+/// reached signed in; one without a session is sent to the sign-in page.
+#[derive(Clone)]
+pub struct Me {
+    session_id: String,
+    pub name: String,
+    pub role: Role,
+    /// Every form sends it back (see `guard`).
+    pub csrf: String,
+}
+
+impl Me {
+    pub(super) fn new(session_id: String, s: Session) -> Self {
+        Me { session_id, name: s.operator, role: s.role, csrf: s.csrf_token }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Who acts, for the audit trail: origin `console`, the operator's name.
+    pub fn actor(&self) -> Actor {
+        Actor::new(Origin::Console, self.name.clone(), None)
+    }
+
+    pub(super) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Compared in constant time: the token is a secret.
+    pub(super) fn csrf_matches(&self, sent: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        sent.is_some_and(|s| bool::from(s.as_bytes().ct_eq(self.csrf.as_bytes())))
+    }
+}
+
+impl std::fmt::Debug for Me {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Me").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+impl FromRequest for Me {
+    type Error = Problem;
+    type Future = Ready<Result<Me, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(req.extensions().get::<Me>().cloned().ok_or(Problem::SignIn))
+    }
+}
+
+/// The operator of a request to an administrators' page; a helpdesk operator gets a 403 page.
+pub struct Admin(pub Me);
+
+impl FromRequest for Admin {
+    type Error = Problem;
+    type Future = Ready<Result<Admin, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(match req.extensions().get::<Me>().cloned() {
+            Some(me) if me.is_admin() => Ok(Admin(me)),
+            Some(me) => Err(Problem::forbidden(Some(&me), "This page is for administrators; your role is helpdesk.")),
+            None => Err(Problem::SignIn),
+        })
+    }
+}
+
+/// The navigation of a page: who is signed in, and which section is shown.
+pub struct Nav {
+    pub me: Option<Me>,
+    pub section: &'static str,
+}
+
+impl Nav {
+    pub fn new(me: &Me, section: &'static str) -> Self {
+        Nav { me: Some(me.clone()), section }
+    }
+
+    /// Pages before sign-in.
+    pub fn none() -> Self {
+        Nav { me: None, section: "" }
+    }
+
+    /// `aria-current` for the link of `section`.
+    pub fn current(&self, section: &str) -> &'static str {
+        if self.section == section {
+            "page"
+        } else {
+            "false"
+        }
+    }
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// A page, with another status than 200.
+pub fn with_status(status: StatusCode, page: impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(body) => HttpResponse::build(status).content_type("text/html; charset=utf-8").body(body),
+        Err(e) => {
+            tracing::error!(error = %e, "console page failed to render");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "problem.html")]
+struct ProblemPage<'a> {
+    nav: Nav,
+    title: &'a str,
+    detail: &'a str,
+}
+
+/// A request the console refuses or cannot answer, as a page.
+#[derive(Debug)]
+pub enum Problem {
+    /// No session: to the sign-in page.
+    SignIn,
+    Page { status: StatusCode, me: Option<Me>, title: &'static str, detail: String },
+}
+
+impl Problem {
+    fn page(status: StatusCode, me: Option<&Me>, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem::Page { status, me: me.cloned(), title, detail: detail.into() }
+    }
+
+    pub fn forbidden(me: Option<&Me>, detail: &str) -> Self {
+        Problem::page(StatusCode::FORBIDDEN, me, "Not allowed", detail)
+    }
+
+    pub fn bad_request(detail: &str) -> Self {
+        Problem::page(StatusCode::BAD_REQUEST, None, "Bad request", detail)
+    }
+
+    pub fn too_large() -> Self {
+        Problem::page(StatusCode::PAYLOAD_TOO_LARGE, None, "Too large", "The form is larger than the console accepts.")
+    }
+
+    /// A page of its own words for `me`.
+    pub fn page_for(me: &Me, status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem::page(status, Some(me), title, detail)
+    }
+
+    pub fn not_found(me: &Me, detail: impl Into<String>) -> Self {
+        Problem::page(StatusCode::NOT_FOUND, Some(me), "Not found", detail)
+    }
+
+    /// What a domain error shows: its own words where they are the operator's business; a
+    /// store failure is logged and shown as a fixed sentence.
+    pub fn of(me: &Me, e: Error) -> Self {
+        match e {
+            Error::NotFound(detail) => Problem::not_found(me, detail),
+            Error::Conflict { detail, .. } => Problem::page(StatusCode::CONFLICT, Some(me), "Conflict", detail),
+            Error::PreconditionFailed => {
+                Problem::page(StatusCode::CONFLICT, Some(me), "Conflict", "It changed meanwhile; reload and try again.")
+            }
+            Error::Invalid { detail, .. } => Problem::page(StatusCode::BAD_REQUEST, Some(me), "Not accepted", detail),
+            Error::Busy(e) => {
+                tracing::warn!(error = %crate::logging::chain(&e), "console request found the database busy");
+                Problem::page(StatusCode::SERVICE_UNAVAILABLE, Some(me), "Busy", "The database is busy; try again shortly.")
+            }
+            Error::Store(e) => {
+                tracing::error!(error = %crate::logging::chain(&e), "console request failed");
+                Problem::page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some(me),
+                    "Failed",
+                    "The console could not do this; the daemon log has the cause.",
+                )
+            }
+        }
+    }
+
+    /// A blocking call's thread pool is gone (the daemon is stopping).
+    pub fn stopping(me: &Me) -> Self {
+        Problem::page(StatusCode::SERVICE_UNAVAILABLE, Some(me), "Stopping", "The daemon is stopping; try again shortly.")
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::SignIn => f.write_str("not signed in"),
+            Problem::Page { title, detail, .. } => write!(f, "{title}: {detail}"),
+        }
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Problem::SignIn => StatusCode::SEE_OTHER,
+            Problem::Page { status, .. } => *status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        match self {
+            Problem::SignIn => see_other("/console/sign-in"),
+            Problem::Page { status, me, title, detail } => with_status(
+                *status,
+                ProblemPage { nav: Nav { me: me.clone(), section: "" }, title, detail },
+            ),
+        }
+    }
+}
+
+/// Runs a domain call off the HTTP workers; its error becomes the page for `me`.
+pub async fn blocking<T: Send + 'static>(
+    me: &Me,
+    f: impl FnOnce() -> crate::domain::Result<T> + Send + 'static,
+) -> Result<T, Problem> {
+    match actix_web::web::block(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Problem::of(me, e)),
+        Err(_) => Err(Problem::stopping(me)),
+    }
+}
