@@ -185,12 +185,10 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             let actor = cli_actor();
             let mut lines = Vec::new();
             let selection = match filter {
-                Some(f) => {
-                    Selection::Matching(crate::domain::users::Matching {
-                        filter: Some(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
-                        source: None,
-                    })
-                }
+                Some(f) => Selection::Matching(crate::domain::users::Matching {
+                    filter: Some(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
+                    source: None,
+                }),
                 None => {
                     let mut ids = Vec::new();
                     for name in &users {

@@ -66,10 +66,8 @@ async fn sign_in(console: web::Data<Arc<Console>>, form: web::Form<SignInForm>) 
         }
         Ok(Ok(Err(SignIn::LockedOut { retry_after_secs }))) => {
             let minutes = retry_after_secs.div_ceil(60);
-            let problem = format!(
-                "Too many wrong sign-ins: try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            );
+            let problem =
+                format!("Too many wrong sign-ins: try again in {minutes} minute{}.", if minutes == 1 { "" } else { "s" });
             let mut res = page(StatusCode::TOO_MANY_REQUESTS, &problem);
             res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
             res

@@ -133,7 +133,12 @@ struct ProblemPage<'a> {
 pub enum Problem {
     /// No session: to the sign-in page.
     SignIn,
-    Page { status: StatusCode, me: Option<Me>, title: &'static str, detail: String },
+    Page {
+        status: StatusCode,
+        me: Option<Me>,
+        title: &'static str,
+        detail: String,
+    },
 }
 
 impl Problem {
@@ -214,10 +219,9 @@ impl ResponseError for Problem {
     fn error_response(&self) -> HttpResponse<BoxBody> {
         match self {
             Problem::SignIn => see_other("/console/sign-in"),
-            Problem::Page { status, me, title, detail } => with_status(
-                *status,
-                ProblemPage { nav: Nav { me: me.clone(), section: "" }, title, detail },
-            ),
+            Problem::Page { status, me, title, detail } => {
+                with_status(*status, ProblemPage { nav: Nav { me: me.clone(), section: "" }, title, detail })
+            }
         }
     }
 }

@@ -373,9 +373,8 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
     };
     let mfa = console.services.mfa.clone();
     let actor = me.actor();
-    let done = actix_web::web::block(move || mfa.reset_many(&selection, &actor, &reason))
-        .await
-        .map_err(|_| Problem::stopping(&me))?;
+    let done =
+        actix_web::web::block(move || mfa.reset_many(&selection, &actor, &reason)).await.map_err(|_| Problem::stopping(&me))?;
     let results = match done {
         Ok(results) => results,
         Err(crate::domain::Error::Invalid { detail, .. }) => {

@@ -143,12 +143,10 @@ pub(crate) async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, pay
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ApiError::bad_request("userIds must be a list of user ids (strings)"))?,
         ),
-        (None, Some(f)) => {
-            Selection::Matching(Matching {
-                filter: Some(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?),
-                source: None,
-            })
-        }
+        (None, Some(f)) => Selection::Matching(Matching {
+            filter: Some(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?),
+            source: None,
+        }),
         _ => return Err(ApiError::bad_request("give either userIds (a list) or filter (a SCIM filter)")),
     };
     let mfa = state.mfa.clone();

@@ -1,26 +1,29 @@
 //! The console over HTTP: sign-in, sessions, CSRF and the headers of every page.
 
 use provisiond::domain::mfa::Policy;
+use provisiond::domain::operators::Role;
 
 use crate::helpers::TestApp;
 
 /// An agent that shows redirects instead of following them, and keeps no cookies of its own.
-fn browser() -> ureq::Agent {
+pub(crate) fn browser() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).save_redirect_history(false).build().new_agent()
 }
 
-struct Operator {
-    secret: Vec<u8>,
-    password: &'static str,
+pub(crate) struct Operator {
+    pub secret: Vec<u8>,
+    pub password: &'static str,
 }
 
-/// Adds and sets up operator `name` on the app's database, with the app's key and clock.
-fn operator(app: &TestApp, name: &str) -> Operator {
-    let pool = provisiond::app::open_database(&app.config).unwrap();
-    let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&app.config).unwrap());
-    let services = provisiond::domain::Services::new(pool, sealer, &app.config, app.clock.clone());
+/// Adds and sets up an admin `name` on the app's database, with the app's key and clock.
+pub(crate) fn operator(app: &TestApp, name: &str) -> Operator {
+    operator_with_role(app, name, Role::Admin)
+}
+
+pub(crate) fn operator_with_role(app: &TestApp, name: &str, role: Role) -> Operator {
+    let services = services(app);
     let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Cli, "test", None);
-    let token = services.operators.add(name, provisiond::domain::operators::Role::Admin, &actor).unwrap();
+    let token = services.operators.add(name, role, &actor).unwrap();
     let (_, enrolment) = services.operators.begin_setup(token.expose()).unwrap();
     let secret = Policy::decode_base32(&enrolment.secret_base32).unwrap();
     let op = Operator { secret, password: "correct horse battery staple" };
@@ -29,19 +32,84 @@ fn operator(app: &TestApp, name: &str) -> Operator {
     op
 }
 
-fn code(app: &TestApp, op: &Operator) -> String {
+/// The domain services on the app's database, key and clock.
+pub(crate) fn services(app: &TestApp) -> provisiond::domain::Services {
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let sealer = std::sync::Arc::new(provisiond::app::load_sealer(&app.config).unwrap());
+    provisiond::domain::Services::new(pool, sealer, &app.config, app.clock.clone())
+}
+
+pub(crate) fn code(app: &TestApp, op: &Operator) -> String {
     Policy::from_config(&app.config.mfa).code_at(&op.secret, provisiond::clock::Clock::now(&*app.clock).timestamp() as u64)
 }
 
-fn sign_in(app: &TestApp, name: &str, password: &str, code: &str) -> ureq::http::Response<ureq::Body> {
+pub(crate) fn sign_in(app: &TestApp, name: &str, password: &str, code: &str) -> ureq::http::Response<ureq::Body> {
     browser()
         .post(&format!("{}/console/sign-in", app.base))
         .send_form([("name", name), ("password", password), ("code", code)])
         .unwrap()
 }
 
-fn header(res: &ureq::http::Response<ureq::Body>, name: &str) -> String {
+pub(crate) fn header(res: &ureq::http::Response<ureq::Body>, name: &str) -> String {
     res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+/// A browser signed in to the console: its session cookie and CSRF token.
+pub(crate) struct Console {
+    pub base: String,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// A page's status, headers and body.
+pub(crate) struct Page {
+    pub status: u16,
+    pub location: String,
+    pub headers: ureq::http::HeaderMap,
+    pub body: String,
+}
+
+fn page(mut res: ureq::http::Response<ureq::Body>) -> Page {
+    let location = header(&res, "location");
+    let headers = res.headers().clone();
+    let body = res.body_mut().read_to_string().unwrap_or_default();
+    Page { status: res.status().as_u16(), location, headers, body }
+}
+
+impl Console {
+    /// Adds operator `name` with `role`, and signs it in.
+    pub(crate) fn sign_in(app: &TestApp, name: &str, role: Role) -> Self {
+        let op = operator_with_role(app, name, role);
+        let res = sign_in(app, name, op.password, &code(app, &op));
+        assert_eq!(res.status().as_u16(), 303, "sign-in of {name}");
+        let cookie = header(&res, "set-cookie").split(';').next().unwrap().to_string();
+        let mut console = Console { base: app.base.clone(), cookie, csrf: String::new() };
+        let users = console.get("/console/users");
+        console.csrf = users.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        console
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Page {
+        page(browser().get(&format!("{}{path}", self.base)).header("cookie", &self.cookie).call().unwrap())
+    }
+
+    /// A form sent with this session's CSRF token.
+    pub(crate) fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let mut fields = vec![("csrf", self.csrf.as_str())];
+        fields.extend_from_slice(form);
+        self.post_raw(path, &fields)
+    }
+
+    /// A form sent as given (no token added).
+    pub(crate) fn post_raw(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        page(
+            browser()
+                .post(&format!("{}{path}", self.base))
+                .header("cookie", &self.cookie)
+                .send_form(form.iter().copied())
+                .unwrap(),
+        )
+    }
 }
 
 #[test]
