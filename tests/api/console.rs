@@ -167,3 +167,87 @@ fn an_operator_signs_in_with_password_and_code_gets_a_strict_cookie_and_signs_ou
     let after = browser().get(&format!("{}/console", app.base)).header("cookie", &session).call().unwrap();
     assert_eq!(header(&after, "location"), "/console/sign-in", "the session ended with the sign-out");
 }
+
+#[test]
+fn five_wrong_sign_ins_lock_the_operator_out_with_a_429_page_that_says_how_long_until_the_lockout_ends() {
+    let app = TestApp::spawn();
+    let op = operator(&app, "alice");
+    for _ in 0..5 {
+        assert_eq!(sign_in(&app, "alice", "wrong horse battery staple", &code(&app, &op)).status().as_u16(), 401);
+    }
+    // The fifth failure locked the operator out: the next sign-in is not even checked.
+    let mut locked = sign_in(&app, "alice", "wrong horse battery staple", &code(&app, &op));
+    assert_eq!(locked.status().as_u16(), 429);
+    assert_eq!(header(&locked, "retry-after"), "900");
+    assert!(locked.body_mut().read_to_string().unwrap().contains("try again in 15 minutes"));
+    // Even the right password and code wait for the end of the lockout.
+    let mut right = sign_in(&app, "alice", op.password, &code(&app, &op));
+    assert_eq!(right.status().as_u16(), 429);
+    app.clock.advance(chrono::Duration::minutes(14));
+    let mut right_later = sign_in(&app, "alice", op.password, &code(&app, &op));
+    assert!(right_later.body_mut().read_to_string().unwrap().contains("try again in 1 minute."));
+    let _ = right.body_mut().read_to_string();
+    app.clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(sign_in(&app, "alice", op.password, &code(&app, &op)).status().as_u16(), 303, "the lockout ended");
+    let events = app.get("/api/v1/audit?type=operator.locked_out").body;
+    assert_eq!(events["events"][0]["origin"], "console");
+}
+
+#[test]
+fn a_session_ends_after_thirty_idle_minutes_after_twelve_hours_and_when_its_operator_is_disabled() {
+    let app = TestApp::spawn();
+    let c = Console::sign_in(&app, "alice", Role::Admin);
+    app.clock.advance(chrono::Duration::minutes(29));
+    assert_eq!(c.get("/console/users").status, 200, "29 idle minutes");
+    app.clock.advance(chrono::Duration::minutes(31));
+    let idle = c.get("/console/users");
+    assert_eq!((idle.status, idle.location.as_str()), (303, "/console/sign-in"), "31 idle minutes");
+
+    let c = Console::sign_in(&app, "bob", Role::Admin);
+    for _ in 0..25 {
+        app.clock.advance(chrono::Duration::minutes(29));
+        if c.get("/console/users").status != 200 {
+            break;
+        }
+    }
+    assert!(c.get("/console/users").status == 303, "no session lives past twelve hours");
+
+    let c = Console::sign_in(&app, "carol", Role::Helpdesk);
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Cli, "test", None);
+    services(&app).operators.disable("carol", &actor).unwrap();
+    assert_eq!(c.get("/console/users").location, "/console/sign-in", "disabled");
+    assert_eq!(sign_in(&app, "carol", "correct horse battery staple", "000000").status().as_u16(), 401);
+}
+
+#[test]
+fn the_setup_page_shows_a_qr_code_and_the_secret_refuses_weak_passwords_and_wrong_codes_and_shows_backup_codes_once() {
+    let app = TestApp::spawn();
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Cli, "test", None);
+    let token = services(&app).operators.add("dana", Role::Helpdesk, &actor).unwrap();
+    let url = format!("{}/console/setup/{}", app.base, token.expose());
+    let get = || browser().get(&url).call().unwrap().body_mut().read_to_string().unwrap();
+    let form = get();
+    assert!(form.contains("<svg") && form.contains("Set up your sign-in, dana"), "{form}");
+    let secret = form.split("id=\"secret\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert_eq!(get().split("id=\"secret\">").nth(1).unwrap().split('<').next().unwrap(), secret, "a reload keeps the secret");
+    let op = Operator { secret: Policy::decode_base32(&secret).unwrap(), password: "correct horse battery staple" };
+    let post = |password: &str, again: &str, code: &str| {
+        let mut res =
+            browser().post(&url).send_form([("password", password), ("password_again", again), ("code", code)]).unwrap();
+        (res.status().as_u16(), res.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = post(op.password, "something else entirely", &code(&app, &op));
+    assert_eq!((status, body.contains("The two passwords differ.")), (400, true));
+    let (status, body) = post("password1234", "password1234", &code(&app, &op));
+    assert!(status == 400 && body.contains("too easy"), "{body}");
+    let (status, body) = post(op.password, op.password, "000000");
+    assert!(status == 400 && body.contains("does not match"), "{body}");
+    let (status, body) = post(op.password, op.password, &code(&app, &op));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.matches("<li><code>").count(), 10, "ten backup codes: {body}");
+    let mut used = browser().get(&url).call().unwrap();
+    assert_eq!(used.status().as_u16(), 404);
+    assert!(used.body_mut().read_to_string().unwrap().contains("unknown, used or expired"));
+    app.clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(sign_in(&app, "dana", op.password, &code(&app, &op)).status().as_u16(), 303);
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod console;
+mod console_users;
 mod database;
 mod discovery;
 mod filter_props;
