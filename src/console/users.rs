@@ -21,11 +21,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/users", web::get().to(list))
         .route("/users/reset", web::get().to(confirm))
         .route("/users/reset", web::post().to(reset))
+        // Ticked users travel in a form body: a thousand ids do not fit a URL.
+        .route("/users/reset/confirm", web::post().to(confirm_ticked))
         .route("/users/{id}", web::get().to(user));
 }
 
-/// Rows per page.
-const PAGE_SIZE: i64 = 50;
+/// Rows per page an operator may choose; the first is the default.
+const PAGE_SIZES: [i64; 3] = [50, 200, 1000];
 /// Names a confirmation shows of the users it is about.
 const FIRST_NAMES: usize = 5;
 
@@ -49,7 +51,7 @@ impl Fields {
 
 /// What the search form asks for; it travels in the query string of every link and form of
 /// the page, so that paging, sorting and a reset come back to the same list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Search {
     pub q: String,
     pub mfa: String,
@@ -59,6 +61,24 @@ pub struct Search {
     pub sort: String,
     pub order: String,
     pub page: i64,
+    /// Rows per page, one of [`PAGE_SIZES`].
+    pub per: i64,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Search {
+            q: String::new(),
+            mfa: String::new(),
+            active: String::new(),
+            source: String::new(),
+            filter: String::new(),
+            sort: String::new(),
+            order: String::new(),
+            page: 1,
+            per: PAGE_SIZES[0],
+        }
+    }
 }
 
 /// The columns a list sorts by, and the SCIM attribute of each.
@@ -90,12 +110,14 @@ impl Search {
             sort: pick("sort", &SORTS.iter().map(|(k, _)| *k).collect::<Vec<_>>()),
             order: pick("order", &["desc"]),
             page: f.get("page").parse::<i64>().unwrap_or(1).max(1),
+            per: f.get("per").parse::<i64>().ok().filter(|n| PAGE_SIZES.contains(n)).unwrap_or(PAGE_SIZES[0]),
         }
     }
 
     /// The fields that are set, for hidden inputs and query strings.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let page = if self.page > 1 { self.page.to_string() } else { String::new() };
+        let per = if self.per != PAGE_SIZES[0] { self.per.to_string() } else { String::new() };
         [
             ("q", &self.q),
             ("mfa", &self.mfa),
@@ -105,6 +127,7 @@ impl Search {
             ("sort", &self.sort),
             ("order", &self.order),
             ("page", &page),
+            ("per", &per),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -245,7 +268,7 @@ async fn users_page(
 ) -> Result<HttpResponse, Problem> {
     let max_bulk = console.config.mfa.max_bulk_reset;
     let page = |rows: Vec<Row>, total: i64, filter_problem: Option<String>| {
-        let last_page = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+        let last_page = ((total + search.per - 1) / search.per).max(1);
         with_status(
             status,
             UsersPage { nav: Nav::new(me, "users"), search, rows, total, last_page, filter_problem, summary, max_bulk },
@@ -257,8 +280,8 @@ async fn users_page(
     };
     let users = console.services.users.clone();
     let sort = search.sort_path();
-    let offset = (search.page - 1).saturating_mul(PAGE_SIZE);
-    let found = actix_web::web::block(move || users.search(&matching, sort.as_ref().map(|(p, d)| (p, *d)), offset, PAGE_SIZE))
+    let (offset, limit) = ((search.page - 1).saturating_mul(search.per), search.per);
+    let found = actix_web::web::block(move || users.search(&matching, sort.as_ref().map(|(p, d)| (p, *d)), offset, limit))
         .await
         .map_err(|_| Problem::stopping(me))?;
     match found {
@@ -308,8 +331,22 @@ struct ResetPage<'a> {
 /// The confirmation: which users, what a reset does, and a required reason.
 async fn confirm(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let fields = Fields::parse(req.query_string().as_bytes());
-    let fragment = req.headers().get("hx-target").is_some_and(|t| t == "dialog-slot");
-    confirmation(&console, &me, &fields, None, fragment).await
+    confirmation(&console, &me, &fields, None, in_dialog(&req)).await
+}
+
+/// The confirmation of the users ticked on the list.
+async fn confirm_ticked(
+    console: web::Data<Arc<Console>>,
+    me: Me,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    confirmation(&console, &me, &Fields::parse(&body), None, in_dialog(&req)).await
+}
+
+/// Whether htmx asked for the confirmation to fill the page's dialog slot (else it is a page).
+fn in_dialog(req: &HttpRequest) -> bool {
+    req.headers().get("hx-target").is_some_and(|t| t == "dialog-slot")
 }
 
 async fn confirmation(
@@ -356,7 +393,7 @@ async fn confirmation(
 /// Resets, then shows the list again with what was done above it.
 async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Problem> {
     let fields = Fields::parse(&body);
-    let fragment = req.headers().get("hx-target").is_some_and(|t| t == "dialog-slot");
+    let fragment = in_dialog(&req);
     let reason = match Reason::parse(Some(fields.get("reason"))) {
         Ok(r) => r,
         Err(e) => return confirmation(&console, &me, &fields, Some(&capital(&e.detail)), fragment).await,

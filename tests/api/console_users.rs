@@ -89,6 +89,10 @@ fn the_users_page_searches_filters_sorts_and_pages_and_shows_an_invalid_filter_i
     let second = c.get("/console/users?q=Paged&page=2");
     assert_eq!(rows(&second.body), ["p50", "p51"]);
     assert!(second.body.contains("Page 2 of 2"));
+    let all = c.get("/console/users?q=Paged&per=200");
+    assert_eq!(rows(&all.body).len(), 52);
+    assert!(all.body.contains("Page 1 of 1"));
+    assert_eq!(rows(&c.get("/console/users?q=Paged&per=7").body).len(), 50, "only the offered page sizes");
 }
 
 #[test]
@@ -126,12 +130,13 @@ fn an_operator_resets_one_user_then_ticked_users_then_every_user_a_search_finds_
     assert_eq!(mfa_status(&app, &ids[0]), "pending");
 
     // Ticked users (one of them unknown): the confirmation counts them; the summary names them.
-    let confirm = c.get(&format!("/console/users/reset?id={}&id={}&id=gone", ids[1], ids[2]));
+    let confirm = c.post("/console/users/reset/confirm", &[("id", &ids[1]), ("id", &ids[2]), ("id", "gone")]);
     assert!(
         confirm.body.contains("Reset users multi-factor authentication") && confirm.body.contains("3 users"),
         "{}",
         confirm.body
     );
+    assert_eq!(mfa_status(&app, &ids[1]), "enrolled", "a confirmation resets nothing");
     let done = c.post("/console/users/reset", &[("id", &ids[1]), ("id", &ids[2]), ("id", "gone"), ("reason", "phones stolen")]);
     assert!(done.body.contains("2 reset</strong>: u2, u3"), "{}", done.body);
     assert!(done.body.contains("1 not found: gone"), "{}", done.body);
