@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+use askama_web::WebTemplate;
 use serde::Deserialize;
 
 use super::guard::COOKIE;
-use super::page::{see_other, with_status, Me, Nav, Problem};
+use super::page::{page_with, see_other, Me, Nav, Problem};
 use super::{qr, Console};
 use crate::domain::operators::SignIn;
 use crate::domain::Error;
@@ -22,7 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup/{token}", web::post().to(setup));
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "sign_in.html")]
 struct SignInPage<'a> {
     nav: Nav,
@@ -30,11 +31,11 @@ struct SignInPage<'a> {
     problem: Option<&'a str>,
 }
 
-async fn sign_in_page(me: Option<Me>) -> HttpResponse {
+async fn sign_in_page(req: HttpRequest, me: Option<Me>) -> HttpResponse {
     if me.is_some() {
         return see_other("/console/users");
     }
-    with_status(StatusCode::OK, SignInPage { nav: Nav::none(), name: "", problem: None })
+    page_with(&req, StatusCode::OK, SignInPage { nav: Nav::none(), name: "", problem: None })
 }
 
 #[derive(Deserialize)]
@@ -47,7 +48,7 @@ struct SignInForm {
 /// What a refused sign-in says, whichever part was wrong.
 const REFUSED: &str = "The name, password or code is not right.";
 
-async fn sign_in(console: web::Data<Arc<Console>>, form: web::Form<SignInForm>) -> HttpResponse {
+async fn sign_in(console: web::Data<Arc<Console>>, req: HttpRequest, form: web::Form<SignInForm>) -> HttpResponse {
     let form = form.into_inner();
     let services = console.services.clone();
     let name = form.name.clone();
@@ -57,7 +58,8 @@ async fn sign_in(console: web::Data<Arc<Console>>, form: web::Form<SignInForm>) 
         other => Ok(Err(other)),
     })
     .await;
-    let page = |status, problem: &str| with_status(status, SignInPage { nav: Nav::none(), name: &name, problem: Some(problem) });
+    let page =
+        |status, problem: &str| page_with(&req, status, SignInPage { nav: Nav::none(), name: &name, problem: Some(problem) });
     match answer {
         Ok(Ok(Ok(id))) => {
             let mut res = see_other("/console/users");
@@ -100,7 +102,7 @@ async fn sign_out(console: web::Data<Arc<Console>>, me: Me) -> HttpResponse {
     res
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "setup.html")]
 struct SetupPage<'a> {
     nav: Nav,
@@ -111,7 +113,7 @@ struct SetupPage<'a> {
     problem: Option<&'a str>,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "setup_done.html")]
 struct SetupDone<'a> {
     nav: Nav,
@@ -131,17 +133,24 @@ fn dead_link() -> HttpResponse {
     actix_web::ResponseError::error_response(&problem)
 }
 
-async fn setup_page(console: web::Data<Arc<Console>>, token: web::Path<String>) -> HttpResponse {
-    setup_form(&console, token.into_inner(), StatusCode::OK, None).await
+async fn setup_page(console: web::Data<Arc<Console>>, req: HttpRequest, token: web::Path<String>) -> HttpResponse {
+    setup_form(&console, &req, token.into_inner(), StatusCode::OK, None).await
 }
 
 /// The setup form, with the secret waiting for this link.
-async fn setup_form(console: &Console, token: String, status: StatusCode, problem: Option<&str>) -> HttpResponse {
+async fn setup_form(
+    console: &Console,
+    req: &HttpRequest,
+    token: String,
+    status: StatusCode,
+    problem: Option<&str>,
+) -> HttpResponse {
     let operators = console.services.operators.clone();
     match web::block(move || operators.begin_setup(&token)).await {
         Ok(Ok((operator, enrolment))) => {
             let qr_svg = qr::svg(&enrolment.otpauth_uri).unwrap_or_default();
-            with_status(
+            page_with(
+                req,
                 status,
                 SetupPage {
                     nav: Nav::none(),
@@ -169,19 +178,24 @@ struct SetupForm {
     code: String,
 }
 
-async fn setup(console: web::Data<Arc<Console>>, token: web::Path<String>, form: web::Form<SetupForm>) -> HttpResponse {
+async fn setup(
+    console: web::Data<Arc<Console>>,
+    req: HttpRequest,
+    token: web::Path<String>,
+    form: web::Form<SetupForm>,
+) -> HttpResponse {
     let token = token.into_inner();
     let form = form.into_inner();
     if form.password != form.password_again {
-        return setup_form(&console, token, StatusCode::BAD_REQUEST, Some("The two passwords differ.")).await;
+        return setup_form(&console, &req, token, StatusCode::BAD_REQUEST, Some("The two passwords differ.")).await;
     }
     let operators = console.services.operators.clone();
     let link = token.clone();
     match web::block(move || operators.finish_setup(&link, &form.password, &form.code)).await {
-        Ok(Ok(codes)) => with_status(StatusCode::OK, SetupDone { nav: Nav::none(), codes: &codes.0 }),
+        Ok(Ok(codes)) => page_with(&req, StatusCode::OK, SetupDone { nav: Nav::none(), codes: &codes.0 }),
         Ok(Err(Error::NotFound(_))) => dead_link(),
         Ok(Err(Error::Invalid { detail, .. } | Error::Conflict { detail, .. })) => {
-            setup_form(&console, token, StatusCode::BAD_REQUEST, Some(&capitalised(&detail))).await
+            setup_form(&console, &req, token, StatusCode::BAD_REQUEST, Some(&capitalised(&detail))).await
         }
         Ok(Err(e)) => {
             tracing::error!(error = %crate::logging::chain(&e), "console setup failed");

@@ -5,7 +5,7 @@ use std::future::{ready, Ready};
 
 use actix_web::body::BoxBody;
 use actix_web::http::{header, StatusCode};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder, ResponseError};
 use askama::Template;
 
 use crate::domain::audit::{Actor, Origin};
@@ -109,15 +109,10 @@ pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
 }
 
-/// A page, with another status than 200.
-pub fn with_status(status: StatusCode, page: impl Template) -> HttpResponse {
-    match page.render() {
-        Ok(body) => HttpResponse::build(status).content_type("text/html; charset=utf-8").body(body),
-        Err(e) => {
-            tracing::error!(error = %e, "console page failed to render");
-            HttpResponse::InternalServerError().finish()
-        }
-    }
+/// A page (a template deriving askama_web's `WebTemplate`, so an actix `Responder`) answered
+/// with `status`.
+pub fn page_with<T: Responder>(req: &HttpRequest, status: StatusCode, page: T) -> HttpResponse {
+    page.customize().with_status(status).respond_to(req).map_into_boxed_body()
 }
 
 #[derive(Template)]
@@ -219,8 +214,15 @@ impl ResponseError for Problem {
     fn error_response(&self) -> HttpResponse<BoxBody> {
         match self {
             Problem::SignIn => see_other("/console/sign-in"),
+            // An error is answered without its request at hand: rendered here, not as a Responder.
             Problem::Page { status, me, title, detail } => {
-                with_status(*status, ProblemPage { nav: Nav { me: me.clone(), section: "" }, title, detail })
+                match (ProblemPage { nav: Nav { me: me.clone(), section: "" }, title, detail }).render() {
+                    Ok(body) => HttpResponse::build(*status).content_type("text/html; charset=utf-8").body(body),
+                    Err(e) => {
+                        tracing::error!(error = %e, "console error page failed to render");
+                        HttpResponse::build(*status).finish()
+                    }
+                }
             }
         }
     }

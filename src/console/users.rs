@@ -7,10 +7,11 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+use askama_web::WebTemplate;
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use super::page::{blocking, with_status, Me, Nav, Problem};
+use super::page::{blocking, page_with, Me, Nav, Problem};
 use super::Console;
 use crate::domain::audit::Query;
 use crate::domain::mfa::{Outcome, Reason, Selection};
@@ -241,7 +242,7 @@ pub struct Summary {
     pub failed: Vec<String>,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "users.html")]
 struct UsersPage<'a> {
     nav: Nav,
@@ -256,11 +257,12 @@ struct UsersPage<'a> {
 
 async fn list(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let search = Search::from(&Fields::parse(req.query_string().as_bytes()));
-    users_page(&console, &me, &search, None, StatusCode::OK).await
+    users_page(&console, &req, &me, &search, None, StatusCode::OK).await
 }
 
 async fn users_page(
     console: &Console,
+    req: &HttpRequest,
     me: &Me,
     search: &Search,
     summary: Option<Summary>,
@@ -269,7 +271,8 @@ async fn users_page(
     let max_bulk = console.config.mfa.max_bulk_reset;
     let page = |rows: Vec<Row>, total: i64, filter_problem: Option<String>| {
         let last_page = ((total + search.per - 1) / search.per).max(1);
-        with_status(
+        page_with(
+            req,
             status,
             UsersPage { nav: Nav::new(me, "users"), search, rows, total, last_page, filter_problem, summary, max_bulk },
         )
@@ -308,7 +311,7 @@ impl Chosen {
     }
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "reset_dialog.html")]
 struct ResetDialog<'a> {
     search: &'a Search,
@@ -321,7 +324,7 @@ struct ResetDialog<'a> {
     fragment: bool,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "reset_page.html")]
 struct ResetPage<'a> {
     nav: Nav,
@@ -331,7 +334,7 @@ struct ResetPage<'a> {
 /// The confirmation: which users, what a reset does, and a required reason.
 async fn confirm(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let fields = Fields::parse(req.query_string().as_bytes());
-    confirmation(&console, &me, &fields, None, in_dialog(&req)).await
+    confirmation(&console, &req, &me, &fields, None, in_dialog(&req)).await
 }
 
 /// The confirmation of the users ticked on the list.
@@ -341,7 +344,7 @@ async fn confirm_ticked(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    confirmation(&console, &me, &Fields::parse(&body), None, in_dialog(&req)).await
+    confirmation(&console, &req, &me, &Fields::parse(&body), None, in_dialog(&req)).await
 }
 
 /// Whether htmx asked for the confirmation to fill the page's dialog slot (else it is a page).
@@ -351,6 +354,7 @@ fn in_dialog(req: &HttpRequest) -> bool {
 
 async fn confirmation(
     console: &Console,
+    req: &HttpRequest,
     me: &Me,
     fields: &Fields,
     problem: Option<&str>,
@@ -387,7 +391,11 @@ async fn confirmation(
         fragment,
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(if fragment { with_status(status, dialog) } else { with_status(status, ResetPage { nav: Nav::new(me, "users"), dialog }) })
+    Ok(if fragment {
+        page_with(req, status, dialog)
+    } else {
+        page_with(req, status, ResetPage { nav: Nav::new(me, "users"), dialog })
+    })
 }
 
 /// Resets, then shows the list again with what was done above it.
@@ -396,7 +404,7 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
     let fragment = in_dialog(&req);
     let reason = match Reason::parse(Some(fields.get("reason"))) {
         Ok(r) => r,
-        Err(e) => return confirmation(&console, &me, &fields, Some(&capital(&e.detail)), fragment).await,
+        Err(e) => return confirmation(&console, &req, &me, &fields, Some(&capital(&e.detail)), fragment).await,
     };
     let search = Search::from(&fields);
     let selection = match Chosen::of(&fields) {
@@ -415,7 +423,7 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
     let results = match done {
         Ok(results) => results,
         Err(crate::domain::Error::Invalid { detail, .. }) => {
-            return confirmation(&console, &me, &fields, Some(&capital(&detail)), fragment).await
+            return confirmation(&console, &req, &me, &fields, Some(&capital(&detail)), fragment).await
         }
         Err(e) => return Err(Problem::of(&me, e)),
     };
@@ -428,7 +436,7 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
             Outcome::Error => summary.failed.push(name),
         }
     }
-    users_page(&console, &me, &search, Some(summary), StatusCode::OK).await
+    users_page(&console, &req, &me, &search, Some(summary), StatusCode::OK).await
 }
 
 /// A domain sentence as one of a page.
@@ -440,7 +448,7 @@ fn capital(text: &str) -> String {
     }
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "user.html")]
 struct UserPage {
     nav: Nav,
@@ -451,7 +459,12 @@ struct UserPage {
 }
 
 /// A user: the SCIM attributes, the second factor, the user's audit events, and the reset.
-async fn user(console: web::Data<Arc<Console>>, me: Me, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+async fn user(
+    console: web::Data<Arc<Console>>,
+    req: HttpRequest,
+    me: Me,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     let services = console.services.clone();
     let (stored, mfa, events) = blocking(&me, move || {
@@ -470,7 +483,7 @@ async fn user(console: web::Data<Arc<Console>>, me: Me, id: web::Path<String>) -
         mfa,
         events: events.iter().map(super::audit::EventRow::of).collect(),
     };
-    Ok(with_status(StatusCode::OK, page))
+    Ok(page_with(&req, StatusCode::OK, page))
 }
 
 /// Every leaf of a SCIM body as `path: value` (`emails[0].value`), for a read-only table.
