@@ -35,6 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { page::see_other("/console") })).service(
         web::scope("/console")
             .wrap(actix_web::middleware::from_fn(guard::guard))
+            .app_data(web::PayloadConfig::new(guard::MAX_FORM_BYTES))
+            .app_data(web::FormConfig::default().limit(guard::MAX_FORM_BYTES))
             .route("", web::get().to(home))
             .route("/static/{file}", web::get().to(asset))
             .configure(auth::routes)
