@@ -3,6 +3,7 @@
 
 mod cli;
 mod console;
+mod console_browser;
 mod database;
 mod discovery;
 mod filter_props;
@@ -20,3 +21,4 @@ mod slapd;
 mod sync;
 mod systemd;
 mod users;
+mod webdriver;
