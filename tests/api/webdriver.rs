@@ -21,7 +21,7 @@ const DRIVER: &str = "chromedriver";
 const INSTALL: &str = "sudo apt-get install -y chromium chromium-driver (tests/run-all.sh installs them)";
 
 /// How long `wait_*` helpers wait before failing.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A headless chromium session; its chromedriver and profile go away with it.
 pub struct Browser {
