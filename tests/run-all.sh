@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of provisiond, from a fresh machine: installs what is missing (sqlite3, slapd,
-# ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze), checks the
+# ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze, chromium and
+# chromium-driver for the console's real-browser test), checks the
 # formatting and clippy's lints (warnings are errors), builds, runs
 # the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
 # the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
@@ -21,6 +22,9 @@ ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/postgres >/dev/nul
 command -v openssl >/dev/null || missing+=(openssl)
 # systemd-analyze checks the shipped unit.
 [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
+# A real browser (headless) and its WebDriver server for the console's browser test.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run-all: missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2

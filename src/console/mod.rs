@@ -59,6 +59,7 @@ async fn asset(file: web::Path<String>) -> HttpResponse {
     let kind = match file.rsplit('.').next() {
         Some("css") => "text/css; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
         _ => "text/plain; charset=utf-8",
     };
     HttpResponse::Ok().insert_header((header::CONTENT_TYPE, kind)).body(content.data.into_owned())

@@ -322,6 +322,8 @@ struct ResetDialog<'a> {
     problem: Option<&'a str>,
     /// Shown in the page's dialog slot (htmx), not as a page of its own.
     fragment: bool,
+    /// The form posts without htmx: it carries the session's CSRF token itself.
+    csrf: &'a str,
 }
 
 #[derive(Template, WebTemplate)]
@@ -389,6 +391,7 @@ async fn confirmation(
         first_names: &first_names,
         problem,
         fragment,
+        csrf: &me.csrf,
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok(if fragment {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod console;
+mod console_browser;
 mod console_users;
 mod database;
 mod discovery;
@@ -21,3 +22,4 @@ mod slapd;
 mod sync;
 mod systemd;
 mod users;
+mod webdriver;

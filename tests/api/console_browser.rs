@@ -1,0 +1,192 @@
+//! The console in a real browser (headless chromium through chromedriver): an operator's setup,
+//! signing in with a TOTP code, searching, the row menu and the bulk reset with their dialogs,
+//! and what a helpdesk operator sees; screenshots go to target/console-screenshots/.
+
+use std::path::PathBuf;
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use provisiond::clock::Clock;
+use provisiond::domain::audit::{Actor, Origin};
+use provisiond::domain::mfa::Policy;
+use provisiond::domain::operators::Role;
+
+use crate::console::{operator_with_role, services};
+use crate::helpers::TestApp;
+use crate::webdriver::Browser;
+
+const PASSWORD: &str = "a long and unguessable passphrase";
+
+/// Where the screenshots go: target/console-screenshots/.
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("console-screenshots")
+}
+
+fn shoot(browser: &Browser, name: &str) -> PathBuf {
+    let path = screenshots().join(format!("{name}.png"));
+    browser.screenshot(&path);
+    println!("screenshot: {}", path.display());
+    path
+}
+
+/// The code an authenticator app with `secret` shows now, on the app's clock.
+fn code(app: &TestApp, secret: &[u8]) -> String {
+    Policy::from_config(&app.config.mfa).code_at(secret, Clock::now(&*app.clock).timestamp() as u64)
+}
+
+/// Signs in through the sign-in page; the browser ends on the Users page.
+fn sign_in(browser: &Browser, app: &TestApp, name: &str, password: &str, secret: &[u8]) {
+    // A code is accepted once: the next one comes 30 s later.
+    app.clock.advance(Duration::seconds(30));
+    browser.goto(&format!("{}/console/sign-in", app.base));
+    browser.find("input[name=name]").send_keys(name);
+    browser.find("input[name=password]").send_keys(password);
+    browser.find("input[name=code]").send_keys(&code(app, secret));
+    browser.find("form.stack button[type=submit]").click();
+    browser.wait_text("h1", "Users");
+    browser.settle();
+}
+
+fn status_of(browser: &Browser, user: &str) -> String {
+    browser.find(&format!("tr[data-user=\"{user}\"] .status")).text()
+}
+
+/// Every CSP violation, script error or failed load chromium reported.
+fn console_problems(browser: &Browser) -> Vec<String> {
+    browser
+        .console_log()
+        .into_iter()
+        .filter(|(level, message)| level == "SEVERE" || message.contains("Content Security Policy"))
+        .map(|(level, message)| format!("{level}: {message}"))
+        .collect()
+}
+
+#[test]
+fn console_browser_setup_sign_in_search_row_and_bulk_resets_and_helpdesk_view() {
+    let app = TestApp::spawn();
+    let browser = Browser::start();
+
+    // Users from the identity provider, each enrolled in MFA.
+    let names =
+        ["ada.lovelace", "grace.hopper", "alan.turing", "edsger.dijkstra", "barbara.liskov", "ken.thompson", "donald.knuth"];
+    let mut ids = std::collections::HashMap::new();
+    for name in names {
+        let (given, family) = name.split_once('.').unwrap();
+        let display = format!("{}{} {}{}", &given[..1].to_uppercase(), &given[1..], &family[..1].to_uppercase(), &family[1..]);
+        let user = app.create_user(&json!({
+            "userName": name,
+            "displayName": display,
+            "emails": [{"value": format!("{name}@example.com"), "type": "work", "primary": true}],
+        }));
+        let id = user["id"].as_str().unwrap().to_string();
+        crate::mfa::enrol(&app, &id);
+        ids.insert(name, id);
+    }
+
+    // The operator's setup link: a password twice, a code from the secret shown, backup codes.
+    let actor = Actor::new(Origin::Cli, "test", None);
+    let token = services(&app).operators.add("alice", Role::Admin, &actor).unwrap();
+    browser.goto(&format!("{}/console/setup/{}", app.base, token.expose()));
+    browser.wait_text("h1", "Set up your sign-in, alice");
+    browser.find("input[name=password]").send_keys(PASSWORD);
+    browser.find("input[name=password_again]").send_keys(PASSWORD);
+    let secret = Policy::decode_base32(&browser.find("#secret").text()).expect("the secret shown is base32");
+    browser.find("#setup input[name=code]").send_keys(&code(&app, &secret));
+    browser.find("#setup button[type=submit]").click();
+    browser.wait_text("h1", "Setup finished");
+    let codes: Vec<String> = browser.find_all("#backup-codes li").iter().map(|li| li.text()).collect();
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    assert!(codes.iter().all(|c| !c.is_empty()), "{codes:?}");
+
+    // Signed in with password and TOTP: the Users page, every user enrolled.
+    sign_in(&browser, &app, "alice", PASSWORD, &secret);
+    assert!(browser.current_url().ends_with("/console/users"), "{}", browser.current_url());
+    for name in names {
+        assert_eq!(status_of(&browser, name), "enrolled", "{name}");
+    }
+    assert!(browser.find_all("nav a").iter().any(|a| a.text() == "Tokens"), "an admin sees Tokens");
+    shoot(&browser, "users");
+
+    // Search one user: htmx replaces the table.
+    browser.find("#q").send_keys("grace");
+    browser.wait_text("#total", "1 user");
+    browser.settle();
+    assert_eq!(browser.find_all("tbody tr").len(), 1);
+    assert!(browser.current_url().contains("q=grace"), "the search is in the address: {}", browser.current_url());
+
+    // Its ⋮ menu → Reset multi-factor authentication → reason → confirm.
+    let kebab = browser.find("button[aria-label=\"Options for grace.hopper\"]");
+    kebab.click();
+    assert_eq!(kebab.attribute("aria-expanded").as_deref(), Some("true"));
+    let menu = format!("#{}", kebab.attribute("aria-controls").unwrap());
+    let item = browser.find(&format!("{menu} [role=menuitem]"));
+    assert_eq!(item.text(), "Reset multi-factor authentication");
+    shoot(&browser, "row-menu");
+    item.click();
+    browser.find("#reset-dialog textarea[name=reason]").send_keys("lost her phone on the train");
+    assert!(browser.find("#reset-dialog").text().contains("grace.hopper"));
+    browser.find("#confirm-reset").click();
+    browser.wait_text("#summary", "1 reset");
+    assert_eq!(status_of(&browser, "grace.hopper"), "pending");
+
+    // Meanwhile, one whose display name is markup arrives: shown as text.
+    let evil = app.create_user(&json!({"userName": "mallory", "displayName": "<script>alert(1)</script>"}));
+
+    // Three others ticked on the whole list → More → Reset users multi-factor authentication (3).
+    browser.find("nav a[href=\"/console/users\"]").click();
+    browser.wait_text("#total", "8 users");
+    browser.settle();
+    assert_eq!(browser.find("tr[data-user=mallory] td:nth-child(3)").text(), "<script>alert(1)</script>");
+    let ticked = ["alan.turing", "edsger.dijkstra", "barbara.liskov"];
+    for name in ticked {
+        browser.find(&format!("input[aria-label=\"Tick {name}\"]")).click();
+    }
+    browser.find("#more").click();
+    let bulk = browser.find("#bulk-reset");
+    assert_eq!(bulk.text(), "Reset users multi-factor authentication (3)");
+    bulk.click();
+    let dialog = browser.find("#reset-dialog");
+    assert!(dialog.text().contains("3 users"), "{}", dialog.text());
+    browser.find("#reset-dialog textarea[name=reason]").send_keys("phones replaced by the new model");
+    shoot(&browser, "bulk-confirmation");
+    browser.find("#confirm-reset").click();
+    let summary = browser.wait_text("#summary", "3 reset");
+    for name in ticked {
+        assert!(summary.contains(name), "{summary}");
+        assert_eq!(status_of(&browser, name), "pending", "{name}");
+    }
+
+    // The JSON API: exactly these four pending, and four resets by alice from the console.
+    let reset = ["grace.hopper", "alan.turing", "edsger.dijkstra", "barbara.liskov"];
+    for name in names {
+        let expected = if reset.contains(&name) { "pending" } else { "enrolled" };
+        assert_eq!(crate::mfa::status(&app, &ids[name])["status"], expected, "{name}");
+    }
+    let events = app.get("/api/v1/audit?type=mfa.reset");
+    assert_eq!(events.status, 200);
+    assert_eq!(events.body["totalResults"], 4, "{}", events.body);
+    let mut audited: Vec<&str> = Vec::new();
+    for e in events.body["events"].as_array().unwrap() {
+        assert_eq!((&e["origin"], &e["actor"]), (&Value::from("console"), &Value::from("alice")), "{e}");
+        audited.push(e["userName"].as_str().unwrap());
+    }
+    audited.sort();
+    let mut expected = reset.to_vec();
+    expected.sort();
+    assert_eq!(audited, expected);
+    assert_eq!(crate::mfa::status(&app, evil["id"].as_str().unwrap())["status"], "none");
+
+    // No CSP violation or script error on any page so far.
+    assert_eq!(console_problems(&browser), Vec::<String>::new());
+
+    // Sign out; a helpdesk operator sees no Tokens or Operators.
+    browser.find("form.sign-out button").click();
+    browser.wait_text("h1", "Sign in");
+    let hank = operator_with_role(&app, "hank", Role::Helpdesk);
+    sign_in(&browser, &app, "hank", hank.password, &hank.secret);
+    let links: Vec<String> = browser.find_all("nav[aria-label=Sections] a").iter().map(|a| a.text()).collect();
+    assert_eq!(links, ["Users", "Audit"]);
+    assert!(browser.find(".who").text().contains("helpdesk"));
+    assert_eq!(console_problems(&browser), Vec::<String>::new());
+}
