@@ -251,3 +251,66 @@ fn the_setup_page_shows_a_qr_code_and_the_secret_refuses_weak_passwords_and_wron
     app.clock.advance(chrono::Duration::seconds(30));
     assert_eq!(sign_in(&app, "dana", op.password, &code(&app, &op)).status().as_u16(), 303);
 }
+
+/// Every console route: method, path, and whether a helpdesk operator may use it.
+const ROUTES: &[(&str, &str, bool)] = &[
+    ("GET", "/console/users", true),
+    ("GET", "/console/users/reset?id=x", true),
+    ("POST", "/console/users/reset/confirm", true),
+    ("POST", "/console/users/reset", true),
+    ("GET", "/console/audit", true),
+    ("GET", "/console/audit.csv", true),
+    ("GET", "/console/sync", false),
+    ("POST", "/console/sync/run", false),
+    ("GET", "/console/tokens", false),
+    ("POST", "/console/tokens", false),
+    ("POST", "/console/tokens/x/revoke", false),
+    ("GET", "/console/operators", false),
+    ("POST", "/console/operators", false),
+    ("POST", "/console/operators/x/disable", false),
+    ("POST", "/console/operators/x/reset", false),
+];
+
+#[test]
+fn helpdesk_operators_are_refused_every_administrators_route_and_every_answer_carries_the_security_headers() {
+    let app = TestApp::spawn();
+    let admin = Console::sign_in(&app, "ada", Role::Admin);
+    let helpdesk = Console::sign_in(&app, "hal", Role::Helpdesk);
+    let call = |c: &Console, method: &str, path: &str| match method {
+        "GET" => c.get(path),
+        _ => c.post(path, &[]),
+    };
+    for (method, path, helpdesk_may) in ROUTES {
+        for (who, c) in [("admin", &admin), ("helpdesk", &helpdesk)] {
+            let page = call(c, method, path);
+            let allowed = who == "admin" || *helpdesk_may;
+            if allowed {
+                assert!(![403, 404, 405].contains(&page.status), "{who} {method} {path}: {}", page.status);
+            } else {
+                assert_eq!(page.status, 403, "{who} {method} {path}");
+                assert!(page.body.contains("This page is for administrators"), "{who} {method} {path}: {}", page.body);
+            }
+            let h = |name: &str| page.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            assert_eq!(
+                h("content-security-policy"),
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+                "{method} {path}"
+            );
+            assert_eq!(
+                (h("x-content-type-options"), h("referrer-policy"), h("cache-control")),
+                ("nosniff".into(), "same-origin".into(), "no-store".into())
+            );
+        }
+        // Signed out: a page leads to the sign-in, a form is refused.
+        let anonymous = Console { base: app.base.clone(), cookie: String::new(), csrf: String::new() };
+        let page = call(&anonymous, method, path);
+        match *method {
+            "GET" => assert_eq!((page.status, page.location.as_str()), (303, "/console/sign-in"), "{path}"),
+            _ => assert_eq!(page.status, 403, "{path}"),
+        }
+    }
+    let nav = helpdesk.get("/console/users").body;
+    for link in ["/console/sync\"", "/console/tokens\"", "/console/operators\""] {
+        assert!(!nav.contains(link), "helpdesk sees {link}");
+    }
+}
