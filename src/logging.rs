@@ -33,3 +33,16 @@ pub(crate) fn init(log: &Log) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
+
+/// The id of an HTTP request (`X-Request-Id`), kept in the request's extensions by the middleware
+/// that assigns it: every door that records an audit event names its request by it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id of this request, if the middleware ran.
+    pub fn of(req: &actix_web::HttpRequest) -> Option<String> {
+        use actix_web::HttpMessage;
+        req.extensions().get::<RequestId>().map(|r| r.0.clone())
+    }
+}

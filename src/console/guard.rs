@@ -34,7 +34,9 @@ fn before_session(path: &str) -> bool {
 pub async fn guard(mut req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse, actix_web::Error> {
     let console = req.app_data::<web::Data<Arc<Console>>>().cloned();
     let me = match (&console, req.cookie(COOKIE)) {
-        (Some(console), Some(cookie)) => find_session(console, cookie.value().to_string()).await,
+        (Some(console), Some(cookie)) => {
+            find_session(console, cookie.value().to_string(), crate::logging::RequestId::of(req.request())).await
+        }
         _ => None,
     };
     if let Some(me) = &me {
@@ -49,11 +51,11 @@ pub async fn guard(mut req: ServiceRequest, next: Next<impl MessageBody + 'stati
     Ok(with_headers(next.call(req).await?.map_into_boxed_body()))
 }
 
-async fn find_session(console: &Console, id: String) -> Option<Me> {
+async fn find_session(console: &Console, id: String, request_id: Option<String>) -> Option<Me> {
     let sessions = console.services.sessions.clone();
     let lookup = id.clone();
     match web::block(move || sessions.find(&lookup)).await {
-        Ok(Ok(Some(s))) => Some(Me::new(id, s)),
+        Ok(Ok(Some(s))) => Some(Me::new(id, s, request_id)),
         Ok(Err(e)) => {
             tracing::warn!(error = %crate::logging::chain(&e), "console session look-up failed");
             None

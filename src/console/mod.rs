@@ -40,7 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("", web::get().to(home))
             .route("/static/{file}", web::get().to(asset))
             .configure(auth::routes)
-            .configure(users::routes),
+            .configure(users::routes)
+            .configure(audit::routes),
     );
 }
 

@@ -17,6 +17,8 @@ use crate::domain::Error;
 #[derive(Clone)]
 pub struct Me {
     session_id: String,
+    /// The request's id, for the audit events it writes.
+    request_id: Option<String>,
     pub name: String,
     pub role: Role,
     /// Every form sends it back (see `guard`).
@@ -24,17 +26,17 @@ pub struct Me {
 }
 
 impl Me {
-    pub(super) fn new(session_id: String, s: Session) -> Self {
-        Me { session_id, name: s.operator, role: s.role, csrf: s.csrf_token }
+    pub(super) fn new(session_id: String, s: Session, request_id: Option<String>) -> Self {
+        Me { session_id, request_id, name: s.operator, role: s.role, csrf: s.csrf_token }
     }
 
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
 
-    /// Who acts, for the audit trail: origin `console`, the operator's name.
+    /// Who acts, for the audit trail: origin `console`, the operator's name, this request.
     pub fn actor(&self) -> Actor {
-        Actor::new(Origin::Console, self.name.clone(), None)
+        Actor::new(Origin::Console, self.name.clone(), self.request_id.clone())
     }
 
     pub(super) fn session_id(&self) -> &str {

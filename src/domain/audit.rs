@@ -11,6 +11,22 @@ pub(crate) const MFA_BACKUP_CODES_GENERATED: &str = "mfa.backup_codes.generated"
 pub(crate) const MFA_BACKUP_CODE_USED: &str = "mfa.backup_code.used";
 pub(crate) const MFA_VERIFY_LOCKED_OUT: &str = "mfa.verify.locked_out";
 
+/// Every event type the daemon writes (a filter may name others: it simply finds none).
+pub(crate) const EVENT_TYPES: &[&str] = &[
+    MFA_RESET,
+    MFA_ENROLLED,
+    MFA_BACKUP_CODES_GENERATED,
+    MFA_BACKUP_CODE_USED,
+    MFA_VERIFY_LOCKED_OUT,
+    super::operators::OPERATOR_ADDED,
+    super::operators::OPERATOR_SET_UP,
+    super::operators::OPERATOR_SIGNED_IN,
+    super::operators::OPERATOR_SIGN_IN_FAILED,
+    super::operators::OPERATOR_LOCKED_OUT,
+    super::operators::OPERATOR_DISABLED,
+    super::operators::OPERATOR_RESET,
+];
+
 /// The door a change came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -29,6 +45,9 @@ pub enum Origin {
 }
 
 impl Origin {
+    pub(crate) const ALL: [Origin; 6] =
+        [Origin::Api, Origin::Bulk, Origin::Scim, Origin::Cli, Origin::Directory, Origin::Console];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Api => "api",
@@ -94,6 +113,12 @@ impl Audit {
         let (total, rows) = store_audit::list(&mut conn, q)?;
         let events = rows.into_iter().map(render).collect();
         Ok((total, events))
+    }
+
+    /// Newest first, without the total: one chunk of a long read (`Query::before_id`).
+    pub fn rows(&self, q: &store_audit::Query) -> Result<Vec<Value>> {
+        let mut conn = self.pool.get()?;
+        Ok(store_audit::rows(&mut conn, q)?.into_iter().map(render).collect())
     }
 }
 

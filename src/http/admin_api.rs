@@ -95,12 +95,12 @@ pub(crate) struct AuditEvent {
     id: i64,
     #[schema(format = DateTime)]
     time: String,
-    /// `mfa.enrolled`, `mfa.reset`, `mfa.backup_codes.generated`, `mfa.backup_code.used`, `mfa.verify.locked_out`
+    /// `mfa.enrolled`, `mfa.reset`, `mfa.backup_codes.generated`, `mfa.backup_code.used`, `mfa.verify.locked_out`, and the console's `operator.added`, `operator.disabled`, `operator.reset`, `operator.set_up`, `operator.signed_in`, `operator.sign_in_failed`, `operator.locked_out`
     #[serde(rename = "type")]
     event_type: String,
     user_id: Option<String>,
     user_name: Option<String>,
-    /// `api`, `bulk`, `scim`, `cli`, `directory`
+    /// `api`, `bulk`, `scim`, `cli`, `directory`, `console`
     origin: String,
     actor: String,
     reason: Option<String>,

@@ -11,8 +11,7 @@ use tracing::Instrument;
 
 pub(crate) const HEADER: &str = "x-request-id";
 
-#[derive(Debug, Clone)]
-struct RequestId(String);
+use crate::logging::RequestId;
 
 fn acceptable(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
@@ -43,5 +42,5 @@ pub(crate) async fn assign(
 
 /// The id of this request.
 pub(crate) fn request_id(req: &HttpRequest) -> Option<String> {
-    req.extensions().get::<RequestId>().map(|r| r.0.clone())
+    RequestId::of(req)
 }

@@ -153,6 +153,7 @@ fn an_operator_resets_one_user_then_ticked_users_then_every_user_a_search_finds_
     assert_eq!(events.len(), 5);
     for e in events {
         assert_eq!((e["origin"].as_str(), e["actor"].as_str()), (Some("console"), Some("helen")), "{e}");
+        assert!(e["requestId"].as_str().is_some_and(|id| !id.is_empty()), "the console request is named: {e}");
     }
     let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
     assert!(reasons.contains(&"lost phone") && reasons.contains(&"team v re-enrols"), "{reasons:?}");
