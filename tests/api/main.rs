@@ -3,6 +3,7 @@
 
 mod cli;
 mod console;
+mod console_admin;
 mod database;
 mod discovery;
 mod filter_props;
