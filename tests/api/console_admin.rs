@@ -192,6 +192,12 @@ fn console_admin_names_with_markup_appear_as_text() {
     let o = disabled.iter().find(|o| o.name == "\"><img src=x onerror=alert(1)>").unwrap();
     assert_eq!(o.state, provisiond::domain::operators::State::Disabled);
 
+    // A slash in a name is part of the name, not of the path.
+    assert_eq!(admin.post("/console/tokens", &[("name", "ops/robot"), ("scope", "mfa")]).status, 200);
+    assert!(admin.get("/console/tokens").body.contains("href=\"/console/tokens/ops%2Frobot/revoke\""));
+    assert_eq!(admin.post("/console/tokens/ops%2Frobot/revoke", &[]).status, 200);
+    assert!(!services(&app).tokens.list().unwrap().iter().any(|t| t.name == "ops/robot"));
+
     // Names the domain refuses are refused on the page, in its words.
     let refused = admin.post("/console/operators", &[("name", " padded "), ("role", "admin")]);
     assert_eq!(refused.status, 400);
