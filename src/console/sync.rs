@@ -72,13 +72,19 @@ pub struct ActionRow {
     pub action: String,
     pub user: String,
     pub dn: String,
+    /// The user's id, when the action names it by id (a deactivation).
+    user_id: Option<String>,
 }
 
 impl ActionRow {
     fn of(v: &Value) -> Self {
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let user = if v.get("userName").is_some() { text("userName") } else { format!("user id {}", text("userId")) };
-        ActionRow { action: text("action").replace('_', " "), user, dn: text("dn") }
+        let user_id = v.get("userId").and_then(Value::as_str).map(str::to_string);
+        let user = match &user_id {
+            Some(id) => format!("user id {id}"),
+            None => text("userName"),
+        };
+        ActionRow { action: text("action").replace('_', " "), user, dn: text("dn"), user_id }
     }
 }
 
@@ -92,6 +98,21 @@ pub struct Preview {
 }
 
 impl Preview {
+    /// The ids of the users its actions name by id only, in order.
+    fn ids_to_name(&self) -> Vec<String> {
+        self.actions.iter().filter_map(|a| a.user_id.clone()).collect()
+    }
+
+    /// Their userNames (in the order of [`Preview::ids_to_name`]; `None`: not found).
+    fn name_users(&mut self, names: Vec<Option<String>>) {
+        let mut names = names.into_iter();
+        for a in self.actions.iter_mut().filter(|a| a.user_id.is_some()) {
+            if let Some(Some(name)) = names.next() {
+                a.user = format!("{name} (id {})", a.user_id.as_deref().unwrap_or_default());
+            }
+        }
+    }
+
     fn of(s: &Summary) -> Self {
         Preview {
             run: RunRow::of(&s.run),
@@ -207,7 +228,14 @@ async fn preview(console: web::Data<Arc<Console>>, Admin(me): Admin, body: web::
     let options = Options { full: full(&body), dry_run: true, started_by: StartedBy::Console, ..Options::default() };
     match syncer.run(options).await {
         Ok(summary) => {
-            let extra = Extra { preview: Some(Preview::of(&summary)), ..Extra::default() };
+            let mut preview = Preview::of(&summary);
+            // A deactivation names the user by id: show its userName too.
+            let (users, ids): (_, Vec<String>) = (console.services.users.clone(), preview.ids_to_name());
+            let names =
+                blocking(&me, move || Ok(ids.iter().map(|id| users.get(id).ok().map(|u| u.user_name().to_string())).collect()))
+                    .await?;
+            preview.name_users(names);
+            let extra = Extra { preview: Some(preview), ..Extra::default() };
             sync_page(&console, &me, 1, extra, StatusCode::OK).await
         }
         Err(e) => {

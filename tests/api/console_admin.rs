@@ -300,7 +300,7 @@ fn console_admin_sync_page_without_ldap_says_so_and_offers_no_buttons() {
 #[test]
 fn console_admin_sync_with_ldap_previews_runs_full_now_and_says_when_a_run_is_in_progress() {
     let slapd = Slapd::start(&people(0..4));
-    let app = crate::sync::spawn(&slapd, |_| {});
+    let app = crate::sync::spawn(&slapd, |l| l.safety.max_deactivate_percent = 50.0);
     let admin = Console::sign_in(&app, "alice", Role::Admin);
     let page = admin.get("/console/sync");
     for button in ["Run incremental now", "Run full now", "Preview"] {
@@ -339,6 +339,14 @@ fn console_admin_sync_with_ldap_previews_runs_full_now_and_says_when_a_run_is_in
     assert!(page.body.contains("<span>4 created</span>"), "{}", page.body);
     assert!(page.body.contains(">succeeded<"));
     assert_eq!(app.filter("userName pr")["totalResults"], 4);
+
+    // A departed entry: the preview of a full run names the user it would deactivate.
+    slapd.modify(&format!("dn: uid=user3,{PEOPLE}\nchangetype: delete\n"));
+    let preview = admin.post("/console/sync/preview", &[("full", "true")]);
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    let id3 = app.filter("userName eq \"user3\"")["Resources"][0]["id"].as_str().unwrap().to_string();
+    assert!(preview.body.contains(&format!("<td>deactivate</td><td>user3 (id {id3})</td>")), "{}", preview.body);
+    assert_eq!(app.filter("active eq false")["totalResults"], 0, "a preview deactivates nobody");
 
     // A run in progress (here: another holder of the lease) is said plainly.
     let runs = services(&app).runs;
