@@ -285,9 +285,7 @@ fn operator(config: &Config, cmd: OperatorCommand) -> anyhow::Result<()> {
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
     let operators = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock)).operators;
-    // The console's address as operators reach it.
-    let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
-    let link = |token: &str| format!("{}/console/setup/{token}", base.trim_end_matches('/'));
+    let link = |token: &str| config.server.setup_link(token);
     match cmd {
         OperatorCommand::Add { name, role } => {
             let role = match role {

@@ -132,6 +132,16 @@ impl Network {
     }
 }
 
+impl Server {
+    /// An operator's one-time setup link: the console's address as operators reach it
+    /// (`public_url`, else the listen address over plain HTTP). The command line and the
+    /// console's Operators page both print it.
+    pub fn setup_link(&self, token: &str) -> String {
+        let base = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}/console/setup/{token}", base.trim_end_matches('/'))
+    }
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server {

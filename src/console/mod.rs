@@ -7,8 +7,11 @@
 mod audit;
 mod auth;
 mod guard;
+mod operators;
 mod page;
 mod qr;
+mod sync;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -41,7 +44,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/static/{file}", web::get().to(asset))
             .configure(auth::routes)
             .configure(users::routes)
-            .configure(audit::routes),
+            .configure(audit::routes)
+            .configure(sync::routes)
+            .configure(tokens::routes)
+            .configure(operators::routes),
     );
 }
 

@@ -132,7 +132,8 @@ pub enum Problem {
     SignIn,
     Page {
         status: StatusCode,
-        me: Option<Me>,
+        /// Boxed: a `Problem` travels in every handler's `Result`.
+        me: Option<Box<Me>>,
         title: &'static str,
         detail: String,
     },
@@ -140,7 +141,7 @@ pub enum Problem {
 
 impl Problem {
     fn page(status: StatusCode, me: Option<&Me>, title: &'static str, detail: impl Into<String>) -> Self {
-        Problem::Page { status, me: me.cloned(), title, detail: detail.into() }
+        Problem::Page { status, me: me.cloned().map(Box::new), title, detail: detail.into() }
     }
 
     pub fn forbidden(me: Option<&Me>, detail: &str) -> Self {
@@ -218,7 +219,7 @@ impl ResponseError for Problem {
             Problem::SignIn => see_other("/console/sign-in"),
             // An error is answered without its request at hand: rendered here, not as a Responder.
             Problem::Page { status, me, title, detail } => {
-                match (ProblemPage { nav: Nav { me: me.clone(), section: "" }, title, detail }).render() {
+                match (ProblemPage { nav: Nav { me: me.as_deref().cloned(), section: "" }, title, detail }).render() {
                     Ok(body) => HttpResponse::build(*status).content_type("text/html; charset=utf-8").body(body),
                     Err(e) => {
                         tracing::error!(error = %e, "console error page failed to render");

@@ -189,8 +189,8 @@ pub struct RunView<'a> {
     /// `running`, `succeeded` or `failed` (the first of `errors` says why).
     #[schema(value_type = String, pattern = "^(running|succeeded|failed)$")]
     status: RunStatus,
-    /// `schedule`, `api` or `cli`.
-    #[schema(value_type = String, pattern = "^(schedule|api|cli)$")]
+    /// `schedule`, `api`, `cli` or `console`.
+    #[schema(value_type = String, pattern = "^(schedule|api|cli|console)$")]
     started_by: StartedBy,
     #[schema(format = DateTime)]
     started_at: String,

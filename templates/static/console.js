@@ -80,3 +80,37 @@ document.addEventListener("htmx:beforeSwap", function (e) {
     e.detail.isError = false;
   }
 });
+
+// A link to a confirmation page whose dialog is already on this page opens that dialog instead
+// (Tokens, Operators). Without this file the link opens the confirmation page.
+document.addEventListener("click", function (e) {
+  const link = e.target.closest("a[data-dialog]");
+  if (!link) return;
+  const dialog = document.getElementById(link.getAttribute("data-dialog"));
+  if (!dialog || typeof dialog.showModal !== "function") return;
+  e.preventDefault();
+  dialog.showModal();
+  const confirm = dialog.querySelector("button.danger");
+  if (confirm) confirm.focus();
+});
+
+// A secret shown once (a token, a setup link) is copied with its button; the button shows
+// only where the clipboard can be written.
+function showCopyButtons() {
+  if (!navigator.clipboard) return;
+  document.querySelectorAll("button[data-copy]").forEach(function (b) { b.hidden = false; });
+}
+
+document.addEventListener("click", function (e) {
+  const button = e.target.closest("button[data-copy]");
+  if (!button) return;
+  const id = button.getAttribute("data-copy");
+  const source = document.getElementById(id);
+  const said = document.querySelector("[data-copied='" + id + "']");
+  navigator.clipboard.writeText(source.textContent.trim()).then(
+    function () { if (said) said.textContent = "Copied."; },
+    function () { if (said) said.textContent = "Could not copy: select the text and copy it."; }
+  );
+});
+
+document.addEventListener("DOMContentLoaded", showCopyButtons);

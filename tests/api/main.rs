@@ -3,6 +3,7 @@
 
 mod cli;
 mod console;
+mod console_admin;
 mod console_audit;
 mod console_browser;
 mod console_users;

@@ -29,6 +29,8 @@ pub enum StartedBy {
     Cli,
     Api,
     Schedule,
+    /// An administrator in the console.
+    Console,
 }
 
 impl RunKind {
@@ -65,6 +67,7 @@ impl StartedBy {
             StartedBy::Cli => "cli",
             StartedBy::Api => "api",
             StartedBy::Schedule => "schedule",
+            StartedBy::Console => "console",
         }
     }
 }
@@ -193,6 +196,7 @@ impl Run {
             "cli" => StartedBy::Cli,
             "api" => StartedBy::Api,
             "schedule" => StartedBy::Schedule,
+            "console" => StartedBy::Console,
             other => return Err(corrupt("started_by", other)),
         };
         Ok(Run {
