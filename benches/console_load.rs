@@ -102,7 +102,10 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// A scenario of GETs on the Users page; a sampled answer must contain `want`.
-fn page_scenario<'a>(name: &'static str, make: impl Fn(&mut rand::rngs::SmallRng) -> (String, String) + Sync + 'a) -> Scenario<'a> {
+fn page_scenario<'a>(
+    name: &'static str,
+    make: impl Fn(&mut rand::rngs::SmallRng) -> (String, String) + Sync + 'a,
+) -> Scenario<'a> {
     Scenario {
         name,
         expect: 200,
