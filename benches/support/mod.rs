@@ -141,7 +141,8 @@ pub struct Scenario<'a> {
     pub name: &'static str,
     pub expect: u16,
     pub make: Box<dyn Fn(&mut SmallRng) -> Call + Sync + 'a>,
-    /// Whether a sampled answer body is right, given `Call::want`.
+    /// Whether a sampled answer body is right, given `Call::want` (a body that is not JSON comes
+    /// as a `Value::String`).
     pub check: fn(&Value, &str) -> bool,
     /// The aim for this scenario, if it has one, and whether an outcome meets it.
     pub aim: Option<Aim>,
@@ -198,9 +199,11 @@ pub fn cpu_seconds(pid: &str) -> f64 {
     (field(11) + field(12)) / 100.0
 }
 
+/// `auth` is the `Authorization` header's value, or `Cookie: NAME=VALUE` to send a cookie
+/// instead (the console's session).
 pub fn send(agent: &ureq::Agent, base: &str, auth: &str, call: &Call) -> Result<(u16, String), ureq::Error> {
-    let req =
-        ureq::http::Request::builder().method(call.method).uri(format!("{base}{}", call.path)).header("Authorization", auth);
+    let (header, value) = auth.strip_prefix("Cookie: ").map_or(("Authorization", auth), |cookie| ("Cookie", cookie));
+    let req = ureq::http::Request::builder().method(call.method).uri(format!("{base}{}", call.path)).header(header, value);
     let mut resp = match &call.body {
         Some(b) => agent.run(req.header("Content-Type", "application/scim+json").body(b.as_str()).expect("request"))?,
         None => agent.run(req.body(()).expect("request"))?,
@@ -244,7 +247,8 @@ pub fn run(s: &Scenario, bases: &[String], auth: &str, args: &Args, daemon_pids:
                         match result {
                             Ok((status, body)) if status == s.expect => {
                                 if ok % CHECK_EVERY == 0 {
-                                    let doc = serde_json::from_str(&body).unwrap_or(Value::Null);
+                                    // An answer that is not JSON (a console page) is checked as text.
+                                    let doc = serde_json::from_str(&body).unwrap_or_else(|_| Value::String(body.clone()));
                                     if !(s.check)(&doc, &call.want) {
                                         errors += 1;
                                         report(format!("{} {} answered {status} but {body}", call.method, call.path));
