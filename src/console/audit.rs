@@ -10,7 +10,7 @@ use askama_web::WebTemplate;
 use chrono::{NaiveDate, NaiveDateTime};
 use serde_json::Value;
 
-use super::page::{blocking, page_with, Me, Nav, Problem};
+use super::page::{blocking, page_with, Fields, Me, Nav, Problem};
 use super::Console;
 use crate::domain::audit::{Origin, Query, EVENT_TYPES};
 use crate::domain::{Error, Services};
@@ -72,8 +72,8 @@ pub struct Filters {
 
 impl Filters {
     fn parse(query: &str) -> Self {
-        let fields: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+        let fields = Fields::parse(query.as_bytes());
+        let get = |name: &str| fields.get(name).trim().to_string();
         let origin = get("origin");
         Filters {
             event_type: get("type"),

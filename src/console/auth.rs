@@ -10,7 +10,7 @@ use askama_web::WebTemplate;
 use serde::Deserialize;
 
 use super::guard::COOKIE;
-use super::page::{page_with, see_other, Me, Nav, Problem};
+use super::page::{capital, page_with, see_other, Me, Nav, Problem};
 use super::{qr, Console};
 use crate::domain::operators::SignIn;
 use crate::domain::Error;
@@ -195,21 +195,12 @@ async fn setup(
         Ok(Ok(codes)) => page_with(&req, StatusCode::OK, SetupDone { nav: Nav::none(), codes: &codes.0 }),
         Ok(Err(Error::NotFound(_))) => dead_link(),
         Ok(Err(Error::Invalid { detail, .. } | Error::Conflict { detail, .. })) => {
-            setup_form(&console, &req, token, StatusCode::BAD_REQUEST, Some(&capitalised(&detail))).await
+            setup_form(&console, &req, token, StatusCode::BAD_REQUEST, Some(&format!("{}.", capital(&detail)))).await
         }
         Ok(Err(e)) => {
             tracing::error!(error = %crate::logging::chain(&e), "console setup failed");
             HttpResponse::ServiceUnavailable().body("The setup cannot be finished right now; try again shortly.")
         }
         Err(_) => HttpResponse::ServiceUnavailable().finish(),
-    }
-}
-
-/// A domain message as the first sentence of a page.
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect::<String>() + ".",
-        None => String::new(),
     }
 }

@@ -12,8 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use askama_web::WebTemplate;
 
-use super::page::{blocking, page_with, Admin, Me, Nav, Problem};
-use super::tokens::{capital, field, form, segment};
+use super::page::{blocking, capital, page_with, segment, Admin, Fields, Me, Nav, Problem};
 use super::users::time;
 use super::Console;
 use crate::domain::operators::{Operator, Role, State, SETUP_LINK_HOURS};
@@ -167,8 +166,8 @@ async fn add(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    let fields = form(&body);
-    let (name, role_text) = (field(&fields, "name"), field(&fields, "role"));
+    let fields = Fields::parse(&body);
+    let (name, role_text) = (fields.get("name"), fields.get("role"));
     let again = |problem: String| Extra { name, role: role_text, problem: Some(problem), done: None };
     let role = match role_text {
         "admin" => Role::Admin,

@@ -242,3 +242,33 @@ pub async fn blocking<T: Send + 'static>(
         Err(_) => Err(Problem::stopping(me)),
     }
 }
+
+/// The fields of a form or query string, in order (a name may repeat: `id=…&id=…`).
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    pub fn parse(bytes: &[u8]) -> Self {
+        Fields(serde_urlencoded::from_bytes(bytes).unwrap_or_default())
+    }
+
+    pub fn get(&self, name: &str) -> &str {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default()
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.0.iter().filter(|(k, v)| k == name && seen.insert(v.clone())).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+/// A domain sentence as one of a page: its first letter in capitals.
+pub fn capital(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A name as one segment of a path (names may hold `/`, spaces or markup).
+pub use crate::config::percent_encode as segment;

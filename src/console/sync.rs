@@ -10,7 +10,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use serde_json::Value;
 
-use super::page::{blocking, page_with, Admin, Me, Nav, Problem};
+use super::page::{blocking, page_with, Admin, Fields, Me, Nav, Problem};
 use super::users::time;
 use super::Console;
 use crate::directory::{Options, StartError, StartedBy, Summary, Syncer};
@@ -192,8 +192,7 @@ async fn sync_page(
 
 /// `full=true` for a full run, else incremental.
 fn full(body: &[u8]) -> bool {
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    fields.iter().any(|(k, v)| k == "full" && v == "true")
+    Fields::parse(body).get("full") == "true"
 }
 
 fn syncer(console: &Console, me: &Me) -> Result<Arc<Syncer>, Problem> {

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use askama_web::WebTemplate;
 
-use super::page::{blocking, page_with, Admin, Me, Nav, Problem};
+use super::page::{blocking, capital, page_with, segment, Admin, Fields, Me, Nav, Problem};
 use super::users::time;
 use super::Console;
 use crate::domain::tokens::{Scope, TokenInfo};
@@ -28,29 +28,6 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("mfa", "enrolment and verification of second factors"),
     ("admin", "resets, audit, sync and operations (/api/v1)"),
 ];
-
-/// A name as one segment of a path: every byte but the unreserved ones percent-encoded
-/// (names may hold `/`, spaces or markup).
-pub fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The fields of a form, in order (a name may repeat: `scope=…&scope=…`).
-pub fn form(body: &[u8]) -> Vec<(String, String)> {
-    serde_urlencoded::from_bytes(body).unwrap_or_default()
-}
-
-pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default()
-}
 
 /// A token as the list shows it.
 pub struct Row {
@@ -154,10 +131,9 @@ async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    let fields = form(&body);
-    let name = field(&fields, "name");
-    let mut ticked: Vec<String> = fields.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
-    ticked.dedup();
+    let fields = Fields::parse(&body);
+    let name = fields.get("name");
+    let ticked = fields.all("scope");
     let again = |problem: String, ticked: Vec<String>| Form { name, ticked, problem: Some(problem), revoked: None };
     let scopes = match crate::domain::tokens::parse_scopes(&ticked.join(",")) {
         Ok(s) => s,
@@ -210,13 +186,4 @@ async fn revoke(
     blocking(&me, move || tokens.revoke(&owned)).await?;
     tracing::info!(token = %name, operator = %me.name, "token revoked from the console");
     tokens_page(&console, &req, &me, Form { revoked: Some(&name), ..Form::default() }, StatusCode::OK).await
-}
-
-/// A domain sentence as one of a page.
-pub fn capital(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }

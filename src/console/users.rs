@@ -11,7 +11,7 @@ use askama_web::WebTemplate;
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use super::page::{blocking, page_with, Me, Nav, Problem};
+use super::page::{blocking, capital, page_with, Fields, Me, Nav, Problem};
 use super::Console;
 use crate::domain::audit::Query;
 use crate::domain::mfa::{Outcome, Reason, Selection};
@@ -31,24 +31,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const PAGE_SIZES: [i64; 3] = [50, 200, 1000];
 /// Names a confirmation shows of the users it is about.
 const FIRST_NAMES: usize = 5;
-
-/// The fields of a form or query string, in order (a name may repeat: `id=…&id=…`).
-struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    fn parse(bytes: &[u8]) -> Self {
-        Fields(serde_urlencoded::from_bytes(bytes).unwrap_or_default())
-    }
-
-    fn get(&self, name: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).unwrap_or_default()
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        self.0.iter().filter(|(k, v)| k == name && seen.insert(v.clone())).map(|(_, v)| v.clone()).collect()
-    }
-}
 
 /// What the search form asks for; it travels in the query string of every link and form of
 /// the page, so that paging, sorting and a reset come back to the same list.
@@ -82,6 +64,9 @@ impl Default for Search {
     }
 }
 
+/// What the search box looks at: the start of each.
+const SEARCHED: &[&str] = &["userName", "displayName", "name.givenName", "name.familyName", "emails.value"];
+
 /// The columns a list sorts by, and the SCIM attribute of each.
 const SORTS: &[(&str, &str)] = &[
     ("userName", "userName"),
@@ -94,8 +79,9 @@ const SORTS: &[(&str, &str)] = &[
 
 impl Search {
     fn from(f: &Fields) -> Self {
+        let text = |name: &str| f.get(name).trim().to_string();
         let pick = |name: &str, allowed: &[&str]| {
-            let v = f.get(name);
+            let v = f.get(name).trim();
             if allowed.contains(&v) {
                 v.to_string()
             } else {
@@ -103,15 +89,15 @@ impl Search {
             }
         };
         Search {
-            q: f.get("q").to_string(),
+            q: text("q"),
             mfa: pick("mfa", &["none", "pending", "enrolled"]),
             active: pick("active", &["true", "false"]),
             source: pick("source", &["scim", "ldap"]),
-            filter: f.get("filter").to_string(),
+            filter: text("filter"),
             sort: pick("sort", &SORTS.iter().map(|(k, _)| *k).collect::<Vec<_>>()),
             order: pick("order", &["desc"]),
-            page: f.get("page").parse::<i64>().unwrap_or(1).max(1),
-            per: f.get("per").parse::<i64>().ok().filter(|n| PAGE_SIZES.contains(n)).unwrap_or(PAGE_SIZES[0]),
+            page: f.get("page").trim().parse::<i64>().unwrap_or(1).max(1),
+            per: f.get("per").trim().parse::<i64>().ok().filter(|n| PAGE_SIZES.contains(n)).unwrap_or(PAGE_SIZES[0]),
         }
     }
 
@@ -169,7 +155,9 @@ impl Search {
         let mut parts = Vec::new();
         if !self.q.is_empty() {
             let text = serde_json::to_string(&self.q).unwrap_or_default();
-            parts.push(format!("userName co {text} or displayName co {text} or emails.value co {text}"));
+            // The start of a name or address: an index answers it (a search of any part would
+            // read every user).
+            parts.push(SEARCHED.iter().map(|a| format!("{a} sw {text}")).collect::<Vec<_>>().join(" or "));
         }
         if !self.mfa.is_empty() {
             parts.push(format!("urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:status eq \"{}\"", self.mfa));
@@ -440,15 +428,6 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
         }
     }
     users_page(&console, &req, &me, &search, Some(summary), StatusCode::OK).await
-}
-
-/// A domain sentence as one of a page.
-fn capital(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 #[derive(Template, WebTemplate)]

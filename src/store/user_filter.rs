@@ -261,18 +261,35 @@ struct Compiler<'r> {
     next_alias: usize,
 }
 
-/// A comparison reduced to SQL: `<value column> <op> ?`, negated for `ne`.
+/// A comparison reduced to SQL: `<value column> <op> ?`, negated for `ne`; `sw` is the range
+/// `column >= ? AND column < ?`, which an index walks (a `LIKE` with a bound pattern uses none).
 struct Comparison {
     sql_op: &'static str,
     bind: Bind,
+    /// For `sw`: the end of the range of the values that start with `bind`.
+    below: Option<Bind>,
     negated: bool,
 }
 
 impl Comparison {
     fn on(&self, column: &str) -> Condition {
+        if let Some(end) = &self.below {
+            return Condition::new()
+                .sql(&format!("({column} >= "))
+                .bind(self.bind.clone())
+                .sql(&format!(" AND {column} < "))
+                .bind(end.clone())
+                .sql(")");
+        }
         let escape = if self.sql_op == "LIKE" { " ESCAPE '\\'" } else { "" };
         Condition::new().sql(&format!("{column} {} ", self.sql_op)).bind(self.bind.clone()).sql(escape)
     }
+}
+
+/// Above every string that starts with `prefix` and below every other greater one, in code
+/// point order (SQLite's BINARY collation; PostgreSQL databases are created with `C`).
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
 }
 
 impl Compiler<'_> {
@@ -499,11 +516,11 @@ impl Compiler<'_> {
             _ => comparable(kind, case == Case::Exact, &json).expect("scalar value"),
         };
         let (sql_op, pattern) = match op {
-            CompareOp::Eq | CompareOp::Ne => ("=", text),
-            CompareOp::Gt => (">", text),
-            CompareOp::Ge => (">=", text),
-            CompareOp::Lt => ("<", text),
-            CompareOp::Le => ("<=", text),
+            CompareOp::Eq | CompareOp::Ne => ("=", text.clone()),
+            CompareOp::Gt => (">", text.clone()),
+            CompareOp::Ge => (">=", text.clone()),
+            CompareOp::Lt => ("<", text.clone()),
+            CompareOp::Le => ("<=", text.clone()),
             CompareOp::Co => ("LIKE", format!("%{}%", like_escape(&text))),
             CompareOp::Sw => ("LIKE", format!("{}%", like_escape(&text))),
             CompareOp::Ew => ("LIKE", format!("%{}", like_escape(&text))),
@@ -516,7 +533,11 @@ impl Compiler<'_> {
             _ => Bind::Text(pattern),
         };
         let negated = op == CompareOp::Ne;
-        Ok((target, Comparison { sql_op, bind, negated }))
+        if let (CompareOp::Sw, Bind::Text(_)) = (op, &bind) {
+            let below = Some(Bind::Text(prefix_end(&text)));
+            return Ok((target, Comparison { sql_op: ">=", bind: Bind::Text(text), below, negated }));
+        }
+        Ok((target, Comparison { sql_op, bind, below: None, negated }))
     }
 }
 
@@ -582,8 +603,11 @@ mod tests {
         assert_eq!(c.text(), "users.user_name_key = ?");
         let c = compile(&str_cmp("meta", Some("lastModified"), CompareOp::Gt, "2024-01-01T00:00:00Z")).unwrap();
         assert_eq!(c.text(), "users.updated_at > ?");
-        let c = compile(&str_cmp("externalId", None, CompareOp::Sw, "a_b")).unwrap();
+        let c = compile(&str_cmp("externalId", None, CompareOp::Co, "a_b")).unwrap();
         assert_eq!(c.text(), "(users.external_id IS NOT NULL AND users.external_id LIKE ? ESCAPE '\\')");
+        // `sw` is a range an index walks, on the text as given (no LIKE escapes in it).
+        let c = compile(&str_cmp("externalId", None, CompareOp::Sw, "a_b%")).unwrap();
+        assert_eq!(c.text(), "(users.external_id IS NOT NULL AND (users.external_id >= ? AND users.external_id < ?))");
     }
 
     #[test]

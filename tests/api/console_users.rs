@@ -1,6 +1,7 @@
 //! The console's Users page and resets over HTTP: search, filters, sort and paging; the reset
 //! of one user, of ticked users and of every user a search finds; CSRF; output escaping.
 
+use provisiond::config::percent_encode as enc;
 use provisiond::domain::operators::Role;
 use serde_json::json;
 
@@ -17,17 +18,12 @@ fn unescape(s: &str) -> String {
 }
 
 fn user(app: &TestApp, name: &str, display: &str, email: &str) -> String {
-    let u = app.create_user(&json!({"userName": name, "displayName": display, "emails": [{"value": email, "primary": true}]}));
+    let mut body = json!({"userName": name, "displayName": display, "emails": [{"value": email, "primary": true}]});
+    if let Some(family) = display.split(' ').nth(1) {
+        body["name"] = json!({"familyName": family});
+    }
+    let u = app.create_user(&body);
     u["id"].as_str().unwrap().to_string()
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn mfa_status(app: &TestApp, id: &str) -> String {
@@ -55,10 +51,13 @@ fn the_users_page_searches_filters_sorts_and_pages_and_shows_an_invalid_filter_i
     assert_eq!(page.status, 200);
     assert_eq!(rows(&page.body), ["ada", "grace", "alan", "zed"], "creation order");
     assert!(page.body.contains("4 users"), "the total");
-    // Case-insensitive search over userName, display name and email.
+    // Case-insensitive search of the start of the userName, display name, given or family name, or email.
     assert_eq!(rows(&c.get("/console/users?q=GRACE").body), ["grace"]);
-    assert_eq!(rows(&c.get("/console/users?q=lovelace").body), ["ada"]);
-    assert_eq!(rows(&c.get("/console/users?q=example.org").body), ["ada", "alan", "zed"]);
+    assert_eq!(rows(&c.get(&format!("/console/users?q={}", enc("ada LOVE"))).body), ["ada"]);
+    assert_eq!(rows(&c.get("/console/users?q=Hopper").body), ["grace"], "the family name");
+    assert_eq!(rows(&c.get("/console/users?q=grace%40navy").body), ["grace"], "an email address");
+    assert_eq!(rows(&c.get("/console/users?q=a").body), ["ada", "alan"]);
+    assert!(rows(&c.get("/console/users?q=ovelace").body).is_empty(), "the start, not any part");
     assert_eq!(rows(&c.get("/console/users?mfa=enrolled").body), ["ada"]);
     assert_eq!(rows(&c.get("/console/users?mfa=none").body), ["grace", "alan", "zed"]);
     assert_eq!(rows(&c.get("/console/users?active=false").body), ["zed"]);
@@ -215,7 +214,7 @@ fn markup_in_user_names_shows_as_text_on_the_list_the_user_page_the_confirmation
     let id = user(&app, script, img, "x@example.org");
     let pages = [
         c.get("/console/users"),
-        c.get(&format!("/console/users?q={}", enc("script"))),
+        c.get(&format!("/console/users?q={}", enc("<script"))),
         c.get(&format!("/console/users/{id}")),
         c.get(&format!("/console/users/reset?id={id}")),
         c.post("/console/users/reset", &[("id", &id), ("reason", script)]),
