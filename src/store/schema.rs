@@ -13,6 +13,7 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        mfa_status -> Text,
     }
 }
 

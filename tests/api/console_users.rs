@@ -127,6 +127,8 @@ fn an_operator_resets_one_user_then_ticked_users_then_every_user_a_search_finds_
     assert_eq!(rows(&done.body), ["u1", "u2", "u3", "u4"], "back on the same search");
     assert!(done.body.contains("status-pending\">pending"));
     assert_eq!(mfa_status(&app, &ids[0]), "pending");
+    assert_eq!(rows(&c.get("/console/users?mfa=pending").body), ["u1"], "the MFA filter follows the reset");
+    assert_eq!(rows(&c.get("/console/users?mfa=enrolled&q=u").body), ["u2", "u3", "u4"]);
 
     // Ticked users (one of them unknown): the confirmation counts them; the summary names them.
     let confirm = c.post("/console/users/reset/confirm", &[("id", &ids[1]), ("id", &ids[2]), ("id", "gone")]);
