@@ -187,7 +187,7 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             let selection = match filter {
                 Some(f) => Selection::Matching(crate::domain::users::Matching {
                     filter: Some(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
-                    source: None,
+                    ..crate::domain::users::Matching::default()
                 }),
                 None => {
                     let mut ids = Vec::new();

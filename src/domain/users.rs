@@ -38,11 +38,14 @@ pub(crate) fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
 pub struct Matching {
     pub filter: Option<Filter>,
     pub source: Option<Source>,
+    /// A search box's text: the start of the userName, display name, given or family name, or
+    /// an email address, ignoring case.
+    pub text: Option<String>,
 }
 
 impl Matching {
     pub(crate) fn condition(&self) -> Result<Option<store::sql::Condition>> {
-        Ok(user_filter::matching(self.filter.as_ref(), self.source)?)
+        Ok(user_filter::matching(self.filter.as_ref(), self.source, self.text.as_deref())?)
     }
 }
 
@@ -155,7 +158,7 @@ impl Users {
     }
 
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
-        let matching = Matching { filter: q.filter.clone(), source: None };
+        let matching = Matching { filter: q.filter.clone(), ..Matching::default() };
         let sort = q.sort_by.as_ref().map(|p| (p, q.descending));
         self.search(&matching, sort, q.start_index - 1, q.count)
     }

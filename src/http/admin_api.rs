@@ -145,7 +145,7 @@ pub(crate) async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, pay
         ),
         (None, Some(f)) => Selection::Matching(Matching {
             filter: Some(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?),
-            source: None,
+            ..Matching::default()
         }),
         _ => return Err(ApiError::bad_request("give either userIds (a list) or filter (a SCIM filter)")),
     };
