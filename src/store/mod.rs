@@ -117,6 +117,9 @@ impl std::fmt::Debug for Manager {
     }
 }
 
+/// How much of a SQLite file reads map into memory (SQLite's `mmap_size`).
+const MMAP_BYTES: u64 = 256 << 20;
+
 impl ManageConnection for Manager {
     type Connection = DbConn;
     type Error = r2d2::Error;
@@ -130,10 +133,14 @@ impl ManageConnection for Manager {
                 // statement may run; LIKE is made case-sensitive to match PostgreSQL (values
                 // that compare ignoring case are stored in a folded form). WAL is set once by
                 // `migrate` (it is kept in the file): switching it here would need a lock another
-                // process's writer may hold.
+                // process's writer may hold. Reads go through a memory map: pages come from the
+                // operating system's cache, shared by every connection, instead of being copied
+                // into each connection's small page cache (a search of 100,000 users spent most
+                // of its time in those copies).
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL; \
-                     PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;",
+                     PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
+                     PRAGMA mmap_size = {MMAP_BYTES};",
                     self.statement_timeout.as_millis()
                 ))
                 .map_err(r2d2::Error::QueryError)?;

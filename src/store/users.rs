@@ -349,15 +349,28 @@ pub(crate) struct PageRequest {
     pub limit: i64,
 }
 
+/// Above this many matches of a filter, SQLite walks the users in creation order and tests each
+/// (a page of a broad search fills within a few index entries) instead of gathering every match
+/// and sorting them, which reads each one's row.
+const DENSE: i64 = 1000;
+
 pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     let req_filter = req.filter;
     let filter = req_filter.clone().unwrap_or_else(|| Condition::new().sql("1 = 1"));
+    // On SQLite a filtered page counts first, to choose its plan by the count.
+    let counted = match (&*conn, &req_filter) {
+        (DbConn::Sqlite(_), Some(f)) if req.sort.is_none() && req.limit > 0 => {
+            Some(users::table.filter(f.clone()).count().get_result::<i64>(conn)?)
+        }
+        _ => None,
+    };
+    let dense = counted.is_some_and(|n| n >= DENSE);
     let users: Vec<StoredUser> = if req.limit == 0 {
         Vec::new()
     } else if let Some((key, descending)) = &req.sort {
         let ids = super::user_sort::sorted_ids(conn, req_filter.as_ref(), key, *descending, req.offset, req.limit)?;
         in_order(conn, &ids)?
-    } else if req.offset == 0 {
+    } else if req.offset == 0 && !dense {
         // The first page in one query.
         users::table
             .inner_join(mfa_factors::table)
@@ -371,9 +384,11 @@ pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
             .collect::<Result<_>>()?
     } else {
         // Further pages are chosen on ids alone, which the (created_at, id) index answers
-        // without reading bodies: a large OFFSET skips index entries, not rows.
+        // without reading bodies: a large OFFSET skips index entries, not rows. A dense filter
+        // is wrapped in SQLite's unary `+`, which keeps it from choosing the plan.
+        let chosen = if dense { Condition::new().sql("+(").push(filter.clone()).sql(")") } else { filter.clone() };
         let ids: Vec<String> = users::table
-            .filter(filter.clone())
+            .filter(chosen)
             .select(users::id)
             .order((users::created_at.asc(), users::id.asc()))
             .offset(req.offset)
@@ -383,10 +398,10 @@ pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     };
     // A short first page is the whole result: no need to count (existence checks by userName
     // or externalId are exactly that).
-    let total = if req.offset == 0 && (users.len() as i64) < req.limit {
-        users.len() as i64
-    } else {
-        users::table.filter(filter).count().get_result(conn)?
+    let total = match counted {
+        Some(n) => n,
+        None if req.offset == 0 && (users.len() as i64) < req.limit => users.len() as i64,
+        None => users::table.filter(filter).count().get_result(conn)?,
     };
     Ok(Page { total, users })
 }
