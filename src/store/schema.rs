@@ -13,7 +13,6 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
-        mfa_status -> Text,
     }
 }
 

@@ -30,22 +30,15 @@ struct Column {
     case: Case,
     /// NULL for resources without a value.
     nullable: bool,
-    /// A column of `users` that holds a copy (a side table's value kept on the user's row, for
-    /// filters that walk the users in creation order).
-    copy: Option<&'static str>,
 }
 
 impl Column {
     const fn new(attr: &'static str, sub: Option<&'static str>, column: &'static str, kind: Kind, case: Case) -> Self {
-        Column { attr, sub, column, kind, case, nullable: false, copy: None }
+        Column { attr, sub, column, kind, case, nullable: false }
     }
 
     const fn nullable(self) -> Self {
         Column { nullable: true, ..self }
-    }
-
-    const fn copied_to(self, column: &'static str) -> Self {
-        Column { copy: Some(column), ..self }
     }
 
     fn holds(&self, name: &str, sub: Option<&str>) -> bool {
@@ -86,7 +79,7 @@ static USER_STORAGE: Storage = Storage {
     side_table: Some((
         schema::MFA_USER,
         &[
-            Column::new("status", None, "status", Kind::String, Case::Lower).copied_to("users.mfa_status"),
+            Column::new("status", None, "status", Kind::String, Case::Lower),
             Column::new("enrolledAt", None, "enrolled_at", Kind::DateTime, Case::Exact).nullable(),
             Column::new("lastResetAt", None, "last_reset_at", Kind::DateTime, Case::Exact).nullable(),
         ],
@@ -118,15 +111,8 @@ fn schema_of(rt: &ResourceType, path: &AttrPath) -> Option<&'static Schema> {
     }
 }
 
-/// The attribute a path names, resolved against the schemas of `rt`, for a filter: a side
-/// table's value kept on the user's row is compared there.
+/// The attribute a path names, resolved against the schemas of `rt`.
 fn resolve(rt: &ResourceType, path: &AttrPath) -> Result<Target, ScimError> {
-    resolve_in(rt, path, true)
-}
-
-/// The attribute a path names; `copies`: whether a copy on the user's row stands for a side
-/// table's column (sorting walks the side table's own index).
-fn resolve_in(rt: &ResourceType, path: &AttrPath, copies: bool) -> Result<Target, ScimError> {
     let unknown = || ScimError::invalid_filter(format!("unknown attribute {}", display(path)));
     let schema = schema_of(rt, path).ok_or_else(unknown)?;
     let name = path.name.as_str();
@@ -141,9 +127,6 @@ fn resolve_in(rt: &ResourceType, path: &AttrPath, copies: bool) -> Result<Target
     if let Some((_, columns)) = storage.and_then(|s| s.side_table).filter(|(urn, _)| *urn == schema.id) {
         if sub.is_none() {
             let c = columns.iter().find(|c| c.holds(name, None)).ok_or_else(unknown)?;
-            if let (Some(copy), true) = (c.copy, copies) {
-                return Ok(Target::Column { column: copy, kind: c.kind, case: c.case, nullable: c.nullable });
-            }
             return Ok(Target::Factor { column: c.column, kind: c.kind, case: c.case, nullable: c.nullable });
         }
     }
@@ -297,7 +280,7 @@ pub enum SortKey {
 
 /// The key a `sortBy` attribute of resource type `rt` sorts by.
 pub fn sort_key(rt: &ResourceType, path: &AttrPath) -> Result<SortKey, ScimError> {
-    Ok(match resolve_in(rt, path, false).map_err(|e| ScimError::invalid_value(e.detail))? {
+    Ok(match resolve(rt, path).map_err(|e| ScimError::invalid_value(e.detail))? {
         Target::Column { column, nullable, .. } => SortKey::Column { column, nullable },
         Target::Factor { column, nullable, .. } => SortKey::Factor { column, nullable },
         Target::Values { mut paths, .. } => SortKey::Value { path: paths.swap_remove(0) },
@@ -673,15 +656,6 @@ mod tests {
             "users.id IN (SELECT u.id FROM users u WHERE u.user_name_key >= ? AND u.user_name_key < ? \
              UNION SELECT v.user_id FROM user_values v WHERE v.path IN (?, ?, ?, ?) AND v.value >= ? AND v.value < ?)"
         );
-    }
-
-    #[test]
-    fn the_factor_status_is_filtered_on_its_copy_in_users_and_sorted_on_the_factors_index() {
-        let status = AttrPath { urn: Some(schema::MFA_USER.into()), name: "status".into(), sub: None };
-        let f = Filter::Compare(status.clone(), CompareOp::Eq, CompValue::Str("Pending".into()));
-        assert_eq!(compile(&f).unwrap().text(), "users.mfa_status = ?");
-        let key = super::sort_key(&schema::USER_RESOURCE, &status).unwrap();
-        assert_eq!(key, super::SortKey::Factor { column: "status", nullable: false });
     }
 
     #[test]
