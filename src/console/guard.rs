@@ -33,7 +33,9 @@ fn before_session(path: &str) -> bool {
 
 pub async fn guard(mut req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse, actix_web::Error> {
     let console = req.app_data::<web::Data<Arc<Console>>>().cloned();
-    let me = match (&console, req.cookie(COOKIE)) {
+    // The embedded files need no session: no database read for each of them.
+    let needs_session = !req.path().starts_with("/console/static/");
+    let me = match (&console, req.cookie(COOKIE).filter(|_| needs_session)) {
         (Some(console), Some(cookie)) => {
             find_session(console, cookie.value().to_string(), crate::logging::RequestId::of(req.request())).await
         }

@@ -16,7 +16,7 @@ use super::Console;
 use crate::domain::audit::Query;
 use crate::domain::mfa::{Outcome, Reason, Selection};
 use crate::domain::users::{Matching, Source, StoredUser};
-use crate::scim::filter::{self, AttrPath};
+use crate::scim::filter::{self, AttrPath, Filter};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/users", web::get().to(list))
@@ -149,6 +149,8 @@ impl Search {
 
     /// The users the search finds; an error names what is wrong with the advanced filter.
     fn matching(&self) -> Result<Matching, String> {
+        // The selects' values are ours (checked in `Search::from`); the advanced filter is the
+        // operator's, and its syntax error is what the page says.
         let mut parts = Vec::new();
         if !self.mfa.is_empty() {
             parts.push(format!("urn:provisiond:params:scim:schemas:extension:mfa:2.0:User:status eq \"{}\"", self.mfa));
@@ -157,11 +159,16 @@ impl Search {
             parts.push(format!("active eq {}", self.active));
         }
         if !self.filter.is_empty() {
-            filter::parse_filter(&self.filter).map_err(|e| e.message)?;
             parts.push(self.filter.clone());
         }
-        let text = parts.iter().map(|p| format!("({p})")).collect::<Vec<_>>().join(" and ");
-        let filter = (!text.is_empty()).then(|| filter::parse_filter(&text).map_err(|e| e.message)).transpose()?;
+        let mut filters = parts.iter().map(|p| filter::parse_filter(p).map_err(|e| e.message));
+        let filter = filters.try_fold(None, |all: Option<Filter>, f| {
+            let f = f?;
+            Ok::<_, String>(Some(match all {
+                Some(all) => Filter::And(Box::new(all), Box::new(f)),
+                None => f,
+            }))
+        })?;
         let source = match self.source.as_str() {
             "scim" => Some(Source::Scim),
             "ldap" => Some(Source::Ldap),

@@ -45,7 +45,7 @@ pub struct Matching {
 
 impl Matching {
     pub(crate) fn condition(&self) -> Result<Option<store::sql::Condition>> {
-        Ok(user_filter::matching(self.filter.as_ref(), self.source, self.text.as_deref())?)
+        Ok(store::user_search::matching(self.filter.as_ref(), self.source, self.text.as_deref())?)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod stats;
 mod text_enum;
 pub mod tokens;
 pub mod user_filter;
+pub mod user_search;
 pub mod user_sort;
 pub mod users;
 

@@ -218,31 +218,9 @@ pub fn compile(rt: &ResourceType, filter: &Filter) -> Result<Condition, ScimErro
     Ok(condition)
 }
 
-/// The condition of users matching `filter` (of the User resource), coming from `source`, and
-/// whose name or address starts with `text` (see [`starting_with`]); `None` matches every user.
-pub fn matching(
-    filter: Option<&Filter>,
-    source: Option<crate::store::users::Source>,
-    text: Option<&str>,
-) -> Result<Option<Condition>, ScimError> {
-    let conditions = [
-        filter.map(|f| compile(&schema::USER_RESOURCE, f)).transpose()?,
-        source.map(|s| Condition::new().sql("users.source = ").bind(Bind::Text(s.as_str().to_string()))),
-        text.map(starting_with),
-    ];
-    Ok(conditions.into_iter().flatten().reduce(|all, c| Condition::new().sql("(").push(all).sql(") AND (").push(c).sql(")")))
-}
-
-/// What a search box looks at: the start of each, ignoring case.
-const SEARCHED: [&str; 4] = ["displayName", "name.givenName", "name.familyName", "emails.value"];
-
-/// The users whose userName, or one of [`SEARCHED`], starts with `text` ignoring case: one set of
-/// ids from index range scans, which a page and its count share (an `or` of the same
-/// comparisons would make the count read every user).
-fn starting_with(text: &str) -> Condition {
-    let key = UserName::fold(text);
-    let value = text.to_lowercase();
-    let paths: Vec<String> = SEARCHED
+/// The `user_values` paths of these attributes of a User (those with no column of their own).
+pub(super) fn search_paths(attributes: &[&str]) -> Vec<String> {
+    attributes
         .iter()
         .filter_map(|p| crate::scim::filter::parse_path(p).ok())
         .filter_map(|p| match resolve(&schema::USER_RESOURCE, &p.attr) {
@@ -250,21 +228,7 @@ fn starting_with(text: &str) -> Condition {
             _ => None,
         })
         .flatten()
-        .collect();
-    let mut c = Condition::new()
-        .sql("users.id IN (SELECT u.id FROM users u WHERE u.user_name_key >= ")
-        .bind(Bind::Text(key.clone()))
-        .sql(" AND u.user_name_key < ")
-        .bind(Bind::Text(prefix_end(&key)))
-        .sql(" UNION SELECT v.user_id FROM user_values v WHERE v.path IN (");
-    for (i, path) in paths.into_iter().enumerate() {
-        c = if i == 0 { c } else { c.sql(", ") }.bind(Bind::Text(path));
-    }
-    c.sql(") AND v.value >= ")
-        .bind(Bind::Text(value.clone()))
-        .sql(" AND v.value < ")
-        .bind(Bind::Text(prefix_end(&value)))
-        .sql(")")
+        .collect()
 }
 
 /// What a `sortBy` attribute sorts users by; each one an index walks in order.
@@ -326,7 +290,7 @@ impl Comparison {
 
 /// Above every string that starts with `prefix` and below every other greater one, in code
 /// point order (SQLite's BINARY collation; PostgreSQL databases are created with `C`).
-fn prefix_end(prefix: &str) -> String {
+pub(super) fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 
@@ -646,16 +610,6 @@ mod tests {
         // `sw` is a range an index walks, on the text as given (no LIKE escapes in it).
         let c = compile(&str_cmp("externalId", None, CompareOp::Sw, "a_b%")).unwrap();
         assert_eq!(c.text(), "(users.external_id IS NOT NULL AND (users.external_id >= ? AND users.external_id < ?))");
-    }
-
-    #[test]
-    fn a_search_box_text_is_one_set_of_ids_from_index_ranges() {
-        let c = super::matching(None, None, Some("Ada")).unwrap().unwrap();
-        assert_eq!(
-            c.text(),
-            "users.id IN (SELECT u.id FROM users u WHERE u.user_name_key >= ? AND u.user_name_key < ? \
-             UNION SELECT v.user_id FROM user_values v WHERE v.path IN (?, ?, ?, ?) AND v.value >= ? AND v.value < ?)"
-        );
     }
 
     #[test]
