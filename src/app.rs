@@ -55,19 +55,23 @@ impl Application {
             None => None,
         };
         let syncer = sync.as_ref().map(|(s, _)| s.clone());
-        let console = config.console.enabled.then(|| {
-            web::Data::new(Arc::new(crate::console::Console {
-                services: services.clone(),
-                config: config.clone(),
-                sync: syncer.clone(),
-            }))
-        });
+        let console = web::Data::new(Arc::new(crate::console::Console {
+            services: services.clone(),
+            config: config.clone(),
+            sync: syncer.clone(),
+        }));
         let state = web::Data::new(AppState::new(config.clone(), services, syncer));
+        let console_enabled = config.console.enabled;
         let mut server = HttpServer::new(move || {
-            let app = App::new().app_data(state.clone()).wrap(from_fn(http::request_id::assign)).configure(http::routes);
-            match &console {
-                Some(c) => app.app_data(c.clone()).configure(crate::console::routes),
-                None => app,
+            let app = App::new()
+                .app_data(state.clone())
+                .app_data(console.clone())
+                .wrap(from_fn(http::request_id::assign))
+                .configure(http::routes)
+                .configure(crate::console::link_routes);
+            match console_enabled {
+                true => app.configure(crate::console::routes),
+                false => app.configure(crate::console::asset_routes),
             }
         })
         .shutdown_timeout(config.server.shutdown_timeout)

@@ -94,6 +94,16 @@ pub enum MfaCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Create a one-time enrolment link for a user who must enrol (after a reset); prints the
+    /// link alone on the last line. A newer link replaces the user's older one.
+    Link {
+        /// The userName.
+        #[arg(long)]
+        user: String,
+        /// How long the link works: 72h, 30m, 3600 (seconds)… (default mfa.enrolment_link_ttl).
+        #[arg(long, value_parser = config::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
     /// Re-seal every TOTP secret under the current mfa.key_file (after a key rotation).
     Rekey,
 }
@@ -177,7 +187,7 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
 fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
-    let Services { mfa, users: directory, .. } = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
+    let Services { mfa, users: directory, links, .. } = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
     match cmd {
         MfaCommand::Reset { users, filter, reason } => {
             let reason =
@@ -218,6 +228,14 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             if failed > 0 {
                 anyhow::bail!("{failed} of {} users were not reset", lines.len());
             }
+            Ok(())
+        }
+        MfaCommand::Link { user, ttl } => {
+            let found = directory.find_by_user_name(&user)?.ok_or_else(|| anyhow::anyhow!("no user with userName {user:?}"))?;
+            let link = links.create(&found.id, ttl, &cli_actor()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let until = link.expires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            println!("created an enrolment link for {user:?} (id {}); it works once, until {until}:", link.user_id);
+            println!("{}", link.url.expose());
             Ok(())
         }
         MfaCommand::Rekey => {

@@ -202,6 +202,46 @@ pub struct Mfa {
     pub lockout_window: u64,
     /// Most users one bulk reset request may name or match.
     pub max_bulk_reset: usize,
+    /// Seconds an enrolment link works unless its request says otherwise (a number of
+    /// seconds, or a duration such as "72h").
+    #[serde(with = "duration_secs")]
+    pub enrolment_link_ttl: u64,
+}
+
+/// A number of seconds, also written as a duration such as `"72h"` or `"30m"`.
+mod duration_secs {
+    pub(crate) fn serialize<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*secs)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        struct Secs;
+        impl serde::de::Visitor<'_> for Secs {
+            type Value = u64;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("seconds, or a duration such as \"72h\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+                super::parse_duration(v).map(|d| d.as_secs()).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Secs)
+    }
+}
+
+/// A duration as an operator writes it: `"72h"`, `"90m"`, `"1h 30m"`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration such as 72h, 30m or 3600 ({e})"))
 }
 
 impl Default for Mfa {
@@ -217,6 +257,7 @@ impl Default for Mfa {
             max_failures: 5,
             lockout_window: 900,
             max_bulk_reset: 10_000,
+            enrolment_link_ttl: 72 * 3600,
         }
     }
 }
@@ -420,6 +461,9 @@ impl Config {
         if !(1..=1_000_000).contains(&self.mfa.max_bulk_reset) {
             out.push("mfa.max_bulk_reset: must be between 1 and 1000000".into());
         }
+        if !(60..=30 * 86400).contains(&self.mfa.enrolment_link_ttl) {
+            out.push("mfa.enrolment_link_ttl: must be between 60 seconds and 30 days (2592000 seconds)".into());
+        }
         if !(60..=86400).contains(&self.console.session_idle_timeout) {
             out.push("console.session_idle_timeout: must be between 60 and 86400 seconds".into());
         }
@@ -556,6 +600,9 @@ mod tests {
             ("mfa", "lockout_window", huge.as_str()),
             ("mfa", "max_bulk_reset", "0"),
             ("mfa", "max_bulk_reset", huge.as_str()),
+            ("mfa", "enrolment_link_ttl", "0"),
+            ("mfa", "enrolment_link_ttl", "\"31d\""),
+            ("mfa", "enrolment_link_ttl", "\"forever\""),
             ("console", "session_idle_timeout", "0"),
             ("console", "session_lifetime", huge.as_str()),
             ("ldap", "page_size", "0"),

@@ -114,16 +114,36 @@ fn same_origin(req: &HttpRequest) -> bool {
     origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
 }
 
-/// Nothing from elsewhere runs in or frames a console page, and nothing of it is cached.
-fn with_headers(mut res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+/// What every page of ours says to the browser: nothing from elsewhere runs in or frames it,
+/// and nothing of it is cached.
+const HEADERS: [(&str, &str); 3] = [
+    ("content-security-policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-store"),
+];
+
+fn with_headers(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    with(res, &[("referrer-policy", "same-origin")])
+}
+
+fn with(mut res: ServiceResponse<BoxBody>, extra: &[(&'static str, &'static str)]) -> ServiceResponse<BoxBody> {
     let headers = res.headers_mut();
-    for (name, value) in [
-        ("content-security-policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
-        ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "same-origin"),
-        ("cache-control", "no-store"),
-    ] {
+    for (name, value) in HEADERS.iter().chain(extra) {
         headers.insert(header::HeaderName::from_static(name), HeaderValue::from_static(value));
     }
     res
+}
+
+/// The guard of the pages a user opens from a one-time link (`/enrol/…`): no session, so no
+/// CSRF token (the link's secret is in the address, which another site cannot know), but the
+/// same origin check of every POST; the address is never sent on as a referrer, and search
+/// engines are told to forget the page.
+pub async fn link_page(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse, actix_web::Error> {
+    let extra = [("referrer-policy", "no-referrer"), ("x-robots-tag", "noindex, nofollow")];
+    if req.method() == Method::POST && !same_origin(req.request()) {
+        let refusal = Problem::forbidden(None, "This form was sent from another site, so it was refused.");
+        let res = refusal.error_response();
+        return Ok(with(req.into_response(res), &extra));
+    }
+    Ok(with(next.call(req).await?.map_into_boxed_body(), &extra))
 }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod enrol;
 mod guard;
 mod operators;
 mod page;
@@ -32,6 +33,22 @@ pub struct Console {
     pub config: Arc<Config>,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
+}
+
+/// The enrolment page of one-time links, and the embedded files its pages use: served even
+/// with the console turned off, since links are made over the API and the command line too.
+pub fn link_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/enrol")
+            .wrap(actix_web::middleware::from_fn(guard::link_page))
+            .app_data(web::FormConfig::default().limit(4096))
+            .configure(enrol::routes),
+    );
+}
+
+/// The embedded files alone, for a daemon whose console is turned off.
+pub fn asset_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/console/static/{file}", web::get().to(asset));
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

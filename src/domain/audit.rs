@@ -18,6 +18,9 @@ pub(crate) const EVENT_TYPES: &[&str] = &[
     MFA_BACKUP_CODES_GENERATED,
     MFA_BACKUP_CODE_USED,
     MFA_VERIFY_LOCKED_OUT,
+    super::mfa::links::ENROLMENT_LINK_CREATED,
+    super::mfa::links::ENROLMENT_LINK_SENT,
+    super::mfa::links::ENROLMENT_LINK_SEND_FAILED,
     super::operators::OPERATOR_ADDED,
     super::operators::OPERATOR_SET_UP,
     super::operators::OPERATOR_SIGNED_IN,
@@ -42,11 +45,13 @@ pub enum Origin {
     Directory,
     /// The admin console (an operator in a browser).
     Console,
+    /// A user on the page of their one-time enrolment link.
+    Link,
 }
 
 impl Origin {
-    pub(crate) const ALL: [Origin; 6] =
-        [Origin::Api, Origin::Bulk, Origin::Scim, Origin::Cli, Origin::Directory, Origin::Console];
+    pub(crate) const ALL: [Origin; 7] =
+        [Origin::Api, Origin::Bulk, Origin::Scim, Origin::Cli, Origin::Directory, Origin::Console, Origin::Link];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +61,7 @@ impl Origin {
             Origin::Cli => "cli",
             Origin::Directory => "directory",
             Origin::Console => "console",
+            Origin::Link => "link",
         }
     }
 }

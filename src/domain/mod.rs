@@ -25,6 +25,7 @@ pub struct Services {
     pub users: users::Users,
     pub tokens: tokens::Tokens,
     pub mfa: mfa::Mfa,
+    pub links: mfa::links::Links,
     pub audit: audit::Audit,
     pub stats: stats::Stats,
     pub health: health::Health,
@@ -53,6 +54,7 @@ impl Services {
                 seconds(console.session_lifetime),
             ),
             runs: directory::Runs::new(pool, clock),
+            links: mfa::links::Links::new(mfa.clone(), config),
             mfa,
         }
     }

@@ -96,6 +96,15 @@ pub(crate) async fn read_object(state: &AppState, req: &HttpRequest, payload: we
     Ok(v)
 }
 
+/// Reads a JSON object body, or `{}` when the request has none (every member is optional).
+pub(crate) async fn read_optional_object(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ApiError> {
+    let v = super::scim_io::read_json_or(state, req, payload, Some(Value::Object(Default::default()))).await?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
 /// The caller, if its token carries one of `scopes` (403 otherwise), as an audit actor.
 pub(crate) fn require(req: &HttpRequest, scopes: &[Scope], origin: Origin) -> Result<Actor, ApiError> {
     let p = principal(req).ok_or_else(|| ApiError::new(401, "unauthorized", "missing bearer token"))?;

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiErrorBody};
+use super::api_io::{blocking, read_object, read_optional_object, require, string_field, ApiError, ApiErrorBody};
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::mfa::{Reason, Verification};
@@ -19,7 +19,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/users/{id}/mfa/totp/confirm", web::post().to(confirm))
         .route("/users/{id}/mfa/verify", web::post().to(verify))
         .route("/users/{id}/mfa/backup-codes", web::post().to(backup_codes))
-        .route("/users/{id}/mfa/reset", web::post().to(reset));
+        .route("/users/{id}/mfa/reset", web::post().to(reset))
+        .route("/users/{id}/mfa/enrolment-links", web::post().to(enrolment_link));
 }
 
 type Reply = Result<HttpResponse, ApiError>;
@@ -238,6 +239,59 @@ pub(crate) async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web:
     let mfa = state.mfa.clone();
     let done = blocking(move || mfa.reset(&id, &actor, &reason)).await?;
     Ok(HttpResponse::Ok().json(ResetDone { id: done.id, status: "pending", reset_at: datetime(&done.reset_at.and_utc()) }))
+}
+
+/// `{"ttl": 3600}`: every member optional.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the body `enrolment_link` reads
+pub(crate) struct EnrolmentLinkRequest {
+    /// Seconds the link works (default `mfa.enrolment_link_ttl`, 72 h).
+    #[schema(minimum = 60, maximum = 2592000)]
+    ttl: Option<u64>,
+}
+
+/// A one-time enrolment link, shown once: the user opens it to enrol again.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EnrolmentLink {
+    /// `{server.public_url}/enrol/{token}`
+    url: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// Creates a one-time link to the enrolment page for a user who must enrol (`none` or
+/// `pending`); the user's older link stops working.
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/enrolment-links", tag = "mfa",
+    params(("id" = String, Path, description = "SCIM user id")),
+    request_body(content = EnrolmentLinkRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The link, shown once (scope mfa or admin)", body = EnrolmentLink),
+        (status = 400, description = "A ttl out of bounds, or a malformed body", body = ApiErrorBody),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "The user is enrolled (reset first) or deactivated, or server.public_url is not set",
+            body = ApiErrorBody),
+    ))]
+pub(crate) async fn enrolment_link(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Reply {
+    let actor = require(&req, &[Scope::Mfa, Scope::Admin], Origin::Api)?;
+    let body = read_optional_object(&state, &req, payload).await?;
+    let ttl = match body.get("ttl") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(std::time::Duration::from_secs(
+            v.as_u64().ok_or_else(|| ApiError::bad_request("ttl must be a whole number of seconds"))?,
+        )),
+    };
+    let links = state.links.clone();
+    let link = blocking(move || links.create(&id, ttl, &actor)).await?;
+    Ok(shown_once(
+        HttpResponse::Created(),
+        EnrolmentLink { url: link.url.expose().to_string(), expires_at: datetime(&link.expires_at.and_utc()) },
+    ))
 }
 
 /// A secret shown once (a TOTP secret, backup codes): no cache may keep the answer.

@@ -20,7 +20,7 @@ use actix_web::{middleware::from_fn, web};
 
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
-use crate::domain::mfa::Mfa;
+use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::Services;
 use crate::domain::{audit::Audit, health::Health, stats::Stats, tokens::Tokens, users::Users};
 
@@ -31,6 +31,7 @@ pub struct AppState {
     pub users: Users,
     pub tokens: Tokens,
     pub mfa: Mfa,
+    pub links: Links,
     pub audit: Audit,
     pub stats: Stats,
     pub health: Health,
@@ -43,9 +44,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, tokens, mfa, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
+        let Services { users, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, tokens, mfa, audit, stats, health, sync, trusted_proxies }
+        AppState { config, users, tokens, mfa, links, audit, stats, health, sync, trusted_proxies }
     }
 }
 

@@ -24,6 +24,7 @@ pub(crate) const PATH: &str = "/api/v1/openapi.json";
     ),
     paths(
         mfa_api::status, mfa_api::start_enrolment, mfa_api::confirm, mfa_api::verify, mfa_api::backup_codes, mfa_api::reset,
+        mfa_api::enrolment_link,
         admin_api::bulk_reset, admin_api::audit,
         sync_api::start, sync_api::list, sync_api::get,
     ),

@@ -82,6 +82,16 @@ where
 /// `server.request_timeout` (408 after it: a client that declares a body and stalls would
 /// otherwise hold its connection and a worker's attention for ever).
 pub(crate) async fn read_json(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, ScimError> {
+    read_json_or(state, req, payload, None).await
+}
+
+/// Reads a JSON body, or gives `empty` for a request without one (when `empty` is given).
+pub(crate) async fn read_json_or(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    empty: Option<Value>,
+) -> Result<Value, ScimError> {
     check_content_type(req)?;
     let server = &state.config.server;
     let timeout = std::time::Duration::from_secs(server.request_timeout);
@@ -93,7 +103,7 @@ pub(crate) async fn read_json(state: &AppState, req: &HttpRequest, payload: web:
         )
     })??;
     if body.is_empty() {
-        return Err(ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
+        return empty.ok_or_else(|| ScimError::invalid_syntax("the request body is empty; a JSON document is expected"));
     }
     serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
 }

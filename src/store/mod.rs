@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod deployment;
 pub mod directory;
+pub mod enrolment_links;
 pub mod mfa;
 pub mod operators;
 pub mod reindex;

@@ -75,9 +75,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mfa_enrolment_links (user_id) {
+        user_id -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(mfa_factors -> users (user_id));
+diesel::joinable!(mfa_enrolment_links -> users (user_id));
 diesel::joinable!(mfa_backup_codes -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, user_values, mfa_factors, mfa_backup_codes, directory_links);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    user_values,
+    mfa_factors,
+    mfa_backup_codes,
+    mfa_enrolment_links,
+    directory_links
+);
 diesel::allow_tables_to_appear_in_same_query!(operators, console_sessions);
 
 diesel::table! {

@@ -114,3 +114,12 @@ document.addEventListener("click", function (e) {
 });
 
 document.addEventListener("DOMContentLoaded", showCopyButtons);
+
+// "Print" of the backup codes: a button only where a script can print (without one, the
+// browser's own print command does the same).
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("button[data-print]").forEach(function (b) {
+    b.hidden = false;
+    b.addEventListener("click", function () { window.print(); });
+  });
+});

@@ -9,6 +9,7 @@ mod console_browser;
 mod console_users;
 mod database;
 mod discovery;
+mod enrolment;
 mod filter_props;
 mod helpers;
 mod http_edges;

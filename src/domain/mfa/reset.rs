@@ -48,8 +48,8 @@ fn cut(text: &str) -> &str {
     }
 }
 
-/// Resets the factor of `user` (`(id, userName)`): secret and backup codes deleted, status
-/// `pending`, lockout cleared, `mfa.reset` audited. Resetting a pending user is a harmless
+/// Resets the factor of `user` (`(id, userName)`): secret, backup codes and enrolment link
+/// deleted, status `pending`, lockout cleared, `mfa.reset` audited. Resetting a pending user is a harmless
 /// no-op that is still audited. Returns the status before the reset; `Gone` when the user was
 /// deleted meanwhile.
 pub(crate) fn reset_in_tx(
@@ -65,6 +65,7 @@ pub(crate) fn reset_in_tx(
     }
     let previous = store::mfa::get(conn, user.0)?.map(|f| f.status).unwrap_or(store::mfa::FactorStatus::None);
     store::mfa::reset(conn, user.0, at)?;
+    store::enrolment_links::delete_of(conn, user.0)?;
     let event = audit::event(at, audit::MFA_RESET, user, actor, reason.map(cut), Some(json!({"previousStatus": previous})));
     audit::write(conn, &[event])?;
     Ok(previous)
