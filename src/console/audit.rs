@@ -314,7 +314,7 @@ fn cell_text(e: &Value, key: &str) -> String {
 }
 
 /// One CSV record, CRLF-terminated (RFC 4180).
-fn csv_line<S: AsRef<str>>(cells: &[S]) -> String {
+pub(super) fn csv_line<S: AsRef<str>>(cells: &[S]) -> String {
     let mut line = cells.iter().map(|c| csv_cell(c.as_ref())).collect::<Vec<_>>().join(",");
     line.push_str("\r\n");
     line

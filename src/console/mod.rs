@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod enrol;
 mod guard;
+mod links;
 mod operators;
 mod page;
 mod qr;
@@ -61,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/static/{file}", web::get().to(asset))
             .configure(auth::routes)
             .configure(users::routes)
+            .configure(links::routes)
             .configure(audit::routes)
             .configure(sync::routes)
             .configure(tokens::routes)

@@ -97,6 +97,11 @@ impl Nav {
         Nav { me: None, section: "" }
     }
 
+    /// The session's CSRF token, for a page's forms.
+    pub fn csrf(&self) -> &str {
+        self.me.as_ref().map(|m| m.csrf.as_str()).unwrap_or_default()
+    }
+
     /// `aria-current` for the link of `section`.
     pub fn current(&self, section: &str) -> &'static str {
         if self.section == section {

@@ -313,6 +313,8 @@ struct ResetDialog<'a> {
     fragment: bool,
     /// The form posts without htmx: it carries the session's CSRF token itself.
     csrf: &'a str,
+    /// "Also create enrolment links" ticked.
+    links: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -381,6 +383,7 @@ async fn confirmation(
         problem,
         fragment,
         csrf: &me.csrf,
+        links: fields.get("links") == "1",
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok(if fragment {
@@ -408,6 +411,11 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
             search.matching().map_err(|e| Problem::page_for(&me, StatusCode::BAD_REQUEST, "Not accepted", e))?,
         ),
     };
+    if fields.get("links") == "1" {
+        if let Err(e) = console.services.links.check_ready() {
+            return confirmation(&console, &req, &me, &fields, Some(&capital(&e.to_string())), fragment).await;
+        }
+    }
     let mfa = console.services.mfa.clone();
     let actor = me.actor();
     let done =
@@ -419,6 +427,9 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
         }
         Err(e) => return Err(Problem::of(&me, e)),
     };
+    if fields.get("links") == "1" {
+        return Ok(reset_with_links(&console, &req, &me, &search, results).await?);
+    }
     let mut summary = Summary { reset: Vec::new(), not_found: Vec::new(), failed: Vec::new() };
     for r in results {
         let name = r.user_name.unwrap_or(r.id);
@@ -429,6 +440,26 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
         }
     }
     users_page(&console, &req, &me, &search, Some(summary), StatusCode::OK).await
+}
+
+/// After a reset with "also create enrolment links": a link for every user reset, listed once.
+async fn reset_with_links(
+    console: &Console,
+    req: &HttpRequest,
+    me: &Me,
+    search: &Search,
+    results: Vec<crate::domain::mfa::BulkResult>,
+) -> Result<HttpResponse, Problem> {
+    let ids: Vec<String> = results.iter().filter(|r| r.outcome == Outcome::Reset).map(|r| r.id.clone()).collect();
+    let missed = results.len() - ids.len();
+    let mut before =
+        format!("Multi-factor authentication reset for {} user{}.", ids.len(), if ids.len() == 1 { "" } else { "s" });
+    if missed > 0 {
+        before.push_str(&format!(" {missed} could not be reset (see the audit trail and the daemon log)."));
+    }
+    let (links, actor) = (console.services.links.clone(), me.actor());
+    let created = blocking(me, move || links.create_many(&ids, None, &actor)).await?;
+    Ok(super::links::page(req, me, Some(&before), created, &search.list_link()))
 }
 
 #[derive(Template, WebTemplate)]

@@ -258,6 +258,7 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/console/users/reset?id=x", true),
     ("POST", "/console/users/reset/confirm", true),
     ("POST", "/console/users/reset", true),
+    ("POST", "/console/users/x/enrolment-link", true),
     ("GET", "/console/audit", true),
     ("GET", "/console/audit.csv", true),
     ("GET", "/console/sync", false),

@@ -117,11 +117,17 @@ impl Links {
         Ok(ttl)
     }
 
+    /// Whether links can be made at all (`server.public_url` set): a door asks before it
+    /// does what the links were to follow (a reset), so as not to do half of a request.
+    pub fn check_ready(&self) -> Result<()> {
+        self.base().map(|_| ())
+    }
+
     fn base(&self) -> Result<&str> {
         self.public_url.as_deref().map(|u| u.trim_end_matches('/')).ok_or_else(|| {
             Error::conflict(
-                "server.public_url is not set: enrolment links need the address users reach the daemon at \
-                 (set it in the configuration and restart)",
+                "enrolment links need server.public_url, the address users reach the daemon at: \
+                 set it in the configuration and restart",
             )
         })
     }
