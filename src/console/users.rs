@@ -428,7 +428,7 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
         Err(e) => return Err(Problem::of(&me, e)),
     };
     if fields.get("links") == "1" {
-        return Ok(reset_with_links(&console, &req, &me, &search, results).await?);
+        return reset_with_links(&console, &req, &me, &search, results).await;
     }
     let mut summary = Summary { reset: Vec::new(), not_found: Vec::new(), failed: Vec::new() };
     for r in results {
