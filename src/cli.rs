@@ -231,6 +231,7 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         MfaCommand::Link { user, ttl } => {
+            links.check_ready().map_err(|e| anyhow::anyhow!("{e}"))?;
             let found = directory.find_by_user_name(&user)?.ok_or_else(|| anyhow::anyhow!("no user with userName {user:?}"))?;
             let link = links.create(&found.id, ttl, &cli_actor()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let until = link.expires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

@@ -29,7 +29,7 @@ pub(crate) async fn assign(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.path());
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %loggable(req.path()));
     let started = std::time::Instant::now();
     let mut resp = next.call(req).instrument(span.clone()).await?;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
@@ -40,7 +40,29 @@ pub(crate) async fn assign(
     Ok(resp)
 }
 
+/// Paths whose last segment is a one-time secret (an enrolment link, an operator's setup link):
+/// the log shows them without it.
+const SECRET_PATHS: [&str; 2] = ["/enrol/", "/console/setup/"];
+
+/// The path as the log may show it.
+fn loggable(path: &str) -> std::borrow::Cow<'_, str> {
+    match SECRET_PATHS.iter().find(|prefix| path.starts_with(*prefix)) {
+        Some(prefix) => format!("{prefix}***").into(),
+        None => path.into(),
+    }
+}
+
 /// The id of this request.
 pub(crate) fn request_id(req: &HttpRequest) -> Option<String> {
     RequestId::of(req)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_time_links_are_logged_without_their_token() {
+        assert_eq!(super::loggable("/enrol/0123abcd"), "/enrol/***");
+        assert_eq!(super::loggable("/console/setup/0123abcd"), "/console/setup/***");
+        assert_eq!(super::loggable("/scim/v2/Users/42"), "/scim/v2/Users/42");
+    }
 }

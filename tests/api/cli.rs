@@ -700,3 +700,77 @@ fn the_sqlite_database_is_private_to_its_owner_whatever_the_umask() {
     }
     drop(conn);
 }
+
+#[test]
+fn mfa_link_prints_a_one_time_link_alone_on_the_last_line_and_the_token_never_reaches_a_trace_level_log() {
+    let d = Dir::new("[mfa]\nkey_file = \"data/mfa.key\"\nenrolment_link_ttl = \"2h\"\n");
+    let o = d.run(&["mfa", "link", "--user", "alice"]);
+    assert!(!o.status.success() && stderr(&o).contains("server.public_url"), "no public_url: {}", stderr(&o));
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let public = [("PROVISIOND_SERVER__PUBLIC_URL", base.as_str()), ("RUST_LOG", "trace")];
+    let services = d.services();
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
+    services.users.create(&json!({"userName": "alice"}), provisiond::domain::users::Source::Scim, &actor).unwrap();
+
+    let o = d.run_env(&["mfa", "link", "--user", "nobody"], &public);
+    assert!(!o.status.success() && stderr(&o).contains("no user with userName \"nobody\""), "{}", stderr(&o));
+    let o = d.run_env(&["mfa", "link", "--user", "alice", "--ttl", "forever"], &public);
+    assert!(!o.status.success() && stderr(&o).contains("--ttl"), "{}", stderr(&o));
+
+    let first = d.run_env(&["mfa", "link", "--user", "alice", "--ttl", "30m"], &public);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = stdout(&first);
+    let first_url = out.lines().last().unwrap().to_string();
+    assert!(first_url.starts_with(&format!("{base}/enrol/")), "{out}");
+    let until = out.lines().next().unwrap().split("until ").nth(1).unwrap().trim_end_matches(':').to_string();
+    let until = chrono::DateTime::parse_from_rfc3339(&until).unwrap();
+    let in_30m = chrono::Utc::now() + chrono::Duration::minutes(30);
+    assert!((until.with_timezone(&chrono::Utc) - in_30m).num_seconds().abs() < 60, "--ttl 30m: {out}");
+
+    let second = d.run_env(&["mfa", "link", "--user", "alice"], &public);
+    let url = stdout(&second).lines().last().unwrap().to_string();
+    let cli_log = format!("{}{}", stderr(&first), stderr(&second));
+
+    let log = d.dir.path().join("daemon.log");
+    let mut child = Command::new(BIN)
+        .args(["--config", d.config().to_str().unwrap(), "serve"])
+        .current_dir(d.dir.path())
+        .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PROVISIOND_SERVER__PUBLIC_URL", &base)
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ready, "daemon did not become ready");
+    assert_eq!(agent.get(&first_url).call().unwrap().status(), 410, "the newer link replaced the first");
+    let page = agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap();
+    let secret_b32 = page.split("id=\"secret\" class=\"secret\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let secret = provisiond::domain::mfa::Policy::decode_base32(&secret_b32).unwrap();
+    let policy = provisiond::domain::mfa::Policy::from_config(&provisiond::config::Config::default().mfa);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let wrong = agent.post(&url).send_form([("code", "000000")]).unwrap();
+    assert_eq!(wrong.status(), 400);
+    let mut done = agent.post(&url).send_form([("code", policy.code_at(&secret, now))]).unwrap();
+    let body = done.body_mut().read_to_string().unwrap();
+    assert_eq!(done.status(), 200, "{body}");
+    let backup = body.split("<li><code>").nth(1).unwrap().split('<').next().unwrap().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap() + &cli_log;
+    assert!(text.contains("TRACE"), "the log ran at trace level");
+    for (what, secret) in [("token", url.rsplit('/').next().unwrap()), ("first token", first_url.rsplit('/').next().unwrap())] {
+        let at = text.find(secret).map(|i| &text[i.saturating_sub(600)..(i + 100).min(text.len())]);
+        assert!(at.is_none(), "the {what} appears in the log: {at:?}");
+    }
+    for secret in [secret_b32.as_str(), backup.as_str()] {
+        assert!(!text.contains(secret), "{secret:?} appears in the log");
+    }
+}
