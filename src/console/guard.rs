@@ -135,12 +135,14 @@ fn with(mut res: ServiceResponse<BoxBody>, extra: &[(&'static str, &'static str)
 }
 
 /// The guard of the pages a user opens from a one-time link (`/enrol/…`): no session, so no
-/// CSRF token (the link's secret is in the address, which another site cannot know), but the
-/// same origin check of every POST; the address is never sent on as a referrer, and search
-/// engines are told to forget the page.
+/// CSRF token (the link's secret is in the address, which another site cannot know), but a POST
+/// naming another site as its origin is refused. The address is never sent on as a referrer,
+/// and search engines are told to forget the page. Under `no-referrer` a browser sends its own
+/// form with `Origin: null`, so that one is let through.
 pub async fn link_page(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse, actix_web::Error> {
     let extra = [("referrer-policy", "no-referrer"), ("x-robots-tag", "noindex, nofollow")];
-    if req.method() == Method::POST && !same_origin(req.request()) {
+    let null_origin = req.headers().get(header::ORIGIN).is_some_and(|o| o == "null");
+    if req.method() == Method::POST && !null_origin && !same_origin(req.request()) {
         let refusal = Problem::forbidden(None, "This form was sent from another site, so it was refused.");
         let res = refusal.error_response();
         return Ok(with(req.into_response(res), &extra));

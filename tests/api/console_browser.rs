@@ -190,3 +190,69 @@ fn console_browser_setup_sign_in_search_row_and_bulk_resets_and_helpdesk_view() 
     assert!(browser.find(".who").text().contains("helpdesk"));
     assert_eq!(console_problems(&browser), Vec::<String>::new());
 }
+
+#[test]
+fn enrolment_browser_a_reset_user_enrols_from_a_link_made_in_the_console_on_a_phone_sized_page() {
+    use crate::enrolment::PUBLIC_URL;
+    let app = TestApp::spawn_with(|c| c.server.public_url = Some(PUBLIC_URL.into()));
+    let browser = Browser::start();
+    let user = app.create_user(&json!({"userName": "jo.phone", "displayName": "Jo Phone"}));
+    let id = user["id"].as_str().unwrap().to_string();
+    crate::mfa::enrol(&app, &id);
+    assert_eq!(app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "new phone"})).status, 200);
+
+    // The operator makes the link on the user's page.
+    let op = operator_with_role(&app, "helen", Role::Helpdesk);
+    sign_in(&browser, &app, "helen", op.password, &op.secret);
+    browser.goto(&format!("{}/console/users/{id}", app.base));
+    browser.find("#link-form button[type=submit]").click();
+    browser.wait_text("h1", "Enrolment link");
+    let link = browser.find("code.link").text();
+    assert!(link.starts_with(&format!("{PUBLIC_URL}/enrol/")), "{link}");
+    let link = link.replace(PUBLIC_URL, &app.base);
+
+    // The user opens it on a phone: the QR code fits, nothing scrolls sideways.
+    browser.find("form.sign-out button").click();
+    browser.wait_text("h1", "Sign in");
+    browser.phone(360, 740);
+    browser.goto(&link);
+    browser.wait_text("h1", "Set up your authenticator app");
+    let fits = browser.execute(
+        "const qr = document.querySelector('.qr svg').getBoundingClientRect();
+         return [qr.width, qr.right, document.documentElement.scrollWidth];",
+        &[],
+    );
+    let [width, right, scroll] = [0, 1, 2].map(|i| fits[i].as_f64().unwrap());
+    assert!(width >= 150.0 && right <= 360.0 && scroll <= 360.0, "QR {width} wide, right edge {right}, page {scroll}");
+    assert_eq!(browser.find("#account").text(), "jo.phone");
+    shoot(&browser, "enrolment-page-360");
+
+    // The secret as text → the code the app would show → confirmed: the backup codes, once.
+    let secret = Policy::decode_base32(&browser.find("#secret").text()).expect("the secret shown is base32");
+    browser.find("#enrol input[name=code]").send_keys(&code(&app, &secret));
+    browser.find("#enrol button[type=submit]").click();
+    browser.wait_text("h1", "Your authenticator app is set up");
+    let codes: Vec<String> = browser.find_all("#backup-codes li").iter().map(|li| li.text()).collect();
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    assert!(browser.find(".once").text().contains("shown only once"));
+    assert!(browser.find("#print-codes").displayed(), "Print shows where a script can print");
+    shoot(&browser, "enrolment-done-360");
+
+    // "Download (.txt)" saves the codes.
+    let downloads = tempfile::tempdir().unwrap();
+    browser.download_to(downloads.path());
+    browser.find("#download-codes").click();
+    let file = downloads.path().join("backup-codes.txt");
+    let saved = crate::webdriver::wait_until(std::time::Duration::from_secs(10), "the downloaded codes", || {
+        std::fs::read_to_string(&file).ok().filter(|t| t.contains(&codes[9]))
+    });
+    assert!(codes.iter().all(|c| saved.contains(c.as_str())), "{saved}");
+
+    assert_eq!(crate::mfa::status(&app, &id)["status"], "enrolled");
+    assert_eq!(console_problems(&browser), Vec::<String>::new(), "no CSP violation or script error");
+    // Used: the link now opens the 410 page.
+    browser.goto(&link);
+    browser.wait_text("h1", "This link does not work");
+    assert_eq!(crate::enrolment::open(&link).status, 410);
+    browser.desktop();
+}

@@ -206,6 +206,28 @@ impl Browser {
         });
     }
 
+    /// A Chrome DevTools command through chromedriver (`goog/cdp/execute`).
+    fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.send("POST", "/goog/cdp/execute", Some(&json!({"cmd": cmd, "params": params})))
+    }
+
+    /// Lays pages out as a phone `width` CSS pixels wide would (a window cannot be that narrow).
+    pub fn phone(&self, width: u32, height: u32) {
+        let metrics = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": true});
+        self.cdp("Emulation.setDeviceMetricsOverride", metrics);
+    }
+
+    /// Back to the window's own size.
+    pub fn desktop(&self) {
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}));
+    }
+
+    /// Downloads go to `dir`, without asking.
+    pub fn download_to(&self, dir: &Path) {
+        let params = json!({"behavior": "allow", "downloadPath": dir.display().to_string()});
+        self.cdp("Browser.setDownloadBehavior", params);
+    }
+
     /// A PNG of the window, written to `path`.
     pub fn screenshot(&self, path: &Path) {
         let b64 = self.send("GET", "/screenshot", None);
