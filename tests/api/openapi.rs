@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/sync/runs"),
     ("get", "/api/v1/sync/runs"),
     ("get", "/api/v1/sync/runs/{id}"),
+    ("post", "/api/v1/users/{id}/mfa/enrolment-links"),
     ("get", "/api/v1/openapi.json"),
 ];
 
