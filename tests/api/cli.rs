@@ -344,6 +344,15 @@ fn token_names_that_would_break_the_list_are_refused_naming_the_problem() {
 }
 
 /// A free loopback port (released just before the daemon binds it).
+/// Waits (up to 5 s) until the daemon at `base` answers /readyz with 200.
+fn wait_ready(agent: &ureq::Agent, base: &str) {
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up, "daemon did not become ready");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -360,11 +369,7 @@ fn serve_runs_the_daemon_with_a_cli_token() {
         .unwrap();
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let base = format!("http://127.0.0.1:{port}");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(up, "daemon did not become ready");
+    wait_ready(&agent, &base);
     let resp = agent
         .post(format!("{base}/scim/v2/Users"))
         .header("Authorization", &format!("Bearer {token}"))
@@ -455,11 +460,7 @@ fn secrets_never_reach_the_log_even_at_debug_level() {
         .unwrap();
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let base = format!("http://127.0.0.1:{port}");
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(ready, "daemon did not become ready");
+    wait_ready(&agent, &base);
     let call = |method: &str, path: &str, body: serde_json::Value| -> serde_json::Value {
         let req = ureq::http::Request::builder()
             .method(method)
@@ -633,11 +634,7 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
         .spawn()
         .unwrap();
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        agent.get(format!("http://127.0.0.1:{port}/readyz")).call().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(up, "daemon did not become ready");
+    wait_ready(&agent, &format!("http://127.0.0.1:{port}"));
 
     // A slow client: headers and half the body, then the stop signal, then the rest.
     let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "in-flight"}).to_string();
@@ -744,11 +741,7 @@ fn mfa_link_prints_a_one_time_link_alone_on_the_last_line_and_the_token_never_re
         .spawn()
         .unwrap();
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(ready, "daemon did not become ready");
+    wait_ready(&agent, &base);
     assert_eq!(agent.get(&first_url).call().unwrap().status(), 410, "the newer link replaced the first");
     let page = agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap();
     let secret_b32 = page.split("id=\"secret\" class=\"secret\">").nth(1).unwrap().split('<').next().unwrap().to_string();
