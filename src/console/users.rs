@@ -315,6 +315,8 @@ struct ResetDialog<'a> {
     csrf: &'a str,
     /// "Also create enrolment links" ticked.
     links: bool,
+    /// Links can be made (`server.public_url` is set): else the box says what they need.
+    links_ready: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -384,6 +386,7 @@ async fn confirmation(
         fragment,
         csrf: &me.csrf,
         links: fields.get("links") == "1",
+        links_ready: console.services.links.check_ready().is_ok(),
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok(if fragment {
