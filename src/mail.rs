@@ -115,6 +115,8 @@ pub enum MailError {
     Login { host: String, port: u16, username: String, reply: String },
     #[error("the server {host}:{port} wants a login first (set smtp.username and a password): {reply}")]
     LoginRequired { host: String, port: u16, reply: String },
+    #[error("the server {host}:{port} wants STARTTLS first (set smtp.starttls = true): {reply}")]
+    TlsRequired { host: String, port: u16, reply: String },
     #[error("the server refused the sender {from}: {reply}")]
     Sender { from: String, reply: String },
     /// The server refused this recipient: other messages may well go through.
@@ -284,6 +286,10 @@ impl Mailer {
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         conn.command(Mail::new(Some(from.clone()), parameters)).map_err(|e| match self.reply(&e) {
+            // 530: "Authentication required", or "Must issue a STARTTLS command first".
+            Some(reply) if reply.starts_with("530") && reply.to_ascii_uppercase().contains("STARTTLS") => {
+                MailError::TlsRequired { host: inner.host.clone(), port: inner.port, reply }
+            }
             Some(reply) if reply.starts_with("530") => {
                 MailError::LoginRequired { host: inner.host.clone(), port: inner.port, reply }
             }

@@ -1,6 +1,7 @@
 """An SMTP server for the tests (aiosmtpd): takes every message and writes it as a JSON file.
 
 Usage: smtp_sink.py DIR [--user NAME --password-file FILE] [--refuse ADDRESS ...]
+                       [--starttls-cert CERT --starttls-key KEY]
 
 Listens on a free loopback port and prints that port alone on the first line of stdout. Each
 message accepted becomes DIR/NNNNNN.json, written whole (a temporary file renamed):
@@ -9,13 +10,15 @@ or null, "peer": the client's address and port (one per connection), "raw": the 
 received, and as Python's email package reads it: "subject", "content_type", "text" and "html"
 (the decoded plain-text and HTML bodies with lines ending in \n, or null)}. With --user, a login (AUTH PLAIN or LOGIN, allowed
 without TLS) with that name and the file's password is required before MAIL. A recipient given
-with --refuse is answered 550 at RCPT.
+with --refuse is answered 550 at RCPT. With --starttls-cert, STARTTLS is offered (with that
+certificate and key, PEM) and required before anything else.
 """
 
 import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 from email import message_from_bytes, policy
 
@@ -72,6 +75,8 @@ def main():
     parser.add_argument("--user")
     parser.add_argument("--password-file")
     parser.add_argument("--refuse", action="append", default=[])
+    parser.add_argument("--starttls-cert")
+    parser.add_argument("--starttls-key")
     args = parser.parse_args()
 
     password = None
@@ -94,6 +99,10 @@ def main():
     options = {}
     if args.user:
         options = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+    if args.starttls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.starttls_cert, args.starttls_key)
+        options.update(tls_context=context, require_starttls=True)
     # A fixed hostname: the default asks DNS (socket.getfqdn), which may hang without a resolver.
     server = loop.run_until_complete(
         loop.create_server(lambda: SMTP(sink, hostname="sink.test", **options), host="127.0.0.1", port=0)

@@ -171,3 +171,32 @@ fn mail_tls_to_a_plain_server_is_a_tls_failure() {
     assert!(e.to_string().starts_with(&format!("TLS with 127.0.0.1:{} failed: ", server.port())), "{e}");
     assert!(server.messages().is_empty());
 }
+
+#[test]
+fn mail_starttls_checks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed (tests/run-all.sh installs it)");
+    assert!(status.success());
+    let server = SmtpServer::start_with(SinkOptions { starttls: Some((cert, key)), ..Default::default() });
+    let mut config = server.config();
+    config.starttls = true;
+    // The server offers STARTTLS, but its certificate is signed by nobody this machine trusts.
+    let e = Mailer::new(&config).unwrap().send(&link_for("ada@example.com", "ada")).unwrap_err();
+    assert!(matches!(e, MailError::Tls { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.starts_with(&format!("TLS with 127.0.0.1:{} failed: invalid peer certificate", server.port())), "{text}");
+    // Plain SMTP to a server that requires STARTTLS is refused by the server.
+    let e = Mailer::new(&server.config()).unwrap().send(&link_for("ada@example.com", "ada")).unwrap_err();
+    assert!(matches!(e, MailError::TlsRequired { .. }), "{e:?}");
+    assert!(e.to_string().contains("wants STARTTLS first (set smtp.starttls = true): 530 "), "{e}");
+    assert!(server.messages().is_empty());
+}

@@ -46,6 +46,8 @@ pub struct SinkOptions {
     pub login: Option<(String, String)>,
     /// Recipients answered `550` at RCPT.
     pub refuse: Vec<String>,
+    /// Offer (and require) STARTTLS with this certificate and key (PEM files).
+    pub starttls: Option<(PathBuf, PathBuf)>,
 }
 
 pub struct SmtpServer {
@@ -93,6 +95,9 @@ impl SmtpServer {
         }
         for address in &options.refuse {
             command.arg("--refuse").arg(address);
+        }
+        if let Some((cert, key)) = &options.starttls {
+            command.arg("--starttls-cert").arg(cert).arg("--starttls-key").arg(key);
         }
         let mut child =
             command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start tests/smtp_sink.py");
