@@ -560,6 +560,24 @@ mod tests {
     }
 
     #[test]
+    fn smtp_example_section_uncommented_is_valid() {
+        let example = include_str!("../config/provisiond.example.toml");
+        let section = &example[example.find("# [smtp]").expect("an [smtp] section in the example")..];
+        let toml: String = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with("[smtp]")
+                    || l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(toml.contains("host = ") && toml.contains("password_file = "), "{toml}");
+        let smtp = load(&toml).unwrap().smtp.unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port(), smtp.username.as_deref()), ("smtp.example.com", 587, Some("provisiond")));
+    }
+
+    #[test]
     fn smtp_password_from_the_systemd_credential_when_a_username_wants_one() {
         let dir = tempfile::tempdir().unwrap();
         let credential = dir.path().join("smtp-password");
