@@ -522,6 +522,52 @@ mod tests {
     }
 
     #[test]
+    fn mailer_and_its_errors_travel_between_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Mailer>();
+        send_sync::<MailError>();
+    }
+
+    /// What `Mailer::new` logs for `config`.
+    fn logged_by_new(config: &Smtp) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || Mailer::new(config).unwrap());
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn plain_smtp_to_another_machine_is_warned_about() {
+        let mut config = Smtp::new("mail.example.com", "noreply@example.com");
+        config.starttls = false;
+        let log = logged_by_new(&config);
+        assert!(
+            log.contains("WARN") && log.contains("plain SMTP to another machine") && log.contains("mail.example.com"),
+            "{log}"
+        );
+        for host in ["localhost", "127.0.0.1", "::1"] {
+            config.host = host.into();
+            assert_eq!(logged_by_new(&config), "", "{host}");
+        }
+        config.host = "mail.example.com".into();
+        config.starttls = true;
+        assert_eq!(logged_by_new(&config), "", "STARTTLS");
+    }
+
+    #[test]
     fn a_bad_recipient_is_refused_before_any_connection() {
         let mut config = Smtp::new("127.0.0.1", "noreply@example.com");
         config.port = Some(9); // nothing is sent: the address is checked first
