@@ -21,7 +21,7 @@ use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
-use crate::config::{Smtp, SmtpSecurity};
+use crate::config::{Secret, Smtp, SmtpSecurity};
 
 /// Login mechanisms offered to the server, in order of preference.
 const MECHANISMS: [Mechanism; 2] = [Mechanism::Plain, Mechanism::Login];
@@ -149,7 +149,7 @@ struct Inner {
     host: String,
     port: u16,
     security: Security,
-    login: Option<(String, Credentials, String)>,
+    login: Option<Login>,
     from: Mailbox,
     timeout: Duration,
     hello: ClientId,
@@ -160,6 +160,13 @@ enum Security {
     StartTls(TlsParameters),
     Tls(TlsParameters),
     Plain,
+}
+
+/// `smtp.username` and its password (kept to blank it out of server replies).
+struct Login {
+    username: String,
+    credentials: Credentials,
+    password: Secret,
 }
 
 struct Idle {
@@ -210,10 +217,11 @@ impl Mailer {
         };
         let password = config.password().map_err(|e| MailError::PasswordFile { path: e.path, source: e.source })?;
         let login = match (&config.username, password) {
-            (Some(user), Some(password)) => {
-                let secret = password.expose().to_string();
-                Some((user.clone(), Credentials::new(user.clone(), secret.clone()), secret))
-            }
+            (Some(username), Some(password)) => Some(Login {
+                username: username.clone(),
+                credentials: Credentials::new(username.clone(), password.expose().to_string()),
+                password,
+            }),
             _ => None,
         };
         Ok(Mailer {
@@ -365,7 +373,7 @@ impl Mailer {
                 return Err(self.tls_failure(&e).unwrap_or_else(|| self.broken(&e)));
             }
         }
-        if let Some((username, credentials, _)) = &inner.login {
+        if let Some(Login { username, credentials, .. }) = &inner.login {
             if conn.server_info().get_auth_mechanism(&MECHANISMS).is_none() {
                 conn.abort();
                 return Err(MailError::NoLogin { host, port });
@@ -386,9 +394,9 @@ impl Mailer {
         let code = e.status()?;
         let text = e.source().map(|s| s.to_string()).unwrap_or_default();
         let mut reply = format!("{code} {text}").trim().to_string();
-        if let Some((_, _, password)) = &self.inner.login {
-            if !password.is_empty() {
-                reply = reply.replace(password.as_str(), "***");
+        if let Some(login) = &self.inner.login {
+            if !login.password.expose().is_empty() {
+                reply = reply.replace(login.password.expose(), "***");
             }
         }
         if reply.chars().count() > MAX_REPLY {
