@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 mod database;
 mod ldap;
+mod smtp;
 pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, UrlError};
 pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope, PasswordError, Schedule, ScheduleError};
+pub use smtp::{Smtp, SmtpPasswordError, SmtpSecurity, SMTP_PASSWORD_CREDENTIAL};
 
 /// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
 pub(crate) const DEFAULT_PATH: &str = "config/provisiond.toml";
@@ -27,6 +29,8 @@ pub struct Config {
     pub console: Console,
     /// LDAP sync; absent: no sync.
     pub ldap: Option<Ldap>,
+    /// The mail server enrolment links are sent through; absent: links are not mailed.
+    pub smtp: Option<Smtp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -392,8 +396,8 @@ impl Config {
     }
 
     /// systemd credentials (`LoadCredential=`, in `$CREDENTIALS_DIRECTORY`): `mfa-key`,
-    /// `ldap-bind-password` and `database-password` are used when present, unless the
-    /// configuration names its own.
+    /// `ldap-bind-password`, `database-password` and `smtp-password` (with `smtp.username`)
+    /// are used when present, unless the configuration names its own.
     pub fn use_credentials(&mut self, dir: &Path) {
         let db_password = dir.join("database-password");
         let database = &self.database;
@@ -409,6 +413,12 @@ impl Config {
         if let Some(ldap) = self.ldap.as_mut() {
             if password.is_file() && ldap.bind_password.is_none() && ldap.bind_password_file.is_none() {
                 ldap.bind_password_file = Some(password);
+            }
+        }
+        let password = dir.join(SMTP_PASSWORD_CREDENTIAL);
+        if let Some(smtp) = self.smtp.as_mut() {
+            if password.is_file() && smtp.username.is_some() && smtp.password_file.is_none() {
+                smtp.password_file = Some(password);
             }
         }
     }
@@ -476,6 +486,9 @@ impl Config {
         if let Some(ldap) = &self.ldap {
             ldap.problems(&mut out);
         }
+        if let Some(smtp) = &self.smtp {
+            smtp.problems(&mut out);
+        }
         out
     }
 }
@@ -491,6 +504,14 @@ fn describe(e: &figment::Error) -> String {
         (figment::error::Kind::UnknownField(field, _), _) if !key.ends_with(field.as_str()) => {
             if key.is_empty() {
                 field.clone()
+            } else {
+                format!("{key}.{field}")
+            }
+        }
+        (figment::error::Kind::MissingField(field), _) => {
+            kind = "required".into();
+            if key.is_empty() {
+                field.to_string()
             } else {
                 format!("{key}.{field}")
             }
@@ -553,6 +574,74 @@ mod tests {
         assert!(!format!("{c:?}").contains("12345678"), "Debug hides it");
         let e = load("[ldap]\nurl = \"http://h\"\n").unwrap_err().to_string();
         assert!(e.contains("ldap.url") && e.contains("ldap.base_dn"), "{e}");
+    }
+
+    #[test]
+    fn smtp_section_is_optional_and_checked_key_by_key() {
+        assert!(load("[server]\n").unwrap().smtp.is_none(), "no [smtp]: no mail");
+        let base = "[smtp]\nhost = \"smtp.example.com\"\nfrom = \"provisiond <noreply@example.com>\"\n";
+        let c = load(base).unwrap();
+        let smtp = c.smtp.as_ref().unwrap();
+        assert_eq!((smtp.port(), smtp.security(), smtp.timeout), (587, SmtpSecurity::StartTls, 10));
+        let c = load(&format!("{base}starttls = false\ntls = true\n")).unwrap();
+        assert_eq!(c.smtp.unwrap().port(), 465);
+        let e = load("[smtp]\nfrom = \"noreply@example.com\"\n").unwrap_err().to_string();
+        assert!(e.contains("smtp.host"), "{e}");
+        let e = load("[smtp]\nhost = \"h\"\n").unwrap_err().to_string();
+        assert!(e.contains("smtp.from"), "{e}");
+        for (extra, key) in [
+            ("tls = true\n", "set one of smtp.starttls and smtp.tls"),
+            ("port = 70000\n", "smtp.port"),
+            ("timeout = 0\n", "smtp.timeout"),
+            ("username = \"mailer\"\n", "smtp.username: needs"),
+            ("password = \"s3cret\"\n", "smtp.password"),
+        ] {
+            let e = load(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains("s3cret"), "{extra}: {e}");
+        }
+        let e = load("[smtp]\nhost = \"h\"\nfrom = \"nobody\"\nstarttls = true\ntls = true\n").unwrap_err().to_string();
+        assert!(e.contains("smtp.from") && e.contains("smtp.tls"), "every problem at once: {e}");
+    }
+
+    #[test]
+    fn smtp_example_section_uncommented_is_valid() {
+        let example = include_str!("../config/provisiond.example.toml");
+        let section = &example[example.find("# [smtp]").expect("an [smtp] section in the example")..];
+        let toml: String = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with("[smtp]")
+                    || l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(toml.contains("host = ") && toml.contains("password_file = "), "{toml}");
+        let smtp = load(&toml).unwrap().smtp.unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port(), smtp.username.as_deref()), ("smtp.example.com", 587, Some("provisiond")));
+    }
+
+    #[test]
+    fn smtp_password_from_the_systemd_credential_when_a_username_wants_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let credential = dir.path().join("smtp-password");
+        std::fs::write(&credential, "s3cret\n").unwrap();
+        let mut smtp = Smtp::new("smtp.example.com", "noreply@example.com");
+        let mut c = Config { smtp: Some(smtp.clone()), ..Config::default() };
+        c.use_credentials(dir.path());
+        assert!(c.smtp.as_ref().unwrap().password_file.is_none(), "no username: no login, no password");
+        smtp.username = Some("mailer".into());
+        c.smtp = Some(smtp.clone());
+        c.use_credentials(dir.path());
+        let used = c.smtp.as_ref().unwrap();
+        assert_eq!(used.password_file.as_deref(), Some(credential.as_path()));
+        assert_eq!(used.password().unwrap().unwrap().expose(), "s3cret");
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        smtp.password_file = Some("/etc/provisiond/smtp.pw".into());
+        c.smtp = Some(smtp);
+        c.use_credentials(dir.path());
+        assert_eq!(c.smtp.unwrap().password_file.unwrap().to_str(), Some("/etc/provisiond/smtp.pw"), "the configured file wins");
     }
 
     #[test]

@@ -14,11 +14,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("scim", &["proptest_support"]),
     ("metrics", &[]),
     ("logging", &["config"]),
+    // Sending email through `[smtp]`: the domain calls it after a commit.
+    ("mail", &["config", "logging"]),
     ("proptest_support", &["scim"]),
     // The tables: knows no domain.
     ("store", &["config", "clock", "scim", "proptest_support"]),
     // The decisions: knows no door.
-    ("domain", &["store", "config", "clock", "scim", "metrics", "proptest_support"]),
+    ("domain", &["store", "config", "clock", "scim", "metrics", "mail", "proptest_support"]),
     // The doors: the LDAP reader and sync, HTTP, the command line. They call the domain,
     // never the store.
     ("directory", &["domain", "config", "clock", "scim", "metrics", "logging", "proptest_support"]),

@@ -13,6 +13,7 @@ pub mod http;
 #[cfg(test)]
 mod layers;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 #[cfg(test)]
 mod proptest_support;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of provisiond, from a fresh machine: installs what is missing (sqlite3, slapd,
 # ldap-utils, PostgreSQL server binaries, openssl, systemd for systemd-analyze, chromium and
-# chromium-driver for the console's real-browser test), checks the
+# chromium-driver for the console's real-browser test, python3-venv and aiosmtpd in .venv/smtp
+# for the email tests), checks the
 # formatting and clippy's lints (warnings are errors), builds, runs
 # the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
 # the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
@@ -25,6 +26,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 # A real browser (headless) and its WebDriver server for the console's browser test.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# Python's venv module, for the email tests' SMTP server (aiosmtpd, below) and the OpenAPI check.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run-all: missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2
@@ -43,6 +46,20 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "run-all: installing cargo-nextest"
     cargo install --locked cargo-nextest
+fi
+
+# A real SMTP server for the email tests: aiosmtpd, pinned, in .venv/smtp (tests/api/smtp.rs
+# starts tests/smtp_sink.py with it).
+AIOSMTPD_PIN="aiosmtpd==1.4.6"
+SMTP_VENV=.venv/smtp
+if ! { [ -f "$SMTP_VENV/.pin" ] && [ "$(cat "$SMTP_VENV/.pin")" = "$AIOSMTPD_PIN" ] &&
+    "$SMTP_VENV/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; }; then
+    echo "run-all: creating $SMTP_VENV with $AIOSMTPD_PIN"
+    rm -rf "$SMTP_VENV"
+    mkdir -p .venv
+    python3 -m venv "$SMTP_VENV"
+    "$SMTP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$AIOSMTPD_PIN"
+    printf '%s' "$AIOSMTPD_PIN" >"$SMTP_VENV/.pin"
 fi
 
 failed=0
