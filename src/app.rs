@@ -39,7 +39,8 @@ impl Application {
         let config = Arc::new(config);
         let pool = open_database(&config)?;
         let sealer = Arc::new(load_sealer(&config)?);
-        let services = Services::new(pool.clone(), sealer, &config, clock.clone());
+        let mut services = Services::new(pool.clone(), sealer, &config, clock.clone());
+        services.links = services.links.with_mailer(load_mailer(&config)?);
         check_sealing_keys(&services.mfa, &config)?;
         let listener = TcpListener::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -199,6 +200,11 @@ fn check_sealing_keys(mfa: &Mfa, config: &Config) -> anyhow::Result<()> {
 }
 
 /// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).
+/// The mailer of `[smtp]`, when configured (its password is read now, once).
+pub fn load_mailer(config: &Config) -> anyhow::Result<Option<crate::mail::Mailer>> {
+    Ok(config.smtp.as_ref().map(crate::mail::Mailer::new).transpose()?)
+}
+
 pub fn load_sealer(config: &Config) -> anyhow::Result<crate::domain::mfa::Sealer> {
     crate::domain::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
         .context("cannot load the MFA key (mfa.key_file)")

@@ -11,6 +11,7 @@ use crate::config::{self, Config};
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
 use crate::domain::directory::RunStatus;
+use crate::domain::mfa::links::Delivery;
 use crate::domain::mfa::{Outcome, Selection};
 use crate::domain::tokens::{self, Tokens};
 use crate::domain::Services;
@@ -103,6 +104,10 @@ pub enum MfaCommand {
         /// How long the link works: 72h, 30m, 3600 (seconds)… (default mfa.enrolment_link_ttl).
         #[arg(long, value_parser = config::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// Also send it to the user's primary (else work) email ([smtp]); exits non-zero when
+        /// it could not be sent (the link still works and is printed).
+        #[arg(long)]
+        send: bool,
     },
     /// Re-seal every TOTP secret under the current mfa.key_file (after a key rotation).
     Rekey,
@@ -130,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig => {
             app::check(&config)?;
+            app::load_mailer(&config)?;
             println!("{}: ok", cli.config.display());
             Ok(())
         }
@@ -187,7 +193,7 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
 fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
-    let Services { mfa, users: directory, links, .. } = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
+    let Services { mfa, users: directory, mut links, .. } = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
     match cmd {
         MfaCommand::Reset { users, filter, reason } => {
             let reason =
@@ -230,13 +236,30 @@ fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        MfaCommand::Link { user, ttl } => {
+        MfaCommand::Link { user, ttl, send } => {
             links.check_ready().map_err(|e| anyhow::anyhow!("{e}"))?;
+            if send {
+                links = links.with_mailer(app::load_mailer(config)?);
+                links.check_mail_ready().map_err(|e| anyhow::anyhow!("--send: {e}"))?;
+            }
             let found = directory.find_by_user_name(&user)?.ok_or_else(|| anyhow::anyhow!("no user with userName {user:?}"))?;
-            let link = links.create(&found.id, ttl, &cli_actor()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let actor = cli_actor();
+            let link = links.create(&found.id, ttl, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let delivery = match send {
+                true => links.send(std::slice::from_ref(&link), &actor).map_err(|e| anyhow::anyhow!("{e}"))?.pop(),
+                false => None,
+            };
             let until = link.expires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            match &delivery {
+                Some(Delivery::Sent { to }) => println!("sent to {to}"),
+                Some(other) => eprintln!("not sent: {}", other.problem().unwrap_or_default()),
+                None => {}
+            }
             println!("created an enrolment link for {user:?} (id {}); it works once, until {until}:", link.user_id);
             println!("{}", link.url.expose());
+            if delivery.is_some_and(|d| d.as_str() != "sent") {
+                anyhow::bail!("the link was created but not sent by email");
+            }
             Ok(())
         }
         MfaCommand::Rekey => {

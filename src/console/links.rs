@@ -12,7 +12,7 @@ use askama_web::WebTemplate;
 use super::audit::csv_line;
 use super::page::{blocking, page_with, Me, Nav, Problem};
 use super::Console;
-use crate::domain::mfa::links::Created;
+use crate::domain::mfa::links::{Created, Delivery};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/users/{id}/enrolment-link", web::post().to(create));
@@ -25,6 +25,8 @@ pub struct LinkRow {
     pub url: Option<String>,
     pub expires_at: String,
     pub problem: Option<String>,
+    /// With "send by email": what became of the email.
+    pub email: Option<String>,
 }
 
 impl LinkRow {
@@ -36,6 +38,7 @@ impl LinkRow {
                 url: Some(l.url.expose().to_string()),
                 expires_at: l.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
                 problem: None,
+                email: None,
             },
             Created::Refused { user_id, user_name, detail } => LinkRow {
                 user_name: user_name.unwrap_or_else(|| user_id.clone()),
@@ -43,9 +46,38 @@ impl LinkRow {
                 url: None,
                 expires_at: String::new(),
                 problem: Some(super::page::capital(&detail)),
+                email: None,
             },
         }
     }
+}
+
+/// What a row's Email column says.
+fn email_text(d: &Delivery) -> String {
+    match d {
+        Delivery::Sent { to } => format!("Sent to {to}"),
+        other => format!("Not sent: {}", other.problem().unwrap_or_default()),
+    }
+}
+
+/// Makes a link for each of `ids` (after a reset, or for one user) and, with `send`, emails
+/// each one made, after they are committed.
+pub async fn make(console: &Console, me: &Me, ids: Vec<String>, send: bool) -> Result<Vec<LinkRow>, Problem> {
+    let (links, actor) = (console.services.links.clone(), me.actor());
+    blocking(me, move || {
+        let created = links.create_many(&ids, None, &actor)?;
+        let made: Vec<_> = created.iter().filter_map(|c| if let Created::Link(l) = c { Some(l.clone()) } else { None }).collect();
+        let mut deliveries = match send {
+            true => links.send(&made, &actor)?.into_iter(),
+            false => Vec::new().into_iter(),
+        };
+        let mut rows: Vec<LinkRow> = created.into_iter().map(LinkRow::of).collect();
+        for row in rows.iter_mut().filter(|r| r.url.is_some()) {
+            row.email = deliveries.next().as_ref().map(email_text);
+        }
+        Ok(rows)
+    })
+    .await
 }
 
 #[derive(Template, WebTemplate)]
@@ -56,6 +88,8 @@ struct LinksPage<'a> {
     before: Option<&'a str>,
     rows: &'a [LinkRow],
     made: usize,
+    /// The links were also sent by email: the table has an Email column.
+    emailed: bool,
     /// The links as a CSV file in a `data:` address (they are not kept to fetch them again).
     csv_href: &'a str,
     /// Where "Back" leads.
@@ -63,28 +97,33 @@ struct LinksPage<'a> {
 }
 
 /// The page listing the links made (shown once), with their CSV.
-pub fn page(req: &HttpRequest, me: &Me, before: Option<&str>, created: Vec<Created>, back: &str) -> HttpResponse {
-    let rows: Vec<LinkRow> = created.into_iter().map(LinkRow::of).collect();
-    let mut csv = csv_line(&["userName", "userId", "url", "expiresAt", "problem"]);
-    for r in &rows {
-        let url = r.url.as_deref().unwrap_or_default();
-        csv.push_str(&csv_line(&[&r.user_name, &r.user_id, url, &r.expires_at, r.problem.as_deref().unwrap_or_default()]));
+pub fn page(req: &HttpRequest, me: &Me, before: Option<&str>, rows: &[LinkRow], back: &str) -> HttpResponse {
+    let mut csv = csv_line(&["userName", "userId", "url", "expiresAt", "problem", "email"]);
+    for r in rows {
+        let cell = |v: &Option<String>| v.clone().unwrap_or_default();
+        let url = cell(&r.url);
+        csv.push_str(&csv_line(&[&r.user_name, &r.user_id, &url, &r.expires_at, &cell(&r.problem), &cell(&r.email)]));
     }
     let csv_href = format!("data:text/csv;charset=utf-8,{}", crate::config::percent_encode(&csv));
     let made = rows.iter().filter(|r| r.url.is_some()).count();
-    let page = LinksPage { nav: Nav::new(me, "users"), before, rows: &rows, made, csv_href: &csv_href, back };
+    let emailed = rows.iter().any(|r| r.email.is_some());
+    let page = LinksPage { nav: Nav::new(me, "users"), before, rows, made, emailed, csv_href: &csv_href, back };
     page_with(req, StatusCode::OK, page)
 }
 
-/// "Create enrolment link" on a user's page.
+/// "Create enrolment link" on a user's page (with "Send by email" ticked, also sent).
 async fn create(
     console: web::Data<Arc<Console>>,
     me: Me,
     req: HttpRequest,
     id: web::Path<String>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
-    let (links, actor, ids) = (console.services.links.clone(), me.actor(), vec![id.clone()]);
-    let created = blocking(&me, move || links.create_many(&ids, None, &actor)).await?;
-    Ok(page(&req, &me, None, created, &format!("/console/users/{}", super::page::segment(&id))))
+    let send = super::page::Fields::parse(&body).get("send") == "1";
+    if send {
+        console.services.links.check_mail_ready().map_err(|e| Problem::of(&me, e))?;
+    }
+    let rows = make(&console, &me, vec![id.clone()], send).await?;
+    Ok(page(&req, &me, None, &rows, &format!("/console/users/{}", super::page::segment(&id))))
 }

@@ -317,6 +317,10 @@ struct ResetDialog<'a> {
     links: bool,
     /// Links can be made (`server.public_url` is set): else the box says what they need.
     links_ready: bool,
+    /// Links can be sent by email (`[smtp]`): the "Send them by email" box is offered.
+    mail_ready: bool,
+    /// "Send them by email" ticked.
+    send: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -387,6 +391,8 @@ async fn confirmation(
         csrf: &me.csrf,
         links: fields.get("links") == "1",
         links_ready: console.services.links.check_ready().is_ok(),
+        mail_ready: console.services.links.check_mail_ready().is_ok(),
+        send: fields.get("send") == "1",
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok(if fragment {
@@ -415,7 +421,9 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
         ),
     };
     if fields.get("links") == "1" {
-        if let Err(e) = console.services.links.check_ready() {
+        let links = &console.services.links;
+        let ready = links.check_ready().and_then(|_| if fields.get("send") == "1" { links.check_mail_ready() } else { Ok(()) });
+        if let Err(e) = ready {
             return confirmation(&console, &req, &me, &fields, Some(&capital(&e.to_string())), fragment).await;
         }
     }
@@ -431,7 +439,7 @@ async fn reset(console: web::Data<Arc<Console>>, me: Me, req: HttpRequest, body:
         Err(e) => return Err(Problem::of(&me, e)),
     };
     if fields.get("links") == "1" {
-        return reset_with_links(&console, &req, &me, &search, results).await;
+        return reset_with_links(&console, &req, &me, &search, results, fields.get("send") == "1").await;
     }
     let mut summary = Summary { reset: Vec::new(), not_found: Vec::new(), failed: Vec::new() };
     for r in results {
@@ -452,6 +460,7 @@ async fn reset_with_links(
     me: &Me,
     search: &Search,
     results: Vec<crate::domain::mfa::BulkResult>,
+    send: bool,
 ) -> Result<HttpResponse, Problem> {
     let ids: Vec<String> = results.iter().filter(|r| r.outcome == Outcome::Reset).map(|r| r.id.clone()).collect();
     let missed = results.len() - ids.len();
@@ -460,9 +469,8 @@ async fn reset_with_links(
     if missed > 0 {
         before.push_str(&format!(" {missed} could not be reset (see the audit trail and the daemon log)."));
     }
-    let (links, actor) = (console.services.links.clone(), me.actor());
-    let created = blocking(me, move || links.create_many(&ids, None, &actor)).await?;
-    Ok(super::links::page(req, me, Some(&before), created, &search.list_link()))
+    let rows = super::links::make(console, me, ids, send).await?;
+    Ok(super::links::page(req, me, Some(&before), &rows, &search.list_link()))
 }
 
 #[derive(Template, WebTemplate)]
@@ -473,6 +481,8 @@ struct UserPage {
     attributes: Vec<(String, String)>,
     mfa: crate::domain::mfa::Status,
     events: Vec<super::audit::EventRow>,
+    /// Links can be sent by email (`[smtp]`): the "Send by email" box is offered.
+    mail_ready: bool,
 }
 
 /// A user: the SCIM attributes, the second factor, the user's audit events, and the reset.
@@ -499,6 +509,7 @@ async fn user(
         attributes,
         mfa,
         events: events.iter().map(super::audit::EventRow::of).collect(),
+        mail_ready: console.services.links.check_mail_ready().is_ok(),
     };
     Ok(page_with(&req, StatusCode::OK, page))
 }

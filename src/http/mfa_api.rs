@@ -241,13 +241,15 @@ pub(crate) async fn reset(state: web::Data<AppState>, req: HttpRequest, id: web:
     Ok(HttpResponse::Ok().json(ResetDone { id: done.id, status: "pending", reset_at: datetime(&done.reset_at.and_utc()) }))
 }
 
-/// `{"ttl": 3600}`: every member optional.
+/// `{"ttl": 3600, "send": true}`: every member optional.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documents the body `enrolment_link` reads
 pub(crate) struct EnrolmentLinkRequest {
     /// Seconds the link works (default `mfa.enrolment_link_ttl`, 72 h).
     #[schema(minimum = 60, maximum = 2592000)]
     ttl: Option<u64>,
+    /// Also send the link to the user's primary (else work) email; needs `[smtp]`.
+    send: Option<bool>,
 }
 
 /// A one-time enrolment link, shown once: the user opens it to enrol again.
@@ -258,6 +260,20 @@ pub(crate) struct EnrolmentLink {
     url: String,
     #[schema(format = DateTime)]
     expires_at: String,
+    /// With `"send": true`: what became of the email (the link works either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<EmailOutcome>,
+}
+
+/// An email with a link: `sent`, `failed` (`detail` says why) or `no_address`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EmailOutcome {
+    #[schema(pattern = "^(sent|failed|no_address)$")]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 /// Creates a one-time link to the enrolment page for a user who must enrol (`none` or
@@ -269,8 +285,8 @@ pub(crate) struct EnrolmentLink {
         (status = 201, description = "The link, shown once (scope mfa or admin)", body = EnrolmentLink),
         (status = 400, description = "A ttl out of bounds, or a malformed body", body = ApiErrorBody),
         (status = 404, description = "No such user", body = ApiErrorBody),
-        (status = 409, description = "The user is enrolled (reset first) or deactivated, or server.public_url is not set",
-            body = ApiErrorBody),
+        (status = 409, description = "The user is enrolled (reset first) or deactivated, server.public_url is not set, \
+            or send without an [smtp] section", body = ApiErrorBody),
     ))]
 pub(crate) async fn enrolment_link(
     state: web::Data<AppState>,
@@ -286,11 +302,28 @@ pub(crate) async fn enrolment_link(
             v.as_u64().ok_or_else(|| ApiError::bad_request("ttl must be a whole number of seconds"))?,
         )),
     };
+    let send = match body.get("send") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(v) => v.as_bool().ok_or_else(|| ApiError::bad_request("send must be true or false"))?,
+    };
     let links = state.links.clone();
-    let link = blocking(move || links.create(&id, ttl, &actor)).await?;
+    let (link, delivery) = blocking(move || {
+        if send {
+            links.check_mail_ready()?;
+        }
+        let link = links.create(&id, ttl, &actor)?;
+        // After the commit: a send that fails leaves the link as it is.
+        let delivery = match send {
+            true => links.send(std::slice::from_ref(&link), &actor)?.pop(),
+            false => None,
+        };
+        Ok::<_, crate::domain::Error>((link, delivery))
+    })
+    .await?;
+    let email = delivery.map(|d| EmailOutcome { status: d.as_str(), to: d.to().map(str::to_string), detail: d.problem() });
     Ok(shown_once(
         HttpResponse::Created(),
-        EnrolmentLink { url: link.url.expose().to_string(), expires_at: datetime(&link.expires_at.and_utc()) },
+        EnrolmentLink { url: link.url.expose().to_string(), expires_at: datetime(&link.expires_at.and_utc()), email },
     ))
 }
 

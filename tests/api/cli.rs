@@ -767,3 +767,35 @@ fn mfa_link_prints_a_one_time_link_alone_on_the_last_line_and_the_token_never_re
         assert!(!text.contains(secret), "{secret:?} appears in the log");
     }
 }
+
+#[test]
+fn mfa_link_send_mails_the_link_and_a_link_that_could_not_be_sent_is_printed_with_a_non_zero_exit() {
+    let server = crate::smtp::SmtpServer::start();
+    let d = Dir::new(&format!("[mfa]\nkey_file = \"data/mfa.key\"\n{}", server.toml()));
+    let public = [("PROVISIOND_SERVER__PUBLIC_URL", "https://idm.example.com")];
+    let services = d.services();
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
+    let emails = json!([{"value": "alice@example.com", "primary": true}]);
+    services
+        .users
+        .create(&json!({"userName": "alice", "emails": emails}), provisiond::domain::users::Source::Scim, &actor)
+        .unwrap();
+    services.users.create(&json!({"userName": "bob"}), provisiond::domain::users::Source::Scim, &actor).unwrap();
+
+    let o = d.run_env(&["mfa", "link", "--user", "alice", "--send"], &public);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().next(), Some("sent to alice@example.com"), "{out}");
+    let url = out.lines().last().unwrap();
+    let got = server.wait_for(1, std::time::Duration::from_secs(10));
+    assert!(got[0].text.as_deref().unwrap().contains(url), "the mailed link is the printed one");
+
+    let o = d.run_env(&["mfa", "link", "--user", "bob", "--send"], &public);
+    assert!(!o.status.success(), "not sent: the exit says so");
+    assert!(stderr(&o).contains("not sent: the user has no primary or work email address"), "{}", stderr(&o));
+    assert!(stdout(&o).lines().last().unwrap().starts_with("https://idm.example.com/enrol/"), "the link is printed anyway");
+
+    let plain = Dir::new("[mfa]\nkey_file = \"data/mfa.key\"\n");
+    let o = plain.run_env(&["mfa", "link", "--user", "alice", "--send"], &public);
+    assert!(!o.status.success() && stderr(&o).contains("--send: links cannot be sent by email"), "{}", stderr(&o));
+}

@@ -81,7 +81,7 @@ fn a_reset_with_also_create_enrolment_links_lists_a_link_per_user_with_a_csv_dow
     let href = done.body.split("id=\"download-links\" href=\"").nth(1).unwrap().split('"').next().unwrap();
     let csv = percent_decode(href.strip_prefix("data:text/csv;charset=utf-8,").expect("a CSV file"));
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "userName,userId,url,expiresAt,problem");
+    assert_eq!(lines[0], "userName,userId,url,expiresAt,problem,email");
     assert_eq!(lines.len(), 4, "{csv}");
     for (line, id) in lines[1..].iter().zip(&ids) {
         assert!(line.contains(id.as_str()) && line.contains(&format!("{PUBLIC_URL}/enrol/")), "{line}");

@@ -11,6 +11,7 @@ mod console_users;
 mod database;
 mod discovery;
 mod enrolment;
+mod enrolment_mail;
 mod filter_props;
 mod helpers;
 mod http_edges;

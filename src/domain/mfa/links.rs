@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{lockout, BackupCodes, Enrolment, Mfa, Verification};
 use crate::domain::audit::{self, Actor, Origin};
 use crate::domain::{credentials, Error, Invalid, Result};
+use crate::mail::{self, EnrolmentLinkMail, Mailer};
 use crate::store::mfa::FactorStatus;
 use crate::store::users::StoredUser;
 use crate::store::{self, enrolment_links as stored, mfa as factors, users as store_users};
@@ -49,6 +50,48 @@ pub struct NewLink {
     pub user_name: String,
     pub url: LinkUrl,
     pub expires_at: NaiveDateTime,
+    /// Where it would be sent: the user's primary email, else the work email.
+    pub address: Option<String>,
+}
+
+/// What became of a link sent by email. A link that could not be sent still works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent {
+        to: String,
+    },
+    /// The user has neither a primary nor a work email.
+    NoAddress,
+    Failed {
+        to: String,
+        detail: String,
+    },
+}
+
+impl Delivery {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Delivery::Sent { .. } => "sent",
+            Delivery::NoAddress => "no_address",
+            Delivery::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn to(&self) -> Option<&str> {
+        match self {
+            Delivery::Sent { to } | Delivery::Failed { to, .. } => Some(to),
+            Delivery::NoAddress => None,
+        }
+    }
+
+    /// Why it was not sent, in a sentence.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Delivery::Sent { .. } => None,
+            Delivery::NoAddress => Some("the user has no primary or work email address".into()),
+            Delivery::Failed { detail, .. } => Some(detail.clone()),
+        }
+    }
 }
 
 /// The enrolment page of a live link.
@@ -94,6 +137,8 @@ pub struct Links {
     /// `server.public_url`: links need the address users reach the daemon at.
     public_url: Option<String>,
     default_ttl: Duration,
+    /// `[smtp]`: links can be sent by email.
+    mailer: Option<Mailer>,
 }
 
 impl Links {
@@ -102,7 +147,69 @@ impl Links {
             mfa,
             public_url: config.server.public_url.clone(),
             default_ttl: Duration::from_secs(config.mfa.enrolment_link_ttl),
+            mailer: None,
         }
+    }
+
+    /// Sends links by email through `mailer` (built once at start from `[smtp]`).
+    pub fn with_mailer(mut self, mailer: Option<Mailer>) -> Self {
+        self.mailer = mailer;
+        self
+    }
+
+    /// Whether links can be sent by email (an `[smtp]` section), asked before anything is done.
+    pub fn check_mail_ready(&self) -> Result<()> {
+        match self.mailer {
+            Some(_) => Ok(()),
+            None => Err(Error::conflict(
+                "links cannot be sent by email: the configuration has no [smtp] section (set it and restart)",
+            )),
+        }
+    }
+
+    /// Sends each link to its user (after the links were committed: a failed send leaves the
+    /// link valid). Each outcome is audited: `mfa.enrolment_link.sent`, or
+    /// `mfa.enrolment_link.send_failed` with the reason.
+    pub fn send(&self, links: &[NewLink], actor: &Actor) -> Result<Vec<Delivery>> {
+        self.check_mail_ready()?;
+        let mailer = self.mailer.as_ref().expect("checked above");
+        let issuer = self.mfa.policy.issuer.as_str();
+        let mut deliveries = Vec::with_capacity(links.len());
+        for link in links {
+            deliveries.push(match &link.address {
+                None => Delivery::NoAddress,
+                Some(to) => {
+                    let expires_at = crate::scim::resource::datetime(&link.expires_at.and_utc());
+                    let content =
+                        EnrolmentLinkMail { issuer, user_name: &link.user_name, url: link.url.expose(), expires_at: &expires_at };
+                    match mailer.send(&mail::enrolment_link(to, &content)) {
+                        Ok(()) => Delivery::Sent { to: to.clone() },
+                        Err(e) => {
+                            tracing::warn!(user_id = %link.user_id, error = %e, "an enrolment link could not be sent");
+                            Delivery::Failed { to: to.clone(), detail: e.to_string() }
+                        }
+                    }
+                }
+            });
+        }
+        let (_, at) = self.mfa.now();
+        let mut conn = self.mfa.pool.get()?;
+        for (links, deliveries) in links.chunks(super::BULK_CHUNK).zip(deliveries.chunks(super::BULK_CHUNK)) {
+            let details: Vec<(&str, serde_json::Value)> = deliveries
+                .iter()
+                .map(|d| match d {
+                    Delivery::Sent { to } => (ENROLMENT_LINK_SENT, json!({"to": to})),
+                    other => (ENROLMENT_LINK_SEND_FAILED, json!({"to": other.to(), "error": other.problem()})),
+                })
+                .collect();
+            let events: Vec<_> = links
+                .iter()
+                .zip(&details)
+                .map(|(l, (kind, detail))| audit::event(at, kind, (&l.user_id, &l.user_name), actor, None, Some(detail.clone())))
+                .collect();
+            store::write_tx(&mut conn, |tx| audit::write(tx, &events))?;
+        }
+        Ok(deliveries)
     }
 
     /// The lifetime a request asks for, else the configured one; refused outside the bounds.
@@ -212,6 +319,7 @@ impl Links {
             user_name: user.user_name().to_string(),
             url: LinkUrl(format!("{base}{PATH}{token}")),
             expires_at,
+            address: address_of(user),
         })
     }
 
@@ -284,14 +392,15 @@ impl Links {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Where a link for `user` is to be sent: the primary email, else the work email.
-    pub fn address_of(user: &StoredUser) -> Option<String> {
-        let emails = user.body.get("emails")?.as_array()?;
-        let value = |e: &serde_json::Value| e.get("value").and_then(|v| v.as_str()).map(str::to_string);
-        let with = |key: &str, want: serde_json::Value| emails.iter().find(|e| e.get(key) == Some(&want)).and_then(value);
-        with("primary", json!(true)).or_else(|| with("type", json!("work")))
-    }
+/// Where a link for `user` is to be sent: the primary email, else the work email.
+fn address_of(user: &StoredUser) -> Option<String> {
+    let emails = user.body.get("emails")?.as_array()?;
+    let value = |e: &serde_json::Value| e.get("value").and_then(|v| v.as_str()).map(str::to_string);
+    let primary = emails.iter().find(|e| e.get("primary") == Some(&json!(true)));
+    let is_work = |e: &&serde_json::Value| e.get("type").and_then(|t| t.as_str()).is_some_and(|t| t.eq_ignore_ascii_case("work"));
+    primary.or_else(|| emails.iter().find(is_work)).and_then(value)
 }
 
 fn is_active(user: &StoredUser) -> bool {
