@@ -199,12 +199,12 @@ fn check_sealing_keys(mfa: &Mfa, config: &Config) -> anyhow::Result<()> {
     }
 }
 
-/// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).
 /// The mailer of `[smtp]`, when configured (its password is read now, once).
 pub fn load_mailer(config: &Config) -> anyhow::Result<Option<crate::mail::Mailer>> {
     Ok(config.smtp.as_ref().map(crate::mail::Mailer::new).transpose()?)
 }
 
+/// The sealer of TOTP secrets, from `[mfa] key_file` (created when absent).
 pub fn load_sealer(config: &Config) -> anyhow::Result<crate::domain::mfa::Sealer> {
     crate::domain::mfa::Sealer::load(&config.mfa.key_file, &config.mfa.previous_key_files)
         .context("cannot load the MFA key (mfa.key_file)")

@@ -26,6 +26,19 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// about 40 KB).
 pub const MAX_FORM_BYTES: usize = 1 << 20;
 
+/// The one form that carries more: a page's enrolment links sent back to be downloaded as CSV
+/// (ten thousand links take about 3 MB encoded).
+pub const LINKS_CSV_PATH: &str = "/console/users/enrolment-links.csv";
+pub const MAX_LINKS_CSV_BYTES: usize = 32 << 20;
+
+fn form_limit(path: &str) -> usize {
+    if path == LINKS_CSV_PATH {
+        MAX_LINKS_CSV_BYTES
+    } else {
+        MAX_FORM_BYTES
+    }
+}
+
 /// POSTs made before there is a session: they check the origin only (and their own secrets).
 fn before_session(path: &str) -> bool {
     path == "/console/sign-in" || path.starts_with("/console/setup/")
@@ -90,11 +103,12 @@ async fn check_post(req: &mut ServiceRequest, me: Option<&Me>) -> Result<(), Pro
 
 /// Reads the form body to find one field, then puts the body back for the handler.
 async fn form_field(req: &mut ServiceRequest, name: &str) -> Result<Option<String>, Problem> {
+    let limit = form_limit(req.path());
     let mut payload = req.take_payload();
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| Problem::bad_request("The form could not be read."))?;
-        if body.len() + chunk.len() > MAX_FORM_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(Problem::too_large());
         }
         body.extend_from_slice(&chunk);

@@ -15,7 +15,11 @@ use super::Console;
 use crate::domain::mfa::links::{Created, Delivery};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/users/{id}/enrolment-link", web::post().to(create));
+    cfg.route("/users/{id}/enrolment-link", web::post().to(create)).service(
+        web::resource("/users/enrolment-links.csv")
+            .app_data(web::PayloadConfig::new(super::guard::MAX_LINKS_CSV_BYTES))
+            .route(web::post().to(csv)),
+    );
 }
 
 /// One line of the result: a link made, or why a user has none.
@@ -30,6 +34,11 @@ pub struct LinkRow {
 }
 
 impl LinkRow {
+    /// The user's page.
+    pub fn href(&self) -> String {
+        format!("/console/users/{}", super::page::segment(&self.user_id))
+    }
+
     fn of(created: Created) -> Self {
         match created {
             Created::Link(l) => LinkRow {
@@ -90,8 +99,9 @@ struct LinksPage<'a> {
     made: usize,
     /// The links were also sent by email: the table has an Email column.
     emailed: bool,
-    /// The links as a CSV file in a `data:` address (they are not kept to fetch them again).
-    csv_href: &'a str,
+    /// The links as CSV, in the form that downloads them: they are kept nowhere to fetch them
+    /// from again, so the page sends them back (a `data:` address is too short for thousands).
+    csv: &'a str,
     /// Where "Back" leads.
     back: &'a str,
 }
@@ -104,11 +114,23 @@ pub fn page(req: &HttpRequest, me: &Me, before: Option<&str>, rows: &[LinkRow], 
         let url = cell(&r.url);
         csv.push_str(&csv_line(&[&r.user_name, &r.user_id, &url, &r.expires_at, &cell(&r.problem), &cell(&r.email)]));
     }
-    let csv_href = format!("data:text/csv;charset=utf-8,{}", crate::config::percent_encode(&csv));
     let made = rows.iter().filter(|r| r.url.is_some()).count();
     let emailed = rows.iter().any(|r| r.email.is_some());
-    let page = LinksPage { nav: Nav::new(me, "users"), before, rows, made, emailed, csv_href: &csv_href, back };
+    let page = LinksPage { nav: Nav::new(me, "users"), before, rows, made, emailed, csv: &csv, back };
     page_with(req, StatusCode::OK, page)
+}
+
+/// "Download (.csv)": the links the page sent back, as a file.
+async fn csv(me: Me, body: web::Bytes) -> Result<HttpResponse, Problem> {
+    let fields = super::page::Fields::parse(&body);
+    let csv = fields.get("csv");
+    if csv.is_empty() {
+        return Err(Problem::page_for(&me, StatusCode::BAD_REQUEST, "Nothing to download", "The form held no links."));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((actix_web::http::header::CONTENT_DISPOSITION, "attachment; filename=\"enrolment-links.csv\""))
+        .body(csv.to_string()))
 }
 
 /// "Create enrolment link" on a user's page (with "Send by email" ticked, also sent).

@@ -481,6 +481,8 @@ struct UserPage {
     attributes: Vec<(String, String)>,
     mfa: crate::domain::mfa::Status,
     events: Vec<super::audit::EventRow>,
+    /// Links can be made (`server.public_url`): "Create enrolment link" is offered.
+    links_ready: bool,
     /// Links can be sent by email (`[smtp]`): the "Send by email" box is offered.
     mail_ready: bool,
 }
@@ -509,6 +511,7 @@ async fn user(
         attributes,
         mfa,
         events: events.iter().map(super::audit::EventRow::of).collect(),
+        links_ready: console.services.links.check_ready().is_ok(),
         mail_ready: console.services.links.check_mail_ready().is_ok(),
     };
     Ok(page_with(&req, StatusCode::OK, page))

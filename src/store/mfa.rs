@@ -73,6 +73,15 @@ pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool>
     Ok(n == 1)
 }
 
+/// Forgets a secret waiting for confirmation (a new enrolment link starts afresh); a confirmed
+/// factor is left alone.
+pub(crate) fn clear_pending(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+    diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(FactorStatus::Enrolled)))
+        .set((mfa_factors::secret_sealed.eq(None::<String>), mfa_factors::last_step.eq(None::<i64>)))
+        .execute(tx.conn())?;
+    Ok(())
+}
+
 /// Confirms the enrolment of exactly this sealed secret; whether it did.
 pub fn confirm(tx: &mut Tx, user_id: &str, sealed: &str, step: i64, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
     let conn = tx.conn();

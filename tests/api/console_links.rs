@@ -14,20 +14,14 @@ fn links_on(app: &TestApp, html: &str) -> Vec<String> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+fn unescape(s: &str) -> String {
+    s.replace("&#13;", "\r")
+        .replace("&#10;", "\n")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#38;", "&")
 }
 
 #[test]
@@ -78,15 +72,25 @@ fn a_reset_with_also_create_enrolment_links_lists_a_link_per_user_with_a_csv_dow
     for l in &links {
         assert_eq!(open(l).status, 200, "{l}");
     }
-    let href = done.body.split("id=\"download-links\" href=\"").nth(1).unwrap().split('"').next().unwrap();
-    let csv = percent_decode(href.strip_prefix("data:text/csv;charset=utf-8,").expect("a CSV file"));
+    // "Download (.csv)" sends the links back and gets them as a file.
+    let field = done.body.split("name=\"csv\" value=\"").nth(1).expect("the CSV travels in the form").split('"').next().unwrap();
+    let csv = unescape(field);
+    let file = c.post("/console/users/enrolment-links.csv", &[("csv", &csv)]);
+    assert_eq!(file.status, 200);
+    assert_eq!(file.headers["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(file.headers["content-disposition"], "attachment; filename=\"enrolment-links.csv\"");
+    assert_eq!(file.body, csv);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "userName,userId,url,expiresAt,problem,email");
     assert_eq!(lines.len(), 4, "{csv}");
     for (line, id) in lines[1..].iter().zip(&ids) {
         assert!(line.contains(id.as_str()) && line.contains(&format!("{PUBLIC_URL}/enrol/")), "{line}");
     }
-    assert!(done.body.contains("download=\"enrolment-links.csv\""));
+    // Ten thousand links make a form of a few megabytes: it is accepted.
+    let big = format!("{}\r\n", "x".repeat(200)).repeat(10_000);
+    let file = c.post("/console/users/enrolment-links.csv", &[("csv", &big)]);
+    assert_eq!((file.status, file.body.len()), (200, big.len()));
+    assert_eq!(c.post_raw("/console/users/enrolment-links.csv", &[("csv", &csv)]).status, 403, "CSRF token required");
     for id in &ids {
         assert_eq!(app.get(&format!("/api/v1/users/{id}/mfa")).body["status"], "pending");
     }
@@ -98,6 +102,10 @@ fn without_a_public_url_a_reset_asking_for_links_is_refused_before_anything_is_r
     let c = Console::sign_in(&app, "alice", Role::Admin);
     let id = new_user(&app, "kept");
     crate::mfa::enrol(&app, &id);
+    let pending = new_user(&app, "pending");
+    let page = c.get(&format!("/console/users/{pending}"));
+    assert!(page.body.contains("Enrolment links need <code>server.public_url</code>"), "{}", page.body);
+    assert!(!page.body.contains("Create enrolment link</button>"), "no button that can only fail");
     let dialog = c.get(&format!("/console/users/reset?id={id}"));
     assert!(dialog.body.contains("value=\"1\" disabled> Also create enrolment links"), "{}", dialog.body);
     assert!(dialog.body.contains("Enrolment links need <code>server.public_url</code>"));

@@ -147,10 +147,13 @@ fn a_link_ends_when_replaced_reset_expired_or_used_and_every_dead_link_shows_the
     let app = app();
     let id = new_user(&app, "replaced");
     let first = link(&app, &id, &json!({}));
+    let first_secret = secret_on(&open(&first).body);
     let second = link(&app, &id, &json!({}));
     let replaced = open(&first);
     assert_eq!(replaced.status, 410, "a newer link replaces the older");
-    assert_eq!(open(&second).status, 200);
+    let second_page = open(&second);
+    assert_eq!(second_page.status, 200);
+    assert_ne!(secret_on(&second_page.body), first_secret, "the secret the replaced link showed ends with it");
 
     let r = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "new phone"}));
     assert_eq!(r.status, 200);
@@ -263,4 +266,37 @@ fn scopes_guard_link_creation_and_a_foreign_origin_cannot_post_the_form() {
         browser().post(&url).header("origin", "https://evil.example").send_form([("code", code_for(&app, &secret))]).unwrap();
     assert_eq!(res.status().as_u16(), 403, "{}", res.body_mut().read_to_string().unwrap());
     assert_eq!(mfa_status(&app, &id), "pending");
+}
+
+#[test]
+fn a_confirmation_racing_a_reset_or_a_newer_link_ends_one_way_or_the_other_without_an_error() {
+    let app = app();
+    let id = new_user(&app, "racer");
+    for round in 0..12 {
+        let url = link(&app, &id, &json!({}));
+        let secret = secret_on(&open(&url).body);
+        app.clock.advance(Duration::seconds(30));
+        let code = code_for(&app, &secret);
+        let (base, token, user) = (app.base.clone(), app.token.clone(), id.clone());
+        // Every other round a reset, else a newer link, at the same time as the confirmation.
+        let other = std::thread::spawn(move || {
+            let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+            let path = if round % 2 == 0 { "reset" } else { "enrolment-links" };
+            let mut res = agent
+                .post(format!("{base}/api/v1/users/{user}/mfa/{path}"))
+                .header("Authorization", &format!("Bearer {token}"))
+                .send_json(json!({"reason": "race"}))
+                .unwrap();
+            (path, res.status().as_u16(), res.body_mut().read_to_string().unwrap())
+        });
+        let confirmed = send_code(&url, &code);
+        let (path, status, body) = other.join().unwrap();
+        assert!([200, 410].contains(&confirmed.status), "round {round}: the page answered {}", confirmed.status);
+        let expected: &[u16] = if path == "reset" { &[200] } else { &[201, 409] };
+        assert!(expected.contains(&status), "round {round}: {path} answered {status} {body}");
+        if mfa_status(&app, &id) == "enrolled" {
+            let r = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "next round"}));
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+    }
 }

@@ -174,6 +174,7 @@ impl Links {
         self.check_mail_ready()?;
         let mailer = self.mailer.as_ref().expect("checked above");
         let issuer = self.mfa.policy.issuer.as_str();
+        let mut conn = self.mfa.pool.get()?;
         let mut deliveries = Vec::with_capacity(links.len());
         for link in links {
             deliveries.push(match &link.address {
@@ -193,7 +194,6 @@ impl Links {
             });
         }
         let (_, at) = self.mfa.now();
-        let mut conn = self.mfa.pool.get()?;
         for (links, deliveries) in links.chunks(super::BULK_CHUNK).zip(deliveries.chunks(super::BULK_CHUNK)) {
             let details: Vec<(&str, serde_json::Value)> = deliveries
                 .iter()
@@ -207,7 +207,11 @@ impl Links {
                 .zip(&details)
                 .map(|(l, (kind, detail))| audit::event(at, kind, (&l.user_id, &l.user_name), actor, None, Some(detail.clone())))
                 .collect();
-            store::write_tx(&mut conn, |tx| audit::write(tx, &events))?;
+            // The mail is gone already: a trail that cannot be written is logged, not answered
+            // as if nothing had been sent.
+            if let Err(e) = store::write_tx(&mut conn, |tx| audit::write(tx, &events)) {
+                tracing::error!(error = %e, "enrolment links: the audit of their emails could not be written");
+            }
         }
         Ok(deliveries)
     }
@@ -250,39 +254,64 @@ impl Links {
     }
 
     /// Links for many users (after a bulk reset); a user refused does not stop the others.
-    /// Results keep the order of `ids`.
+    /// Results keep the order of `ids`. Should the store fail part-way, the links already made
+    /// are still returned (they work, and are shown only now), the rest refused.
     pub fn create_many(&self, ids: &[String], ttl: Option<Duration>, actor: &Actor) -> Result<Vec<Created>> {
         let (base, ttl) = (self.base()?, self.ttl(ttl)?);
         let mut conn = self.mfa.pool.get()?;
         let (_, at) = self.mfa.now();
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(super::BULK_CHUNK) {
-            let users: Vec<Option<StoredUser>> =
-                chunk.iter().map(|id| store_users::get(&mut conn, id)).collect::<Result<_, _>>()?;
-            let created = store::write_tx(&mut conn, |tx| {
-                let mut created = Vec::with_capacity(chunk.len());
-                for (id, user) in chunk.iter().zip(&users) {
-                    let Some(user) = user else {
-                        let detail = "no such user".to_string();
-                        created.push(Created::Refused { user_id: id.clone(), user_name: None, detail });
-                        continue;
-                    };
-                    // A savepoint per user: one refusal rolls back that user only.
-                    created.push(match tx.savepoint(|tx| self.create_in_tx(tx, base, user, ttl, at, actor)) {
-                        Ok(link) => Created::Link(link),
-                        Err(e @ (Error::Conflict { .. } | Error::NotFound(_))) => Created::Refused {
-                            user_id: id.clone(),
-                            user_name: Some(user.user_name().to_string()),
-                            detail: e.to_string(),
-                        },
-                        Err(e) => return Err(e),
+        for (i, chunk) in ids.chunks(super::BULK_CHUNK).enumerate() {
+            match self.create_chunk(&mut conn, chunk, base, ttl, at, actor) {
+                Ok(created) => out.extend(created),
+                Err(e) if i == 0 => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %crate::logging::chain(&e), "enrolment links: the store failed part-way");
+                    let detail = "the store failed before this user's link was made; the daemon log has the cause";
+                    let rest = ids[out.len()..].iter().map(|id| Created::Refused {
+                        user_id: id.clone(),
+                        user_name: None,
+                        detail: detail.to_string(),
                     });
+                    out.extend(rest);
+                    break;
                 }
-                Ok::<_, Error>(created)
-            })?;
-            out.extend(created);
+            }
         }
         Ok(out)
+    }
+
+    fn create_chunk(
+        &self,
+        conn: &mut store::DbConn,
+        chunk: &[String],
+        base: &str,
+        ttl: Duration,
+        at: NaiveDateTime,
+        actor: &Actor,
+    ) -> Result<Vec<Created>> {
+        let users: Vec<Option<StoredUser>> = chunk.iter().map(|id| store_users::get(conn, id)).collect::<Result<_, _>>()?;
+        store::write_tx(conn, |tx| {
+            let mut created = Vec::with_capacity(chunk.len());
+            for (id, user) in chunk.iter().zip(&users) {
+                let Some(user) = user else {
+                    let detail = "no such user".to_string();
+                    created.push(Created::Refused { user_id: id.clone(), user_name: None, detail });
+                    continue;
+                };
+                // A savepoint per user: one refusal rolls back that user only.
+                created.push(match tx.savepoint(|tx| self.create_in_tx(tx, base, user, ttl, at, actor)) {
+                    Ok(link) => Created::Link(link),
+                    Err(e @ (Error::Conflict { .. } | Error::NotFound(_))) => Created::Refused {
+                        user_id: id.clone(),
+                        user_name: Some(user.user_name().to_string()),
+                        detail: e.to_string(),
+                    },
+                    Err(e) => return Err(e),
+                });
+            }
+            Ok::<_, Error>(created)
+        })
     }
 
     fn create_in_tx(
@@ -308,6 +337,9 @@ impl Links {
                 "the user has a confirmed factor: reset it first (POST /api/v1/users/{id}/mfa/reset), then create the link",
             ));
         }
+        // A secret shown by an earlier link ends with it: whoever opened that link must not
+        // know the factor this one sets up.
+        factors::clear_pending(tx, id)?;
         let token = credentials::random_secret("");
         let expires_at = at + chrono::Duration::from_std(ttl).expect("bounded above");
         stored::replace(tx, id, &credentials::hash(&token), at, expires_at)?;

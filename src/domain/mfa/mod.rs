@@ -311,7 +311,10 @@ impl Mfa {
         let sealed = f.secret_sealed.as_deref().ok_or_else(|| Error::conflict("no TOTP secret is waiting"))?;
         let user_name = user_name(conn, user_id)?;
         store::write_tx(conn, |conn| {
+            // The order every writer of a factor follows: the user, the factor, then what hangs
+            // off it (the link `also` may take), so a reset or a new link cannot deadlock with it.
             factors::lock_user(conn, user_id)?;
+            factors::lock(conn, user_id, None)?;
             also(conn)?;
             if !factors::confirm(conn, user_id, sealed, step as i64, at)? {
                 return Err(Error::conflict("the enrolment changed meanwhile; start again"));
