@@ -259,6 +259,7 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/console/users/reset/confirm", true),
     ("POST", "/console/users/reset", true),
     ("POST", "/console/users/x/enrolment-link", true),
+    ("POST", "/console/users/enrolment-links.csv", true),
     ("GET", "/console/audit", true),
     ("GET", "/console/audit.csv", true),
     ("GET", "/console/sync", false),
