@@ -266,7 +266,7 @@ impl Links {
                 Ok(created) => out.extend(created),
                 Err(e) if i == 0 => return Err(e),
                 Err(e) => {
-                    tracing::error!(error = %crate::logging::chain(&e), "enrolment links: the store failed part-way");
+                    tracing::error!(error = ?e, "enrolment links: the store failed part-way");
                     let detail = "the store failed before this user's link was made; the daemon log has the cause";
                     let rest = ids[out.len()..].iter().map(|id| Created::Refused {
                         user_id: id.clone(),
