@@ -10,6 +10,7 @@ use super::error::ScimError;
 use super::user_name::UserName;
 
 pub(crate) const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub(crate) const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub(crate) const MFA_USER: &str = "urn:provisiond:params:scim:schemas:extension:mfa:2.0:User";
 pub(crate) const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -236,8 +237,19 @@ pub static USER_RESOURCE: ResourceType = ResourceType {
     check: check_user,
 };
 
+/// Groups: the core Group schema. Their `members` are stored apart from the body
+/// (`store::groups`), so the body never holds them.
+pub static GROUP_RESOURCE: ResourceType = ResourceType {
+    name: "Group",
+    endpoint: "/Groups",
+    description: "Group",
+    core: &GROUP_SCHEMA,
+    extensions: &[],
+    check: check_group,
+};
+
 /// Every resource type this server serves, as discovery lists them.
-pub(crate) static RESOURCE_TYPES: [&ResourceType; 1] = [&USER_RESOURCE];
+pub(crate) static RESOURCE_TYPES: [&ResourceType; 2] = [&USER_RESOURCE, &GROUP_RESOURCE];
 
 /// The resource type called `name` (ignoring case).
 pub(crate) fn resource_type(name: &str) -> Option<&'static ResourceType> {
@@ -263,6 +275,14 @@ pub(crate) fn any_schema(urn: &str) -> Option<&'static Schema> {
 fn check_user(body: &Map<String, Value>) -> Result<(), ScimError> {
     let name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
     UserName::check(name).map_err(|e| ScimError::invalid_value(e.to_string()))
+}
+
+/// A Group's displayName is required and not blank.
+fn check_group(body: &Map<String, Value>) -> Result<(), ScimError> {
+    match body.get("displayName").and_then(Value::as_str) {
+        Some(name) if !name.trim().is_empty() => Ok(()),
+        _ => Err(ScimError::invalid_value("displayName is required")),
+    }
 }
 
 // Attribute constructors keep the tables below readable: most attributes are optional,
@@ -399,6 +419,34 @@ pub(crate) static USER_SCHEMA: Schema = Schema {
         multi("entitlements", "A list of entitlements for the User.", &VALUE_SUBS),
         multi("roles", "A list of roles for the User.", &VALUE_SUBS),
         multi("x509Certificates", "A list of certificates issued to the User.", &VALUE_SUBS),
+    ],
+};
+
+const MEMBER_SUBS: [Attribute; 4] = [
+    Attribute { mutability: Mutability::Immutable, ..string("value", "Identifier of the member of this Group.") },
+    Attribute {
+        mutability: Mutability::Immutable,
+        reference_types: &["User", "Group"],
+        ..attr("$ref", Kind::Reference, "The URI corresponding to a SCIM resource that is a member of this Group.")
+    },
+    read_only(string("display", "A human-readable name, primarily used for display purposes.")),
+    Attribute {
+        mutability: Mutability::Immutable,
+        ..typed("A label indicating the type of resource, e.g., 'User' or 'Group'.", &["User", "Group"])
+    },
+];
+
+pub(crate) static GROUP_SCHEMA: Schema = Schema {
+    id: GROUP,
+    name: "Group",
+    description: "Group",
+    attributes: &[
+        Attribute {
+            required: true,
+            uniqueness: Uniqueness::Server,
+            ..string("displayName", "A human-readable name for the Group, unique ignoring case.")
+        },
+        multi("members", "A list of members of the Group.", &MEMBER_SUBS),
     ],
 };
 

@@ -4,6 +4,8 @@ pub mod audit;
 pub mod deployment;
 pub mod directory;
 pub mod enrolment_links;
+pub mod group_filter;
+pub mod groups;
 pub mod mfa;
 pub mod operators;
 pub mod reindex;

@@ -84,6 +84,37 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    groups (id) {
+        id -> Text,
+        display_name -> Text,
+        display_name_key -> Text,
+        external_id -> Nullable<Text>,
+        body -> Text,
+        source -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    group_users (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+    }
+}
+
+diesel::table! {
+    group_groups (group_id, member_id) {
+        group_id -> Text,
+        member_id -> Text,
+    }
+}
+
+diesel::joinable!(group_users -> groups (group_id));
+diesel::joinable!(group_users -> users (user_id));
+
 diesel::joinable!(mfa_factors -> users (user_id));
 diesel::joinable!(mfa_enrolment_links -> users (user_id));
 diesel::joinable!(mfa_backup_codes -> users (user_id));
@@ -93,7 +124,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     mfa_factors,
     mfa_backup_codes,
     mfa_enrolment_links,
-    directory_links
+    directory_links,
+    groups,
+    group_users,
+    group_groups
 );
 diesel::allow_tables_to_appear_in_same_query!(operators, console_sessions);
 

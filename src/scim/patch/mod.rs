@@ -11,6 +11,7 @@
 //! and value-filter paths that name an element which does not exist yet.
 
 mod body;
+pub(crate) mod members;
 mod resolve;
 mod write;
 

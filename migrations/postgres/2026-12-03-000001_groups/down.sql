@@ -1,0 +1,3 @@
+DROP TABLE group_groups;
+DROP TABLE group_users;
+DROP TABLE groups;
