@@ -67,6 +67,7 @@ impl Application {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(console.clone())
+                .wrap(from_fn(http::scim_io::canonical_path))
                 .wrap(from_fn(http::request_id::assign))
                 .configure(http::routes)
                 .configure(crate::console::link_routes);

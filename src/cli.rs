@@ -86,8 +86,11 @@ pub enum MfaCommand {
     /// their next login. Prints one line per user.
     Reset {
         /// A userName; repeat for several users.
-        #[arg(long = "user", required_unless_present = "filter", conflicts_with = "filter")]
+        #[arg(long = "user", required_unless_present_any = ["filter", "groups"], conflicts_with_all = ["filter", "groups"])]
         users: Vec<String>,
+        /// A group's displayName: every user in it, through nested groups too; repeat for several.
+        #[arg(long = "group", conflicts_with = "filter")]
+        groups: Vec<String>,
         /// A SCIM filter selecting the users, e.g. 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Sales"'.
         #[arg(long)]
         filter: Option<String>,
@@ -193,14 +196,26 @@ fn sync(config: &Config, path: &std::path::Path, options: Options) -> anyhow::Re
 fn mfa(config: &Config, cmd: MfaCommand) -> anyhow::Result<()> {
     let pool = app::open_database(config)?;
     let sealer = std::sync::Arc::new(app::load_sealer(config)?);
-    let Services { mfa, users: directory, mut links, .. } = Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
+    let Services { mfa, users: directory, groups: services_groups, mut links, .. } =
+        Services::new(pool, sealer, config, std::sync::Arc::new(SystemClock));
     match cmd {
-        MfaCommand::Reset { users, filter, reason } => {
+        MfaCommand::Reset { users, groups, filter, reason } => {
             let reason =
                 crate::domain::mfa::Reason::parse(Some(&reason)).map_err(|e| anyhow::anyhow!("--reason: {}", e.detail))?;
             let actor = cli_actor();
             let mut lines = Vec::new();
             let selection = match filter {
+                None if !groups.is_empty() => {
+                    let mut ids = Vec::new();
+                    for name in &groups {
+                        let group = services_groups
+                            .find_by_display_name(name)?
+                            .ok_or_else(|| anyhow::anyhow!("--group: no group with displayName {name:?}"))?;
+                        ids.push(group.id);
+                    }
+                    let filter = services_groups.members_filter(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Selection::Matching(crate::domain::users::Matching { filter: Some(filter), ..Default::default() })
+                }
                 Some(f) => Selection::Matching(crate::domain::users::Matching {
                     filter: Some(crate::scim::filter::parse_filter(&f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?),
                     ..crate::domain::users::Matching::default()

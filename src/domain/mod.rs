@@ -5,6 +5,7 @@ pub mod audit;
 mod credentials;
 pub mod directory;
 mod error;
+pub mod groups;
 pub mod health;
 pub mod mfa;
 pub mod operators;
@@ -23,6 +24,7 @@ use crate::store::Pool;
 #[derive(Clone)]
 pub struct Services {
     pub users: users::Users,
+    pub groups: groups::Groups,
     pub tokens: tokens::Tokens,
     pub mfa: mfa::Mfa,
     pub links: mfa::links::Links,
@@ -42,6 +44,7 @@ impl Services {
         let seconds = std::time::Duration::from_secs;
         Services {
             users: users::Users::new(pool.clone(), clock.clone()),
+            groups: groups::Groups::new(pool.clone(), clock.clone()),
             tokens: tokens::Tokens::new(pool.clone(), clock.clone()),
             audit: audit::Audit::new(pool.clone()),
             stats: stats::Stats::new(pool.clone()),

@@ -25,7 +25,19 @@ type Reply = Result<HttpResponse, ApiError>;
 #[allow(dead_code)] // documents the body `bulk_reset` reads
 pub(crate) enum BulkResetRequest {
     Ids(ResetByIds),
+    Groups(ResetByGroups),
     Filter(ResetByFilter),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(crate) struct ResetByGroups {
+    /// SCIM group ids: their members, through nested groups too, each once (at most
+    /// `mfa.max_bulk_reset` users).
+    group_ids: Vec<String>,
+    #[schema(min_length = 1, max_length = 1000)]
+    reason: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -130,24 +142,39 @@ pub(crate) struct AuditPage {
     request_body(content = BulkResetRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Each user's outcome (scope admin)", body = BulkResetResults),
-        (status = 400, description = "Neither or both of userIds and filter, an invalid filter, no reason, more users than mfa.max_bulk_reset, or a malformed body", body = ApiErrorBody),
+        (status = 400, description = "Not exactly one of userIds, groupIds and filter, an unknown group, an invalid filter, no reason, more users than mfa.max_bulk_reset, or a malformed body", body = ApiErrorBody),
     ))]
 pub(crate) async fn bulk_reset(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let actor = require(&req, &[Scope::Admin], Origin::Bulk)?;
     let body = read_object(&state, &req, payload).await?;
     let reason = Reason::parse(string_field(&body, "reason")?)?;
-    let selection = match (body.get("userIds"), string_field(&body, "filter")?) {
-        (Some(Value::Array(ids)), None) => Selection::Ids(
+    let group_ids = match body.get("groupIds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(ids)) => Some(
+            ids.iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ApiError::bad_request("groupIds must be a list of group ids (strings)"))?,
+        ),
+        Some(_) => return Err(ApiError::bad_request("groupIds must be a list of group ids (strings)")),
+    };
+    let selection = match (body.get("userIds"), string_field(&body, "filter")?, group_ids) {
+        (None, None, Some(ids)) => {
+            let groups = state.groups.clone();
+            let filter = blocking(move || groups.members_filter(&ids)).await?;
+            Selection::Matching(Matching { filter: Some(filter), ..Matching::default() })
+        }
+        (Some(Value::Array(ids)), None, None) => Selection::Ids(
             ids.iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ApiError::bad_request("userIds must be a list of user ids (strings)"))?,
         ),
-        (None, Some(f)) => Selection::Matching(Matching {
+        (None, Some(f), None) => Selection::Matching(Matching {
             filter: Some(filter::parse_filter(f).map_err(|e| ApiError::new(400, "invalid_filter", e.message))?),
             ..Matching::default()
         }),
-        _ => return Err(ApiError::bad_request("give either userIds (a list) or filter (a SCIM filter)")),
+        _ => return Err(ApiError::bad_request("give one of userIds (a list), groupIds (a list) or filter (a SCIM filter)")),
     };
     let mfa = state.mfa.clone();
     let results = blocking(move || mfa.reset_many(&selection, &actor, &reason)).await?;

@@ -10,6 +10,7 @@ pub mod mfa_api;
 pub mod openapi;
 pub mod origin;
 pub mod request_id;
+pub mod scim_groups;
 pub mod scim_io;
 pub mod scim_users;
 pub mod sync_api;
@@ -22,13 +23,14 @@ use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::Services;
-use crate::domain::{audit::Audit, health::Health, stats::Stats, tokens::Tokens, users::Users};
+use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, users::Users};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub users: Users,
+    pub groups: Groups,
     pub tokens: Tokens,
     pub mfa: Mfa,
     pub links: Links,
@@ -44,9 +46,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
+        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, tokens, mfa, links, audit, stats, health, sync, trusted_proxies }
+        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies }
     }
 }
 
@@ -60,6 +62,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(auth::scim_scope))
                 .configure(discovery::routes)
                 .configure(scim_users::routes)
+                .configure(scim_groups::routes)
                 .default_service(web::to(scim_io::not_found)),
         )
         // Before the scope, which would otherwise ask for a token.

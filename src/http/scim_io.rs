@@ -6,9 +6,14 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::auth::principal;
+use super::request_id::request_id;
 use super::AppState;
 use crate::domain;
+use crate::domain::audit::{Actor, Origin};
 use crate::scim::error::{ScimError, ScimType};
+use crate::scim::list::ListParams;
+use crate::scim::resource::Projection;
 
 pub(crate) const SCIM_JSON: &str = "application/scim+json";
 
@@ -158,4 +163,79 @@ pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
 
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     scim_error_response(&ScimError::new(405, None, format!("{} is not allowed on {}", req.method(), req.path())))
+}
+
+/// The query string's pairs, as sent.
+pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
+}
+
+/// `attributes` / `excludedAttributes` of the query string.
+pub(crate) fn projection(req: &HttpRequest) -> Projection {
+    let p = ListParams::from_query(query_pairs(req));
+    Projection::parse(p.attributes.as_deref(), p.excluded_attributes.as_deref())
+}
+
+/// The `If-Match` header, when sent.
+pub(crate) fn if_match(req: &HttpRequest) -> Option<String> {
+    req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Who acts through SCIM: the token's name, for the audit trail.
+pub(crate) fn actor(req: &HttpRequest) -> Actor {
+    let name = principal(req).map(|p| p.name).unwrap_or_else(|| "unknown".into());
+    Actor::new(Origin::Scim, name, request_id(req))
+}
+
+/// The endpoints under `/scim/v2` in their canonical spelling.
+const ENDPOINTS: [&str; 6] = ["Users", "Groups", "ServiceProviderConfig", "ResourceTypes", "Schemas", ".search"];
+
+/// A `/scim/v2` path as routed: the endpoint spelled canonically (`/users` → `/Users`) and a
+/// trailing slash dropped (`/Users/?filter=…`), as Microsoft's SCIM reference tests send them.
+/// `None` when it is canonical already.
+fn canonical_scim_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/scim/v2/")?;
+    let (endpoint, tail) = rest.split_once('/').map(|(e, t)| (e, Some(t))).unwrap_or((rest, None));
+    let canonical = ENDPOINTS.iter().find(|e| e.eq_ignore_ascii_case(endpoint)).copied().unwrap_or(endpoint);
+    let tail = tail.map(|t| t.trim_end_matches('/')).filter(|t| !t.is_empty());
+    let fixed = match tail {
+        Some(t) => format!("/scim/v2/{canonical}/{t}"),
+        None => format!("/scim/v2/{canonical}"),
+    };
+    (fixed != path).then_some(fixed)
+}
+
+/// Routes `/scim/v2/users/` as `/scim/v2/Users` (see [`canonical_scim_path`]).
+pub(crate) async fn canonical_path(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if let Some(path) = canonical_scim_path(req.path()) {
+        let with_query = match req.query_string() {
+            "" => path,
+            q => format!("{path}?{q}"),
+        };
+        if let Ok(uri) = with_query.parse::<actix_web::http::Uri>() {
+            req.match_info_mut().get_mut().update(&uri);
+            req.head_mut().uri = uri;
+        }
+    }
+    next.call(req).await
+}
+
+#[cfg(test)]
+mod path_tests {
+    #[test]
+    fn scim_endpoints_route_ignoring_case_and_a_trailing_slash() {
+        let c = super::canonical_scim_path;
+        assert_eq!(c("/scim/v2/users").as_deref(), Some("/scim/v2/Users"));
+        assert_eq!(c("/scim/v2/Users/").as_deref(), Some("/scim/v2/Users"));
+        assert_eq!(c("/scim/v2/groups/abc").as_deref(), Some("/scim/v2/Groups/abc"));
+        assert_eq!(c("/scim/v2/GROUPS/abc/").as_deref(), Some("/scim/v2/Groups/abc"));
+        assert_eq!(c("/scim/v2/serviceproviderconfig").as_deref(), Some("/scim/v2/ServiceProviderConfig"));
+        assert_eq!(c("/scim/v2/Users"), None);
+        assert_eq!(c("/scim/v2/Users/abc"), None);
+        assert_eq!(c("/api/v1/users"), None);
+        assert_eq!(c("/scim/v2/Unknown/"), Some("/scim/v2/Unknown".into()));
+    }
 }

@@ -2,13 +2,13 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
+use std::collections::HashMap;
 
-use super::auth::principal;
-use super::request_id::request_id;
-use super::scim_io::{base_url, blocking, method_not_allowed, read_json, scim_json};
+use serde_json::{json, Value};
+
+use super::scim_io::{actor, base_url, blocking, if_match, method_not_allowed, projection, query_pairs, read_json, scim_json};
 use super::AppState;
-use crate::domain::audit::{Actor, Origin};
+use crate::domain::groups::Membership;
 use crate::domain::users::StoredUser;
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, ListParams, ListQuery};
@@ -36,32 +36,35 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 
 type Reply = Result<HttpResponse, ScimError>;
 
-fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
-    web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
-}
-
-fn projection(req: &HttpRequest) -> Projection {
-    let p = ListParams::from_query(query_pairs(req));
-    Projection::parse(p.attributes.as_deref(), p.excluded_attributes.as_deref())
-}
-
-fn if_match(req: &HttpRequest) -> Option<String> {
-    req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
-}
-
-/// The rendered resource at its location, projected.
-fn render(user: &StoredUser, base: &str, projection: &Projection) -> Value {
+/// The rendered resource at its location, projected, with the groups it belongs to.
+fn render(user: &StoredUser, groups: &[Membership], base: &str, projection: &Projection) -> Value {
     let meta = Meta { created: user.created_at.and_utc(), last_modified: user.updated_at.and_utc(), version: user.version };
     let mfa = crate::domain::users::mfa_view(user);
     let location = format!("{base}/Users/{}", user.id);
-    let mut doc = resource::render(&USER_RESOURCE, &user.id, &user.body, mfa.computed(), &meta, &location);
+    let mut computed = mfa.computed();
+    if !groups.is_empty() {
+        let list = groups.iter().map(|g| {
+            let kind = if g.direct { "direct" } else { "indirect" };
+            json!({"value": g.group_id, "$ref": format!("{base}/Groups/{}", g.group_id), "display": g.display, "type": kind})
+        });
+        computed.insert("groups".into(), Value::Array(list.collect()));
+    }
+    let mut doc = resource::render(&USER_RESOURCE, &user.id, &user.body, computed, &meta, &location);
     projection.apply(&USER_RESOURCE, &mut doc);
     doc
 }
 
+/// The groups of these users, read once for all of them.
+async fn memberships(state: &AppState, users: &[&StoredUser]) -> Result<HashMap<String, Vec<Membership>>, ScimError> {
+    let (groups, ids) = (state.groups.clone(), users.iter().map(|u| u.id.clone()).collect::<Vec<_>>());
+    blocking(move || groups.memberships(&ids)).await
+}
+
 /// A single-resource response with its `ETag` (and `Location` on 201).
-fn single(status: StatusCode, user: &StoredUser, base: &str, projection: &Projection) -> HttpResponse {
-    let doc = render(user, base, projection);
+async fn single(state: &AppState, req: &HttpRequest, status: StatusCode, user: &StoredUser) -> Reply {
+    let base = base_url(state, req);
+    let groups = memberships(state, &[user]).await?;
+    let doc = render(user, groups.get(&user.id).map(Vec::as_slice).unwrap_or_default(), &base, &projection(req));
     let mut resp = scim_json(status, &doc);
     let etag = format!("W/\"{}\"", user.version);
     let headers = resp.headers_mut();
@@ -72,13 +75,7 @@ fn single(status: StatusCode, user: &StoredUser, base: &str, projection: &Projec
             headers.insert(header::LOCATION, v);
         }
     }
-    resp
-}
-
-/// Who acts through SCIM: the token's name, for the audit trail.
-fn actor(req: &HttpRequest) -> Actor {
-    let name = principal(req).map(|p| p.name).unwrap_or_else(|| "unknown".into());
-    Actor::new(Origin::Scim, name, request_id(req))
+    Ok(resp)
 }
 
 async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
@@ -87,13 +84,13 @@ async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
     let (users, actor) = (state.users.clone(), actor(&req));
     let user = blocking(move || users.create(&body, crate::domain::users::Source::Scim, &actor)).await?;
     tracing::info!(user_id = %user.id, "user created via SCIM");
-    Ok(single(StatusCode::CREATED, &user, &base_url(&state, &req), &projection(&req)))
+    single(&state, &req, StatusCode::CREATED, &user).await
 }
 
 async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     let users = state.users.clone();
     let user = blocking(move || users.get(&id)).await?;
-    Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))
+    single(&state, &req, StatusCode::OK, &user).await
 }
 
 async fn replace(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
@@ -101,14 +98,14 @@ async fn replace(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Str
     resource::check_schemas(&USER_RESOURCE, &body)?;
     let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
     let user = blocking(move || users.replace(&id, &body, if_match.as_deref(), &actor)).await?;
-    Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))
+    single(&state, &req, StatusCode::OK, &user).await
 }
 
 async fn patch(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
     let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
     let user = blocking(move || users.patch(&id, &body, if_match.as_deref(), &actor)).await?;
-    Ok(single(StatusCode::OK, &user, &base_url(&state, &req), &projection(&req)))
+    single(&state, &req, StatusCode::OK, &user).await
 }
 
 async fn delete(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
@@ -133,6 +130,8 @@ async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Re
     let q = query.clone();
     let page = blocking(move || users.list(&q)).await?;
     let base = base_url(state, req);
-    let resources = page.users.iter().map(|u| render(u, &base, &query.projection)).collect();
+    let groups = memberships(state, &page.users.iter().collect::<Vec<_>>()).await?;
+    let none = Vec::new();
+    let resources = page.users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), &base, &query.projection)).collect();
     Ok(scim_json(StatusCode::OK, &list_response(page.total, query.start_index, resources)))
 }

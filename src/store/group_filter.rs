@@ -73,9 +73,10 @@ fn member_filter(inner: &Filter) -> Result<Condition, ScimError> {
 }
 
 fn present(path: &AttrPath) -> Result<Condition, ScimError> {
-    Ok(if is(path, "id", None) || is(path, "displayName", None) || is(path, "meta", Some("created")) {
-        Condition::new().sql("1 = 1")
-    } else if is(path, "meta", Some("lastModified")) {
+    let always = ["id", "displayName"].iter().any(|n| is(path, n, None))
+        || is(path, "meta", Some("created"))
+        || is(path, "meta", Some("lastModified"));
+    Ok(if always {
         Condition::new().sql("1 = 1")
     } else if is(path, "externalId", None) {
         Condition::new().sql("groups.external_id IS NOT NULL")

@@ -368,7 +368,8 @@ pub fn memberships(conn: &mut DbConn, user_ids: &[String]) -> Result<Vec<(String
             ") UNION SELECT up.user_id, group_groups.group_id, 1 FROM up JOIN group_groups ON group_groups.member_id = up.group_id) \
              SELECT up.user_id || '|' || up.group_id || '|' || min(up.depth) || '|' || groups.display_name \
              FROM up JOIN groups ON groups.id = up.group_id \
-             GROUP BY up.user_id, up.group_id, groups.display_name ORDER BY up.user_id, groups.display_name_key",
+             GROUP BY up.user_id, up.group_id, groups.display_name, groups.display_name_key \
+             ORDER BY up.user_id, groups.display_name_key",
         );
         let rows: Vec<String> = Select(f).load(conn)?;
         for row in rows {

@@ -27,10 +27,11 @@ fn service_provider_config_states_the_supported_features() {
 }
 
 #[test]
-fn resource_types_list_user_with_its_extensions() {
+fn resource_types_list_user_with_its_extensions_and_group() {
     let app = TestApp::spawn();
     let list = app.get("/scim/v2/ResourceTypes").body;
-    assert_eq!(list["totalResults"], json!(1));
+    assert_eq!(list["totalResults"], json!(2));
+    assert_eq!(list["Resources"][1]["endpoint"], "/Groups");
     let user = &list["Resources"][0];
     assert_eq!(user["endpoint"], "/Users");
     assert_eq!(user["schema"], USER);
@@ -42,11 +43,11 @@ fn resource_types_list_user_with_its_extensions() {
 }
 
 #[test]
-fn schemas_describe_core_enterprise_and_mfa() {
+fn schemas_describe_core_enterprise_mfa_and_group() {
     let app = TestApp::spawn();
     let list = app.get("/scim/v2/Schemas").body;
     let ids: Vec<&str> = list["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [USER, ENTERPRISE, MFA]);
+    assert_eq!(ids, [USER, ENTERPRISE, MFA, "urn:ietf:params:scim:schemas:core:2.0:Group"]);
     let user = app.get(&format!("/scim/v2/Schemas/{USER}")).body;
     let attr = |name: &str| user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned().unwrap();
     assert_eq!(attr("userName")["uniqueness"], "server");

@@ -13,6 +13,7 @@ mod discovery;
 mod enrolment;
 mod enrolment_mail;
 mod filter_props;
+mod groups;
 mod helpers;
 mod http_edges;
 mod instances;
