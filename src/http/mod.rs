@@ -12,6 +12,7 @@ pub mod origin;
 pub mod request_id;
 pub mod scim_groups;
 pub mod scim_io;
+pub mod scim_search;
 pub mod scim_users;
 pub mod sync_api;
 
@@ -63,6 +64,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(discovery::routes)
                 .configure(scim_users::routes)
                 .configure(scim_groups::routes)
+                .configure(scim_search::routes)
                 .default_service(web::to(scim_io::not_found)),
         )
         // Before the scope, which would otherwise ask for a token.

@@ -52,7 +52,7 @@ fn member_json(m: &Member, base: &str) -> Value {
         MemberKind::User => "Users",
         MemberKind::Group => "Groups",
     };
-    json!({"value": m.id, "$ref": format!("{base}/{endpoint}/{}", m.id), "display": m.display, "type": m.kind.as_str()})
+    json!({"value": m.id, "$ref": format!("{base}/{endpoint}/{}", m.id), "type": m.kind.as_str()})
 }
 
 /// The rendered resource at its location, projected; `members` when they were read.
@@ -145,17 +145,25 @@ async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Re
     let scim = &state.config.scim;
     let query = ListQuery::parse(&params, scim.default_page_size, scim.max_page_size)?;
     let (groups, q) = (state.groups.clone(), query.clone());
-    let with_members = shows_members(&query.projection);
-    let (page, members) = blocking(move || {
-        let page = groups.list(&q)?;
-        let members = match with_members {
-            true => page.groups.iter().map(|g| groups.members(&g.id).map(Some)).collect::<Result<Vec<_>, _>>()?,
-            false => vec![None; page.groups.len()],
-        };
-        Ok::<_, crate::domain::Error>((page, members))
+    let page = blocking(move || groups.list(&q)).await?;
+    let base = base_url(state, req);
+    let resources = rendered(state, page.groups, &base, &query.projection).await?;
+    Ok(scim_json(StatusCode::OK, &list_response(page.total, query.start_index, resources)))
+}
+
+/// Groups as a list shows them: members read only when the projection shows them.
+pub(crate) async fn rendered(
+    state: &AppState,
+    page: Vec<StoredGroup>,
+    base: &str,
+    projection: &Projection,
+) -> Result<Vec<Value>, ScimError> {
+    let (groups, with_members) = (state.groups.clone(), shows_members(projection));
+    let ids: Vec<String> = page.iter().map(|g| g.id.clone()).collect();
+    let members = blocking(move || match with_members {
+        true => ids.iter().map(|id| groups.members(id).map(Some)).collect::<Result<Vec<_>, _>>(),
+        false => Ok(vec![None; ids.len()]),
     })
     .await?;
-    let base = base_url(state, req);
-    let resources = page.groups.iter().zip(&members).map(|(g, m)| render(g, m.as_deref(), &base, &query.projection)).collect();
-    Ok(scim_json(StatusCode::OK, &list_response(page.total, query.start_index, resources)))
+    Ok(page.iter().zip(&members).map(|(g, m)| render(g, m.as_deref(), base, projection)).collect())
 }

@@ -23,7 +23,6 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(web::resource("/Users/.search").route(web::post().to(search)).default_service(web::to(method_not_allowed)))
-    .service(web::resource("/.search").route(web::post().to(search)).default_service(web::to(method_not_allowed)))
     .service(
         web::resource("/Users/{id}")
             .route(web::get().to(get))
@@ -58,6 +57,18 @@ fn render(user: &StoredUser, groups: &[Membership], base: &str, projection: &Pro
 async fn memberships(state: &AppState, users: &[&StoredUser]) -> Result<HashMap<String, Vec<Membership>>, ScimError> {
     let (groups, ids) = (state.groups.clone(), users.iter().map(|u| u.id.clone()).collect::<Vec<_>>());
     blocking(move || groups.memberships(&ids)).await
+}
+
+/// Users as a list shows them, with their groups read once for all of them.
+pub(crate) async fn rendered(
+    state: &AppState,
+    users: &[StoredUser],
+    base: &str,
+    projection: &Projection,
+) -> Result<Vec<Value>, ScimError> {
+    let groups = memberships(state, &users.iter().collect::<Vec<_>>()).await?;
+    let none = Vec::new();
+    Ok(users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), base, projection)).collect())
 }
 
 /// A single-resource response with its `ETag` (and `Location` on 201).
@@ -130,8 +141,6 @@ async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Re
     let q = query.clone();
     let page = blocking(move || users.list(&q)).await?;
     let base = base_url(state, req);
-    let groups = memberships(state, &page.users.iter().collect::<Vec<_>>()).await?;
-    let none = Vec::new();
-    let resources = page.users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), &base, &query.projection)).collect();
+    let resources = rendered(state, &page.users, &base, &query.projection).await?;
     Ok(scim_json(StatusCode::OK, &list_response(page.total, query.start_index, resources)))
 }

@@ -80,8 +80,6 @@ impl MemberKind {
 pub struct Member {
     pub id: String,
     pub kind: MemberKind,
-    /// The user's userName, or the group's displayName.
-    pub display: String,
 }
 
 /// A group a user belongs to, directly or through nested groups.
@@ -319,38 +317,21 @@ pub(crate) fn clear_members(tx: &mut Tx, group_id: &str) -> Result<usize, Diesel
     Ok(users + groups)
 }
 
-/// The members of a group: users (by userName) then groups (by displayName), each in id order.
+/// The members of a group: users, then groups, each in id order (from the primary keys alone:
+/// no other row is read).
 pub fn members(conn: &mut DbConn, group_id: &str) -> Result<Vec<Member>> {
-    let user_rows: Vec<(String, String)> = group_users::table
-        .inner_join(users::table)
+    let user_ids: Vec<String> = group_users::table
         .filter(group_users::group_id.eq(group_id))
-        .select((users::id, users::user_name))
-        .order(users::id.asc())
+        .select(group_users::user_id)
+        .order(group_users::user_id.asc())
         .load(conn)?;
-    let group_rows: Vec<(String, String)> = group_groups::table
-        .inner_join(groups::table.on(groups::id.eq(group_groups::member_id)))
+    let group_ids: Vec<String> = group_groups::table
         .filter(group_groups::group_id.eq(group_id))
-        .select((groups::id, groups::display_name))
-        .order(groups::id.asc())
+        .select(group_groups::member_id)
+        .order(group_groups::member_id.asc())
         .load(conn)?;
-    let user_members = user_rows.into_iter().map(|(id, display)| Member { id, kind: MemberKind::User, display });
-    let group_members = group_rows.into_iter().map(|(id, display)| Member { id, kind: MemberKind::Group, display });
-    Ok(user_members.chain(group_members).collect())
-}
-
-/// Whether `member` is a direct member (user or group) of `group_id`.
-pub fn has_member(conn: &mut DbConn, group_id: &str, member: &str) -> Result<bool> {
-    let user = diesel::select(diesel::dsl::exists(
-        group_users::table.filter(group_users::group_id.eq(group_id)).filter(group_users::user_id.eq(member)),
-    ))
-    .get_result::<bool>(conn)?;
-    if user {
-        return Ok(true);
-    }
-    Ok(diesel::select(diesel::dsl::exists(
-        group_groups::table.filter(group_groups::group_id.eq(group_id)).filter(group_groups::member_id.eq(member)),
-    ))
-    .get_result::<bool>(conn)?)
+    let users = user_ids.into_iter().map(|id| Member { id, kind: MemberKind::User });
+    Ok(users.chain(group_ids.into_iter().map(|id| Member { id, kind: MemberKind::Group })).collect())
 }
 
 /// The groups each of `user_ids` belongs to: directly, and through groups nested in others
