@@ -40,6 +40,8 @@ pub struct Search {
     pub mfa: String,
     pub active: String,
     pub source: String,
+    /// A group's displayName: its members, through nested groups too.
+    pub group: String,
     pub filter: String,
     pub sort: String,
     pub order: String,
@@ -55,6 +57,7 @@ impl Default for Search {
             mfa: String::new(),
             active: String::new(),
             source: String::new(),
+            group: String::new(),
             filter: String::new(),
             sort: String::new(),
             order: String::new(),
@@ -90,6 +93,7 @@ impl Search {
             mfa: pick("mfa", &["none", "pending", "enrolled"]),
             active: pick("active", &["true", "false"]),
             source: pick("source", &["scim", "ldap"]),
+            group: text("group"),
             filter: text("filter"),
             sort: pick("sort", &SORTS.iter().map(|(k, _)| *k).collect::<Vec<_>>()),
             order: pick("order", &["desc"]),
@@ -107,6 +111,7 @@ impl Search {
             ("mfa", &self.mfa),
             ("active", &self.active),
             ("source", &self.source),
+            ("group", &self.group),
             ("filter", &self.filter),
             ("sort", &self.sort),
             ("order", &self.order),
@@ -161,8 +166,14 @@ impl Search {
         if !self.filter.is_empty() {
             parts.push(self.filter.clone());
         }
-        let mut filters = parts.iter().map(|p| filter::parse_filter(p).map_err(|e| e.message));
-        let filter = filters.try_fold(None, |all: Option<Filter>, f| {
+        let mut filters: Vec<Result<Filter, String>> =
+            parts.iter().map(|p| filter::parse_filter(p).map_err(|e| e.message)).collect();
+        if !self.group.is_empty() {
+            // Built, not parsed: the name is the operator's and may hold quotes.
+            let path = AttrPath { urn: None, name: "groups".into(), sub: Some("display".into()) };
+            filters.push(Ok(Filter::Compare(path, filter::CompareOp::Eq, filter::CompValue::Str(self.group.clone()))));
+        }
+        let filter = filters.into_iter().try_fold(None, |all: Option<Filter>, f| {
             let f = f?;
             Ok::<_, String>(Some(match all {
                 Some(all) => Filter::And(Box::new(all), Box::new(f)),

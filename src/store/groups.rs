@@ -372,16 +372,25 @@ pub fn memberships(conn: &mut DbConn, user_ids: &[String]) -> Result<Vec<(String
 /// SQL for the ids of the users in the groups `group_ids` or in any group nested in them,
 /// however deep (cycles end the walk): `users.id IN (…)` for filters and resets by group.
 pub(crate) fn members_condition(group_ids: &[String]) -> Condition {
-    let mut c =
-        Condition::new().sql("users.id IN (WITH RECURSIVE down(id) AS (SELECT groups.id FROM groups WHERE groups.id IN (");
+    let mut start = Condition::new().sql("groups.id IN (");
     for (i, id) in group_ids.iter().enumerate() {
-        c = c.sql(if i == 0 { "" } else { ", " }).bind(Bind::Text(id.clone()));
+        start = start.sql(if i == 0 { "" } else { ", " }).bind(Bind::Text(id.clone()));
     }
     if group_ids.is_empty() {
-        c = c.sql("NULL");
+        start = start.sql("NULL");
     }
-    c.sql(
-        ") UNION SELECT group_groups.member_id FROM group_groups JOIN down ON group_groups.group_id = down.id) \
+    members_of(start.sql(")"))
+}
+
+/// As [`members_condition`], for the group whose displayName is `name` (ignoring case).
+pub(crate) fn members_condition_named(name: &str) -> Condition {
+    members_of(Condition::new().sql("groups.display_name_key = ").bind(Bind::Text(display_name_key(name))))
+}
+
+/// The users in the groups `start` selects (a condition on `groups`) or nested in them.
+fn members_of(start: Condition) -> Condition {
+    Condition::new().sql("users.id IN (WITH RECURSIVE down(id) AS (SELECT groups.id FROM groups WHERE ").push(start).sql(
+        " UNION SELECT group_groups.member_id FROM group_groups JOIN down ON group_groups.group_id = down.id) \
          SELECT group_users.user_id FROM group_users WHERE group_users.group_id IN (SELECT id FROM down))",
     )
 }

@@ -551,18 +551,25 @@ impl Compiler<'_> {
 /// `users.id IN (SELECT …)` over the users' factor rows that satisfy `condition` (on `f`).
 /// A User's `groups` (readOnly, computed from the membership tables): `groups[value eq "g"]`,
 /// `groups.value eq "g"` and `groups eq "g"` find the users in group `g`, directly or through
-/// nested groups; `groups pr` those in any group. `None` for filters on other attributes.
+/// nested groups, `groups.display eq "Finance"` those of the group of that name (ignoring
+/// case); `groups pr` those in any group. `None` for filters on other attributes.
 fn group_membership(f: &Filter) -> Result<Option<Condition>, ScimError> {
     let is_groups = |p: &AttrPath| {
         p.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(schema::USER)) && p.name.eq_ignore_ascii_case("groups")
     };
-    let refuse =
-        || ScimError::invalid_filter("groups can be filtered by value only: groups[value eq \"id\"] or groups.value eq \"id\"");
+    let refuse = || {
+        ScimError::invalid_filter(
+            "groups can be filtered with eq on value or display: groups[value eq \"id\"], groups.display eq \"name\"",
+        )
+    };
     Ok(Some(match f {
         Filter::Compare(p, op, value) if is_groups(p) => match (p.sub.as_deref(), op, value) {
             (None, CompareOp::Eq, CompValue::Str(id)) => super::groups::members_condition(std::slice::from_ref(id)),
             (Some(sub), CompareOp::Eq, CompValue::Str(id)) if sub.eq_ignore_ascii_case("value") => {
                 super::groups::members_condition(std::slice::from_ref(id))
+            }
+            (Some(sub), CompareOp::Eq, CompValue::Str(name)) if sub.eq_ignore_ascii_case("display") => {
+                super::groups::members_condition_named(name)
             }
             _ => return Err(refuse()),
         },

@@ -799,3 +799,28 @@ fn mfa_link_send_mails_the_link_and_a_link_that_could_not_be_sent_is_printed_wit
     let o = plain.run_env(&["mfa", "link", "--user", "alice", "--send"], &public);
     assert!(!o.status.success() && stderr(&o).contains("--send: links cannot be sent by email"), "{}", stderr(&o));
 }
+
+#[test]
+fn mfa_reset_by_group_resets_its_members_through_nested_groups() {
+    let d = Dir::new("[mfa]\nkey_file = \"data/mfa.key\"\n");
+    let services = d.services();
+    let actor = provisiond::domain::audit::Actor::new(provisiond::domain::audit::Origin::Scim, "test", None);
+    let mut ids = Vec::new();
+    for name in ["gina", "hugo", "ivan"] {
+        ids.push(services.users.create(&json!({"userName": name}), provisiond::domain::users::Source::Scim, &actor).unwrap().id);
+    }
+    let scim = provisiond::domain::users::Source::Scim;
+    let inner =
+        services.groups.create(&json!({"displayName": "Night shift", "members": [{"value": ids[1]}]}), scim, &actor).unwrap();
+    let outer = json!({"displayName": "Support", "members": [{"value": ids[0]}, {"value": inner.id}]});
+    services.groups.create(&outer, scim, &actor).unwrap();
+
+    let o = d.run(&["mfa", "reset", "--group", "support", "--reason", "support phones replaced"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("reset\tgina\t") && out.contains("reset\thugo\t") && !out.contains("ivan"), "{out}");
+    let o = d.run(&["mfa", "reset", "--group", "Nobody", "--reason", "x"]);
+    assert!(!o.status.success() && stderr(&o).contains("--group: no group with displayName \"Nobody\""), "{}", stderr(&o));
+    let o = d.run(&["mfa", "reset", "--group", "Support", "--user", "ivan", "--reason", "x"]);
+    assert!(!o.status.success(), "--group and --user exclude each other");
+}

@@ -213,7 +213,8 @@ fn a_users_groups_are_direct_and_indirect_through_nesting_with_a_cycle_and_filte
     assert_eq!(names(&format!("groups[value eq \"{dept}\"]")), ["ann", "ben"], "nested members count");
     assert_eq!(names(&format!("groups.value eq \"{team}\"")), ["ann", "ben"], "the cycle brings Dept's members into Team");
     assert_eq!(names("groups pr"), ["ann", "ben"]);
-    let r = app.get(&format!("/scim/v2/Users?filter={}", encode("groups.display eq \"Team\"")));
+    assert_eq!(names("groups.display eq \"team\""), ["ann", "ben"], "by the group's name, ignoring case");
+    let r = app.get(&format!("/scim/v2/Users?filter={}", encode("groups.type eq \"direct\"")));
     assert_scim_error(&r, 400, Some("invalidFilter"));
 
     assert_eq!(app.call("DELETE", &format!("/scim/v2/Users/{ann}"), None).status, 204);
@@ -323,4 +324,29 @@ fn a_search_at_the_root_finds_users_then_groups_as_one_paged_list() {
         &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "nonsense eq \"x\""}),
     );
     assert_scim_error(&r, 400, Some("invalidFilter"));
+}
+
+#[test]
+fn the_console_users_list_filters_by_group_and_select_all_resets_just_that_group() {
+    use provisiond::domain::operators::Role;
+    let app = TestApp::spawn();
+    let c = crate::console::Console::sign_in(&app, "alice", Role::Admin);
+    let ids: Vec<String> = ["fin.a", "fin.b", "ops.c"].iter().map(|n| user(&app, n)).collect();
+    for id in &ids {
+        crate::mfa::enrol(&app, id);
+    }
+    let team = group(&app, "Fin \"Core\"", &[&ids[1]]);
+    group(&app, "Finance", &[&ids[0], &team]);
+    let page = c.get("/console/users?group=finance");
+    assert_eq!(page.status, 200);
+    let rows: Vec<&str> = page.body.split("<tr data-user=\"").skip(1).map(|r| r.split('"').next().unwrap()).collect();
+    assert_eq!(rows, ["fin.a", "fin.b"], "members, nested ones too");
+    assert!(page.body.contains("name=\"group\" value=\"finance\""));
+    let quoted = c.get(&format!("/console/users?group={}", encode("Fin \"Core\"")));
+    assert_eq!(quoted.body.matches("<tr data-user=\"").count(), 1, "a name with quotes");
+    let done = c.post("/console/users/reset", &[("all", "1"), ("group", "Finance"), ("reason", "finance phones")]);
+    assert_eq!(done.status, 200, "{}", done.body);
+    for (id, expected) in ids.iter().zip(["pending", "pending", "enrolled"]) {
+        assert_eq!(crate::mfa::status(&app, id)["status"], expected);
+    }
 }
