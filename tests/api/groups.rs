@@ -350,3 +350,45 @@ fn the_console_users_list_filters_by_group_and_select_all_resets_just_that_group
         assert_eq!(crate::mfa::status(&app, id)["status"], expected);
     }
 }
+
+/// A PATCH of group `g` sent to `base`, from a thread of its own.
+fn patch_from(base: &str, token: &str, g: &str, ops: Value) -> std::thread::JoinHandle<u16> {
+    let (url, auth) = (format!("{base}/scim/v2/Groups/{g}"), format!("Bearer {token}"));
+    std::thread::spawn(move || {
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let body = json!({"schemas": [PATCH_OP], "Operations": ops});
+        let res = agent.patch(&url).header("Authorization", &auth).header("Content-Type", "application/scim+json");
+        res.send(body.to_string()).unwrap().status().as_u16()
+    })
+}
+
+#[test]
+fn through_two_instances_concurrent_adds_all_land_and_a_remove_racing_an_add_ends_in_one_of_their_orders() {
+    let app = TestApp::spawn();
+    let other = app.another_instance();
+    let ids: Vec<String> = (0..20).map(|i| user(&app, &format!("r{i}"))).collect();
+    let g = group(&app, "Raced", &[]);
+    let adds: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let base = if i % 2 == 0 { &app.base } else { &other.base };
+            let token = if i % 2 == 0 { &app.token } else { &other.token };
+            patch_from(base, token, &g, json!([{"op": "add", "path": "members", "value": [{"value": id}]}]))
+        })
+        .collect();
+    assert!(adds.into_iter().all(|t| t.join().unwrap() == 204));
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(members(&app, &g), expected, "every add landed");
+
+    let x = &ids[0];
+    for round in 0..10 {
+        let add = patch_from(&app.base, &app.token, &g, json!([{"op": "add", "path": "members", "value": [{"value": x}]}]));
+        let remove =
+            patch_from(&other.base, &other.token, &g, json!([{"op": "remove", "path": format!("members[value eq \"{x}\"]")}]));
+        assert_eq!((add.join().unwrap(), remove.join().unwrap()), (204, 204), "round {round}");
+        let now = members(&app, &g);
+        assert_eq!(now.len() - usize::from(now.contains(x)), 19, "round {round}: the others are untouched");
+    }
+}
