@@ -106,10 +106,10 @@ fn patch_shapes_from_entra_and_okta_change_members_by_id_and_answer_204() {
     assert_eq!(r.status, 204, "{:?}", r.body);
     assert!(r.etag.is_some());
     assert_eq!(members(&app, &g), sorted(&[&ids[0], &ids[1]]));
-    // Okta: remove by filter.
+    // Okta: remove by filter — and the member really goes (authentik #25686 ignored removals).
     assert_eq!(patch(&app, &g, json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", ids[0])}])).status, 204);
     assert_eq!(members(&app, &g), vec![ids[1].clone()]);
-    // Entra's default remove: path members with a value list.
+    // Entra's default remove: path members with a value list, answered 204 (SCIM-SDK #149 refused it with 400).
     patch(&app, &g, json!([{"op": "Add", "path": "members", "value": [{"value": ids[2]}, {"value": ids[3]}]}]));
     assert_eq!(patch(&app, &g, json!([{"op": "Remove", "path": "members", "value": [{"value": ids[2]}]}])).status, 204);
     assert_eq!(members(&app, &g), sorted(&[&ids[1], &ids[3]]), "one removal takes one member (AzureAD #10)");
@@ -241,6 +241,7 @@ fn routes_match_ignoring_case_and_a_trailing_slash_and_discovery_lists_groups() 
     assert_eq!(attrs, ["displayName", "members"]);
 }
 
+/// fleet #50724 lost members to read-modify-write of the whole list.
 #[test]
 fn twenty_concurrent_patches_adding_different_members_all_land() {
     let app = TestApp::spawn();
