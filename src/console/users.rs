@@ -492,6 +492,8 @@ struct UserPage {
     attributes: Vec<(String, String)>,
     mfa: crate::domain::mfa::Status,
     events: Vec<super::audit::EventRow>,
+    /// The groups the user is in, directly or through nested groups.
+    groups: Vec<crate::domain::groups::Membership>,
     /// Links can be made (`server.public_url`): "Create enrolment link" is offered.
     links_ready: bool,
     /// Links can be sent by email (`[smtp]`): the "Send by email" box is offered.
@@ -507,11 +509,12 @@ async fn user(
 ) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     let services = console.services.clone();
-    let (stored, mfa, events) = blocking(&me, move || {
+    let (stored, mfa, events, groups) = blocking(&me, move || {
         let stored = services.users.get(&id)?;
         let mfa = services.mfa.status(&id)?;
         let (_, events) = services.audit.list(&Query { user_id: Some(id.clone()), offset: 0, limit: 50, ..Query::default() })?;
-        Ok((stored, mfa, events))
+        let groups = services.groups.memberships(std::slice::from_ref(&id))?.remove(&id).unwrap_or_default();
+        Ok((stored, mfa, events, groups))
     })
     .await?;
     let mut attributes = Vec::new();
@@ -522,6 +525,7 @@ async fn user(
         attributes,
         mfa,
         events: events.iter().map(super::audit::EventRow::of).collect(),
+        groups,
         links_ready: console.services.links.check_ready().is_ok(),
         mail_ready: console.services.links.check_mail_ready().is_ok(),
     };

@@ -345,6 +345,10 @@ fn the_console_users_list_filters_by_group_and_select_all_resets_just_that_group
     assert!(page.body.contains("name=\"group\" value=\"finance\""));
     let quoted = c.get(&format!("/console/users?group={}", encode("Fin \"Core\"")));
     assert_eq!(quoted.body.matches("<tr data-user=\"").count(), 1, "a name with quotes");
+    let user_page = c.get(&format!("/console/users/{}", ids[1]));
+    assert!(user_page.body.contains(">Fin &#34;Core&#34;</a></li>"), "direct: {}", user_page.body);
+    assert!(user_page.body.contains(">Finance</a> <span class=\"hint\">(through a nested group)</span>"));
+    assert!(user_page.body.contains("href=\"/console/users?group=Finance\""));
     let done = c.post("/console/users/reset", &[("all", "1"), ("group", "Finance"), ("reason", "finance phones")]);
     assert_eq!(done.status, 200, "{}", done.body);
     for (id, expected) in ids.iter().zip(["pending", "pending", "enrolled"]) {
