@@ -4,7 +4,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::scim_io::{actor, base_url, blocking, if_match, method_not_allowed, projection, query_pairs, read_json, scim_json};
 use super::AppState;
@@ -47,25 +47,46 @@ fn shows_members(p: &Projection) -> bool {
     p.attributes.is_empty() || p.attributes.iter().any(names_members)
 }
 
-fn member_json(m: &Member, base: &str) -> Value {
-    let endpoint = match m.kind {
-        MemberKind::User => "Users",
-        MemberKind::Group => "Groups",
-    };
-    json!({"value": m.id, "$ref": format!("{base}/{endpoint}/{}", m.id), "type": m.kind.as_str()})
-}
-
 /// The rendered resource at its location, projected; `members` when they were read.
 fn render(group: &StoredGroup, members: Option<&[Member]>, base: &str, projection: &Projection) -> Value {
     let meta = Meta { created: group.created_at.and_utc(), last_modified: group.updated_at.and_utc(), version: group.version };
     let location = format!("{base}/Groups/{}", group.id);
     let mut computed = serde_json::Map::new();
     if let Some(members) = members.filter(|m| !m.is_empty()) {
-        computed.insert("members".into(), Value::Array(members.iter().map(|m| member_json(m, base)).collect()));
+        let list = members.iter().map(|member| serde_json::to_value(MemberOut { member, base }).expect("a member serialises"));
+        computed.insert("members".into(), Value::Array(list.collect()));
     }
     let mut doc = resource::render(&GROUP_RESOURCE, &group.id, &group.body, computed, &meta, &location);
     projection.apply(&GROUP_RESOURCE, &mut doc);
     doc
+}
+
+/// A member as an answer shows it, serialised straight from the row (a group of fifty
+/// thousand makes no JSON value per member).
+struct MemberOut<'a> {
+    member: &'a Member,
+    base: &'a str,
+}
+
+impl serde::Serialize for MemberOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (id, kind) = (&self.member.id, self.member.kind);
+        let endpoint = if kind == MemberKind::User { "Users" } else { "Groups" };
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("value", id)?;
+        map.serialize_entry("$ref", &format_args!("{}/{endpoint}/{id}", self.base).to_string())?;
+        map.serialize_entry("type", kind.as_str())?;
+        map.end()
+    }
+}
+
+/// A rendered group with its members beside it.
+#[derive(serde::Serialize)]
+struct WithMembers<'a> {
+    #[serde(flatten)]
+    doc: &'a serde_json::Map<String, Value>,
+    members: Vec<MemberOut<'a>>,
 }
 
 /// A single-resource answer with its `ETag` (and `Location` on 201), members read if shown.
@@ -74,12 +95,19 @@ async fn single(state: &AppState, req: &HttpRequest, status: StatusCode, group: 
     let members = match shows_members(&projection) {
         true => {
             let (groups, id) = (state.groups.clone(), group.id.clone());
-            Some(blocking(move || groups.members(&id)).await?)
+            blocking(move || groups.members(&id)).await?
         }
-        false => None,
+        false => Vec::new(),
     };
     let base = base_url(state, req);
-    let mut resp = scim_json(status, &render(&group, members.as_deref(), &base, &projection));
+    let doc = render(&group, None, &base, &projection);
+    let mut resp = match (members.is_empty(), doc.as_object()) {
+        (false, Some(doc)) => {
+            let members = members.iter().map(|member| MemberOut { member, base: &base }).collect();
+            scim_json(status, &WithMembers { doc, members })
+        }
+        _ => scim_json(status, &doc),
+    };
     let headers = resp.headers_mut();
     let etag = format!("W/\"{}\"", group.version);
     headers.insert(header::ETAG, header::HeaderValue::from_str(&etag).expect("ascii etag"));

@@ -153,8 +153,9 @@ pub(crate) fn base_url(state: &AppState, req: &HttpRequest) -> String {
 }
 
 /// A SCIM JSON response.
-pub(crate) fn scim_json(status: StatusCode, doc: &Value) -> HttpResponse {
-    HttpResponse::build(status).content_type(SCIM_JSON).body(doc.to_string())
+pub(crate) fn scim_json(status: StatusCode, doc: &impl serde::Serialize) -> HttpResponse {
+    let body = serde_json::to_vec(doc).expect("a JSON document serialises");
+    HttpResponse::build(status).content_type(SCIM_JSON).body(body)
 }
 
 pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
