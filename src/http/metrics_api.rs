@@ -56,6 +56,14 @@ fn scim_operation(route: &str, method: &str) -> Option<&'static str> {
         ("/Users/{id}", "PUT") => "replace",
         ("/Users/{id}", "PATCH") => "patch",
         ("/Users/{id}", "DELETE") => "delete",
+        ("/Groups", "POST") => "group_create",
+        ("/Groups", "GET") => "group_list",
+        ("/Groups/.search", "POST") => "group_search",
+        ("/Groups/{id}", "GET") => "group_get",
+        ("/Groups/{id}", "PUT") => "group_replace",
+        ("/Groups/{id}", "PATCH") => "group_patch",
+        ("/Groups/{id}", "DELETE") => "group_delete",
+        ("/.search", "POST") => "search_all",
         _ => "discovery",
     })
 }
