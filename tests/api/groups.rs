@@ -272,6 +272,9 @@ fn twenty_concurrent_patches_adding_different_members_all_land() {
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(members(&app, &g), expected);
+    let metrics = app.raw("GET", "/metrics", None, &[("Authorization", &format!("Bearer {}", app.token))]);
+    let text = metrics.body.as_str().unwrap();
+    assert!(text.contains(r#"provisiond_scim_operations_total{operation="group_patch",status="204"} 20"#), "{text}");
 }
 
 #[test]
