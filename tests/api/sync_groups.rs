@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{encode, TestApp};
 use crate::slapd::{people, Slapd, GROUPS, PEOPLE};
-use crate::sync::{spawn, sync, user};
+use crate::sync::{spawn, sync, user, Cli};
 
 fn user_dn(i: usize) -> String {
     format!("uid=user{i},{PEOPLE}")
@@ -215,4 +215,58 @@ fn sync_groups_a_scim_group_of_the_same_name_is_taken_over_and_the_run_says_so()
     let g = group(&app, "finance");
     assert_eq!(g["id"], scim.as_str(), "one group");
     assert_eq!(member_ids(&g), [user(&app, "user1")["id"].as_str().unwrap().to_string()], "its members are the directory's");
+}
+
+#[test]
+fn sync_groups_member_of_on_the_users_makes_the_memberships() {
+    let slapd = Slapd::start(&people(0..4));
+    // Added online: the memberof overlay writes the users' memberOf.
+    slapd.modify(&format!(
+        "dn: cn=design,{GROUPS}\nchangetype: add\nobjectClass: groupOfNames\ncn: design\nmember: {}\nmember: {}\n",
+        user_dn(1),
+        user_dn(2)
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !slapd.search("(uid=user2)", &["memberOf"]).contains("memberOf: cn=design") {
+        assert!(std::time::Instant::now() < deadline, "memberof did not write memberOf");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let app = with_groups(&slapd, |g| g.membership = provisiond::config::GroupMembership::MemberOf);
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "groupsCreated": 1, "membershipsChanged": 2, "errors": []}));
+    let id = |u: &str| user(&app, u)["id"].as_str().unwrap().to_string();
+    let mut expected = vec![id("user1"), id("user2")];
+    expected.sort();
+    assert_eq!(member_ids(&group(&app, "design")), expected);
+
+    slapd.modify(&format!("dn: cn=design,{GROUPS}\nchangetype: modify\ndelete: member\nmember: {}\n", user_dn(2)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while slapd.search("(uid=user2)", &["memberOf"]).contains("memberOf: cn=design") {
+        assert!(std::time::Instant::now() < deadline, "memberof did not remove memberOf");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "membershipsChanged": 1}));
+    assert_eq!(member_ids(&group(&app, "design")), [id("user1")]);
+}
+
+#[test]
+fn sync_groups_a_dry_run_counts_what_it_would_do_and_writes_no_group() {
+    let slapd = Slapd::start(&format!("{}{}", people(0..4), group_of_names("eng", &[user_dn(1), user_dn(2)])));
+    let app = with_groups(&slapd, |_| {});
+    sync(&app, true);
+    let eng = member_ids(&group(&app, "eng"));
+    slapd.modify(&format!(
+        "dn: cn=eng,{GROUPS}\nchangetype: modify\ndelete: member\nmember: {}\n\n\
+         dn: cn=new,{GROUPS}\nchangetype: add\nobjectClass: groupOfNames\ncn: new\nmember: {}\n",
+        user_dn(2),
+        user_dn(3)
+    ));
+    let cli = Cli::new(&app, &slapd, &format!("[ldap.groups]\nbase_dn = \"{GROUPS}\"\n"));
+    let (ok, summary) = cli.sync(&["--full", "--dry-run"]);
+    assert!(ok, "{summary:#}");
+    assert_counts(&summary, json!({"dryRun": true, "status": "succeeded", "groupsCreated": 1, "membershipsChanged": 2}));
+    assert_eq!(group_count(&app), 1, "no group written");
+    assert_eq!(member_ids(&group(&app, "eng")), eng, "no member changed");
+    assert_eq!(app.get("/api/v1/sync/runs").body["totalResults"], 1, "not recorded");
 }

@@ -181,6 +181,12 @@ impl GroupMirror {
             if remove.is_empty() && add_users.is_empty() && add_groups.is_empty() {
                 continue;
             }
+            // A dry run writes nothing (its new groups do not exist): what it would change is
+            // what it counts.
+            if self.dry_run {
+                self.counts.memberships_changed += (remove.len() + add_users.len() + add_groups.len()) as i64;
+                continue;
+            }
             let changed = self.write(|tx, at| {
                 let n = stored::remove_members(tx, &group_id, &remove)?
                     + stored::add_members(tx, &group_id, &add_users, &add_groups)?;
@@ -189,9 +195,7 @@ impl GroupMirror {
                 }
                 Ok(n)
             })?;
-            // A dry run's new groups do not exist: what it would add is what it counts.
-            self.counts.memberships_changed +=
-                if self.dry_run { (remove.len() + add_users.len() + add_groups.len()) as i64 } else { changed as i64 };
+            self.counts.memberships_changed += changed as i64;
         }
         Ok(())
     }
