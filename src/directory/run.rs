@@ -188,7 +188,8 @@ impl Syncer {
             tracing::info!(
                 run = %run.id, kind = run.kind.as_str(), created = c.created, updated = c.updated, unchanged = c.unchanged,
                 deactivated = c.deactivated, reactivated = c.reactivated, resets = c.resets_applied,
-                errors = report.error_count(), ms = run.duration_ms, dry_run = options.dry_run, "sync run finished"
+                groups_created = c.groups_created, groups_updated = c.groups_updated, groups_deleted = c.groups_deleted,
+                memberships_changed = c.memberships_changed, errors = report.error_count(), ms = run.duration_ms, dry_run = options.dry_run, "sync run finished"
             );
         }
         Summary { run, dry_run: options.dry_run, actions: std::mem::take(&mut report.actions) }

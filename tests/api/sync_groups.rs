@@ -200,6 +200,12 @@ fn sync_groups_a_mass_deletion_beyond_the_limit_fails_the_run_and_deletes_no_gro
     let first = run["errors"][0].as_str().unwrap();
     assert!(first.contains("would delete 5 of 10 groups") && first.contains("no group was deleted"), "{first}");
     assert_eq!(group_count(&app), 10);
+    // By hand, beyond the limit.
+    let cli = Cli::new(&app, &slapd, &format!("[ldap.groups]\nbase_dn = \"{GROUPS}\"\n"));
+    let (ok, summary) = cli.sync(&["--full", "--allow-mass-deactivation"]);
+    assert!(ok, "{summary:#}");
+    assert_counts(&summary, json!({"status": "succeeded", "groupsDeleted": 5}));
+    assert_eq!(group_count(&app), 5);
 }
 
 #[test]
@@ -214,6 +220,9 @@ fn sync_groups_a_scim_group_of_the_same_name_is_taken_over_and_the_run_says_so()
     assert!(errors.contains("the SCIM group \\\"finance\\\"") && errors.contains("source ldap"), "{errors}");
     let g = group(&app, "finance");
     assert_eq!(g["id"], scim.as_str(), "one group");
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let stored = provisiond::store::groups::get(&mut pool.get().unwrap(), &scim).unwrap().unwrap();
+    assert_eq!(stored.source.to_string(), "ldap");
     assert_eq!(member_ids(&g), [user(&app, "user1")["id"].as_str().unwrap().to_string()], "its members are the directory's");
 }
 
