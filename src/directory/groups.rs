@@ -240,13 +240,29 @@ async fn all_values(
     entry: &SearchEntry,
     attribute: &str,
 ) -> Result<Vec<String>, super::ldap::DirectoryError> {
+    follow_ranges(entry, attribute, |start| {
+        let mut directory = directory.clone();
+        let wanted = format!("{attribute};range={start}-*");
+        let dn = entry.dn.clone();
+        async move { directory.read_entry(&dn, vec![wanted]).await }
+    })
+    .await
+}
+
+/// The values of `attribute` of `entry`, then of each following range `fetch(start)` answers
+/// (the entry again, with `attribute;range=START-END` or `…-*`), until the last one. A range
+/// that brings nothing new ends the reading (a server answering so would otherwise be asked
+/// forever).
+async fn follow_ranges<F, Fut, E>(entry: &SearchEntry, attribute: &str, mut fetch: F) -> Result<Vec<String>, E>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<SearchEntry>, E>>,
+{
     let (mut out, mut next) = ranged_values(entry, attribute);
     while let Some(start) = next {
-        let wanted = format!("{attribute};range={start}-*");
-        let Some(more) = directory.read_entry(&entry.dn, vec![wanted]).await? else { break };
+        let Some(more) = fetch(start).await? else { break };
         let (values, after) = ranged_values(&more, attribute);
-        // A server that answers a range with nothing new would loop forever.
-        if values.is_empty() {
+        if values.is_empty() || after.is_some_and(|a| a <= start) {
             break;
         }
         out.extend(values);
@@ -330,5 +346,39 @@ mod tests {
         assert_eq!(ranged_values(&whole, "MEMBER"), (vec!["uid=a".to_string()], None));
         let other = entry(&[("uniqueMember;range=0-1", &["uid=a"])]);
         assert_eq!(ranged_values(&other, "member"), (Vec::new(), None));
+    }
+
+    /// What Active Directory answers for a group of `total` members, 1,500 values a range.
+    fn ad_range(total: u64, start: u64) -> SearchEntry {
+        let end = (start + 1499).min(total - 1);
+        let name = if end == total - 1 { format!("member;range={start}-*") } else { format!("member;range={start}-{end}") };
+        let values: Vec<String> = (start..=end).map(|i| format!("uid=user{i},ou=people")).collect();
+        SearchEntry { dn: "cn=big".into(), attrs: HashMap::from([(name, values)]), bin_attrs: HashMap::new() }
+    }
+
+    #[tokio::test]
+    async fn ranges_are_followed_to_the_one_ending_with_a_star() {
+        let total = 3200;
+        let mut asked = Vec::new();
+        let values = follow_ranges(&ad_range(total, 0), "member", |start| {
+            asked.push(start);
+            async move { Ok::<_, ()>(Some(ad_range(total, start))) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(asked, [1500, 3000]);
+        assert_eq!(values.len(), 3200);
+        assert_eq!(values.iter().collect::<std::collections::HashSet<_>>().len(), 3200, "each value once");
+        assert_eq!(values[3199], "uid=user3199,ou=people");
+
+        // A whole attribute asks for nothing more; a server that answers a range with nothing,
+        // or with a range that goes backwards, is not asked forever.
+        let whole = entry(&[("member", &["uid=a"])]);
+        let none = follow_ranges(&whole, "member", |_| async { Err::<Option<SearchEntry>, _>("asked") }).await;
+        assert_eq!(none, Ok(vec!["uid=a".to_string()]));
+        let stuck = follow_ranges(&ad_range(total, 0), "member", |_| async { Ok::<_, ()>(Some(ad_range(total, 0))) }).await;
+        assert_eq!(stuck.unwrap().len(), 1500);
+        let empty = follow_ranges(&ad_range(total, 0), "member", |_| async { Ok::<_, ()>(Some(entry(&[]))) }).await;
+        assert_eq!(empty.unwrap().len(), 1500);
     }
 }
