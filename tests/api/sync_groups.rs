@@ -279,3 +279,42 @@ fn sync_groups_a_dry_run_counts_what_it_would_do_and_writes_no_group() {
     assert_eq!(member_ids(&group(&app, "eng")), eng, "no member changed");
     assert_eq!(app.get("/api/v1/sync/runs").body["totalResults"], 1, "not recorded");
 }
+
+#[test]
+fn sync_groups_a_nested_group_renamed_by_modrdn_is_the_same_group_and_stays_nested() {
+    let ldif = format!(
+        "{}{}{}",
+        people(0..3),
+        group_of_names("eng", &[user_dn(1)]),
+        group_of_names("staff", &[format!("cn=eng,{GROUPS}"), user_dn(2)]),
+    );
+    let slapd = Slapd::start(&ldif);
+    let app = with_groups(&slapd, |_| {});
+    sync(&app, true);
+    let eng = group(&app, "eng")["id"].as_str().unwrap().to_string();
+    slapd.modify(&format!("dn: cn=eng,{GROUPS}\nchangetype: modrdn\nnewrdn: cn=engineering\ndeleteoldrdn: 1\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !slapd.search("(cn=staff)", &["member"]).contains(&format!("member: cn=engineering,{GROUPS}")) {
+        assert!(std::time::Instant::now() < deadline, "refint did not rewrite the member value");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let run = sync(&app, false);
+    assert_counts(&run, json!({"status": "succeeded", "groupsCreated": 0, "groupsUpdated": 1, "membershipsChanged": 0}));
+    let renamed = group(&app, "engineering");
+    assert_eq!(renamed["id"], eng.as_str());
+    assert!(member_ids(&group(&app, "staff")).contains(&eng), "still nested");
+    assert_counts(&sync(&app, true), json!({"status": "succeeded", "groupsDeleted": 0, "membershipsChanged": 0}));
+}
+
+#[test]
+fn sync_groups_a_misspelt_group_attribute_is_reported_and_its_groups_skipped() {
+    let slapd = Slapd::start(&format!("{}{}", people(0..2), group_of_names("eng", &[user_dn(1)])));
+    let app = with_groups(&slapd, |g| g.name_attribute = "commonNam".into());
+    let run = sync(&app, true);
+    assert_counts(&run, json!({"status": "succeeded", "groupsCreated": 0}));
+    let errors = run["errors"].to_string();
+    assert!(errors.contains("ldap.groups.name_attribute: \\\"commonNam\\\" is not an attribute type"), "{errors}");
+    assert!(errors.contains(&format!("group cn=eng,{GROUPS}: no commonNam")), "{errors}");
+    assert_eq!(group_count(&app), 0);
+}
