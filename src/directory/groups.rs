@@ -94,7 +94,6 @@ async fn sync_into(
         _ => g.filter.clone(),
     };
     let mut stream = until_stopped(shutdown, directory.search_under(&base, Scope::Subtree, &filter, attributes)).await?;
-    let mut ranges = directory.clone();
     let mut seen = HashSet::new();
     let mut batch = Vec::with_capacity(GROUP_BATCH);
     let mut problems = Vec::new();
@@ -124,9 +123,10 @@ async fn sync_into(
         };
         let members = match (&member_attribute, &by_user) {
             (Some(attribute), by_user) => {
-                let values = until_stopped(shutdown, all_values(&mut ranges, &entry, attribute)).await?;
+                let values = until_stopped(shutdown, all_values(directory, &entry, attribute)).await?;
                 match by_user {
-                    // memberUid: user names, as DNs of the users that hold them.
+                    // memberUid: user names, as DNs of the users that hold them; a name no user
+                    // holds stays as `uid=NAME`, a relative DN no synced entry has (skipped, counted).
                     Some(UsersBy::Name(dns)) => values
                         .iter()
                         .map(|v| dns.get(&v.to_lowercase()).cloned().unwrap_or_else(|| format!("{}={v}", g.member_uid_attribute)))
@@ -236,7 +236,7 @@ fn first(entry: &SearchEntry, attribute: &str) -> Option<String> {
 /// answered with a range (Active Directory's `member;range=0-1499` for large groups), the
 /// following ranges, read until the one that ends with `*`.
 async fn all_values(
-    directory: &mut Directory,
+    directory: &Directory,
     entry: &SearchEntry,
     attribute: &str,
 ) -> Result<Vec<String>, super::ldap::DirectoryError> {
