@@ -12,7 +12,10 @@ mod database;
 mod ldap;
 mod smtp;
 pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, UrlError};
-pub use ldap::{is_attribute_description, Ldap, LdapMfaReset, LdapSafety, LdapScope, PasswordError, Schedule, ScheduleError};
+pub use ldap::{
+    is_attribute_description, GroupMembership, Ldap, LdapGroups, LdapMfaReset, LdapSafety, LdapScope, PasswordError, Schedule,
+    ScheduleError,
+};
 pub use smtp::{Smtp, SmtpPasswordError, SmtpSecurity, SMTP_PASSWORD_CREDENTIAL};
 
 /// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
@@ -574,6 +577,26 @@ mod tests {
         assert!(!format!("{c:?}").contains("12345678"), "Debug hides it");
         let e = load("[ldap]\nurl = \"http://h\"\n").unwrap_err().to_string();
         assert!(e.contains("ldap.url") && e.contains("ldap.base_dn"), "{e}");
+    }
+
+    #[test]
+    fn ldap_groups_section_has_defaults_and_is_checked_key_by_key() {
+        let base = "[ldap]\nurl = \"ldap://h\"\nbase_dn = \"dc=x\"\n";
+        assert!(load(base).unwrap().ldap.unwrap().groups.is_none(), "absent: no group sync");
+        let g = load(&format!("{base}[ldap.groups]\n")).unwrap().ldap.unwrap().groups.unwrap();
+        assert_eq!((g.name_attribute.as_str(), g.membership.attribute(), g.base_dn), ("cn", "member", None));
+        let g = load(&format!("{base}[ldap.groups]\nmembership = \"memberUid\"\n")).unwrap().ldap.unwrap().groups.unwrap();
+        assert_eq!(g.membership.attribute(), "memberUid");
+        let e = load(&format!(
+            "{base}[ldap.groups]\nfilter = \"objectClass=x\"\nname_attribute = \"c n\"\nmember_uid_attribute = \"u)\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for key in ["ldap.groups.filter", "ldap.groups.name_attribute", "ldap.groups.member_uid_attribute"] {
+            assert!(e.contains(key), "{key} in {e}");
+        }
+        let e = load(&format!("{base}[ldap.groups]\nmembership = \"members\"\n")).unwrap_err().to_string();
+        assert!(e.contains("membership"), "{e}");
     }
 
     #[test]

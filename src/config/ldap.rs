@@ -51,6 +51,8 @@ pub struct Ldap {
     pub attributes: std::collections::BTreeMap<String, String>,
     pub mfa_reset: Option<LdapMfaReset>,
     pub safety: LdapSafety,
+    /// `[ldap.groups]`: groups mirrored after the users; absent, no group is synced.
+    pub groups: Option<LdapGroups>,
 }
 
 impl Default for Ldap {
@@ -75,6 +77,7 @@ impl Default for Ldap {
             attributes: Default::default(),
             mfa_reset: None,
             safety: LdapSafety::default(),
+            groups: None,
         }
     }
 }
@@ -163,6 +166,9 @@ impl Ldap {
         }
         if !(0.0..=100.0).contains(&self.safety.max_deactivate_percent) {
             out.push("ldap.safety.max_deactivate_percent: must be between 0 and 100".into());
+        }
+        if let Some(g) = &self.groups {
+            g.problems(out);
         }
     }
 }
@@ -273,6 +279,86 @@ pub struct LdapMfaReset {
 
 fn yes() -> bool {
     true
+}
+
+/// Where a group's members are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum GroupMembership {
+    /// The group's `member` values: DNs of users and of nested groups (groupOfNames, AD).
+    #[default]
+    #[serde(rename = "member")]
+    Member,
+    /// The group's `uniqueMember` values: DNs (groupOfUniqueNames).
+    #[serde(rename = "uniqueMember")]
+    UniqueMember,
+    /// The group's `memberUid` values: the users' `member_uid_attribute` (posixGroup).
+    #[serde(rename = "memberUid")]
+    MemberUid,
+    /// The users' `memberOf` values: DNs of the groups they belong to.
+    #[serde(rename = "memberOf")]
+    MemberOf,
+}
+
+impl GroupMembership {
+    /// The attribute that holds the members (on the group, or on the user for `memberOf`).
+    pub fn attribute(self) -> &'static str {
+        match self {
+            GroupMembership::Member => "member",
+            GroupMembership::UniqueMember => "uniqueMember",
+            GroupMembership::MemberUid => "memberUid",
+            GroupMembership::MemberOf => "memberOf",
+        }
+    }
+}
+
+/// `[ldap.groups]`: groups mirrored from the directory after its users.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapGroups {
+    /// Where groups are searched; unset: `ldap.base_dn`.
+    pub base_dn: Option<String>,
+    pub filter: String,
+    /// The group's displayName.
+    pub name_attribute: String,
+    /// The group's stable key; unset: `ldap.id_attribute`.
+    pub id_attribute: Option<String>,
+    pub membership: GroupMembership,
+    /// With `membership = "memberUid"`: the user entries' attribute that `memberUid` values name.
+    pub member_uid_attribute: String,
+}
+
+impl Default for LdapGroups {
+    fn default() -> Self {
+        LdapGroups {
+            base_dn: None,
+            filter: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))".into(),
+            name_attribute: "cn".into(),
+            id_attribute: None,
+            membership: GroupMembership::Member,
+            member_uid_attribute: "uid".into(),
+        }
+    }
+}
+
+impl LdapGroups {
+    fn problems(&self, out: &mut Vec<String>) {
+        if self.base_dn.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            out.push("ldap.groups.base_dn: empty; leave it out to search under ldap.base_dn".into());
+        }
+        if !(self.filter.starts_with('(') && self.filter.ends_with(')')) {
+            out.push(format!("ldap.groups.filter: {:?} must be an LDAP filter in parentheses", self.filter));
+        }
+        let names = [
+            ("ldap.groups.name_attribute", Some(&self.name_attribute)),
+            ("ldap.groups.id_attribute", self.id_attribute.as_ref()),
+            ("ldap.groups.member_uid_attribute", Some(&self.member_uid_attribute)),
+        ];
+        for (key, name) in names {
+            if let Some(name) = name.filter(|n| !is_attribute_description(n)) {
+                out.push(format!("{key}: {name:?} is not an LDAP attribute name (RFC 4512: a name such as cn, or an OID)"));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -65,18 +65,39 @@ impl Directory {
 
     /// A paged search under `base_dn` for `filter`, entries streamed as they arrive.
     pub async fn search(&mut self, filter: &str, attributes: Vec<String>) -> Result<Entries, DirectoryError> {
-        let adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> =
-            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(self.cfg.page_size.min(i32::MAX as u32) as i32))];
         let scope = match self.cfg.scope {
             LdapScope::Base => Scope::Base,
             LdapScope::One => Scope::OneLevel,
             LdapScope::Sub => Scope::Subtree,
         };
+        let base = self.cfg.base_dn.clone();
+        self.search_under(&base, scope, filter, attributes).await
+    }
+
+    /// A paged search under `base` for `filter`, entries streamed as they arrive.
+    pub async fn search_under(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: Vec<String>,
+    ) -> Result<Entries, DirectoryError> {
+        let adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(self.cfg.page_size.min(i32::MAX as u32) as i32))];
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
         self.ldap
-            .streaming_search_with(adapters, &self.cfg.base_dn, scope, filter, attributes)
+            .streaming_search_with(adapters, base, scope, filter, attributes)
             .await
             .map_err(|source| DirectoryError::Operation { what: "search", source: Box::new(source) })
+    }
+
+    /// The entry `dn` itself with `attributes` (`None`: the server has no such entry).
+    pub async fn read_entry(&mut self, dn: &str, attributes: Vec<String>) -> Result<Option<SearchEntry>, DirectoryError> {
+        let op = |source| DirectoryError::Operation { what: "search", source: Box::new(source) };
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        let (entries, _) =
+            self.ldap.search(dn, Scope::Base, "(objectClass=*)", attributes).await.and_then(|r| r.success()).map_err(op)?;
+        Ok(entries.into_iter().next().map(SearchEntry::construct))
     }
 
     /// The DNs of entries under `base_dn` matching `filter` (small answers only).

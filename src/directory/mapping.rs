@@ -319,17 +319,7 @@ impl Mapping {
 
     /// The entry's stable key, as [`Mapping::map`] computes it.
     pub fn entry_key(&self, entry: &SearchEntry) -> Option<String> {
-        let text = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.id_attribute)).and_then(|(_, v)| v.first());
-        if let Some(v) = text {
-            return Some(v.to_ascii_lowercase());
-        }
-        // Binary keys: AD's objectGUID is a UUID in mixed-endian order; others as raw UUIDs or hex.
-        let bin = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.id_attribute))?.1.first()?;
-        Some(match <[u8; 16]>::try_from(bin.as_slice()) {
-            Ok(b) if self.id_attribute == "objectguid" => uuid::Uuid::from_bytes_le(b).to_string(),
-            Ok(b) => uuid::Uuid::from_bytes(b).to_string(),
-            Err(_) => hex::encode(bin),
-        })
+        key_of(entry, &self.id_attribute)
     }
 
     fn mark(&self, raw: &str) -> Option<Mark> {
@@ -340,6 +330,21 @@ impl Mapping {
         let digits: String = raw.chars().take_while(char::is_ascii_digit).collect();
         (digits.len() >= 14).then(|| Mark::Time(format!("{}Z", &digits[..14])))
     }
+}
+
+/// An entry's stable key in `id_attribute` (users' and groups' alike).
+pub fn key_of(entry: &SearchEntry, id_attribute: &str) -> Option<String> {
+    let text = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(id_attribute)).and_then(|(_, v)| v.first());
+    if let Some(v) = text {
+        return Some(v.to_ascii_lowercase());
+    }
+    // Binary keys: AD's objectGUID is a UUID in mixed-endian order; others as raw UUIDs or hex.
+    let bin = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(id_attribute))?.1.first()?;
+    Some(match <[u8; 16]>::try_from(bin.as_slice()) {
+        Ok(b) if id_attribute.eq_ignore_ascii_case("objectguid") => uuid::Uuid::from_bytes_le(b).to_string(),
+        Ok(b) => uuid::Uuid::from_bytes(b).to_string(),
+        Err(_) => hex::encode(bin),
+    })
 }
 
 fn boolean(s: &str) -> Option<bool> {

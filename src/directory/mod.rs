@@ -8,9 +8,11 @@
 //!   feeding the same writer);
 //! - [`writer`]: batches of entries → the domain, a transaction each;
 //! - [`run`]: a run's lease, lifecycle and record; [`report`]: what it tells;
+//! - [`groups`]: the groups of `[ldap.groups]`, after the users;
 //! - [`flags`]: the reset flag on the LDAP side; [`scheduler`]: the cron schedules.
 
 pub(crate) mod flags;
+pub(crate) mod groups;
 pub(crate) mod ldap;
 pub(crate) mod mapping;
 pub(crate) mod reader;

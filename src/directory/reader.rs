@@ -168,5 +168,16 @@ pub async fn check_schema(
             ));
         }
     }
+    if let Some(g) = &cfg.groups {
+        let mut names =
+            vec![("ldap.groups.name_attribute", g.name_attribute.as_str()), ("ldap.groups.membership", g.membership.attribute())];
+        names.extend(g.id_attribute.as_deref().map(|a| ("ldap.groups.id_attribute", a)));
+        if g.membership == config::GroupMembership::MemberUid {
+            names.push(("ldap.groups.member_uid_attribute", g.member_uid_attribute.as_str()));
+        }
+        for (key, name) in names.into_iter().filter(|(_, n)| !known(n)) {
+            report.error(format!("{key}: {name:?} is not an attribute type of the directory's schema (misspelt?)"));
+        }
+    }
     Ok(())
 }

@@ -45,6 +45,14 @@ pub enum RunError {
          ldap.user_filter; if the departures are real, run `provisiond sync --full --allow-mass-deactivation`"
     )]
     MassDeactivation { count: usize, present: i64, limit: u64, percent: f64, max: String },
+    #[error("the group sync failed: {0}")]
+    GroupsFailed(tokio::task::JoinError),
+    #[error(
+        "the run would delete {count} of {present} groups mirrored from the directory, more than ldap.safety allows ({limit}: \
+         max_deactivate_percent = {percent}, max_deactivate = {max}); no group was deleted. Check ldap.groups.base_dn and \
+         ldap.groups.filter; if the departures are real, run `provisiond sync --full --allow-mass-deactivation`"
+    )]
+    MassGroupDeletion { count: usize, present: i64, limit: u64, percent: f64, max: String },
     #[error("clearing MFA reset flags did not finish within {bound} s ({timeouts} × ldap.timeout)")]
     ClearingTimedOut { bound: u64, timeouts: u64 },
     #[error("the directory did not answer flag removals within ldap.timeout")]
@@ -221,6 +229,12 @@ struct CountsView {
     reactivated: i64,
     resets_applied: i64,
     flags_cleared: i64,
+    /// Groups of `[ldap.groups]` created, updated (displayName, externalId) and deleted.
+    groups_created: i64,
+    groups_updated: i64,
+    groups_deleted: i64,
+    /// Membership rows added or removed to mirror the directory's groups.
+    memberships_changed: i64,
 }
 
 impl From<Counts> for CountsView {
@@ -233,6 +247,10 @@ impl From<Counts> for CountsView {
             reactivated: c.reactivated,
             resets_applied: c.resets_applied,
             flags_cleared: c.flags_cleared,
+            groups_created: c.groups_created,
+            groups_updated: c.groups_updated,
+            groups_deleted: c.groups_deleted,
+            memberships_changed: c.memberships_changed,
         }
     }
 }
@@ -271,7 +289,8 @@ mod tests {
             "id": "r1", "kind": "incremental", "status": "succeeded", "startedBy": "api",
             "startedAt": time(&r.started_at), "finishedAt": r.finished_at.as_ref().map(time),
             "created": 1, "updated": 2, "unchanged": 3, "deactivated": 4, "reactivated": 5,
-            "resetsApplied": 6, "flagsCleared": 7, "errors": ["x: boom"], "durationMs": 1000,
+            "resetsApplied": 6, "flagsCleared": 7,
+            "groupsCreated": 8, "groupsUpdated": 9, "groupsDeleted": 10, "membershipsChanged": 11, "errors": ["x: boom"], "durationMs": 1000,
         });
         let view = serde_json::to_string(&RunView::of(&r)).unwrap();
         assert_eq!(view, before.to_string());

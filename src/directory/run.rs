@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use super::groups as group_sync;
 use super::ldap::Directory;
 use super::mapping::{Mapping, MappingError, Mark};
 use super::reader::{self, until_stopped, KeyProbe};
@@ -187,7 +188,8 @@ impl Syncer {
             tracing::info!(
                 run = %run.id, kind = run.kind.as_str(), created = c.created, updated = c.updated, unchanged = c.unchanged,
                 deactivated = c.deactivated, reactivated = c.reactivated, resets = c.resets_applied,
-                errors = report.error_count(), ms = run.duration_ms, dry_run = options.dry_run, "sync run finished"
+                groups_created = c.groups_created, groups_updated = c.groups_updated, groups_deleted = c.groups_deleted,
+                memberships_changed = c.memberships_changed, errors = report.error_count(), ms = run.duration_ms, dry_run = options.dry_run, "sync run finished"
             );
         }
         Summary { run, dry_run: options.dry_run, actions: std::mem::take(&mut report.actions) }
@@ -295,6 +297,11 @@ impl Syncer {
                     flags::clear(self.cfg.timeout, &directory, dns, &flag.attribute, &mut shutdown, report).await;
             }
         }
+        if let Some(groups) = &self.cfg.groups {
+            if report.failed().is_none() {
+                self.sync_groups(groups, run, options, since, &mut directory, &mut writer.counts, &mut shutdown, report).await;
+            }
+        }
         self.close(directory, &mut shutdown).await;
         if report.failed().is_some() {
             return Err(writer.counts);
@@ -323,6 +330,40 @@ impl Syncer {
             }
         }
         Ok(writer)
+    }
+
+    /// The groups of `[ldap.groups]`, once the users are written (their members resolve through
+    /// the users' links); what they did is added to `counts`, a failure to `report`.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_groups(
+        &self,
+        groups: &config::LdapGroups,
+        run: &Run,
+        options: Options,
+        since: Option<&str>,
+        directory: &mut Directory,
+        counts: &mut Counts,
+        shutdown: &mut watch::Receiver<bool>,
+        report: &mut Report,
+    ) {
+        let (runs, run_id, lease_for, dry_run) = (self.runs.clone(), run.id.clone(), self.lease_for(), options.dry_run);
+        let mirror = match blocking(move || runs.group_mirror(&run_id, lease_for, dry_run)).await {
+            Ok(m) => m,
+            Err(e) => return report.fatal(RunError::Database(e)),
+        };
+        let group_run = group_sync::GroupRun {
+            cfg: &self.cfg,
+            groups,
+            mapping: &self.mapping,
+            full: options.full,
+            since,
+            allow_mass_deletion: options.allow_mass_deactivation,
+        };
+        let (mirror, result) = group_sync::sync(group_run, directory, mirror, shutdown, report).await;
+        *counts = *counts + mirror.counts;
+        if let Err(e) = result {
+            report.fatal(e);
+        }
     }
 
     /// Unbinds, unless the daemon stops first (an unbind is not waited for long anyway).

@@ -192,6 +192,10 @@ pub struct Run {
     pub errors: String,
     pub high_water: Option<String>,
     pub duration_ms: Option<i64>,
+    pub groups_created: i64,
+    pub groups_updated: i64,
+    pub groups_deleted: i64,
+    pub memberships_changed: i64,
 }
 
 pub fn insert_run(tx: &mut Tx, run: &Run) -> Result<(), DieselError> {

@@ -394,3 +394,9 @@ fn members_of(start: Condition) -> Condition {
          SELECT group_users.user_id FROM group_users WHERE group_users.group_id IN (SELECT id FROM down))",
     )
 }
+
+/// Records the door a group now comes through (a SCIM group taken over by the LDAP sync).
+pub(crate) fn set_source(tx: &mut Tx, id: &str, source: Source) -> Result<(), DieselError> {
+    diesel::update(groups::table.find(id)).set(groups::source.eq(source)).execute(tx.conn())?;
+    Ok(())
+}

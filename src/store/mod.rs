@@ -5,6 +5,7 @@ pub mod deployment;
 pub mod directory;
 pub mod enrolment_links;
 pub mod group_filter;
+pub mod group_links;
 pub mod groups;
 pub mod mfa;
 pub mod operators;

@@ -127,7 +127,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     directory_links,
     groups,
     group_users,
-    group_groups
+    group_groups,
+    group_links
 );
 diesel::allow_tables_to_appear_in_same_query!(operators, console_sessions);
 
@@ -161,8 +162,22 @@ diesel::table! {
         errors -> Text,
         high_water -> Nullable<Text>,
         duration_ms -> Nullable<BigInt>,
+        groups_created -> BigInt,
+        groups_updated -> BigInt,
+        groups_deleted -> BigInt,
+        memberships_changed -> BigInt,
     }
 }
+
+diesel::table! {
+    group_links (group_id) {
+        group_id -> Text,
+        entry_key -> Text,
+        dn -> Text,
+    }
+}
+
+diesel::joinable!(group_links -> groups (group_id));
 
 diesel::table! {
     sync_lease (name) {

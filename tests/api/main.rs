@@ -28,6 +28,7 @@ mod raw_http;
 mod slapd;
 mod smtp;
 mod sync;
+mod sync_groups;
 mod systemd;
 mod users;
 mod webdriver;

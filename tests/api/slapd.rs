@@ -18,6 +18,10 @@ pub const ADMIN_PASSWORD: &str = "admin-secret";
 /// A bind account that may read everything and write nothing.
 pub const READER_DN: &str = "cn=reader,ou=system,dc=example,dc=org";
 pub const READER_PASSWORD: &str = "reader-secret";
+/// Where the tests' groups live (`nis.schema` is loaded for posixGroup; the `refint` overlay
+/// keeps `member` and `uniqueMember` values in step with renames, and `memberof` keeps the users'
+/// `memberOf` for groups added online, as OpenLDAP set-ups with groups do).
+pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
 /// The project's own schema: the MFA reset flag an LDAP admin sets.
 pub const FLAG_ATTRIBUTE: &str = "mfaResetRequested";
 
@@ -57,10 +61,13 @@ impl Slapd {
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
+             include /etc/ldap/schema/nis.schema\n\
              include {dir}/provisiond.schema\n\
              pidfile {dir}/slapd.pid\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
+             moduleload refint\n\
+             moduleload memberof\n\
              sizelimit unlimited\n\
              database mdb\n\
              maxsize 4294967296\n\
@@ -73,7 +80,11 @@ impl Slapd {
              index uid eq\n\
              index modifyTimestamp eq\n\
              access to attrs=userPassword by anonymous auth by * none\n\
-             access to * by dn.exact=\"{READER_DN}\" read by * none\n",
+             access to * by dn.exact=\"{READER_DN}\" read by * none\n\
+             overlay memberof\n\
+             overlay refint\n\
+             refint_attributes member uniqueMember\n\
+             refint_nothing \"cn=nobody\"\n",
             dir = d.display()
         );
         std::fs::write(d.join("slapd.conf"), conf).unwrap();

@@ -5,12 +5,14 @@
 //! (`directory/`) only read the directory and hand entries over; the decisions are here.
 
 pub mod entry;
+mod groups;
 mod mirror;
 mod run;
 mod runs;
 pub mod safety;
 
 pub use entry::{decide_flag, Entry, FlagDecision};
+pub use groups::{dn_key, GroupEntry, GroupMirror, TooManyDeletions};
 pub use mirror::{Applied, Change, SOURCE};
 pub use run::{Counts, Run, RunKind, RunStatus, StartedBy};
 pub use runs::{

@@ -82,6 +82,12 @@ pub struct Counts {
     pub reactivated: i64,
     pub resets_applied: i64,
     pub flags_cleared: i64,
+    /// Groups mirrored from `[ldap.groups]`.
+    pub groups_created: i64,
+    pub groups_updated: i64,
+    pub groups_deleted: i64,
+    /// Membership rows added or removed to mirror the directory's groups.
+    pub memberships_changed: i64,
 }
 
 impl std::ops::Add for Counts {
@@ -95,6 +101,10 @@ impl std::ops::Add for Counts {
             reactivated: self.reactivated + o.reactivated,
             resets_applied: self.resets_applied + o.resets_applied,
             flags_cleared: self.flags_cleared + o.flags_cleared,
+            groups_created: self.groups_created + o.groups_created,
+            groups_updated: self.groups_updated + o.groups_updated,
+            groups_deleted: self.groups_deleted + o.groups_deleted,
+            memberships_changed: self.memberships_changed + o.memberships_changed,
         }
     }
 }
@@ -150,6 +160,10 @@ impl Run {
                 reactivated: 5,
                 resets_applied: 6,
                 flags_cleared: 7,
+                groups_created: 8,
+                groups_updated: 9,
+                groups_deleted: 10,
+                memberships_changed: 11,
             },
             errors: vec!["x: boom".into()],
             high_water: Some("20261128101500Z".into()),
@@ -173,6 +187,10 @@ impl Run {
             reactivated: c.reactivated,
             resets_applied: c.resets_applied,
             flags_cleared: c.flags_cleared,
+            groups_created: c.groups_created,
+            groups_updated: c.groups_updated,
+            groups_deleted: c.groups_deleted,
+            memberships_changed: c.memberships_changed,
             errors: serde_json::Value::from(self.errors.clone()).to_string(),
             high_water: self.high_water.clone(),
             duration_ms: self.duration_ms,
@@ -213,6 +231,10 @@ impl Run {
                 reactivated: r.reactivated,
                 resets_applied: r.resets_applied,
                 flags_cleared: r.flags_cleared,
+                groups_created: r.groups_created,
+                groups_updated: r.groups_updated,
+                groups_deleted: r.groups_deleted,
+                memberships_changed: r.memberships_changed,
             },
             errors: serde_json::from_str(&r.errors).unwrap_or_default(),
             high_water: r.high_water,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 
 use super::entry::{decide_flag, Entry, FlagDecision};
+use super::groups::GroupMirror;
 use super::mirror::{self, Applied};
 use super::run::{Counts, Run, RunKind, RunStatus, StartedBy};
 use crate::clock::{self, Clock};
@@ -19,7 +20,7 @@ use crate::store::{self, Pool, PooledConn};
 pub use crate::store::directory::Failing;
 
 /// The one lease of the sync.
-const LEASE: &str = "ldap-sync";
+pub(super) const LEASE: &str = "ldap-sync";
 
 /// Starts, records and lists sync runs.
 #[derive(Clone)]
@@ -172,6 +173,11 @@ impl Runs {
         let mut conn = self.conn()?;
         store::bulk_cache(&mut conn, true)?;
         Ok(Session { conn, run_id: run_id.to_string(), lease_for, clock: self.clock.clone(), actor, dry_run })
+    }
+
+    /// The group half of run `run_id` (`[ldap.groups]`), on a connection of its own.
+    pub fn group_mirror(&self, run_id: &str, lease_for: chrono::Duration, dry_run: bool) -> DomainResult<GroupMirror> {
+        Ok(GroupMirror::new(self.conn()?, run_id, lease_for, self.clock.clone(), dry_run))
     }
 }
 
