@@ -1,8 +1,10 @@
 //! LDAP sync benchmark against a real slapd: the release binary's `provisiond sync` of N users,
 //! timed against `ldapsearch -E pr=500/noprompt` of the same entries in the same run.
 //!
-//! `cargo bench --bench sync_load [-- --users 100000 --backend sqlite|postgres]` (see
-//! benches/README.md).
+//! `cargo bench --bench sync_load [-- --users 100000 --groups 1000 --backend sqlite|postgres]`
+//! (see benches/README.md). With `--groups G`, the directory also holds G groups (the first of
+//! 20,000 members, the others of 50) and the initial full sync is run again, with
+//! `[ldap.groups]`, on a fresh database: its time over the users-only one is the figure.
 
 #[path = "../tests/api/slapd.rs"]
 mod slapd;
@@ -13,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use slapd::{Slapd, ADMIN_DN, ADMIN_PASSWORD, PEOPLE};
+use slapd::{Slapd, ADMIN_DN, ADMIN_PASSWORD, GROUPS, PEOPLE};
 
 /// Entries changed before the incremental run (the issue's figure).
 const CHANGED: usize = 100;
@@ -22,24 +24,26 @@ const ATTRIBUTES: [&str; 8] = ["uid", "givenName", "sn", "cn", "mail", "entryUUI
 
 fn main() {
     let mut users = 100_000usize;
+    let mut groups = 0usize;
     let mut backend = "sqlite".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--users" => users = args.next().and_then(|v| v.parse().ok()).expect("--users N"),
+            "--groups" => groups = args.next().and_then(|v| v.parse().ok()).expect("--groups N"),
             "--backend" => backend = args.next().filter(|b| b == "sqlite" || b == "postgres").expect("--backend sqlite|postgres"),
             "--bench" => {}
             other => panic!("unknown argument {other:?}; usage: sync_load [--users N] [--backend sqlite|postgres]"),
         }
     }
     let t = Instant::now();
-    let slapd = Slapd::start(&slapd::people(0..users));
-    println!("slapd with {users} users loaded by slapadd in {:.1} s", t.elapsed().as_secs_f64());
+    let slapd = Slapd::start(&(slapd::people(0..users) + &group_entries(users, groups)));
+    println!("slapd with {users} users and {groups} groups loaded by slapadd in {:.1} s", t.elapsed().as_secs_f64());
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (database, _postgres) = support::database_section(dir.path(), &backend);
     println!("database: {backend}");
-    let config = write_config(dir.path(), &database, &slapd);
+    let config = write_config(dir.path(), &database, &slapd, false);
 
     let raw = |label: &str| {
         // Best of three: the baseline should be the server's speed, not a hiccup.
@@ -87,20 +91,69 @@ fn main() {
         verdict(incremental < Duration::from_secs(1))
     );
     println!("| peak RSS of the initial sync | {first_rss:.1} MB | | < 150 MB {} |", verdict(first_rss < 150.0));
+
+    if groups > 0 {
+        // The same initial full sync with the groups, on a fresh database.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database, _postgres) = support::database_section(dir.path(), &backend);
+        let config = write_config(dir.path(), &database, &slapd, true);
+        let (with_groups, rss, summary) = sync(&config, &["--full"]);
+        assert_eq!(summary["created"], users as u64, "{summary:#}");
+        assert_eq!(summary["groupsCreated"], groups as u64, "{summary:#}");
+        let memberships = big_group(users) + (groups - 1) * SMALL;
+        assert_eq!(summary["membershipsChanged"], memberships as u64, "{summary:#}");
+        let (again_groups, _, summary) = sync(&config, &["--full"]);
+        assert_eq!(summary["membershipsChanged"], 0, "{summary:#}");
+        let r = with_groups.as_secs_f64() / first.as_secs_f64();
+        let r_again = again_groups.as_secs_f64() / again.as_secs_f64();
+        println!();
+        println!("| {users} users and {groups} groups ({memberships} memberships), {backend} | time | over users-only | aim |");
+        println!("|---|---:|---:|---|");
+        println!("| initial full sync with groups | {:.0} ms | {r:.2} | ≤ 2× {} |", ms(with_groups), verdict(r <= 2.0));
+        println!("| no-change full re-sync with groups | {:.0} ms | {r_again:.2} | |", ms(again_groups));
+        println!("| peak RSS of the initial sync with groups | {rss:.1} MB | | |");
+    }
+}
+
+/// Members of each group after the first.
+const SMALL: usize = 50;
+
+/// Members of the first group: 20,000, or every user of a smaller directory.
+fn big_group(users: usize) -> usize {
+    users.min(20_000)
+}
+
+/// `groups` groupOfNames entries: the first with [`big_group`] members, the others with
+/// [`SMALL`] members each, spread over the users.
+fn group_entries(users: usize, groups: usize) -> String {
+    let mut out = String::new();
+    for g in 0..groups {
+        out.push_str(&format!("dn: cn=group{g},{GROUPS}\nobjectClass: groupOfNames\ncn: group{g}\n"));
+        let members: Vec<usize> = match g {
+            0 => (0..big_group(users)).collect(),
+            _ => (0..SMALL).map(|k| (g * SMALL + k) % users).collect(),
+        };
+        for m in members {
+            out.push_str(&format!("member: uid=user{m},{PEOPLE}\n"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn write_config(dir: &Path, database: &str, slapd: &Slapd) -> std::path::PathBuf {
+fn write_config(dir: &Path, database: &str, slapd: &Slapd, groups: bool) -> std::path::PathBuf {
     std::fs::write(dir.join("bind.password"), ADMIN_PASSWORD).unwrap();
     let config = format!(
         "{database}[mfa]\nkey_file = \"{d}/mfa.key\"\n[log]\nlevel = \"warn\"\n\
          [ldap]\nurl = \"{}\"\nbind_dn = \"{ADMIN_DN}\"\nbind_password_file = \"{d}/bind.password\"\nbase_dn = \"{PEOPLE}\"\n\
          page_size = 500\nschedule = \"\"\nfull_schedule = \"\"\n\
-         [ldap.mfa_reset]\nattribute = \"mfaResetRequested\"\nvalue = \"TRUE\"\n",
+         [ldap.mfa_reset]\nattribute = \"mfaResetRequested\"\nvalue = \"TRUE\"\n{}",
         slapd.url,
+        if groups { format!("[ldap.groups]\nbase_dn = \"{GROUPS}\"\n") } else { String::new() },
         d = dir.display()
     );
     let path = dir.join("provisiond.toml");
