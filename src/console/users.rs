@@ -328,9 +328,9 @@ struct ResetDialog<'a> {
     links: bool,
     /// Links can be made (`server.public_url` is set): else the box says what they need.
     links_ready: bool,
-    /// Links can be sent by email (`[smtp]`): the "Send them by email" box is offered.
+    /// Links can be sent by email (`[smtp]`): the "Send by email" box is offered.
     mail_ready: bool,
-    /// "Send them by email" ticked.
+    /// "Send by email" ticked.
     send: bool,
 }
 

@@ -121,7 +121,7 @@ fn the_console_resets_and_mails_each_user_their_link_listing_what_became_of_each
     let page = c.get(&format!("/console/users/{}", ids[0]));
     assert!(page.body.contains("name=\"send\" value=\"1\"> Send by email"), "{}", page.body);
     let dialog = c.get(&format!("/console/users/reset?id={}", ids[0]));
-    assert!(dialog.body.contains("Send them by email"), "{}", dialog.body);
+    assert!(dialog.body.contains("Send by email"), "{}", dialog.body);
 
     let mut form: Vec<(&str, &str)> = ids.iter().map(|id| ("id", id.as_str())).collect();
     form.extend([("reason", "new phones for everyone"), ("links", "1"), ("send", "1")]);
