@@ -110,7 +110,7 @@ impl Groups {
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| {
             let current = stored::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
-            check_if_match(&current, if_match)?;
+            super::check_if_match(current.version, if_match)?;
             let at = self.now();
             let body = change(&current)?;
             let mut group = if body == current.body {
@@ -135,7 +135,7 @@ impl Groups {
                 None => None,
                 Some(_) => {
                     let current = stored::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
-                    check_if_match(&current, if_match)?;
+                    super::check_if_match(current.version, if_match)?;
                     Some(current.version)
                 }
             };
@@ -276,12 +276,5 @@ fn write_error(e: WriteError, input: &Value) -> Error {
         WriteError::VersionMismatch => Error::PreconditionFailed,
         WriteError::NotFound => Error::NotFound("the group no longer exists".into()),
         WriteError::Store(e) => e.into(),
-    }
-}
-
-fn check_if_match(current: &StoredGroup, if_match: Option<&str>) -> Result<()> {
-    match if_match {
-        Some(header) if !resource::etag_matches(header, current.version) => Err(Error::PreconditionFailed),
-        _ => Ok(()),
     }
 }

@@ -64,3 +64,11 @@ impl Services {
 }
 
 pub use error::{Conflict, Error, Invalid, Result};
+
+/// `If-Match` against a resource's current version: 412 when it names another.
+pub(crate) fn check_if_match(version: i64, if_match: Option<&str>) -> Result<()> {
+    match if_match {
+        Some(header) if !crate::scim::resource::etag_matches(header, version) => Err(Error::PreconditionFailed),
+        _ => Ok(()),
+    }
+}

@@ -127,7 +127,7 @@ impl Users {
         store::write_tx(&mut conn, |tx| {
             let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
             let at = self.now();
-            check_if_match(&current, if_match)?;
+            super::check_if_match(current.version, if_match)?;
             let (body, reset) = change(&current)?;
             let user = if body == current.body {
                 current
@@ -146,7 +146,7 @@ impl Users {
                 None => None,
                 Some(_) => {
                     let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
-                    check_if_match(&current, if_match)?;
+                    super::check_if_match(current.version, if_match)?;
                     Some(current.version)
                 }
             };
@@ -209,12 +209,5 @@ fn write_error(e: WriteError, user_name: &str) -> Error {
         WriteError::VersionMismatch => Error::PreconditionFailed,
         WriteError::NotFound => Error::NotFound("the user no longer exists".into()),
         WriteError::Store(e) => e.into(),
-    }
-}
-
-fn check_if_match(current: &StoredUser, if_match: Option<&str>) -> Result<()> {
-    match if_match {
-        Some(header) if !resource::etag_matches(header, current.version) => Err(Error::PreconditionFailed),
-        _ => Ok(()),
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::users::Source;
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
-use crate::scim::schema::{GROUP, GROUP_RESOURCE};
+use crate::scim::schema::GROUP_RESOURCE;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -34,18 +34,6 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 type Reply = Result<HttpResponse, ScimError>;
-
-/// Whether an answer projected by `p` shows `members` (else none is read).
-fn shows_members(p: &Projection) -> bool {
-    let names_members = |a: &String| {
-        let a = a.strip_prefix(&format!("{}:", GROUP.to_ascii_lowercase())).unwrap_or(a);
-        a == "members" || a.starts_with("members.")
-    };
-    if p.excluded.iter().any(|e| names_members(e) && !e.contains('.')) {
-        return false;
-    }
-    p.attributes.is_empty() || p.attributes.iter().any(names_members)
-}
 
 /// The rendered resource at its location, projected; `members` when they were read.
 fn render(group: &StoredGroup, members: Option<&[Member]>, base: &str, projection: &Projection) -> Value {
@@ -92,7 +80,7 @@ struct WithMembers<'a> {
 /// A single-resource answer with its `ETag` (and `Location` on 201), members read if shown.
 async fn single(state: &AppState, req: &HttpRequest, status: StatusCode, group: StoredGroup) -> Reply {
     let projection = projection(req);
-    let members = match shows_members(&projection) {
+    let members = match projection.shows(&GROUP_RESOURCE, "members") {
         true => {
             let (groups, id) = (state.groups.clone(), group.id.clone());
             blocking(move || groups.members(&id)).await?
@@ -186,7 +174,7 @@ pub(crate) async fn rendered(
     base: &str,
     projection: &Projection,
 ) -> Result<Vec<Value>, ScimError> {
-    let (groups, with_members) = (state.groups.clone(), shows_members(projection));
+    let (groups, with_members) = (state.groups.clone(), projection.shows(&GROUP_RESOURCE, "members"));
     let ids: Vec<String> = page.iter().map(|g| g.id.clone()).collect();
     let members = blocking(move || match with_members {
         true => ids.iter().map(|id| groups.members(id).map(Some)).collect::<Result<Vec<_>, _>>(),

@@ -53,8 +53,16 @@ fn render(user: &StoredUser, groups: &[Membership], base: &str, projection: &Pro
     doc
 }
 
-/// The groups of these users, read once for all of them.
-async fn memberships(state: &AppState, users: &[&StoredUser]) -> Result<HashMap<String, Vec<Membership>>, ScimError> {
+/// The groups of these users, read once for all of them (not at all when the answer does not
+/// show `groups`).
+async fn memberships(
+    state: &AppState,
+    users: &[&StoredUser],
+    projection: &Projection,
+) -> Result<HashMap<String, Vec<Membership>>, ScimError> {
+    if !projection.shows(&USER_RESOURCE, "groups") {
+        return Ok(HashMap::new());
+    }
     let (groups, ids) = (state.groups.clone(), users.iter().map(|u| u.id.clone()).collect::<Vec<_>>());
     blocking(move || groups.memberships(&ids)).await
 }
@@ -66,7 +74,7 @@ pub(crate) async fn rendered(
     base: &str,
     projection: &Projection,
 ) -> Result<Vec<Value>, ScimError> {
-    let groups = memberships(state, &users.iter().collect::<Vec<_>>()).await?;
+    let groups = memberships(state, &users.iter().collect::<Vec<_>>(), projection).await?;
     let none = Vec::new();
     Ok(users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), base, projection)).collect())
 }
@@ -74,8 +82,9 @@ pub(crate) async fn rendered(
 /// A single-resource response with its `ETag` (and `Location` on 201).
 async fn single(state: &AppState, req: &HttpRequest, status: StatusCode, user: &StoredUser) -> Reply {
     let base = base_url(state, req);
-    let groups = memberships(state, &[user]).await?;
-    let doc = render(user, groups.get(&user.id).map(Vec::as_slice).unwrap_or_default(), &base, &projection(req));
+    let projection = projection(req);
+    let groups = memberships(state, &[user], &projection).await?;
+    let doc = render(user, groups.get(&user.id).map(Vec::as_slice).unwrap_or_default(), &base, &projection);
     let mut resp = scim_json(status, &doc);
     let etag = format!("W/\"{}\"", user.version);
     let headers = resp.headers_mut();

@@ -217,6 +217,20 @@ impl Projection {
         }
     }
 
+    /// Whether an answer so projected shows `name`, a core attribute of `rt` (or a part of it):
+    /// what a door asks before it reads a computed attribute (a group's members, a user's groups).
+    pub(crate) fn shows(&self, rt: &ResourceType, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        let names = |a: &String| {
+            let a = core_relative(a, rt.core.id);
+            a == name || a.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('.'))
+        };
+        if self.excluded.iter().any(|e| core_relative(e, rt.core.id) == name) {
+            return false;
+        }
+        self.attributes.is_empty() || self.attributes.iter().any(names)
+    }
+
     /// Applies the projection to a rendered resource of type `rt`. `id` and `schemas` are always
     /// returned.
     pub(crate) fn apply(&self, rt: &ResourceType, resource: &mut Value) {

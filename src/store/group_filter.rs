@@ -1,4 +1,4 @@
-//! SCIM filters on Groups, compiled to SQL on `groups` and the membership tables: `id`,
+//! SCIM filters on Groups, and a User's `groups` in a filter on users, compiled to SQL on `groups` and the membership tables: `id`,
 //! `displayName` (ignoring case), `externalId`, `meta.created`, `meta.lastModified`, and
 //! membership as identity providers ask it: `members[value eq "id"]`, `members eq "id"`,
 //! `members.value eq "id"` (Entra's check is `id eq "G" and members eq "U"`).
@@ -152,6 +152,55 @@ fn compare(path: &AttrPath, op: CompareOp, value: &CompValue) -> Result<Conditio
             Condition::new().sql(&format!("{column} {sql_op} ")).bind(Bind::Text(text))
         }
     })
+}
+
+/// A User's `groups` (readOnly, computed from the membership tables): `groups[value eq "g"]`,
+/// `groups.value eq "g"` and `groups eq "g"` find the users in group `g`, directly or through
+/// nested groups, `groups.display eq "Finance"` those of the group of that name (ignoring
+/// case); `groups pr` those in any group. `None` for filters on other attributes.
+pub(super) fn user_membership(f: &Filter) -> Result<Option<Condition>, ScimError> {
+    let is_groups = |p: &AttrPath| {
+        p.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(crate::scim::schema::USER))
+            && p.name.eq_ignore_ascii_case("groups")
+    };
+    let refuse = || {
+        ScimError::invalid_filter(
+            "groups can be filtered with eq on value or display: groups[value eq \"id\"], groups.display eq \"name\"",
+        )
+    };
+    Ok(Some(match f {
+        Filter::Compare(p, op, value) if is_groups(p) => match (p.sub.as_deref(), op, value) {
+            (None, CompareOp::Eq, CompValue::Str(id)) => super::groups::members_condition(std::slice::from_ref(id)),
+            (Some(sub), CompareOp::Eq, CompValue::Str(id)) if sub.eq_ignore_ascii_case("value") => {
+                super::groups::members_condition(std::slice::from_ref(id))
+            }
+            (Some(sub), CompareOp::Eq, CompValue::Str(name)) if sub.eq_ignore_ascii_case("display") => {
+                super::groups::members_condition_named(name)
+            }
+            _ => return Err(refuse()),
+        },
+        Filter::Present(p) if is_groups(p) => {
+            Condition::new().sql("EXISTS (SELECT 1 FROM group_users WHERE group_users.user_id = users.id)")
+        }
+        Filter::ValuePath(p, inner) if is_groups(p) => {
+            let mut ids = Vec::new();
+            collect_values(inner, &mut ids).then_some(()).ok_or_else(refuse)?;
+            super::groups::members_condition(&ids)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The ids of `value eq "id"` comparisons joined by `or`; false for anything else.
+fn collect_values(f: &Filter, ids: &mut Vec<String>) -> bool {
+    match f {
+        Filter::Or(a, b) => collect_values(a, ids) && collect_values(b, ids),
+        Filter::Compare(p, CompareOp::Eq, CompValue::Str(id)) if p.sub.is_none() && p.name.eq_ignore_ascii_case("value") => {
+            ids.push(id.clone());
+            true
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

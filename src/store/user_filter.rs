@@ -302,7 +302,7 @@ impl Compiler<'_> {
 
     fn filter(&mut self, f: &Filter, element: Option<&Element>) -> Result<Condition, ScimError> {
         if std::ptr::eq(self.rt, &schema::USER_RESOURCE) && element.is_none() {
-            if let Some(c) = group_membership(f)? {
+            if let Some(c) = super::group_filter::user_membership(f)? {
                 return Ok(c);
             }
         }
@@ -549,54 +549,6 @@ impl Compiler<'_> {
 }
 
 /// `users.id IN (SELECT …)` over the users' factor rows that satisfy `condition` (on `f`).
-/// A User's `groups` (readOnly, computed from the membership tables): `groups[value eq "g"]`,
-/// `groups.value eq "g"` and `groups eq "g"` find the users in group `g`, directly or through
-/// nested groups, `groups.display eq "Finance"` those of the group of that name (ignoring
-/// case); `groups pr` those in any group. `None` for filters on other attributes.
-fn group_membership(f: &Filter) -> Result<Option<Condition>, ScimError> {
-    let is_groups = |p: &AttrPath| {
-        p.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(schema::USER)) && p.name.eq_ignore_ascii_case("groups")
-    };
-    let refuse = || {
-        ScimError::invalid_filter(
-            "groups can be filtered with eq on value or display: groups[value eq \"id\"], groups.display eq \"name\"",
-        )
-    };
-    Ok(Some(match f {
-        Filter::Compare(p, op, value) if is_groups(p) => match (p.sub.as_deref(), op, value) {
-            (None, CompareOp::Eq, CompValue::Str(id)) => super::groups::members_condition(std::slice::from_ref(id)),
-            (Some(sub), CompareOp::Eq, CompValue::Str(id)) if sub.eq_ignore_ascii_case("value") => {
-                super::groups::members_condition(std::slice::from_ref(id))
-            }
-            (Some(sub), CompareOp::Eq, CompValue::Str(name)) if sub.eq_ignore_ascii_case("display") => {
-                super::groups::members_condition_named(name)
-            }
-            _ => return Err(refuse()),
-        },
-        Filter::Present(p) if is_groups(p) => {
-            Condition::new().sql("EXISTS (SELECT 1 FROM group_users WHERE group_users.user_id = users.id)")
-        }
-        Filter::ValuePath(p, inner) if is_groups(p) => {
-            let mut ids = Vec::new();
-            collect_values(inner, &mut ids).then_some(()).ok_or_else(refuse)?;
-            super::groups::members_condition(&ids)
-        }
-        _ => return Ok(None),
-    }))
-}
-
-/// The ids of `value eq "id"` comparisons joined by `or`; false for anything else.
-fn collect_values(f: &Filter, ids: &mut Vec<String>) -> bool {
-    match f {
-        Filter::Or(a, b) => collect_values(a, ids) && collect_values(b, ids),
-        Filter::Compare(p, CompareOp::Eq, CompValue::Str(id)) if p.sub.is_none() && p.name.eq_ignore_ascii_case("value") => {
-            ids.push(id.clone());
-            true
-        }
-        _ => false,
-    }
-}
-
 fn factor(condition: Condition) -> Condition {
     Condition::new().sql("users.id IN (SELECT f.user_id FROM mfa_factors f WHERE ").push(condition).sql(")")
 }
