@@ -256,3 +256,68 @@ fn enrolment_browser_a_reset_user_enrols_from_a_link_made_in_the_console_on_a_ph
     assert_eq!(crate::enrolment::open(&link).status, 410);
     browser.desktop();
 }
+
+/// The pages issues 14 and 15 changed, at 1400 and at 360 px wide: each shows its heading, no
+/// script error or CSP violation, and nothing scrolls sideways on a phone.
+#[test]
+fn pages_of_links_and_groups_at_desktop_and_phone_width() {
+    use crate::enrolment::PUBLIC_URL;
+    let app = TestApp::spawn_with(|c| c.server.public_url = Some(PUBLIC_URL.into()));
+    let browser = Browser::start();
+    let ids: Vec<String> = ["ada.lovelace", "grace.hopper"]
+        .iter()
+        .map(|n| app.create_user(&json!({"userName": n, "displayName": n}))["id"].as_str().unwrap().to_string())
+        .collect();
+    crate::groups::group(&app, "Finance <EMEA>", &[&ids[0], &ids[1]]);
+    let op = operator_with_role(&app, "alice", Role::Admin);
+    sign_in(&browser, &app, "alice", op.password, &op.secret);
+    let c = crate::console::Console::sign_in(&app, "bob", Role::Admin);
+    let made = c.post(&format!("/console/users/{}/enrolment-link", ids[1]), &[]);
+    let link = made
+        .body
+        .split("<code class=\"link\" id=\"link-1\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .replace(PUBLIC_URL, &app.base);
+    let pages = [
+        ("users-group", format!("{}/console/users?group=Finance%20%3CEMEA%3E", app.base), "Users"),
+        ("user-groups", format!("{}/console/users/{}", app.base, ids[0]), "ada.lovelace"),
+        (
+            "reset-links",
+            format!("{}/console/users/reset?id={}&id={}", app.base, ids[0], ids[1]),
+            "Reset users multi-factor authentication",
+        ),
+        ("enrol-desktop", link.clone(), "Set up your authenticator app"),
+        ("enrol-gone", format!("{}/enrol/{}", app.base, "0".repeat(64)), "This link does not work"),
+    ];
+    for (width, suffix) in [(1400, ""), (360, "-360")] {
+        if width == 360 {
+            browser.phone(360, 740);
+        }
+        for (name, url, heading) in &pages {
+            browser.goto(url);
+            browser.wait_text("h1, h2", heading);
+            shoot(&browser, &format!("{name}{suffix}"));
+            let scroll = browser.execute("return document.documentElement.scrollWidth;", &[]).as_f64().unwrap();
+            assert!(scroll <= width as f64 + 1.0, "{name} at {width}: {scroll} px wide");
+        }
+    }
+    browser.desktop();
+    // The links page after a reset with links ticked.
+    browser.goto(&format!("{}/console/users/reset?id={}", app.base, ids[0]));
+    browser.find("#reset-dialog textarea[name=reason]").send_keys("new phone");
+    browser.find("input[name=links]").click();
+    browser.find("#confirm-reset").click();
+    browser.wait_text("h1", "Enrolment link");
+    shoot(&browser, "links-created");
+    browser.phone(360, 740);
+    shoot(&browser, "links-created-360");
+    browser.desktop();
+    // The dead link's page answers 410 on purpose; anything else is a problem.
+    let problems: Vec<String> =
+        console_problems(&browser).into_iter().filter(|p| !p.contains("/enrol/0000") || !p.contains("410")).collect();
+    assert_eq!(problems, Vec::<String>::new());
+}
