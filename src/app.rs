@@ -11,9 +11,10 @@ use anyhow::Context;
 use sd_notify::NotifyState;
 
 use crate::clock::{self, Clock, SystemClock};
+use crate::config::ChangeDetection;
 use crate::config::Config;
 use crate::directory::mapping::Mapping;
-use crate::directory::{scheduler, Syncer};
+use crate::directory::{feed, scheduler, Syncer};
 use crate::domain::mfa::{KeyMismatch, Mfa};
 use crate::domain::Services;
 use crate::http::{self, AppState};
@@ -48,7 +49,11 @@ impl Application {
         let sync = match &config.ldap {
             Some(ldap) => {
                 let syncer = Arc::new(Syncer::new(ldap.clone(), services.runs.clone(), clock.clone())?);
-                let incremental = ldap.schedule.cron().map_err(|e| anyhow::anyhow!("ldap.schedule: {e}"))?.cloned();
+                // With the change feed, changes come as they happen: no incremental runs.
+                let incremental = match ldap.change_detection {
+                    ChangeDetection::Poll => ldap.schedule.cron().map_err(|e| anyhow::anyhow!("ldap.schedule: {e}"))?.cloned(),
+                    ChangeDetection::Syncrepl => None,
+                };
                 let full = ldap.full_schedule.cron().map_err(|e| anyhow::anyhow!("ldap.full_schedule: {e}"))?.cloned();
                 let task = tokio::spawn(scheduler::run(syncer.clone(), incremental, full));
                 Some((syncer, task))
@@ -120,6 +125,25 @@ impl Application {
                 }
             })
         });
+        let feed = match &self.sync {
+            Some((syncer, _)) if syncer.config().change_detection == ChangeDetection::Syncrepl => {
+                let cfg = Arc::new(syncer.config().clone());
+                match feed::check_server(cfg.clone()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let e = feed::unsupported(&cfg.url);
+                        tracing::error!(error = %e, "cannot start");
+                        return Err(std::io::Error::other(e));
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %crate::logging::chain(&e),
+                        "cannot ask the directory whether it offers the change feed; the feed keeps trying"
+                    ),
+                }
+                Some(tokio::spawn(feed::run(syncer.clone())))
+            }
+            _ => None,
+        };
         let _ = sd_notify::notify(&[NotifyState::Ready]);
         let served = self.server.await;
         signals.abort();
@@ -129,6 +153,9 @@ impl Application {
         if let Some((syncer, scheduler)) = self.sync {
             syncer.shutdown().await;
             let _ = scheduler.await;
+            if let Some(feed) = feed {
+                let _ = feed.await;
+            }
         }
         served
     }

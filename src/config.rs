@@ -13,8 +13,8 @@ mod ldap;
 mod smtp;
 pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, UrlError};
 pub use ldap::{
-    is_attribute_description, GroupMembership, Ldap, LdapGroups, LdapMfaReset, LdapSafety, LdapScope, PasswordError, Schedule,
-    ScheduleError,
+    is_attribute_description, ChangeDetection, GroupMembership, Ldap, LdapGroups, LdapMfaReset, LdapSafety, LdapScope,
+    PasswordError, Schedule, ScheduleError, SyncUuidKey,
 };
 pub use smtp::{Smtp, SmtpPasswordError, SmtpSecurity, SMTP_PASSWORD_CREDENTIAL};
 
@@ -216,7 +216,7 @@ pub struct Mfa {
 }
 
 /// A number of seconds, also written as a duration such as `"72h"` or `"30m"`.
-mod duration_secs {
+pub(crate) mod duration_secs {
     pub(crate) fn serialize<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(*secs)
     }

@@ -29,6 +29,8 @@ pub(crate) struct Metrics {
     pub sync_duration: HistogramVec,
     pub sync_entries: IntCounterVec,
     pub mfa_verify_failures: IntCounter,
+    pub sync_feed_messages: IntCounter,
+    pub sync_feed_entries: IntCounter,
     users: IntGaugeVec,
     mfa_events: IntGaugeVec,
     pool: IntGaugeVec,
@@ -82,6 +84,16 @@ impl Metrics {
             mfa_verify_failures: register_int_counter_with_registry!(
                 "mfa_verify_failures_total",
                 "Wrong TOTP or backup codes",
+                r
+            )?,
+            sync_feed_messages: register_int_counter_with_registry!(
+                "sync_feed_messages_total",
+                "Messages received on the LDAP change feed (RFC 4533)",
+                r
+            )?,
+            sync_feed_entries: register_int_counter_with_registry!(
+                "sync_feed_entries_total",
+                "Entries (added or changed) received on the LDAP change feed: a resumed feed reads only what changed",
                 r
             )?,
             users: register_int_gauge_vec_with_registry!("users", "Users by source and active state", &["source", "active"], r)?,

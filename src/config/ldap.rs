@@ -43,6 +43,9 @@ pub struct Ldap {
     pub change_attribute: String,
     /// Seconds re-read before the last high-water mark (clock skew between replicas); timestamps only.
     pub overlap: u64,
+    /// `poll` (incremental runs on `schedule`) or `syncrepl` (the directory's change feed; then
+    /// `schedule` is not used, `full_schedule` still is).
+    pub change_detection: ChangeDetection,
     /// Cron expression of incremental runs (5 fields, or 6/7 with seconds); empty: none.
     pub schedule: Schedule,
     /// Cron expression of full runs; empty: none.
@@ -72,6 +75,7 @@ impl Default for Ldap {
             id_attribute: "entryUUID".into(),
             change_attribute: "modifyTimestamp".into(),
             overlap: 60,
+            change_detection: ChangeDetection::Poll,
             schedule: Schedule::from("*/15 * * * *"),
             full_schedule: Schedule::from("0 3 * * *"),
             attributes: Default::default(),
@@ -98,6 +102,18 @@ impl Ldap {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// With the change feed: how the 16 octets by which the feed names an entry read as the
+    /// entry's key (`id_attribute`); `None` when the key is another attribute.
+    pub fn sync_uuid_key(&self) -> Option<SyncUuidKey> {
+        if self.id_attribute.eq_ignore_ascii_case("entryUUID") {
+            Some(SyncUuidKey::EntryUuid)
+        } else if self.id_attribute.eq_ignore_ascii_case("nsUniqueId") {
+            Some(SyncUuidKey::NsUniqueId)
+        } else {
+            None
+        }
     }
 
     /// The bind password: the file (trailing newline dropped) or the configured value.
@@ -166,6 +182,16 @@ impl Ldap {
         }
         if !(0.0..=100.0).contains(&self.safety.max_deactivate_percent) {
             out.push("ldap.safety.max_deactivate_percent: must be between 0 and 100".into());
+        }
+        if !(60..=7 * 86400).contains(&self.safety.window) {
+            out.push("ldap.safety.window: must be between 60 seconds and 7 days (604800 seconds)".into());
+        }
+        if self.change_detection == ChangeDetection::Syncrepl && self.sync_uuid_key().is_none() {
+            out.push(format!(
+                "ldap.change_detection: \"syncrepl\" names deleted entries by their entryUUID (OpenLDAP) or nsUniqueId \
+                 (389-ds, FreeIPA): set ldap.id_attribute to one of those (it is {:?}), or use \"poll\"",
+                self.id_attribute
+            ));
         }
         if let Some(g) = &self.groups {
             g.problems(out);
@@ -368,12 +394,47 @@ pub struct LdapSafety {
     pub max_deactivate_percent: f64,
     /// …or more than this many users (unset: no count limit).
     pub max_deactivate: Option<u64>,
+    /// Seconds (or a duration such as "1h"): the change feed counts its deactivations against
+    /// the limits over this sliding window.
+    #[serde(with = "super::duration_secs")]
+    pub window: u64,
 }
 
 impl Default for LdapSafety {
     fn default() -> Self {
-        LdapSafety { max_deactivate_percent: 10.0, max_deactivate: None }
+        LdapSafety { max_deactivate_percent: 10.0, max_deactivate: None, window: 3600 }
     }
+}
+
+/// How a feed's entry UUID is written as the entry's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncUuidKey {
+    /// `8-4-4-4-12` lowercase hex (OpenLDAP's entryUUID).
+    EntryUuid,
+    /// `8-8-8-8` lowercase hex (389-ds's nsUniqueId).
+    NsUniqueId,
+}
+
+impl SyncUuidKey {
+    pub fn key(self, uuid: &[u8; 16]) -> String {
+        let hex = hex::encode(uuid);
+        match self {
+            SyncUuidKey::EntryUuid => format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]),
+            SyncUuidKey::NsUniqueId => format!("{}-{}-{}-{}", &hex[..8], &hex[8..16], &hex[16..24], &hex[24..]),
+        }
+    }
+}
+
+/// How the sync learns of changes between full runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeDetection {
+    /// Incremental runs on `schedule` read the entries changed since the last good run.
+    #[default]
+    Poll,
+    /// The instance holding the feed's lease keeps an RFC 4533 refreshAndPersist search open
+    /// (OpenLDAP syncprov, 389-ds / FreeIPA content sync) and applies changes as they come.
+    Syncrepl,
 }
 
 #[cfg(test)]

@@ -40,8 +40,28 @@ pub struct Directory {
 
 pub type Entries = SearchStream<'static, String, Vec<String>>;
 
+/// The task that reads a connection's messages: it ends when the connection does.
+pub type Driver = tokio::task::JoinHandle<ldap3::result::Result<()>>;
+
 impl Directory {
     pub async fn connect(cfg: Arc<config::Ldap>) -> Result<Self, DirectoryError> {
+        let (directory, driver) = Self::open(cfg).await?;
+        // The connection's reader task: a failure (or a panic on a malformed message) ends the
+        // operations waiting on it with an error, and is logged here.
+        tokio::spawn(async move {
+            match driver.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "LDAP connection failed"),
+                Err(e) if e.is_panic() => tracing::warn!("LDAP connection dropped: the server sent a malformed message"),
+                Err(_) => {}
+            }
+        });
+        Ok(directory)
+    }
+
+    /// Connects and binds; the connection's reader task is the caller's to watch (the change
+    /// feed treats its end, a panic on a malformed message included, as a lost connection).
+    pub async fn open(cfg: Arc<config::Ldap>) -> Result<(Self, Driver), DirectoryError> {
         let timeout = Duration::from_secs(cfg.timeout);
         let mut settings = LdapConnSettings::new().set_conn_timeout(timeout).set_starttls(cfg.starttls);
         if let Some(ca) = &cfg.ca_file {
@@ -50,17 +70,63 @@ impl Directory {
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
             .await
             .map_err(|source| DirectoryError::Connect { url: cfg.url.clone(), source: Box::new(source) })?;
-        ldap3::drive!(conn);
+        let driver = tokio::spawn(conn.drive());
         ldap.with_timeout(timeout);
         if let Some(dn) = &cfg.bind_dn {
             let password = cfg.password()?;
             let password = password.as_ref().map(|p| p.expose()).unwrap_or_default();
-            ldap.simple_bind(dn, password)
-                .await
-                .and_then(|r| r.success())
-                .map_err(|source| DirectoryError::Bind { dn: dn.clone(), source: Box::new(source) })?;
+            let bound = ldap.simple_bind(dn, password).await.and_then(|r| r.success());
+            if let Err(source) = bound {
+                driver.abort();
+                return Err(DirectoryError::Bind { dn: dn.clone(), source: Box::new(source) });
+            }
         }
-        Ok(Directory { ldap, cfg })
+        Ok((Directory { ldap, cfg }, driver))
+    }
+
+    /// Whether the server lists control `oid` in its root DSE's `supportedControl`.
+    pub async fn supports_control(&mut self, oid: &str) -> Result<bool, DirectoryError> {
+        let op = |source| DirectoryError::Operation { what: "root DSE search", source: Box::new(source) };
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        let (root, _) = self
+            .ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(op)?;
+        let Some(root) = root.into_iter().next().and_then(|e| super::sync_wire::entry(e.0).ok()) else { return Ok(false) };
+        Ok(root.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case("supportedControl")).flat_map(|(_, v)| v).any(|v| v == oid))
+    }
+
+    /// Opens the content synchronization search (RFC 4533, refreshAndPersist, critical: a server
+    /// without it refuses instead of answering a plain search) of the users, resuming from
+    /// `cookie`. No timeout: the search stays open as long as the connection does.
+    pub async fn sync_search(&mut self, cookie: Option<Vec<u8>>, attributes: Vec<String>) -> Result<Entries, DirectoryError> {
+        use ldap3::controls::{MakeCritical, RefreshMode, SyncRequest};
+        let scope = match self.cfg.scope {
+            LdapScope::Base => Scope::Base,
+            LdapScope::One => Scope::OneLevel,
+            LdapScope::Sub => Scope::Subtree,
+        };
+        let request = SyncRequest { mode: RefreshMode::RefreshAndPersist, cookie, reload_hint: false };
+        let (base, filter) = (self.cfg.base_dn.clone(), self.cfg.user_filter.clone());
+        self.ldap
+            .with_controls(request.critical())
+            .streaming_search(&base, scope, &filter, attributes)
+            .await
+            .map_err(|source| DirectoryError::Operation { what: "sync search", source: Box::new(source) })
+    }
+
+    /// A cheap question on this connection, answered within `ldap.timeout` or not at all: is
+    /// the server still there (an idle open search never says when it is gone).
+    pub async fn ping(&mut self) -> Result<(), DirectoryError> {
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        self.ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map(|_| ())
+            .map_err(|source| DirectoryError::Operation { what: "keep-alive search", source: Box::new(source) })
     }
 
     /// A paged search under `base_dn` for `filter`, entries streamed as they arrive.

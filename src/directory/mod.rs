@@ -11,6 +11,8 @@
 //! - [`groups`]: the groups of `[ldap.groups]`, after the users;
 //! - [`flags`]: the reset flag on the LDAP side; [`scheduler`]: the cron schedules.
 
+pub(crate) mod feed;
+pub(crate) mod feed_batch;
 pub(crate) mod flags;
 pub(crate) mod groups;
 pub(crate) mod ldap;
@@ -19,6 +21,7 @@ pub(crate) mod reader;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod scheduler;
+pub(crate) mod sync_wire;
 pub(crate) mod writer;
 
 pub use crate::domain::directory::StartedBy;

@@ -57,6 +57,26 @@ pub enum RunError {
     ClearingTimedOut { bound: u64, timeouts: u64 },
     #[error("the directory did not answer flag removals within ldap.timeout")]
     ClearingUnanswered,
+    #[error("the change feed's connection was lost: {0}")]
+    FeedLost(String),
+    #[error("the directory sent a malformed content synchronization message: {0}")]
+    FeedMalformed(String),
+    #[error("{0}")]
+    FeedUnsupported(String),
+    #[error("the batch was not written: {0}")]
+    FeedBatch(String),
+    #[error(
+        "{count} users whose entries left the directory were not deactivated: the change feed stopped deactivating \
+         earlier ({why})"
+    )]
+    FeedHeld { count: usize, why: String },
+    #[error(
+        "the change feed would deactivate {count} users, more than ldap.safety still allows within ldap.safety.window \
+         ({allowance} more in {window} s: max_deactivate_percent = {percent}, max_deactivate = {max}); it deactivated \
+         those and stopped deactivating. Check the directory; if the departures are real, run \
+         `provisiond sync --full --allow-mass-deactivation`"
+    )]
+    FeedMassDeactivation { count: usize, allowance: u64, window: u64, percent: f64, max: String },
     #[error("{why}: {left} of {total} flags not confirmed cleared")]
     FlagsUnconfirmed { why: Box<RunError>, left: usize, total: i64 },
 }

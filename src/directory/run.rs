@@ -68,7 +68,7 @@ impl Started {
 }
 
 /// Runs a blocking (database) call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(f)).await.expect("a blocking database call panicked")
 }
@@ -90,6 +90,18 @@ impl Syncer {
 
     pub fn config(&self) -> &config::Ldap {
         &self.cfg
+    }
+
+    pub(super) fn config_arc(&self) -> Arc<config::Ldap> {
+        self.cfg.clone()
+    }
+
+    pub(super) fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
+
+    pub(super) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The run history.
@@ -375,7 +387,7 @@ impl Syncer {
     }
 }
 
-fn record_metrics(run: &Run, started: Instant) {
+pub(super) fn record_metrics(run: &Run, started: Instant) {
     let m = &crate::metrics::METRICS;
     let (kind, c) = (run.kind.as_str(), &run.counts);
     m.sync_runs.with_label_values(&[kind, run.status.as_str()]).inc();

@@ -11,7 +11,7 @@ use super::mapping::{MapError, Mapped, Mark};
 use super::reader::KeyProbe;
 use super::report::{Action, Report, RunError};
 use crate::config;
-use crate::domain::directory::{is_deferrable, safety, Change, Counts, Entry, Failing, Session, Todo};
+use crate::domain::directory::{is_deferrable, safety, Change, Counts, Deactivation, Entry, Failing, Session, Todo};
 
 /// What a reader hands the writer: entries as read, each mapped or not (an entry that cannot
 /// be mirrored is still in the directory: its user stays).
@@ -24,7 +24,7 @@ const QUARANTINE_AFTER: i64 = 3;
 const DEACTIVATE_BATCH: usize = 500;
 
 pub struct Writer {
-    session: Session,
+    pub session: Session,
     cfg: std::sync::Arc<config::Ldap>,
     dry_run: bool,
     /// Asks the directory whether keys still exist (between transactions).
@@ -289,6 +289,11 @@ impl Writer {
                 self.session.save_failing(&[], &gone)?;
             }
         }
+        self.deactivate(missing)
+    }
+
+    /// Deactivates these users (the active ones; the others are marked gone).
+    pub fn deactivate(&mut self, missing: Deactivation) -> Result<(), RunError> {
         let mut ids = missing.active;
         ids.extend(missing.inactive);
         for chunk in ids.chunks(DEACTIVATE_BATCH) {

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use super::schema::{directory_links, sync_lease, sync_quarantine, sync_runs, sync_ticks, users};
+use super::schema::{directory_links, sync_feed, sync_lease, sync_quarantine, sync_runs, sync_ticks, users};
 use super::{DbConn, Result, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -113,6 +113,11 @@ pub fn links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(St
             users::active,
         ))
         .load(conn)?)
+}
+
+/// Whether user `user_id` is active (false when there is no such user).
+pub fn user_active(conn: &mut DbConn, user_id: &str) -> Result<bool> {
+    Ok(users::table.find(user_id).select(users::active).first(conn).optional()?.unwrap_or(false))
 }
 
 pub fn count_present(conn: &mut DbConn) -> Result<i64> {
@@ -361,4 +366,71 @@ pub fn save_progress(tx: &mut Tx, id: &str, c: &Progress) -> Result<(), DieselEr
         ))
         .execute(tx.conn())?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The change feed (RFC 4533)
+// ---------------------------------------------------------------------------------------------
+
+/// Where the change feed `name` resumes, and whether it stopped deactivating.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Queryable, Selectable)]
+#[diesel(table_name = sync_feed)]
+pub struct Feed {
+    /// Hex of the server's cookie.
+    pub cookie: Option<String>,
+    /// What the cookie was given for.
+    pub scope: String,
+    /// Why the feed stopped deactivating users.
+    pub held: Option<String>,
+}
+
+pub fn feed(conn: &mut DbConn, name: &str) -> Result<Option<Feed>> {
+    Ok(sync_feed::table.find(name).select(Feed::as_select()).first(conn).optional()?)
+}
+
+/// Saves the cookie of feed `name` (given for `scope`), keeping what else it holds.
+pub fn save_cookie(tx: &mut Tx, name: &str, cookie: Option<&str>, scope: &str, at: NaiveDateTime) -> Result<(), DieselError> {
+    let conn = tx.conn();
+    let n = diesel::update(sync_feed::table.find(name))
+        .set((sync_feed::cookie.eq(cookie), sync_feed::scope.eq(scope), sync_feed::updated_at.eq(at)))
+        .execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(sync_feed::table)
+            .values((
+                sync_feed::name.eq(name),
+                sync_feed::cookie.eq(cookie),
+                sync_feed::scope.eq(scope),
+                sync_feed::updated_at.eq(at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Sets (or with `None` clears) why feed `name` stopped deactivating.
+pub fn set_held(tx: &mut Tx, name: &str, held: Option<&str>, at: NaiveDateTime) -> Result<(), DieselError> {
+    let conn = tx.conn();
+    let n = diesel::update(sync_feed::table.find(name))
+        .set((sync_feed::held.eq(held), sync_feed::updated_at.eq(at)))
+        .execute(conn)?;
+    if n == 0 && held.is_some() {
+        diesel::insert_into(sync_feed::table)
+            .values((sync_feed::name.eq(name), sync_feed::scope.eq(""), sync_feed::held.eq(held), sync_feed::updated_at.eq(at)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Users deactivated by runs of `kind` that started at or after `since` (the feed's sliding
+/// window of `[ldap.safety]`).
+pub fn deactivated_since(conn: &mut DbConn, kind: &str, since: NaiveDateTime) -> Result<i64> {
+    // The runs that deactivated anyone in the window: a handful; summed here, since SUM's type
+    // differs between the backends.
+    let counts: Vec<i64> = sync_runs::table
+        .filter(sync_runs::kind.eq(kind))
+        .filter(sync_runs::started_at.ge(since))
+        .filter(sync_runs::deactivated.gt(0))
+        .select(sync_runs::deactivated)
+        .load(conn)?;
+    Ok(counts.into_iter().sum())
 }

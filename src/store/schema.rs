@@ -204,6 +204,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sync_feed (name) {
+        name -> Text,
+        cookie -> Nullable<Text>,
+        scope -> Text,
+        held -> Nullable<Text>,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(directory_links -> users (user_id));
 
 diesel::table! {

@@ -43,6 +43,18 @@ fn tool(name: &str) -> PathBuf {
     panic!("{name} is not installed: run `sudo apt-get install -y slapd ldap-utils` (tests/run-all.sh does it when run as root)");
 }
 
+/// Whether slapd offers the change feed, and how it tells of deletions on resumption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// No syncprov overlay.
+    None,
+    /// syncprov without a session log: a resumed feed has a present phase (entries not named
+    /// are gone).
+    Present,
+    /// syncprov with a session log: a resumed feed lists the deleted entries.
+    SessionLog,
+}
+
 pub struct Slapd {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -53,6 +65,15 @@ pub struct Slapd {
 impl Slapd {
     /// Starts a directory holding the base entries and `people` (LDIF of user entries).
     pub fn start(people: &str) -> Self {
+        Self::start_with(people, Feed::None)
+    }
+
+    /// The same, with the content synchronization provider (RFC 4533) the change feed reads.
+    pub fn start_syncprov(people: &str, feed: Feed) -> Self {
+        Self::start_with(people, feed)
+    }
+
+    fn start_with(people: &str, feed: Feed) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         std::fs::create_dir(d.join("db")).unwrap();
@@ -68,6 +89,7 @@ impl Slapd {
              moduleload back_mdb\n\
              moduleload refint\n\
              moduleload memberof\n\
+             {module}\
              sizelimit unlimited\n\
              database mdb\n\
              maxsize 4294967296\n\
@@ -79,20 +101,30 @@ impl Slapd {
              index entryUUID eq\n\
              index uid eq\n\
              index modifyTimestamp eq\n\
+             {index}\
              access to attrs=userPassword by anonymous auth by * none\n\
              access to * by dn.exact=\"{READER_DN}\" read by * none\n\
              overlay memberof\n\
              overlay refint\n\
              refint_attributes member uniqueMember\n\
-             refint_nothing \"cn=nobody\"\n",
-            dir = d.display()
+             refint_nothing \"cn=nobody\"\n\
+             {overlay}",
+            dir = d.display(),
+            module = if feed == Feed::None { "" } else { "moduleload syncprov\n" },
+            index = if feed == Feed::None { "" } else { "index entryCSN eq\n" },
+            overlay = match feed {
+                Feed::None => String::new(),
+                // contextCSN written at once, so that a killed slapd keeps its place in history.
+                Feed::Present => "overlay syncprov\nsyncprov-checkpoint 1 1\n".into(),
+                Feed::SessionLog => "overlay syncprov\nsyncprov-checkpoint 1 1\nsyncprov-sessionlog 1000\n".into(),
+            },
         );
         std::fs::write(d.join("slapd.conf"), conf).unwrap();
         let ldif = format!("{}{people}", base_ldif());
         let path = d.join("data.ldif");
         std::fs::write(&path, ldif).unwrap();
         let out = Command::new(tool("slapadd"))
-            .args(["-q", "-f"])
+            .args(if feed == Feed::None { ["-q", "-f"].as_slice() } else { ["-q", "-w", "-f"].as_slice() })
             .arg(d.join("slapd.conf"))
             .arg("-l")
             .arg(&path)

@@ -488,10 +488,37 @@ impl Serve {
             .unwrap()
     }
 
+    /// `GET path` with the token: status and body text.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut r = self.agent.get(format!("{}{path}", self.base)).header("Authorization", &self.auth).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// A counter or gauge of `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0.0)
+    }
+
+    /// SIGKILL, as a crash would (no lease released, nothing recorded).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
         self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -5,6 +5,7 @@
 //! (`directory/`) only read the directory and hand entries over; the decisions are here.
 
 pub mod entry;
+mod feed;
 mod groups;
 mod mirror;
 mod run;
@@ -12,6 +13,7 @@ mod runs;
 pub mod safety;
 
 pub use entry::{decide_flag, Entry, FlagDecision};
+pub use feed::Resume;
 pub use groups::{dn_key, GroupEntry, GroupMirror, TooManyDeletions};
 pub use mirror::{Applied, Change, SOURCE};
 pub use run::{Counts, Run, RunKind, RunStatus, StartedBy};

@@ -12,6 +12,8 @@ use crate::store::directory as stored;
 pub enum RunKind {
     Incremental,
     Full,
+    /// Changes applied from the directory's change feed (RFC 4533), a batch each.
+    Stream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -31,6 +33,8 @@ pub enum StartedBy {
     Schedule,
     /// An administrator in the console.
     Console,
+    /// The directory's change feed.
+    Feed,
 }
 
 impl RunKind {
@@ -47,6 +51,7 @@ impl RunKind {
         match self {
             RunKind::Incremental => "incremental",
             RunKind::Full => "full",
+            RunKind::Stream => "stream",
         }
     }
 }
@@ -68,6 +73,7 @@ impl StartedBy {
             StartedBy::Api => "api",
             StartedBy::Schedule => "schedule",
             StartedBy::Console => "console",
+            StartedBy::Feed => "feed",
         }
     }
 }
@@ -88,6 +94,13 @@ pub struct Counts {
     pub groups_deleted: i64,
     /// Membership rows added or removed to mirror the directory's groups.
     pub memberships_changed: i64,
+}
+
+impl Counts {
+    /// Whether a run with these counts changed anything (beyond reading).
+    pub fn did_something(&self) -> bool {
+        Counts { unchanged: 0, ..*self } != Counts::default()
+    }
 }
 
 impl std::ops::Add for Counts {
@@ -202,6 +215,7 @@ impl Run {
         let kind = match r.kind.as_str() {
             "incremental" => RunKind::Incremental,
             "full" => RunKind::Full,
+            "stream" => RunKind::Stream,
             other => return Err(corrupt("kind", other)),
         };
         let status = match r.status.as_str() {
@@ -215,6 +229,7 @@ impl Run {
             "api" => StartedBy::Api,
             "schedule" => StartedBy::Schedule,
             "console" => StartedBy::Console,
+            "feed" => StartedBy::Feed,
             other => return Err(corrupt("started_by", other)),
         };
         Ok(Run {

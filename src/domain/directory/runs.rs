@@ -25,8 +25,8 @@ pub(super) const LEASE: &str = "ldap-sync";
 /// Starts, records and lists sync runs.
 #[derive(Clone)]
 pub struct Runs {
-    pool: Pool,
-    clock: Arc<dyn Clock>,
+    pub(super) pool: Pool,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +54,11 @@ impl Runs {
         Runs { pool, clock }
     }
 
-    fn now(&self) -> NaiveDateTime {
+    pub(super) fn now(&self) -> NaiveDateTime {
         clock::stored(self.clock.now())
     }
 
-    fn conn(&self) -> DomainResult<PooledConn> {
+    pub(super) fn conn(&self) -> DomainResult<PooledConn> {
         Ok(self.pool.get()?)
     }
 
@@ -128,9 +128,14 @@ impl Runs {
     /// released if the database lets it.
     pub fn finish(&self, run: &Run, dry_run: bool) -> DomainResult<()> {
         let mut conn = self.conn()?;
+        let now = self.now();
         let recorded = store::write_tx(&mut conn, |tx| {
             if !dry_run {
                 stored::save_run(tx, &run.to_stored())?;
+                // A full run that succeeded has settled the deletions the change feed held back.
+                if run.kind == RunKind::Full && run.status == RunStatus::Succeeded {
+                    stored::set_held(tx, super::feed::FEED, None, now)?;
+                }
             }
             stored::release_lease(tx, LEASE, &run.id)
         });
@@ -482,6 +487,22 @@ impl Session {
                 } else if !missing {
                     out.inactive.push(id);
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The users of these entry keys (entries the change feed says are gone), as
+    /// [`Session::missing`] sorts them.
+    pub fn departed(&mut self, keys: &[String]) -> DomainResult<Deactivation> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut out = Deactivation { present: stored::count_present(&mut self.conn)?, ..Deactivation::default() };
+        for (link, _) in stored::links_by_key(&mut self.conn, &keys)? {
+            let active = stored::user_active(&mut self.conn, &link.user_id)?;
+            if active {
+                out.active.push(link.user_id);
+            } else if link.missing_since.is_none() {
+                out.inactive.push(link.user_id);
             }
         }
         Ok(out)

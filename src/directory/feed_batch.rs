@@ -1,0 +1,324 @@
+//! The change feed's batches: what the feed gathered (entries, keys of entries gone, the newest
+//! cookie) written as one run of kind `stream` through the same [`Writer`] as runs, the flags it
+//! applied cleared in LDAP, and the run recorded (when it did something) with the cookie that
+//! covers it.
+//!
+//! Deactivations from the feed count against `[ldap.safety]` over the sliding window
+//! `ldap.safety.window`: past the limit the feed stops deactivating (the run fails and says why,
+//! `/readyz` too) until a full run settles the departures.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use super::flags;
+use super::ldap::Directory;
+use super::mapping::{MapError, Mapped, Mapping};
+use super::reader::{stopping, until_stopped, KeyProbe};
+use super::report::{Report, RunError};
+use super::run::{blocking, record_metrics, Syncer};
+use super::writer::{Batch, Writer};
+use crate::clock::{self, Clock};
+use crate::config;
+use crate::domain::audit::{Actor, Origin};
+use crate::domain::directory::{BeginError, Run, RunStatus, Runs};
+
+/// Which users a batch finds gone, besides the entries the server listed as deleted.
+pub enum Gone {
+    /// Only those listed.
+    Listed,
+    /// Every user whose entry is not among these keys (the end of a complete refresh).
+    AllBut(HashSet<String>),
+}
+
+/// What the feed gathered since its last batch, and how to write it.
+pub struct Batcher {
+    cfg: Arc<config::Ldap>,
+    mapping: Arc<Mapping>,
+    runs: Runs,
+    clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<bool>,
+    lease: chrono::Duration,
+    /// The search the cookie belongs to.
+    scope: String,
+    /// A connection of its own for the writer's questions and for clearing flags.
+    directory: Option<Directory>,
+    entries: Batch,
+    gone: Vec<String>,
+    /// The newest cookie heard, and whether it is newer than the one saved.
+    cookie: Option<Vec<u8>>,
+    cookie_new: bool,
+}
+
+impl Batcher {
+    pub fn new(syncer: &Syncer, lease: chrono::Duration) -> Self {
+        let cfg = syncer.config_arc();
+        let mapping = syncer.mapping().clone();
+        let scope =
+            format!("{}\n{}\n{:?}\n{}\n{}", cfg.url, cfg.base_dn, cfg.scope, cfg.user_filter, mapping.attributes().join(","));
+        Batcher {
+            cfg,
+            mapping,
+            runs: syncer.runs().clone(),
+            clock: syncer.clock().clone(),
+            shutdown: syncer.shutdown_signal(),
+            lease,
+            scope,
+            directory: None,
+            entries: Vec::new(),
+            gone: Vec::new(),
+            cookie: None,
+            cookie_new: false,
+        }
+    }
+
+    /// The stored cookie to resume from (`None`: read everything).
+    pub async fn resume(&mut self) -> Result<Option<Vec<u8>>, RunError> {
+        let (runs, scope) = (self.runs.clone(), self.scope.clone());
+        let resume = blocking(move || runs.feed_resume(&scope)).await?;
+        self.cookie = resume.cookie.clone();
+        self.cookie_new = false;
+        Ok(resume.cookie)
+    }
+
+    /// Opens the batches' own connection.
+    pub async fn connect(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
+        self.directory = Some(until_stopped(shutdown, Directory::connect(self.cfg.clone())).await?);
+        Ok(())
+    }
+
+    pub async fn disconnect(&mut self) {
+        if let Some(d) = self.directory.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), d.close()).await;
+        }
+        self.entries.clear();
+        self.gone.clear();
+    }
+
+    pub fn entry(&mut self, entry: Result<Mapped, MapError>) {
+        self.entries.push(entry);
+    }
+
+    pub fn gone(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.gone.extend(keys);
+    }
+
+    /// A cookie the server sent (ignored when it sent none).
+    pub fn cookie(&mut self, cookie: Option<Vec<u8>>) {
+        if let Some(c) = cookie.filter(|c| !c.is_empty()) {
+            self.cookie_new |= self.cookie.as_ref() != Some(&c);
+            self.cookie = Some(c);
+        }
+    }
+
+    /// Entries gathered.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.gone.len()
+    }
+
+    /// Whether anything waits to be written (a new cookie included).
+    pub fn pending(&self) -> bool {
+        self.len() > 0 || self.cookie_new
+    }
+
+    /// Forgets the stored cookie: the next connection reads everything.
+    pub async fn forget_cookie(&mut self) -> Result<(), RunError> {
+        let (runs, scope) = (self.runs.clone(), self.scope.clone());
+        let run = runs.stream_run();
+        blocking(move || runs.finish_stream(&run, Some(None), &scope)).await?;
+        self.cookie = None;
+        Ok(())
+    }
+
+    /// Records a failed stream run saying why the feed stopped.
+    pub async fn record_failure(&mut self, e: &RunError) {
+        let mut run = self.runs.stream_run();
+        run.status = RunStatus::Failed;
+        run.errors = vec![e.to_string()];
+        run.finished_at = Some(clock::stored(self.clock.now()));
+        run.duration_ms = Some(0);
+        let (runs, scope, record) = (self.runs.clone(), self.scope.clone(), run.clone());
+        if let Err(e) = blocking(move || runs.finish_stream(&record, None, &scope)).await {
+            tracing::error!(error = %crate::logging::chain(&e), "cannot record the failed stream run");
+        }
+        record_metrics(&run, Instant::now());
+    }
+
+    /// Writes what was gathered as one stream run. `with_cookie`: the refresh stage is over, so
+    /// the cookie covers what is written (during the refresh it does not: an interrupted
+    /// refresh must start again from the old one). An error means the batch is not known to be
+    /// written (its changes come again after the reconnection).
+    pub async fn flush(&mut self, gone: Gone, with_cookie: bool, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
+        let entries = std::mem::take(&mut self.entries);
+        let listed = std::mem::take(&mut self.gone);
+        let cookie = (with_cookie && self.cookie_new).then(|| self.cookie.clone());
+        let nothing = entries.is_empty() && listed.is_empty() && matches!(gone, Gone::Listed);
+        if nothing {
+            if let Some(cookie) = cookie {
+                let (runs, scope) = (self.runs.clone(), self.scope.clone());
+                let run = runs.stream_run();
+                blocking(move || runs.finish_stream(&run, Some(cookie.as_deref()), &scope)).await?;
+                self.cookie_new = false;
+            }
+            return Ok(());
+        }
+        let clock_start = Instant::now();
+        let mut run = self.begin(shutdown).await?;
+        let mut report = Report::default();
+        let written = self.write(&run, entries, listed, gone, shutdown, &mut report).await;
+        if let Some(counts) = written {
+            run.counts = counts;
+        }
+        let failed = report.failed().is_some();
+        run.status = if failed { RunStatus::Failed } else { RunStatus::Succeeded };
+        run.finished_at = Some(clock::stored(self.clock.now()));
+        run.duration_ms = Some(clock_start.elapsed().as_millis() as i64);
+        run.errors = report.messages();
+        // A batch that was not written keeps the old cookie: its changes come again.
+        let cookie = if written.is_some() { cookie.map(|c| c.map(|c| c.to_vec())) } else { None };
+        let (runs, scope, record) = (self.runs.clone(), self.scope.clone(), run.clone());
+        let saved_cookie = cookie.is_some();
+        blocking(move || runs.finish_stream(&record, cookie.as_ref().map(|c| c.as_deref()), &scope)).await?;
+        if saved_cookie {
+            self.cookie_new = false;
+        }
+        if run.status == RunStatus::Failed || run.counts.did_something() {
+            record_metrics(&run, clock_start);
+            let c = &run.counts;
+            tracing::info!(
+                run = %run.id, created = c.created, updated = c.updated, deactivated = c.deactivated,
+                reactivated = c.reactivated, resets = c.resets_applied, flags_cleared = c.flags_cleared,
+                ms = run.duration_ms, failed, "stream run"
+            );
+        }
+        match written {
+            Some(_) => Ok(()),
+            None => Err(RunError::FeedBatch(run.errors.first().cloned().unwrap_or_default())),
+        }
+    }
+
+    /// Takes the sync's lease for a batch, waiting while another run (a full run) holds it.
+    async fn begin(&self, shutdown: &mut watch::Receiver<bool>) -> Result<Run, RunError> {
+        loop {
+            let (runs, lease) = (self.runs.clone(), self.lease);
+            match blocking(move || runs.begin_stream(lease)).await {
+                Ok(run) => return Ok(run),
+                Err(BeginError::Busy(_)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        _ = stopping(shutdown) => return Err(RunError::Stopped),
+                    }
+                }
+                Err(BeginError::Store(e)) => return Err(RunError::Database(e)),
+            }
+        }
+    }
+
+    /// The writing itself; `None` when the batch failed before it was written (the report says
+    /// why), else the counts (per-entry errors and a held deactivation are in the report).
+    async fn write(
+        &self,
+        run: &Run,
+        entries: Batch,
+        listed: Vec<String>,
+        gone: Gone,
+        shutdown: &mut watch::Receiver<bool>,
+        report: &mut Report,
+    ) -> Option<crate::domain::directory::Counts> {
+        let Some(directory) = self.directory.clone() else {
+            report.fatal(RunError::FeedLost("no connection for the batch".into()));
+            return None;
+        };
+        let (runs, run_id, lease) = (self.runs.clone(), run.id.clone(), self.lease);
+        let actor = Actor::new(Origin::Directory, run.id.clone(), None);
+        let opened =
+            blocking(move || Ok::<_, crate::domain::Error>((runs.failing()?, runs.session(&run_id, lease, actor, false)?))).await;
+        let (failing, session) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                report.fatal(RunError::Database(e));
+                return None;
+            }
+        };
+        let probe = KeyProbe::new(directory.clone(), self.mapping.clone(), &self.cfg, self.shutdown.clone());
+        let writer = Writer::new(session, self.cfg.clone(), false, probe, failing);
+        let (tx, rx) = mpsc::channel::<Batch>(1);
+        let _ = tx.try_send(entries);
+        drop(tx);
+        let span = tracing::Span::current();
+        let mut writer = match tokio::task::spawn_blocking(move || span.in_scope(|| writer.consume(rx))).await {
+            Ok(w) => w,
+            Err(e) => {
+                report.fatal(RunError::WriterFailed(e));
+                return None;
+            }
+        };
+        report.absorb(&mut writer.report);
+        if report.failed().is_some() {
+            return None;
+        }
+        let (runs, cfg) = (self.runs.clone(), self.cfg.clone());
+        let settled = tokio::task::spawn_blocking(move || {
+            let outcome = deactivate(&runs, &cfg, &mut writer, listed, gone);
+            (writer, outcome)
+        })
+        .await;
+        let mut writer = match settled {
+            Ok((mut w, outcome)) => {
+                report.absorb(&mut w.report);
+                if let Err(e) = outcome {
+                    report.fatal(e);
+                }
+                w
+            }
+            Err(e) => {
+                report.fatal(RunError::DeactivationFailed(e));
+                return None;
+            }
+        };
+        if let Some(flag) = self.cfg.mfa_reset.as_ref().filter(|f| f.clear) {
+            let dns = std::mem::take(&mut writer.to_clear);
+            writer.counts.flags_cleared +=
+                flags::clear(self.cfg.timeout, &directory, dns, &flag.attribute, shutdown, report).await;
+        }
+        Some(writer.counts)
+    }
+}
+
+/// Deactivates the users of the entries gone, as many as the sliding window of `[ldap.safety]`
+/// still allows; past that the feed stops deactivating (until a full run settles it).
+fn deactivate(runs: &Runs, cfg: &config::Ldap, writer: &mut Writer, listed: Vec<String>, gone: Gone) -> Result<(), RunError> {
+    let mut missing = match gone {
+        Gone::AllBut(named) => writer.session.missing(&named)?,
+        Gone::Listed if listed.is_empty() => return Ok(()),
+        Gone::Listed => writer.session.departed(&listed)?,
+    };
+    if missing.active.is_empty() && missing.inactive.is_empty() {
+        return Ok(());
+    }
+    let safety = &cfg.safety;
+    let window = chrono::Duration::seconds(safety.window as i64);
+    if let Some(held) = runs.feed_held(std::time::Duration::from_secs(5))? {
+        if !missing.active.is_empty() {
+            return Err(RunError::FeedHeld { count: missing.active.len(), why: held });
+        }
+    }
+    let allowance = runs.feed_allowance(safety.max_deactivate_percent, safety.max_deactivate, window)?;
+    if missing.active.len() as u64 > allowance {
+        let e = RunError::FeedMassDeactivation {
+            count: missing.active.len(),
+            allowance,
+            window: safety.window,
+            percent: safety.max_deactivate_percent,
+            max: safety.max_deactivate.map_or("unset".to_string(), |n| n.to_string()),
+        };
+        // Up to the limit, then no more: the first departures go, the others wait for a full run.
+        runs.hold_feed(&e.to_string())?;
+        missing.active.truncate(allowance as usize);
+        writer.deactivate(missing)?;
+        return Err(e);
+    }
+    writer.deactivate(missing)
+}
