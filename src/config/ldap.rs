@@ -443,6 +443,18 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_feed_uuid_reads_as_the_key_the_directory_prints() {
+        let uuid: [u8; 16] = hex::decode("6f9619ff8b86d011b42d00c04fc964ff").unwrap().try_into().unwrap();
+        // OpenLDAP's entryUUID and 389-ds's nsUniqueId of the same 16 octets.
+        assert_eq!(SyncUuidKey::EntryUuid.key(&uuid), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+        assert_eq!(SyncUuidKey::NsUniqueId.key(&uuid), "6f9619ff-8b86d011-b42d00c0-4fc964ff");
+        let cfg = |id: &str| Ldap { id_attribute: id.into(), ..Ldap::default() };
+        assert_eq!(cfg("entryuuid").sync_uuid_key(), Some(SyncUuidKey::EntryUuid));
+        assert_eq!(cfg("nsUniqueId").sync_uuid_key(), Some(SyncUuidKey::NsUniqueId));
+        assert_eq!(cfg("objectGUID").sync_uuid_key(), None);
+    }
+
     fn parse(expr: &str) -> Result<Option<cron::Schedule>, ScheduleError> {
         Schedule::from(expr).cron().map(Option::<&cron::Schedule>::cloned).map_err(Clone::clone)
     }
