@@ -24,9 +24,10 @@ use super::feed_batch::{Batcher, Gone};
 use super::ldap::{Directory, DirectoryError, Entries};
 use super::reader::{stopping, until_stopped, WRITE_BATCH};
 use super::report::RunError;
-use super::run::{blocking, Syncer};
+use super::run::{blocking, Options, Syncer};
 use super::sync_wire::{self, State, SyncInfo, SYNC_REQUEST_OID, SYNC_STATE_OID};
 use crate::config;
+use crate::domain::directory::{BeginError, RunStatus, StartedBy};
 
 /// Within a persist stage, changes that arrive this close together are written together.
 const GATHER: Duration = Duration::from_millis(15);
@@ -83,6 +84,9 @@ pub async fn run(syncer: Arc<Syncer>) {
     let mut shutdown = syncer.shutdown_signal();
     let mut failures = 0u32;
     let mut was_holder = false;
+    // Whether a feed without a cookie starts with a full run (see `Feed::load_by_full_run`);
+    // not again once the directory refused the cookie built after one.
+    let mut first_load_by_run = true;
     while !*shutdown.borrow() {
         let (runs, h) = (syncer.runs().clone(), holder.clone());
         match blocking(move || runs.hold_feed_lease(&h, lease)).await {
@@ -107,6 +111,7 @@ pub async fn run(syncer: Arc<Syncer>) {
         }
         was_holder = true;
         let mut feed = Feed::new(&syncer, &holder, lease, renew_every);
+        feed.first_load_by_run = first_load_by_run;
         let end = feed.stream(&mut shutdown).await;
         if feed.refreshed {
             failures = 0;
@@ -115,6 +120,10 @@ pub async fn run(syncer: Arc<Syncer>) {
             End::Stopped => break,
             End::LeaseLost => tracing::warn!("the LDAP change feed's lease was lost; another instance may take it over"),
             End::RefreshRequired => {
+                if feed.built_cookie {
+                    tracing::warn!("the directory refused the cookie built from its contextCSN: the feed refreshes by itself");
+                    first_load_by_run = false;
+                }
                 tracing::info!("the directory no longer knows the feed's cookie: reading every entry again");
                 if let Err(e) = feed.batcher.forget_cookie().await {
                     tracing::warn!(error = %crate::logging::chain(&e), "cannot forget the LDAP change feed's cookie");
@@ -156,13 +165,17 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
 
 /// One connection's worth of the feed.
 struct Feed<'a> {
-    syncer: &'a Syncer,
+    syncer: &'a Arc<Syncer>,
     holder: &'a str,
     lease: chrono::Duration,
     renew_every: Duration,
     batcher: Batcher,
     /// The refresh stage ended on this connection.
     refreshed: bool,
+    /// Without a cookie, load with a full run first.
+    first_load_by_run: bool,
+    /// This connection resumed from a cookie built after such a run.
+    built_cookie: bool,
 }
 
 /// What the refresh stage has gathered so far.
@@ -175,8 +188,82 @@ struct Refresh {
 }
 
 impl<'a> Feed<'a> {
-    fn new(syncer: &'a Syncer, holder: &'a str, lease: chrono::Duration, renew_every: Duration) -> Self {
-        Feed { syncer, holder, lease, renew_every, batcher: Batcher::new(syncer, lease), refreshed: false }
+    fn new(syncer: &'a Arc<Syncer>, holder: &'a str, lease: chrono::Duration, renew_every: Duration) -> Self {
+        Feed {
+            syncer,
+            holder,
+            lease,
+            renew_every,
+            batcher: Batcher::new(syncer, lease),
+            refreshed: false,
+            first_load_by_run: true,
+            built_cookie: false,
+        }
+    }
+
+    /// Renews the feed's lease; `Some(End)` when it was lost.
+    async fn renew(&self) -> Option<End> {
+        let (runs, holder, lease) = (self.syncer.runs().clone(), self.holder.to_string(), self.lease);
+        match blocking(move || runs.hold_feed_lease(&holder, lease)).await {
+            Ok(true) => None,
+            Ok(false) => Some(End::LeaseLost),
+            Err(e) => {
+                tracing::warn!(error = %crate::logging::chain(&e), "cannot renew the LDAP change feed's lease");
+                None
+            }
+        }
+    }
+
+    /// The first load without a cookie, by a full run (paged: its memory does not grow with the
+    /// directory, unlike a refresh through the feed, which the server sends as fast as it can),
+    /// after reading the directory's `contextCSN`; the feed then resumes from a cookie built from
+    /// it (OpenLDAP's form), so that what changed during the run comes again. `None`: the
+    /// server shows no contextCSN (389-ds), or the run failed: the feed refreshes by itself.
+    async fn load_by_full_run(
+        &mut self,
+        directory: &mut Directory,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Vec<u8>>, End> {
+        let csns = match until_stopped(shutdown, directory.context_csn()).await {
+            Ok(Some(csns)) => csns,
+            Ok(None) => return Ok(None),
+            Err(RunError::Stopped) => return Err(End::Stopped),
+            Err(e) => return Err(End::Failed(e)),
+        };
+        let mut renew = tokio::time::interval_at(Instant::now() + self.renew_every, self.renew_every);
+        let options = Options { full: true, started_by: StartedBy::Feed, ..Options::default() };
+        let summary = loop {
+            let run = self.syncer.run(options);
+            tokio::pin!(run);
+            let started = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = renew.tick() => if let Some(end) = self.renew().await { return Err(end) },
+                }
+            };
+            match started {
+                Ok(summary) => break summary,
+                Err(BeginError::Busy(_)) => {
+                    if pause(shutdown, Duration::from_secs(1)).await {
+                        return Err(End::Stopped);
+                    }
+                }
+                Err(BeginError::Store(e)) => return Err(End::Failed(RunError::Database(e))),
+            }
+        };
+        if *shutdown.borrow() {
+            return Err(End::Stopped);
+        }
+        if summary.run.status != RunStatus::Succeeded {
+            tracing::warn!(run = %summary.run.id, "the change feed's first full run failed: the feed refreshes by itself");
+            return Ok(None);
+        }
+        let cookie = format!("rid=000,csn={}", csns.join(";")).into_bytes();
+        if let Err(e) = self.batcher.save_cookie(Some(cookie.clone())).await {
+            return Err(End::Failed(e));
+        }
+        self.built_cookie = true;
+        Ok(Some(cookie))
     }
 
     async fn stream(&mut self, shutdown: &mut watch::Receiver<bool>) -> End {
@@ -193,6 +280,17 @@ impl<'a> Feed<'a> {
         if let Err(e) = self.batcher.connect(shutdown).await {
             return if matches!(e, RunError::Stopped) { End::Stopped } else { End::Failed(e) };
         }
+        let cookie = match cookie {
+            None if self.first_load_by_run => match self.load_by_full_run(&mut directory, shutdown).await {
+                Ok(c) => c,
+                Err(end) => {
+                    driver.abort();
+                    self.batcher.disconnect().await;
+                    return end;
+                }
+            },
+            c => c,
+        };
         let mut refresh = Refresh { complete: cookie.is_none(), ..Refresh::default() };
         let attributes = self.syncer.mapping().attributes();
         let mut search = match until_stopped(shutdown, directory.sync_search(cookie, attributes)).await {
@@ -250,14 +348,7 @@ impl<'a> Feed<'a> {
                     };
                     break End::Failed(RunError::FeedLost(why));
                 }
-                _ = renew.tick() => {
-                    let (runs, holder, lease) = (self.syncer.runs().clone(), self.holder.to_string(), self.lease);
-                    match blocking(move || runs.hold_feed_lease(&holder, lease)).await {
-                        Ok(true) => {}
-                        Ok(false) => break End::LeaseLost,
-                        Err(e) => tracing::warn!(error = %crate::logging::chain(&e), "cannot renew the LDAP change feed's lease"),
-                    }
-                }
+                _ = renew.tick() => if let Some(end) = self.renew().await { break end },
                 _ = tokio::time::sleep_until(idle) => {
                     // Nothing heard for a while: a server that vanished (a pulled cable) never
                     // ends an idle search by itself.

@@ -125,10 +125,16 @@ impl Batcher {
 
     /// Forgets the stored cookie: the next connection reads everything.
     pub async fn forget_cookie(&mut self) -> Result<(), RunError> {
-        let (runs, scope) = (self.runs.clone(), self.scope.clone());
+        self.save_cookie(None).await
+    }
+
+    /// Saves `cookie` as where the feed resumes.
+    pub async fn save_cookie(&mut self, cookie: Option<Vec<u8>>) -> Result<(), RunError> {
+        let (runs, scope, saved) = (self.runs.clone(), self.scope.clone(), cookie.clone());
         let run = runs.stream_run();
-        blocking(move || runs.finish_stream(&run, Some(None), &scope)).await?;
-        self.cookie = None;
+        blocking(move || runs.finish_stream(&run, Some(saved.as_deref()), &scope)).await?;
+        self.cookie = cookie;
+        self.cookie_new = false;
         Ok(())
     }
 

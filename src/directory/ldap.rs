@@ -98,6 +98,41 @@ impl Directory {
         Ok(root.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case("supportedControl")).flat_map(|(_, v)| v).any(|v| v == oid))
     }
 
+    /// The `contextCSN` values (OpenLDAP: the newest change of each provider) of the database
+    /// holding `base_dn`: the naming context of the root DSE that `base_dn` ends with. `None`
+    /// when the server shows none (389-ds, Active Directory).
+    pub async fn context_csn(&mut self) -> Result<Option<Vec<String>>, DirectoryError> {
+        let op = |source| DirectoryError::Operation { what: "contextCSN search", source: Box::new(source) };
+        let values = |entries: Vec<ldap3::ResultEntry>, name: &str| -> Vec<String> {
+            let Some(e) = entries.into_iter().next().and_then(|e| super::sync_wire::entry(e.0).ok()) else { return Vec::new() };
+            e.attrs.into_iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v).collect()
+        };
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        let (root, _) = self
+            .ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(op)?;
+        let base = normalise_dn(&self.cfg.base_dn);
+        let Some(context) = values(root, "namingContexts")
+            .into_iter()
+            .filter(|c| base == normalise_dn(c) || base.ends_with(&format!(",{}", normalise_dn(c))))
+            .max_by_key(String::len)
+        else {
+            return Ok(None);
+        };
+        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
+        let (entry, _) = self
+            .ldap
+            .search(&context, Scope::Base, "(objectClass=*)", vec!["contextCSN"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(op)?;
+        let csns = values(entry, "contextCSN");
+        Ok((!csns.is_empty()).then_some(csns))
+    }
+
     /// Opens the content synchronization search (RFC 4533, refreshAndPersist, critical: a server
     /// without it refuses instead of answering a plain search) of the users, resuming from
     /// `cookie`. No timeout: the search stays open as long as the connection does.
@@ -281,6 +316,11 @@ pub fn escape_key(id_attribute: &str, key: &str) -> String {
         Ok(u) if binary => escape_bytes(u.as_bytes()),
         _ => ldap3::ldap_escape(key).into_owned(),
     }
+}
+
+/// A DN compared loosely: lower case, no spaces around separators.
+fn normalise_dn(dn: &str) -> String {
+    dn.split(',').map(|rdn| rdn.trim().to_ascii_lowercase().replace(" = ", "=")).collect::<Vec<_>>().join(",")
 }
 
 fn first_value(entry: &SearchEntry, name: &str) -> Option<String> {

@@ -55,6 +55,19 @@ fn add_record(entry: &str) -> String {
     format!("{dn}\nchangetype: add\n{rest}")
 }
 
+/// Whether the feed saved a cookie to resume from.
+fn cookie_saved(app: &TestApp) -> bool {
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let feed = provisiond::store::directory::feed(&mut pool.get().unwrap(), "ldap-feed").unwrap();
+    feed.is_some_and(|f| f.cookie.is_some())
+}
+
+/// The runs recorded of `kind`, newest first.
+fn runs_of(app: &TestApp, kind: &str) -> Vec<Value> {
+    let runs = app.get("/api/v1/sync/runs?count=500").body["runs"].as_array().cloned().unwrap_or_default();
+    runs.into_iter().filter(|r| r["kind"] == kind).collect()
+}
+
 fn set_flag(slapd: &Slapd, uid: &str) {
     slapd.modify(&format!("dn: uid={uid},{PEOPLE}\nchangetype: modify\nadd: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n"));
 }
@@ -123,15 +136,19 @@ fn adds_changes_renames_and_deletions_arrive_while_the_feed_is_open() {
     eventually(5, "the deleted entry's user deactivated", || crate::sync::user(&app, "user5")["active"] == false);
     assert_eq!(total(&app, "active eq false"), 1, "nobody else is deactivated");
 
-    // Each batch is recorded once it is done (its users are visible a moment before).
+    // The first load is a full run (paged), started by the feed; then each batch of changes is
+    // a stream run, recorded once it is done (its users are visible a moment before).
+    let full = runs_of(&app, "full");
+    assert_eq!(full.len(), 1, "{full:#?}");
+    assert_eq!((full[0]["startedBy"].as_str(), full[0]["created"].as_i64()), (Some("feed"), Some(10)));
     let sums = || {
         let runs = stream_runs(&app);
         let sum = |k: &str| runs.iter().map(|r| r[k].as_i64().unwrap()).sum::<i64>();
         (sum("created"), sum("updated"), sum("deactivated"))
     };
-    eventually(5, "the stream runs recorded", || sums() == (11, 2, 1));
-    // The refresh read each entry once; each change one more.
-    assert_eq!(daemon.metric("provisiond_sync_feed_entries_total"), 13.0);
+    eventually(5, "the stream runs recorded", || sums() == (1, 2, 1));
+    // The feed read each change once (and nothing else: the full run read the rest).
+    assert_eq!(daemon.metric("provisiond_sync_feed_entries_total"), 3.0);
 }
 
 #[test]
@@ -140,8 +157,10 @@ fn after_slapd_restarts_the_feed_resumes_from_its_cookie_without_reading_everyth
     let app = spawn(&slapd, |_| {});
     let cli = Cli::new(&app, &slapd, FEED);
     let daemon = Serve::start(&app, &cli);
-    eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 200);
-    eventually(5, "the refresh counted", || daemon.metric("provisiond_sync_feed_entries_total") == 200.0);
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 200);
+    eventually(5, "the cookie saved", || cookie_saved(&app));
+    slapd.modify(&format!("dn: uid=user6,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Streamed\n"));
+    eventually(5, "a change before the restart", || crate::sync::user(&app, "user6")["name"]["familyName"] == "Streamed");
 
     slapd.kill();
     eventually(10, "the lost connection recorded as a failed stream run", || {
@@ -152,7 +171,7 @@ fn after_slapd_restarts_the_feed_resumes_from_its_cookie_without_reading_everyth
     // Reconnection backs off (1 s, 2 s, 4 s … with jitter) while slapd is down.
     eventually(30, "the change made after the restart", || crate::sync::user(&app, "user7")["name"]["familyName"] == "Returned");
     let read = daemon.metric("provisiond_sync_feed_entries_total");
-    assert_eq!(read, 201.0, "resumed from the cookie: only the changed entry was read again");
+    assert_eq!(read, 2.0, "resumed from the cookie: only the changed entries were read");
     assert_eq!(total(&app, "active eq false"), 0);
 }
 
@@ -163,8 +182,8 @@ fn the_daemon_killed_and_started_again_resumes_from_the_stored_cookie_present_ph
     let app = spawn(&slapd, |_| {});
     let cli = Cli::new(&app, &slapd, FEED);
     let mut first = Serve::start(&app, &cli);
-    eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 100);
-    eventually(5, "the cookie saved", || !stream_runs(&app).is_empty());
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 100);
+    eventually(5, "the cookie saved", || cookie_saved(&app));
     first.kill();
 
     slapd.modify(&format!("dn: uid=user2,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: WhileDown\n"));
@@ -189,19 +208,22 @@ fn of_two_instances_only_the_lease_holder_streams_and_the_other_takes_over_when_
     let app = spawn(&slapd, |_| {});
     let cli = Cli::new(&app, &slapd, FEED);
     let mut daemons = [Serve::start(&app, &cli), Serve::start(&app, &cli)];
-    eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 50);
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 50);
+    eventually(5, "the cookie saved", || cookie_saved(&app));
+    assert_eq!(runs_of(&app, "full").len(), 1, "one instance loads");
     let read = |d: &Serve| d.metric("provisiond_sync_feed_entries_total");
-    eventually(5, "one refresh", || read(&daemons[0]) + read(&daemons[1]) == 50.0);
-    let holder = if read(&daemons[0]) == 50.0 { 0 } else { 1 };
-    assert_eq!(read(&daemons[1 - holder]), 0.0, "the other instance does not stream");
-    slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: One\n"));
-    eventually(5, "a change", || crate::sync::user(&app, "user1")["name"]["familyName"] == "One");
-    assert_eq!(read(&daemons[1 - holder]), 0.0, "still only the holder streams");
+    for (k, sn) in ["One", "Two", "Three"].iter().enumerate() {
+        slapd.modify(&format!("dn: uid=user{k},{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: {sn}\n"));
+        eventually(5, "a change", || crate::sync::user(&app, &format!("user{k}"))["name"]["familyName"] == *sn);
+    }
+    eventually(5, "the changes counted", || read(&daemons[0]) + read(&daemons[1]) == 3.0);
+    let holder = if read(&daemons[0]) == 3.0 { 0 } else { 1 };
+    assert_eq!(read(&daemons[1 - holder]), 0.0, "only the holder streams");
 
     daemons[holder].kill();
     let died = Instant::now();
-    slapd.modify(&format!("dn: uid=user2,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Two\n"));
-    eventually(30, "the other instance takes over", || crate::sync::user(&app, "user2")["name"]["familyName"] == "Two");
+    slapd.modify(&format!("dn: uid=user9,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Nine\n"));
+    eventually(30, "the other instance takes over", || crate::sync::user(&app, "user9")["name"]["familyName"] == "Nine");
     let took = died.elapsed();
     // The lease: 2 × ldap.timeout (5 s), at least 10 s; the other instance looks every third
     // of it (with up to half again of jitter).
@@ -262,13 +284,13 @@ fn syncrepl_needs_an_id_attribute_the_feed_names_entries_by() {
 }
 
 #[test]
-fn a_cookie_the_directory_no_longer_honours_starts_a_full_refresh_that_still_finds_departures() {
+fn a_cookie_the_directory_no_longer_honours_is_forgotten_and_everything_read_again() {
     let slapd = Slapd::start_syncprov(&people(0..30), Feed::SessionLog);
     let app = spawn(&slapd, |_| {});
     let cli = Cli::new(&app, &slapd, FEED);
     let mut first = Serve::start(&app, &cli);
-    eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 30);
-    eventually(5, "the cookie saved", || !stream_runs(&app).is_empty());
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 30);
+    eventually(5, "the cookie saved", || cookie_saved(&app));
     assert!(first.terminate().success());
 
     // A cookie from the directory's future (as after the directory was restored from a
@@ -284,10 +306,12 @@ fn a_cookie_the_directory_no_longer_honours_starts_a_full_refresh_that_still_fin
     .unwrap();
     slapd.modify(&format!("dn: uid=user9,{PEOPLE}\nchangetype: delete\n"));
 
-    let second = Serve::start(&app, &cli);
-    eventually(20, "the departure found by the full refresh", || crate::sync::user(&app, "user9")["active"] == false);
+    let _second = Serve::start(&app, &cli);
+    eventually(20, "the departure found by a full load again", || crate::sync::user(&app, "user9")["active"] == false);
     assert_eq!(total(&app, "active eq false"), 1, "nobody else");
-    assert_eq!(second.metric("provisiond_sync_feed_entries_total"), 29.0, "everything read again");
+    let full = runs_of(&app, "full");
+    assert_eq!(full.len(), 2, "loaded again: {full:#?}");
+    assert_eq!((full[0]["deactivated"].as_i64(), full[0]["unchanged"].as_i64()), (Some(1), Some(29)), "{full:#?}");
     slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: After\n"));
     eventually(5, "streaming after the refresh", || crate::sync::user(&app, "user1")["name"]["familyName"] == "After");
 }
