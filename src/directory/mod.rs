@@ -19,6 +19,7 @@ pub(crate) mod reader;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod scheduler;
+pub(crate) mod sync_wire;
 pub(crate) mod writer;
 
 pub use crate::domain::directory::StartedBy;
