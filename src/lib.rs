@@ -19,3 +19,9 @@ pub mod metrics;
 mod proptest_support;
 pub mod scim;
 pub mod store;
+
+/// The content-sync parsers, for the integration tests (`tests/api/fake_ldap.rs`).
+#[doc(hidden)]
+pub mod sync_wire {
+    pub use crate::directory::sync_wire::*;
+}

@@ -12,6 +12,7 @@ mod database;
 mod discovery;
 mod enrolment;
 mod enrolment_mail;
+mod fake_ldap;
 mod feed;
 mod filter_props;
 mod groups;
