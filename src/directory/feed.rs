@@ -25,7 +25,7 @@ use super::ldap::{Directory, DirectoryError, Entries};
 use super::reader::{stopping, until_stopped, WRITE_BATCH};
 use super::report::RunError;
 use super::run::{blocking, Options, Syncer};
-use super::sync_wire::{self, State, SyncInfo, SYNC_REQUEST_OID, SYNC_STATE_OID};
+use super::sync_wire::{self, State, SyncInfo, SYNC_REQUEST_OID};
 use crate::config;
 use crate::domain::directory::{BeginError, RunStatus, StartedBy};
 
@@ -331,7 +331,12 @@ impl<'a> Feed<'a> {
                             }
                         }
                         Ok(None) => break self.ended(&mut search).await,
-                        Err(e) => break End::Failed(RunError::FeedLost(e.to_string())),
+                        // The reader task ends with the connection: its panic (a malformed
+                        // message) says more than the stream's end.
+                        Err(e) => match tokio::time::timeout(Duration::from_millis(200), &mut driver).await {
+                            Ok(ended) => break End::Failed(RunError::FeedLost(driver_end(ended))),
+                            Err(_) => break End::Failed(RunError::FeedLost(e.to_string())),
+                        },
                     }
                 }
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
@@ -340,14 +345,7 @@ impl<'a> Feed<'a> {
                         break End::Failed(e);
                     }
                 }
-                ended = &mut driver => {
-                    let why = match ended {
-                        Err(e) if e.is_panic() => "the server sent a malformed message".to_string(),
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "the connection closed".to_string(),
-                    };
-                    break End::Failed(RunError::FeedLost(why));
-                }
+                ended = &mut driver => break End::Failed(RunError::FeedLost(driver_end(ended))),
                 _ = renew.tick() => if let Some(end) = self.renew().await { break end },
                 _ = tokio::time::sleep_until(idle) => {
                     // Nothing heard for a while: a server that vanished (a pulled cable) never
@@ -371,7 +369,7 @@ impl<'a> Feed<'a> {
         let key_of = self.syncer.config().sync_uuid_key().expect("checked with the configuration");
         crate::metrics::METRICS.sync_feed_messages.inc();
         if message.is_intermediate() {
-            let info = sync_wire::sync_info(message.0).map_err(|e| RunError::FeedMalformed(e.to_string()))?;
+            let info = sync_wire::sync_info(message.0).map_err(RunError::Malformed)?;
             return Ok(match info {
                 SyncInfo::NewCookie(c) => {
                     self.batcher.cookie(Some(c));
@@ -399,15 +397,11 @@ impl<'a> Feed<'a> {
                 }
             });
         }
-        let control = message.1.iter().find(|c| c.1.ctype == SYNC_STATE_OID).and_then(|c| c.1.val.as_deref());
-        let Some(value) = control else {
-            return Err(RunError::FeedMalformed("an entry without its syncState control".into()));
-        };
-        let state = sync_wire::sync_state(value).map_err(|e| RunError::FeedMalformed(e.to_string()))?;
+        let state = sync_wire::sync_state_of(&message.1).map_err(RunError::Malformed)?;
         let key = key_of.key(&state.uuid);
         match state.state {
             State::Add | State::Modify => {
-                let entry = sync_wire::entry(message.0).map_err(|e| RunError::FeedMalformed(e.to_string()))?;
+                let entry = sync_wire::entry(message.0).map_err(RunError::Malformed)?;
                 crate::metrics::METRICS.sync_feed_entries.inc();
                 if !self.refreshed {
                     refresh.named.insert(key);
@@ -436,6 +430,15 @@ impl<'a> Feed<'a> {
             0 => End::Failed(RunError::FeedLost("the server ended the sync search".into())),
             rc => End::Failed(RunError::FeedLost(format!("the server ended the sync search: {} ({rc})", done.text))),
         }
+    }
+}
+
+/// Why a connection's reader task ended.
+fn driver_end(ended: Result<ldap3::result::Result<()>, tokio::task::JoinError>) -> String {
+    match ended {
+        Err(e) if e.is_panic() => "the server sent a malformed message".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        _ => "the connection closed".to_string(),
     }
 }
 

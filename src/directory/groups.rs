@@ -107,7 +107,7 @@ async fn sync_into(
             Ok(None) => break,
             Err(e) => return Err(RunError::Search(Box::new(e))),
         };
-        let entry = SearchEntry::construct(raw);
+        let entry = super::sync_wire::entry(raw.0)?;
         let Some(key) = key_of(&entry, &id_attribute) else {
             problems.push(format!("group {}: no {id_attribute} (ldap.groups.id_attribute); skipped", entry.dn));
             continue;
@@ -200,7 +200,7 @@ async fn users_membership(
             _ = stopping(shutdown) => return Err(RunError::Stopped),
         };
         let entry = match next {
-            Ok(Some(raw)) => SearchEntry::construct(raw),
+            Ok(Some(raw)) => super::sync_wire::entry(raw.0)?,
             Ok(None) => break,
             Err(e) => return Err(RunError::Search(Box::new(e))),
         };

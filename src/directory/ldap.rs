@@ -21,6 +21,8 @@ pub enum DirectoryError {
     CaFile { path: std::path::PathBuf, reason: String },
     #[error("LDAP {what} failed: {source}")]
     Operation { what: &'static str, source: Box<ldap3::LdapError> },
+    #[error("the directory sent a malformed message: {0}")]
+    Malformed(#[from] super::sync_wire::Malformed),
 }
 
 impl DirectoryError {
@@ -198,7 +200,7 @@ impl Directory {
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
         let (entries, _) =
             self.ldap.search(dn, Scope::Base, "(objectClass=*)", attributes).await.and_then(|r| r.success()).map_err(op)?;
-        Ok(entries.into_iter().next().map(SearchEntry::construct))
+        entries.into_iter().next().map(|e| super::sync_wire::entry(e.0)).transpose().map_err(DirectoryError::from)
     }
 
     /// The DNs of entries under `base_dn` matching `filter` (small answers only).
@@ -230,7 +232,7 @@ impl Directory {
         while let Some(e) =
             stream.next().await.map_err(|source| DirectoryError::Operation { what: "search", source: Box::new(source) })?
         {
-            out.push(SearchEntry::construct(e));
+            out.push(super::sync_wire::entry(e.0)?);
         }
         stream
             .finish()
@@ -251,7 +253,12 @@ impl Directory {
             .await
             .and_then(|r| r.success())
             .map_err(op)?;
-        let Some(dn) = root.into_iter().next().map(SearchEntry::construct).and_then(|e| first_value(&e, "subschemaSubentry"))
+        let Some(dn) = root
+            .into_iter()
+            .next()
+            .map(|e| super::sync_wire::entry(e.0))
+            .transpose()?
+            .and_then(|e| first_value(&e, "subschemaSubentry"))
         else {
             return Ok(None);
         };
@@ -262,7 +269,7 @@ impl Directory {
             .await
             .and_then(|r| r.success())
             .map_err(op)?;
-        let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else { return Ok(None) };
+        let Some(entry) = entries.into_iter().next().map(|e| super::sync_wire::entry(e.0)).transpose()? else { return Ok(None) };
         let types = entry
             .attrs
             .iter()

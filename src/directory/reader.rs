@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ldap3::SearchEntry;
 use tokio::sync::{mpsc, watch};
 
 use super::ldap::{Directory, DirectoryError};
@@ -61,7 +60,7 @@ pub async fn read(
         };
         match next {
             Ok(Some(raw)) => {
-                batch.push(mapping.map(SearchEntry::construct(raw)));
+                batch.push(mapping.map(super::sync_wire::entry(raw.0)?));
                 if batch.len() >= batch_size {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                     tx.send(full).await.map_err(|_| RunError::WriterStopped)?;

@@ -59,8 +59,8 @@ pub enum RunError {
     ClearingUnanswered,
     #[error("the change feed's connection was lost: {0}")]
     FeedLost(String),
-    #[error("the directory sent a malformed content synchronization message: {0}")]
-    FeedMalformed(String),
+    #[error("the directory sent a malformed message: {0}")]
+    Malformed(#[from] super::sync_wire::Malformed),
     #[error("{0}")]
     FeedUnsupported(String),
     #[error("the batch was not written: {0}")]

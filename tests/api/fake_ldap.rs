@@ -29,6 +29,7 @@ use ldap3::{LdapConnAsync, LdapError, Scope};
 use provisiond::sync_wire;
 
 /// One answer to the search.
+#[derive(Clone)]
 pub enum Reply {
     /// A protocolOp and its encoded Controls, sent in an LDAPMessage with the search's id.
     Op { op: Vec<u8>, controls: Vec<Vec<u8>> },
@@ -120,6 +121,111 @@ impl FakeLdap {
     }
 }
 
+/// A fake directory for the whole daemon: any number of connections, each served on its own
+/// thread. A bind succeeds; a search of the root DSE (empty base) answers that the Content
+/// Synchronization control is supported (and no naming context, so the feed refreshes by
+/// itself); any other search is answered with `replies` (the connection stays open until the
+/// client closes it).
+pub struct FakeDirectory {
+    port: u16,
+    /// Searches answered with the script so far.
+    pub scripted: Arc<std::sync::atomic::AtomicUsize>,
+    _server: JoinHandle<()>,
+}
+
+impl FakeDirectory {
+    pub fn start(replies: Vec<Reply>) -> FakeDirectory {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local address").port();
+        let scripted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = scripted.clone();
+        let server = std::thread::spawn(move || {
+            for socket in listener.incoming() {
+                let Ok(mut socket) = socket else { return };
+                let (replies, count) = (replies.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let _ = socket.set_read_timeout(Some(Duration::from_secs(60)));
+                    while let Some(request) = read_message(&mut socket) {
+                        let id = message_id(&request);
+                        match protocol_op(&request) {
+                            Some((0x60, _)) => {
+                                let ok = tlv(0x61, &[tlv(0x0a, &[0]), tlv(0x04, b""), tlv(0x04, b"")].concat());
+                                let _ = socket.write_all(&message(&id, &ok, &[]));
+                            }
+                            Some((0x63, base)) if base.is_empty() => {
+                                let root = tlv(
+                                    0x64,
+                                    &[
+                                        tlv(0x04, b""),
+                                        tlv(
+                                            0x30,
+                                            &tlv(
+                                                0x30,
+                                                &[
+                                                    tlv(0x04, b"supportedControl"),
+                                                    tlv(0x31, &tlv(0x04, sync_wire::SYNC_REQUEST_OID.as_bytes())),
+                                                ]
+                                                .concat(),
+                                            ),
+                                        ),
+                                    ]
+                                    .concat(),
+                                );
+                                let done = tlv(0x65, &[tlv(0x0a, &[0]), tlv(0x04, b""), tlv(0x04, b"")].concat());
+                                let _ = socket.write_all(&[message(&id, &root, &[]), message(&id, &done, &[])].concat());
+                            }
+                            Some((0x63, _)) => {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                for reply in &replies {
+                                    let bytes = match reply {
+                                        Reply::Op { op, controls } => message(&id, op, controls),
+                                        Reply::Raw(bytes) => bytes.clone(),
+                                    };
+                                    let _ = socket.write_all(&bytes);
+                                }
+                            }
+                            // Unbind, abandon: nothing to answer.
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        FakeDirectory { port, scripted, _server: server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The protocolOp's tag of an LDAPMessage, and for a search its base DN.
+fn protocol_op(message: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (_, body) = element(message)?;
+    let (id_len, _) = element(body)?;
+    let op = body.get(id_len..)?;
+    let tag = *op.first()?;
+    if tag != 0x63 {
+        return Some((tag, Vec::new()));
+    }
+    let (_, content) = element(op)?;
+    let (_, base) = element(content)?;
+    Some((tag, base.to_vec()))
+}
+
+/// The first BER element of `bytes`: its whole length and its content.
+fn element(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let first = *bytes.get(1)?;
+    let (header, len) = if first & 0x80 == 0 {
+        (2, usize::from(first))
+    } else {
+        let n = usize::from(first & 0x7f);
+        (2 + n, bytes.get(2..2 + n)?.iter().fold(0, |acc, &d| (acc << 8) | usize::from(d)))
+    };
+    Some((header + len, bytes.get(header..header + len)?))
+}
+
 /// A BER element with a one-byte identifier and a definite length.
 pub fn tlv(identifier: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![identifier];
@@ -174,7 +280,7 @@ fn read_message(socket: &mut TcpStream) -> Option<Vec<u8>> {
     Some(out)
 }
 
-const UUID: [u8; 16] = [0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x2a];
+pub const UUID: [u8; 16] = [0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x2a];
 
 fn sync_request() -> ldap3::controls::CriticalControl<SyncRequest> {
     SyncRequest { mode: RefreshMode::RefreshAndPersist, cookie: None, reload_hint: false }.critical()

@@ -315,3 +315,42 @@ fn a_cookie_the_directory_no_longer_honours_is_forgotten_and_everything_read_aga
     slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: After\n"));
     eventually(5, "streaming after the refresh", || crate::sync::user(&app, "user1")["name"]["familyName"] == "After");
 }
+
+/// A daemon streaming from a fake directory that sends `replies` to every sync search: each
+/// attempt fails a stream run with `expected` in its error, the daemon stays up and connects
+/// again (after its backoff).
+fn a_broken_feed_fails_runs_and_reconnects(replies: Vec<crate::fake_ldap::Reply>, expected: &str) {
+    let fake = crate::fake_ldap::FakeDirectory::start(replies);
+    let app = TestApp::spawn();
+    let cli = Cli::with_url(&app, &fake.url(), FEED);
+    let daemon = Serve::start(&app, &cli);
+    // (The in-process daemon has no [ldap]: the daemon under test answers.)
+    let failed = || {
+        let (_, body) = daemon.get("/api/v1/sync/runs?count=100");
+        let runs: Value = serde_json::from_str(&body).unwrap();
+        let runs = runs["runs"].as_array().cloned().unwrap_or_default();
+        runs.into_iter().filter(|r| r["kind"] == "stream" && r["status"] == "failed").collect::<Vec<_>>()
+    };
+    // The first attempt, then another after the first backoff (1 to 1.5 s).
+    eventually(15, "two failed attempts", || failed().len() >= 2);
+    let runs = failed();
+    assert!(runs.iter().all(|r| r["errors"][0].as_str().unwrap().contains(expected)), "{runs:#?}");
+    assert!(fake.scripted.load(std::sync::atomic::Ordering::SeqCst) >= 2, "it connected again");
+    assert_eq!(daemon.get("/healthz").0, 200, "the daemon is still up");
+}
+
+#[test]
+fn a_malformed_sync_state_control_fails_the_run_without_a_panic_and_the_feed_reconnects() {
+    use crate::fake_ldap::{Reply, UUID};
+    let entry = |state: &[u8]| Reply::entry("uid=ada,ou=people,dc=example,dc=org", &[("uid", &[b"ada"])], state);
+    a_broken_feed_fails_runs_and_reconnects(
+        vec![entry(&crate::fake_ldap::sync_state_value(1, &UUID[..3], None)), entry(&[0xff, 0xff])],
+        "malformed message: syncState control",
+    );
+}
+
+#[test]
+fn a_broken_envelope_from_the_directory_fails_the_run_without_a_panic_and_the_feed_reconnects() {
+    // ldap3's reader panics on this message (in its own task, which the feed watches).
+    a_broken_feed_fails_runs_and_reconnects(vec![crate::fake_ldap::Reply::raw(&[0x30, 0x00])], "malformed message");
+}
