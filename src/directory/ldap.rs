@@ -88,50 +88,25 @@ impl Directory {
 
     /// Whether the server lists control `oid` in its root DSE's `supportedControl`.
     pub async fn supports_control(&mut self, oid: &str) -> Result<bool, DirectoryError> {
-        let op = |source| DirectoryError::Operation { what: "root DSE search", source: Box::new(source) };
-        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (root, _) = self
-            .ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(op)?;
-        let Some(root) = root.into_iter().next().and_then(|e| super::sync_wire::entry(e.0).ok()) else { return Ok(false) };
-        Ok(root.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case("supportedControl")).flat_map(|(_, v)| v).any(|v| v == oid))
+        let root = self.read_entry("", vec!["supportedControl".into()]).await?;
+        Ok(root.is_some_and(|r| values(&r, "supportedControl").any(|v| v == oid)))
     }
 
     /// The `contextCSN` values (OpenLDAP: the newest change of each provider) of the database
     /// holding `base_dn`: the naming context of the root DSE that `base_dn` ends with. `None`
     /// when the server shows none (389-ds, Active Directory).
     pub async fn context_csn(&mut self) -> Result<Option<Vec<String>>, DirectoryError> {
-        let op = |source| DirectoryError::Operation { what: "contextCSN search", source: Box::new(source) };
-        let values = |entries: Vec<ldap3::ResultEntry>, name: &str| -> Vec<String> {
-            let Some(e) = entries.into_iter().next().and_then(|e| super::sync_wire::entry(e.0).ok()) else { return Vec::new() };
-            e.attrs.into_iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v).collect()
-        };
-        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (root, _) = self
-            .ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["namingContexts"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(op)?;
+        let Some(root) = self.read_entry("", vec!["namingContexts".into()]).await? else { return Ok(None) };
         let base = normalise_dn(&self.cfg.base_dn);
-        let Some(context) = values(root, "namingContexts")
-            .into_iter()
+        let Some(context) = values(&root, "namingContexts")
             .filter(|c| base == normalise_dn(c) || base.ends_with(&format!(",{}", normalise_dn(c))))
-            .max_by_key(String::len)
+            .max_by_key(|c| c.len())
+            .cloned()
         else {
             return Ok(None);
         };
-        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (entry, _) = self
-            .ldap
-            .search(&context, Scope::Base, "(objectClass=*)", vec!["contextCSN"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(op)?;
-        let csns = values(entry, "contextCSN");
+        let Some(entry) = self.read_entry(&context, vec!["contextCSN".into()]).await? else { return Ok(None) };
+        let csns: Vec<String> = values(&entry, "contextCSN").cloned().collect();
         Ok((!csns.is_empty()).then_some(csns))
     }
 
@@ -157,13 +132,7 @@ impl Directory {
     /// A cheap question on this connection, answered within `ldap.timeout` or not at all: is
     /// the server still there (an idle open search never says when it is gone).
     pub async fn ping(&mut self) -> Result<(), DirectoryError> {
-        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        self.ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["1.1"])
-            .await
-            .and_then(|r| r.success())
-            .map(|_| ())
-            .map_err(|source| DirectoryError::Operation { what: "keep-alive search", source: Box::new(source) })
+        self.read_entry("", vec!["1.1".into()]).await.map(|_| ())
     }
 
     /// A paged search under `base_dn` for `filter`, entries streamed as they arrive.
@@ -196,10 +165,19 @@ impl Directory {
 
     /// The entry `dn` itself with `attributes` (`None`: the server has no such entry).
     pub async fn read_entry(&mut self, dn: &str, attributes: Vec<String>) -> Result<Option<SearchEntry>, DirectoryError> {
+        self.base_entry(dn, "(objectClass=*)", attributes).await
+    }
+
+    /// The entry `dn` itself if it matches `filter`, with `attributes`.
+    async fn base_entry(
+        &mut self,
+        dn: &str,
+        filter: &str,
+        attributes: Vec<String>,
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
         let op = |source| DirectoryError::Operation { what: "search", source: Box::new(source) };
         self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (entries, _) =
-            self.ldap.search(dn, Scope::Base, "(objectClass=*)", attributes).await.and_then(|r| r.success()).map_err(op)?;
+        let (entries, _) = self.ldap.search(dn, Scope::Base, filter, attributes).await.and_then(|r| r.success()).map_err(op)?;
         entries.into_iter().next().map(|e| super::sync_wire::entry(e.0)).transpose().map_err(DirectoryError::from)
     }
 
@@ -245,37 +223,11 @@ impl Directory {
     /// The names (and OIDs) of the attribute types in the server's schema (the subschema entry
     /// the root DSE names), lower-cased; `None` when the server does not show it.
     pub async fn schema_attribute_names(&mut self) -> Result<Option<std::collections::HashSet<String>>, DirectoryError> {
-        let op = |source| DirectoryError::Operation { what: "schema search", source: Box::new(source) };
-        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (root, _) = self
-            .ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["subschemaSubentry"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(op)?;
-        let Some(dn) = root
-            .into_iter()
-            .next()
-            .map(|e| super::sync_wire::entry(e.0))
-            .transpose()?
-            .and_then(|e| first_value(&e, "subschemaSubentry"))
-        else {
-            return Ok(None);
-        };
-        self.ldap.with_timeout(Duration::from_secs(self.cfg.timeout));
-        let (entries, _) = self
-            .ldap
-            .search(&dn, Scope::Base, "(objectClass=subschema)", vec!["attributeTypes"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(op)?;
-        let Some(entry) = entries.into_iter().next().map(|e| super::sync_wire::entry(e.0)).transpose()? else { return Ok(None) };
-        let types = entry
-            .attrs
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("attributeTypes"))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let root = self.read_entry("", vec!["subschemaSubentry".into()]).await?;
+        let Some(dn) = root.and_then(|e| first_value(&e, "subschemaSubentry")) else { return Ok(None) };
+        // Some servers (Active Directory) show the subschema entry only to this filter.
+        let entry = self.base_entry(&dn, "(objectClass=subschema)", vec!["attributeTypes".into()]).await?;
+        let types: Vec<String> = entry.iter().flat_map(|e| values(e, "attributeTypes")).cloned().collect();
         if types.is_empty() {
             return Ok(None);
         }
@@ -331,7 +283,12 @@ fn normalise_dn(dn: &str) -> String {
 }
 
 fn first_value(entry: &SearchEntry, name: &str) -> Option<String> {
-    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first().cloned())
+    values(entry, name).next().cloned()
+}
+
+/// The values of attribute `name` (any case) of an entry.
+fn values<'e>(entry: &'e SearchEntry, name: &'e str) -> impl Iterator<Item = &'e String> {
+    entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v)
 }
 
 /// The NAMEs and the OID of an attribute type description (RFC 4512 §4.1.2), lower-cased:
