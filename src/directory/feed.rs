@@ -76,6 +76,15 @@ enum End {
     Failed(RunError),
 }
 
+impl From<RunError> for End {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Stopped => End::Stopped,
+            e => End::Failed(e),
+        }
+    }
+}
+
 /// Streams while this instance holds the feed's lease, until the daemon stops.
 pub async fn run(syncer: Arc<Syncer>) {
     let holder = uuid::Uuid::new_v4().to_string();
@@ -133,7 +142,10 @@ pub async fn run(syncer: Arc<Syncer>) {
                 failures += 1;
                 let wait = backoff(failures);
                 tracing::warn!(error = %crate::logging::chain(&e), retry_in_ms = wait.as_millis() as u64, "LDAP change feed failed");
-                feed.batcher.record_failure(&e).await;
+                // A batch that failed is recorded already.
+                if !matches!(e, RunError::FeedBatch(_)) {
+                    feed.batcher.record_failure(&e).await;
+                }
                 if pause(&mut shutdown, wait).await {
                     break;
                 }
@@ -227,8 +239,7 @@ impl<'a> Feed<'a> {
         let csns = match until_stopped(shutdown, directory.context_csn()).await {
             Ok(Some(csns)) => csns,
             Ok(None) => return Ok(None),
-            Err(RunError::Stopped) => return Err(End::Stopped),
-            Err(e) => return Err(End::Failed(e)),
+            Err(e) => return Err(End::from(e)),
         };
         let mut renew = tokio::time::interval_at(Instant::now() + self.renew_every, self.renew_every);
         let options = Options { full: true, started_by: StartedBy::Feed, ..Options::default() };
@@ -260,7 +271,7 @@ impl<'a> Feed<'a> {
         }
         let cookie = format!("rid=000,csn={}", csns.join(";")).into_bytes();
         if let Err(e) = self.batcher.save_cookie(Some(cookie.clone())).await {
-            return Err(End::Failed(e));
+            return Err(End::from(e));
         }
         self.built_cookie = true;
         Ok(Some(cookie))
@@ -270,15 +281,14 @@ impl<'a> Feed<'a> {
         let cfg = self.syncer.config_arc();
         let cookie = match self.batcher.resume().await {
             Ok(c) => c,
-            Err(e) => return End::Failed(e),
+            Err(e) => return End::from(e),
         };
         let (mut directory, mut driver) = match until_stopped(shutdown, Directory::open(cfg.clone())).await {
             Ok(d) => d,
-            Err(RunError::Stopped) => return End::Stopped,
-            Err(e) => return End::Failed(e),
+            Err(e) => return End::from(e),
         };
         if let Err(e) = self.batcher.connect(shutdown).await {
-            return if matches!(e, RunError::Stopped) { End::Stopped } else { End::Failed(e) };
+            return End::from(e);
         }
         let cookie = match cookie {
             None if self.first_load_by_run => match self.load_by_full_run(&mut directory, shutdown).await {
@@ -295,8 +305,7 @@ impl<'a> Feed<'a> {
         let attributes = self.syncer.mapping().attributes();
         let mut search = match until_stopped(shutdown, directory.sync_search(cookie, attributes)).await {
             Ok(s) => s,
-            Err(RunError::Stopped) => return End::Stopped,
-            Err(e) => return End::Failed(e),
+            Err(e) => return End::from(e),
         };
         let mut renew = tokio::time::interval_at(Instant::now() + self.renew_every, self.renew_every);
         let mut flush_at: Option<Instant> = None;
@@ -312,18 +321,18 @@ impl<'a> Feed<'a> {
                                 Ok(Some(Step::RefreshDone)) => {
                                     let gone = if refresh.complete { Gone::AllBut(std::mem::take(&mut refresh.named)) } else { Gone::Listed };
                                     if let Err(e) = self.batcher.flush(gone, true, shutdown).await {
-                                        break End::Failed(e);
+                                        break End::from(e);
                                     }
                                     self.refreshed = true;
                                     flush_at = None;
                                     tracing::info!("LDAP change feed: refresh done, streaming changes");
                                 }
                                 Ok(_) => {}
-                                Err(e) => break End::Failed(e),
+                                Err(e) => break End::from(e),
                             }
                             if self.batcher.len() >= WRITE_BATCH {
                                 if let Err(e) = self.batcher.flush(Gone::Listed, self.refreshed, shutdown).await {
-                                    break End::Failed(e);
+                                    break End::from(e);
                                 }
                                 flush_at = None;
                             } else if self.refreshed && self.batcher.pending() && flush_at.is_none() {
@@ -342,7 +351,7 @@ impl<'a> Feed<'a> {
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
                     flush_at = None;
                     if let Err(e) = self.batcher.flush(Gone::Listed, true, shutdown).await {
-                        break End::Failed(e);
+                        break End::from(e);
                     }
                 }
                 ended = &mut driver => break End::Failed(RunError::FeedLost(driver_end(ended))),
