@@ -4,8 +4,10 @@
 //! decided by `domain::directory`, whose services open every transaction of a run.
 //!
 //! - [`mapping`]: an LDAP entry → a domain entry;
-//! - [`reader`]: the paged search → batches of entries (a change feed would be a second reader
-//!   feeding the same writer);
+//! - [`reader`]: the paged search → batches of entries;
+//! - [`feed`]: the directory's change feed (RFC 4533), a second reader, and [`feed_batch`], what
+//!   it gathered written through the same writer as a run of kind `stream`; [`sync_wire`]: its
+//!   messages (and every entry) parsed without trusting the server;
 //! - [`writer`]: batches of entries → the domain, a transaction each;
 //! - [`run`]: a run's lease, lifecycle and record; [`report`]: what it tells;
 //! - [`groups`]: the groups of `[ldap.groups]`, after the users;
