@@ -80,6 +80,7 @@ impl From<RunError> for End {
     fn from(e: RunError) -> Self {
         match e {
             RunError::Stopped => End::Stopped,
+            RunError::FeedLeaseLost => End::LeaseLost,
             e => End::Failed(e),
         }
     }
@@ -96,11 +97,13 @@ pub async fn run(syncer: Arc<Syncer>) {
     // Whether a feed without a cookie starts with a full run (see `Feed::load_by_full_run`);
     // not again once the directory refused the cookie built after one.
     let mut first_load_by_run = true;
+    // Cookies refused in a row: from the second one on, the feed backs off as after a failure.
+    let mut refusals = 0u32;
     while !*shutdown.borrow() {
         let (runs, h) = (syncer.runs().clone(), holder.clone());
         match blocking(move || runs.hold_feed_lease(&h, lease)).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(true)) => {}
+            Ok(_) => {
                 if was_holder {
                     tracing::info!("the LDAP change feed is now streamed by another instance");
                     was_holder = false;
@@ -124,6 +127,7 @@ pub async fn run(syncer: Arc<Syncer>) {
         let end = feed.stream(&mut shutdown).await;
         if feed.refreshed {
             failures = 0;
+            refusals = 0;
         }
         match end {
             End::Stopped => break,
@@ -137,13 +141,17 @@ pub async fn run(syncer: Arc<Syncer>) {
                 if let Err(e) = feed.batcher.forget_cookie().await {
                     tracing::warn!(error = %crate::logging::chain(&e), "cannot forget the LDAP change feed's cookie");
                 }
+                refusals += 1;
+                if refusals > 1 && pause(&mut shutdown, backoff(refusals - 1)).await {
+                    break;
+                }
             }
             End::Failed(e) => {
                 failures += 1;
                 let wait = backoff(failures);
                 tracing::warn!(error = %crate::logging::chain(&e), retry_in_ms = wait.as_millis() as u64, "LDAP change feed failed");
-                // A batch that failed is recorded already.
-                if !matches!(e, RunError::FeedBatch(_)) {
+                // A batch or a first full run that failed is recorded already.
+                if !matches!(e, RunError::FeedBatch(_) | RunError::FirstLoad(_)) {
                     feed.batcher.record_failure(&e).await;
                 }
                 if pause(&mut shutdown, wait).await {
@@ -188,6 +196,8 @@ struct Feed<'a> {
     first_load_by_run: bool,
     /// This connection resumed from a cookie built after such a run.
     built_cookie: bool,
+    /// This connection's search carried a cookie.
+    sent_cookie: bool,
 }
 
 /// What the refresh stage has gathered so far.
@@ -206,10 +216,11 @@ impl<'a> Feed<'a> {
             holder,
             lease,
             renew_every,
-            batcher: Batcher::new(syncer, lease),
+            batcher: Batcher::new(syncer, holder, lease),
             refreshed: false,
             first_load_by_run: true,
             built_cookie: false,
+            sent_cookie: false,
         }
     }
 
@@ -217,8 +228,10 @@ impl<'a> Feed<'a> {
     async fn renew(&self) -> Option<End> {
         let (runs, holder, lease) = (self.syncer.runs().clone(), self.holder.to_string(), self.lease);
         match blocking(move || runs.hold_feed_lease(&holder, lease)).await {
-            Ok(true) => None,
-            Ok(false) => Some(End::LeaseLost),
+            Ok(Some(true)) => None,
+            Ok(Some(false)) => Some(End::LeaseLost),
+            // The database could not say (a lock held elsewhere): the lease still has time.
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %crate::logging::chain(&e), "cannot renew the LDAP change feed's lease");
                 None
@@ -230,7 +243,8 @@ impl<'a> Feed<'a> {
     /// directory, unlike a refresh through the feed, which the server sends as fast as it can),
     /// after reading the directory's `contextCSN`; the feed then resumes from a cookie built from
     /// it (OpenLDAP's form), so that what changed during the run comes again. `None`: the
-    /// server shows no contextCSN (389-ds), or the run failed: the feed refreshes by itself.
+    /// server shows no contextCSN (389-ds): the feed refreshes by itself. A run that failed fails
+    /// the feed (it tries again after its backoff), unless only its deactivations were refused.
     async fn load_by_full_run(
         &mut self,
         directory: &mut Directory,
@@ -243,15 +257,21 @@ impl<'a> Feed<'a> {
         };
         let mut renew = tokio::time::interval_at(Instant::now() + self.renew_every, self.renew_every);
         let options = Options { full: true, started_by: StartedBy::Feed, ..Options::default() };
+        // The run goes to its end (it records itself and releases the sync's lease) even when
+        // the feed's lease is lost meanwhile.
+        let mut lost = None;
         let summary = loop {
             let run = self.syncer.run(options);
             tokio::pin!(run);
             let started = loop {
                 tokio::select! {
                     r = &mut run => break r,
-                    _ = renew.tick() => if let Some(end) = self.renew().await { return Err(end) },
+                    _ = renew.tick() => if let Some(end) = self.renew().await { lost = Some(end) },
                 }
             };
+            if let Some(end) = lost {
+                return Err(end);
+            }
             match started {
                 Ok(summary) => break summary,
                 Err(BeginError::Busy(_)) => {
@@ -265,9 +285,16 @@ impl<'a> Feed<'a> {
         if *shutdown.borrow() {
             return Err(End::Stopped);
         }
-        if summary.run.status != RunStatus::Succeeded {
-            tracing::warn!(run = %summary.run.id, "the change feed's first full run failed: the feed refreshes by itself");
-            return Ok(None);
+        let why = summary.run.errors.first().cloned().unwrap_or_default();
+        if summary.deactivation_refused {
+            // Everything else is written: stream from here, deactivating nobody until a full run
+            // settles the departures.
+            let (runs, reason) = (self.syncer.runs().clone(), why.clone());
+            if let Err(e) = blocking(move || runs.hold_feed(&reason)).await {
+                return Err(End::Failed(RunError::Database(e)));
+            }
+        } else if summary.run.status != RunStatus::Succeeded {
+            return Err(End::Failed(RunError::FirstLoad(why)));
         }
         let cookie = format!("rid=000,csn={}", csns.join(";")).into_bytes();
         if let Err(e) = self.batcher.save_cookie(Some(cookie.clone())).await {
@@ -301,6 +328,7 @@ impl<'a> Feed<'a> {
             },
             c => c,
         };
+        self.sent_cookie = cookie.is_some();
         let mut refresh = Refresh { complete: cookie.is_none(), ..Refresh::default() };
         let attributes = self.syncer.mapping().attributes();
         let mut search = match until_stopped(shutdown, directory.sync_search(cookie, attributes)).await {
@@ -377,6 +405,10 @@ impl<'a> Feed<'a> {
     fn take(&mut self, message: ldap3::ResultEntry, refresh: &mut Refresh) -> Result<Option<Step>, RunError> {
         let key_of = self.syncer.config().sync_uuid_key().expect("checked with the configuration");
         crate::metrics::METRICS.sync_feed_messages.inc();
+        if message.is_ref() {
+            // A referral object in scope: nothing to mirror (a run's paged search skips them too).
+            return Ok(None);
+        }
         if message.is_intermediate() {
             let info = sync_wire::sync_info(message.0).map_err(RunError::Malformed)?;
             return Ok(match info {
@@ -413,9 +445,9 @@ impl<'a> Feed<'a> {
                 let entry = sync_wire::entry(message.0).map_err(RunError::Malformed)?;
                 crate::metrics::METRICS.sync_feed_entries.inc();
                 if !self.refreshed {
-                    refresh.named.insert(key);
+                    refresh.named.insert(key.clone());
                 }
-                self.batcher.entry(self.syncer.mapping().map(entry));
+                self.batcher.entry(key, self.syncer.mapping().map(entry));
             }
             State::Delete => self.batcher.gone([key]),
             State::Present => {
@@ -434,7 +466,7 @@ impl<'a> Feed<'a> {
         let done = search.finish().await;
         match done.rc {
             // 53: "consumer state is newer than provider" (a directory restored from a backup).
-            SYNC_REFRESH_REQUIRED | UNWILLING_TO_PERFORM => End::RefreshRequired,
+            SYNC_REFRESH_REQUIRED | UNWILLING_TO_PERFORM if self.sent_cookie => End::RefreshRequired,
             UNAVAILABLE_CRITICAL_EXTENSION => End::Failed(RunError::FeedUnsupported(unsupported(&self.syncer.config().url))),
             0 => End::Failed(RunError::FeedLost("the server ended the sync search".into())),
             rc => End::Failed(RunError::FeedLost(format!("the server ended the sync search: {} ({rc})", done.text))),

@@ -7,7 +7,7 @@
 //! `ldap.safety.window`: past the limit the feed stops deactivating (the run fails and says why,
 //! `/readyz` too) until a full run settles the departures.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use super::writer::{Batch, Writer};
 use crate::clock::{self, Clock};
 use crate::config;
 use crate::domain::audit::{Actor, Origin};
-use crate::domain::directory::{BeginError, Run, RunStatus, Runs};
+use crate::domain::directory::{BeginError, Run, RunStatus, Runs, StreamEnd};
 
 /// Which users a batch finds gone, besides the entries the server listed as deleted.
 pub enum Gone {
@@ -31,6 +31,12 @@ pub enum Gone {
     Listed,
     /// Every user whose entry is not among these keys (the end of a complete refresh).
     AllBut(HashSet<String>),
+}
+
+/// What the feed said of one entry.
+enum Change {
+    Entry(Result<Mapped, MapError>),
+    Gone,
 }
 
 /// What the feed gathered since its last batch, and how to write it.
@@ -41,19 +47,27 @@ pub struct Batcher {
     clock: Arc<dyn Clock>,
     shutdown: watch::Receiver<bool>,
     lease: chrono::Duration,
+    /// The instance streaming (the feed's lease).
+    holder: String,
+    /// A failure was recorded: the next completed refresh is recorded too (a feed back at work
+    /// says so, in the history and to `/readyz`).
+    recovering: bool,
     /// The search the cookie belongs to.
     scope: String,
     /// A connection of its own for the writer's questions and for clearing flags.
     directory: Option<Directory>,
-    entries: Batch,
-    gone: Vec<String>,
+    /// The newest state of each entry named since the last batch, by key, with its arrival
+    /// number: an entry changed twice in one batch is written as it is now (and a deletion
+    /// followed by a return is a return).
+    changes: HashMap<String, (u64, Change)>,
+    arrived: u64,
     /// The newest cookie heard, and whether it is newer than the one saved.
     cookie: Option<Vec<u8>>,
     cookie_new: bool,
 }
 
 impl Batcher {
-    pub fn new(syncer: &Syncer, lease: chrono::Duration) -> Self {
+    pub fn new(syncer: &Syncer, holder: &str, lease: chrono::Duration) -> Self {
         let cfg = syncer.config_arc();
         let mapping = syncer.mapping().clone();
         let scope =
@@ -65,10 +79,12 @@ impl Batcher {
             clock: syncer.clock().clone(),
             shutdown: syncer.shutdown_signal(),
             lease,
+            holder: holder.to_string(),
+            recovering: false,
             scope,
             directory: None,
-            entries: Vec::new(),
-            gone: Vec::new(),
+            changes: HashMap::new(),
+            arrived: 0,
             cookie: None,
             cookie_new: false,
         }
@@ -93,16 +109,39 @@ impl Batcher {
         if let Some(d) = self.directory.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), d.close()).await;
         }
-        self.entries.clear();
-        self.gone.clear();
+        self.changes.clear();
     }
 
-    pub fn entry(&mut self, entry: Result<Mapped, MapError>) {
-        self.entries.push(entry);
+    /// Entry `key` as it is now.
+    pub fn entry(&mut self, key: String, entry: Result<Mapped, MapError>) {
+        self.note(key, Change::Entry(entry));
     }
 
+    /// These entries are gone.
     pub fn gone(&mut self, keys: impl IntoIterator<Item = String>) {
-        self.gone.extend(keys);
+        for key in keys {
+            self.note(key, Change::Gone);
+        }
+    }
+
+    fn note(&mut self, key: String, change: Change) {
+        self.arrived += 1;
+        self.changes.insert(key, (self.arrived, change));
+    }
+
+    /// The changes gathered, in the order of their last arrival: the entries, and the keys of
+    /// the entries gone.
+    fn take(&mut self) -> (Batch, Vec<String>) {
+        let mut changes: Vec<(u64, String, Change)> = self.changes.drain().map(|(k, (n, c))| (n, k, c)).collect();
+        changes.sort_by_key(|(n, _, _)| *n);
+        let (mut entries, mut gone) = (Vec::new(), Vec::new());
+        for (_, key, change) in changes {
+            match change {
+                Change::Entry(e) => entries.push(e),
+                Change::Gone => gone.push(key),
+            }
+        }
+        (entries, gone)
     }
 
     /// A cookie the server sent (ignored when it sent none).
@@ -115,7 +154,7 @@ impl Batcher {
 
     /// Entries gathered.
     pub fn len(&self) -> usize {
-        self.entries.len() + self.gone.len()
+        self.changes.len()
     }
 
     /// Whether anything waits to be written (a new cookie included).
@@ -130,12 +169,27 @@ impl Batcher {
 
     /// Saves `cookie` as where the feed resumes.
     pub async fn save_cookie(&mut self, cookie: Option<Vec<u8>>) -> Result<(), RunError> {
-        let (runs, scope, saved) = (self.runs.clone(), self.scope.clone(), cookie.clone());
-        let run = runs.stream_run();
-        blocking(move || runs.finish_stream(&run, Some(saved.as_deref()), &scope)).await?;
+        let saved = cookie.clone();
+        self.finish(self.runs.stream_run(), Some(saved.as_deref()), false).await?;
         self.cookie = cookie;
         self.cookie_new = false;
         Ok(())
+    }
+
+    /// [`Runs::finish_stream`] for this feed; a lost feed lease is an error.
+    async fn finish(&self, run: Run, cookie: Option<Option<&[u8]>>, record: bool) -> Result<(), RunError> {
+        let (runs, scope, holder) = (self.runs.clone(), self.scope.clone(), self.holder.clone());
+        let cookie = cookie.map(|c| c.map(<[u8]>::to_vec));
+        let ours = blocking(move || {
+            let end = StreamEnd { holder: &holder, scope: &scope, cookie: cookie.as_ref().map(|c| c.as_deref()), record };
+            runs.finish_stream(&run, end)
+        })
+        .await?;
+        if ours {
+            Ok(())
+        } else {
+            Err(RunError::FeedLeaseLost)
+        }
     }
 
     /// Records a failed stream run saying why the feed stopped.
@@ -145,9 +199,10 @@ impl Batcher {
         run.errors = vec![e.to_string()];
         run.finished_at = Some(clock::stored(self.clock.now()));
         run.duration_ms = Some(0);
-        let (runs, scope, record) = (self.runs.clone(), self.scope.clone(), run.clone());
-        if let Err(e) = blocking(move || runs.finish_stream(&record, None, &scope)).await {
-            tracing::error!(error = %crate::logging::chain(&e), "cannot record the failed stream run");
+        self.recovering = true;
+        match self.finish(run.clone(), None, true).await {
+            Ok(()) | Err(RunError::FeedLeaseLost) => {}
+            Err(e) => tracing::error!(error = %crate::logging::chain(&e), "cannot record the failed stream run"),
         }
         record_metrics(&run, Instant::now());
     }
@@ -157,15 +212,18 @@ impl Batcher {
     /// refresh must start again from the old one). An error means the batch is not known to be
     /// written (its changes come again after the reconnection).
     pub async fn flush(&mut self, gone: Gone, with_cookie: bool, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
-        let entries = std::mem::take(&mut self.entries);
-        let listed = std::mem::take(&mut self.gone);
+        let (entries, listed) = self.take();
         let cookie = (with_cookie && self.cookie_new).then(|| self.cookie.clone());
         let nothing = entries.is_empty() && listed.is_empty() && matches!(gone, Gone::Listed);
+        // Back at work after a failure: the history (and `/readyz`) should say so.
+        let back = with_cookie && std::mem::take(&mut self.recovering);
         if nothing {
-            if let Some(cookie) = cookie {
-                let (runs, scope) = (self.runs.clone(), self.scope.clone());
-                let run = runs.stream_run();
-                blocking(move || runs.finish_stream(&run, Some(cookie.as_deref()), &scope)).await?;
+            if cookie.is_some() || back {
+                let mut run = self.runs.stream_run();
+                run.status = RunStatus::Succeeded;
+                run.finished_at = Some(clock::stored(self.clock.now()));
+                run.duration_ms = Some(0);
+                self.finish(run, cookie.as_ref().map(|c| c.as_deref()), back).await?;
                 self.cookie_new = false;
             }
             return Ok(());
@@ -184,13 +242,12 @@ impl Batcher {
         run.errors = report.messages();
         // A batch that was not written keeps the old cookie: its changes come again.
         let cookie = if written.is_some() { cookie.map(|c| c.map(|c| c.to_vec())) } else { None };
-        let (runs, scope, record) = (self.runs.clone(), self.scope.clone(), run.clone());
         let saved_cookie = cookie.is_some();
-        blocking(move || runs.finish_stream(&record, cookie.as_ref().map(|c| c.as_deref()), &scope)).await?;
+        self.finish(run.clone(), cookie.as_ref().map(|c| c.as_deref()), back).await?;
         if saved_cookie {
             self.cookie_new = false;
         }
-        if run.status == RunStatus::Failed || run.counts.did_something() {
+        if back || run.status == RunStatus::Failed || run.counts.did_something() {
             record_metrics(&run, clock_start);
             let c = &run.counts;
             tracing::info!(
@@ -205,12 +262,14 @@ impl Batcher {
         }
     }
 
-    /// Takes the sync's lease for a batch, waiting while another run (a full run) holds it.
+    /// Takes the sync's lease for a batch, waiting while another run (a full run) holds it and
+    /// keeping the feed's lease meanwhile.
     async fn begin(&self, shutdown: &mut watch::Receiver<bool>) -> Result<Run, RunError> {
         loop {
-            let (runs, lease) = (self.runs.clone(), self.lease);
-            match blocking(move || runs.begin_stream(lease)).await {
-                Ok(run) => return Ok(run),
+            let (runs, lease, holder) = (self.runs.clone(), self.lease, self.holder.clone());
+            match blocking(move || runs.begin_stream(&holder, lease)).await {
+                Ok(Some(run)) => return Ok(run),
+                Ok(None) => return Err(RunError::FeedLeaseLost),
                 Err(BeginError::Busy(_)) => {
                     tokio::select! {
                         _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
@@ -293,13 +352,16 @@ impl Batcher {
     }
 }
 
-/// Deactivates the users of the entries gone, as many as the sliding window of `[ldap.safety]`
-/// still allows; past that the feed stops deactivating (until a full run settles it).
+/// Deactivates the users of the entries gone, within what the sliding window of
+/// `[ldap.safety]` still allows. Deletions the server listed one by one go up to the limit, then
+/// the feed stops deactivating; the departures a complete refresh found (every entry not named)
+/// go all or none, as those of a full run. Past the limit the feed holds (until a full run
+/// settles it).
 fn deactivate(runs: &Runs, cfg: &config::Ldap, writer: &mut Writer, listed: Vec<String>, gone: Gone) -> Result<(), RunError> {
-    let mut missing = match gone {
-        Gone::AllBut(named) => writer.session.missing(&named)?,
+    let (mut missing, all_or_none) = match gone {
+        Gone::AllBut(named) => (writer.session.missing(&named)?, true),
         Gone::Listed if listed.is_empty() => return Ok(()),
-        Gone::Listed => writer.session.departed(&listed)?,
+        Gone::Listed => (writer.session.departed(&listed)?, false),
     };
     if missing.active.is_empty() && missing.inactive.is_empty() {
         return Ok(());
@@ -313,16 +375,17 @@ fn deactivate(runs: &Runs, cfg: &config::Ldap, writer: &mut Writer, listed: Vec<
     }
     let allowance = runs.feed_allowance(safety.max_deactivate_percent, safety.max_deactivate, window)?;
     if missing.active.len() as u64 > allowance {
+        let count = missing.active.len();
+        missing.active.truncate(if all_or_none { 0 } else { allowance as usize });
         let e = RunError::FeedMassDeactivation {
-            count: missing.active.len(),
+            count,
             allowance,
+            done: missing.active.len(),
             window: safety.window,
             percent: safety.max_deactivate_percent,
             max: safety.max_deactivate.map_or("unset".to_string(), |n| n.to_string()),
         };
-        // Up to the limit, then no more: the first departures go, the others wait for a full run.
         runs.hold_feed(&e.to_string())?;
-        missing.active.truncate(allowance as usize);
         writer.deactivate(missing)?;
         return Err(e);
     }

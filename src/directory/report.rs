@@ -65,6 +65,10 @@ pub enum RunError {
     FeedUnsupported(String),
     #[error("the batch was not written: {0}")]
     FeedBatch(String),
+    #[error("the change feed's lease was lost: another instance streams now")]
+    FeedLeaseLost,
+    #[error("the change feed's first full run failed: {0}")]
+    FirstLoad(String),
     #[error(
         "{count} users whose entries left the directory were not deactivated: the change feed stopped deactivating \
          earlier ({why})"
@@ -73,10 +77,10 @@ pub enum RunError {
     #[error(
         "the change feed would deactivate {count} users, more than ldap.safety still allows within ldap.safety.window \
          ({allowance} more in {window} s: max_deactivate_percent = {percent}, max_deactivate = {max}); it deactivated \
-         those and stopped deactivating. Check the directory; if the departures are real, run \
+         {done} and stopped deactivating. Check the directory; if the departures are real, run \
          `provisiond sync --full --allow-mass-deactivation`"
     )]
-    FeedMassDeactivation { count: usize, allowance: u64, window: u64, percent: f64, max: String },
+    FeedMassDeactivation { count: usize, allowance: u64, done: usize, window: u64, percent: f64, max: String },
     #[error("{why}: {left} of {total} flags not confirmed cleared")]
     FlagsUnconfirmed { why: Box<RunError>, left: usize, total: i64 },
 }
@@ -93,6 +97,8 @@ pub struct Report {
     errors: Vec<String>,
     dropped: usize,
     failed: Option<String>,
+    /// The run failed on the `[ldap.safety]` limit.
+    pub deactivation_refused: bool,
     pub actions: Vec<Value>,
     actions_dropped: usize,
 }
@@ -113,6 +119,7 @@ impl Report {
         tracing::warn!(error = %crate::logging::chain(&e), "sync run failed");
         if self.failed.is_none() {
             self.failed = Some(e.to_string());
+            self.deactivation_refused = matches!(e, RunError::MassDeactivation { .. });
         }
     }
 
@@ -145,6 +152,7 @@ impl Report {
         if let Some(f) = other.failed.take() {
             if self.failed.is_none() {
                 self.failed = Some(f);
+                self.deactivation_refused = other.deactivation_refused;
             }
         }
         self.actions.append(&mut other.actions);
@@ -189,6 +197,8 @@ impl Action<'_> {
 pub struct Summary {
     pub run: Run,
     pub dry_run: bool,
+    /// The run failed because it would deactivate more users than `[ldap.safety]` allows.
+    pub deactivation_refused: bool,
     /// What a dry run would do: `{"action","userName","dn"}` (`{"action":"deactivate","userId"}`).
     pub actions: Vec<Value>,
 }
@@ -314,7 +324,12 @@ mod tests {
         });
         let view = serde_json::to_string(&RunView::of(&r)).unwrap();
         assert_eq!(view, before.to_string());
-        let dry = Summary { run: r.clone(), dry_run: true, actions: vec![json!({"action": "deactivate", "userId": "u"})] };
+        let dry = Summary {
+            run: r.clone(),
+            dry_run: true,
+            deactivation_refused: false,
+            actions: vec![json!({"action": "deactivate", "userId": "u"})],
+        };
         let mut expected = before;
         expected["dryRun"] = json!(true);
         expected["actions"] = json!([{"action": "deactivate", "userId": "u"}]);

@@ -204,7 +204,12 @@ impl Syncer {
                 memberships_changed = c.memberships_changed, errors = report.error_count(), ms = run.duration_ms, dry_run = options.dry_run, "sync run finished"
             );
         }
-        Summary { run, dry_run: options.dry_run, actions: std::mem::take(&mut report.actions) }
+        Summary {
+            run,
+            dry_run: options.dry_run,
+            deactivation_refused: report.deactivation_refused,
+            actions: std::mem::take(&mut report.actions),
+        }
     }
 
     /// [`Syncer::begin`] (on a blocking thread) then [`Syncer::execute`].

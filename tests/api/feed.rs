@@ -173,6 +173,10 @@ fn after_slapd_restarts_the_feed_resumes_from_its_cookie_without_reading_everyth
     let read = daemon.metric("provisiond_sync_feed_entries_total");
     assert_eq!(read, 2.0, "resumed from the cookie: only the changed entries were read");
     assert_eq!(total(&app, "active eq false"), 0);
+    // Back at work: the history says so, and the daemon is ready again.
+    let latest = stream_runs(&app);
+    assert_eq!(latest[0]["status"], "succeeded", "{latest:#?}");
+    eventually(5, "ready again", || daemon.get("/readyz").0 == 200);
 }
 
 #[test]
@@ -227,7 +231,7 @@ fn of_two_instances_only_the_lease_holder_streams_and_the_other_takes_over_when_
     let took = died.elapsed();
     // The lease: 2 × ldap.timeout (5 s), at least 10 s; the other instance looks every third
     // of it (with up to half again of jitter).
-    assert!(took < Duration::from_secs(10 + 5 + 2), "took over after {took:?}");
+    assert!(took < Duration::from_secs(10 + 5 + 5), "took over after {took:?}");
     assert!(read(&daemons[1 - holder]) >= 1.0);
 }
 
@@ -238,8 +242,12 @@ fn a_burst_of_deletions_past_the_safety_limit_deactivates_no_more_than_allowed()
     let cli = Cli::new(&app, &slapd, &format!("{FEED}\n[ldap.safety]\nmax_deactivate = 5\nwindow = \"1h\"\n"));
     let daemon = Serve::start(&app, &cli);
     eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 100);
-    let deletions: String = (10..30).map(|i| format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n\n")).collect();
-    slapd.modify(&deletions);
+    // One at a time (each its own batch, most likely): the limit holds over the window, not
+    // per batch.
+    for i in 10..30 {
+        slapd.modify(&format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
     eventually(10, "the feed stops deactivating", || {
         stream_runs(&app).iter().any(|r| r["status"] == "failed" && r["errors"][0].as_str().unwrap_or("").contains("ldap.safety"))
     });
@@ -353,4 +361,65 @@ fn a_malformed_sync_state_control_fails_the_run_without_a_panic_and_the_feed_rec
 fn a_broken_envelope_from_the_directory_fails_the_run_without_a_panic_and_the_feed_reconnects() {
     // ldap3's reader panics on this message (in its own task, which the feed watches).
     a_broken_feed_fails_runs_and_reconnects(vec![crate::fake_ldap::Reply::raw(&[0x30, 0x00])], "malformed message");
+}
+
+#[test]
+fn two_changes_to_one_entry_in_one_batch_are_both_applied() {
+    let slapd = Slapd::start_syncprov(&people(0..5), Feed::SessionLog);
+    let app = spawn(&slapd, |_| {});
+    let cli = Cli::new(&app, &slapd, FEED);
+    let _daemon = Serve::start(&app, &cli);
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 5);
+    let id = user_id(&app, "user1");
+    enrol(&app, &id);
+    // One ldapmodify, two records for the same entry: they arrive within the same few ms.
+    slapd.modify(&format!(
+        "dn: uid=user1,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Twice\n\n\
+         dn: uid=user1,{PEOPLE}\nchangetype: modify\nadd: {FLAG_ATTRIBUTE}\n{FLAG_ATTRIBUTE}: TRUE\n"
+    ));
+    eventually(5, "the reset", || status(&app, &id)["status"] == "pending");
+    eventually(5, "the flag cleared", || !flag_set(&slapd, "user1"));
+    assert_eq!(crate::sync::user(&app, "user1")["name"]["familyName"], "Twice");
+    let errors: Vec<Value> = stream_runs(&app).iter().flat_map(|r| r["errors"].as_array().cloned().unwrap_or_default()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn a_first_load_that_would_deactivate_too_many_holds_the_feed_and_deactivates_nobody() {
+    let slapd = Slapd::start_syncprov(&people(0..20), Feed::SessionLog);
+    let app = spawn(&slapd, |_| {});
+    let cli = Cli::new(&app, &slapd, FEED);
+    let mut first = Serve::start(&app, &cli);
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 20);
+    eventually(5, "the cookie saved", || cookie_saved(&app));
+    assert!(first.terminate().success());
+    // The cookie is lost (a restored database, say) and many entries went meanwhile.
+    let pool = provisiond::app::open_database(&app.config).unwrap();
+    let now = provisiond::clock::stored(chrono::Utc::now());
+    provisiond::store::write_tx(&mut pool.get().unwrap(), |tx| {
+        provisiond::store::directory::save_cookie(tx, "ldap-feed", None, "", now)
+    })
+    .unwrap();
+    let deletions: String = (0..10).map(|i| format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n\n")).collect();
+    slapd.modify(&deletions);
+
+    let daemon = Serve::start(&app, &cli);
+    eventually(20, "the refused full run", || runs_of(&app, "full").len() == 2);
+    assert_eq!(runs_of(&app, "full")[0]["status"], "failed");
+    eventually(5, "held", || daemon.get("/readyz").0 == 503);
+    assert!(daemon.get("/readyz").1.contains("stopped deactivating"));
+    assert_eq!(total(&app, "active eq false"), 0, "nobody deactivated");
+    // It streams all the same.
+    slapd.modify(&format!("dn: uid=user15,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Still\n"));
+    eventually(5, "a change", || crate::sync::user(&app, "user15")["name"]["familyName"] == "Still");
+    // And a deletion now is not applied either, until a full run settles it.
+    slapd.modify(&format!("dn: uid=user16,{PEOPLE}\nchangetype: delete\n"));
+    eventually(5, "the held deletion reported", || {
+        stream_runs(&app).iter().any(|r| r["errors"][0].as_str().unwrap_or("").contains("stopped deactivating"))
+    });
+    assert_eq!(total(&app, "active eq false"), 0);
+    let (ok, summary) = cli.sync(&["--full", "--allow-mass-deactivation"]);
+    assert!(ok, "{summary:#}");
+    assert_eq!(total(&app, "active eq false"), 11);
+    eventually(5, "ready", || daemon.get("/readyz").0 == 200);
 }

@@ -26,10 +26,22 @@ pub struct Resume {
     pub held: Option<String>,
 }
 
+/// How a batch of the feed ends (see [`Runs::finish_stream`]).
+pub struct StreamEnd<'a> {
+    /// The instance streaming.
+    pub holder: &'a str,
+    /// The search the cookie belongs to.
+    pub scope: &'a str,
+    pub cookie: Option<Option<&'a [u8]>>,
+    /// Record the run even if it changed nothing (the feed is back after a failure).
+    pub record: bool,
+}
+
 impl Runs {
     /// Takes the feed's lease for `holder`, or extends it if `holder` has it; false when another
-    /// instance streams.
-    pub fn hold_feed_lease(&self, holder: &str, lease_for: chrono::Duration) -> DomainResult<bool> {
+    /// instance streams, `None` when the database could not say (PostgreSQL: another session
+    /// holds the lease row's lock).
+    pub fn hold_feed_lease(&self, holder: &str, lease_for: chrono::Duration) -> DomainResult<Option<bool>> {
         let now = self.now();
         let held = store::write_tx(&mut *self.conn()?, |tx| {
             Ok::<_, diesel::result::Error>(
@@ -38,8 +50,8 @@ impl Runs {
             )
         });
         match held {
-            Ok(held) => Ok(held),
-            Err(e) if store::is_lock_timeout(&e) => Ok(false),
+            Ok(held) => Ok(Some(held)),
+            Err(e) if store::is_lock_timeout(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -79,13 +91,21 @@ impl Runs {
     }
 
     /// Takes the sync's lease for one batch of the feed (not recorded yet: see
-    /// [`Runs::finish_stream`]); `Busy` while another run holds it.
-    pub fn begin_stream(&self, lease_for: chrono::Duration) -> Result<Run, BeginError> {
+    /// [`Runs::finish_stream`]) while `holder` holds the feed's; `Busy` while another run holds
+    /// the sync's lease, `None` when the feed's is no longer `holder`'s.
+    pub fn begin_stream(&self, holder: &str, lease_for: chrono::Duration) -> Result<Option<Run>, BeginError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.now();
         let mut conn = self.conn()?;
-        let taken = match store::write_tx(&mut conn, |tx| stored::take_lease(tx, LEASE, &id, now, now + lease_for)) {
-            Ok(taken) => taken,
+        let taken = store::write_tx(&mut conn, |tx| {
+            if !stored::renew_lease(tx, FEED, holder, now + lease_for)? {
+                return Ok(None);
+            }
+            stored::take_lease(tx, LEASE, &id, now, now + lease_for).map(Some)
+        });
+        let taken = match taken {
+            Ok(None) => return Ok(None),
+            Ok(Some(taken)) => taken,
             Err(e) if store::is_lock_timeout(&e) => false,
             Err(e) => return Err(e.into()),
         };
@@ -93,7 +113,7 @@ impl Runs {
             let holder = stored::lease_holder(&mut conn, LEASE, now)?.unwrap_or_else(|| "(just finished)".into());
             return Err(BeginError::Busy(holder));
         }
-        Ok(Run { id, started_at: now, ..self.stream_run() })
+        Ok(Some(Run { id, started_at: now, ..self.stream_run() }))
     }
 
     /// A stream run starting now, holding no lease (what it records needs none: a failure of the
@@ -113,26 +133,32 @@ impl Runs {
         }
     }
 
-    /// Ends a batch of the feed: records it when it did something or failed, saves the cookie
-    /// that covers it (`Some(None)`: forget the cookie; `None`: keep the one saved) for
-    /// `scope`, and releases the sync's lease, in one transaction.
-    pub fn finish_stream(&self, run: &Run, cookie: Option<Option<&[u8]>>, scope: &str) -> DomainResult<()> {
+    /// Ends a batch of the feed: records it when it did something, failed, or `end.record`
+    /// says so; saves the cookie that covers it (`Some(None)`: forget the cookie; `None`: keep
+    /// the one saved) for `end.scope` while `end.holder` holds the feed's lease; and releases
+    /// the sync's lease, in one transaction. False when the feed's lease was lost (no cookie
+    /// saved: the instance streaming now has its own).
+    pub fn finish_stream(&self, run: &Run, end: StreamEnd) -> DomainResult<bool> {
         let now = self.now();
-        let record = run.status == RunStatus::Failed || run.counts.did_something();
+        let record = end.record || run.status == RunStatus::Failed || run.counts.did_something();
         let mut conn = self.conn()?;
         let done = store::write_tx(&mut conn, |tx| {
             if record {
                 stored::insert_run(tx, &run.to_stored())?;
             }
-            if let Some(cookie) = cookie {
-                stored::save_cookie(tx, FEED, cookie.map(hex::encode).as_deref(), scope, now)?;
+            let ours = stored::lease_holder(tx.conn(), FEED, now)?.as_deref() == Some(end.holder);
+            if let Some(cookie) = end.cookie.filter(|_| ours) {
+                stored::save_cookie(tx, FEED, cookie.map(hex::encode).as_deref(), end.scope, now)?;
             }
-            stored::release_lease(tx, LEASE, &run.id)
+            stored::release_lease(tx, LEASE, &run.id)?;
+            Ok::<_, store::Error>(ours)
         });
-        if let Err(e) = done {
-            let _ = store::write_tx(&mut conn, |tx| stored::release_lease(tx, LEASE, &run.id));
-            return Err(e.into());
+        match done {
+            Ok(ours) => Ok(ours),
+            Err(e) => {
+                let _ = store::write_tx(&mut conn, |tx| stored::release_lease(tx, LEASE, &run.id));
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 }
