@@ -33,11 +33,8 @@ pub enum Gone {
     AllBut(HashSet<String>),
 }
 
-/// What the feed said of one entry.
-enum Change {
-    Entry(Result<Mapped, MapError>),
-    Gone,
-}
+/// What the feed said of one entry: as it is now, or (`None`) gone.
+type Change = Option<Result<Mapped, MapError>>;
 
 /// What the feed gathered since its last batch, and how to write it.
 pub struct Batcher {
@@ -114,13 +111,13 @@ impl Batcher {
 
     /// Entry `key` as it is now.
     pub fn entry(&mut self, key: String, entry: Result<Mapped, MapError>) {
-        self.note(key, Change::Entry(entry));
+        self.note(key, Some(entry));
     }
 
     /// These entries are gone.
     pub fn gone(&mut self, keys: impl IntoIterator<Item = String>) {
         for key in keys {
-            self.note(key, Change::Gone);
+            self.note(key, None);
         }
     }
 
@@ -137,8 +134,8 @@ impl Batcher {
         let (mut entries, mut gone) = (Vec::new(), Vec::new());
         for (_, key, change) in changes {
             match change {
-                Change::Entry(e) => entries.push(e),
-                Change::Gone => gone.push(key),
+                Some(e) => entries.push(e),
+                None => gone.push(key),
             }
         }
         (entries, gone)
