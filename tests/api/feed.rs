@@ -404,8 +404,10 @@ fn a_first_load_that_would_deactivate_too_many_holds_the_feed_and_deactivates_no
     slapd.modify(&deletions);
 
     let daemon = Serve::start(&app, &cli);
-    eventually(20, "the refused full run", || runs_of(&app, "full").len() == 2);
-    assert_eq!(runs_of(&app, "full")[0]["status"], "failed");
+    eventually(20, "the refused full run", || {
+        let full = runs_of(&app, "full");
+        full.len() == 2 && full[0]["status"] == "failed"
+    });
     eventually(5, "held", || daemon.get("/readyz").0 == 503);
     assert!(daemon.get("/readyz").1.contains("stopped deactivating"));
     assert_eq!(total(&app, "active eq false"), 0, "nobody deactivated");
