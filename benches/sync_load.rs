@@ -1,8 +1,9 @@
 //! LDAP sync benchmark against a real slapd: the release binary's `provisiond sync` of N users,
 //! timed against `ldapsearch -E pr=500/noprompt` of the same entries in the same run.
 //!
-//! `cargo bench --bench sync_load [-- --users 100000 --groups 1000 --backend sqlite|postgres]`
-//! (see benches/README.md). With `--groups G`, the directory also holds G groups (the first of
+//! `cargo bench --bench sync_load [-- --users 100000 --groups 1000 --backend sqlite|postgres|both]`
+//! (see benches/README.md). `both`: SQLite, then PostgreSQL, against the same directory and
+//! baseline, and the ratio of the two. With `--groups G`, the directory also holds G groups (the first of
 //! 20,000 members, the others of 50) and the initial full sync is run again, with
 //! `[ldap.groups]`, on a fresh database: its time over the users-only one is the figure.
 
@@ -31,19 +32,21 @@ fn main() {
         match a.as_str() {
             "--users" => users = args.next().and_then(|v| v.parse().ok()).expect("--users N"),
             "--groups" => groups = args.next().and_then(|v| v.parse().ok()).expect("--groups N"),
-            "--backend" => backend = args.next().filter(|b| b == "sqlite" || b == "postgres").expect("--backend sqlite|postgres"),
+            "--backend" => {
+                backend = args
+                    .next()
+                    .filter(|b| ["sqlite", "postgres", "both"].contains(&b.as_str()))
+                    .expect("--backend sqlite|postgres|both")
+            }
             "--bench" => {}
-            other => panic!("unknown argument {other:?}; usage: sync_load [--users N] [--backend sqlite|postgres]"),
+            other => {
+                panic!("unknown argument {other:?}; usage: sync_load [--users N] [--groups G] [--backend sqlite|postgres|both]")
+            }
         }
     }
     let t = Instant::now();
     let slapd = Slapd::start(&(slapd::people(0..users) + &group_entries(users, groups)));
     println!("slapd with {users} users and {groups} groups loaded by slapadd in {:.1} s", t.elapsed().as_secs_f64());
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (database, _postgres) = support::database_section(dir.path(), &backend);
-    println!("database: {backend}");
-    let config = write_config(dir.path(), &database, &slapd, false);
 
     let raw = |label: &str| {
         // Best of three: the baseline should be the server's speed, not a hiccup.
@@ -52,66 +55,109 @@ fn main() {
         best
     };
     let baseline = raw("baseline");
-
-    let (first, first_rss, summary) = sync(&config, &["--full"]);
-    assert_eq!(summary["created"], users as u64, "{summary:#}");
-    println!("initial full sync: {:.0} ms, peak RSS {first_rss:.1} MB", ms(first));
-
-    let (again, again_rss, summary) = sync(&config, &["--full"]);
-    assert_eq!(summary["unchanged"], users as u64, "{summary:#}");
-    println!("no-change full re-sync: {:.0} ms, peak RSS {again_rss:.1} MB", ms(again));
-
-    let step = (users / CHANGED).max(1);
-    let changes: String = (0..CHANGED)
-        .map(|k| format!("dn: uid=user{},{PEOPLE}\nchangetype: modify\nreplace: title\ntitle: changed\n-\nreplace: givenName\ngivenName: Changed{k}\n\n", k * step))
-        .collect();
-    slapd.modify(&changes);
-    let (incremental, _, summary) = sync(&config, &[]);
-    assert_eq!(summary["updated"], CHANGED as u64, "{summary:#}");
-    println!(
-        "incremental run after {CHANGED} changes: {:.0} ms ({} entries read)",
-        ms(incremental),
-        CHANGED as u64 + summary["unchanged"].as_u64().unwrap()
-    );
-
-    let baseline_after = raw("baseline again");
-    let baseline = baseline.min(baseline_after);
+    let backends: Vec<&str> = if backend == "both" { vec!["sqlite", "postgres"] } else { vec![backend.as_str()] };
+    let runs: Vec<Runs> = backends.iter().enumerate().map(|(round, b)| Runs::measure(&slapd, b, users, groups, round)).collect();
+    let baseline = baseline.min(raw("baseline again"));
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    let r1 = first.as_secs_f64() / baseline.as_secs_f64();
-    let r2 = again.as_secs_f64() / baseline.as_secs_f64();
-    println!();
-    println!("| {users} users, {backend} | time | ratio to ldapsearch | aim |");
-    println!("|---|---:|---:|---|");
-    println!("| ldapsearch -E pr=500/noprompt (baseline) | {:.0} ms | 1.00 | |", ms(baseline));
-    println!("| initial full sync | {:.0} ms | {r1:.2} | ≤ 4× {} |", ms(first), verdict(r1 <= 4.0));
-    println!("| no-change full re-sync | {:.0} ms | {r2:.2} | ≤ 2× {} |", ms(again), verdict(r2 <= 2.0));
-    println!(
-        "| incremental, {CHANGED} changed | {:.0} ms | | < 1 s {} |",
-        ms(incremental),
-        verdict(incremental < Duration::from_secs(1))
-    );
-    println!("| peak RSS of the initial sync | {first_rss:.1} MB | | < 150 MB {} |", verdict(first_rss < 150.0));
-
-    if groups > 0 {
-        // The same initial full sync with the groups, on a fresh database.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (database, _postgres) = support::database_section(dir.path(), &backend);
-        let config = write_config(dir.path(), &database, &slapd, true);
-        let (with_groups, rss, summary) = sync(&config, &["--full"]);
-        assert_eq!(summary["created"], users as u64, "{summary:#}");
-        assert_eq!(summary["groupsCreated"], groups as u64, "{summary:#}");
-        let memberships = big_group(users) + (groups - 1) * SMALL;
-        assert_eq!(summary["membershipsChanged"], memberships as u64, "{summary:#}");
-        let (again_groups, _, summary) = sync(&config, &["--full"]);
-        assert_eq!(summary["membershipsChanged"], 0, "{summary:#}");
-        let r = with_groups.as_secs_f64() / first.as_secs_f64();
-        let r_again = again_groups.as_secs_f64() / again.as_secs_f64();
+    for (b, r) in backends.iter().zip(&runs) {
+        let r1 = r.first.as_secs_f64() / baseline.as_secs_f64();
+        let r2 = r.again.as_secs_f64() / baseline.as_secs_f64();
         println!();
-        println!("| {users} users and {groups} groups ({memberships} memberships), {backend} | time | over users-only | aim |");
+        println!("| {users} users, {b} | time | ratio to ldapsearch | aim |");
         println!("|---|---:|---:|---|");
-        println!("| initial full sync with groups | {:.0} ms | {r:.2} | ≤ 2× {} |", ms(with_groups), verdict(r <= 2.0));
-        println!("| no-change full re-sync with groups | {:.0} ms | {r_again:.2} | |", ms(again_groups));
-        println!("| peak RSS of the initial sync with groups | {rss:.1} MB | | |");
+        println!("| ldapsearch -E pr=500/noprompt (baseline) | {:.0} ms | 1.00 | |", ms(baseline));
+        println!("| initial full sync | {:.0} ms | {r1:.2} | ≤ 4× {} |", ms(r.first), verdict(r1 <= 4.0));
+        println!("| no-change full re-sync | {:.0} ms | {r2:.2} | ≤ 1.5× {} |", ms(r.again), verdict(r2 <= 1.5));
+        println!(
+            "| incremental, {CHANGED} changed | {:.0} ms | | < 1 s {} |",
+            ms(r.incremental),
+            verdict(r.incremental < Duration::from_secs(1))
+        );
+        println!("| peak RSS of the initial sync | {:.1} MB | | < 150 MB {} |", r.first_rss, verdict(r.first_rss < 150.0));
+        if let Some((with_groups, again_groups, rss, memberships)) = r.groups {
+            let r = (with_groups.as_secs_f64() / r.first.as_secs_f64(), again_groups.as_secs_f64() / r.again.as_secs_f64());
+            println!();
+            println!("| {users} users and {groups} groups ({memberships} memberships), {b} | time | over users-only | aim |");
+            println!("|---|---:|---:|---|");
+            println!("| initial full sync with groups | {:.0} ms | {:.2} | ≤ 2× {} |", ms(with_groups), r.0, verdict(r.0 <= 2.0));
+            println!("| no-change full re-sync with groups | {:.0} ms | {:.2} | |", ms(again_groups), r.1);
+            println!("| peak RSS of the initial sync with groups | {rss:.1} MB | | |");
+        }
+    }
+    if let [sqlite, postgres] = &runs[..] {
+        let r = postgres.first.as_secs_f64() / sqlite.first.as_secs_f64();
+        println!();
+        println!("| {users} users | SQLite | PostgreSQL | PostgreSQL / SQLite | aim |");
+        println!("|---|---:|---:|---:|---|");
+        println!(
+            "| initial full sync | {:.0} ms | {:.0} ms | {r:.2} | ≤ 1.5× {} |",
+            ms(sqlite.first),
+            ms(postgres.first),
+            verdict(r <= 1.5)
+        );
+        let r = postgres.again.as_secs_f64() / sqlite.again.as_secs_f64();
+        println!("| no-change full re-sync | {:.0} ms | {:.0} ms | {r:.2} | |", ms(sqlite.again), ms(postgres.again));
+    }
+}
+
+/// The figures of one backend: the initial full sync into an empty database, the no-change
+/// full re-sync, an incremental run after [`CHANGED`] changes and, with groups, the initial and
+/// no-change full sync with `[ldap.groups]` on a fresh database.
+struct Runs {
+    first: Duration,
+    first_rss: f64,
+    again: Duration,
+    incremental: Duration,
+    /// With groups: initial, no-change, peak RSS of the initial, memberships.
+    groups: Option<(Duration, Duration, f64, usize)>,
+}
+
+impl Runs {
+    /// `round`: the how-manieth backend of the run (the changes before the incremental run are
+    /// new values each round).
+    fn measure(slapd: &Slapd, backend: &str, users: usize, groups: usize, round: usize) -> Runs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database, _postgres) = support::database_section(dir.path(), backend);
+        println!("database: {backend}");
+        let config = write_config(dir.path(), &database, slapd, false);
+
+        let (first, first_rss, summary) = sync(&config, &["--full"]);
+        assert_eq!(summary["created"], users as u64, "{summary:#}");
+        println!("initial full sync: {:.0} ms, peak RSS {first_rss:.1} MB", ms(first));
+
+        let (again, again_rss, summary) = sync(&config, &["--full"]);
+        assert_eq!(summary["unchanged"], users as u64, "{summary:#}");
+        println!("no-change full re-sync: {:.0} ms, peak RSS {again_rss:.1} MB", ms(again));
+
+        let step = (users / CHANGED).max(1);
+        let changes: String = (0..CHANGED)
+            .map(|k| format!("dn: uid=user{},{PEOPLE}\nchangetype: modify\nreplace: title\ntitle: changed\n-\nreplace: givenName\ngivenName: Changed{k}r{round}\n\n", k * step))
+            .collect();
+        slapd.modify(&changes);
+        let (incremental, _, summary) = sync(&config, &[]);
+        assert_eq!(summary["updated"], CHANGED as u64, "{summary:#}");
+        println!(
+            "incremental run after {CHANGED} changes: {:.0} ms ({} entries read)",
+            ms(incremental),
+            CHANGED as u64 + summary["unchanged"].as_u64().unwrap()
+        );
+        drop(_postgres);
+
+        let groups = (groups > 0).then(|| {
+            // The same initial full sync with the groups, on a fresh database.
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (database, _postgres) = support::database_section(dir.path(), backend);
+            let config = write_config(dir.path(), &database, slapd, true);
+            let (with_groups, rss, summary) = sync(&config, &["--full"]);
+            assert_eq!(summary["created"], users as u64, "{summary:#}");
+            assert_eq!(summary["groupsCreated"], groups as u64, "{summary:#}");
+            let memberships = big_group(users) + (groups - 1) * SMALL;
+            assert_eq!(summary["membershipsChanged"], memberships as u64, "{summary:#}");
+            let (again_groups, _, summary) = sync(&config, &["--full"]);
+            assert_eq!(summary["membershipsChanged"], 0, "{summary:#}");
+            (with_groups, again_groups, rss, memberships)
+        });
+        Runs { first, first_rss, again, incremental, groups }
     }
 }
 

@@ -24,6 +24,15 @@ pub struct Users {
 }
 
 /// The MFA extension of a user as SCIM shows it (computed from its factor).
+/// A new user's id: a UUID whose first bits are the time of its making (version 7), in a
+/// sequence that only grows within this process. Every index keyed by user id (the users' own,
+/// their search values, factors and links) then takes new users at its end instead of at random
+/// places: 100,000 users created by a directory sync touch a few pages at the tail of each
+/// index instead of most of their pages. The id says when it was made, as `meta.created` does.
+pub fn new_user_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 pub(crate) fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
     resource::MfaView {
         status: user.mfa.status.as_str(),
@@ -72,7 +81,7 @@ impl Users {
     pub fn create(&self, input: &Value, source: Source, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize(&USER_RESOURCE, input)?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = new_user_id();
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| {
             // Read once the write turn is ours: users are stamped in the order they are written.

@@ -195,6 +195,15 @@ pub(crate) fn insert_many(
             s.execute(conn)?;
         }
         let values: Vec<ValueRow> = chunk.iter().flat_map(|(id, body)| search_values(id, body)).collect();
+        // PostgreSQL takes the search values (about ten rows a user) fastest as one COPY: no
+        // statement to parse with thousands of parameters.
+        let values = match &mut *conn {
+            DbConn::Pg(pg) => {
+                diesel::copy_from(user_values::table).from_insertable(values).execute(pg)?;
+                continue;
+            }
+            DbConn::Sqlite(_) => values,
+        };
         for rows in values.chunks(2000) {
             let rows = rows.iter().map(|r| {
                 vec![
@@ -419,7 +428,7 @@ fn in_order(conn: &mut DbConn, ids: &[String]) -> Result<Vec<StoredUser>> {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = user_values)]
+#[diesel(table_name = user_values, treat_none_as_default_value = false)]
 struct ValueRow<'a> {
     user_id: &'a str,
     path: String,

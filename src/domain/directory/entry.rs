@@ -30,11 +30,13 @@ impl Entry {
     /// `body` (a stored user, or nothing for a new one) with the entry's attributes written
     /// over; the attributes the directory does not map are kept.
     pub fn apply_to(&self, body: Option<&Map<String, Value>>) -> Result<Map<String, Value>, ScimError> {
+        // A new user (no body) has no elements yet: none to count.
+        let fresh = body.is_none();
         let mut body = body.cloned().unwrap_or_else(base_body);
         // Element paths whose LDAP attribute has several values, or whose user has several
         // elements the path selects, are written as a whole; the others with one replace each.
         let (elements, single): (Vec<_>, Vec<_>) =
-            self.pairs.iter().partition(|(p, v)| is_element_path(p) && (v.is_array() || selected(&body, p) > 1));
+            self.pairs.iter().partition(|(p, v)| is_element_path(p) && (v.is_array() || (!fresh && selected(&body, p) > 1)));
         patch::apply(&schema::USER_RESOURCE, &mut body, &patch_doc(single.into_iter().map(|(p, v)| (&**p, v.clone()))))?;
         for (path, value) in elements {
             replace_elements(&mut body, path, value)?;

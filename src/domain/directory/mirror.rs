@@ -64,7 +64,7 @@ pub(super) fn apply_entry(
     let came_from_elsewhere = current.as_ref().is_some_and(|u| u.source != SOURCE);
     let (user, mut change) = match current {
         None => {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::domain::users::new_user_id();
             (store_users::insert(conn, &id, body, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
         }
         Some(cur) if cur.body == body => (cur, Change::Unchanged),
@@ -107,7 +107,7 @@ pub(super) fn create_many(conn: &mut Tx, entries: &[&Entry], actor: &Actor, at: 
     let mut users = Vec::with_capacity(entries.len());
     let mut new_links = Vec::with_capacity(entries.len());
     for entry in entries {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::domain::users::new_user_id();
         new_links.push(Link {
             user_id: id.clone(),
             entry_key: entry.key.clone(),

@@ -443,8 +443,9 @@ impl Session {
         Ok(WriteOutcome { results: todo.into_iter().zip(results).collect(), counts })
     }
 
-    /// The batches are written: the connection's cache shrinks back (it returns to the pool
-    /// after the run).
+    /// The batches are written: the connection's cache shrinks back (what the run reads after,
+    /// the users it did not see, it reads once; the connection returns to the pool after the run,
+    /// see the `Drop` below).
     pub fn batches_done(&mut self) -> DomainResult<()> {
         Ok(store::bulk_cache(&mut self.conn, false)?)
     }
@@ -528,6 +529,16 @@ impl Session {
             Ok(r) | Err(TxEnd::Rollback(r)) => Ok(r),
             Err(TxEnd::Fail(e)) => Err(e),
             Err(TxEnd::Retry) => unreachable!("deactivations use savepoints"),
+        }
+    }
+}
+
+/// The session's connection goes back to the pool as the pool made it.
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A failure leaves a connection that reads without the memory map: slower, not wrong.
+        if let Err(e) = store::bulk_done(&mut self.conn) {
+            tracing::warn!(error = %e, "cannot give the sync writer's connection its usual settings back");
         }
     }
 }
