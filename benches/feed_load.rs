@@ -44,7 +44,7 @@ fn main() {
         std::sync::Arc::new(provisiond::clock::SystemClock),
     );
 
-    let baseline = (0..3).map(|_| ldapsearch(&slapd, users)).min().unwrap();
+    let baseline = (0..3).map(|_| slapd.timed_paged_search(users)).min().unwrap();
     println!("baseline: ldapsearch -E pr=500/noprompt of {users} entries: {:.0} ms (best of 3)", ms(baseline));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -143,20 +143,4 @@ fn write_config(dir: &Path, database: &str, slapd: &Slapd) -> std::path::PathBuf
     let path = dir.join("provisiond.toml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-/// The raw read: every user entry with the mapped attributes, paged by 500, output discarded.
-fn ldapsearch(slapd: &Slapd, users: usize) -> Duration {
-    let t = Instant::now();
-    let out = Command::new("ldapsearch")
-        .args(["-x", "-LLL", "-E", "pr=500/noprompt", "-H", &slapd.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-b", PEOPLE])
-        .arg("(objectClass=inetOrgPerson)")
-        .args(["uid", "givenName", "sn", "cn", "mail", "entryUUID", "modifyTimestamp", "mfaResetRequested"])
-        .stdout(Stdio::piped())
-        .output()
-        .expect("ldapsearch runs");
-    let elapsed = t.elapsed();
-    assert!(out.status.success(), "ldapsearch failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.stdout.windows(4).filter(|w| w == b"dn: ").count(), users, "ldapsearch returned every entry");
-    elapsed
 }

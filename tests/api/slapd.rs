@@ -214,6 +214,24 @@ impl Slapd {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The benchmarks' baseline, the directory's own speed: `ldapsearch -E pr=500/noprompt` of
+    /// every user entry with the attributes the default mapping reads, output discarded; checks
+    /// that all `users` came.
+    pub fn timed_paged_search(&self, users: usize) -> Duration {
+        let t = Instant::now();
+        let out = Command::new(tool("ldapsearch"))
+            .args(["-x", "-LLL", "-E", "pr=500/noprompt", "-H", &self.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-b", PEOPLE])
+            .arg("(objectClass=inetOrgPerson)")
+            .args(["uid", "givenName", "sn", "cn", "mail", "entryUUID", "modifyTimestamp", FLAG_ATTRIBUTE])
+            .stdout(Stdio::piped())
+            .output()
+            .expect("ldapsearch runs");
+        let elapsed = t.elapsed();
+        assert!(out.status.success(), "ldapsearch failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout.windows(4).filter(|w| w == b"dn: ").count(), users, "ldapsearch returned every entry");
+        elapsed
+    }
+
     /// An `[ldap]` section for this directory, bound as the admin, flags configured.
     pub fn config(&self) -> provisiond::config::Ldap {
         provisiond::config::Ldap {
