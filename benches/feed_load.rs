@@ -1,5 +1,5 @@
 //! The LDAP change feed (`change_detection = "syncrepl"`) against a real slapd with syncprov:
-//! the release daemon's first refresh of N users, timed against `ldapsearch -E pr=500/noprompt`
+//! the release daemon's first load of N users (a full run, then the feed from contextCSN), timed against `ldapsearch -E pr=500/noprompt`
 //! of the same entries in the same run, its peak RSS meanwhile, then the time from an
 //! `ldapmodify` that sets the MFA reset flag to the flag cleared by the daemon (the reset is
 //! committed before the flag is removed), over 50 trials.
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use provisiond::domain::directory::{RunKind, Runs};
+use provisiond::domain::directory::Runs;
 use slapd::{Feed, Slapd, ADMIN_DN, ADMIN_PASSWORD, PEOPLE};
 
 const TRIALS: usize = 50;
@@ -62,7 +62,7 @@ fn main() {
         peak_kb = peak_kb.max(vm_hwm(&status_file));
         if last_look.elapsed() > Duration::from_millis(100) {
             last_look = Instant::now();
-            if created_by_stream(&runs) >= users as i64 {
+            if created(&runs) >= users as i64 {
                 break start.elapsed();
             }
         }
@@ -71,7 +71,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     };
     println!(
-        "first refresh (daemon start to {users} users written): {:.0} ms = {:.2}× ldapsearch; peak RSS {:.1} MB",
+        "first load (daemon start to {users} users written): {:.0} ms = {:.2}× ldapsearch; peak RSS {:.1} MB",
         ms(refresh),
         refresh.as_secs_f64() / baseline.as_secs_f64(),
         peak_kb / 1024.0
@@ -99,8 +99,12 @@ fn main() {
     println!("| {users} users, {backend} | figure | aim |");
     println!("|---|---:|---|");
     println!("| ldapsearch -E pr=500/noprompt (baseline) | {:.0} ms | |", ms(baseline));
-    println!("| first refresh of the feed | {:.0} ms ({:.2}×) | |", ms(refresh), refresh.as_secs_f64() / baseline.as_secs_f64());
-    println!("| peak RSS during the refresh | {:.1} MB | |", peak_kb / 1024.0);
+    println!(
+        "| first load (daemon start to all users written) | {:.0} ms ({:.2}×) | |",
+        ms(refresh),
+        refresh.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!("| peak RSS during the first load | {:.1} MB | |", peak_kb / 1024.0);
     println!(
         "| flag set → reset applied and flag cleared, {TRIALS} trials | p50 {:.0} ms, p99 {:.0} ms | ≤ 2 s p99 {} |",
         ms(p50),
@@ -109,10 +113,10 @@ fn main() {
     );
 }
 
-/// Users created by the feed's stream runs so far.
-fn created_by_stream(runs: &Runs) -> i64 {
+/// Users created so far by the feed's first load (a full run) and its stream runs.
+fn created(runs: &Runs) -> i64 {
     let (_, list) = runs.list(0, 10_000).unwrap_or_default();
-    list.iter().filter(|r| r.kind == RunKind::Stream).map(|r| r.counts.created).sum()
+    list.iter().map(|r| r.counts.created).sum()
 }
 
 fn vm_hwm(status_file: &str) -> f64 {

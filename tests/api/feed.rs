@@ -19,6 +19,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 /// holder dies.
 const FEED: &str = "change_detection = \"syncrepl\"\ntimeout = 5";
 
+/// A slapd with syncprov holding `users` people, the in-process reader, the configuration for
+/// the daemon (`extra` lines in `[ldap]` after [`FEED`]) and one daemon streaming, its first
+/// load done.
+fn streaming(users: usize, feed: Feed, extra: &str) -> (Slapd, TestApp, Cli, Serve) {
+    let slapd = Slapd::start_syncprov(&people(0..users), feed);
+    let app = spawn(&slapd, |_| {});
+    let cli = Cli::new(&app, &slapd, &format!("{FEED}\n{extra}"));
+    let daemon = Serve::start(&app, &cli);
+    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == users as u64);
+    (slapd, app, cli, daemon)
+}
+
 /// Waits (up to `secs`) until `ready` holds; says what was awaited otherwise.
 #[track_caller]
 fn eventually(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
@@ -79,11 +91,7 @@ fn flag_set(slapd: &Slapd, uid: &str) -> bool {
 #[test]
 fn the_reset_flag_is_applied_and_cleared_within_two_seconds_p99_of_50_trials() {
     const TRIALS: usize = 50;
-    let slapd = Slapd::start_syncprov(&people(0..TRIALS), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let _daemon = Serve::start(&app, &cli);
-    eventually(30, "the refresh creates every user", || total(&app, "userName sw \"user\"") == TRIALS as u64);
+    let (slapd, app, _cli, _daemon) = streaming(TRIALS, Feed::SessionLog, "");
     let ids: Vec<String> = (0..TRIALS).map(|i| user_id(&app, &format!("user{i}"))).collect();
     for id in &ids {
         enrol(&app, id);
@@ -115,11 +123,7 @@ fn the_reset_flag_is_applied_and_cleared_within_two_seconds_p99_of_50_trials() {
 
 #[test]
 fn adds_changes_renames_and_deletions_arrive_while_the_feed_is_open() {
-    let slapd = Slapd::start_syncprov(&people(0..10), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let daemon = Serve::start(&app, &cli);
-    eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 10);
+    let (slapd, app, _cli, daemon) = streaming(10, Feed::SessionLog, "");
 
     slapd.modify(&add_record(&person(10)));
     eventually(5, "the added entry's user", || total(&app, "userName eq \"user10\"") == 1);
@@ -153,11 +157,7 @@ fn adds_changes_renames_and_deletions_arrive_while_the_feed_is_open() {
 
 #[test]
 fn after_slapd_restarts_the_feed_resumes_from_its_cookie_without_reading_everything() {
-    let mut slapd = Slapd::start_syncprov(&people(0..200), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let daemon = Serve::start(&app, &cli);
-    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 200);
+    let (mut slapd, app, _cli, daemon) = streaming(200, Feed::SessionLog, "");
     eventually(5, "the cookie saved", || cookie_saved(&app));
     slapd.modify(&format!("dn: uid=user6,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Streamed\n"));
     eventually(5, "a change before the restart", || crate::sync::user(&app, "user6")["name"]["familyName"] == "Streamed");
@@ -182,11 +182,7 @@ fn after_slapd_restarts_the_feed_resumes_from_its_cookie_without_reading_everyth
 #[test]
 fn the_daemon_killed_and_started_again_resumes_from_the_stored_cookie_present_phase() {
     // Without a session log, a resumed feed has a present phase: the entries not named are gone.
-    let slapd = Slapd::start_syncprov(&people(0..100), Feed::Present);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let mut first = Serve::start(&app, &cli);
-    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 100);
+    let (slapd, app, cli, mut first) = streaming(100, Feed::Present, "");
     eventually(5, "the cookie saved", || cookie_saved(&app));
     first.kill();
 
@@ -237,11 +233,7 @@ fn of_two_instances_only_the_lease_holder_streams_and_the_other_takes_over_when_
 
 #[test]
 fn a_burst_of_deletions_past_the_safety_limit_deactivates_no_more_than_allowed() {
-    let slapd = Slapd::start_syncprov(&people(0..100), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, &format!("{FEED}\n[ldap.safety]\nmax_deactivate = 5\nwindow = \"1h\"\n"));
-    let daemon = Serve::start(&app, &cli);
-    eventually(30, "the refresh", || total(&app, "userName sw \"user\"") == 100);
+    let (slapd, app, cli, daemon) = streaming(100, Feed::SessionLog, "[ldap.safety]\nmax_deactivate = 5\nwindow = \"1h\"\n");
     // One at a time (each its own batch, most likely): the limit holds over the window, not
     // per batch.
     for i in 10..30 {
@@ -293,11 +285,7 @@ fn syncrepl_needs_an_id_attribute_the_feed_names_entries_by() {
 
 #[test]
 fn a_cookie_the_directory_no_longer_honours_is_forgotten_and_everything_read_again() {
-    let slapd = Slapd::start_syncprov(&people(0..30), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let mut first = Serve::start(&app, &cli);
-    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 30);
+    let (slapd, app, cli, mut first) = streaming(30, Feed::SessionLog, "");
     eventually(5, "the cookie saved", || cookie_saved(&app));
     assert!(first.terminate().success());
 
@@ -331,7 +319,7 @@ fn a_broken_feed_fails_runs_and_reconnects(replies: Vec<crate::fake_ldap::Reply>
     let fake = crate::fake_ldap::FakeDirectory::start(replies);
     let app = TestApp::spawn();
     let cli = Cli::with_url(&app, &fake.url(), FEED);
-    let daemon = Serve::start(&app, &cli);
+    let daemon = Serve::start_until(&app, &cli, "/healthz");
     // (The in-process daemon has no [ldap]: the daemon under test answers.)
     let failed = || {
         let (_, body) = daemon.get("/api/v1/sync/runs?count=100");
@@ -365,11 +353,7 @@ fn a_broken_envelope_from_the_directory_fails_the_run_without_a_panic_and_the_fe
 
 #[test]
 fn two_changes_to_one_entry_in_one_batch_are_both_applied() {
-    let slapd = Slapd::start_syncprov(&people(0..5), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let _daemon = Serve::start(&app, &cli);
-    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 5);
+    let (slapd, app, _cli, _daemon) = streaming(5, Feed::SessionLog, "");
     let id = user_id(&app, "user1");
     enrol(&app, &id);
     // One ldapmodify, two records for the same entry: they arrive within the same few ms.
@@ -386,11 +370,7 @@ fn two_changes_to_one_entry_in_one_batch_are_both_applied() {
 
 #[test]
 fn a_first_load_that_would_deactivate_too_many_holds_the_feed_and_deactivates_nobody() {
-    let slapd = Slapd::start_syncprov(&people(0..20), Feed::SessionLog);
-    let app = spawn(&slapd, |_| {});
-    let cli = Cli::new(&app, &slapd, FEED);
-    let mut first = Serve::start(&app, &cli);
-    eventually(30, "the first load", || total(&app, "userName sw \"user\"") == 20);
+    let (slapd, app, cli, mut first) = streaming(20, Feed::SessionLog, "");
     eventually(5, "the cookie saved", || cookie_saved(&app));
     assert!(first.terminate().success());
     // The cookie is lost (a restored database, say) and many entries went meanwhile.
@@ -403,7 +383,8 @@ fn a_first_load_that_would_deactivate_too_many_holds_the_feed_and_deactivates_no
     let deletions: String = (0..10).map(|i| format!("dn: uid=user{i},{PEOPLE}\nchangetype: delete\n\n")).collect();
     slapd.modify(&deletions);
 
-    let daemon = Serve::start(&app, &cli);
+    // Not ready for long: it holds at once.
+    let daemon = Serve::start_until(&app, &cli, "/healthz");
     eventually(20, "the refused full run", || {
         let full = runs_of(&app, "full");
         full.len() == 2 && full[0]["status"] == "failed"

@@ -462,6 +462,12 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(app: &TestApp, cli: &Cli) -> Serve {
+        Self::start_until(app, cli, "/readyz")
+    }
+
+    /// Starts the daemon and waits until `probe` answers 200 (`/healthz`: up, whether or not it
+    /// is ready).
+    pub fn start_until(app: &TestApp, cli: &Cli, probe: &str) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(BIN)
             .args(["--config", cli.config.to_str().unwrap(), "serve"])
@@ -472,9 +478,9 @@ impl Serve {
         let base = format!("http://127.0.0.1:{port}");
         let up = (0..200).any(|_| {
             std::thread::sleep(Duration::from_millis(25));
-            agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+            agent.get(format!("{base}{probe}")).call().is_ok_and(|r| r.status() == 200)
         });
-        assert!(up, "daemon did not become ready");
+        assert!(up, "daemon did not answer {probe}");
         Serve { child, base, agent, auth: format!("Bearer {}", app.token) }
     }
 
