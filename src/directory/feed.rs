@@ -198,6 +198,8 @@ struct Feed<'a> {
     built_cookie: bool,
     /// This connection's search carried a cookie.
     sent_cookie: bool,
+    /// How the feed's UUIDs read as entry keys.
+    key_of: config::SyncUuidKey,
 }
 
 /// What the refresh stage has gathered so far.
@@ -221,6 +223,7 @@ impl<'a> Feed<'a> {
             first_load_by_run: true,
             built_cookie: false,
             sent_cookie: false,
+            key_of: syncer.config().sync_uuid_key().expect("checked with the configuration"),
         }
     }
 
@@ -403,7 +406,7 @@ impl<'a> Feed<'a> {
 
     /// Takes one message of the search into the batch; says when the refresh stage ended.
     fn take(&mut self, message: ldap3::ResultEntry, refresh: &mut Refresh) -> Result<Option<Step>, RunError> {
-        let key_of = self.syncer.config().sync_uuid_key().expect("checked with the configuration");
+        let key_of = self.key_of;
         crate::metrics::METRICS.sync_feed_messages.inc();
         if message.is_ref() {
             // A referral object in scope: nothing to mirror (a run's paged search skips them too).

@@ -90,10 +90,10 @@ impl Batcher {
     /// The stored cookie to resume from (`None`: read everything).
     pub async fn resume(&mut self) -> Result<Option<Vec<u8>>, RunError> {
         let (runs, scope) = (self.runs.clone(), self.scope.clone());
-        let resume = blocking(move || runs.feed_resume(&scope)).await?;
-        self.cookie = resume.cookie.clone();
+        let cookie = blocking(move || runs.feed_resume(&scope)).await?;
+        self.cookie = cookie.clone();
         self.cookie_new = false;
-        Ok(resume.cookie)
+        Ok(cookie)
     }
 
     /// Opens the batches' own connection.

@@ -31,7 +31,6 @@ pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 /// The Sync State control (on each entry).
 pub const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
 /// The Sync Done control (on the SearchResultDone).
-pub const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
 /// The responseName of the Sync Info intermediate message.
 pub const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 
@@ -88,15 +87,7 @@ pub enum SyncInfo {
     },
 }
 
-/// The value of a Sync Done control.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncDone {
-    pub cookie: Option<Vec<u8>>,
-    pub refresh_deletes: bool,
-}
-
 const STATE: &str = "syncState control";
-const DONE: &str = "syncDone control";
 const INFO: &str = "syncInfo message";
 const ENTRY: &str = "search entry";
 
@@ -136,27 +127,6 @@ pub fn sync_state_of(controls: &[Control]) -> Result<SyncState, Malformed> {
         return Err(bad("the entry has more than one"));
     }
     sync_state(control.1.val.as_deref().ok_or_else(|| bad("the control has no value"))?)
-}
-
-/// Parses a Sync Done control's value.
-pub fn sync_done(value: &[u8]) -> Result<SyncDone, Malformed> {
-    let bad = |problem: String| Malformed { message: DONE, problem };
-    let mut fields = Ber::new(single(value, "syncDoneValue", TagClass::Universal, SEQUENCE, true).map_err(bad)?);
-    let cookie = fields.optional("cookie", TagClass::Universal, OCTET_STRING, false).map_err(bad)?.map(<[u8]>::to_vec);
-    let refresh_deletes = fields.optional_boolean("refreshDeletes").map_err(bad)?.unwrap_or(false);
-    fields.end("syncDoneValue").map_err(bad)?;
-    Ok(SyncDone { cookie, refresh_deletes })
-}
-
-/// The Sync Done control among a SearchResultDone's controls, parsed, if there is one.
-pub fn sync_done_of(controls: &[Control]) -> Result<Option<SyncDone>, Malformed> {
-    let bad = |problem: &str| Malformed { message: DONE, problem: problem.to_string() };
-    let mut found = controls.iter().filter(|c| c.1.ctype == SYNC_DONE_OID);
-    let Some(control) = found.next() else { return Ok(None) };
-    if found.next().is_some() {
-        return Err(bad("the result has more than one"));
-    }
-    sync_done(control.1.val.as_deref().ok_or_else(|| bad("the control has no value"))?).map(Some)
 }
 
 /// Parses an IntermediateResponse (a stream item with `is_intermediate()`, its `.0`) as a Sync
@@ -277,20 +247,6 @@ fn attribute_values(mut parts: std::vec::IntoIter<StructureTag>) -> Result<(Vec<
         binary.extend(text.drain(..).map(String::into_bytes));
     }
     Ok((text, binary))
-}
-
-/// A sync UUID as OpenLDAP prints entryUUID: `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lowercase.
-/// (389-ds prints nsUniqueId differently, but it is the same 32 hex digits.)
-pub fn uuid_text(uuid: &[u8; 16]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(36);
-    for (i, byte) in uuid.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 // --- The trees the connection driver decoded -----------------------------------------------
@@ -511,12 +467,6 @@ mod tests {
         ber(cons(TagClass::Universal, SEQUENCE, fields))
     }
 
-    fn done_value(cookie: Option<&[u8]>, deletes: Option<bool>) -> Vec<u8> {
-        let mut fields: Vec<_> = cookie.map(octets).into_iter().collect();
-        fields.extend(deletes.map(boolean));
-        ber(cons(TagClass::Universal, SEQUENCE, fields))
-    }
-
     /// The syncInfoValue for `info`; `explicit` also writes BOOLEANs that equal their default.
     fn info_value(info: &SyncInfo, explicit: bool) -> Vec<u8> {
         let flagged = |id: u64, cookie: &Option<Vec<u8>>, flag: bool, default: bool, rest: Vec<StructureTag>| {
@@ -625,31 +575,6 @@ mod tests {
         assert_eq!(problem(sync_state_of(&[other])), "syncState control: the entry has none");
         assert_eq!(problem(sync_state_of(&[state.clone(), state])), "syncState control: the entry has more than one");
         assert_eq!(problem(sync_state_of(&[control(SYNC_STATE_OID, None)])), "syncState control: the control has no value");
-        let done = control(SYNC_DONE_OID, Some(done_value(Some(b"c"), None)));
-        assert_eq!(sync_done_of(&[done]), Ok(Some(SyncDone { cookie: Some(b"c".to_vec()), refresh_deletes: false })));
-        assert_eq!(sync_done_of(&[]), Ok(None));
-    }
-
-    #[test]
-    fn a_sync_done_takes_the_default_and_refuses_an_empty_boolean() {
-        assert_eq!(sync_done(&[0x30, 0x00]), Ok(SyncDone { cookie: None, refresh_deletes: false }));
-        assert_eq!(sync_done(&done_value(None, Some(true))), Ok(SyncDone { cookie: None, refresh_deletes: true }));
-        assert_eq!(
-            sync_done(&done_value(Some(b"x"), Some(false))),
-            Ok(SyncDone { cookie: Some(b"x".to_vec()), refresh_deletes: false })
-        );
-        // Any non-zero byte is TRUE in BER.
-        assert_eq!(sync_done(&[0x30, 0x03, 0x01, 0x01, 0x01]).map(|d| d.refresh_deletes), Ok(true));
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (vec![0x30, 0x02, 0x01, 0x00], "refreshDeletes is a BOOLEAN of 0 bytes, not 1"),
-            (vec![0x30, 0x04, 0x01, 0x02, 0xff, 0xff], "refreshDeletes is a BOOLEAN of 2 bytes, not 1"),
-            (vec![0x30, 0x05, 0x01, 0x01, 0xff, 0x04, 0x00], "primitive OCTET STRING after the end of syncDoneValue"),
-            (vec![0x30, 0x02, 0x02, 0x00], "primitive [UNIVERSAL 2] after the end of syncDoneValue"),
-            (vec![0x30, 0x02, 0x21, 0x00], "refreshDeletes is constructed BOOLEAN, not primitive BOOLEAN"),
-        ];
-        for (bytes, expected) in cases {
-            assert_eq!(problem(sync_done(&bytes)), format!("syncDone control: {expected}"), "{bytes:02x?}");
-        }
     }
 
     #[test]
@@ -813,13 +738,6 @@ mod tests {
         assert!(problem(entry(extra)).ends_with("primitive OCTET STRING after attributes"));
     }
 
-    #[test]
-    fn a_uuid_prints_as_openldap_prints_entry_uuid() {
-        assert_eq!(uuid_text(&UUID), "00000000-0000-4000-8000-00000000002a");
-        let all: [u8; 16] = std::array::from_fn(|i| (i as u8) * 17);
-        assert_eq!(uuid_text(&all), "00112233-4455-6677-8899-aabbccddeeff");
-    }
-
     // --- Properties ------------------------------------------------------------------------
 
     fn cookie() -> impl Strategy<Value = Option<Vec<u8>>> {
@@ -905,15 +823,6 @@ mod tests {
         }
 
         #[test]
-        fn a_sync_done_round_trips_and_reads_as_ldap3_reads_it(cookie in cookie(), deletes in prop::option::of(any::<bool>())) {
-            let bytes = done_value(cookie.as_deref(), deletes);
-            let expected = SyncDone { cookie: cookie.clone(), refresh_deletes: deletes.unwrap_or(false) };
-            prop_assert_eq!(sync_done(&bytes), Ok(expected.clone()));
-            let theirs = <ldap3::controls::SyncDone as ControlParser>::parse(&bytes);
-            prop_assert_eq!((theirs.cookie, theirs.refresh_deletes), (expected.cookie, expected.refresh_deletes));
-        }
-
-        #[test]
         fn a_sync_info_round_trips_and_reads_as_ldap3_reads_it(info in any_sync_info(), explicit in any::<bool>()) {
             let message = intermediate(SYNC_INFO_OID.as_bytes(), &info_value(&info, explicit));
             prop_assert_eq!(sync_info(message.clone()), Ok(info.clone()));
@@ -949,7 +858,6 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = sync_state(&bytes);
-            let _ = sync_done(&bytes);
             let _ = sync_info(intermediate(SYNC_INFO_OID.as_bytes(), &bytes));
             if let Ok((_, tag)) = parse_tag(&bytes) {
                 let _ = entry(tag.clone());
@@ -958,13 +866,12 @@ mod tests {
         }
 
         #[test]
-        fn mutated_sync_controls_never_panic(s in any_sync_state(), c in cookie(), d in any::<bool>(), edits in edits()) {
+        fn mutated_sync_controls_never_panic(s in any_sync_state(), edits in edits()) {
             let n = match s.state { State::Present => 0, State::Add => 1, State::Modify => 2, State::Delete => 3 };
             let state = mutate(state_value(n, &s.uuid, s.cookie.as_deref()), &edits);
             if let Ok(parsed) = sync_state(&state) {
                 prop_assert!(matches!(parsed.state, State::Present | State::Add | State::Modify | State::Delete));
             }
-            let _ = sync_done(&mutate(done_value(c.as_deref(), Some(d)), &edits));
         }
 
         #[test]

@@ -96,28 +96,43 @@ pub fn insert_links(tx: &mut Tx, new: &[Link]) -> Result<(), DieselError> {
     Ok(())
 }
 
-/// Every link after `after` in key order (keyset paging, so that the whole table is never in
-/// memory at once), as `(user_id, entry_key, missing, active)`: whether a full run already
-/// found its entry gone, and whether its user is active now (a SCIM client may have
+/// A link as a deactivation sees it: `(user_id, entry_key, missing, active)`: whether a full run
+/// already found its entry gone, and whether its user is active now (a SCIM client may have
 /// re-activated a user whose entry is gone).
-pub fn links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<(String, String, bool, bool)>> {
+pub type LinkPresence = (String, String, bool, bool);
+
+/// Every link after `after` in key order (keyset paging, so that the whole table is never in
+/// memory at once).
+pub fn links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<LinkPresence>> {
     Ok(directory_links::table
         .inner_join(users::table)
         .filter(directory_links::entry_key.gt(after))
         .order(directory_links::entry_key.asc())
         .limit(limit)
-        .select((
-            directory_links::user_id,
-            directory_links::entry_key,
-            directory_links::missing_since.is_not_null(),
-            users::active,
-        ))
+        .select(presence())
         .load(conn)?)
 }
 
-/// Whether user `user_id` is active (false when there is no such user).
-pub fn user_active(conn: &mut DbConn, user_id: &str) -> Result<bool> {
-    Ok(users::table.find(user_id).select(users::active).first(conn).optional()?.unwrap_or(false))
+/// The links of these entry keys.
+pub fn presence_of_keys(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<LinkPresence>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        out.extend(
+            directory_links::table
+                .inner_join(users::table)
+                .filter(directory_links::entry_key.eq_any(chunk))
+                .select(presence())
+                .load::<LinkPresence>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+#[allow(clippy::type_complexity)]
+fn presence(
+) -> (directory_links::user_id, directory_links::entry_key, diesel::dsl::IsNotNull<directory_links::missing_since>, users::active)
+{
+    (directory_links::user_id, directory_links::entry_key, directory_links::missing_since.is_not_null(), users::active)
 }
 
 pub fn count_present(conn: &mut DbConn) -> Result<i64> {

@@ -312,7 +312,7 @@ async fn fake_ldap_serves_an_entry_and_sync_messages_that_sync_wire_reads() {
     assert!(!item.is_intermediate());
     let state = sync_wire::sync_state_of(&item.1).expect("a valid syncState");
     assert_eq!((state.state, state.uuid, state.cookie), (sync_wire::State::Add, UUID, None));
-    assert_eq!(sync_wire::uuid_text(&state.uuid), "00000000-0000-4000-8000-00000000002a");
+    assert_eq!(provisiond::config::SyncUuidKey::EntryUuid.key(&state.uuid), "00000000-0000-4000-8000-00000000002a");
     let entry = sync_wire::entry(item.0).expect("a valid entry");
     assert_eq!(entry.dn, "uid=ada,dc=example,dc=org");
     assert_eq!(entry.attrs["mail"], ["ada@example.org"]);

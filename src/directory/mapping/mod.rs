@@ -229,7 +229,8 @@ pub fn key_of(entry: &SearchEntry, id_attribute: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn ldap(attributes: &[(&str, &str)]) -> config::Ldap {
+    /// `[ldap]` with these `attributes` mapped.
+    pub(super) fn ldap(attributes: &[(&str, &str)]) -> config::Ldap {
         let mut c = config::Ldap::default();
         for (k, v) in attributes {
             c.attributes.insert(k.to_string(), v.to_string());

@@ -150,6 +150,8 @@ mod tests {
 
     use serde_json::json;
 
+    use crate::directory::mapping::tests::ldap;
+
     use super::super::Mark;
     use super::*;
     use crate::config;
@@ -160,14 +162,6 @@ mod tests {
             map.entry(k.to_string()).or_default().push(v.to_string());
         }
         SearchEntry { dn: dn.into(), attrs: map, bin_attrs: HashMap::new() }
-    }
-
-    fn ldap(attributes: &[(&str, &str)]) -> config::Ldap {
-        let mut c = config::Ldap::default();
-        for (k, v) in attributes {
-            c.attributes.insert(k.to_string(), v.to_string());
-        }
-        c
     }
 
     #[test]

@@ -17,15 +17,6 @@ use crate::store::directory as stored;
 /// The feed's lease (one instance streams) and the name of its row.
 pub(super) const FEED: &str = "ldap-feed";
 
-/// Where the feed resumes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resume {
-    /// The server's cookie after the last applied change; `None`: read everything.
-    pub cookie: Option<Vec<u8>>,
-    /// Why the feed stopped deactivating users, if it did.
-    pub held: Option<String>,
-}
-
 /// How a batch of the feed ends (see [`Runs::finish_stream`]).
 pub struct StreamEnd<'a> {
     /// The instance streaming.
@@ -63,10 +54,9 @@ impl Runs {
 
     /// Where the feed for `scope` (the search it makes) resumes: a cookie given for another
     /// search is not used (the server would resume the old one and miss entries new to this).
-    pub fn feed_resume(&self, scope: &str) -> DomainResult<Resume> {
-        let Some(feed) = stored::feed(&mut *self.conn()?, FEED)? else { return Ok(Resume::default()) };
-        let cookie = feed.cookie.filter(|_| feed.scope == scope).and_then(|c| hex::decode(c).ok());
-        Ok(Resume { cookie, held: feed.held })
+    pub fn feed_resume(&self, scope: &str) -> DomainResult<Option<Vec<u8>>> {
+        let feed = stored::feed(&mut *self.conn()?, FEED)?;
+        Ok(feed.and_then(|f| f.cookie.filter(|_| f.scope == scope)).and_then(|c| hex::decode(c).ok()))
     }
 
     /// Why the feed stopped deactivating, if it did (for `/readyz`), waiting at most `wait`.

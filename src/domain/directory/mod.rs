@@ -13,7 +13,7 @@ mod runs;
 pub mod safety;
 
 pub use entry::{decide_flag, Entry, FlagDecision};
-pub use feed::{Resume, StreamEnd};
+pub use feed::StreamEnd;
 pub use groups::{dn_key, GroupEntry, GroupMirror, TooManyDeletions};
 pub use mirror::{Applied, Change, SOURCE};
 pub use run::{Counts, Run, RunKind, RunStatus, StartedBy};

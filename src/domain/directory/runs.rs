@@ -258,6 +258,20 @@ pub struct Deactivation {
     pub inactive: Vec<String>,
 }
 
+impl Deactivation {
+    /// Adds the users of these links whose entries are gone: the active to deactivate, the
+    /// inactive not yet marked gone to mark.
+    fn sort(&mut self, gone: impl IntoIterator<Item = stored::LinkPresence>) {
+        for (id, _, missing, active) in gone {
+            if active {
+                self.active.push(id);
+            } else if !missing {
+                self.inactive.push(id);
+            }
+        }
+    }
+}
+
 /// The writing half of a run: its connection, its lease, its clock.
 pub struct Session {
     conn: PooledConn,
@@ -479,16 +493,7 @@ impl Session {
             let page = stored::links_after(&mut self.conn, &after, 5000)?;
             let Some((_, last, _, _)) = page.last() else { break };
             after = last.clone();
-            for (id, key, missing, active) in page {
-                if seen.contains(&key) {
-                    continue;
-                }
-                if active {
-                    out.active.push(id);
-                } else if !missing {
-                    out.inactive.push(id);
-                }
-            }
+            out.sort(page.into_iter().filter(|(_, key, _, _)| !seen.contains(key)));
         }
         Ok(out)
     }
@@ -498,14 +503,7 @@ impl Session {
     pub fn departed(&mut self, keys: &[String]) -> DomainResult<Deactivation> {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut out = Deactivation { present: stored::count_present(&mut self.conn)?, ..Deactivation::default() };
-        for (link, _) in stored::links_by_key(&mut self.conn, &keys)? {
-            let active = stored::user_active(&mut self.conn, &link.user_id)?;
-            if active {
-                out.active.push(link.user_id);
-            } else if link.missing_since.is_none() {
-                out.inactive.push(link.user_id);
-            }
-        }
+        out.sort(stored::presence_of_keys(&mut self.conn, &keys)?);
         Ok(out)
     }
 
