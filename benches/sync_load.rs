@@ -1,11 +1,13 @@
 //! LDAP sync benchmark against a real slapd: the release binary's `provisiond sync` of N users,
 //! timed against `ldapsearch -E pr=500/noprompt` of the same entries in the same run.
 //!
-//! `cargo bench --bench sync_load [-- --users 100000 --groups 1000 --backend sqlite|postgres|both]`
+//! `cargo bench --bench sync_load [-- --users 100000 --groups 1000 --backend sqlite|postgres|both --keep]`
 //! (see benches/README.md). `both`: SQLite, then PostgreSQL, against the same directory and
 //! baseline, and the ratio of the two. With `--groups G`, the directory also holds G groups (the first of
 //! 20,000 members, the others of 50) and the initial full sync is run again, with
-//! `[ldap.groups]`, on a fresh database: its time over the users-only one is the figure.
+//! `[ldap.groups]`, on a fresh database: its time over the users-only one is the figure. With
+//! `--keep`, each backend's slapd and database stay up after its no-change re-sync until Enter
+//! is pressed (to profile a run by hand).
 
 #[path = "../tests/api/slapd.rs"]
 mod slapd;
@@ -25,6 +27,7 @@ fn main() {
     let mut users = 100_000usize;
     let mut groups = 0usize;
     let mut backend = "sqlite".to_string();
+    let mut keep = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -36,9 +39,10 @@ fn main() {
                     .filter(|b| ["sqlite", "postgres", "both"].contains(&b.as_str()))
                     .expect("--backend sqlite|postgres|both")
             }
+            "--keep" => keep = true,
             "--bench" => {}
             other => {
-                panic!("unknown argument {other:?}; usage: sync_load [--users N] [--groups G] [--backend sqlite|postgres|both]")
+                panic!("unknown argument {other:?}; usage: sync_load [--users N] [--groups G] [--backend sqlite|postgres|both] [--keep]")
             }
         }
     }
@@ -54,7 +58,8 @@ fn main() {
     };
     let baseline = raw("baseline");
     let backends: Vec<&str> = if backend == "both" { vec!["sqlite", "postgres"] } else { vec![backend.as_str()] };
-    let runs: Vec<Runs> = backends.iter().enumerate().map(|(round, b)| Runs::measure(&slapd, b, users, groups, round)).collect();
+    let runs: Vec<Runs> =
+        backends.iter().enumerate().map(|(round, b)| Runs::measure(&slapd, b, users, groups, round, keep)).collect();
     let baseline = baseline.min(raw("baseline again"));
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     for (b, r) in backends.iter().zip(&runs) {
@@ -113,7 +118,7 @@ struct Runs {
 impl Runs {
     /// `round`: the how-manieth backend of the run (the changes before the incremental run are
     /// new values each round).
-    fn measure(slapd: &Slapd, backend: &str, users: usize, groups: usize, round: usize) -> Runs {
+    fn measure(slapd: &Slapd, backend: &str, users: usize, groups: usize, round: usize, keep: bool) -> Runs {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database, _postgres) = support::database_section(dir.path(), backend);
         println!("database: {backend}");
@@ -126,6 +131,11 @@ impl Runs {
         let (again, again_rss, summary) = sync(&config, &["--full"]);
         assert_eq!(summary["unchanged"], users as u64, "{summary:#}");
         println!("no-change full re-sync: {:.0} ms, peak RSS {again_rss:.1} MB", ms(again));
+        if keep {
+            // For profiling by hand: `provisiond --config <this> sync --full` runs the no-change re-sync again.
+            println!("--keep: slapd and the database stay up for {}; press Enter to go on", config.display());
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
 
         let step = (users / CHANGED).max(1);
         let changes: String = (0..CHANGED)

@@ -310,7 +310,7 @@ impl Batcher {
         let _ = tx.try_send(entries);
         drop(tx);
         let span = tracing::Span::current();
-        let mut writer = match tokio::task::spawn_blocking(move || span.in_scope(|| writer.consume(rx))).await {
+        let mut writer = match tokio::task::spawn_blocking(move || span.in_scope(|| writer.consume(rx, false))).await {
             Ok(w) => w,
             Err(e) => {
                 report.fatal(RunError::WriterFailed(e));

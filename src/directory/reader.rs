@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use ldap3::asn1::StructureTag;
 use tokio::sync::{mpsc, watch};
 
 use super::ldap::{Directory, DirectoryError};
@@ -41,18 +42,47 @@ pub async fn until_stopped<T>(
 /// Reads the entries matching `filter` into batches for the writer, then the entries with the
 /// keys `retry` (entries whose write failed before: they may not have changed since). A read
 /// that does not complete fails the run.
+///
+/// The search's messages are only collected here; a thread of its own maps them. So the next
+/// page is asked for as soon as a page ends, and the directory finds it while the last one is
+/// mapped (a no-change run of 100,000 entries: the directory and the mapping took turns).
 pub async fn read(
     directory: &mut Directory,
-    mapping: &Mapping,
+    mapping: &Arc<Mapping>,
     page_size: u32,
     filter: &str,
     retry: &[String],
     shutdown: &mut watch::Receiver<bool>,
     tx: &mpsc::Sender<Batch>,
 ) -> Result<(), RunError> {
-    let batch_size = (page_size as usize).clamp(WRITE_BATCH, 5 * WRITE_BATCH);
+    let (raw_tx, raw_rx) = mpsc::channel::<Vec<StructureTag>>(4);
+    let mapper = {
+        let (mapping, tx) = (mapping.clone(), tx.clone());
+        let batch_size = (page_size as usize).clamp(WRITE_BATCH, 5 * WRITE_BATCH);
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| map_pages(&mapping, raw_rx, batch_size, &tx)))
+    };
+    let pulled = pull(directory, mapping, filter, shutdown, raw_tx).await;
+    // The mapping's own failure (a malformed entry) is the cause of a "mapping stopped".
+    mapper.await.map_err(RunError::MappingFailed)??;
+    pulled?;
+    if !retry.is_empty() {
+        let again = until_stopped(shutdown, directory.entries_with_keys(retry, mapping.attributes())).await?;
+        tx.send(again.into_iter().map(|e| mapping.map(e)).collect()).await.map_err(|_| RunError::WriterStopped)?;
+    }
+    Ok(())
+}
+
+/// The messages of the search, in chunks for the mapping thread.
+async fn pull(
+    directory: &mut Directory,
+    mapping: &Mapping,
+    filter: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    raw_tx: mpsc::Sender<Vec<StructureTag>>,
+) -> Result<(), RunError> {
     let mut stream = until_stopped(shutdown, directory.search(filter, mapping.attributes())).await?;
-    let mut batch = Vec::with_capacity(batch_size);
+    let mut page = Vec::new();
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -60,10 +90,9 @@ pub async fn read(
         };
         match next {
             Ok(Some(raw)) => {
-                batch.push(mapping.map(super::sync_wire::entry(raw.0)?));
-                if batch.len() >= batch_size {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                    tx.send(full).await.map_err(|_| RunError::WriterStopped)?;
+                page.push(raw.0);
+                if page.len() >= PULL_CHUNK {
+                    raw_tx.send(std::mem::take(&mut page)).await.map_err(|_| RunError::WriterStopped)?;
                 }
             }
             Ok(None) => break,
@@ -75,16 +104,38 @@ pub async fn read(
         _ = stopping(shutdown) => return Err(RunError::Stopped),
     };
     done.success().map_err(|e| RunError::Search(Box::new(e)))?;
-    if !retry.is_empty() {
-        let again = until_stopped(shutdown, directory.entries_with_keys(retry, mapping.attributes())).await?;
-        batch.extend(again.into_iter().map(|e| mapping.map(e)));
-    }
-    if !batch.is_empty() {
-        tx.send(batch).await.map_err(|_| RunError::WriterStopped)?;
+    if !page.is_empty() {
+        raw_tx.send(page).await.map_err(|_| RunError::WriterStopped)?;
     }
     Ok(())
 }
 
+/// Messages handed to the mapping thread at a time.
+const PULL_CHUNK: usize = 250;
+
+/// Maps the search's messages into batches of `batch_size` for the writer (the last one
+/// smaller), until the search's side is done.
+fn map_pages(
+    mapping: &Mapping,
+    mut raw_rx: mpsc::Receiver<Vec<StructureTag>>,
+    batch_size: usize,
+    tx: &mpsc::Sender<Batch>,
+) -> Result<(), RunError> {
+    let mut batch = Vec::with_capacity(batch_size);
+    while let Some(page) = raw_rx.blocking_recv() {
+        for raw in page {
+            batch.push(mapping.map(super::sync_wire::entry(raw)?));
+            if batch.len() >= batch_size {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                tx.blocking_send(full).map_err(|_| RunError::WriterStopped)?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tx.blocking_send(batch).map_err(|_| RunError::WriterStopped)?;
+    }
+    Ok(())
+}
 /// Asks the directory, from the writer's blocking thread and outside any transaction, which
 /// of some keys it no longer has.
 pub struct KeyProbe {

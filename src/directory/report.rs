@@ -33,6 +33,8 @@ pub enum RunError {
     WriterStopped,
     #[error("the writer failed: {0}")]
     WriterFailed(tokio::task::JoinError),
+    #[error("mapping the entries read failed: {0}")]
+    MappingFailed(tokio::task::JoinError),
     #[error("deactivation failed: {0}")]
     DeactivationFailed(tokio::task::JoinError),
     #[error(

@@ -287,7 +287,8 @@ impl Syncer {
         let writer = Writer::new(session, self.cfg.clone(), options.dry_run, probe, failing);
         let (tx, rx) = mpsc::channel::<Batch>(2);
         let span = tracing::Span::current();
-        let writing = tokio::task::spawn_blocking(move || span.in_scope(|| writer.consume(rx)));
+        let full = options.full;
+        let writing = tokio::task::spawn_blocking(move || span.in_scope(|| writer.consume(rx, full)));
         let read = reader::read(&mut directory, &self.mapping, self.cfg.page_size, &filter, &retry, &mut shutdown, &tx).await;
         drop(tx);
         let mut writer = match writing.await {

@@ -81,9 +81,17 @@ impl Writer {
     }
 
     /// Writes every batch received; then, after a complete read, the deferred entries.
-    pub fn consume(mut self, mut rx: mpsc::Receiver<Batch>) -> Self {
+    /// `everything`: the reader reads the whole directory (a full run), so the settled links are
+    /// read at once, while its search begins (see `Session::read_links`).
+    pub fn consume(mut self, mut rx: mpsc::Receiver<Batch>, everything: bool) -> Self {
         let mut failed = false;
-        while let Some(batch) = rx.blocking_recv() {
+        if everything {
+            if let Err(e) = self.session.read_links() {
+                self.report.fatal(RunError::Database(e));
+                failed = true;
+            }
+        }
+        while let Some(batch) = rx.blocking_recv().filter(|_| !failed) {
             if let Err(e) = self.write_batch(batch) {
                 self.report.fatal(e);
                 failed = true;

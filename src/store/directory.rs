@@ -38,23 +38,24 @@ pub fn links_by_key(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<(Link, i64)>
 /// For each of these entry keys that has a link: `(key, fingerprint, settled)`, where settled
 /// means the user is as the sync last wrote it, present, and with no flag remembered: the cheap
 /// first look of a run, which for an unchanged directory is all it needs.
-pub fn link_states(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<(String, String, bool)>> {
+/// The links of `keys` (`None`: every link), each as its entry key, its fingerprint, and
+/// whether it is settled: its user is as the sync last wrote it, not missing, with no flag
+/// setting remembered.
+pub fn link_states(conn: &mut DbConn, keys: Option<&[&str]>) -> Result<Vec<(String, String, bool)>> {
+    let states = || {
+        directory_links::table.inner_join(users::table).select((
+            directory_links::entry_key,
+            directory_links::fingerprint,
+            directory_links::synced_version
+                .eq(users::version)
+                .and(directory_links::missing_since.is_null())
+                .and(directory_links::flag_mark.is_null()),
+        ))
+    };
+    let Some(keys) = keys else { return Ok(states().load(conn)?) };
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(500) {
-        out.extend(
-            directory_links::table
-                .inner_join(users::table)
-                .filter(directory_links::entry_key.eq_any(chunk))
-                .select((
-                    directory_links::entry_key,
-                    directory_links::fingerprint,
-                    directory_links::synced_version
-                        .eq(users::version)
-                        .and(directory_links::missing_since.is_null())
-                        .and(directory_links::flag_mark.is_null()),
-                ))
-                .load::<(String, String, bool)>(conn)?,
-        );
+        out.extend(states().filter(directory_links::entry_key.eq_any(chunk)).load::<(String, String, bool)>(conn)?);
     }
     Ok(out)
 }
@@ -100,18 +101,6 @@ pub fn insert_links(tx: &mut Tx, new: &[Link]) -> Result<(), DieselError> {
 /// already found its entry gone, and whether its user is active now (a SCIM client may have
 /// re-activated a user whose entry is gone).
 pub type LinkPresence = (String, String, bool, bool);
-
-/// Every link after `after` in key order (keyset paging, so that the whole table is never in
-/// memory at once).
-pub fn links_after(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<LinkPresence>> {
-    Ok(directory_links::table
-        .inner_join(users::table)
-        .filter(directory_links::entry_key.gt(after))
-        .order(directory_links::entry_key.asc())
-        .limit(limit)
-        .select(presence())
-        .load(conn)?)
-}
 
 /// The links of these entry keys.
 pub fn presence_of_keys(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<LinkPresence>> {

@@ -177,7 +177,7 @@ impl Runs {
     pub fn session(&self, run_id: &str, lease_for: chrono::Duration, actor: Actor, dry_run: bool) -> DomainResult<Session> {
         let mut conn = self.conn()?;
         store::bulk_cache(&mut conn, true)?;
-        Ok(Session { conn, run_id: run_id.to_string(), lease_for, clock: self.clock.clone(), actor, dry_run })
+        Ok(Session { conn, run_id: run_id.to_string(), lease_for, clock: self.clock.clone(), actor, dry_run, links: None })
     }
 
     /// The group half of run `run_id` (`[ldap.groups]`), on a connection of its own.
@@ -272,6 +272,11 @@ impl Deactivation {
     }
 }
 
+/// The fingerprints of the settled links of `states` ([`stored::link_states`]) by entry key.
+fn settled_fingerprints(states: Vec<(String, String, bool)>) -> HashMap<String, Option<String>> {
+    states.into_iter().map(|(key, fingerprint, settled)| (key, settled.then_some(fingerprint))).collect()
+}
+
 /// The writing half of a run: its connection, its lease, its clock.
 pub struct Session {
     conn: PooledConn,
@@ -280,6 +285,9 @@ pub struct Session {
     clock: Arc<dyn Clock>,
     actor: Actor,
     dry_run: bool,
+    /// Every link, when read up front (see [`Session::read_links`]): the fingerprint of each
+    /// entry key whose link is settled, `None` for the others. Else each batch asks for its own.
+    links: Option<HashMap<String, Option<String>>>,
 }
 
 /// The end of a batch transaction: a dry run rolls back what it did; a batch in which an entry
@@ -305,16 +313,19 @@ impl Session {
     /// DN) is the one last written need nothing; only the others get their full link read.
     /// `failing`: entries whose write failed before are written again whatever they look like.
     pub fn sort(&mut self, entries: Vec<Entry>, failing: &dyn Fn(&str) -> bool) -> DomainResult<Sorted> {
-        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
-        let settled: HashMap<String, String> = stored::link_states(&mut self.conn, &keys)?
-            .into_iter()
-            .filter(|(_, _, settled)| *settled)
-            .map(|(key, fingerprint, _)| (key, fingerprint))
-            .collect();
+        let asked;
+        let links = match &self.links {
+            Some(all) => all,
+            None => {
+                let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+                asked = settled_fingerprints(stored::link_states(&mut self.conn, Some(&keys))?);
+                &asked
+            }
+        };
+        let settled = |e: &Entry| links.get(&e.key).is_some_and(|f| f.as_ref() == Some(&e.fingerprint));
         let mut sorted = Sorted::default();
-        let (unchanged, changed): (Vec<Entry>, Vec<Entry>) = entries
-            .into_iter()
-            .partition(|e| e.flag.is_none() && settled.get(&e.key) == Some(&e.fingerprint) && !failing(&e.key));
+        let (unchanged, changed): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.flag.is_none() && settled(e) && !failing(&e.key));
         sorted.unchanged = unchanged.len() as i64;
         let keys: Vec<&str> = changed.iter().map(|e| e.key.as_str()).collect();
         let mut links: HashMap<String, (Link, i64)> =
@@ -335,6 +346,17 @@ impl Session {
             }
         }
         Ok(sorted)
+    }
+
+    /// Reads every link at once, for a run that reads the whole directory: its batches then
+    /// sort without a query each, and [`Session::missing`] asks only about the links whose
+    /// entries it did not see (a no-change run of 100,000 entries spent a fifth of its time in
+    /// the batches' queries and a tenth reading every link again at its end). The links are as
+    /// the run began: a user changed through SCIM meanwhile is written again by the next run,
+    /// as one changed just after its batch's query would be.
+    pub fn read_links(&mut self) -> DomainResult<()> {
+        self.links = Some(settled_fingerprints(stored::link_states(&mut self.conn, None)?));
+        Ok(())
     }
 
     /// Entries to write again (deferred), with their links read afresh.
@@ -485,17 +507,17 @@ impl Session {
         Ok(store::write_tx(&mut self.conn, |tx| stored::save_failing(tx, failed, written))?)
     }
 
-    /// The users whose entries a complete full read did not see (`seen`: the keys it read).
+    /// The users whose entries a complete read of the directory did not see (`seen`: the keys
+    /// it read). Asks the store only about those.
     pub fn missing(&mut self, seen: &HashSet<String>) -> DomainResult<Deactivation> {
-        let mut out = Deactivation { present: stored::count_present(&mut self.conn)?, ..Deactivation::default() };
-        let mut after = String::new();
-        loop {
-            let page = stored::links_after(&mut self.conn, &after, 5000)?;
-            let Some((_, last, _, _)) = page.last() else { break };
-            after = last.clone();
-            out.sort(page.into_iter().filter(|(_, key, _, _)| !seen.contains(key)));
-        }
-        Ok(out)
+        let unseen: Vec<String> = match &self.links {
+            // Links made since are this run's, of entries it saw.
+            Some(links) => links.keys().filter(|k| !seen.contains(*k)).cloned().collect(),
+            None => {
+                stored::link_states(&mut self.conn, None)?.into_iter().map(|(k, _, _)| k).filter(|k| !seen.contains(k)).collect()
+            }
+        };
+        self.departed(&unseen)
     }
 
     /// The users of these entry keys (entries the change feed says are gone), as
