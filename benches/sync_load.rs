@@ -7,7 +7,9 @@
 //! 20,000 members, the others of 50) and the initial full sync is run again, with
 //! `[ldap.groups]`, on a fresh database: its time over the users-only one is the figure. With
 //! `--keep`, each backend's slapd and database stay up after its no-change re-sync until Enter
-//! is pressed (to profile a run by hand).
+//! is pressed (to profile a run by hand). `SYNC_LOAD_PG_STATS=1` prints the PostgreSQL server's
+//! statements of the initial sync (`pg_stat_statements`: time, rows, WAL), and its WAL and
+//! checkpoint counters.
 
 #[path = "../tests/api/slapd.rs"]
 mod slapd;
@@ -120,11 +122,17 @@ impl Runs {
     /// new values each round).
     fn measure(slapd: &Slapd, backend: &str, users: usize, groups: usize, round: usize, keep: bool) -> Runs {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (database, _postgres) = support::database_section(dir.path(), backend);
+        let (database, mut _postgres) = support::database_section(dir.path(), backend);
         println!("database: {backend}");
         let config = write_config(dir.path(), &database, slapd, false);
-
+        let stats = std::env::var_os("SYNC_LOAD_PG_STATS").is_some();
+        if let (true, Some(pg)) = (stats, _postgres.as_mut()) {
+            start_pg_stats(pg);
+        }
         let (first, first_rss, summary) = sync(&config, &["--full"]);
+        if let (true, Some(pg)) = (stats, _postgres.as_ref()) {
+            print_pg_stats(pg);
+        }
         assert_eq!(summary["created"], users as u64, "{summary:#}");
         println!("initial full sync: {:.0} ms, peak RSS {first_rss:.1} MB", ms(first));
 
@@ -215,8 +223,39 @@ fn write_config(dir: &Path, database: &str, slapd: &Slapd, groups: bool) -> std:
     path
 }
 
+/// `SYNC_LOAD_PG_STATS=1`: the PostgreSQL server's side of the initial sync, from
+/// `pg_stat_statements` (loaded by a restart of the bench's server before the sync).
+fn start_pg_stats(pg: &mut support::postgres::PgServer) {
+    let url = pg.url_of(support::postgres::DATABASE);
+    psql(&url, "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'");
+    pg.restart();
+    psql(&url, "CREATE EXTENSION pg_stat_statements");
+}
+
+/// Prints the statements by server time (with their rows and WAL), and the WAL and
+/// checkpoint counters, after the initial sync.
+fn print_pg_stats(pg: &support::postgres::PgServer) {
+    let url = pg.url_of(support::postgres::DATABASE);
+    psql(
+        &url,
+        "SELECT calls, round(total_exec_time::numeric) AS ms, round((total_exec_time / calls)::numeric, 3) AS ms_per_call, \
+         rows, wal_records, pg_size_pretty(wal_bytes) AS wal, left(regexp_replace(query, '\\s+', ' ', 'g'), 100) AS query \
+         FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+    );
+    psql(&url, "SELECT sum(calls) AS calls, round(sum(total_exec_time)::numeric) AS ms FROM pg_stat_statements");
+    psql(&url, "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint, buffers_backend FROM pg_stat_bgwriter");
+    psql(&url, "SELECT wal_records, wal_fpi, pg_size_pretty(wal_bytes) AS wal_bytes, wal_buffers_full FROM pg_stat_wal");
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql").arg(url).args(["-X", "-c", sql]).output().expect("psql runs");
+    println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 /// Runs the release binary's `sync`; returns its wall time, its peak RSS (VmHWM, sampled from
-/// /proc while it runs) and its JSON summary.
+/// /proc while it runs) and its JSON summary. Prints the CPU time the daemon used (user and
+/// system, from /proc, in clock ticks taken as 10 ms): on PostgreSQL, the rest of the wall time
+/// is mostly the server's.
 fn sync(config: &Path, args: &[&str]) -> (Duration, f64, Value) {
     let t = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_provisiond"))
@@ -229,7 +268,15 @@ fn sync(config: &Path, args: &[&str]) -> (Duration, f64, Value) {
         .expect("provisiond sync runs");
     let mut peak_kb = 0f64;
     let status_file = format!("/proc/{}/status", child.id());
+    let stat_file = format!("/proc/{}/stat", child.id());
+    let mut cpu_ticks = 0u64;
     while child.try_wait().expect("status").is_none() {
+        if let Ok(s) = std::fs::read_to_string(&stat_file) {
+            let f: Vec<&str> = s.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+            if f.len() > 13 {
+                cpu_ticks = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+            }
+        }
         if let Ok(s) = std::fs::read_to_string(&status_file) {
             if let Some(kb) = s
                 .lines()
@@ -242,6 +289,7 @@ fn sync(config: &Path, args: &[&str]) -> (Duration, f64, Value) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = t.elapsed();
+    println!("daemon CPU (user + system): {} ms in {} ms", cpu_ticks * 10, elapsed.as_millis());
     let out = child.wait_with_output().expect("output");
     assert!(out.status.success(), "sync failed: {}", String::from_utf8_lossy(&out.stdout));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON summary");

@@ -8,8 +8,9 @@ use diesel::result::Error as DieselError;
 use super::schema::{directory_links, sync_feed, sync_lease, sync_quarantine, sync_runs, sync_ticks, users};
 use super::{DbConn, Result, Tx};
 
+// NULL for None (not DEFAULT, which a COPY cannot say; the columns have no default).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = directory_links)]
+#[diesel(table_name = directory_links, treat_none_as_default_value = false)]
 pub struct Link {
     pub user_id: String,
     pub entry_key: String,
@@ -72,9 +73,17 @@ pub fn save_link(tx: &mut Tx, link: &Link) -> Result<(), DieselError> {
     Ok(())
 }
 
-/// Inserts the links of new users (in the caller's transaction), a few statements for many.
+/// Inserts the links of new users (in the caller's transaction), a few statements for many:
+/// one `COPY` on PostgreSQL, multi-row INSERTs on SQLite.
 pub fn insert_links(tx: &mut Tx, new: &[Link]) -> Result<(), DieselError> {
     let conn = tx.conn();
+    if new.is_empty() {
+        return Ok(());
+    }
+    if let DbConn::Pg(pg) = conn {
+        diesel::copy_from(directory_links::table).from_insertable(new).execute(pg)?;
+        return Ok(());
+    }
     use super::sql::{insert_rows, Bind};
     let text = |s: &str| Some(Bind::Text(s.to_string()));
     for chunk in new.chunks(1000) {

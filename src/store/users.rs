@@ -148,18 +148,90 @@ pub fn insert(
 }
 
 /// Inserts many new users at once (their factor rows too), in the caller's write transaction:
-/// a few multi-row statements instead of several per user (the initial LDAP sync). Fails as a
-/// whole, e.g. on a userName already taken.
+/// a few statements for many users instead of several per user (the initial LDAP sync). Fails
+/// as a whole, e.g. on a userName already taken.
 pub(crate) fn insert_many(
     tx: &mut Tx,
     new: &[(String, Map<String, Value>)],
     source: Source,
     now: chrono::NaiveDateTime,
 ) -> Result<(), DieselError> {
-    let conn = tx.conn();
+    match tx.conn() {
+        DbConn::Pg(pg) => copy_many(pg, new, source, now),
+        conn @ DbConn::Sqlite(_) => insert_rows_many(conn, new, source, now),
+    }
+}
+
+/// A new user's row as COPY sends it: every column given (COPY has no per-row DEFAULT).
+#[derive(Insertable)]
+#[diesel(table_name = users, treat_none_as_default_value = false)]
+struct NewUserRow<'a> {
+    id: &'a str,
+    user_name: &'a str,
+    user_name_key: String,
+    external_id: Option<&'a str>,
+    active: bool,
+    body: String,
+    source: Source,
+    version: i64,
+    created_at: chrono::NaiveDateTime,
+    updated_at: chrono::NaiveDateTime,
+}
+
+/// A new user's factor row: the other columns take their defaults (no factor yet).
+#[derive(Insertable)]
+#[diesel(table_name = mfa_factors, treat_none_as_default_value = false)]
+struct NewFactorRow<'a> {
+    user_id: &'a str,
+}
+
+/// PostgreSQL takes many rows fastest as one `COPY` per table (binary, through diesel's
+/// `copy_from`): no statement with thousands of parameters to build, send and parse.
+fn copy_many(
+    pg: &mut diesel::PgConnection,
+    new: &[(String, Map<String, Value>)],
+    source: Source,
+    now: chrono::NaiveDateTime,
+) -> Result<(), DieselError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<NewUserRow> = new
+        .iter()
+        .map(|(id, body)| {
+            let c = Columns::of(body);
+            NewUserRow {
+                id,
+                user_name: c.user_name,
+                user_name_key: c.user_name_key.unwrap_or_default(),
+                external_id: c.external_id,
+                active: c.active,
+                body: c.body,
+                source,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            }
+        })
+        .collect();
+    diesel::copy_from(users::table).from_insertable(rows).execute(pg)?;
+    let factors: Vec<NewFactorRow> = new.iter().map(|(id, _)| NewFactorRow { user_id: id }).collect();
+    diesel::copy_from(mfa_factors::table).from_insertable(factors).execute(pg)?;
+    let values: Vec<ValueRow> = new.iter().flat_map(|(id, body)| search_values(id, body)).collect();
+    diesel::copy_from(user_values::table).from_insertable(values).execute(pg)?;
+    Ok(())
+}
+
+/// SQLite: multi-row INSERTs.
+fn insert_rows_many(
+    conn: &mut DbConn,
+    new: &[(String, Map<String, Value>)],
+    source: Source,
+    now: chrono::NaiveDateTime,
+) -> Result<(), DieselError> {
     use super::sql::{insert_rows, Bind};
     let text = |s: &str| Some(Bind::Text(s.to_string()));
-    // Chunks stay well under SQLite's 32,766 bind parameters per statement (and PostgreSQL's 65,535).
+    // Chunks stay well under SQLite's 32,766 bind parameters per statement.
     for chunk in new.chunks(500) {
         let rows = chunk.iter().map(|(id, body)| {
             let c = Columns::of(body);
@@ -195,15 +267,6 @@ pub(crate) fn insert_many(
             s.execute(conn)?;
         }
         let values: Vec<ValueRow> = chunk.iter().flat_map(|(id, body)| search_values(id, body)).collect();
-        // PostgreSQL takes the search values (about ten rows a user) fastest as one COPY: no
-        // statement to parse with thousands of parameters.
-        let values = match &mut *conn {
-            DbConn::Pg(pg) => {
-                diesel::copy_from(user_values::table).from_insertable(values).execute(pg)?;
-                continue;
-            }
-            DbConn::Sqlite(_) => values,
-        };
         for rows in values.chunks(2000) {
             let rows = rows.iter().map(|r| {
                 vec![
