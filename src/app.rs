@@ -17,6 +17,7 @@ use crate::directory::mapping::Mapping;
 use crate::directory::{feed, scheduler, Syncer};
 use crate::domain::mfa::{KeyMismatch, Mfa};
 use crate::domain::Services;
+use crate::events::keys::SigningKeys;
 use crate::http::{self, AppState};
 use crate::store;
 
@@ -66,7 +67,11 @@ impl Application {
             config: config.clone(),
             sync: syncer.clone(),
         }));
-        let state = web::Data::new(AppState::new(config.clone(), services, syncer));
+        let signing = match &config.ssf {
+            Some(ssf) => Some(Arc::new(SigningKeys::load(&ssf.key_file, ssf.algorithm, &ssf.previous_key_files)?)),
+            None => None,
+        };
+        let state = web::Data::new(AppState { signing, ..AppState::new(config.clone(), services, syncer) });
         let console_enabled = config.console.enabled;
         let mut server = HttpServer::new(move || {
             let app = App::new()

@@ -34,6 +34,8 @@ pub struct Config {
     pub ldap: Option<Ldap>,
     /// The mail server enrolment links are sent through; absent: links are not mailed.
     pub smtp: Option<Smtp>,
+    /// The Shared Signals transmitter; absent: no security event tokens are signed or sent.
+    pub ssf: Option<Ssf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +178,55 @@ impl Default for Scim {
     fn default() -> Self {
         Scim { default_page_size: 100, max_page_size: 1000 }
     }
+}
+
+/// `[ssf]`: the Shared Signals Framework 1.0 transmitter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssf {
+    /// The transmitter's issuer: `iss` of every token and `issuer` of
+    /// `/.well-known/ssf-configuration` (the daemon's public URL).
+    pub issuer: String,
+    /// The private key that signs the tokens (PEM, PKCS#8), created with mode 0600 when absent.
+    #[serde(default = "default_ssf_key_file")]
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub algorithm: SignatureAlgorithm,
+    /// Keys of before a rotation: still published at `jwks_uri` for the tokens they signed.
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
+}
+
+impl Ssf {
+    fn problems(&self, out: &mut Vec<String>) {
+        // SSF §7.1: an https URL (http on loopback, for trying it out) without query or fragment.
+        let issuer = &self.issuer;
+        let scheme_ok = issuer.starts_with("https://") || issuer.starts_with("http://");
+        if !scheme_ok
+            || issuer.contains(['?', '#'])
+            || issuer.split("://").nth(1).is_none_or(|h| h.is_empty() || h.starts_with('/'))
+        {
+            out.push(format!(
+                "ssf.issuer: {issuer:?} must be the daemon's public URL (https://host[/path], no query or fragment)"
+            ));
+        }
+    }
+}
+
+fn default_ssf_key_file() -> PathBuf {
+    PathBuf::from("data/ssf.key")
+}
+
+/// How security event tokens are signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureAlgorithm {
+    /// ECDSA with P-256 and SHA-256: what every receiver's library checks.
+    #[default]
+    #[serde(rename = "ES256")]
+    Es256,
+    /// Ed25519.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +543,9 @@ impl Config {
         if let Some(smtp) = &self.smtp {
             smtp.problems(&mut out);
         }
+        if let Some(ssf) = &self.ssf {
+            ssf.problems(&mut out);
+        }
         out
     }
 }
@@ -600,6 +654,24 @@ mod tests {
     }
 
     #[test]
+    fn ssf_section_is_optional_and_its_issuer_is_a_url() {
+        assert!(load("[server]\n").unwrap().ssf.is_none(), "no [ssf]: no transmitter");
+        let c = load("[ssf]\nissuer = \"https://idp.example\"\n").unwrap();
+        let ssf = c.ssf.unwrap();
+        assert_eq!((ssf.algorithm, ssf.key_file), (SignatureAlgorithm::Es256, PathBuf::from("data/ssf.key")));
+        assert_eq!(
+            load("[ssf]\nissuer = \"https://i\"\nalgorithm = \"EdDSA\"\n").unwrap().ssf.unwrap().algorithm,
+            SignatureAlgorithm::EdDsa
+        );
+        for bad in ["idp.example", "https://idp.example/?x=1", "https:///x"] {
+            let e = load(&format!("[ssf]\nissuer = {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("ssf.issuer"), "{bad}: {e}");
+        }
+        let e = load("[ssf]\nissuer = \"https://i\"\nalgorithm = \"RS256\"\n").unwrap_err().to_string();
+        assert!(e.contains("algorithm"), "{e}");
+    }
+
+    #[test]
     fn smtp_section_is_optional_and_checked_key_by_key() {
         assert!(load("[server]\n").unwrap().smtp.is_none(), "no [smtp]: no mail");
         let base = "[smtp]\nhost = \"smtp.example.com\"\nfrom = \"provisiond <noreply@example.com>\"\n";
@@ -626,19 +698,34 @@ mod tests {
         assert!(e.contains("smtp.from") && e.contains("smtp.tls"), "every problem at once: {e}");
     }
 
-    #[test]
-    fn smtp_example_section_uncommented_is_valid() {
+    /// The commented-out section `[name]` of the example configuration, uncommented (up to the
+    /// next blank line).
+    fn example_section(name: &str) -> String {
         let example = include_str!("../config/provisiond.example.toml");
-        let section = &example[example.find("# [smtp]").expect("an [smtp] section in the example")..];
-        let toml: String = section
+        let header = format!("[{name}]");
+        let start = example.find(&format!("# {header}")).expect("the section in the example");
+        let section = &example[start..];
+        let section = &section[..section.find("\n\n").unwrap_or(section.len())];
+        section
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
-                l.starts_with("[smtp]")
+                l.starts_with(&header)
                     || l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             })
             .map(|l| format!("{l}\n"))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn ssf_example_section_uncommented_is_valid() {
+        let ssf = load(&example_section("ssf")).unwrap().ssf.unwrap();
+        assert_eq!((ssf.issuer.as_str(), ssf.algorithm), ("https://idm.example.com", SignatureAlgorithm::Es256));
+    }
+
+    #[test]
+    fn smtp_example_section_uncommented_is_valid() {
+        let toml = example_section("smtp");
         assert!(toml.contains("host = ") && toml.contains("password_file = "), "{toml}");
         let smtp = load(&toml).unwrap().smtp.unwrap();
         assert_eq!((smtp.host.as_str(), smtp.port(), smtp.username.as_deref()), ("smtp.example.com", 587, Some("provisiond")));

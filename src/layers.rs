@@ -24,7 +24,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The doors: the LDAP reader and sync, HTTP, the command line. They call the domain,
     // never the store.
     ("directory", &["domain", "config", "clock", "scim", "metrics", "logging", "proptest_support"]),
-    ("http", &["domain", "directory", "config", "clock", "scim", "metrics", "logging"]),
+    // Outgoing signals: tokens signed for the receivers that trust us.
+    ("events", &["domain", "config", "clock", "metrics", "logging"]),
+    ("http", &["domain", "directory", "events", "config", "clock", "scim", "metrics", "logging"]),
     ("console", &["domain", "directory", "config", "clock", "scim", "metrics", "logging"]),
     ("cli", &["app", "domain", "directory", "config", "clock", "scim", "logging"]),
 ];

@@ -62,6 +62,20 @@ if ! { [ -f "$SMTP_VENV/.pin" ] && [ "$(cat "$SMTP_VENV/.pin")" = "$AIOSMTPD_PIN
     printf '%s' "$AIOSMTPD_PIN" >"$SMTP_VENV/.pin"
 fi
 
+# An independent verifier of our security event tokens: jwcrypto, pinned, in .venv/signals
+# (tests/api/ssf.rs runs tests/verify_set.py with it).
+JWCRYPTO_PIN="jwcrypto==1.6.1"
+SIGNALS_VENV=.venv/signals
+if ! { [ -f "$SIGNALS_VENV/.pin" ] && [ "$(cat "$SIGNALS_VENV/.pin")" = "$JWCRYPTO_PIN" ] &&
+    "$SIGNALS_VENV/bin/python" -c 'import jwcrypto' >/dev/null 2>&1; }; then
+    echo "run-all: creating $SIGNALS_VENV with $JWCRYPTO_PIN"
+    rm -rf "$SIGNALS_VENV"
+    mkdir -p .venv
+    python3 -m venv "$SIGNALS_VENV"
+    "$SIGNALS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$JWCRYPTO_PIN"
+    printf '%s' "$JWCRYPTO_PIN" >"$SIGNALS_VENV/.pin"
+fi
+
 failed=0
 # The code as written: formatted (rustfmt.toml), and free of clippy warnings.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

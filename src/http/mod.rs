@@ -14,6 +14,7 @@ pub mod scim_groups;
 pub mod scim_io;
 pub mod scim_search;
 pub mod scim_users;
+pub mod ssf;
 pub mod sync_api;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::directory::Syncer;
 use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::Services;
 use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, users::Users};
+use crate::events::keys::SigningKeys;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub struct AppState {
     pub sync: Option<Arc<Syncer>>,
     /// `server.trusted_proxies`, parsed once.
     pub trusted_proxies: Arc<[Network]>,
+    /// The keys that sign security event tokens, when `[ssf]` is configured.
+    pub signing: Option<Arc<SigningKeys>>,
 }
 
 impl AppState {
@@ -49,7 +53,7 @@ impl AppState {
         // The sync's runs reach the handlers through `sync`.
         let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies }
+        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing: None }
     }
 }
 
@@ -69,6 +73,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         )
         // Before the scope, which would otherwise ask for a token.
         .route(openapi::PATH, web::get().to(openapi::serve))
+        .configure(ssf::routes)
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(auth::api_token))

@@ -29,6 +29,7 @@ mod postgres;
 mod raw_http;
 mod slapd;
 mod smtp;
+mod ssf;
 mod sync;
 mod sync_groups;
 mod systemd;
