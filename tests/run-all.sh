@@ -48,33 +48,25 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
-# A real SMTP server for the email tests: aiosmtpd, pinned, in .venv/smtp (tests/api/smtp.rs
-# starts tests/smtp_sink.py with it).
-AIOSMTPD_PIN="aiosmtpd==1.4.6"
-SMTP_VENV=.venv/smtp
-if ! { [ -f "$SMTP_VENV/.pin" ] && [ "$(cat "$SMTP_VENV/.pin")" = "$AIOSMTPD_PIN" ] &&
-    "$SMTP_VENV/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; }; then
-    echo "run-all: creating $SMTP_VENV with $AIOSMTPD_PIN"
-    rm -rf "$SMTP_VENV"
+# Python packages the tests run, each pinned in a virtualenv of its own under .venv, made again
+# when its pin changes: pinned_venv DIR PIN MODULE.
+pinned_venv() {
+    local dir=$1 pin=$2 module=$3
+    if [ -f "$dir/.pin" ] && [ "$(cat "$dir/.pin")" = "$pin" ] && "$dir/bin/python" -c "import $module" >/dev/null 2>&1; then
+        return
+    fi
+    echo "run-all: creating $dir with $pin"
+    rm -rf "$dir"
     mkdir -p .venv
-    python3 -m venv "$SMTP_VENV"
-    "$SMTP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$AIOSMTPD_PIN"
-    printf '%s' "$AIOSMTPD_PIN" >"$SMTP_VENV/.pin"
-fi
-
-# An independent verifier of our security event tokens: jwcrypto, pinned, in .venv/signals
-# (tests/api/ssf.rs runs tests/verify_set.py with it).
-JWCRYPTO_PIN="jwcrypto==1.6.1"
-SIGNALS_VENV=.venv/signals
-if ! { [ -f "$SIGNALS_VENV/.pin" ] && [ "$(cat "$SIGNALS_VENV/.pin")" = "$JWCRYPTO_PIN" ] &&
-    "$SIGNALS_VENV/bin/python" -c 'import jwcrypto' >/dev/null 2>&1; }; then
-    echo "run-all: creating $SIGNALS_VENV with $JWCRYPTO_PIN"
-    rm -rf "$SIGNALS_VENV"
-    mkdir -p .venv
-    python3 -m venv "$SIGNALS_VENV"
-    "$SIGNALS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$JWCRYPTO_PIN"
-    printf '%s' "$JWCRYPTO_PIN" >"$SIGNALS_VENV/.pin"
-fi
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$pin"
+    printf '%s' "$pin" >"$dir/.pin"
+}
+# A real SMTP server for the email tests (tests/api/smtp.rs starts tests/smtp_sink.py with it).
+pinned_venv .venv/smtp "aiosmtpd==1.4.6" aiosmtpd
+# An independent verifier of our security event tokens (tests/api/ssf.rs runs
+# tests/verify_set.py with it).
+pinned_venv .venv/signals "jwcrypto==1.6.1" jwcrypto
 
 failed=0
 # The code as written: formatted (rustfmt.toml), and free of clippy warnings.
