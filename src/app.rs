@@ -71,7 +71,7 @@ impl Application {
             Some(ssf) => Some(Arc::new(SigningKeys::load(&ssf.key_file, ssf.algorithm, &ssf.previous_key_files)?)),
             None => None,
         };
-        let state = web::Data::new(AppState { signing, ..AppState::new(config.clone(), services, syncer) });
+        let state = web::Data::new(AppState::new(config.clone(), services, syncer, signing));
         let console_enabled = config.console.enabled;
         let mut server = HttpServer::new(move || {
             let app = App::new()

@@ -81,8 +81,8 @@ impl Writer {
     }
 
     /// Writes every batch received; then, after a complete read, the deferred entries.
-    /// `everything`: the reader reads the whole directory (a full run), so the settled links are
-    /// read at once, while its search begins (see `Session::read_links`).
+    /// `everything`: the reader reads the whole directory (a full run), so every link is read at
+    /// once, while its search begins (see `Session::read_links`).
     pub fn consume(mut self, mut rx: mpsc::Receiver<Batch>, everything: bool) -> Self {
         let mut failed = false;
         if everything {

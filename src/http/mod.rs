@@ -49,11 +49,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>) -> Self {
+    pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>, signing: Option<Arc<SigningKeys>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
         let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing: None }
+        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing }
     }
 }
 

@@ -36,7 +36,7 @@ pub struct EventRow {
 
 pub fn insert(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<()> {
     let conn = tx.conn();
-    // One statement per event: multi-row INSERT is spelled per backend (see users::insert_values).
+    // One statement per event: multi-row INSERT is spelled per backend (see user_values::insert_values).
     for e in events {
         diesel::insert_into(audit_events::table).values(e).execute(conn)?;
     }

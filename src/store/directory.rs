@@ -36,12 +36,9 @@ pub fn links_by_key(conn: &mut DbConn, keys: &[&str]) -> Result<Vec<(Link, i64)>
     Ok(out)
 }
 
-/// For each of these entry keys that has a link: `(key, fingerprint, settled)`, where settled
+/// The links of `keys` (`None`: every link) as `(key, fingerprint, settled)`, where settled
 /// means the user is as the sync last wrote it, present, and with no flag remembered: the cheap
 /// first look of a run, which for an unchanged directory is all it needs.
-/// The links of `keys` (`None`: every link), each as its entry key, its fingerprint, and
-/// whether it is settled: its user is as the sync last wrote it, not missing, with no flag
-/// setting remembered.
 pub fn link_states(conn: &mut DbConn, keys: Option<&[&str]>) -> Result<Vec<(String, String, bool)>> {
     let states = || {
         directory_links::table.inner_join(users::table).select((

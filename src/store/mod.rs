@@ -20,6 +20,7 @@ pub mod tokens;
 pub mod user_filter;
 pub mod user_search;
 pub mod user_sort;
+mod user_values;
 pub mod users;
 
 use std::time::Duration;

@@ -307,6 +307,8 @@ fn a_cookie_the_directory_no_longer_honours_is_forgotten_and_everything_read_aga
     let _second = Serve::start(&app, &cli);
     eventually(20, "the departure found by a full load again", || crate::sync::user(&app, "user9")["active"] == false);
     assert_eq!(total(&app, "active eq false"), 1, "nobody else");
+    // The run's record is finished just after its deactivations commit.
+    eventually(10, "the second load recorded", || runs_of(&app, "full").iter().all(|r| r["status"] != "running"));
     let full = runs_of(&app, "full");
     assert_eq!(full.len(), 2, "loaded again: {full:#?}");
     assert_eq!((full[0]["deactivated"].as_i64(), full[0]["unchanged"].as_i64()), (Some(1), Some(29)), "{full:#?}");

@@ -16,8 +16,9 @@ use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
 use super::run::Counts;
-use super::runs::{SessionError, LEASE};
+use super::runs::LEASE;
 use super::safety;
+use super::session::SessionError;
 use crate::clock::{self, Clock};
 use crate::domain::{Error, Result as DomainResult};
 use crate::scim::schema::{GROUP, GROUP_RESOURCE};

@@ -11,12 +11,12 @@ mod mirror;
 mod run;
 mod runs;
 pub mod safety;
+mod session;
 
 pub use entry::{decide_flag, Entry, FlagDecision};
 pub use feed::StreamEnd;
 pub use groups::{dn_key, GroupEntry, GroupMirror, TooManyDeletions};
 pub use mirror::{Applied, Change, SOURCE};
 pub use run::{Counts, Run, RunKind, RunStatus, StartedBy};
-pub use runs::{
-    is_deferrable, BeginError, Deactivation, EntryWrite, Failing, Runs, Session, SessionError, Sorted, Todo, WriteOutcome,
-};
+pub use runs::{BeginError, Failing, Runs};
+pub use session::{is_deferrable, Deactivation, EntryWrite, Session, SessionError, Sorted, Todo, WriteOutcome};
