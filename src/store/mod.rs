@@ -4,6 +4,7 @@ pub mod audit;
 pub mod deployment;
 pub mod directory;
 pub mod enrolment_links;
+pub mod events;
 pub mod group_filter;
 pub mod group_links;
 pub mod groups;

@@ -269,3 +269,45 @@ diesel::table! {
 diesel::joinable!(console_sessions -> operators (operator));
 diesel::joinable!(operator_setup_links -> operators (operator));
 diesel::joinable!(operator_backup_codes -> operators (operator));
+
+diesel::table! {
+    events (id) {
+        id -> Text,
+        at -> Timestamp,
+        event_type -> Text,
+        user_id -> Text,
+        user_name -> Text,
+        origin -> Text,
+        actor -> Text,
+        reason -> Nullable<Text>,
+        data -> Text,
+        dispatched -> Bool,
+    }
+}
+
+diesel::table! {
+    event_deliveries (receiver, event_id) {
+        receiver -> Text,
+        event_id -> Text,
+        attempts -> Integer,
+        next_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        claimed_by -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    event_receivers (receiver) {
+        receiver -> Text,
+        delivered -> BigInt,
+        dropped -> BigInt,
+        failed_attempts -> BigInt,
+        last_error -> Nullable<Text>,
+        last_error_at -> Nullable<Timestamp>,
+        last_delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(event_deliveries -> events (event_id));
+diesel::allow_tables_to_appear_in_same_query!(events, event_deliveries, event_receivers);

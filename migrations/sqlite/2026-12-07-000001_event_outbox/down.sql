@@ -1,0 +1,3 @@
+DROP TABLE event_receivers;
+DROP TABLE event_deliveries;
+DROP TABLE events;

@@ -1,0 +1,242 @@
+//! The event outbox: events written in the transaction of their change, and per receiver the
+//! deliveries still owed. A deliverer first dispatches new events (one delivery row per receiver
+//! that wants the type), then claims the oldest delivery of a receiver for a while (a lease), posts
+//! it outside any transaction and records the outcome. Undispatched events are found by a flag, not
+//! by a cursor over ids, so an event whose transaction commits after a younger one is not skipped.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{event_deliveries, event_receivers, events};
+use super::{DbConn, Result, Tx};
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = events)]
+pub struct NewEvent<'a> {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub event_type: &'a str,
+    pub user_id: &'a str,
+    pub user_name: &'a str,
+    pub origin: &'a str,
+    pub actor: &'a str,
+    pub reason: Option<&'a str>,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub event_type: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub origin: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub data: String,
+}
+
+/// A delivery claimed by this instance: the event and how often it was tried before.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub event: EventRow,
+    pub attempts: i32,
+}
+
+/// What `/metrics` and `/readyz` tell about a receiver.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReceiverState {
+    pub receiver: String,
+    pub backlog: i64,
+    pub oldest: Option<NaiveDateTime>,
+    pub delivered: i64,
+    pub dropped: i64,
+    pub failed_attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Writes events in the caller's transaction, one statement each as the audit rows are.
+pub fn insert(tx: &mut Tx, new: &[NewEvent<'_>]) -> Result<()> {
+    let conn = tx.conn();
+    for e in new {
+        diesel::insert_into(events::table).values(e).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Makes sure every receiver has its row (counters, and on PostgreSQL the row claims lock).
+pub fn ensure_receivers(conn: &mut DbConn, names: &[&str]) -> Result<()> {
+    for name in names {
+        diesel::sql_query("INSERT INTO event_receivers (receiver) VALUES ($1) ON CONFLICT (receiver) DO NOTHING")
+            .bind::<diesel::sql_types::Text, _>(*name)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Turns up to `limit` undispatched events (oldest first) into delivery rows for the receivers
+/// `wants` names for each event type; returns how many events were dispatched. On PostgreSQL the
+/// events another instance is dispatching are skipped (`FOR UPDATE SKIP LOCKED`).
+pub fn dispatch(tx: &mut Tx, limit: i64, now: NaiveDateTime, wants: &dyn Fn(&str) -> Vec<String>) -> Result<usize> {
+    let conn = tx.conn();
+    let query = events::table
+        .filter(events::dispatched.eq(false))
+        .order(events::id)
+        .limit(limit)
+        .select((events::id, events::event_type));
+    let found: Vec<(String, String)> = match conn {
+        DbConn::Pg(pg) => query.for_update().skip_locked().load(pg)?,
+        DbConn::Sqlite(c) => query.load(c)?,
+    };
+    for (id, event_type) in &found {
+        for receiver in wants(event_type) {
+            diesel::insert_into(event_deliveries::table)
+                .values((
+                    event_deliveries::receiver.eq(receiver),
+                    event_deliveries::event_id.eq(id),
+                    event_deliveries::next_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+    }
+    let ids: Vec<&String> = found.iter().map(|(id, _)| id).collect();
+    for chunk in ids.chunks(500) {
+        diesel::update(events::table.filter(events::id.eq_any(chunk))).set(events::dispatched.eq(true)).execute(conn)?;
+    }
+    Ok(found.len())
+}
+
+/// Claims the oldest delivery owed to `receiver` until `lease_until`, when it is due and nobody
+/// else holds it: the head of the receiver's queue, so that its events go out in order. On
+/// PostgreSQL the receiver's row is locked with `SKIP LOCKED` first: an instance that finds it
+/// locked leaves this receiver to the other for now.
+pub fn claim_head(
+    tx: &mut Tx,
+    receiver: &str,
+    me: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Option<Claimed>> {
+    let conn = tx.conn();
+    if let DbConn::Pg(pg) = conn {
+        let locked = event_receivers::table
+            .find(receiver)
+            .select(event_receivers::receiver)
+            .for_update()
+            .skip_locked()
+            .first::<String>(pg)
+            .optional()?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+    }
+    let head = event_deliveries::table
+        .inner_join(events::table)
+        .filter(event_deliveries::receiver.eq(receiver))
+        .order(event_deliveries::event_id)
+        .select((
+            EventRow::as_select(),
+            event_deliveries::attempts,
+            event_deliveries::next_at,
+            event_deliveries::claimed_by,
+            event_deliveries::claimed_until,
+        ))
+        .first::<(EventRow, i32, NaiveDateTime, Option<String>, Option<NaiveDateTime>)>(conn)
+        .optional()?;
+    let Some((event, attempts, next_at, claimed_by, claimed_until)) = head else { return Ok(None) };
+    let held_by_other = claimed_by.as_deref().is_some_and(|by| by != me) && claimed_until.is_some_and(|t| t > now);
+    if held_by_other || next_at > now {
+        return Ok(None);
+    }
+    diesel::update(event_deliveries::table.find((receiver, &event.id)))
+        .set((event_deliveries::claimed_by.eq(me), event_deliveries::claimed_until.eq(lease_until)))
+        .execute(conn)?;
+    Ok(Some(Claimed { event, attempts }))
+}
+
+/// The receiver answered 2xx: the delivery row goes, the receiver's count grows.
+pub fn delivered(tx: &mut Tx, receiver: &str, event_id: &str, now: NaiveDateTime) -> Result<()> {
+    let conn = tx.conn();
+    let gone = diesel::delete(event_deliveries::table.find((receiver, event_id))).execute(conn)?;
+    if gone > 0 {
+        diesel::update(event_receivers::table.find(receiver))
+            .set((event_receivers::delivered.eq(event_receivers::delivered + 1), event_receivers::last_delivered_at.eq(now)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The attempt failed: tried again at `next_at`, or dropped (`None`) when the event is too old.
+pub fn failed(
+    tx: &mut Tx,
+    receiver: &str,
+    event_id: &str,
+    error: &str,
+    now: NaiveDateTime,
+    next_at: Option<NaiveDateTime>,
+) -> Result<()> {
+    let conn = tx.conn();
+    let row = event_deliveries::table.find((receiver, event_id));
+    let changed = match next_at {
+        Some(next_at) => diesel::update(row)
+            .set((
+                event_deliveries::attempts.eq(event_deliveries::attempts + 1),
+                event_deliveries::next_at.eq(next_at),
+                event_deliveries::last_error.eq(error),
+                event_deliveries::claimed_by.eq(None::<String>),
+                event_deliveries::claimed_until.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?,
+        None => diesel::delete(row).execute(conn)?,
+    };
+    if changed > 0 {
+        let dropped = i64::from(next_at.is_none());
+        diesel::update(event_receivers::table.find(receiver))
+            .set((
+                event_receivers::failed_attempts.eq(event_receivers::failed_attempts + 1),
+                event_receivers::dropped.eq(event_receivers::dropped + dropped),
+                event_receivers::last_error.eq(error),
+                event_receivers::last_error_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Deletes dispatched events older than `before` that no receiver is owed any more.
+pub fn prune(tx: &mut Tx, before: NaiveDateTime) -> Result<usize> {
+    let owed = event_deliveries::table.select(event_deliveries::event_id);
+    Ok(diesel::delete(
+        events::table.filter(events::dispatched.eq(true)).filter(events::at.lt(before)).filter(events::id.ne_all(owed)),
+    )
+    .execute(tx.conn())?)
+}
+
+/// Backlog, age of the oldest owed event and counters of every receiver that has a row.
+pub fn receivers(conn: &mut DbConn) -> Result<Vec<ReceiverState>> {
+    let rows: Vec<(String, i64, i64, i64, Option<String>)> = event_receivers::table
+        .order(event_receivers::receiver)
+        .select((
+            event_receivers::receiver,
+            event_receivers::delivered,
+            event_receivers::dropped,
+            event_receivers::failed_attempts,
+            event_receivers::last_error,
+        ))
+        .load(conn)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (receiver, delivered, dropped, failed_attempts, last_error) in rows {
+        let owed = event_deliveries::table.filter(event_deliveries::receiver.eq(&receiver));
+        let backlog = owed.count().get_result(conn)?;
+        let oldest = owed.inner_join(events::table).select(diesel::dsl::min(events::at)).first(conn)?;
+        out.push(ReceiverState { receiver, backlog, oldest, delivered, dropped, failed_attempts, last_error });
+    }
+    Ok(out)
+}
+
+/// Events about `user_id`, oldest first (tests and the console).
+pub fn of_user(conn: &mut DbConn, user_id: &str) -> Result<Vec<EventRow>> {
+    Ok(events::table.filter(events::user_id.eq(user_id)).order(events::id).select(EventRow::as_select()).load(conn)?)
+}
