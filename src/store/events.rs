@@ -1,13 +1,15 @@
 //! The event outbox: events written in the transaction of their change, and per receiver the
-//! deliveries still owed. A deliverer first dispatches new events (one delivery row per receiver
-//! that wants the type), then claims the oldest delivery of a receiver for a while (a lease), posts
-//! it outside any transaction and records the outcome. Undispatched events are found by a flag, not
+//! messages still owed. A deliverer first dispatches new events (one delivery row per receiver
+//! and message: a webhook gets one per event, a stream one per CAEP/RISC event it asked for),
+//! then claims the oldest deliveries of a receiver for a while (a lease), posts them outside any
+//! transaction and records the outcome. Undispatched events are found by a flag, not
 //! by a cursor over ids, so an event whose transaction commits after a younger one is not skipped.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{event_deliveries, event_receivers, events};
+use super::sql::{insert_rows, Bind};
 use super::{DbConn, Result, Tx};
 
 #[derive(Debug, Clone, Insertable)]
@@ -38,11 +40,21 @@ pub struct EventRow {
     pub data: String,
 }
 
-/// A delivery claimed by this instance: the event and how often it was tried before.
+/// A message owed to a receiver: the event, which of its signals (empty for a webhook), the
+/// message id and how often it was tried before.
 #[derive(Debug, Clone)]
-pub struct Claimed {
+pub struct Owed {
     pub event: EventRow,
+    pub signal: String,
+    pub jti: String,
     pub attempts: i32,
+}
+
+/// One message a receiver is owed for an event: the receiver, the signal and the message id.
+pub struct Message {
+    pub receiver: String,
+    pub signal: String,
+    pub jti: String,
 }
 
 /// What `/metrics` and `/readyz` tell about a receiver.
@@ -76,49 +88,57 @@ pub fn ensure_receivers(conn: &mut DbConn, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Turns up to `limit` undispatched events (oldest first) into delivery rows for the receivers
-/// `wants` names for each event type; returns how many events were dispatched. On PostgreSQL the
-/// events another instance is dispatching are skipped (`FOR UPDATE SKIP LOCKED`).
-pub fn dispatch(tx: &mut Tx, limit: i64, now: NaiveDateTime, wants: &dyn Fn(&str) -> Vec<String>) -> Result<usize> {
+/// Turns up to `limit` undispatched events (oldest first) into the messages `wants` says each
+/// receiver is owed; returns how many events were dispatched. On PostgreSQL the events another
+/// instance is dispatching are skipped (`FOR UPDATE SKIP LOCKED`).
+pub fn dispatch(tx: &mut Tx, limit: i64, now: NaiveDateTime, wants: &dyn Fn(&EventRow) -> Vec<Message>) -> Result<usize> {
     let conn = tx.conn();
-    let query = events::table
-        .filter(events::dispatched.eq(false))
-        .order(events::id)
-        .limit(limit)
-        .select((events::id, events::event_type));
-    let found: Vec<(String, String)> = match conn {
-        DbConn::Pg(pg) => query.for_update().skip_locked().load(pg)?,
-        DbConn::Sqlite(c) => query.load(c)?,
+    let query = events::table.filter(events::dispatched.eq(false)).order(events::id).limit(limit);
+    let found: Vec<EventRow> = match conn {
+        DbConn::Pg(pg) => query.select(EventRow::as_select()).for_update().skip_locked().load(pg)?,
+        DbConn::Sqlite(c) => query.select(EventRow::as_select()).load(c)?,
     };
-    for (id, event_type) in &found {
-        for receiver in wants(event_type) {
-            diesel::insert_into(event_deliveries::table)
-                .values((
-                    event_deliveries::receiver.eq(receiver),
-                    event_deliveries::event_id.eq(id),
-                    event_deliveries::next_at.eq(now),
-                ))
-                .execute(conn)?;
+    let rows: Vec<Vec<Option<Bind>>> = found
+        .iter()
+        .flat_map(|event| {
+            wants(event).into_iter().map(move |m| {
+                vec![
+                    Some(Bind::Text(m.receiver)),
+                    Some(Bind::Text(event.id.clone())),
+                    Some(Bind::Text(m.signal)),
+                    Some(Bind::Text(m.jti)),
+                    Some(Bind::Timestamp(now)),
+                ]
+            })
+        })
+        .collect();
+    // SQLite binds at most 32,766 values per statement: five per row.
+    for chunk in rows.chunks(1000) {
+        let columns = ["receiver", "event_id", "signal", "jti", "next_at"];
+        if let Some(s) = insert_rows("event_deliveries", &columns, chunk.iter().cloned()) {
+            s.execute(conn)?;
         }
     }
-    let ids: Vec<&String> = found.iter().map(|(id, _)| id).collect();
+    let ids: Vec<&String> = found.iter().map(|e| &e.id).collect();
     for chunk in ids.chunks(500) {
         diesel::update(events::table.filter(events::id.eq_any(chunk))).set(events::dispatched.eq(true)).execute(conn)?;
     }
     Ok(found.len())
 }
 
-/// Claims the oldest delivery owed to `receiver` until `lease_until`, when it is due and nobody
-/// else holds it: the head of the receiver's queue, so that its events go out in order. On
+/// Claims, until `lease_until`, up to `limit` of the oldest messages owed to `receiver`, in order,
+/// as long as they are due and nobody else holds them: the head of the receiver's queue, so its
+/// messages go out in order (a message waiting for its retry holds back those after it). On
 /// PostgreSQL the receiver's row is locked with `SKIP LOCKED` first: an instance that finds it
 /// locked leaves this receiver to the other for now.
 pub fn claim_head(
     tx: &mut Tx,
     receiver: &str,
     me: &str,
+    limit: i64,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
-) -> Result<Option<Claimed>> {
+) -> Result<Vec<Owed>> {
     let conn = tx.conn();
     if let DbConn::Pg(pg) = conn {
         let locked = event_receivers::table
@@ -129,56 +149,87 @@ pub fn claim_head(
             .first::<String>(pg)
             .optional()?;
         if locked.is_none() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
     }
     let head = event_deliveries::table
         .inner_join(events::table)
         .filter(event_deliveries::receiver.eq(receiver))
-        .order(event_deliveries::event_id)
+        .order((event_deliveries::event_id, event_deliveries::signal))
+        .limit(limit)
         .select((
             EventRow::as_select(),
+            event_deliveries::signal,
+            event_deliveries::jti,
             event_deliveries::attempts,
             event_deliveries::next_at,
             event_deliveries::claimed_by,
             event_deliveries::claimed_until,
         ))
-        .first::<(EventRow, i32, NaiveDateTime, Option<String>, Option<NaiveDateTime>)>(conn)
-        .optional()?;
-    let Some((event, attempts, next_at, claimed_by, claimed_until)) = head else { return Ok(None) };
-    let held_by_other = claimed_by.as_deref().is_some_and(|by| by != me) && claimed_until.is_some_and(|t| t > now);
-    if held_by_other || next_at > now {
-        return Ok(None);
+        .load::<(EventRow, String, String, i32, NaiveDateTime, Option<String>, Option<NaiveDateTime>)>(conn)?;
+    let mut claimed = Vec::new();
+    for (event, signal, jti, attempts, next_at, claimed_by, claimed_until) in head {
+        let held_by_other = claimed_by.as_deref().is_some_and(|by| by != me) && claimed_until.is_some_and(|t| t > now);
+        if held_by_other || next_at > now {
+            break;
+        }
+        claimed.push(Owed { event, signal, jti, attempts });
     }
-    diesel::update(event_deliveries::table.find((receiver, &event.id)))
+    let jtis: Vec<&str> = claimed.iter().map(|o| o.jti.as_str()).collect();
+    diesel::update(event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq_any(&jtis)))
         .set((event_deliveries::claimed_by.eq(me), event_deliveries::claimed_until.eq(lease_until)))
         .execute(conn)?;
-    Ok(Some(Claimed { event, attempts }))
+    Ok(claimed)
 }
 
-/// The receiver answered 2xx: the delivery row goes, the receiver's count grows.
-pub fn delivered(tx: &mut Tx, receiver: &str, event_id: &str, now: NaiveDateTime) -> Result<()> {
+/// The oldest messages owed to a polling receiver (RFC 8936), whoever saw them before: a message
+/// is owed until it is acknowledged.
+pub fn owed(conn: &mut DbConn, receiver: &str, limit: i64) -> Result<(Vec<Owed>, bool)> {
+    let rows = event_deliveries::table
+        .inner_join(events::table)
+        .filter(event_deliveries::receiver.eq(receiver))
+        .order((event_deliveries::event_id, event_deliveries::signal))
+        .limit(limit + 1)
+        .select((EventRow::as_select(), event_deliveries::signal, event_deliveries::jti, event_deliveries::attempts))
+        .load::<(EventRow, String, String, i32)>(conn)?;
+    let more = rows.len() as i64 > limit;
+    let owed = rows.into_iter().take(limit as usize).map(|(event, signal, jti, attempts)| Owed { event, signal, jti, attempts }).collect();
+    Ok((owed, more))
+}
+
+/// The receiver took these messages (a 2xx, or a poll's `ack`): their rows go, its count grows.
+/// Returns how many were still owed.
+pub fn delivered(tx: &mut Tx, receiver: &str, jtis: &[&str], now: NaiveDateTime) -> Result<usize> {
     let conn = tx.conn();
-    let gone = diesel::delete(event_deliveries::table.find((receiver, event_id))).execute(conn)?;
+    let mut gone = 0;
+    for chunk in jtis.chunks(500) {
+        gone += diesel::delete(
+            event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq_any(chunk)),
+        )
+        .execute(conn)?;
+    }
     if gone > 0 {
         diesel::update(event_receivers::table.find(receiver))
-            .set((event_receivers::delivered.eq(event_receivers::delivered + 1), event_receivers::last_delivered_at.eq(now)))
+            .set((
+                event_receivers::delivered.eq(event_receivers::delivered + gone as i64),
+                event_receivers::last_delivered_at.eq(now),
+            ))
             .execute(conn)?;
     }
-    Ok(())
+    Ok(gone)
 }
 
 /// The attempt failed: tried again at `next_at`, or dropped (`None`) when the event is too old.
 pub fn failed(
     tx: &mut Tx,
     receiver: &str,
-    event_id: &str,
+    jti: &str,
     error: &str,
     now: NaiveDateTime,
     next_at: Option<NaiveDateTime>,
 ) -> Result<()> {
     let conn = tx.conn();
-    let row = event_deliveries::table.find((receiver, event_id));
+    let row = event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq(jti));
     let changed = match next_at {
         Some(next_at) => diesel::update(row)
             .set((

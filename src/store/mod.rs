@@ -16,6 +16,7 @@ pub mod sessions;
 pub mod sql;
 mod sqlite_limits;
 pub mod stats;
+pub mod streams;
 mod text_enum;
 pub mod tokens;
 pub mod user_filter;

@@ -286,9 +286,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    event_deliveries (receiver, event_id) {
+    event_deliveries (receiver, event_id, signal) {
         receiver -> Text,
         event_id -> Text,
+        signal -> Text,
+        jti -> Text,
         attempts -> Integer,
         next_at -> Timestamp,
         last_error -> Nullable<Text>,
@@ -306,6 +308,25 @@ diesel::table! {
         last_error -> Nullable<Text>,
         last_error_at -> Nullable<Timestamp>,
         last_delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    ssf_streams (id) {
+        id -> Text,
+        owner -> Nullable<Text>,
+        audience -> Text,
+        events_requested -> Text,
+        events_delivered -> Text,
+        delivery_method -> Text,
+        endpoint_url -> Nullable<Text>,
+        authorization_header -> Nullable<Text>,
+        subject_format -> Text,
+        description -> Nullable<Text>,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
