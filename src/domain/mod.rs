@@ -4,6 +4,7 @@
 pub mod audit;
 mod credentials;
 pub mod directory;
+pub mod events;
 mod error;
 pub mod groups;
 pub mod health;

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use super::audit::Actor;
+use super::events;
 use super::mfa::{reset, Reason};
 use super::{Error, Result};
 use crate::clock::{self, Clock};
@@ -142,27 +143,27 @@ impl Users {
                 current
             } else {
                 let name = user_name_of(&body);
-                store_users::update(tx, current, body, at).map_err(|e| write_error(e, &name))?
+                let before = current.body.clone();
+                let user = store_users::update(tx, current, body, at).map_err(|e| write_error(e, &name))?;
+                events::record_activity(tx, &before, &user, actor, None, at)?;
+                user
             };
             self.reset_if(tx, reset, user, actor, at)
         })
     }
 
-    pub(crate) fn delete(&self, id: &str, if_match: Option<&str>) -> Result<()> {
+    /// Deletes the user; receivers hear of it (`user.deleted`, with the name it had).
+    pub(crate) fn delete(&self, id: &str, if_match: Option<&str>, actor: &Actor) -> Result<()> {
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| {
-            let version = match if_match {
-                None => None,
-                Some(_) => {
-                    let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
-                    super::check_if_match(current.version, if_match)?;
-                    Some(current.version)
-                }
-            };
-            store_users::delete(tx, id, version).map_err(|e| match e {
+            let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
+            super::check_if_match(current.version, if_match)?;
+            store_users::delete(tx, id, Some(current.version)).map_err(|e| match e {
                 WriteError::NotFound => not_found(id),
                 other => write_error(other, ""),
-            })
+            })?;
+            events::record(tx, events::USER_DELETED, events::Subject::of(&current), actor, None, self.now())?;
+            Ok(())
         })
     }
 

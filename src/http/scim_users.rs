@@ -129,8 +129,8 @@ async fn patch(state: web::Data<AppState>, req: HttpRequest, id: web::Path<Strin
 }
 
 async fn delete(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
-    let (users, if_match) = (state.users.clone(), if_match(&req));
-    blocking(move || users.delete(&id, if_match.as_deref())).await?;
+    let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
+    blocking(move || users.delete(&id, if_match.as_deref(), &actor)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

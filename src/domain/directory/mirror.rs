@@ -11,12 +11,16 @@ use chrono::NaiveDateTime;
 
 use super::entry::{decide_flag, Entry, FlagDecision};
 use crate::domain::audit::Actor;
+use crate::domain::events;
 use crate::domain::mfa::reset::reset_in_tx;
 use crate::domain::{Error, Result};
 use crate::scim::user_name::UserName;
 use crate::store::directory::{self as links, Link};
 use crate::store::users::{self as store_users, Source, StoredUser, WriteError};
 use crate::store::{DbConn, Tx};
+
+/// The reason receivers are given when a full run deactivates a user.
+const GONE: &str = "the user's entry is no longer in the directory";
 
 /// Users written by the sync carry this source.
 pub const SOURCE: Source = Source::Ldap;
@@ -68,7 +72,12 @@ pub(super) fn apply_entry(
             (store_users::insert(conn, &id, body, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
         }
         Some(cur) if cur.body == body => (cur, Change::Unchanged),
-        Some(cur) => (store_users::update(conn, cur, body, at).map_err(|e| write_error(e, &entry.dn))?, Change::Updated),
+        Some(cur) => {
+            let before = cur.body.clone();
+            let user = store_users::update(conn, cur, body, at).map_err(|e| write_error(e, &entry.dn))?;
+            events::record_activity(conn, &before, &user, actor, None, at)?;
+            (user, Change::Updated)
+        }
     };
     if came_from_elsewhere {
         store_users::set_source(conn, &user.id, SOURCE)?;
@@ -136,14 +145,16 @@ pub(super) fn create_many(conn: &mut Tx, entries: &[&Entry], actor: &Actor, at: 
 }
 
 /// Deactivates a user whose entry a full run did not find; returns whether it was active.
-pub(super) fn deactivate(conn: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<bool> {
+pub(super) fn deactivate(conn: &mut Tx, user_id: &str, actor: &Actor, at: NaiveDateTime) -> Result<bool> {
     let current = user(conn, user_id)?;
     let was_active = current.body.get("active").and_then(serde_json::Value::as_bool).unwrap_or(true);
     let version = if was_active {
         let mut body = current.body.clone();
         body.insert("active".into(), serde_json::Value::Bool(false));
         let what = format!("user {}", current.id);
-        store_users::update(conn, current, body, at).map_err(|e| write_error(e, &what))?.version
+        let user = store_users::update(conn, current, body, at).map_err(|e| write_error(e, &what))?;
+        events::record(conn, events::USER_DEACTIVATED, events::Subject::of(&user), actor, Some(GONE), at)?;
+        user.version
     } else {
         current.version
     };

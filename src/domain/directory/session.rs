@@ -374,12 +374,12 @@ impl Session {
     /// returns for each whether it was active.
     pub fn deactivate(&mut self, ids: &[String]) -> Result<Vec<crate::domain::Result<bool>>, SessionError> {
         let at = self.now();
-        let (run_id, lease_until, dry_run) = (&self.run_id, at + self.lease_for, self.dry_run);
+        let (run_id, lease_until, dry_run, actor) = (&self.run_id, at + self.lease_for, self.dry_run, &self.actor);
         let outcome = store::write_tx(&mut self.conn, |tx| {
             if !stored::renew_lease(tx, LEASE, run_id, lease_until)? {
                 return Err(TxEnd::Fail(SessionError::LeaseLost));
             }
-            let results: Vec<_> = ids.iter().map(|id| tx.savepoint(|c| mirror::deactivate(c, id, at))).collect();
+            let results: Vec<_> = ids.iter().map(|id| tx.savepoint(|c| mirror::deactivate(c, id, actor, at))).collect();
             if dry_run {
                 Err(TxEnd::Rollback(results))
             } else {

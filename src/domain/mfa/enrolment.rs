@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{backup_codes, user_name, BackupCodes, Enrolment, Mfa, Policy};
 use crate::domain::audit::{self, Actor};
+use crate::domain::events;
 use crate::domain::{Error, Invalid, Result};
 use crate::store::mfa::FactorStatus;
 use crate::store::{self, mfa as factors, users as store_users};
@@ -101,6 +102,7 @@ impl Mfa {
                     audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, user, actor, None, Some(json!({"count": codes.len()}))),
                 ],
             )?;
+            events::record_for(conn, events::MFA_ENROLLED, user_id, actor, None, at)?;
             Ok(())
         })?;
         Ok(BackupCodes(codes))

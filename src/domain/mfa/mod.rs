@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::clock::{self, Clock};
 use crate::config;
 use crate::domain::audit::{self, Actor};
+use crate::domain::events;
 use crate::domain::{Error, Invalid, Result};
 use crate::store::mfa::FactorStatus;
 use crate::store::{self, mfa as factors, users as store_users, Pool};
@@ -376,6 +377,7 @@ impl Mfa {
                 Some(json!({"count": codes.len()})),
             );
             audit::write(conn, &[e])?;
+            events::record_for(conn, events::MFA_BACKUP_CODES_REGENERATED, user_id, actor, None, at)?;
             Ok::<_, Error>(())
         })?;
         Ok(BackupCodes(codes))

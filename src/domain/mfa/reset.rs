@@ -5,6 +5,7 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use crate::domain::audit::{self, Actor};
+use crate::domain::events;
 use crate::scim::error::ScimError;
 use crate::store::{self, Tx};
 
@@ -68,6 +69,7 @@ pub(crate) fn reset_in_tx(
     store::enrolment_links::delete_of(conn, user.0)?;
     let event = audit::event(at, audit::MFA_RESET, user, actor, reason.map(cut), Some(json!({"previousStatus": previous})));
     audit::write(conn, &[event])?;
+    events::record_for(conn, events::MFA_RESET, user.0, actor, reason.map(cut), at)?;
     Ok(previous)
 }
 

@@ -1,0 +1,143 @@
+//! What the systems that trust us must hear about. A change they care about writes its event
+//! into the outbox in the transaction of the change (ARCHITECTURE rule 8): a rolled-back change
+//! emits nothing and a crash after the commit loses nothing. Delivery (Shared Signals streams,
+//! webhooks) reads the outbox afterwards: `events::deliver`.
+
+use chrono::NaiveDateTime;
+use serde_json::{json, Map, Value};
+
+use super::audit::Actor;
+use crate::store::{self, events as outbox, users::StoredUser, Tx};
+
+pub const MFA_RESET: &str = "mfa.reset";
+pub const MFA_ENROLLED: &str = "mfa.enrolled";
+pub const MFA_BACKUP_CODES_REGENERATED: &str = "mfa.backup_codes_regenerated";
+pub const USER_DEACTIVATED: &str = "user.deactivated";
+pub const USER_REACTIVATED: &str = "user.reactivated";
+pub const USER_DELETED: &str = "user.deleted";
+/// A Shared Signals stream's verification event: for that stream alone, about no user.
+pub const SSF_VERIFICATION: &str = "ssf.verification";
+
+/// The events about users a receiver can ask for (webhooks' `events`).
+pub const USER_EVENTS: &[&str] =
+    &[MFA_RESET, MFA_ENROLLED, MFA_BACKUP_CODES_REGENERATED, USER_DEACTIVATED, USER_REACTIVATED, USER_DELETED];
+
+/// Who an event is about, as receivers may name them (SSF subject formats).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub id: &'a str,
+    pub user_name: &'a str,
+    pub email: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    pub(crate) fn of(user: &'a StoredUser) -> Self {
+        Subject { id: &user.id, user_name: user.user_name(), email: email_of(&user.body) }
+    }
+}
+
+/// The primary email of a SCIM body, else its first.
+fn email_of(body: &Map<String, Value>) -> Option<&str> {
+    let emails = body.get("emails")?.as_array()?;
+    let primary = emails.iter().find(|e| e.get("primary").and_then(Value::as_bool) == Some(true));
+    primary.or(emails.first())?.get("value")?.as_str()
+}
+
+/// Writes one event about `subject` in the caller's transaction.
+pub(crate) fn record(
+    tx: &mut Tx,
+    kind: &str,
+    subject: Subject,
+    actor: &Actor,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> store::Result<()> {
+    let mut data = Map::new();
+    if let Some(email) = subject.email {
+        data.insert("email".into(), json!(email));
+    }
+    if let Some(request_id) = &actor.request_id {
+        data.insert("requestId".into(), json!(request_id));
+    }
+    outbox::insert(
+        tx,
+        &[outbox::NewEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            at,
+            event_type: kind,
+            user_id: subject.id,
+            user_name: subject.user_name,
+            origin: actor.origin.as_str(),
+            actor: &actor.name,
+            reason,
+            data: Value::Object(data).to_string(),
+        }],
+    )
+}
+
+/// [`record`] for a user known by id (read in the transaction for their name and email);
+/// nothing when the user is gone.
+pub(crate) fn record_for(
+    tx: &mut Tx,
+    kind: &str,
+    user_id: &str,
+    actor: &Actor,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> store::Result<()> {
+    match store::users::get(tx, user_id)? {
+        Some(user) => record(tx, kind, Subject::of(&user), actor, reason, at),
+        None => Ok(()),
+    }
+}
+
+/// Records a deactivation or a reactivation when a write turned `active` over (absent is active).
+pub(crate) fn record_activity(
+    tx: &mut Tx,
+    before: &Map<String, Value>,
+    after: &StoredUser,
+    actor: &Actor,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> store::Result<()> {
+    let active = |body: &Map<String, Value>| body.get("active").and_then(Value::as_bool).unwrap_or(true);
+    match (active(before), active(&after.body)) {
+        (true, false) => record(tx, USER_DEACTIVATED, Subject::of(after), actor, reason, at),
+        (false, true) => record(tx, USER_REACTIVATED, Subject::of(after), actor, reason, at),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a stream's verification event (SSF §8.1.4): delivered to that stream alone, with the
+/// `state` the receiver gave.
+pub(crate) fn record_verification(tx: &mut Tx, stream_id: &str, state: Option<&str>, actor: &Actor, at: NaiveDateTime) -> store::Result<()> {
+    let data = json!({ "streamId": stream_id, "state": state });
+    outbox::insert(
+        tx,
+        &[outbox::NewEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            at,
+            event_type: SSF_VERIFICATION,
+            user_id: "",
+            user_name: "",
+            origin: actor.origin.as_str(),
+            actor: &actor.name,
+            reason: None,
+            data: data.to_string(),
+        }],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subjects_email_is_the_primary_one_else_the_first() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        let two = body(json!({"emails": [{"value": "a@x"}, {"value": "b@x", "primary": true}]}));
+        assert_eq!(email_of(&two), Some("b@x"));
+        assert_eq!(email_of(&body(json!({"emails": [{"value": "a@x"}]}))), Some("a@x"));
+        assert_eq!(email_of(&body(json!({"userName": "ada"}))), None);
+    }
+}
