@@ -9,8 +9,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod database;
+mod events;
 mod ldap;
 mod smtp;
+pub use events::{Events, Webhook, WebhookSecretError, EVENT_TYPES};
 pub use database::{percent_encode, Database, DatabaseUrl, PasswordFileError, UrlError};
 pub use ldap::{
     is_attribute_description, ChangeDetection, GroupMembership, Ldap, LdapGroups, LdapMfaReset, LdapSafety, LdapScope,
@@ -36,6 +38,10 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     /// The Shared Signals transmitter; absent: no security event tokens are signed or sent.
     pub ssf: Option<Ssf>,
+    /// Delivery of events to every receiver.
+    pub events: Events,
+    /// Receivers of signed JSON posts.
+    pub webhooks: Vec<Webhook>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -545,6 +551,14 @@ impl Config {
         }
         if let Some(ssf) = &self.ssf {
             ssf.problems(&mut out);
+        }
+        self.events.problems(&mut out);
+        let mut names = std::collections::HashSet::new();
+        for webhook in &self.webhooks {
+            webhook.problems(&mut out);
+            if !names.insert(&webhook.name) {
+                out.push(format!("webhooks: two entries are named {:?}", webhook.name));
+            }
         }
         out
     }

@@ -3,11 +3,19 @@
 //! emits nothing and a crash after the commit loses nothing. Delivery (Shared Signals streams,
 //! webhooks) reads the outbox afterwards: `events::deliver`.
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
 use super::audit::Actor;
-use crate::store::{self, events as outbox, users::StoredUser, Tx};
+use super::Result;
+use crate::clock::{self, Clock};
+use crate::store::{self, events as outbox, users::StoredUser, Pool, Tx};
+
+/// An event as the outbox holds it, a message owed to a receiver, one a new event makes, and
+/// what `/metrics` tells of a receiver.
+pub use crate::store::events::{EventRow, Message, Owed, ReceiverState};
 
 pub const MFA_RESET: &str = "mfa.reset";
 pub const MFA_ENROLLED: &str = "mfa.enrolled";
@@ -19,8 +27,7 @@ pub const USER_DELETED: &str = "user.deleted";
 pub const SSF_VERIFICATION: &str = "ssf.verification";
 
 /// The events about users a receiver can ask for (webhooks' `events`).
-pub const USER_EVENTS: &[&str] =
-    &[MFA_RESET, MFA_ENROLLED, MFA_BACKUP_CODES_REGENERATED, USER_DEACTIVATED, USER_REACTIVATED, USER_DELETED];
+pub use crate::config::EVENT_TYPES as USER_EVENTS;
 
 /// Who an event is about, as receivers may name them (SSF subject formats).
 #[derive(Debug, Clone, Copy)]
@@ -128,9 +135,86 @@ pub(crate) fn record_verification(tx: &mut Tx, stream_id: &str, state: Option<&s
     )
 }
 
+/// The deliverers' side of the outbox: new events turned into messages per receiver, the head of
+/// a receiver's queue claimed, outcomes recorded. Each call is one short transaction; nothing
+/// here waits on the network.
+#[derive(Clone)]
+pub struct Outbox {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+}
+
+impl Outbox {
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
+        Outbox { pool, clock }
+    }
+
+    pub fn now(&self) -> NaiveDateTime {
+        clock::stored(self.clock.now())
+    }
+
+    /// Makes the messages of up to `limit` new events; returns how many events it took.
+    pub fn dispatch(&self, limit: i64, wants: &dyn Fn(&EventRow) -> Vec<Message>) -> Result<usize> {
+        let mut conn = self.pool.get()?;
+        let now = self.now();
+        Ok(store::write_tx(&mut conn, |tx| outbox::dispatch(tx, limit, now, wants))?)
+    }
+
+    /// Makes sure each receiver has its row (its counters, and the lock its claims take).
+    pub fn ensure_receivers(&self, names: &[&str]) -> Result<()> {
+        let mut conn = self.pool.get()?;
+        Ok(outbox::ensure_receivers(&mut conn, names)?)
+    }
+
+    /// Claims for `lease` up to `limit` messages at the head of `receiver`'s queue.
+    pub fn claim(&self, receiver: &str, me: &str, limit: i64, lease: chrono::Duration) -> Result<Vec<Owed>> {
+        let mut conn = self.pool.get()?;
+        let now = self.now();
+        Ok(store::write_tx(&mut conn, |tx| outbox::claim_head(tx, receiver, me, limit, now, now + lease))?)
+    }
+
+    /// The receiver has these messages; returns how many were still owed.
+    pub fn delivered(&self, receiver: &str, jtis: &[&str]) -> Result<usize> {
+        let mut conn = self.pool.get()?;
+        let now = self.now();
+        Ok(store::write_tx(&mut conn, |tx| outbox::delivered(tx, receiver, jtis, now))?)
+    }
+
+    /// An attempt failed: tried again at `retry_at`, or dropped (`None`).
+    pub fn failed(&self, receiver: &str, jti: &str, error: &str, retry_at: Option<NaiveDateTime>) -> Result<()> {
+        let mut conn = self.pool.get()?;
+        let now = self.now();
+        Ok(store::write_tx(&mut conn, |tx| outbox::failed(tx, receiver, jti, error, now, retry_at))?)
+    }
+
+    /// The oldest messages owed to a polling receiver, and whether more wait.
+    pub fn owed(&self, receiver: &str, limit: i64) -> Result<(Vec<Owed>, bool)> {
+        let mut conn = self.pool.get()?;
+        Ok(outbox::owed(&mut conn, receiver, limit)?)
+    }
+
+    /// Deletes delivered events older than `before`; returns how many.
+    pub fn prune(&self, before: NaiveDateTime) -> Result<usize> {
+        let mut conn = self.pool.get()?;
+        Ok(store::write_tx(&mut conn, |tx| outbox::prune(tx, before))?)
+    }
+
+    /// Backlog and counters of every receiver.
+    pub fn receivers(&self) -> Result<Vec<ReceiverState>> {
+        let mut conn = self.pool.get()?;
+        Ok(outbox::receivers(&mut conn)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configurations_list_of_events_is_the_domains() {
+        let written = [MFA_RESET, MFA_ENROLLED, MFA_BACKUP_CODES_REGENERATED, USER_DEACTIVATED, USER_REACTIVATED, USER_DELETED];
+        assert_eq!(USER_EVENTS, written);
+    }
 
     #[test]
     fn the_subjects_email_is_the_primary_one_else_the_first() {

@@ -13,6 +13,7 @@ pub mod operators;
 mod passwords;
 pub mod sessions;
 pub mod stats;
+pub mod streams;
 pub mod tokens;
 pub mod users;
 
@@ -36,6 +37,10 @@ pub struct Services {
     pub sessions: sessions::Sessions,
     /// The LDAP sync's runs (used when `[ldap]` is configured).
     pub runs: directory::Runs,
+    /// The event outbox, read by the deliverers.
+    pub outbox: events::Outbox,
+    /// Shared Signals streams.
+    pub streams: streams::Streams,
 }
 
 impl Services {
@@ -57,6 +62,8 @@ impl Services {
                 seconds(console.session_idle_timeout),
                 seconds(console.session_lifetime),
             ),
+            outbox: events::Outbox::new(pool.clone(), clock.clone()),
+            streams: streams::Streams::new(pool.clone(), sealer.clone(), clock.clone()),
             runs: directory::Runs::new(pool, clock),
             links: mfa::links::Links::new(mfa.clone(), config),
             mfa,

@@ -3,4 +3,5 @@
 //! `jwks_uri`.
 
 pub mod keys;
+pub mod route;
 pub mod set;

@@ -27,7 +27,7 @@ pub struct Occurrence<'a> {
     /// `user.reactivated`, `user.deleted`.
     pub kind: &'a str,
     pub at: DateTime<Utc>,
-    /// The door it came through (`api`, `bulk`, `scim`, `cli`, `console`, `directory`, `user`).
+    /// The door it came through (`api`, `bulk`, `scim`, `cli`, `console`, `directory`, `link`).
     pub origin: &'a str,
     pub reason: Option<&'a str>,
 }
@@ -60,12 +60,13 @@ pub fn signals(o: &Occurrence) -> Vec<(&'static str, Value)> {
 }
 
 /// CAEP's initiating entity of a door: people acting as administrators, an upstream system's
-/// provisioning policy (the identity provider, the directory), or this daemon itself.
+/// provisioning policy (the identity provider, the directory), the user on their enrolment
+/// link, or this daemon itself.
 fn initiating_entity(origin: &str) -> &'static str {
     match origin {
         "api" | "bulk" | "cli" | "console" => "admin",
         "scim" | "directory" => "policy",
-        "user" => "user",
+        "link" => "user",
         _ => "system",
     }
 }
@@ -81,14 +82,15 @@ pub struct Envelope<'a> {
     pub issued_at: DateTime<Utc>,
 }
 
-/// A signed token carrying one event; its `jti` is returned with it.
+/// A signed token carrying one event, with the message id `jti` (the same on every attempt, so
+/// a receiver can tell a retry from a new event).
 pub fn sign(
     keys: &SigningKeys,
     envelope: &Envelope,
+    jti: &str,
     event_type: &str,
     event: Value,
-) -> Result<(String, String), jsonwebtoken::errors::Error> {
-    let jti = uuid::Uuid::now_v7().to_string();
+) -> Result<String, jsonwebtoken::errors::Error> {
     let aud = match envelope.audience {
         [one] => json!(one),
         many => json!(many),
@@ -106,17 +108,20 @@ pub fn sign(
     let mut header = Header::new(key.alg);
     header.typ = Some("secevent+jwt".into());
     header.kid = Some(key.kid.clone());
-    Ok((encode(&header, &claims, key.encoding_key())?, jti))
+    encode(&header, &claims, key.encoding_key())
 }
 
-/// The subject of a user: `iss_sub` (our issuer and the user's id), or `email` / `opaque`
-/// (the userName) as a stream asks (RFC 9493 §3.2).
+/// The subject of a user (RFC 9493): always `iss_sub` (our issuer and the user's id); a stream
+/// that asks for `email` or `opaque` (the userName) gets it beside, as `aliases`. A user
+/// without an email is named by `iss_sub` alone.
 pub fn user_subject(format: &str, issuer: &str, user_id: &str, user_name: &str, email: Option<&str>) -> Value {
-    match (format, email) {
+    let iss_sub = json!({ "format": "iss_sub", "iss": issuer, "sub": user_id });
+    let alias = match (format, email) {
         ("email", Some(email)) => json!({ "format": "email", "email": email }),
         ("opaque", _) => json!({ "format": "opaque", "id": user_name }),
-        _ => json!({ "format": "iss_sub", "iss": issuer, "sub": user_id }),
-    }
+        _ => return iss_sub,
+    };
+    json!({ "format": "aliases", "identifiers": [iss_sub, alias] })
 }
 
 #[cfg(test)]
@@ -143,7 +148,7 @@ mod tests {
             json!({"credential_type": "app", "change_type": "delete", "initiating_entity": "admin",
                    "reason_admin": {"en": "lost phone"}, "event_timestamp": 1_764_547_200})
         );
-        let enrolled = signals(&Occurrence { kind: "mfa.enrolled", origin: "user", reason: None, ..o.clone() });
+        let enrolled = signals(&Occurrence { kind: "mfa.enrolled", origin: "link", reason: None, ..o.clone() });
         assert_eq!(
             (enrolled[0].1["change_type"].as_str(), enrolled[0].1["initiating_entity"].as_str()),
             (Some("create"), Some("user"))
@@ -175,7 +180,8 @@ mod tests {
                 sub_id: user_subject("iss_sub", "https://idp.example", "u-1", "ada", None),
                 issued_at: at(),
             };
-            let (token, jti) = sign(&keys, &envelope, CREDENTIAL_CHANGE, json!({"change_type": "delete"})).unwrap();
+            let jti = "0193-a";
+            let token = sign(&keys, &envelope, jti, CREDENTIAL_CHANGE, json!({"change_type": "delete"})).unwrap();
             let header = decode_header(&token).unwrap();
             assert_eq!((header.typ.as_deref(), header.kid.as_deref()), (Some("secevent+jwt"), Some(keys.current.kid.as_str())));
             let jwk = keys.jwks().keys.remove(0);
@@ -183,7 +189,7 @@ mod tests {
             validation.set_audience(&audience);
             validation.set_required_spec_claims(&["iss", "aud"]);
             let claims = decode::<Value>(&token, &DecodingKey::from_jwk(&jwk).unwrap(), &validation).unwrap().claims;
-            assert_eq!(claims["jti"], jti.as_str());
+            assert_eq!(claims["jti"], jti);
             assert_eq!(claims["sub_id"], json!({"format": "iss_sub", "iss": "https://idp.example", "sub": "u-1"}));
             assert_eq!(claims["events"][CREDENTIAL_CHANGE]["change_type"], "delete");
             assert_eq!(claims["aud"], "https://rp.example");

@@ -51,7 +51,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>, signing: Option<Arc<SigningKeys>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _ } = services;
+        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _, outbox: _, streams: _ } =
+            services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
         AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing }
     }

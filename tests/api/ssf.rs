@@ -78,12 +78,13 @@ fn a_token_signed_with_the_daemons_key_verifies_elsewhere_with_the_served_keys()
         let occurrence =
             set::Occurrence { kind: "mfa.reset", at: chrono::Utc::now(), origin: "console", reason: Some("lost phone") };
         let (event_type, event) = set::signals(&occurrence).remove(0);
-        let (token, jti) = set::sign(&keys, &envelope, event_type, event).unwrap();
+        let jti = "0193d6a0-jti";
+        let token = set::sign(&keys, &envelope, jti, event_type, event).unwrap();
         let verified = verify(&json!({"token": token, "jwks": jwks, "audience": "https://rp.example", "issuer": ISSUER}));
         assert_eq!(verified["header"]["typ"], "secevent+jwt", "{alg:?}: {verified}");
         assert_eq!(verified["header"]["kid"], jwks["keys"][0]["kid"]);
         let claims = &verified["claims"];
-        assert_eq!(claims["jti"], jti.as_str());
+        assert_eq!(claims["jti"], jti);
         let change = &claims["events"][set::CREDENTIAL_CHANGE];
         assert_eq!((change["credential_type"].as_str(), change["change_type"].as_str()), (Some("app"), Some("delete")));
         assert_eq!(change["reason_admin"]["en"], "lost phone");
