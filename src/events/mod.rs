@@ -3,5 +3,7 @@
 //! `jwks_uri`.
 
 pub mod keys;
+pub mod deliver;
 pub mod route;
 pub mod set;
+pub mod webhook;

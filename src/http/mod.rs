@@ -24,6 +24,8 @@ use actix_web::{middleware::from_fn, web};
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::mfa::{links::Links, Mfa};
+use crate::domain::events::Outbox;
+use crate::domain::streams::Streams;
 use crate::domain::Services;
 use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, users::Users};
 use crate::events::keys::SigningKeys;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub audit: Audit,
     pub stats: Stats,
     pub health: Health,
+    pub outbox: Outbox,
+    pub streams: Streams,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
     /// `server.trusted_proxies`, parsed once.
@@ -51,10 +55,10 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>, signing: Option<Arc<SigningKeys>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _, outbox: _, streams: _ } =
+        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _, outbox, streams } =
             services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing }
+        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, outbox, streams, sync, trusted_proxies, signing }
     }
 }
 
