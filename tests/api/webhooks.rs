@@ -12,7 +12,7 @@ use base64::Engine;
 use provisiond::config::{Config, Webhook};
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestDb};
 use crate::receiver::{Received, Receiver};
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
@@ -169,4 +169,163 @@ fn a_receiver_down_for_30_seconds_gets_every_event_after_it_returns_in_order_and
     }
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(receiver.received().len(), 6, "nothing sent again after it was taken");
+}
+
+/// The real daemon (`provisiond serve`) on `config`, on a free port, with a token of its own.
+struct Daemon {
+    child: std::process::Child,
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path, token: &str) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .spawn()
+            .unwrap();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let base = format!("http://127.0.0.1:{port}");
+        let up = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
+        });
+        assert!(up, "the daemon did not become ready");
+        Daemon { child, base, auth: format!("Bearer {token}"), agent }
+    }
+
+    fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/scim+json")
+            .body(body.to_string())
+            .unwrap();
+        let mut r = self.agent.run(request).unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
+    /// SIGKILL: nothing is recorded or released.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn an_event_committed_before_the_daemon_is_killed_is_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path());
+    let receiver = Receiver::start();
+    // Refusing at first: the event is committed, tried, and still owed when the daemon dies.
+    receiver.answer(503, "");
+    let (secret, secret_file) = secret_in(dir.path());
+    let config = dir.path().join("provisiond.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[mfa]\nkey_file = {:?}\n[log]\nlevel = \"warn\"\n[events]\nmax_backoff = 1\n\
+             [[webhooks]]\nname = \"hr\"\nurl = {:?}\nsecret_file = {:?}\n",
+            db.toml(),
+            dir.path().join("mfa.key").display().to_string(),
+            receiver.url("/hook"),
+            secret_file.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "token", "create", "--name", "idp", "--scope", "scim,admin"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+
+    let mut daemon = Daemon::start(&config, &token);
+    let (status, created) = daemon.send("POST", "/scim/v2/Users", &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": "crash"}));
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let (status, body) = daemon.send("POST", &format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "crash test"}));
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while receiver.attempts() == 0 {
+        assert!(Instant::now() < deadline, "the daemon never tried to deliver");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon.kill();
+    assert!(receiver.received().is_empty());
+
+    receiver.answer(204, "");
+    let _daemon = Daemon::start(&config, &token);
+    let got = receiver.wait_for(1, Duration::from_secs(10));
+    assert_eq!(user_names(&got), ["crash"], "delivered once after the restart");
+    let payload = verify(&secret, &got[0]).unwrap();
+    assert_eq!((payload["type"].as_str(), payload["data"]["reason"].as_str()), (Some("mfa.reset"), Some("crash test")));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[test]
+fn two_instances_deliver_each_event_once() {
+    let receiver = Receiver::start();
+    let (a, _) = with_webhook(&receiver, 1);
+    // The same configuration (the same webhook), its own MFA key copy: as behind a load balancer.
+    let b = a.another_instance();
+    let users: Vec<String> = (0..40).map(|i| user(&a, &format!("p{i}"))).collect();
+    std::thread::scope(|s| {
+        for (i, id) in users.iter().enumerate() {
+            let app = if i % 2 == 0 { &a } else { &b };
+            s.spawn(move || reset(app, id, "both instances"));
+        }
+    });
+    let got = receiver.wait_for(40, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let got_all = receiver.received();
+    assert_eq!(got.len(), 40);
+    let mut unique = ids(&got_all);
+    unique.sort();
+    unique.dedup();
+    assert_eq!((got_all.len(), unique.len()), (40, 40), "each event once: {:?}", user_names(&got_all));
+}
+
+#[test]
+fn a_dry_run_that_would_deactivate_sends_nothing_and_the_run_that_does_sends_it() {
+    use crate::slapd::{people, Slapd, PEOPLE};
+    let slapd = Slapd::start(&people(0..3));
+    let receiver = Receiver::start();
+    let (url, secret) = (receiver.url("/hook"), std::sync::Mutex::new(String::new()));
+    let mut ldap = slapd.config();
+    ldap.safety.max_deactivate_percent = 100.0;
+    let app = TestApp::spawn_with(|c| {
+        c.ldap = Some(ldap);
+        configure(c, &url, 1, &secret);
+    });
+    let first = crate::sync::sync(&app, true);
+    assert_eq!(first["created"], 3, "{first}");
+    slapd.modify(&format!("dn: uid=user1,{PEOPLE}\nchangetype: delete\n"));
+    // A dry run deactivates user1 in its transaction and rolls it back: its event row with it.
+    let cli = crate::sync::Cli::new(&app, &slapd, "[ldap.safety]\nmax_deactivate_percent = 100.0\n");
+    let (ok, summary) = cli.sync(&["--full", "--dry-run"]);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["deactivated"], 1, "the dry run would deactivate user1: {summary}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(receiver.received().is_empty(), "a rolled-back change emits nothing: {:?}", receiver.received());
+    let run = crate::sync::sync(&app, true);
+    assert_eq!(run["deactivated"], 1, "{run}");
+    let got = receiver.wait_for(1, Duration::from_secs(5));
+    assert_eq!(user_names(&got), ["user1"]);
+    let payload = verify(&secret.into_inner().unwrap(), &got[0]).unwrap();
+    assert_eq!(payload["type"], "user.deactivated");
+    assert_eq!(payload["data"]["origin"], "directory");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.received().len(), 1);
 }
