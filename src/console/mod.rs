@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod enrol;
+mod events;
 mod guard;
 mod links;
 mod operators;
@@ -65,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(links::routes)
             .configure(audit::routes)
             .configure(sync::routes)
+            .configure(events::routes)
             .configure(tokens::routes)
             .configure(operators::routes),
     );

@@ -57,7 +57,7 @@ pub struct Message {
     pub jti: String,
 }
 
-/// What `/metrics` and `/readyz` tell about a receiver.
+/// What `/metrics`, `/readyz` and the console tell about a receiver.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReceiverState {
     pub receiver: String,
@@ -67,6 +67,10 @@ pub struct ReceiverState {
     pub dropped: i64,
     pub failed_attempts: i64,
     pub last_error: Option<String>,
+    /// When the last attempt failed.
+    pub last_error_at: Option<NaiveDateTime>,
+    /// When the receiver last took a message.
+    pub last_delivered_at: Option<NaiveDateTime>,
 }
 
 /// Writes events in the caller's transaction, one statement each as the audit rows are.
@@ -281,9 +285,11 @@ pub fn prune(tx: &mut Tx, before: NaiveDateTime) -> Result<usize> {
     .execute(tx.conn())?)
 }
 
-/// Backlog, age of the oldest owed event and counters of every receiver that has a row.
+/// Backlog, age of the oldest owed event and counters of every receiver that has a row: two
+/// queries, however many receivers and events.
 pub fn receivers(conn: &mut DbConn) -> Result<Vec<ReceiverState>> {
-    let rows: Vec<(String, i64, i64, i64, Option<String>)> = event_receivers::table
+    type Counters = (String, i64, i64, i64, Option<String>, Option<NaiveDateTime>, Option<NaiveDateTime>);
+    let rows: Vec<Counters> = event_receivers::table
         .order(event_receivers::receiver)
         .select((
             event_receivers::receiver,
@@ -291,16 +297,35 @@ pub fn receivers(conn: &mut DbConn) -> Result<Vec<ReceiverState>> {
             event_receivers::dropped,
             event_receivers::failed_attempts,
             event_receivers::last_error,
+            event_receivers::last_error_at,
+            event_receivers::last_delivered_at,
         ))
         .load(conn)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (receiver, delivered, dropped, failed_attempts, last_error) in rows {
-        let owed = event_deliveries::table.filter(event_deliveries::receiver.eq(&receiver));
-        let backlog = owed.count().get_result(conn)?;
-        let oldest = owed.inner_join(events::table).select(diesel::dsl::min(events::at)).first(conn)?;
-        out.push(ReceiverState { receiver, backlog, oldest, delivered, dropped, failed_attempts, last_error });
-    }
-    Ok(out)
+    let owed: std::collections::HashMap<String, (i64, Option<NaiveDateTime>)> = event_deliveries::table
+        .inner_join(events::table)
+        .group_by(event_deliveries::receiver)
+        .select((event_deliveries::receiver, diesel::dsl::count_star(), diesel::dsl::min(events::at)))
+        .load::<(String, i64, Option<NaiveDateTime>)>(conn)?
+        .into_iter()
+        .map(|(receiver, backlog, oldest)| (receiver, (backlog, oldest)))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|(receiver, delivered, dropped, failed_attempts, last_error, last_error_at, last_delivered_at)| {
+            let (backlog, oldest) = owed.get(&receiver).copied().unwrap_or_default();
+            ReceiverState {
+                receiver,
+                backlog,
+                oldest,
+                delivered,
+                dropped,
+                failed_attempts,
+                last_error,
+                last_error_at,
+                last_delivered_at,
+            }
+        })
+        .collect())
 }
 
 /// Events about `user_id`, oldest first (tests and the console).

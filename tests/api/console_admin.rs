@@ -36,6 +36,7 @@ fn audit_events(app: &TestApp, event_type: &str) -> Vec<Value> {
 
 const ADMIN_GETS: &[&str] = &[
     "/console/sync",
+    "/console/events",
     "/console/tokens",
     "/console/tokens/robot/revoke",
     "/console/operators",
@@ -64,11 +65,13 @@ fn console_admin_pages_open_for_an_admin_and_a_helpdesk_operator_gets_403_on_eve
     let helpdesk = Console::sign_in(&app, "harry", Role::Helpdesk);
 
     let users = admin.get("/console/users");
-    for link in ["href=\"/console/sync\"", "href=\"/console/tokens\"", "href=\"/console/operators\""] {
+    for link in ["href=\"/console/sync\"", "href=\"/console/events\"", "href=\"/console/tokens\"", "href=\"/console/operators\""]
+    {
         assert!(users.body.contains(link), "an admin's nav lacks {link}");
     }
     for (path, heading) in [
         ("/console/sync", "<h1>Directory sync</h1>"),
+        ("/console/events", "<h1>Events</h1>"),
         ("/console/tokens", "<h1>Tokens</h1>"),
         ("/console/operators", "<h1>Operators</h1>"),
     ] {
@@ -85,7 +88,16 @@ fn console_admin_pages_open_for_an_admin_and_a_helpdesk_operator_gets_403_on_eve
 
     let users = helpdesk.get("/console/users");
     assert_eq!(users.status, 200);
-    for link in ["/console/sync", "/console/tokens", "/console/operators", "Directory sync", "Tokens", "Operators"] {
+    for link in [
+        "/console/sync",
+        "/console/events",
+        "/console/tokens",
+        "/console/operators",
+        "Directory sync",
+        "Events",
+        "Tokens",
+        "Operators",
+    ] {
         assert!(!users.body.contains(link), "a helpdesk operator's nav shows {link}");
     }
     for path in ADMIN_GETS {

@@ -6,6 +6,7 @@ mod console;
 mod console_admin;
 mod console_audit;
 mod console_browser;
+mod console_events;
 mod console_links;
 mod console_users;
 mod database;

@@ -35,7 +35,7 @@ fn with_webhook(receiver: &Receiver, max_backoff: u64) -> (TestApp, String) {
     (app, secret)
 }
 
-fn configure(c: &mut Config, url: &str, max_backoff: u64, secret: &std::sync::Mutex<String>) {
+pub(crate) fn configure(c: &mut Config, url: &str, max_backoff: u64, secret: &std::sync::Mutex<String>) {
     let dir = c.mfa.key_file.parent().unwrap().to_path_buf();
     let (text, path) = secret_in(&dir);
     *secret.lock().unwrap() = text;
