@@ -30,11 +30,14 @@ pub struct Queue {
     pub oldest_age: String,
     pub oldest_at: String,
     pub delivered: i64,
+    /// When the receiver last took a message: the time, and how long ago.
     pub last_delivered: String,
+    pub last_delivered_ago: String,
     pub dropped: i64,
     pub failed_attempts: i64,
     pub last_error: Option<String>,
     pub last_error_at: String,
+    pub last_error_ago: String,
     /// The last attempt failed (no delivery since the last error): the error is current.
     pub failing: bool,
 }
@@ -50,10 +53,12 @@ impl Queue {
             oldest_at: s.oldest.map(time).unwrap_or_default(),
             delivered: s.delivered,
             last_delivered: s.last_delivered_at.map(time).unwrap_or_default(),
+            last_delivered_ago: s.last_delivered_at.map(|t| age(now - t)).unwrap_or_default(),
             dropped: s.dropped,
             failed_attempts: s.failed_attempts,
             last_error: s.last_error.clone(),
             last_error_at: s.last_error_at.map(time).unwrap_or_default(),
+            last_error_ago: s.last_error_at.map(|t| age(now - t)).unwrap_or_default(),
             failing: s.last_error.is_some() && s.last_error_at >= s.last_delivered_at,
         }
     }

@@ -257,12 +257,26 @@ fn enrolment_browser_a_reset_user_enrols_from_a_link_made_in_the_console_on_a_ph
     browser.desktop();
 }
 
-/// The pages issues 14 and 15 changed, at 1400 and at 360 px wide: each shows its heading, no
-/// script error or CSP violation, and nothing scrolls sideways on a phone.
+/// The pages issues 14, 15 and 17 changed, at 1400 and at 360 px wide: each shows its heading,
+/// no script error or CSP violation, and nothing scrolls sideways on a phone.
 #[test]
 fn pages_of_links_and_groups_at_desktop_and_phone_width() {
     use crate::enrolment::PUBLIC_URL;
-    let app = TestApp::spawn_with(|c| c.server.public_url = Some(PUBLIC_URL.into()));
+    // For the Events page: a webhook whose receiver is down, and a Shared Signals stream pushed
+    // to a receiver that takes its events (as a receiver's POST /ssf/streams makes one).
+    let down = crate::receiver::Receiver::start();
+    down.go_down();
+    let up = crate::receiver::Receiver::start();
+    let secret = std::sync::Mutex::new(String::new());
+    let app = TestApp::spawn_with(|c| {
+        c.server.public_url = Some(PUBLIC_URL.into());
+        crate::webhooks::configure(c, &down.url("/hook"), 1, &secret);
+        crate::console_events::with_ssf(c);
+    });
+    crate::console_events::insert_streams(
+        &app,
+        &[crate::console_events::push_stream("okta-itp", "Okta Identity Threat Protection", &up.url("/ssf/events"))],
+    );
     let browser = Browser::start();
     let ids: Vec<String> = ["ada.lovelace", "grace.hopper"]
         .iter()
@@ -315,6 +329,24 @@ fn pages_of_links_and_groups_at_desktop_and_phone_width() {
     shoot(&browser, "links-created");
     browser.phone(360, 740);
     shoot(&browser, "links-created-360");
+    browser.desktop();
+    // The Events page: the webhook owes the reset's event and says why; the stream has it.
+    crate::console_events::wait_for_state(&app, "webhook:hr", "a failed attempt", |s| s.backlog == 1 && s.last_error.is_some());
+    crate::console_events::wait_for_state(&app, "stream:okta-itp", "its delivery", |s| s.delivered == 1);
+    browser.find("nav a[href=\"/console/events\"]").click();
+    browser.wait_text("h1", "Events");
+    assert_eq!(browser.find("tr[data-webhook=hr] td.backlog").text(), "1");
+    assert!(browser.find("tr[data-webhook=hr] td.last-error").text().to_lowercase().contains("refused"));
+    assert_eq!(browser.find("tr[data-stream=okta-itp] td.backlog").text(), "0");
+    assert!(browser.find("tr[data-stream=okta-itp] td.delivered").text().starts_with("1\nlast "), "delivered, and when");
+    for (width, suffix) in [(1400, ""), (360, "-360")] {
+        if width == 360 {
+            browser.phone(360, 740);
+        }
+        shoot(&browser, &format!("events{suffix}"));
+        let scroll = browser.execute("return document.documentElement.scrollWidth;", &[]).as_f64().unwrap();
+        assert!(scroll <= width as f64 + 1.0, "events at {width}: {scroll} px wide");
+    }
     browser.desktop();
     // The dead link's page answers 410 on purpose; anything else is a problem.
     let problems: Vec<String> =

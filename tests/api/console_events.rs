@@ -37,7 +37,7 @@ fn cell<'a>(row: &'a str, class: &str) -> &'a str {
 }
 
 /// Waits until the receiver's state, as the domain reads it, passes `done`.
-fn wait_for_state(app: &TestApp, receiver: &str, what: &str, done: impl Fn(&ReceiverState) -> bool) -> ReceiverState {
+pub(crate) fn wait_for_state(app: &TestApp, receiver: &str, what: &str, done: impl Fn(&ReceiverState) -> bool) -> ReceiverState {
     let outbox = services(app).outbox;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -87,7 +87,8 @@ fn console_events_lists_a_webhook_with_its_backlog_and_last_error_while_its_rece
     assert!(hr.contains("class=\"last-error problem-cell\""), "a current error is marked: {hr}");
     let last_error = cell(hr, "last-error problem-cell");
     assert!(last_error.contains(&escaped(&error)), "{last_error}");
-    assert!(last_error.contains(" UTC · ") && last_error.contains("failed attempt"), "when, and how many attempts: {last_error}");
+    assert!(last_error.contains(" UTC\">") && last_error.contains(" s ago</span> · "), "when: {last_error}");
+    assert!(last_error.contains("failed attempt"), "how many attempts: {last_error}");
     assert_eq!(cell(hr, "number delivered"), "0");
 
     // The receiver is back: both delivered, nothing owed, the error no longer current.
@@ -96,7 +97,11 @@ fn console_events_lists_a_webhook_with_its_backlog_and_last_error_while_its_rece
     let page = admin.get("/console/events");
     let hr = row(&page, "webhook", "hr");
     assert_eq!((cell(hr, "number backlog"), cell(hr, "oldest")), ("0", "—"), "{hr}");
-    assert!(cell(hr, "number delivered").starts_with("2<br><span class=\"hint\">last "), "{hr}");
+    assert!(cell(hr, "number delivered").starts_with("2<br><span class=\"hint\" title=\""), "{hr}");
+    assert!(
+        cell(hr, "number delivered").contains(" UTC\">last ") && cell(hr, "number delivered").ends_with(" ago</span>"),
+        "{hr}"
+    );
     assert!(cell(hr, "last-error").contains("delivered since"), "{hr}");
     assert!(!hr.contains("problem-cell"), "{hr}");
     assert_eq!(receiver.received().len(), 2);
@@ -125,7 +130,22 @@ fn stream(id: &str, push_to: Option<&str>, description: &str, status: &str, reas
     }
 }
 
-fn insert_streams(app: &TestApp, rows: &[StreamRow]) {
+/// A pushed stream, enabled, for the credential changes.
+pub(crate) fn push_stream(id: &str, description: &str, url: &str) -> StreamRow {
+    StreamRow { owner: Some("okta".into()), ..stream(id, Some(url), description, "enabled", None) }
+}
+
+/// `[ssf]`, so that streams are signed for and pushed to.
+pub(crate) fn with_ssf(c: &mut provisiond::config::Config) {
+    c.ssf = Some(Ssf {
+        issuer: "https://idp.example".into(),
+        key_file: c.mfa.key_file.with_file_name("keys/ssf.pem"),
+        algorithm: SignatureAlgorithm::Es256,
+        previous_key_files: Vec::new(),
+    })
+}
+
+pub(crate) fn insert_streams(app: &TestApp, rows: &[StreamRow]) {
     let pool = provisiond::app::open_database(&app.config).unwrap();
     let mut conn = pool.get().unwrap();
     provisiond::store::write_tx(&mut conn, |tx| rows.iter().try_for_each(|r| provisiond::store::streams::insert(tx, r))).unwrap();
@@ -148,14 +168,7 @@ fn console_events_shows_streams_with_the_refusal_of_a_receiver_as_text_and_how_t
 
     // With [ssf]: a pushed stream whose receiver refuses every SET with markup in its reason,
     // and a paused polled one whose receiver wrote markup in its description.
-    let app = TestApp::spawn_with(|c| {
-        c.ssf = Some(Ssf {
-            issuer: "https://idp.example".into(),
-            key_file: c.mfa.key_file.with_file_name("keys/ssf.pem"),
-            algorithm: SignatureAlgorithm::Es256,
-            previous_key_files: Vec::new(),
-        })
-    });
+    let app = TestApp::spawn_with(with_ssf);
     let admin = Console::sign_in(&app, "alice", Role::Admin);
     let page = admin.get("/console/events");
     assert!(page.body.contains("A receiver creates one with <code>POST /ssf/streams</code>"), "{}", page.body);
@@ -178,7 +191,7 @@ fn console_events_shows_streams_with_the_refusal_of_a_receiver_as_text_and_how_t
     let push = row(&page, "stream", "s-push");
     assert!(push.contains(&format!("push to {}", escaped(&receiver.url("/events?a=1&b=2")))), "{push}");
     assert!(push.contains(&escaped("Okta's push")) && push.contains(&escaped("<b>robot</b>")), "{push}");
-    assert!(push.contains(">credential-change</span>"), "{push}");
+    assert!(push.contains("<span class=\"event-type\" title=\"https://schemas.openid.net/secevent/caep/event-type/credential-change\">credential-change</span>"), "{push}");
     assert!(push.contains("status-stream-enabled\">enabled</span>"), "{push}");
     assert_eq!((cell(push, "number backlog"), cell(push, "number dropped")), ("0", "1"), "{push}");
     assert!(
