@@ -199,9 +199,9 @@ pub enum PasswordFileError {
     ControlCharacter(PathBuf),
 }
 
-/// A database URL fit for messages: a password in the user part, or in a `password=` or
+/// A URL fit for messages and pages: a password in the user part, or in a `password=` or
 /// `sslpassword=` parameter (keys percent-decoded, as libpq reads them), becomes `***`.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some(scheme) = url.find("://").map(|i| i + 3) else { return url.to_string() };
     // The user part ends at the last `@` before the path, as libpq reads it (a password may hold
     // a `?`); the authority then ends at the path or the query.

@@ -15,7 +15,7 @@ use chrono::NaiveDateTime;
 use super::page::{blocking, page_with, Admin, Nav, Problem};
 use super::users::time;
 use super::Console;
-use crate::config::Webhook;
+use crate::config::{redact, Webhook};
 use crate::domain::events::ReceiverState;
 use crate::domain::streams::Stream;
 
@@ -64,7 +64,7 @@ impl Queue {
     }
 }
 
-/// A `[[webhooks]]` entry.
+/// A `[[webhooks]]` entry (a password in its URL shown as `***`, as every URL on the page).
 pub struct WebhookRow {
     pub name: String,
     pub url: String,
@@ -117,7 +117,7 @@ async fn page(console: web::Data<Arc<Console>>, Admin(me): Admin, req: HttpReque
 fn webhook_row(w: &Webhook, state: Option<&ReceiverState>, now: NaiveDateTime) -> WebhookRow {
     WebhookRow {
         name: w.name.clone(),
-        url: w.url.clone(),
+        url: redact(&w.url),
         events: if w.events.is_empty() { "all".into() } else { w.events.join(", ") },
         queue: Queue::of(state, now),
     }
@@ -128,7 +128,7 @@ fn stream_row(s: &Stream, state: Option<&ReceiverState>, now: NaiveDateTime) -> 
         id: s.id.clone(),
         description: s.description.clone().unwrap_or_default(),
         owner: s.owner.clone().unwrap_or_default(),
-        push_url: if s.is_push() { Some(s.endpoint_url.clone().unwrap_or_default()) } else { None },
+        push_url: if s.is_push() { Some(redact(s.endpoint_url.as_deref().unwrap_or_default())) } else { None },
         // An event type's URI ends in its name (`…/caep/event-type/credential-change`).
         events: s.events_delivered.iter().map(|uri| (uri.rsplit('/').next().unwrap_or(uri).to_string(), uri.clone())).collect(),
         status: s.status.clone(),

@@ -145,6 +145,11 @@ pub(crate) fn with_ssf(c: &mut provisiond::config::Config) {
     })
 }
 
+/// `http://user:hunter2@host…`.
+fn with_password(url: &str) -> String {
+    url.replacen("http://", "http://user:hunter2@", 1)
+}
+
 pub(crate) fn insert_streams(app: &TestApp, rows: &[StreamRow]) {
     let pool = provisiond::app::open_database(&app.config).unwrap();
     let mut conn = pool.get().unwrap();
@@ -178,7 +183,7 @@ fn console_events_shows_streams_with_the_refusal_of_a_receiver_as_text_and_how_t
     insert_streams(
         &app,
         &[
-            stream("s-push", Some(&receiver.url("/events?a=1&b=2")), "Okta's push", "enabled", None),
+            stream("s-push", Some(&with_password(&receiver.url("/events?a=1&b=2"))), "Okta's push", "enabled", None),
             stream("s-poll", None, hostile, "paused", Some("<img src=x onerror=alert(3)>")),
         ],
     );
@@ -189,7 +194,10 @@ fn console_events_shows_streams_with_the_refusal_of_a_receiver_as_text_and_how_t
     let page = admin.get("/console/events");
     assert!(!page.body.contains("<script>alert") && !page.body.contains("<img src=x"), "markup shown as text: {}", page.body);
     let push = row(&page, "stream", "s-push");
-    assert!(push.contains(&format!("push to {}", escaped(&receiver.url("/events?a=1&b=2")))), "{push}");
+    // Its URL with the password in it hidden.
+    let shown = with_password(&receiver.url("/events?a=1&b=2")).replace("hunter2", "***");
+    assert!(push.contains(&format!("push to {}", escaped(&shown))), "{push}");
+    assert!(!page.body.contains("hunter2"));
     assert!(push.contains(&escaped("Okta's push")) && push.contains(&escaped("<b>robot</b>")), "{push}");
     assert!(push.contains("<span class=\"event-type\" title=\"https://schemas.openid.net/secevent/caep/event-type/credential-change\">credential-change</span>"), "{push}");
     assert!(push.contains("status-stream-enabled\">enabled</span>"), "{push}");
