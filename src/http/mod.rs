@@ -24,6 +24,7 @@ use actix_web::{middleware::from_fn, web};
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
 use crate::domain::mfa::{links::Links, Mfa};
+use crate::domain::streams::Streams;
 use crate::domain::Services;
 use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, users::Users};
 use crate::events::keys::SigningKeys;
@@ -46,15 +47,30 @@ pub struct AppState {
     pub trusted_proxies: Arc<[Network]>,
     /// The keys that sign security event tokens, when `[ssf]` is configured.
     pub signing: Option<Arc<SigningKeys>>,
+    /// Shared Signals streams (managed and polled under `/ssf`).
+    pub streams: Streams,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>, signing: Option<Arc<SigningKeys>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _, outbox: _, streams: _ } =
-            services;
+        let Services {
+            users,
+            groups,
+            tokens,
+            mfa,
+            links,
+            audit,
+            stats,
+            health,
+            runs: _,
+            operators: _,
+            sessions: _,
+            outbox: _,
+            streams,
+        } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing }
+        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing, streams }
     }
 }
 
