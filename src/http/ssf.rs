@@ -342,6 +342,9 @@ fn poll_request(body: &Value) -> Result<PollRequest, ApiError> {
     Ok(PollRequest { max_events, acks, errors })
 }
 
+/// A poll's SETs by `jti`, and whether more wait.
+type Signed = (Map<String, Value>, bool);
+
 /// `POST /ssf/poll/{stream_id}` (RFC 8936): acknowledges the `ack`ed SETs, drops those in
 /// `setErrs`, and answers at once (no long polling, whatever `returnImmediately` says) with
 /// up to `maxEvents` SETs the stream is owed and whether more wait.
@@ -354,7 +357,7 @@ async fn poll(state: web::Data<AppState>, req: HttpRequest, path: web::Path<Stri
     let keys = state.signing.clone();
     let issuer = state.config.ssf.as_ref().map(|s| s.issuer.clone());
     // The database's answer, then the signatures (both off the async workers).
-    let (sets, more) = blocking(move || -> Result<Result<(Map<String, Value>, bool), ApiError>, domain::Error> {
+    let (sets, more) = blocking(move || -> Result<Result<Signed, ApiError>, domain::Error> {
         let polled = streams.poll(&who, &id, &asked.acks, &asked.errors, asked.max_events)?;
         let (Some(keys), Some(issuer)) = (keys, issuer) else {
             return Ok(Err(ApiError::new(404, "not_found", "no Shared Signals transmitter is configured ([ssf])")));

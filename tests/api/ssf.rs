@@ -343,8 +343,8 @@ fn ssf_tokens_see_and_manage_only_their_own_streams_and_admin_sees_all() {
     let sb = id_of(&create(&app, &b, &json!({"description": "b's"})));
 
     let ids = |r: Reply| -> Vec<String> { r.body.as_array().unwrap().iter().map(id_of).collect() };
-    assert_eq!(ids(as_token(&app, &a, "GET", "/ssf/streams", None)), [sa.clone()]);
-    assert_eq!(ids(as_token(&app, &b, "GET", "/ssf/streams", None)), [sb.clone()]);
+    assert_eq!(ids(as_token(&app, &a, "GET", "/ssf/streams", None)), [sa.as_str()]);
+    assert_eq!(ids(as_token(&app, &b, "GET", "/ssf/streams", None)), [sb.as_str()]);
     assert_eq!(ids(as_token(&app, &app.token, "GET", "/ssf/streams", None)), [sa.clone(), sb.clone()]);
     assert_eq!(as_token(&app, &app.token, "GET", &format!("/ssf/streams?stream_id={sa}"), None).status, 200);
 
