@@ -109,7 +109,7 @@ pub struct Delivery {
     /// Push: where to post (required). Poll: ignored, the transmitter sets it.
     pub endpoint_url: Option<String>,
     /// Push: sent as `Authorization` with every SET. Left out of a PATCH that keeps the
-    /// method push, the stored one stays.
+    /// method push and the endpoint, the stored one stays; a new endpoint gets none unless given.
     pub authorization_header: Option<String>,
 }
 
@@ -266,7 +266,11 @@ impl Settings {
                     delivery.method
                 )));
             }
-            let keep_header = delivery.authorization_header.is_none() && self.method == PUSH && delivery.method == PUSH;
+            // The stored header stays only while it goes where the receiver sent it for.
+            let keep_header = delivery.authorization_header.is_none()
+                && self.method == PUSH
+                && delivery.method == PUSH
+                && delivery.endpoint_url == self.endpoint_url;
             if !keep_header {
                 self.authorization_header = delivery.authorization_header;
             }
@@ -734,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn a_patch_that_stays_push_keeps_the_header_it_does_not_give() {
+    fn a_patch_to_the_same_push_endpoint_keeps_the_header_it_does_not_give() {
         let t = transmitter();
         let first = Delivery {
             method: PUSH.into(),
@@ -742,9 +746,16 @@ mod tests {
             authorization_header: Some("Bearer x".into()),
         };
         let s = Settings::defaults(&t).apply(Requested { delivery: Some(first), ..Default::default() }).unwrap();
+        let same = Delivery { method: PUSH.into(), endpoint_url: Some("https://a/".into()), authorization_header: None };
+        let s = s.apply(Requested { delivery: Some(same), ..Default::default() }).unwrap();
+        assert_eq!(s.authorization_header.as_deref(), Some("Bearer x"));
         let moved = Delivery { method: PUSH.into(), endpoint_url: Some("https://b/".into()), authorization_header: None };
         let s = s.apply(Requested { delivery: Some(moved), ..Default::default() }).unwrap();
-        assert_eq!((s.endpoint_url.as_deref(), s.authorization_header.as_deref()), (Some("https://b/"), Some("Bearer x")));
+        assert_eq!(
+            (s.endpoint_url.as_deref(), s.authorization_header.as_deref()),
+            (Some("https://b/"), None),
+            "not sent elsewhere"
+        );
     }
 
     #[test]

@@ -246,15 +246,23 @@ fn ssf_streams_are_created_read_updated_replaced_and_deleted() {
     assert_eq!(patched.body["description"], "renamed");
     assert_eq!((&patched.body["aud"], &patched.body["iss"]), (&push["aud"], &json!(ISSUER)));
     assert_eq!(patched.body["events_delivered"], json!([set::CREDENTIAL_CHANGE]));
+    let header_of = || services(&app).streams.all().unwrap().into_iter().find(|s| s.id == push_id).unwrap().authorization_header;
+    let same = json!({"stream_id": push_id, "delivery": {"method": PUSH, "endpoint_url": "https://rp.example/ssf/events"}});
+    let patched = as_token(&app, &admin, "PATCH", "/ssf/streams", Some(&same));
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    assert_eq!(header_of().as_deref(), Some(PUSH_HEADER), "a PATCH to the same push endpoint keeps the header");
+    let listed = as_token(&app, &admin, "GET", "/ssf/streams", None);
+    for body in [&patched.body, &listed.body] {
+        assert!(!body.to_string().contains(PUSH_HEADER) && !body.to_string().contains("authorization_header"), "{body}");
+    }
+    assert!(!app.db.stored_bytes().contains(PUSH_HEADER.as_bytes()), "the header is stored sealed");
     let moved = json!({"stream_id": push_id, "delivery": {"method": PUSH, "endpoint_url": "http://127.0.0.1:9/events"}});
     let patched = as_token(&app, &admin, "PATCH", "/ssf/streams", Some(&moved));
     assert_eq!(patched.status, 200, "{:?}", patched.body);
     assert_eq!(patched.body["delivery"]["endpoint_url"], "http://127.0.0.1:9/events");
+    assert_eq!(header_of(), None, "the header is not sent to another endpoint unless given again");
     let stored = services(&app).streams.all().unwrap();
-    let stored = stored.iter().find(|s| s.id == push_id).unwrap();
-    assert_eq!(stored.authorization_header.as_deref(), Some(PUSH_HEADER), "a PATCH that stays push keeps the header");
-    assert_eq!(stored.audience, ["https://rp.example", "https://rp2.example"]);
-    assert!(!app.db.stored_bytes().contains(PUSH_HEADER.as_bytes()), "the header is stored sealed");
+    assert_eq!(stored.iter().find(|s| s.id == push_id).unwrap().audience, ["https://rp.example", "https://rp2.example"]);
 
     // PUT: the whole configuration; what it leaves out goes back to the defaults.
     let put = json!({"stream_id": push_id, "aud": "https://rp.example", "delivery": {"method": POLL}});
