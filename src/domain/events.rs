@@ -115,7 +115,13 @@ pub(crate) fn record_activity(
 
 /// Writes a stream's verification event (SSF §8.1.4): delivered to that stream alone, with the
 /// `state` the receiver gave.
-pub(crate) fn record_verification(tx: &mut Tx, stream_id: &str, state: Option<&str>, actor: &Actor, at: NaiveDateTime) -> store::Result<()> {
+pub(crate) fn record_verification(
+    tx: &mut Tx,
+    stream_id: &str,
+    state: Option<&str>,
+    actor: &Actor,
+    at: NaiveDateTime,
+) -> store::Result<()> {
     let data = json!({ "streamId": stream_id, "state": state });
     outbox::insert(
         tx,

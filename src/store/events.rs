@@ -192,9 +192,11 @@ pub fn claim_head(
         claimed.push(Owed { event, signal, jti, attempts });
     }
     let jtis: Vec<&str> = claimed.iter().map(|o| o.jti.as_str()).collect();
-    diesel::update(event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq_any(&jtis)))
-        .set((event_deliveries::claimed_by.eq(me), event_deliveries::claimed_until.eq(lease_until)))
-        .execute(conn)?;
+    diesel::update(
+        event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq_any(&jtis)),
+    )
+    .set((event_deliveries::claimed_by.eq(me), event_deliveries::claimed_until.eq(lease_until)))
+    .execute(conn)?;
     Ok(claimed)
 }
 
@@ -209,7 +211,11 @@ pub fn owed(conn: &mut DbConn, receiver: &str, limit: i64) -> Result<(Vec<Owed>,
         .select((EventRow::as_select(), event_deliveries::signal, event_deliveries::jti, event_deliveries::attempts))
         .load::<(EventRow, String, String, i32)>(conn)?;
     let more = rows.len() as i64 > limit;
-    let owed = rows.into_iter().take(limit as usize).map(|(event, signal, jti, attempts)| Owed { event, signal, jti, attempts }).collect();
+    let owed = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(event, signal, jti, attempts)| Owed { event, signal, jti, attempts })
+        .collect();
     Ok((owed, more))
 }
 

@@ -92,7 +92,7 @@ fn a_token_signed_with_the_daemons_key_verifies_elsewhere_with_the_served_keys()
 }
 
 /// jwcrypto from the virtualenv `.venv/signals` (tests/run-all.sh creates it).
-fn verify(request: &Value) -> Value {
+pub(crate) fn verify(request: &Value) -> Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/signals/bin/python");
     assert!(
