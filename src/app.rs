@@ -17,6 +17,7 @@ use crate::directory::mapping::Mapping;
 use crate::directory::{feed, scheduler, Syncer};
 use crate::domain::mfa::{KeyMismatch, Mfa};
 use crate::domain::Services;
+use crate::events::deliver::Deliverer;
 use crate::events::keys::SigningKeys;
 use crate::http::{self, AppState};
 use crate::store;
@@ -27,6 +28,8 @@ pub struct Application {
     port: u16,
     /// The LDAP sync and its scheduler, when `[ldap]` is configured.
     sync: Option<(Arc<Syncer>, tokio::task::JoinHandle<()>)>,
+    /// Delivery of events to webhooks and Shared Signals streams.
+    events: Deliverer,
 }
 
 impl Application {
@@ -74,6 +77,7 @@ impl Application {
             Some(ssf) => Some(Arc::new(SigningKeys::load(&ssf.key_file, ssf.algorithm, &ssf.previous_key_files)?)),
             None => None,
         };
+        let events = Deliverer::start(services.outbox.clone(), services.streams.clone(), &config, signing.clone())?;
         let state = web::Data::new(AppState::new(config.clone(), services, syncer, signing));
         let console_enabled = config.console.enabled;
         let mut server = HttpServer::new(move || {
@@ -99,7 +103,7 @@ impl Application {
             server = server.workers(n);
         }
         tracing::info!(listen = %config.server.listen, port, "listening");
-        Ok(Application { server: server.run(), port, sync })
+        Ok(Application { server: server.run(), port, sync, events })
     }
 
     pub fn port(&self) -> u16 {
@@ -165,6 +169,8 @@ impl Application {
                 let _ = feed.await;
             }
         }
+        let events = self.events;
+        let _ = tokio::task::spawn_blocking(move || events.stop()).await;
         served
     }
 }

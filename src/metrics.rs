@@ -18,6 +18,8 @@ pub(crate) struct Gauges<'a> {
     pub mfa_events: &'a [(String, String, i64)],
     pub pool_open: u32,
     pub pool_idle: u32,
+    /// `(receiver, messages owed, age in seconds of the oldest event owed)`.
+    pub receivers: &'a [(String, i64, i64)],
 }
 
 pub(crate) struct Metrics {
@@ -31,6 +33,11 @@ pub(crate) struct Metrics {
     pub mfa_verify_failures: IntCounter,
     pub sync_feed_messages: IntCounter,
     pub sync_feed_entries: IntCounter,
+    pub events_delivered: IntCounterVec,
+    pub events_failed: IntCounterVec,
+    pub events_dropped: IntCounterVec,
+    events_backlog: IntGaugeVec,
+    events_oldest: IntGaugeVec,
     users: IntGaugeVec,
     mfa_events: IntGaugeVec,
     pool: IntGaugeVec,
@@ -96,6 +103,36 @@ impl Metrics {
                 "Entries (added or changed) received on the LDAP change feed: a resumed feed reads only what changed",
                 r
             )?,
+            events_delivered: register_int_counter_vec_with_registry!(
+                "events_delivered_total",
+                "Messages (webhook posts, security event tokens) delivered by this instance, by receiver",
+                &["receiver"],
+                r
+            )?,
+            events_failed: register_int_counter_vec_with_registry!(
+                "events_delivery_failures_total",
+                "Failed delivery attempts by this instance, by receiver",
+                &["receiver"],
+                r
+            )?,
+            events_dropped: register_int_counter_vec_with_registry!(
+                "events_dropped_total",
+                "Messages given up by this instance (refused for good, or older than events.max_age), by receiver",
+                &["receiver"],
+                r
+            )?,
+            events_backlog: register_int_gauge_vec_with_registry!(
+                "events_backlog",
+                "Messages owed to each receiver (every instance's)",
+                &["receiver"],
+                r
+            )?,
+            events_oldest: register_int_gauge_vec_with_registry!(
+                "events_oldest_age_seconds",
+                "Age of the oldest event still owed to each receiver (0 when none is)",
+                &["receiver"],
+                r
+            )?,
             users: register_int_gauge_vec_with_registry!("users", "Users by source and active state", &["source", "active"], r)?,
             mfa_events: register_int_gauge_vec_with_registry!(
                 "mfa_events",
@@ -120,6 +157,12 @@ impl Metrics {
         self.users.reset();
         for (source, active, n) in counts.users {
             self.users.with_label_values(&[source.as_str(), if *active { "true" } else { "false" }]).set(*n);
+        }
+        self.events_backlog.reset();
+        self.events_oldest.reset();
+        for (receiver, backlog, oldest) in counts.receivers {
+            self.events_backlog.with_label_values(&[receiver.as_str()]).set(*backlog);
+            self.events_oldest.with_label_values(&[receiver.as_str()]).set(*oldest);
         }
         self.mfa_events.reset();
         for (event, origin, n) in counts.mfa_events {

@@ -67,6 +67,9 @@ pinned_venv .venv/smtp "aiosmtpd==1.4.6" aiosmtpd
 # An independent verifier of our security event tokens (tests/api/ssf.rs runs
 # tests/verify_set.py with it).
 pinned_venv .venv/signals "jwcrypto==1.6.1" jwcrypto
+# An independent verifier of our webhook signatures (tests/api/webhooks.rs runs
+# tests/verify_webhook.py with it).
+pinned_venv .venv/webhooks "standardwebhooks==1.1.0" standardwebhooks
 
 failed=0
 # The code as written: formatted (rustfmt.toml), and free of clippy warnings.

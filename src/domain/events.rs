@@ -3,14 +3,12 @@
 //! emits nothing and a crash after the commit loses nothing. Delivery (Shared Signals streams,
 //! webhooks) reads the outbox afterwards: `events::deliver`.
 
-use std::sync::Arc;
-
 use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
 use super::audit::Actor;
 use super::Result;
-use crate::clock::{self, Clock};
+use crate::clock::{self, Clock, SystemClock};
 use crate::store::{self, events as outbox, users::StoredUser, Pool, Tx};
 
 /// An event as the outbox holds it, a message owed to a receiver, one a new event makes, and
@@ -143,20 +141,20 @@ pub(crate) fn record_verification(
 
 /// The deliverers' side of the outbox: new events turned into messages per receiver, the head of
 /// a receiver's queue claimed, outcomes recorded. Each call is one short transaction; nothing
-/// here waits on the network.
+/// here waits on the network. Retries, leases and ages are reckoned by the system clock: the
+/// receivers live in real time, whatever clock a test sets to walk TOTP windows.
 #[derive(Clone)]
 pub struct Outbox {
     pool: Pool,
-    clock: Arc<dyn Clock>,
 }
 
 impl Outbox {
-    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
-        Outbox { pool, clock }
+    pub fn new(pool: Pool) -> Self {
+        Outbox { pool }
     }
 
     pub fn now(&self) -> NaiveDateTime {
-        clock::stored(self.clock.now())
+        clock::stored(SystemClock.now())
     }
 
     /// Makes the messages of up to `limit` new events; returns how many events it took.
@@ -170,6 +168,12 @@ impl Outbox {
     pub fn ensure_receivers(&self, names: &[&str]) -> Result<()> {
         let mut conn = self.pool.get()?;
         Ok(outbox::ensure_receivers(&mut conn, names)?)
+    }
+
+    /// Forgets the webhooks no longer configured (`names` are the configured ones' receivers).
+    pub fn forget_webhooks_except(&self, names: &[&str]) -> Result<()> {
+        let mut conn = self.pool.get()?;
+        Ok(store::write_tx(&mut conn, |tx| outbox::forget_webhooks_except(tx, names))?)
     }
 
     /// Claims for `lease` up to `limit` messages at the head of `receiver`'s queue.

@@ -62,7 +62,7 @@ impl Services {
                 seconds(console.session_idle_timeout),
                 seconds(console.session_lifetime),
             ),
-            outbox: events::Outbox::new(pool.clone(), clock.clone()),
+            outbox: events::Outbox::new(pool.clone()),
             streams: streams::Streams::new(pool.clone(), sealer.clone(), clock.clone()),
             runs: directory::Runs::new(pool, clock),
             links: mfa::links::Links::new(mfa.clone(), config),

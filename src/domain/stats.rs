@@ -19,6 +19,8 @@ pub(crate) struct Snapshot {
     pub mfa_events: Vec<(String, String, i64)>,
     pub pool_open: u32,
     pub pool_idle: u32,
+    /// `(receiver, messages owed, age in seconds of the oldest event owed)`.
+    pub receivers: Vec<(String, i64, i64)>,
 }
 
 impl Stats {
@@ -32,6 +34,13 @@ impl Stats {
         Ok(Snapshot {
             users: stats::users_by_source(&mut conn)?,
             mfa_events: stats::events_by_origin(&mut conn, &[MFA_RESET, MFA_VERIFY_LOCKED_OUT])?,
+            receivers: crate::store::events::receivers(&mut conn)?
+                .into_iter()
+                .map(|r| {
+                    let age = r.oldest.map_or(0, |t| (chrono::Utc::now().naive_utc() - t).num_seconds().max(0));
+                    (r.receiver, r.backlog, age)
+                })
+                .collect(),
             pool_open: state.connections,
             pool_idle: state.idle_connections,
         })

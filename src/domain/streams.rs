@@ -423,7 +423,7 @@ pub struct Streams {
 
 impl Streams {
     pub fn new(pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>) -> Self {
-        let outbox = outbox_events::Outbox::new(pool.clone(), clock.clone());
+        let outbox = outbox_events::Outbox::new(pool.clone());
         Streams { pool, sealer, clock, outbox, transmitter: None, last_verification: Arc::default() }
     }
 

@@ -11,25 +11,29 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers and, with `[ldap]`, the change feed has not stopped deactivating (past
-/// `[ldap.safety]`) and the last two sync runs did not both fail.
+/// `[ldap.safety]`) and the last two sync runs did not both fail. `events` tells each event
+/// receiver's backlog and last error: a receiver that is down does not make the daemon unready
+/// (it slows nothing here), but whoever looks should see it.
 /// `?check=database` looks at this instance's database connection only: the sync's history is
 /// shared by every instance, so a load balancer that took it into account would take all of
 /// them out of service during an LDAP outage.
 pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collections::HashMap<String, String>>) -> HttpResponse {
     let health = state.health.clone();
+    let outbox = state.outbox.clone();
     let runs =
         state.sync.as_ref().filter(|_| query.get("check").map(String::as_str) != Some("database")).map(|s| s.runs().clone());
-    let check = web::block(move || -> Result<Option<String>, crate::domain::Error> {
+    let check = web::block(move || -> Result<(Option<String>, serde_json::Value), crate::domain::Error> {
         health.database_answers(CHECK_WAIT)?;
+        let events = receivers(&outbox.receivers()?);
         if let Some(runs) = runs {
             if let Some(why) = runs.feed_held(CHECK_WAIT)? {
-                return Ok(Some(format!("the LDAP change feed stopped deactivating users: {why}")));
+                return Ok((Some(format!("the LDAP change feed stopped deactivating users: {why}")), events));
             }
             if runs.last_runs_failed(2, CHECK_WAIT)? {
-                return Ok(Some("the last two LDAP sync runs failed".into()));
+                return Ok((Some("the last two LDAP sync runs failed".into()), events));
             }
         }
-        Ok(None)
+        Ok((None, events))
     });
     // A load balancer asks often and waits little: the answer comes within a second, also when
     // the database hangs instead of refusing.
@@ -39,8 +43,10 @@ pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collectio
             .json(json!({"status": "unavailable", "reason": reason}))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(1), check).await {
-        Ok(Ok(Ok(None))) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Ok(Ok(Ok(Some(reason)))) => unavailable(&reason),
+        Ok(Ok(Ok((None, events)))) => HttpResponse::Ok().json(json!({"status": "ready", "events": events})),
+        Ok(Ok(Ok((Some(reason), events)))) => HttpResponse::ServiceUnavailable()
+            .insert_header((actix_web::http::header::RETRY_AFTER, "5"))
+            .json(json!({"status": "unavailable", "reason": reason, "events": events})),
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = %crate::logging::chain(&e), "readiness check failed");
             unavailable("database does not answer")
@@ -48,6 +54,21 @@ pub async fn readyz(state: web::Data<AppState>, query: web::Query<std::collectio
         Ok(Err(_)) => unavailable("shutting down"),
         Err(_) => unavailable("database does not answer within a second"),
     }
+}
+
+/// Each receiver's backlog, the age of its oldest event, counts and last error, by name.
+fn receivers(states: &[crate::domain::events::ReceiverState]) -> serde_json::Value {
+    let now = chrono::Utc::now().naive_utc();
+    states
+        .iter()
+        .map(|r| {
+            let age = r.oldest.map(|t| (now - t).num_seconds().max(0));
+            let detail = json!({"backlog": r.backlog, "oldestAgeSeconds": age, "delivered": r.delivered,
+                                "dropped": r.dropped, "lastError": r.last_error});
+            (r.receiver.clone(), detail)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// How long the readiness check waits for a pooled connection.

@@ -19,6 +19,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Res
         mfa_events: &counts.mfa_events,
         pool_open: counts.pool_open,
         pool_idle: counts.pool_idle,
+        receivers: &counts.receivers,
     });
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }

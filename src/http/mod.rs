@@ -23,6 +23,7 @@ use actix_web::{middleware::from_fn, web};
 
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
+use crate::domain::events::Outbox;
 use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::streams::Streams;
 use crate::domain::Services;
@@ -41,14 +42,15 @@ pub struct AppState {
     pub audit: Audit,
     pub stats: Stats,
     pub health: Health,
+    pub outbox: Outbox,
+    /// Shared Signals streams (managed and polled under `/ssf`).
+    pub streams: Streams,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
     /// `server.trusted_proxies`, parsed once.
     pub trusted_proxies: Arc<[Network]>,
     /// The keys that sign security event tokens, when `[ssf]` is configured.
     pub signing: Option<Arc<SigningKeys>>,
-    /// Shared Signals streams (managed and polled under `/ssf`).
-    pub streams: Streams,
 }
 
 impl AppState {
@@ -66,11 +68,26 @@ impl AppState {
             runs: _,
             operators: _,
             sessions: _,
-            outbox: _,
+            outbox,
             streams,
         } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, sync, trusted_proxies, signing, streams }
+        AppState {
+            config,
+            users,
+            groups,
+            tokens,
+            mfa,
+            links,
+            audit,
+            stats,
+            health,
+            outbox,
+            streams,
+            sync,
+            trusted_proxies,
+            signing,
+        }
     }
 }
 

@@ -88,6 +88,22 @@ pub fn ensure_receivers(conn: &mut DbConn, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the webhooks that are no longer configured: their counters and the messages still
+/// owed to them.
+pub fn forget_webhooks_except(tx: &mut Tx, names: &[&str]) -> Result<()> {
+    let conn = tx.conn();
+    let gone = event_receivers::table
+        .filter(event_receivers::receiver.like("webhook:%"))
+        .filter(event_receivers::receiver.ne_all(names))
+        .select(event_receivers::receiver)
+        .load::<String>(conn)?;
+    for receiver in gone {
+        diesel::delete(event_deliveries::table.filter(event_deliveries::receiver.eq(&receiver))).execute(conn)?;
+        diesel::delete(event_receivers::table.find(&receiver)).execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Turns up to `limit` undispatched events (oldest first) into the messages `wants` says each
 /// receiver is owed; returns how many events were dispatched. On PostgreSQL the events another
 /// instance is dispatching are skipped (`FOR UPDATE SKIP LOCKED`).

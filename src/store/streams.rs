@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{event_deliveries, ssf_streams};
+use super::schema::{event_deliveries, event_receivers, ssf_streams};
 use super::{DbConn, Result, Tx};
 
 /// A stream's row. `Debug` leaves the sealed authorization header out.
@@ -67,9 +67,11 @@ pub fn update(tx: &mut Tx, row: &StreamRow) -> Result<bool> {
     Ok(diesel::update(ssf_streams::table.find(&row.id)).set(row).execute(tx.conn())? > 0)
 }
 
-/// Deletes the stream and every delivery still owed to it; false when it did not exist.
+/// Deletes the stream, every delivery still owed to it and its counters; false when it did not
+/// exist.
 pub fn delete(tx: &mut Tx, id: &str) -> Result<bool> {
     let conn = tx.conn();
     diesel::delete(event_deliveries::table.filter(event_deliveries::receiver.eq(receiver(id)))).execute(conn)?;
+    diesel::delete(event_receivers::table.find(receiver(id))).execute(conn)?;
     Ok(diesel::delete(ssf_streams::table.find(id)).execute(conn)? > 0)
 }

@@ -8,7 +8,7 @@ use crate::raw_http::RawClient;
 use provisiond::domain::tokens::{Scope, Tokens};
 
 /// The value of the sample named exactly `series` (name and labels as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 

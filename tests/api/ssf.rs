@@ -7,12 +7,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use provisiond::clock::SystemClock;
 use provisiond::config::{SignatureAlgorithm, Ssf};
 use provisiond::domain::tokens::{Scope, Tokens};
 use provisiond::domain::Services;
-use provisiond::events::{keys::SigningKeys, route, set};
+use provisiond::events::{keys::SigningKeys, set};
 use serde_json::{json, Value};
 
 use crate::helpers::{Reply, TestApp};
@@ -104,7 +105,7 @@ fn a_token_signed_with_the_daemons_key_verifies_elsewhere_with_the_served_keys()
 }
 
 /// jwcrypto from the virtualenv `.venv/signals` (tests/run-all.sh creates it).
-fn verify(request: &Value) -> Value {
+pub(crate) fn verify(request: &Value) -> Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/signals/bin/python");
     assert!(
@@ -148,12 +149,17 @@ fn services(app: &TestApp) -> Services {
     Services::new(pool, sealer, &app.config, Arc::new(SystemClock))
 }
 
-/// Turns the new events into the messages each stream is owed, as the deliverer does (test
-/// path until the deliverer dispatches on its own).
-fn dispatch(app: &TestApp) {
-    let services = services(app);
-    let streams = services.streams.all().expect("streams");
-    services.outbox.dispatch(1000, &|e| route::messages_for(e, &[], &streams)).expect("dispatch");
+/// Polls (acknowledging nothing) until the stream is owed at least `n` SETs: the deliverer's
+/// dispatcher makes them within a round of the change.
+fn poll_until(app: &TestApp, token: &str, id: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let polled = poll(app, token, id, &json!({"returnImmediately": true}));
+        if sets(&polled).len() >= n || Instant::now() > deadline {
+            return polled;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A request with bearer token `token` (none when empty).
@@ -456,6 +462,8 @@ fn verified_claims(app: &TestApp, token: &str, audience: &str) -> Value {
 fn ssf_poll_delivers_a_resets_set_until_it_is_acknowledged() {
     let app = with_ssf(SignatureAlgorithm::Es256);
     let rp = token(&app, "rp", &[Scope::Ssf]);
+    // A second stream that acknowledges nothing: it shows when an event has been dispatched.
+    let witness = id_of(&create(&app, &rp, &json!({"events_requested": [set::CREDENTIAL_CHANGE]})));
     let stream = create(&app, &rp, &json!({"aud": "https://rp.example", "events_requested": [set::CREDENTIAL_CHANGE]}));
     let id = id_of(&stream);
     let user = app.create_user(&json!({"userName": "ada", "emails": [{"value": "ada@example.com", "primary": true}]}));
@@ -463,8 +471,7 @@ fn ssf_poll_delivers_a_resets_set_until_it_is_acknowledged() {
     assert_eq!(poll(&app, &rp, &id, &json!({})), json!({"sets": {}, "moreAvailable": false}), "nothing yet");
 
     reset(&app, user_id, "lost phone");
-    dispatch(&app);
-    let first = poll(&app, &rp, &id, &json!({"returnImmediately": true}));
+    let first = poll_until(&app, &rp, &id, 1);
     let got = sets(&first);
     assert_eq!((got.len(), &first["moreAvailable"]), (1, &json!(false)), "{first}");
     let (jti, token) = &got[0];
@@ -489,7 +496,7 @@ fn ssf_poll_delivers_a_resets_set_until_it_is_acknowledged() {
     // Paused: held; enabled again: there. maxEvents bounds an answer.
     reset(&app, user_id, "second phone");
     reset(&app, user_id, "third phone");
-    dispatch(&app);
+    assert_eq!(sets(&poll_until(&app, &rp, &id, 2)).len(), 2);
     let status = |s: &str| {
         let r = as_token(&app, &rp, "POST", "/ssf/status", Some(&json!({"stream_id": id, "status": s})));
         assert_eq!(r.status, 200, "{:?}", r.body);
@@ -516,10 +523,10 @@ fn ssf_poll_delivers_a_resets_set_until_it_is_acknowledged() {
 
     // Disabled: what it was owed is dropped, nothing new is kept.
     reset(&app, user_id, "fourth phone");
-    dispatch(&app);
+    assert_eq!(sets(&poll_until(&app, &rp, &id, 1)).len(), 1);
     status("disabled");
     reset(&app, user_id, "fifth phone");
-    dispatch(&app);
+    assert_eq!(sets(&poll_until(&app, &rp, &witness, 5)).len(), 5, "the fifth reset was dispatched");
     status("enabled");
     assert_eq!(poll(&app, &rp, &id, &json!({})), json!({"sets": {}, "moreAvailable": false}));
 
@@ -562,8 +569,7 @@ fn ssf_a_verification_arrives_by_poll_with_its_state() {
         too_soon.retry_after
     );
 
-    dispatch(&app);
-    let polled = poll(&app, &rp, &id, &json!({}));
+    let polled = poll_until(&app, &rp, &id, 1);
     let got = sets(&polled);
     assert_eq!(got.len(), 1, "{polled}");
     let claims = verified_claims(&app, &got[0].1, ISSUER);
@@ -574,8 +580,7 @@ fn ssf_a_verification_arrives_by_poll_with_its_state() {
     // After the interval, again; without a state, an event without one.
     app.clock.advance(chrono::Duration::seconds(61));
     assert_eq!(ask(json!({"stream_id": id})).status, 204);
-    dispatch(&app);
-    let got = sets(&poll(&app, &rp, &id, &json!({})));
+    let got = sets(&poll_until(&app, &rp, &id, 1));
     assert_eq!(verified_claims(&app, &got[0].1, ISSUER)["events"][set::VERIFICATION], json!({}));
 
     for body in [json!({}), json!({"stream_id": id, "state": 3})] {
