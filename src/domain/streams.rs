@@ -496,7 +496,8 @@ impl Streams {
         let receiver = store::streams::receiver(&id);
         let mut conn = self.pool.get()?;
         store::write_tx(&mut conn, |tx| -> Result<()> {
-            // Counted in the transaction that inserts, so that the limit holds.
+            // Counted in the transaction that inserts, creations taking turns: the limit holds.
+            store::streams::take_create_turn(tx)?;
             let held = store::streams::list(tx, owner.as_deref())?.iter().filter(|r| r.owner == owner).count();
             if held >= MAX_STREAMS_PER_OWNER {
                 return Err(Error::conflict(format!(
