@@ -46,6 +46,9 @@ impl Application {
         let sealer = Arc::new(load_sealer(&config)?);
         let mut services = Services::new(pool.clone(), sealer, &config, clock.clone());
         services.links = services.links.with_mailer(load_mailer(&config)?);
+        if let Some(ssf) = &config.ssf {
+            services.streams = services.streams.transmitting(&ssf.issuer, crate::events::set::SUPPORTED);
+        }
         check_sealing_keys(&services.mfa, &config)?;
         let listener = TcpListener::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;

@@ -122,7 +122,7 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Comma-separated: scim, mfa, admin.
+        /// Comma-separated: scim, mfa, admin, ssf.
         #[arg(long)]
         scope: String,
     },

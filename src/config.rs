@@ -12,8 +12,8 @@ mod database;
 mod events;
 mod ldap;
 mod smtp;
-pub use events::{Events, Webhook, WebhookSecretError, EVENT_TYPES};
 pub use database::{percent_encode, redact, Database, DatabaseUrl, PasswordFileError, UrlError};
+pub use events::{Events, Webhook, WebhookSecretError, EVENT_TYPES};
 pub use ldap::{
     is_attribute_description, ChangeDetection, GroupMembership, Ldap, LdapGroups, LdapMfaReset, LdapSafety, LdapScope,
     PasswordError, Schedule, ScheduleError, SyncUuidKey,

@@ -96,7 +96,12 @@ impl Webhook {
             (Some(path), None) => path.clone(),
             (None, Some(credential)) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
                 Some(dir) => PathBuf::from(dir).join(credential),
-                None => return Err(fail(format!("credential {credential:?}"), "CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)".into())),
+                None => {
+                    return Err(fail(
+                        format!("credential {credential:?}"),
+                        "CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)".into(),
+                    ))
+                }
             },
             _ => return Err(fail("".into(), "set exactly one of secret_file and credential".into())),
         };

@@ -27,6 +27,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("scim", "SCIM provisioning (/scim/v2)"),
     ("mfa", "enrolment and verification of second factors"),
     ("admin", "resets, audit, sync and operations (/api/v1)"),
+    ("ssf", "Shared Signals receivers: their own streams and poll delivery (/ssf)"),
 ];
 
 /// A token as the list shows it.

@@ -115,7 +115,13 @@ pub(crate) fn record_activity(
 
 /// Writes a stream's verification event (SSF §8.1.4): delivered to that stream alone, with the
 /// `state` the receiver gave.
-pub(crate) fn record_verification(tx: &mut Tx, stream_id: &str, state: Option<&str>, actor: &Actor, at: NaiveDateTime) -> store::Result<()> {
+pub(crate) fn record_verification(
+    tx: &mut Tx,
+    stream_id: &str,
+    state: Option<&str>,
+    actor: &Actor,
+    at: NaiveDateTime,
+) -> store::Result<()> {
     let data = json!({ "streamId": stream_id, "state": state });
     outbox::insert(
         tx,
@@ -182,6 +188,22 @@ impl Outbox {
         let mut conn = self.pool.get()?;
         let now = self.now();
         Ok(store::write_tx(&mut conn, |tx| outbox::delivered(tx, receiver, jtis, now))?)
+    }
+
+    /// A polling receiver's answer (RFC 8936 `ack` and `setErrs`), in one transaction: the
+    /// acknowledged messages are delivered, the refused ones dropped with the receiver's error
+    /// code as the last error. Returns how many acknowledged messages were still owed.
+    pub fn acknowledge(&self, receiver: &str, acks: &[String], refused: Vec<(&str, &str)>) -> Result<usize> {
+        let mut conn = self.pool.get()?;
+        let now = self.now();
+        let acks: Vec<&str> = acks.iter().map(String::as_str).collect();
+        Ok(store::write_tx(&mut conn, |tx| -> store::Result<usize> {
+            let delivered = outbox::delivered(tx, receiver, &acks, now)?;
+            for (jti, err) in refused {
+                outbox::failed(tx, receiver, jti, &format!("refused by the receiver: {err}"), now, None)?;
+            }
+            Ok(delivered)
+        })?)
     }
 
     /// An attempt failed: tried again at `retry_at`, or dropped (`None`).

@@ -4,8 +4,8 @@
 pub mod audit;
 mod credentials;
 pub mod directory;
-pub mod events;
 mod error;
+pub mod events;
 pub mod groups;
 pub mod health;
 pub mod mfa;

@@ -1,12 +1,19 @@
 //! Shared Signals streams (SSF 1.0 §8): what each receiver asked for, how its events reach it
 //! and whether they flow. Receivers manage their own streams through the management API.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use chrono::NaiveDateTime;
+use serde_json::Value;
+
+use super::audit::Actor;
+use super::events::{self as outbox_events, Owed};
 use super::mfa::Sealer;
-use super::Result;
-use crate::clock::Clock;
-use crate::store::{self, streams::StreamRow, Pool};
+use super::tokens::{Principal, Scope};
+use super::{Error, Invalid, Result};
+use crate::clock::{self, Clock};
+use crate::store::{self, events as outbox, streams::StreamRow, Pool};
 
 /// RFC 8935: we POST each SET to the receiver.
 pub const PUSH: &str = "urn:ietf:rfc:8935";
@@ -17,13 +24,16 @@ pub const POLL: &str = "urn:ietf:rfc:8936";
 #[derive(Clone)]
 pub struct Stream {
     pub id: String,
+    /// The name of the `ssf` token that created it; `None` when an `admin` token did.
     pub owner: Option<String>,
     pub audience: Vec<String>,
+    /// Whether the receiver gave `aud` as an array (else one string): it is shown as given.
+    pub audience_is_array: bool,
     pub events_requested: Vec<String>,
     pub events_delivered: Vec<String>,
     /// [`PUSH`] or [`POLL`].
     pub delivery_method: String,
-    /// Push: where the SETs go.
+    /// Push: where the SETs go. Poll: where the receiver polls (ours, derived from the id).
     pub endpoint_url: Option<String>,
     /// Push: the `Authorization` header the receiver asked us to send, opened.
     pub authorization_header: Option<String>,
@@ -57,6 +67,10 @@ impl Stream {
     pub fn is_push(&self) -> bool {
         self.delivery_method == PUSH
     }
+
+    pub fn is_poll(&self) -> bool {
+        self.delivery_method == POLL
+    }
 }
 
 /// The sealer's context for a stream's authorization header (binds the sealed text to the stream).
@@ -64,22 +78,566 @@ fn seal_context(stream_id: &str) -> String {
     format!("ssf-stream:{stream_id}")
 }
 
+/// How a stream's SETs name their user (RFC 9493 formats; `iss_sub` is the default).
+pub const SUBJECT_FORMATS: &[&str] = &["iss_sub", "email", "opaque"];
+/// A stream's statuses (SSF §8.1.2): `enabled` transmits, `paused` holds, `disabled` drops.
+pub const STATUSES: &[&str] = &["enabled", "paused", "disabled"];
+/// Seconds a receiver waits between two verification requests of one stream (SSF §8.1.1).
+pub const MIN_VERIFICATION_INTERVAL: i64 = 60;
+/// Streams one owner may have (each `ssf` token; all `admin` tokens together).
+pub const MAX_STREAMS_PER_OWNER: usize = 50;
+/// Bounds on what a receiver sends: description and reasons, URLs and audiences, list lengths,
+/// the authorization header.
+const MAX_TEXT: usize = 1000;
+const MAX_URL: usize = 2000;
+const MAX_LIST: usize = 100;
+const MAX_AUDIENCES: usize = 20;
+const MAX_HEADER: usize = 4096;
+
+/// `aud` as the receiver gave it: one string or an array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The delivery a receiver asks for. `Debug` leaves the authorization header out.
+#[derive(Clone, Default)]
+pub struct Delivery {
+    /// [`PUSH`] or [`POLL`].
+    pub method: String,
+    /// Push: where to post (required). Poll: ignored, the transmitter sets it.
+    pub endpoint_url: Option<String>,
+    /// Push: sent as `Authorization` with every SET. Left out of a PATCH that keeps the
+    /// method push and the endpoint, the stored one stays; a new endpoint gets none unless given.
+    pub authorization_header: Option<String>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("method", &self.method)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("authorization_header", &self.authorization_header.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The receiver-supplied fields of a stream's configuration (SSF §8.1.1) as the door read
+/// them; `None` is a field left out (kept by a PATCH, reset to its default by a PUT).
+#[derive(Debug, Clone, Default)]
+pub struct Requested {
+    pub audience: Option<Audience>,
+    pub events_requested: Option<Vec<String>>,
+    pub delivery: Option<Delivery>,
+    pub description: Option<String>,
+    pub subject_format: Option<String>,
+}
+
+/// The answer to a verification request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The verification event is in the outbox.
+    Requested,
+    /// Asked again before [`MIN_VERIFICATION_INTERVAL`] passed: try again in this many seconds.
+    TooSoon { retry_after: i64 },
+}
+
+/// A poll's answer: the stream and the oldest messages it is owed (to sign), and whether more wait.
+pub struct Polled {
+    pub stream: Stream,
+    pub owed: Vec<Owed>,
+    pub more: bool,
+}
+
+/// The receiver's message about a SET it refused (RFC 8936 `setErrs`).
+#[derive(Debug, Clone)]
+pub struct SetError {
+    pub jti: String,
+    pub err: String,
+    pub description: Option<String>,
+}
+
+/// What `[ssf]` makes of this daemon: the issuer, its origin (where the poll endpoints are)
+/// and the event types it can send.
+struct Transmitter {
+    issuer: String,
+    origin: String,
+    supported: Vec<String>,
+}
+
+/// Which streams a caller sees and manages: every one (`admin`), or those its token created
+/// (`ssf`); another's is not found.
+enum Reach {
+    All,
+    Own(String),
+}
+
+impl Reach {
+    fn of(caller: &Principal) -> Self {
+        if caller.has(Scope::Admin) {
+            Reach::All
+        } else {
+            Reach::Own(caller.name.clone())
+        }
+    }
+
+    /// The owner a stream it creates gets.
+    fn owner(&self) -> Option<String> {
+        match self {
+            Reach::All => None,
+            Reach::Own(name) => Some(name.clone()),
+        }
+    }
+
+    fn sees(&self, row: &StreamRow) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Own(name) => row.owner.as_deref() == Some(name),
+        }
+    }
+}
+
+/// A stream's receiver-supplied fields, resolved: defaults, then what was stored, then what
+/// the request changes.
+#[derive(Clone)]
+struct Settings {
+    audience: Audience,
+    events_requested: Vec<String>,
+    method: String,
+    endpoint_url: Option<String>,
+    authorization_header: Option<String>,
+    description: Option<String>,
+    subject_format: String,
+}
+
+impl Settings {
+    fn defaults(t: &Transmitter) -> Self {
+        Settings {
+            audience: Audience::One(t.issuer.clone()),
+            events_requested: t.supported.clone(),
+            method: POLL.into(),
+            endpoint_url: None,
+            authorization_header: None,
+            description: None,
+            subject_format: "iss_sub".into(),
+        }
+    }
+
+    fn of(stream: &Stream) -> Self {
+        Settings {
+            audience: match (stream.audience_is_array, stream.audience.as_slice()) {
+                (false, [one]) => Audience::One(one.clone()),
+                _ => Audience::Many(stream.audience.clone()),
+            },
+            events_requested: stream.events_requested.clone(),
+            method: stream.delivery_method.clone(),
+            endpoint_url: stream.endpoint_url.clone().filter(|_| stream.is_push()),
+            authorization_header: stream.authorization_header.clone(),
+            description: stream.description.clone(),
+            subject_format: stream.subject_format.clone(),
+        }
+    }
+
+    /// Applies what the request gives, checking each value; then checks the whole.
+    fn apply(mut self, req: Requested) -> Result<Self> {
+        if let Some(audience) = req.audience {
+            self.audience = check_audience(audience)?;
+        }
+        if let Some(events) = req.events_requested {
+            if events.len() > MAX_LIST {
+                return Err(invalid(format!("events_requested: at most {MAX_LIST} event types")));
+            }
+            self.events_requested = events;
+        }
+        if let Some(description) = req.description {
+            self.description = check_text("description", description)?;
+        }
+        if let Some(format) = req.subject_format {
+            if !SUBJECT_FORMATS.contains(&format.as_str()) {
+                return Err(invalid(format!("subject_format {format:?} is not one of {}", SUBJECT_FORMATS.join(", "))));
+            }
+            self.subject_format = format;
+        }
+        if let Some(delivery) = req.delivery {
+            if delivery.method != PUSH && delivery.method != POLL {
+                return Err(invalid(format!(
+                    "delivery.method {:?} is not supported: use {PUSH} (push) or {POLL} (poll)",
+                    delivery.method
+                )));
+            }
+            // The stored header stays only while it goes where the receiver sent it for.
+            let keep_header = delivery.authorization_header.is_none()
+                && self.method == PUSH
+                && delivery.method == PUSH
+                && delivery.endpoint_url == self.endpoint_url;
+            if !keep_header {
+                self.authorization_header = delivery.authorization_header;
+            }
+            self.method = delivery.method;
+            self.endpoint_url = delivery.endpoint_url;
+        }
+        if self.method == PUSH {
+            let url =
+                self.endpoint_url.as_deref().ok_or_else(|| invalid("delivery.endpoint_url is required for push delivery"))?;
+            check_endpoint(url)?;
+            if let Some(header) = &self.authorization_header {
+                check_header(header)?;
+            }
+        } else {
+            // Poll: the endpoint is ours and nothing is posted.
+            self.endpoint_url = None;
+            self.authorization_header = None;
+        }
+        Ok(self)
+    }
+
+    /// The row of stream `id` with these settings.
+    fn row(&self, t: &Transmitter, sealer: &Sealer, id: &str, base: RowBase) -> StreamRow {
+        let delivered: Vec<&String> = {
+            let mut seen = Vec::new();
+            for e in &self.events_requested {
+                if t.supported.contains(e) && !seen.contains(&e) {
+                    seen.push(e);
+                }
+            }
+            seen
+        };
+        let audience = match &self.audience {
+            Audience::One(one) => Value::String(one.clone()),
+            Audience::Many(many) => serde_json::json!(many),
+        };
+        StreamRow {
+            id: id.to_string(),
+            owner: base.owner,
+            audience: audience.to_string(),
+            events_requested: serde_json::json!(self.events_requested).to_string(),
+            events_delivered: serde_json::json!(delivered).to_string(),
+            delivery_method: self.method.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            authorization_header: self.authorization_header.as_ref().map(|h| sealer.seal(&seal_context(id), h.as_bytes())),
+            subject_format: self.subject_format.clone(),
+            description: self.description.clone(),
+            status: base.status,
+            status_reason: base.status_reason,
+            created_at: base.created_at,
+            updated_at: base.updated_at,
+        }
+    }
+}
+
+/// What a row keeps besides the receiver's settings.
+struct RowBase {
+    owner: Option<String>,
+    status: String,
+    status_reason: Option<String>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+fn invalid(detail: impl Into<String>) -> Error {
+    Error::invalid(Invalid::Value, detail)
+}
+
+fn check_text(name: &str, text: String) -> Result<Option<String>> {
+    if text.chars().count() > MAX_TEXT {
+        return Err(invalid(format!("{name}: at most {MAX_TEXT} characters")));
+    }
+    Ok(Some(text).filter(|t| !t.is_empty()))
+}
+
+fn check_audience(audience: Audience) -> Result<Audience> {
+    let one = |a: &str| {
+        if a.is_empty() || a.len() > MAX_URL || a.chars().any(char::is_control) {
+            Err(invalid(format!("aud: each audience is 1 to {MAX_URL} characters, without control characters")))
+        } else {
+            Ok(())
+        }
+    };
+    match &audience {
+        Audience::One(a) => one(a)?,
+        Audience::Many(all) => {
+            if all.is_empty() || all.len() > MAX_AUDIENCES {
+                return Err(invalid(format!("aud: 1 to {MAX_AUDIENCES} audiences")));
+            }
+            all.iter().try_for_each(|a| one(a))?;
+        }
+    }
+    Ok(audience)
+}
+
+/// A push endpoint: an absolute http(s) URL with a host, no fragment, no spaces.
+fn check_endpoint(url: &str) -> Result<()> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or_default().rsplit('@').next().unwrap_or_default());
+    let ok = url.len() <= MAX_URL
+        && host.is_some_and(|h| !h.is_empty() && !h.starts_with(':'))
+        && !url.contains('#')
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "delivery.endpoint_url must be an absolute http(s) URL (at most {MAX_URL} characters, no fragment), e.g. https://rp.example/ssf/events"
+        )))
+    }
+}
+
+/// An `Authorization` value we can send: visible ASCII and spaces.
+fn check_header(header: &str) -> Result<()> {
+    let ok = !header.trim().is_empty() && header.len() <= MAX_HEADER && header.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!("delivery.authorization_header must be 1 to {MAX_HEADER} visible ASCII characters")))
+    }
+}
+
+/// `https://idp.example/tenant` → (`https://idp.example`, `/tenant`): where the issuer's host
+/// ends (SSF §7.2 puts the well-known suffix there; our endpoints hang off the origin).
+pub fn split_issuer(issuer: &str) -> (&str, &str) {
+    let issuer = issuer.trim_end_matches('/');
+    let host_start = issuer.find("://").map_or(0, |i| i + 3);
+    match issuer[host_start..].find('/') {
+        Some(i) => issuer.split_at(host_start + i),
+        None => (issuer, ""),
+    }
+}
+
+/// The path of a poll stream's endpoint under the issuer's origin.
+pub fn poll_path(stream_id: &str) -> String {
+    format!("/ssf/poll/{stream_id}")
+}
+
 #[derive(Clone)]
 pub struct Streams {
     pool: Pool,
     sealer: Arc<Sealer>,
     clock: Arc<dyn Clock>,
+    outbox: outbox_events::Outbox,
+    transmitter: Option<Arc<Transmitter>>,
+    /// When each stream was last asked to verify (this instance's memory: with several
+    /// instances a receiver may verify once per instance per interval).
+    last_verification: Arc<Mutex<HashMap<String, NaiveDateTime>>>,
 }
 
 impl Streams {
     pub fn new(pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>) -> Self {
-        Streams { pool, sealer, clock }
+        let outbox = outbox_events::Outbox::new(pool.clone());
+        Streams { pool, sealer, clock, outbox, transmitter: None, last_verification: Arc::default() }
+    }
+
+    /// The transmitter `[ssf]` configures: its issuer and the event types it can send (the
+    /// wiring gives `events::set::SUPPORTED`). Without it there are no streams to manage.
+    pub fn transmitting(mut self, issuer: &str, supported: &[&str]) -> Self {
+        let origin = split_issuer(issuer).0.to_string();
+        let supported = supported.iter().map(|s| s.to_string()).collect();
+        self.transmitter = Some(Arc::new(Transmitter { issuer: issuer.to_string(), origin, supported }));
+        self
+    }
+
+    /// The event types a stream may ask for.
+    pub fn events_supported(&self) -> Vec<String> {
+        self.transmitter.as_ref().map(|t| t.supported.clone()).unwrap_or_default()
+    }
+
+    fn transmitter(&self) -> Result<&Transmitter> {
+        self.transmitter.as_deref().ok_or_else(|| Error::NotFound("no Shared Signals transmitter is configured ([ssf])".into()))
+    }
+
+    fn now(&self) -> NaiveDateTime {
+        clock::stored(self.clock.now())
     }
 
     /// Every stream, oldest first.
     pub fn all(&self) -> Result<Vec<Stream>> {
         let mut conn = self.pool.get()?;
         store::streams::list(&mut conn, None)?.into_iter().map(|row| self.open(row)).collect()
+    }
+
+    /// The streams the caller manages, oldest first: every one for an `admin` token, those it
+    /// created for an `ssf` token.
+    pub(crate) fn list(&self, caller: &Principal) -> Result<Vec<Stream>> {
+        self.transmitter()?;
+        let mut conn = self.pool.get()?;
+        let rows = match Reach::of(caller) {
+            Reach::All => store::streams::list(&mut conn, None)?,
+            Reach::Own(name) => store::streams::list(&mut conn, Some(&name))?,
+        };
+        rows.into_iter().map(|row| self.open(row)).collect()
+    }
+
+    /// One stream the caller manages; another's is not found.
+    pub(crate) fn get(&self, caller: &Principal, id: &str) -> Result<Stream> {
+        let row = self.row(caller, id)?;
+        self.open(row)
+    }
+
+    fn row(&self, caller: &Principal, id: &str) -> Result<StreamRow> {
+        self.transmitter()?;
+        let mut conn = self.pool.get()?;
+        store::streams::get(&mut conn, id)?
+            .filter(|row| Reach::of(caller).sees(row))
+            .ok_or_else(|| Error::NotFound(format!("no stream {id:?}")))
+    }
+
+    /// Creates a stream with what the receiver asked for (defaults for what it left out):
+    /// enabled, owned by the caller's token (none for `admin`).
+    pub(crate) fn create(&self, caller: &Principal, req: Requested) -> Result<Stream> {
+        let t = self.transmitter()?;
+        let settings = Settings::defaults(t).apply(req)?;
+        let reach = Reach::of(caller);
+        let owner = reach.owner();
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now();
+        let base =
+            RowBase { owner: owner.clone(), status: "enabled".into(), status_reason: None, created_at: now, updated_at: now };
+        let row = settings.row(t, &self.sealer, &id, base);
+        let receiver = store::streams::receiver(&id);
+        let mut conn = self.pool.get()?;
+        store::write_tx(&mut conn, |tx| -> Result<()> {
+            // Counted in the transaction that inserts, creations taking turns: the limit holds.
+            store::streams::take_create_turn(tx)?;
+            let held = store::streams::list(tx, owner.as_deref())?.iter().filter(|r| r.owner == owner).count();
+            if held >= MAX_STREAMS_PER_OWNER {
+                return Err(Error::conflict(format!(
+                    "at most {MAX_STREAMS_PER_OWNER} streams per owner: delete one before creating another"
+                )));
+            }
+            store::streams::insert(tx, &row)?;
+            outbox::ensure_receivers(tx, &[&receiver])?;
+            Ok(())
+        })?;
+        tracing::info!(stream = %id, owner = owner.as_deref().unwrap_or("(admin)"), actor = %caller.name, method = %row.delivery_method, "stream created");
+        self.open(row)
+    }
+
+    /// PATCH (SSF §8.1.1.3): the fields given change, the others stay.
+    pub(crate) fn update(&self, caller: &Principal, id: &str, req: Requested) -> Result<Stream> {
+        let stream = self.get(caller, id)?;
+        let settings = Settings::of(&stream).apply(req)?;
+        self.save(stream, settings)
+    }
+
+    /// PUT (SSF §8.1.1.4): the fields given are the configuration, those left out go back to
+    /// their defaults.
+    pub(crate) fn replace(&self, caller: &Principal, id: &str, req: Requested) -> Result<Stream> {
+        let stream = self.get(caller, id)?;
+        let settings = Settings::defaults(self.transmitter()?).apply(req)?;
+        self.save(stream, settings)
+    }
+
+    fn save(&self, stream: Stream, settings: Settings) -> Result<Stream> {
+        let t = self.transmitter()?;
+        let base = RowBase {
+            owner: stream.owner,
+            status: stream.status,
+            status_reason: stream.status_reason,
+            created_at: stream.created_at,
+            updated_at: self.now(),
+        };
+        let row = settings.row(t, &self.sealer, &stream.id, base);
+        let mut conn = self.pool.get()?;
+        if !store::write_tx(&mut conn, |tx| store::streams::update(tx, &row))? {
+            return Err(Error::NotFound(format!("no stream {:?}", stream.id)));
+        }
+        self.open(row)
+    }
+
+    /// Deletes the stream and every message still owed to it.
+    pub(crate) fn delete(&self, caller: &Principal, id: &str) -> Result<()> {
+        let row = self.row(caller, id)?;
+        let mut conn = self.pool.get()?;
+        if !store::write_tx(&mut conn, |tx| store::streams::delete(tx, id))? {
+            return Err(Error::NotFound(format!("no stream {id:?}")));
+        }
+        self.last_verification.lock().expect("verification times").remove(id);
+        tracing::info!(stream = %id, owner = row.owner.as_deref().unwrap_or("(admin)"), actor = %caller.name, "stream deleted");
+        Ok(())
+    }
+
+    /// Sets the stream's status (SSF §8.1.2.2). Disabling drops the messages it is still owed
+    /// (a disabled stream holds nothing); pausing keeps them for when it is enabled again.
+    pub(crate) fn set_status(&self, caller: &Principal, id: &str, status: &str, reason: Option<String>) -> Result<Stream> {
+        if !STATUSES.contains(&status) {
+            return Err(invalid(format!("status {status:?} is not one of {}", STATUSES.join(", "))));
+        }
+        let reason = match reason {
+            Some(r) => check_text("reason", r)?,
+            None => None,
+        };
+        let mut row = self.row(caller, id)?;
+        row.status = status.to_string();
+        row.status_reason = reason;
+        row.updated_at = self.now();
+        let now = row.updated_at;
+        let mut conn = self.pool.get()?;
+        let (found, dropped) = store::write_tx(&mut conn, |tx| -> store::Result<(bool, usize)> {
+            let found = store::streams::update(tx, &row)?;
+            let dropped = if found && status == "disabled" {
+                outbox::forget(tx, &store::streams::receiver(id), "the stream was disabled", now)?
+            } else {
+                0
+            };
+            Ok((found, dropped))
+        })?;
+        if !found {
+            return Err(Error::NotFound(format!("no stream {id:?}")));
+        }
+        tracing::info!(stream = %id, status, dropped, actor = %caller.name, "stream status set");
+        self.open(row)
+    }
+
+    /// A verification request (SSF §8.1.4.2): writes the verification event with the
+    /// receiver's `state`, delivered like any other SET. Too soon after the last one, nothing.
+    pub(crate) fn verify(&self, caller: &Principal, id: &str, state: Option<&str>, actor: &Actor) -> Result<Verification> {
+        let stream = self.get(caller, id)?;
+        if stream.status == "disabled" {
+            return Err(invalid(format!("stream {id:?} is disabled: it is sent nothing until it is enabled")));
+        }
+        if state.is_some_and(|s| s.chars().count() > MAX_TEXT) {
+            return Err(invalid(format!("state: at most {MAX_TEXT} characters")));
+        }
+        let now = self.now();
+        {
+            let mut last = self.last_verification.lock().expect("verification times");
+            if let Some(at) = last.get(id) {
+                let next = *at + chrono::Duration::seconds(MIN_VERIFICATION_INTERVAL);
+                if now < next {
+                    return Ok(Verification::TooSoon { retry_after: (next - now).num_seconds().max(1) });
+                }
+            }
+            last.insert(id.to_string(), now);
+        }
+        let mut conn = self.pool.get()?;
+        let written = store::write_tx(&mut conn, |tx| outbox_events::record_verification(tx, id, state, actor, now));
+        if let Err(e) = written {
+            self.last_verification.lock().expect("verification times").remove(id);
+            return Err(e.into());
+        }
+        Ok(Verification::Requested)
+    }
+
+    /// A poll (RFC 8936 §2.4): the acknowledged messages and those the receiver refused
+    /// (`setErrs`, dropped) leave the queue first; then up to `max` of the oldest messages the
+    /// stream is still owed, none when it is not enabled. The stream must be a poll stream.
+    pub(crate) fn poll(&self, caller: &Principal, id: &str, acks: &[String], errors: &[SetError], max: i64) -> Result<Polled> {
+        let stream = self.get(caller, id)?;
+        if !stream.is_poll() {
+            return Err(invalid(format!("stream {id:?} is delivered by push ({PUSH}): only {POLL} streams are polled")));
+        }
+        let receiver = stream.receiver();
+        if !acks.is_empty() || !errors.is_empty() {
+            for e in errors {
+                tracing::warn!(stream = %id, jti = %e.jti, err = %e.err, description = e.description.as_deref().unwrap_or(""), "the receiver refused a SET");
+            }
+            self.outbox.acknowledge(&receiver, acks, errors.iter().map(|e| (e.jti.as_str(), e.err.as_str())).collect())?;
+        }
+        if max <= 0 || stream.status != "enabled" {
+            return Ok(Polled { stream, owed: Vec::new(), more: false });
+        }
+        let (owed, more) = self.outbox.owed(&receiver, max)?;
+        Ok(Polled { stream, owed, more })
     }
 
     fn open(&self, row: StreamRow) -> Result<Stream> {
@@ -93,15 +651,25 @@ impl Streams {
             }
             None => None,
         };
+        // `aud` is kept as the receiver gave it: one string, or an array.
+        let (audience, audience_is_array) = match serde_json::from_str::<Value>(&row.audience) {
+            Ok(Value::String(one)) => (vec![one], false),
+            _ => (list(&row.audience), true),
+        };
+        let endpoint_url = match (&self.transmitter, row.delivery_method.as_str()) {
+            (Some(t), POLL) => Some(format!("{}{}", t.origin, poll_path(&row.id))),
+            _ => row.endpoint_url,
+        };
         Ok(Stream {
-            audience: list(&row.audience),
+            audience,
+            audience_is_array,
             events_requested: list(&row.events_requested),
             events_delivered: list(&row.events_delivered),
             authorization_header,
             id: row.id,
             owner: row.owner,
             delivery_method: row.delivery_method,
-            endpoint_url: row.endpoint_url,
+            endpoint_url,
             subject_format: row.subject_format,
             description: row.description,
             status: row.status,
@@ -109,5 +677,98 @@ impl Streams {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transmitter() -> Transmitter {
+        Transmitter {
+            issuer: "https://idp.example".into(),
+            origin: "https://idp.example".into(),
+            supported: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn the_well_known_suffix_goes_between_the_host_and_the_issuers_path() {
+        assert_eq!(split_issuer("https://idp.example"), ("https://idp.example", ""));
+        assert_eq!(split_issuer("https://idp.example/"), ("https://idp.example", ""));
+        assert_eq!(split_issuer("https://idp.example:8443/t/1/"), ("https://idp.example:8443", "/t/1"));
+    }
+
+    #[test]
+    fn a_stream_left_unsaid_is_polled_for_every_supported_event_about_the_issuer() {
+        let s = Settings::defaults(&transmitter()).apply(Requested::default()).unwrap();
+        assert_eq!((s.method.as_str(), s.events_requested.len()), (POLL, 2));
+        assert_eq!(s.audience, Audience::One("https://idp.example".into()));
+        assert_eq!(s.subject_format, "iss_sub");
+    }
+
+    #[test]
+    fn push_needs_an_http_endpoint_and_poll_keeps_no_header() {
+        let push = |url: Option<&str>| {
+            let delivery = Delivery {
+                method: PUSH.into(),
+                endpoint_url: url.map(String::from),
+                authorization_header: Some("Bearer x".into()),
+            };
+            Settings::defaults(&transmitter()).apply(Requested { delivery: Some(delivery), ..Default::default() })
+        };
+        assert!(push(Some("https://rp.example/events")).is_ok());
+        assert!(push(Some("http://127.0.0.1:8080/")).is_ok());
+        for bad in [
+            None,
+            Some("ftp://rp.example/"),
+            Some("https://"),
+            Some("rp.example/x"),
+            Some("https://rp.example/#f"),
+            Some("https://rp .example/"),
+        ] {
+            assert!(push(bad).is_err(), "{bad:?}");
+        }
+        let poll = Delivery {
+            method: POLL.into(),
+            endpoint_url: Some("https://x".into()),
+            authorization_header: Some("Bearer x".into()),
+        };
+        let s = Settings::defaults(&transmitter()).apply(Requested { delivery: Some(poll), ..Default::default() }).unwrap();
+        assert_eq!((s.endpoint_url, s.authorization_header), (None, None));
+    }
+
+    #[test]
+    fn a_patch_to_the_same_push_endpoint_keeps_the_header_it_does_not_give() {
+        let t = transmitter();
+        let first = Delivery {
+            method: PUSH.into(),
+            endpoint_url: Some("https://a/".into()),
+            authorization_header: Some("Bearer x".into()),
+        };
+        let s = Settings::defaults(&t).apply(Requested { delivery: Some(first), ..Default::default() }).unwrap();
+        let same = Delivery { method: PUSH.into(), endpoint_url: Some("https://a/".into()), authorization_header: None };
+        let s = s.apply(Requested { delivery: Some(same), ..Default::default() }).unwrap();
+        assert_eq!(s.authorization_header.as_deref(), Some("Bearer x"));
+        let moved = Delivery { method: PUSH.into(), endpoint_url: Some("https://b/".into()), authorization_header: None };
+        let s = s.apply(Requested { delivery: Some(moved), ..Default::default() }).unwrap();
+        assert_eq!(
+            (s.endpoint_url.as_deref(), s.authorization_header.as_deref()),
+            (Some("https://b/"), None),
+            "not sent elsewhere"
+        );
+    }
+
+    #[test]
+    fn values_outside_the_rules_are_refused() {
+        let apply = |req: Requested| Settings::defaults(&transmitter()).apply(req);
+        assert!(apply(Requested { subject_format: Some("phone_number".into()), ..Default::default() }).is_err());
+        assert!(apply(Requested { audience: Some(Audience::Many(vec![])), ..Default::default() }).is_err());
+        assert!(apply(Requested { description: Some("x".repeat(MAX_TEXT + 1)), ..Default::default() }).is_err());
+        let method = Delivery { method: "urn:example:carrier-pigeon".into(), ..Default::default() };
+        assert!(apply(Requested { delivery: Some(method), ..Default::default() }).is_err());
+        let header =
+            Delivery { method: PUSH.into(), endpoint_url: Some("https://a/".into()), authorization_header: Some("a\nb".into()) };
+        assert!(apply(Requested { delivery: Some(header), ..Default::default() }).is_err());
     }
 }

@@ -30,6 +30,8 @@ pub enum Scope {
     Mfa,
     /// Resets, audit, sync and operations.
     Admin,
+    /// Shared Signals receivers: manage their own streams and poll them (`/ssf`).
+    Ssf,
 }
 
 impl Scope {
@@ -38,6 +40,7 @@ impl Scope {
             Scope::Scim => "scim",
             Scope::Mfa => "mfa",
             Scope::Admin => "admin",
+            Scope::Ssf => "ssf",
         }
     }
 }
@@ -45,9 +48,9 @@ impl Scope {
 /// Why a list of scopes was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    #[error("unknown scope {0:?} (expected scim, mfa or admin)")]
+    #[error("unknown scope {0:?} (expected scim, mfa, admin or ssf)")]
     Unknown(String),
-    #[error("at least one scope is needed (scim, mfa, admin)")]
+    #[error("at least one scope is needed (scim, mfa, admin, ssf)")]
     None,
 }
 
@@ -58,6 +61,7 @@ impl FromStr for Scope {
             "scim" => Ok(Scope::Scim),
             "mfa" => Ok(Scope::Mfa),
             "admin" => Ok(Scope::Admin),
+            "ssf" => Ok(Scope::Ssf),
             other => Err(ScopeError::Unknown(other.to_string())),
         }
     }
@@ -220,6 +224,7 @@ mod tests {
     #[test]
     fn scopes_parse_and_reject_unknown() {
         assert_eq!(parse_scopes("scim, ADMIN").unwrap(), vec![Scope::Scim, Scope::Admin]);
+        assert_eq!(parse_scopes("ssf").unwrap(), vec![Scope::Ssf]);
         assert!(parse_scopes("root").unwrap_err().to_string().contains("root"));
         assert!(parse_scopes("").is_err());
     }

@@ -65,7 +65,7 @@ struct WebhookTarget {
 /// Where one sender's messages go.
 enum Target {
     Webhook(Arc<WebhookTarget>),
-    Stream(Stream),
+    Stream(Box<Stream>),
 }
 
 /// Why an attempt failed: to be retried, or final.
@@ -151,7 +151,7 @@ impl Shared {
             return Some(Target::Webhook(w.clone()));
         }
         let streams = self.stream_list.read().unwrap_or_else(|e| e.into_inner());
-        streams.iter().find(|s| s.receiver() == receiver && pushes_to(s)).map(|s| Target::Stream(s.clone()))
+        streams.iter().find(|s| s.receiver() == receiver && pushes_to(s)).map(|s| Target::Stream(Box::new(s.clone())))
     }
 }
 
@@ -231,14 +231,15 @@ fn send_loop(shared: Arc<Shared>, receiver: String) {
     while !shared.stopping() {
         let Some(target) = shared.target(&receiver) else { return };
         let claimed_at = Instant::now();
-        let claimed = match shared.outbox.claim(&receiver, &shared.me, CLAIM_BATCH, chrono::Duration::from_std(lease).expect("small")) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, receiver, "events: claiming failed; trying again shortly");
-                shared.nap(ROUND);
-                continue;
-            }
-        };
+        let claimed =
+            match shared.outbox.claim(&receiver, &shared.me, CLAIM_BATCH, chrono::Duration::from_std(lease).expect("small")) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, receiver, "events: claiming failed; trying again shortly");
+                    shared.nap(ROUND);
+                    continue;
+                }
+            };
         if claimed.is_empty() {
             shared.nap(ROUND);
             continue;
@@ -322,8 +323,11 @@ fn send(shared: &Shared, target: &Target, owed: &Owed) -> Result<(), Failure> {
             };
             let endpoint = stream.endpoint_url.as_deref().unwrap_or_default();
             let token = set_for(keys, issuer, stream, owed, now).map_err(|e| Failure::Retry(format!("signing: {e}")))?;
-            let mut request =
-                shared.agent.post(endpoint).header("content-type", "application/secevent+jwt").header("accept", "application/json");
+            let mut request = shared
+                .agent
+                .post(endpoint)
+                .header("content-type", "application/secevent+jwt")
+                .header("accept", "application/json");
             if let Some(auth) = &stream.authorization_header {
                 request = request.header("authorization", auth);
             }

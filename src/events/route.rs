@@ -47,7 +47,13 @@ fn occurrence_of(event: &EventRow) -> Occurrence<'_> {
 /// The SET a stream is owed for one message: the claims of its signal, the subject in the
 /// stream's format, the message's `jti`, the event's id as `txn` (shared by every SET one
 /// change makes).
-pub fn set_for(keys: &SigningKeys, issuer: &str, stream: &Stream, owed: &Owed, now: DateTime<Utc>) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn set_for(
+    keys: &SigningKeys,
+    issuer: &str,
+    stream: &Stream,
+    owed: &Owed,
+    now: DateTime<Utc>,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let event = &owed.event;
     let data: Value = serde_json::from_str(&event.data).unwrap_or_default();
     let (sub_id, claims) = if owed.signal == set::VERIFICATION {

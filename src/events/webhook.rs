@@ -46,7 +46,7 @@ pub fn body(event: &EventRow) -> String {
     let data: Value = serde_json::from_str(&event.data).unwrap_or_else(|_| json!({}));
     json!({
         "type": event.event_type,
-        "timestamp": crate::scim::resource::datetime(&event.at.and_utc()),
+        "timestamp": event.at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "data": {
             "eventId": event.id,
             "userId": event.user_id,

@@ -23,8 +23,8 @@ use actix_web::{middleware::from_fn, web};
 
 use crate::config::{Config, Network};
 use crate::directory::Syncer;
-use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::events::Outbox;
+use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::streams::Streams;
 use crate::domain::Services;
 use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, users::Users};
@@ -43,6 +43,7 @@ pub struct AppState {
     pub stats: Stats,
     pub health: Health,
     pub outbox: Outbox,
+    /// Shared Signals streams (managed and polled under `/ssf`).
     pub streams: Streams,
     /// The LDAP sync, when `[ldap]` is configured.
     pub sync: Option<Arc<Syncer>>,
@@ -55,10 +56,38 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, services: Services, sync: Option<Arc<Syncer>>, signing: Option<Arc<SigningKeys>>) -> Self {
         // The sync's runs reach the handlers through `sync`.
-        let Services { users, groups, tokens, mfa, links, audit, stats, health, runs: _, operators: _, sessions: _, outbox, streams } =
-            services;
+        let Services {
+            users,
+            groups,
+            tokens,
+            mfa,
+            links,
+            audit,
+            stats,
+            health,
+            runs: _,
+            operators: _,
+            sessions: _,
+            outbox,
+            streams,
+        } = services;
         let trusted_proxies = config.server.trusted_proxies.clone().into();
-        AppState { config, users, groups, tokens, mfa, links, audit, stats, health, outbox, streams, sync, trusted_proxies, signing }
+        AppState {
+            config,
+            users,
+            groups,
+            tokens,
+            mfa,
+            links,
+            audit,
+            stats,
+            health,
+            outbox,
+            streams,
+            sync,
+            trusted_proxies,
+            signing,
+        }
     }
 }
 

@@ -196,9 +196,11 @@ pub fn claim_head(
         claimed.push(Owed { event, signal, jti, attempts });
     }
     let jtis: Vec<&str> = claimed.iter().map(|o| o.jti.as_str()).collect();
-    diesel::update(event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq_any(&jtis)))
-        .set((event_deliveries::claimed_by.eq(me), event_deliveries::claimed_until.eq(lease_until)))
-        .execute(conn)?;
+    diesel::update(
+        event_deliveries::table.filter(event_deliveries::receiver.eq(receiver)).filter(event_deliveries::jti.eq_any(&jtis)),
+    )
+    .set((event_deliveries::claimed_by.eq(me), event_deliveries::claimed_until.eq(lease_until)))
+    .execute(conn)?;
     Ok(claimed)
 }
 
@@ -213,7 +215,11 @@ pub fn owed(conn: &mut DbConn, receiver: &str, limit: i64) -> Result<(Vec<Owed>,
         .select((EventRow::as_select(), event_deliveries::signal, event_deliveries::jti, event_deliveries::attempts))
         .load::<(EventRow, String, String, i32)>(conn)?;
     let more = rows.len() as i64 > limit;
-    let owed = rows.into_iter().take(limit as usize).map(|(event, signal, jti, attempts)| Owed { event, signal, jti, attempts }).collect();
+    let owed = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(event, signal, jti, attempts)| Owed { event, signal, jti, attempts })
+        .collect();
     Ok((owed, more))
 }
 
@@ -274,6 +280,23 @@ pub fn failed(
             .execute(conn)?;
     }
     Ok(())
+}
+
+/// Drops every message still owed to `receiver` (a stream that was disabled holds nothing),
+/// counted as dropped with `reason` as its last error; returns how many.
+pub fn forget(tx: &mut Tx, receiver: &str, reason: &str, now: NaiveDateTime) -> Result<usize> {
+    let conn = tx.conn();
+    let gone = diesel::delete(event_deliveries::table.filter(event_deliveries::receiver.eq(receiver))).execute(conn)?;
+    if gone > 0 {
+        diesel::update(event_receivers::table.find(receiver))
+            .set((
+                event_receivers::dropped.eq(event_receivers::dropped + gone as i64),
+                event_receivers::last_error.eq(reason),
+                event_receivers::last_error_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(gone)
 }
 
 /// Deletes dispatched events older than `before` that no receiver is owed any more.

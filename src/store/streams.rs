@@ -44,6 +44,17 @@ pub fn receiver(stream_id: &str) -> String {
     format!("stream:{stream_id}")
 }
 
+/// Makes the transactions that create streams take their turns (PostgreSQL; SQLite has one
+/// writer anyway), so that counting an owner's streams and inserting one more hold together.
+/// Held to the end of the transaction.
+pub fn take_create_turn(tx: &mut Tx) -> Result<()> {
+    if let DbConn::Pg(pg) = tx.conn() {
+        // An arbitrary application-wide key: "provisiond ssf streams".
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7470652302)").execute(pg)?;
+    }
+    Ok(())
+}
+
 pub fn insert(tx: &mut Tx, row: &StreamRow) -> Result<()> {
     diesel::insert_into(ssf_streams::table).values(row).execute(tx.conn())?;
     Ok(())

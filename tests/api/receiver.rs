@@ -91,10 +91,12 @@ impl Receiver {
     /// Listens on the same port again.
     pub fn come_back(&self) {
         let listener = (0..100)
-            .find_map(|_| TcpListener::bind(self.addr).ok().or_else(|| {
-                std::thread::sleep(Duration::from_millis(20));
-                None
-            }))
+            .find_map(|_| {
+                TcpListener::bind(self.addr).ok().or_else(|| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    None
+                })
+            })
             .expect("the receiver's port is free again");
         self.shared.up.store(true, Ordering::SeqCst);
         serve(listener, self.shared.clone());
@@ -157,11 +159,7 @@ fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         let answer = shared.answer.lock().unwrap().clone();
         let mut out = &stream;
-        write!(
-            out,
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-            answer.len()
-        )?;
+        write!(out, "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len())?;
         out.flush()?;
     }
 }

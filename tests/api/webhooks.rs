@@ -85,7 +85,10 @@ fn user(app: &TestApp, name: &str) -> String {
 }
 
 fn user_names(received: &[Received]) -> Vec<String> {
-    received.iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["data"]["userName"].as_str().unwrap().into()).collect()
+    received
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["data"]["userName"].as_str().unwrap().into())
+        .collect()
 }
 
 fn ids(received: &[Received]) -> Vec<String> {
@@ -251,7 +254,8 @@ fn an_event_committed_before_the_daemon_is_killed_is_delivered_after_the_restart
     let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
 
     let mut daemon = Daemon::start(&config, &token);
-    let (status, created) = daemon.send("POST", "/scim/v2/Users", &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": "crash"}));
+    let (status, created) =
+        daemon.send("POST", "/scim/v2/Users", &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": "crash"}));
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     let (status, body) = daemon.send("POST", &format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "crash test"}));
