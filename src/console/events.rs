@@ -76,9 +76,11 @@ pub struct WebhookRow {
 pub struct StreamRow {
     pub id: String,
     pub description: String,
-    pub owner: String,
-    /// Push: where the SETs go; `None`: the receiver polls.
-    pub push_url: Option<String>,
+    /// The `ssf` token that created it; `None`: an `admin` token.
+    pub owner: Option<String>,
+    /// Push (else poll), and where: the receiver's URL, or the endpoint it polls.
+    pub push: bool,
+    pub url: String,
     /// The event types delivered: short name and URI.
     pub events: Vec<(String, String)>,
     pub status: String,
@@ -127,8 +129,9 @@ fn stream_row(s: &Stream, state: Option<&ReceiverState>, now: NaiveDateTime) -> 
     StreamRow {
         id: s.id.clone(),
         description: s.description.clone().unwrap_or_default(),
-        owner: s.owner.clone().unwrap_or_default(),
-        push_url: if s.is_push() { Some(redact(s.endpoint_url.as_deref().unwrap_or_default())) } else { None },
+        owner: s.owner.clone(),
+        push: s.is_push(),
+        url: redact(s.endpoint_url.as_deref().unwrap_or_default()),
         // An event type's URI ends in its name (`…/caep/event-type/credential-change`).
         events: s.events_delivered.iter().map(|uri| (uri.rsplit('/').next().unwrap_or(uri).to_string(), uri.clone())).collect(),
         status: s.status.clone(),

@@ -263,7 +263,7 @@ fn enrolment_browser_a_reset_user_enrols_from_a_link_made_in_the_console_on_a_ph
 fn pages_of_links_and_groups_at_desktop_and_phone_width() {
     use crate::enrolment::PUBLIC_URL;
     // For the Events page: a webhook whose receiver is down, and a Shared Signals stream pushed
-    // to a receiver that takes its events (as a receiver's POST /ssf/streams makes one).
+    // to a receiver that takes its events.
     let down = crate::receiver::Receiver::start();
     down.go_down();
     let up = crate::receiver::Receiver::start();
@@ -273,9 +273,12 @@ fn pages_of_links_and_groups_at_desktop_and_phone_width() {
         crate::webhooks::configure(c, &down.url("/hook"), 1, &secret);
         crate::console_events::with_ssf(c);
     });
-    crate::console_events::insert_streams(
+    let okta = crate::console_events::ssf_token(&app, "okta");
+    let push = serde_json::json!({"method": provisiond::domain::streams::PUSH, "endpoint_url": up.url("/ssf/events")});
+    let stream = crate::console_events::create_stream(
         &app,
-        &[crate::console_events::push_stream("okta-itp", "Okta Identity Threat Protection", &up.url("/ssf/events"))],
+        &okta,
+        serde_json::json!({"description": "Okta Identity Threat Protection", "delivery": push}),
     );
     let browser = Browser::start();
     let ids: Vec<String> = ["ada.lovelace", "grace.hopper"]
@@ -332,13 +335,16 @@ fn pages_of_links_and_groups_at_desktop_and_phone_width() {
     browser.desktop();
     // The Events page: the webhook owes the reset's event and says why; the stream has it.
     crate::console_events::wait_for_state(&app, "webhook:hr", "a failed attempt", |s| s.backlog == 1 && s.last_error.is_some());
-    crate::console_events::wait_for_state(&app, "stream:okta-itp", "its delivery", |s| s.delivered == 1);
+    crate::console_events::wait_for_state(&app, &format!("stream:{stream}"), "its delivery", |s| s.delivered == 1);
     browser.find("nav a[href=\"/console/events\"]").click();
     browser.wait_text("h1", "Events");
     assert_eq!(browser.find("tr[data-webhook=hr] td.backlog").text(), "1");
     assert!(browser.find("tr[data-webhook=hr] td.last-error").text().to_lowercase().contains("refused"));
-    assert_eq!(browser.find("tr[data-stream=okta-itp] td.backlog").text(), "0");
-    assert!(browser.find("tr[data-stream=okta-itp] td.delivered").text().starts_with("1\nlast "), "delivered, and when");
+    assert_eq!(browser.find(&format!("tr[data-stream=\"{stream}\"] td.backlog")).text(), "0");
+    assert!(
+        browser.find(&format!("tr[data-stream=\"{stream}\"] td.delivered")).text().starts_with("1\nlast "),
+        "delivered, and when"
+    );
     for (width, suffix) in [(1400, ""), (360, "-360")] {
         if width == 360 {
             browser.phone(360, 740);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use provisiond::config::{SignatureAlgorithm, Ssf};
 use provisiond::domain::events::ReceiverState;
 use provisiond::domain::operators::Role;
-use provisiond::store::streams::StreamRow;
-use serde_json::json;
+use provisiond::domain::streams::{POLL, PUSH};
+use provisiond::domain::tokens::Scope;
+use serde_json::{json, Value};
 
 use crate::console::{browser, header, services, Console, Page};
 use crate::helpers::TestApp;
@@ -107,53 +108,35 @@ fn console_events_lists_a_webhook_with_its_backlog_and_last_error_while_its_rece
     assert_eq!(receiver.received().len(), 2);
 }
 
-/// A stream row as a receiver's `POST /ssf/streams` would have made it.
-fn stream(id: &str, push_to: Option<&str>, description: &str, status: &str, reason: Option<&str>) -> StreamRow {
-    let now = chrono::Utc::now().naive_utc();
-    let events = json!([provisiond::events::set::CREDENTIAL_CHANGE]).to_string();
-    StreamRow {
-        id: id.into(),
-        owner: Some("<b>robot</b>".into()),
-        audience: json!(["https://receiver.example"]).to_string(),
-        events_requested: events.clone(),
-        events_delivered: events,
-        delivery_method: if push_to.is_some() { provisiond::domain::streams::PUSH } else { provisiond::domain::streams::POLL }
-            .into(),
-        endpoint_url: push_to.map(str::to_string),
-        authorization_header: None,
-        subject_format: "iss_sub".into(),
-        description: Some(description.into()),
-        status: status.into(),
-        status_reason: reason.map(str::to_string),
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-/// A pushed stream, enabled, for the credential changes.
-pub(crate) fn push_stream(id: &str, description: &str, url: &str) -> StreamRow {
-    StreamRow { owner: Some("okta".into()), ..stream(id, Some(url), description, "enabled", None) }
-}
-
-/// `[ssf]`, so that streams are signed for and pushed to.
+/// `[ssf]`, so that receivers can create streams and be pushed to; retries after at most 1 s.
 pub(crate) fn with_ssf(c: &mut provisiond::config::Config) {
     c.ssf = Some(Ssf {
         issuer: "https://idp.example".into(),
         key_file: c.mfa.key_file.with_file_name("keys/ssf.pem"),
         algorithm: SignatureAlgorithm::Es256,
         previous_key_files: Vec::new(),
-    })
+    });
+    c.events.max_backoff = 1;
+}
+
+/// A token of scope `ssf` named `name`, as an administrator gives a receiver.
+pub(crate) fn ssf_token(app: &TestApp, name: &str) -> String {
+    services(app).tokens.create(name, &[Scope::Ssf]).unwrap().expose().to_string()
+}
+
+/// Creates a stream through `POST /ssf/streams` with `token` (for the credential changes,
+/// with `fields` added); its id.
+pub(crate) fn create_stream(app: &TestApp, token: &str, fields: Value) -> String {
+    let mut body = json!({"aud": "https://rp.example", "events_requested": [provisiond::events::set::CREDENTIAL_CHANGE]});
+    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    let r = app.call_with("POST", "/ssf/streams", Some(&body), &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["stream_id"].as_str().unwrap().to_string()
 }
 
 /// `http://user:hunter2@host…`.
 fn with_password(url: &str) -> String {
     url.replacen("http://", "http://user:hunter2@", 1)
-}
-
-pub(crate) fn insert_streams(app: &TestApp, rows: &[StreamRow]) {
-    let pool = provisiond::app::open_database(&app.config).unwrap();
-    let mut conn = pool.get().unwrap();
-    provisiond::store::write_tx(&mut conn, |tx| rows.iter().try_for_each(|r| provisiond::store::streams::insert(tx, r))).unwrap();
 }
 
 #[test]
@@ -172,49 +155,56 @@ fn console_events_shows_streams_with_the_refusal_of_a_receiver_as_text_and_how_t
     drop(app);
 
     // With [ssf]: a pushed stream whose receiver refuses every SET with markup in its reason,
-    // and a paused polled one whose receiver wrote markup in its description.
+    // and a polled one, paused, whose receiver wrote markup in its description and reason.
     let app = TestApp::spawn_with(with_ssf);
     let admin = Console::sign_in(&app, "alice", Role::Admin);
     let page = admin.get("/console/events");
     assert!(page.body.contains("A receiver creates one with <code>POST /ssf/streams</code>"), "{}", page.body);
     let receiver = Receiver::start();
     receiver.answer(400, r#"{"err": "invalid_request", "description": "<script>alert(2)</script>"}"#);
-    let hostile = "<script>alert(1)</script>";
-    insert_streams(
+    let push_url = with_password(&receiver.url("/events?a=1&b=2"));
+    let okta = ssf_token(&app, "okta-rp");
+    let push = create_stream(
         &app,
-        &[
-            stream("s-push", Some(&with_password(&receiver.url("/events?a=1&b=2"))), "Okta's push", "enabled", None),
-            stream("s-poll", None, hostile, "paused", Some("<img src=x onerror=alert(3)>")),
-        ],
+        &okta,
+        json!({"description": "Okta's push", "delivery": {"method": PUSH, "endpoint_url": push_url, "authorization_header": "Bearer receiver-secret"}}),
     );
+    let hostile = "<script>alert(1)</script>";
+    let poll = create_stream(&app, &app.token, json!({"description": hostile, "delivery": {"method": POLL}}));
+    let paused =
+        app.post("/ssf/status", &json!({"stream_id": poll, "status": "paused", "reason": "<img src=x onerror=alert(3)>"}));
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
     reset_new_user(&app, "ada");
-    let state = wait_for_state(&app, "stream:s-push", "the refusal", |s| s.dropped == 1);
+    let state = wait_for_state(&app, &format!("stream:{push}"), "the refusal", |s| s.dropped == 1);
     assert_eq!(state.last_error.as_deref(), Some("HTTP 400 invalid_request: <script>alert(2)</script>"));
+    wait_for_state(&app, &format!("stream:{poll}"), "its event owed", |s| s.backlog == 1);
 
     let page = admin.get("/console/events");
     assert!(!page.body.contains("<script>alert") && !page.body.contains("<img src=x"), "markup shown as text: {}", page.body);
-    let push = row(&page, "stream", "s-push");
+    assert!(!page.body.contains("receiver-secret"), "a stream's authorization header is never shown");
+    let pushed = row(&page, "stream", &push);
     // Its URL with the password in it hidden.
-    let shown = with_password(&receiver.url("/events?a=1&b=2")).replace("hunter2", "***");
-    assert!(push.contains(&format!("push to {}", escaped(&shown))), "{push}");
     assert!(!page.body.contains("hunter2"));
-    assert!(push.contains(&escaped("Okta's push")) && push.contains(&escaped("<b>robot</b>")), "{push}");
-    assert!(push.contains("<span class=\"event-type\" title=\"https://schemas.openid.net/secevent/caep/event-type/credential-change\">credential-change</span>"), "{push}");
-    assert!(push.contains("status-stream-enabled\">enabled</span>"), "{push}");
-    assert_eq!((cell(push, "number backlog"), cell(push, "number dropped")), ("0", "1"), "{push}");
+    assert!(pushed.contains(&format!("push to {}", escaped(&push_url.replace("hunter2", "***")))), "{pushed}");
+    assert!(pushed.contains(&escaped("Okta's push")) && pushed.contains("<td>okta-rp</td>"), "{pushed}");
     assert!(
-        cell(push, "last-error problem-cell").contains(&escaped("HTTP 400 invalid_request: <script>alert(2)</script>")),
-        "{push}"
+        pushed.contains("<span class=\"event-type\" title=\"https://schemas.openid.net/secevent/caep/event-type/credential-change\">credential-change</span>"),
+        "{pushed}"
     );
-    // The paused stream keeps its event until it is enabled again.
-    let poll = row(&page, "stream", "s-poll");
-    assert!(poll.contains("<td class=\"url\">poll</td>") && poll.contains(&escaped(hostile)), "{poll}");
+    assert!(pushed.contains("status-stream-enabled\">enabled</span>"), "{pushed}");
+    assert_eq!((cell(pushed, "number backlog"), cell(pushed, "number dropped")), ("0", "1"), "{pushed}");
     assert!(
-        poll.contains("status-stream-paused\">paused</span>") && poll.contains(&escaped("<img src=x onerror=alert(3)>")),
-        "{poll}"
+        cell(pushed, "last-error problem-cell").contains(&escaped("HTTP 400 invalid_request: <script>alert(2)</script>")),
+        "{pushed}"
     );
-    wait_for_state(&app, "stream:s-poll", "its event owed", |s| s.backlog == 1);
-    let poll_page = admin.get("/console/events");
-    let poll = row(&poll_page, "stream", "s-poll");
-    assert_eq!((cell(poll, "number backlog"), cell(poll, "last-error")), ("1", "—"), "{poll}");
+    // The paused stream keeps its event until it is enabled again; it polls at its own endpoint.
+    let polled = row(&page, "stream", &poll);
+    assert!(polled.contains(&format!("poll at https://idp.example/ssf/poll/{poll}")), "{polled}");
+    assert!(
+        polled.contains(&escaped(hostile)) && polled.contains("<td><span class=\"hint\">an admin token</span></td>"),
+        "{polled}"
+    );
+    assert!(polled.contains("status-stream-paused\">paused</span>"), "{polled}");
+    assert!(polled.contains(&escaped("<img src=x onerror=alert(3)>")), "{polled}");
+    assert_eq!((cell(polled, "number backlog"), cell(polled, "last-error")), ("1", "—"), "{polled}");
 }
