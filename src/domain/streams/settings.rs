@@ -2,6 +2,7 @@
 //! supplies, their bounds, and the row they make.
 
 use super::*;
+
 /// Bounds on what a receiver sends: description and reasons, URLs and audiences, list lengths,
 /// the authorization header.
 pub(super) const MAX_TEXT: usize = 1000;
