@@ -468,9 +468,14 @@ impl Serve {
     /// Starts the daemon and waits until `probe` answers 200 (`/healthz`: up, whether or not it
     /// is ready).
     pub fn start_until(app: &TestApp, cli: &Cli, probe: &str) -> Serve {
+        Self::start_on(&cli.config, &app.token, probe)
+    }
+
+    /// The daemon on the configuration file `config`, calling with `token`.
+    pub fn start_on(config: &std::path::Path, token: &str, probe: &str) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(BIN)
-            .args(["--config", cli.config.to_str().unwrap(), "serve"])
+            .args(["--config", config.to_str().unwrap(), "serve"])
             .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .spawn()
             .unwrap();
@@ -481,7 +486,20 @@ impl Serve {
             agent.get(format!("{base}{probe}")).call().is_ok_and(|r| r.status() == 200)
         });
         assert!(up, "daemon did not answer {probe}");
-        Serve { child, base, agent, auth: format!("Bearer {}", app.token) }
+        Serve { child, base, agent, auth: format!("Bearer {token}") }
+    }
+
+    /// `method path` with a JSON body and the token: status and JSON answer (Null when none).
+    pub fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/scim+json")
+            .body(body.to_string())
+            .unwrap();
+        let mut r = self.agent.run(request).unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))
     }
 
     /// `POST /api/v1/sync/runs`.

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{TestApp, TestDb};
 use crate::receiver::{Received, Receiver};
+use crate::sync::Serve;
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 
@@ -174,57 +175,6 @@ fn a_receiver_down_for_30_seconds_gets_every_event_after_it_returns_in_order_and
     assert_eq!(receiver.received().len(), 6, "nothing sent again after it was taken");
 }
 
-/// The real daemon (`provisiond serve`) on `config`, on a free port, with a token of its own.
-struct Daemon {
-    child: std::process::Child,
-    base: String,
-    auth: String,
-    agent: ureq::Agent,
-}
-
-impl Daemon {
-    fn start(config: &std::path::Path, token: &str) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(BIN)
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .spawn()
-            .unwrap();
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-        let base = format!("http://127.0.0.1:{port}");
-        let up = (0..400).any(|_| {
-            std::thread::sleep(Duration::from_millis(25));
-            agent.get(format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200)
-        });
-        assert!(up, "the daemon did not become ready");
-        Daemon { child, base, auth: format!("Bearer {token}"), agent }
-    }
-
-    fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
-        let request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .header("Content-Type", "application/scim+json")
-            .body(body.to_string())
-            .unwrap();
-        let mut r = self.agent.run(request).unwrap();
-        (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))
-    }
-
-    /// SIGKILL: nothing is recorded or released.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[test]
 fn an_event_committed_before_the_daemon_is_killed_is_delivered_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +203,7 @@ fn an_event_committed_before_the_daemon_is_killed_is_delivered_after_the_restart
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
 
-    let mut daemon = Daemon::start(&config, &token);
+    let mut daemon = Serve::start_on(&config, &token, "/readyz");
     let (status, created) =
         daemon.send("POST", "/scim/v2/Users", &json!({"schemas": [crate::helpers::USER_SCHEMA], "userName": "crash"}));
     assert_eq!(status, 201, "{created}");
@@ -269,7 +219,7 @@ fn an_event_committed_before_the_daemon_is_killed_is_delivered_after_the_restart
     assert!(receiver.received().is_empty());
 
     receiver.answer(204, "");
-    let _daemon = Daemon::start(&config, &token);
+    let _daemon = Serve::start_on(&config, &token, "/readyz");
     let got = receiver.wait_for(1, Duration::from_secs(10));
     assert_eq!(user_names(&got), ["crash"], "delivered once after the restart");
     let payload = verify(&secret, &got[0]).unwrap();
