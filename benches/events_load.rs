@@ -262,6 +262,7 @@ fn undispatched(conn: &mut store::DbConn) -> i64 {
 /// One round with receivers.
 struct Delivered {
     wall: Duration,
+    split: Split,
     reset_cpu: f64,
     /// From the reset's answer until the 10,000th SET / webhook post arrived.
     set_tail: Duration,
@@ -283,6 +284,7 @@ struct Summary {
     backend: String,
     baseline: Vec<Duration>,
     baseline_cpu: Vec<f64>,
+    baseline_split: Vec<Split>,
     rounds: Vec<Delivered>,
     connections: usize,
 }
@@ -310,7 +312,7 @@ fn measure(backend: &str, o: &Options) -> Summary {
     let pool = provisiond::app::open_database(&setup.config).expect("database");
 
     // Baseline: no receivers.
-    let (mut baseline, mut baseline_cpu) = (Vec::new(), Vec::new());
+    let (mut baseline, mut baseline_cpu, mut baseline_split) = (Vec::new(), Vec::new(), Vec::new());
     {
         let daemon = Daemon::start(&setup.config_file, &base, &agent);
         let pid = daemon.0.id();
@@ -320,6 +322,7 @@ fn measure(backend: &str, o: &Options) -> Summary {
             println!("  {}", split.describe(wall));
             baseline.push(wall);
             baseline_cpu.push(cpu);
+            baseline_split.push(split);
             // Its events dispatched (to nobody) before the next, as they would be with receivers.
             wait_dispatched(&mut pool.get().expect("connection"));
         }
@@ -398,6 +401,7 @@ fn measure(backend: &str, o: &Options) -> Summary {
         let (set_last, webhook_last) = (sets.last.unwrap(), webhooks.last.unwrap());
         let d = Delivered {
             wall,
+            split,
             reset_cpu,
             set_tail: set_last.saturating_duration_since(answered),
             webhook_tail: webhook_last.saturating_duration_since(answered),
@@ -428,7 +432,14 @@ fn measure(backend: &str, o: &Options) -> Summary {
     let (hwm, rss) = daemon.memory_mb();
     println!("daemon memory: peak RSS {hwm:.1} MB, RSS {rss:.1} MB");
     drop(daemon);
-    Summary { backend: backend.into(), baseline, baseline_cpu, rounds, connections: receiver.connections.load(Ordering::SeqCst) }
+    Summary {
+        backend: backend.into(),
+        baseline,
+        baseline_cpu,
+        baseline_split,
+        rounds,
+        connections: receiver.connections.load(Ordering::SeqCst),
+    }
 }
 
 fn wait_dispatched(conn: &mut store::DbConn) {
@@ -477,6 +488,37 @@ fn main() {
             rate(|d| d.set_rate),
             rate(|d| d.webhook_rate),
             ms(fastest(|d| d.total)),
+        );
+    }
+    println!(
+        "\nThe box's other load shows as the reset thread waiting for a CPU; without that wait (its time on a CPU plus \
+         its time blocked, on the writer's turn or I/O), best and median of the rounds:\n"
+    );
+    println!("| backend | no receivers, best / median | with receivers, best / median | ratio of the bests | ratio of the medians | without the wait for a CPU: no receivers | with | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &summaries {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let walls = |v: Vec<Duration>| v.into_iter().map(ms).collect::<Vec<f64>>();
+        let (base, with) = (walls(s.baseline.clone()), walls(s.rounds.iter().map(|d| d.wall).collect()));
+        let own = |wall: Duration, split: &Split| ms(wall) - split.reset_queued * 1000.0;
+        let base_own: Vec<f64> = s.baseline.iter().zip(&s.baseline_split).map(|(w, sp)| own(*w, sp)).collect();
+        let with_own: Vec<f64> = s.rounds.iter().map(|d| own(d.wall, &d.split)).collect();
+        println!(
+            "| {} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {:.2} | {:.2} | {:.0} ms | {:.0} ms | {:.2} |",
+            s.backend,
+            best(&base),
+            median(base.clone()),
+            best(&with),
+            median(with.clone()),
+            best(&with) / best(&base),
+            median(with.clone()) / median(base.clone()),
+            best(&base_own),
+            best(&with_own),
+            best(&with_own) / best(&base_own),
         );
     }
     for s in &summaries {
