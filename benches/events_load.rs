@@ -315,9 +315,9 @@ fn measure(backend: &str, o: &Options) -> Summary {
         .new_agent();
     let pool = provisiond::app::open_database(&setup.config).expect("database");
     if backend == "postgres" {
-        // Statistics for the tables the preload filled, as autovacuum would gather them a little
-        // later: without them the first daemon's cached plans are those of empty tables (a reset
-        // of 10,000 took 12 s against 5-8 s after the restart), and the baseline would be unfair.
+        // Statistics for the tables the preload filled, as autovacuum gathers them a little later
+        // in production (it made no difference measured here: the slow baseline on PostgreSQL was
+        // idle cores waking up, see --busy).
         diesel::sql_query("ANALYZE").execute(&mut pool.get().expect("connection")).expect("ANALYZE");
     }
 
