@@ -183,6 +183,25 @@ impl Outbox {
         Ok(store::write_tx(&mut conn, |tx| outbox::claim_head(tx, receiver, me, limit, now, now + lease))?)
     }
 
+    /// Records that the receiver has `sent` (as [`Outbox::delivered`]) and claims the next
+    /// messages (as [`Outbox::claim`]) in one transaction: a sender's two writes per batch in one.
+    /// Returns how many of `sent` were still owed, and the claimed messages.
+    pub fn delivered_and_claim(
+        &self,
+        receiver: &str,
+        sent: &[&str],
+        me: &str,
+        limit: i64,
+        lease: chrono::Duration,
+    ) -> Result<(usize, Vec<Owed>)> {
+        let mut conn = self.pool.get()?;
+        let now = self.now();
+        Ok(store::write_tx(&mut conn, |tx| {
+            let gone = if sent.is_empty() { 0 } else { outbox::delivered(tx, receiver, sent, now)? };
+            Ok::<_, store::Error>((gone, outbox::claim_head(tx, receiver, me, limit, now, now + lease)?))
+        })?)
+    }
+
     /// The receiver has these messages; returns how many were still owed.
     pub fn delivered(&self, receiver: &str, jtis: &[&str]) -> Result<usize> {
         let mut conn = self.pool.get()?;

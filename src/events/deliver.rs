@@ -228,30 +228,40 @@ fn dispatch_round(shared: &Shared, known: &mut Vec<String>) -> crate::domain::Re
 /// Sends `receiver`'s messages until it is no longer one we push to or the daemon stops.
 fn send_loop(shared: Arc<Shared>, receiver: String) {
     let lease = Duration::from_secs(30 + 2 * shared.settings.timeout);
+    let lease_until = chrono::Duration::from_std(lease).expect("small");
+    // Posted but not yet recorded: recorded in the transaction that claims the next batch.
+    let mut sent: Vec<String> = Vec::new();
     while !shared.stopping() {
-        let Some(target) = shared.target(&receiver) else { return };
+        let Some(target) = shared.target(&receiver) else { break };
         let claimed_at = Instant::now();
-        let claimed =
-            match shared.outbox.claim(&receiver, &shared.me, CLAIM_BATCH, chrono::Duration::from_std(lease).expect("small")) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, receiver, "events: claiming failed; trying again shortly");
-                    shared.nap(ROUND);
-                    continue;
+        let jtis: Vec<&str> = sent.iter().map(String::as_str).collect();
+        let claimed = match shared.outbox.delivered_and_claim(&receiver, &jtis, &shared.me, CLAIM_BATCH, lease_until) {
+            Ok((n, claimed)) => {
+                if n > 0 {
+                    METRICS.events_delivered.with_label_values(&[&receiver]).inc_by(n as u64);
                 }
-            };
+                sent.clear();
+                claimed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, receiver, "events: claiming failed; trying again shortly");
+                // What was sent is recorded on its own (sent again later if that fails too).
+                record_sent(&shared, &receiver, &mut sent);
+                shared.nap(ROUND);
+                continue;
+            }
+        };
         if claimed.is_empty() {
             shared.nap(ROUND);
             continue;
         }
-        let mut sent: Vec<&str> = Vec::new();
         for owed in &claimed {
             // Within the lease, with room for one more post: the rest is claimed again at once.
             if shared.stopping() || claimed_at.elapsed() + Duration::from_secs(shared.settings.timeout + 5) > lease {
                 break;
             }
             match send(&shared, &target, owed) {
-                Ok(()) => sent.push(&owed.jti),
+                Ok(()) => sent.push(owed.jti.clone()),
                 Err(failure) => {
                     record_sent(&shared, &receiver, &mut sent);
                     let retry = record_failure(&shared, &receiver, owed, failure);
@@ -262,15 +272,16 @@ fn send_loop(shared: Arc<Shared>, receiver: String) {
                 }
             }
         }
-        record_sent(&shared, &receiver, &mut sent);
     }
+    record_sent(&shared, &receiver, &mut sent);
 }
 
-fn record_sent(shared: &Shared, receiver: &str, sent: &mut Vec<&str>) {
+fn record_sent(shared: &Shared, receiver: &str, sent: &mut Vec<String>) {
     if sent.is_empty() {
         return;
     }
-    match shared.outbox.delivered(receiver, sent) {
+    let jtis: Vec<&str> = sent.iter().map(String::as_str).collect();
+    match shared.outbox.delivered(receiver, &jtis) {
         Ok(n) => METRICS.events_delivered.with_label_values(&[receiver]).inc_by(n as u64),
         // Sent but not recorded: sent again later (at least once; the id tells the receiver).
         Err(e) => tracing::warn!(error = %e, receiver, "events: recording deliveries failed"),

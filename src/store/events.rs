@@ -113,7 +113,10 @@ pub fn forget_webhooks_except(tx: &mut Tx, names: &[&str]) -> Result<()> {
 /// instance is dispatching are skipped (`FOR UPDATE SKIP LOCKED`).
 pub fn dispatch(tx: &mut Tx, limit: i64, now: NaiveDateTime, wants: &dyn Fn(&EventRow) -> Vec<Message>) -> Result<usize> {
     let conn = tx.conn();
-    let query = events::table.filter(events::dispatched.eq(false)).order(events::id).limit(limit);
+    // `NOT dispatched`, the partial index's own condition: `dispatched = ?` (or `= false`) does not
+    // match it, and the query then walked every event kept for `events.max_age` on each round,
+    // dispatched ones first (the oldest ids), inside the write transaction.
+    let query = events::table.filter(diesel::dsl::not(events::dispatched)).order(events::id).limit(limit);
     let found: Vec<EventRow> = match conn {
         DbConn::Pg(pg) => query.select(EventRow::as_select()).for_update().skip_locked().load(pg)?,
         DbConn::Sqlite(c) => query.select(EventRow::as_select()).load(c)?,
