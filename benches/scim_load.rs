@@ -44,6 +44,15 @@ fn main() {
     let pick = |rng: &mut SmallRng| &ids[rng.random_range(0..ids.len())];
     let created = AtomicUsize::new(n);
     let scenarios = [
+        // The framework's floor measured by the same client: a route that does nothing (no token,
+        // no database). The others are judged against it and against GET by id (issue 18).
+        Scenario {
+            name: "no-op GET /healthz",
+            expect: 200,
+            make: Box::new(|_| Call { method: "GET", path: "/healthz".into(), body: None, want: String::new() }),
+            check: |doc, _| doc["status"] == "ok",
+            aim: None,
+        },
         Scenario {
             name: "filter userName eq",
             expect: 200,
@@ -113,6 +122,21 @@ fn main() {
         args.seconds, args.concurrency
     );
     print_table(&outcomes, &scenarios);
+    print_ratios(&outcomes);
     println!("\npreload (in-process, {PRELOAD_THREADS} threads): {preload_rate:.0} users/s ({:.1} s)", took.as_secs_f64());
     println!("daemon memory (the first instance): peak RSS (VmHWM) {peak:.1} MB, RSS at end {rss:.1} MB, RSS when ready {idle_rss:.1} MB");
+}
+
+/// Each scenario's rate against the no-op route's and against GET by id's of the same run, with
+/// issue 18's aims.
+fn print_ratios(outcomes: &[support::Outcome]) {
+    let rate = |i: usize| outcomes[i].rate();
+    let (noop, filter, get, page, patch, post) = (rate(0), rate(1), rate(2), rate(3), rate(4), rate(5));
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!("\nratios in this run (issue 18's aims):");
+    println!("  GET by id / no-op          {:.2}  (aim ≥ 0.50: {})", get / noop, verdict(get / noop >= 0.5));
+    println!("  filter userName / no-op    {:.2}  (aim ≥ 0.50: {})", filter / noop, verdict(filter / noop >= 0.5));
+    println!("  POST / GET by id           {:.2}  (aim ≥ 0.30: {})", post / get, verdict(post / get >= 0.3));
+    println!("  PATCH / GET by id          {:.2}  (aim ≥ 0.30: {})", patch / get, verdict(patch / get >= 0.3));
+    println!("  page of 100 / GET by id    {:.3} (aim ≥ 0.10: {})", page / get, verdict(page / get >= 0.1));
 }
