@@ -354,6 +354,21 @@ fn pages_of_links_and_groups_at_desktop_and_phone_width() {
         assert!(scroll <= width as f64 + 1.0, "events at {width}: {scroll} px wide");
     }
     browser.desktop();
+    // The Tokens page offers the Shared Signals receivers' scope, labelled like the others.
+    browser.find("nav a[href=\"/console/tokens\"]").click();
+    browser.wait_text("h1", "Tokens");
+    let ssf = browser.find("input[name=scope][value=ssf]");
+    assert_eq!(ssf.attribute("type").as_deref(), Some("checkbox"));
+    assert!(browser.find_all("label.check").iter().any(|l| l.text().starts_with("ssf: Shared Signals receivers")));
+    for (width, suffix) in [(1400, ""), (360, "-360")] {
+        if width == 360 {
+            browser.phone(360, 740);
+        }
+        shoot(&browser, &format!("tokens{suffix}"));
+        let scroll = browser.execute("return document.documentElement.scrollWidth;", &[]).as_f64().unwrap();
+        assert!(scroll <= width as f64 + 1.0, "tokens at {width}: {scroll} px wide");
+    }
+    browser.desktop();
     // The dead link's page answers 410 on purpose; anything else is a problem.
     let problems: Vec<String> =
         console_problems(&browser).into_iter().filter(|p| !p.contains("/enrol/0000") || !p.contains("410")).collect();
