@@ -49,7 +49,7 @@ impl Queue {
         let s = state.unwrap_or(&empty);
         Queue {
             backlog: s.backlog,
-            oldest_age: s.oldest.filter(|_| s.backlog > 0).map(|t| age(now - t)).unwrap_or_default(),
+            oldest_age: s.waiting(now).map(age).unwrap_or_default(),
             oldest_at: s.oldest.map(time).unwrap_or_default(),
             delivered: s.delivered,
             last_delivered: s.last_delivered_at.map(time).unwrap_or_default(),

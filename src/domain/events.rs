@@ -176,16 +176,9 @@ impl Outbox {
         Ok(store::write_tx(&mut conn, |tx| outbox::forget_webhooks_except(tx, names))?)
     }
 
-    /// Claims for `lease` up to `limit` messages at the head of `receiver`'s queue.
-    pub fn claim(&self, receiver: &str, me: &str, limit: i64, lease: chrono::Duration) -> Result<Vec<Owed>> {
-        let mut conn = self.pool.get()?;
-        let now = self.now();
-        Ok(store::write_tx(&mut conn, |tx| outbox::claim_head(tx, receiver, me, limit, now, now + lease))?)
-    }
-
-    /// Records that the receiver has `sent` (as [`Outbox::delivered`]) and claims the next
-    /// messages (as [`Outbox::claim`]) in one transaction: a sender's two writes per batch in one.
-    /// Returns how many of `sent` were still owed, and the claimed messages.
+    /// Records that the receiver has `sent` (as [`Outbox::delivered`]) and claims, for `lease`,
+    /// up to `limit` messages at the head of its queue, in one transaction: a sender's two
+    /// writes per batch in one. Returns how many of `sent` were still owed, and the claimed.
     pub fn delivered_and_claim(
         &self,
         receiver: &str,

@@ -37,7 +37,7 @@ impl Stats {
             receivers: crate::store::events::receivers(&mut conn)?
                 .into_iter()
                 .map(|r| {
-                    let age = r.oldest.map_or(0, |t| (chrono::Utc::now().naive_utc() - t).num_seconds().max(0));
+                    let age = r.waiting(chrono::Utc::now().naive_utc()).map_or(0, |d| d.num_seconds());
                     (r.receiver, r.backlog, age)
                 })
                 .collect(),

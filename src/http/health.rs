@@ -62,7 +62,7 @@ fn receivers(states: &[crate::domain::events::ReceiverState]) -> serde_json::Val
     states
         .iter()
         .map(|r| {
-            let age = r.oldest.map(|t| (now - t).num_seconds().max(0));
+            let age = r.waiting(now).map(|d| d.num_seconds());
             let detail = json!({"backlog": r.backlog, "oldestAgeSeconds": age, "delivered": r.delivered,
                                 "dropped": r.dropped, "lastError": r.last_error});
             (r.receiver.clone(), detail)

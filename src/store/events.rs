@@ -73,6 +73,13 @@ pub struct ReceiverState {
     pub last_delivered_at: Option<NaiveDateTime>,
 }
 
+impl ReceiverState {
+    /// How long the oldest event still owed has waited at `now`; none when nothing is owed.
+    pub fn waiting(&self, now: NaiveDateTime) -> Option<chrono::Duration> {
+        self.oldest.filter(|_| self.backlog > 0).map(|t| (now - t).max(chrono::Duration::zero()))
+    }
+}
+
 /// Writes events in the caller's transaction, one statement each as the audit rows are.
 pub fn insert(tx: &mut Tx, new: &[NewEvent<'_>]) -> Result<()> {
     let conn = tx.conn();
@@ -352,9 +359,4 @@ pub fn receivers(conn: &mut DbConn) -> Result<Vec<ReceiverState>> {
             }
         })
         .collect())
-}
-
-/// Events about `user_id`, oldest first (tests and the console).
-pub fn of_user(conn: &mut DbConn, user_id: &str) -> Result<Vec<EventRow>> {
-    Ok(events::table.filter(events::user_id.eq(user_id)).order(events::id).select(EventRow::as_select()).load(conn)?)
 }
