@@ -318,7 +318,7 @@ fn measure(backend: &str, o: &Options) -> Summary {
         // Statistics for the tables the preload filled, as autovacuum gathers them a little later
         // in production (it made no difference measured here: the slow baseline on PostgreSQL was
         // idle cores waking up, see --busy).
-        diesel::sql_query("ANALYZE").execute(&mut pool.get().expect("connection")).expect("ANALYZE");
+        diesel::sql_query("ANALYZE").execute(&mut *pool.get().expect("connection")).expect("ANALYZE");
     }
 
     // Baseline: no receivers.

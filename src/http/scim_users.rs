@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::scim_io::{actor, base_url, blocking, if_match, method_not_allowed, projection, query_pairs, read_json, scim_json};
 use super::AppState;
 use crate::domain::groups::Membership;
-use crate::domain::users::StoredUser;
+use crate::domain::users::{StoredUser, Users};
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
@@ -79,12 +79,36 @@ pub(crate) async fn rendered(
     Ok(users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), base, projection)).collect())
 }
 
-/// A single-resource response with its `ETag` (and `Location` on 201).
-async fn single(state: &AppState, req: &HttpRequest, status: StatusCode, user: &StoredUser) -> Reply {
-    let base = base_url(state, req);
+/// Runs `op` (a read or a write of one user) and reads the groups the answer shows, in one trip
+/// to the blocking pool: every trip is a hand-over between threads, which costs a single GET as
+/// much as its queries.
+async fn one_user(
+    state: &AppState,
+    projection: &Projection,
+    op: impl FnOnce(&Users) -> crate::domain::Result<StoredUser> + Send + 'static,
+) -> Result<(StoredUser, Vec<Membership>), ScimError> {
+    let (users, groups) = (state.users.clone(), state.groups.clone());
+    let shown = projection.shows(&USER_RESOURCE, "groups");
+    blocking(move || {
+        let user = op(&users)?;
+        let mut of_user = if shown { groups.memberships(std::slice::from_ref(&user.id))? } else { HashMap::new() };
+        let memberships = of_user.remove(&user.id).unwrap_or_default();
+        Ok::<_, crate::domain::Error>((user, memberships))
+    })
+    .await
+}
+
+/// A single-resource response with its `ETag` (and `Location` on 201), from `op` (see [`one_user`]).
+async fn single(
+    state: &AppState,
+    req: &HttpRequest,
+    status: StatusCode,
+    op: impl FnOnce(&Users) -> crate::domain::Result<StoredUser> + Send + 'static,
+) -> Reply {
     let projection = projection(req);
-    let groups = memberships(state, &[user], &projection).await?;
-    let doc = render(user, groups.get(&user.id).map(Vec::as_slice).unwrap_or_default(), &base, &projection);
+    let (user, groups) = one_user(state, &projection, op).await?;
+    let base = base_url(state, req);
+    let doc = render(&user, &groups, &base, &projection);
     let mut resp = scim_json(status, &doc);
     let etag = format!("W/\"{}\"", user.version);
     let headers = resp.headers_mut();
@@ -101,31 +125,30 @@ async fn single(state: &AppState, req: &HttpRequest, status: StatusCode, user: &
 async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
     resource::check_schemas(&USER_RESOURCE, &body)?;
-    let (users, actor) = (state.users.clone(), actor(&req));
-    let user = blocking(move || users.create(&body, crate::domain::users::Source::Scim, &actor)).await?;
-    tracing::info!(user_id = %user.id, "user created via SCIM");
-    single(&state, &req, StatusCode::CREATED, &user).await
+    let actor = actor(&req);
+    single(&state, &req, StatusCode::CREATED, move |users| {
+        let user = users.create(&body, crate::domain::users::Source::Scim, &actor)?;
+        tracing::info!(user_id = %user.id, "user created via SCIM");
+        Ok(user)
+    })
+    .await
 }
 
 async fn get(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
-    let users = state.users.clone();
-    let user = blocking(move || users.get(&id)).await?;
-    single(&state, &req, StatusCode::OK, &user).await
+    single(&state, &req, StatusCode::OK, move |users| users.get(&id)).await
 }
 
 async fn replace(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
     resource::check_schemas(&USER_RESOURCE, &body)?;
-    let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
-    let user = blocking(move || users.replace(&id, &body, if_match.as_deref(), &actor)).await?;
-    single(&state, &req, StatusCode::OK, &user).await
+    let (if_match, actor) = (if_match(&req), actor(&req));
+    single(&state, &req, StatusCode::OK, move |users| users.replace(&id, &body, if_match.as_deref(), &actor)).await
 }
 
 async fn patch(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, payload: web::Payload) -> Reply {
     let body = read_json(&state, &req, payload).await?;
-    let (users, if_match, actor) = (state.users.clone(), if_match(&req), actor(&req));
-    let user = blocking(move || users.patch(&id, &body, if_match.as_deref(), &actor)).await?;
-    single(&state, &req, StatusCode::OK, &user).await
+    let (if_match, actor) = (if_match(&req), actor(&req));
+    single(&state, &req, StatusCode::OK, move |users| users.patch(&id, &body, if_match.as_deref(), &actor)).await
 }
 
 async fn delete(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {

@@ -24,7 +24,9 @@ pub mod user_search;
 pub mod user_sort;
 mod user_values;
 pub mod users;
+mod writer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -44,8 +46,53 @@ pub enum DbConn {
     Sqlite(diesel::SqliteConnection),
 }
 
-pub(crate) type Pool = r2d2::Pool<Manager>;
-pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
+/// The connections of a database and, for SQLite, its one writer (see [`writer`]).
+#[derive(Clone)]
+pub struct Pool {
+    conns: r2d2::Pool<Manager>,
+    writer: Option<Arc<writer::Writer>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("conns", &self.conns).field("writer", &self.writer.is_some()).finish()
+    }
+}
+
+impl Pool {
+    /// A connection, waiting for one for at most the pool's connection timeout.
+    pub fn get(&self) -> Result<PooledConn, r2d2::PoolError> {
+        Ok(PooledConn { conn: self.conns.get()?, writer: self.writer.clone() })
+    }
+
+    /// A connection, waiting for one for at most `wait`.
+    pub fn get_timeout(&self, wait: Duration) -> Result<PooledConn, r2d2::PoolError> {
+        Ok(PooledConn { conn: self.conns.get_timeout(wait)?, writer: self.writer.clone() })
+    }
+
+    pub fn state(&self) -> r2d2::State {
+        self.conns.state()
+    }
+}
+
+/// A connection of the pool. It reads like a connection; [`write_tx`] writes through it.
+pub struct PooledConn {
+    conn: r2d2::PooledConnection<Manager>,
+    writer: Option<Arc<writer::Writer>>,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        &mut self.conn
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -203,7 +250,9 @@ pub(crate) fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Re
         create_private(std::path::Path::new(path))?;
         sqlite_limits::set_limit(limits.statement_timeout);
     }
-    let pool = r2d2::Pool::builder()
+    let writer = matches!(target, DatabaseUrl::Sqlite(_))
+        .then(|| Arc::new(writer::Writer::new(Manager { target: target.clone(), statement_timeout: limits.statement_timeout })));
+    let conns = r2d2::Pool::builder()
         .max_size(pool_size)
         // A PostgreSQL connection whose server restarted or failed over fails every query,
         // and diesel does not notice it is dead: each checkout asks first (a round trip),
@@ -212,7 +261,7 @@ pub(crate) fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Re
         .test_on_check_out(target.is_postgres())
         .connection_timeout(limits.connect_timeout)
         .build(Manager { target, statement_timeout: limits.statement_timeout })?;
-    Ok(pool)
+    Ok(Pool { conns, writer })
 }
 
 /// Creates the SQLite database file (mode 0600) and its directory (0700) when missing, whatever
@@ -253,7 +302,6 @@ pub(crate) fn migrate(pool: &Pool, at: chrono::NaiveDateTime) -> Result<usize> {
         DbConn::Sqlite(c) => sqlite_limits::unlimited(|| {
             // WAL lets readers run beside the writer; it is a property of the database file.
             c.batch_execute("PRAGMA journal_mode = WAL;")?;
-            let _turn = sqlite_writer_turn();
             c.immediate_transaction(|c| Ok::<_, Failure>(c.run_pending_migrations(SQLITE_MIGRATIONS)?.len()))
         }),
         DbConn::Pg(c) => c.transaction(|c| {
@@ -280,12 +328,6 @@ pub(crate) fn migrate(pool: &Pool, at: chrono::NaiveDateTime) -> Result<usize> {
 
 /// PostgreSQL advisory lock key of migrations (arbitrary, application-wide).
 const MIGRATION_LOCK: i64 = 7_470_652_302;
-
-/// The turn of this process's SQLite writers (see [`write_tx`]).
-fn sqlite_writer_turn() -> std::sync::MutexGuard<'static, ()> {
-    static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A write transaction in progress. Domain services open it ([`write_tx`]) and pass it down:
 /// store functions that write take `&mut Tx`, so they cannot run outside one and begin none
@@ -321,35 +363,21 @@ impl Tx<'_> {
     }
 }
 
-/// Runs `f` in a transaction that writes; the only place a transaction begins.
+/// Runs `f` in a transaction that writes; the only place a transaction begins. It returns once
+/// the transaction has committed (or failed).
 ///
-/// SQLite has one writer at a time. The transaction begins IMMEDIATE: it takes the write lock
-/// at once, waiting for it under the busy timeout, instead of reading first and failing at once
-/// ("database is locked") when it must upgrade while another process writes. Writers of this
-/// process queue on a mutex, in order, instead of on SQLite's busy handler, whose sleeps make
-/// the slowest writes slower still; the busy timeout remains for writers of other processes
-/// (the command line). Not to be nested: inside a transaction, use [`Tx::savepoint`].
-pub fn write_tx<T, E>(conn: &mut DbConn, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E>
+/// PostgreSQL: a transaction on `conn`. SQLite has one writer at a time: the transaction runs on
+/// the database's writer connection ([`writer`]), which takes the write lock at once (`BEGIN
+/// IMMEDIATE`, waiting for writers of other processes, such as the command line, under the busy
+/// timeout) and may commit it together with the writes of other requests that queued meanwhile.
+/// Not to be nested: inside a transaction, use [`Tx::savepoint`].
+pub fn write_tx<T, E>(conn: &mut PooledConn, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E>
 where
     E: From<diesel::result::Error>,
 {
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    if !matches!(conn, DbConn::Sqlite(_)) {
-        return conn.transaction(|c| f(&mut Tx(c)));
-    }
-    let _turn = sqlite_writer_turn();
-    AnsiTransactionManager::begin_transaction_sql(sqlite(conn), "BEGIN IMMEDIATE")?;
-    match f(&mut Tx(conn)) {
-        Ok(value) => {
-            AnsiTransactionManager::commit_transaction(sqlite(conn))?;
-            Ok(value)
-        }
-        Err(e) => {
-            // A statement SQLite interrupted (the time limit) has rolled the transaction back
-            // already, and then the ROLLBACK fails: the answer is the original error.
-            let _ = AnsiTransactionManager::rollback_transaction(sqlite(conn));
-            Err(e)
-        }
+    match &conn.writer {
+        Some(writer) => writer.run(f),
+        None => conn.conn.transaction(|c| f(&mut Tx(c))),
     }
 }
 
@@ -407,4 +435,14 @@ pub(crate) fn ping(pool: &Pool, wait: Duration) -> Result<()> {
     let mut conn = pool.get_timeout(wait)?;
     conn.batch_execute("SELECT 1")?;
     Ok(())
+}
+
+/// A migrated, empty SQLite database in a temporary directory, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_database() -> (tempfile::TempDir, Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { connect_timeout: Duration::from_secs(5), statement_timeout: Duration::from_secs(10) };
+    let pool = connect(DatabaseUrl::Sqlite(dir.path().join("db").display().to_string()), 2, limits).unwrap();
+    migrate(&pool, chrono::NaiveDateTime::default()).unwrap();
+    (dir, pool)
 }

@@ -805,25 +805,9 @@ mod props {
         ]
     }
 
-    /// A migrated, empty SQLite database to run the compiled conditions on.
-    fn database() -> (tempfile::TempDir, crate::store::Pool) {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::store::connect(
-            crate::config::DatabaseUrl::Sqlite(dir.path().join("db").display().to_string()),
-            1,
-            crate::store::Limits {
-                connect_timeout: std::time::Duration::from_secs(5),
-                statement_timeout: std::time::Duration::from_secs(10),
-            },
-        )
-        .unwrap();
-        crate::store::migrate(&pool, chrono::NaiveDateTime::default()).unwrap();
-        (dir, pool)
-    }
-
     #[test]
     fn any_filter_compiles_to_sql_that_runs_or_to_invalid_filter() {
-        let (_dir, pool) = database();
+        let (_dir, pool) = crate::store::test_database();
         let conn = std::cell::RefCell::new(pool.get().unwrap());
         proptest!(config(1000), |(filter in any_filter())| {
             match compile(&schema::USER_RESOURCE, &filter) {

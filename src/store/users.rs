@@ -8,7 +8,7 @@ use super::mfa::Summary;
 use super::schema::{mfa_factors, user_values, users};
 use super::sql::Condition;
 use super::user_filter::SortKey;
-use super::user_values::{insert_values, search_values, ValueRow};
+use super::user_values::{insert_values, search_values, update_values, ValueRow};
 use super::{DbConn, Error, Result, Tx};
 
 super::text_enum::text_enum! {
@@ -328,8 +328,7 @@ pub(crate) fn update(
     if n == 0 {
         return Err(WriteError::VersionMismatch);
     }
-    diesel::delete(user_values::table.filter(user_values::user_id.eq(&current.id))).execute(conn)?;
-    insert_values(conn, &current.id, &body)?;
+    update_values(conn, &current.id, &current.body, &body)?;
     Ok(StoredUser { body, version: current.version + 1, updated_at: now, ..current })
 }
 

@@ -34,7 +34,7 @@ impl Runs {
     /// holds the lease row's lock).
     pub fn hold_feed_lease(&self, holder: &str, lease_for: chrono::Duration) -> DomainResult<Option<bool>> {
         let now = self.now();
-        let held = store::write_tx(&mut *self.conn()?, |tx| {
+        let held = store::write_tx(&mut self.conn()?, |tx| {
             Ok::<_, diesel::result::Error>(
                 stored::renew_lease(tx, FEED, holder, now + lease_for)?
                     || stored::take_lease(tx, FEED, holder, now, now + lease_for)?,
@@ -49,7 +49,7 @@ impl Runs {
 
     /// Gives the feed's lease up (another instance may stream at once).
     pub fn release_feed_lease(&self, holder: &str) -> DomainResult<()> {
-        Ok(store::write_tx(&mut *self.conn()?, |tx| stored::release_lease(tx, FEED, holder))?)
+        Ok(store::write_tx(&mut self.conn()?, |tx| stored::release_lease(tx, FEED, holder))?)
     }
 
     /// Where the feed for `scope` (the search it makes) resumes: a cookie given for another
@@ -77,7 +77,7 @@ impl Runs {
     /// Records why the feed stopped deactivating (until a full run succeeds).
     pub fn hold_feed(&self, reason: &str) -> DomainResult<()> {
         let now = self.now();
-        Ok(store::write_tx(&mut *self.conn()?, |tx| stored::set_held(tx, FEED, Some(reason), now))?)
+        Ok(store::write_tx(&mut self.conn()?, |tx| stored::set_held(tx, FEED, Some(reason), now))?)
     }
 
     /// Takes the sync's lease for one batch of the feed (not recorded yet: see

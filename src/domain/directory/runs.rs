@@ -64,7 +64,7 @@ impl Runs {
     /// asks, false for every other instance firing at the same tick, and false when another
     /// session holds the claim's row (it is someone else's tick either way).
     pub fn claim_tick(&self, kind: RunKind, tick: NaiveDateTime) -> DomainResult<bool> {
-        let claimed = store::write_tx(&mut *self.conn()?, |tx| stored::claim_tick(tx, kind.as_str(), tick));
+        let claimed = store::write_tx(&mut self.conn()?, |tx| stored::claim_tick(tx, kind.as_str(), tick));
         match claimed {
             Ok(claimed) => Ok(claimed),
             Err(e) if store::is_lock_timeout(&e) => Ok(false),

@@ -255,7 +255,7 @@ impl Session {
         // savepoints (each costs SQLite a statement journal); if anything fails, the batch is
         // rolled back and done again entry by entry with a savepoint each, so that only the
         // failing entries are lost.
-        let mut attempt = |conn: &mut store::DbConn, savepoints: bool| {
+        let mut attempt = |conn: &mut PooledConn, savepoints: bool| {
             store::write_tx(conn, |tx| {
                 // First (and as the write that takes the lock): still ours to run?
                 if !stored::renew_lease(tx, LEASE, run_id, lease_until)? {

@@ -71,7 +71,7 @@ impl Mfa {
     /// in the same transaction and may refuse it.
     pub(super) fn complete_enrolment(
         &self,
-        conn: &mut store::DbConn,
+        conn: &mut store::PooledConn,
         f: &factors::Factor,
         step: u64,
         at: NaiveDateTime,

@@ -283,7 +283,7 @@ impl Links {
 
     fn create_chunk(
         &self,
-        conn: &mut store::DbConn,
+        conn: &mut store::PooledConn,
         chunk: &[String],
         base: &str,
         ttl: Duration,
