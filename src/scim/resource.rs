@@ -234,6 +234,9 @@ impl Projection {
     /// Applies the projection to a rendered resource of type `rt`. `id` and `schemas` are always
     /// returned.
     pub(crate) fn apply(&self, rt: &ResourceType, resource: &mut Value) {
+        if self.attributes.is_empty() && self.excluded.is_empty() {
+            return;
+        }
         let Some(obj) = resource.as_object_mut() else { return };
         let relative = Relative {
             attributes: self.attributes.iter().map(|a| core_relative(a, rt.core.id)).collect(),

@@ -442,7 +442,7 @@ pub(crate) fn ping(pool: &Pool, wait: Duration) -> Result<()> {
 pub(crate) fn test_database() -> (tempfile::TempDir, Pool) {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits { connect_timeout: Duration::from_secs(5), statement_timeout: Duration::from_secs(10) };
-    let pool = connect(DatabaseUrl::Sqlite(dir.path().join("db").display().to_string()), 2, limits).unwrap();
+    let pool = connect(DatabaseUrl::Sqlite(dir.path().join("db").display().to_string()), 8, limits).unwrap();
     migrate(&pool, chrono::NaiveDateTime::default()).unwrap();
     (dir, pool)
 }
