@@ -375,10 +375,16 @@ pub fn write_tx<T, E>(conn: &mut PooledConn, f: impl FnOnce(&mut Tx) -> Result<T
 where
     E: From<diesel::result::Error>,
 {
-    match &conn.writer {
-        Some(writer) => writer.run(f),
-        None => conn.conn.transaction(|c| f(&mut Tx(c))),
+    let Some(writer) = conn.writer.clone() else { return conn.conn.transaction(|c| f(&mut Tx(c))) };
+    let written = writer.run(f);
+    if writer.checkpoint_due() {
+        // PASSIVE: copies what no reader still needs, never waits for a lock, and runs beside
+        // the writer; a failure leaves the pages in the WAL for the next one.
+        if let Err(e) = conn.conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; the next one will copy its pages");
+        }
     }
+    written
 }
 
 fn sqlite(conn: &mut DbConn) -> &mut diesel::SqliteConnection {

@@ -69,13 +69,13 @@ impl TryFrom<(Row, Summary)> for StoredUser {
     }
 }
 
+/// The columns a body sets. An attribute the body no longer has clears its column (NULL), and
+/// every write has the same shape, which keeps its prepared statement cached. The userName's
+/// key is set beside them (see [`update`]).
 #[derive(Insertable, AsChangeset)]
-#[diesel(table_name = users)]
+#[diesel(table_name = users, treat_none_as_null = true)]
 struct Columns<'a> {
     user_name: &'a str,
-    /// Left as it is (`None`) by an update that keeps the userName: a user kept apart under a
-    /// collision key (`reindex`) can then still be changed without being renamed.
-    user_name_key: Option<String>,
     external_id: Option<&'a str>,
     active: bool,
     body: String,
@@ -83,10 +83,8 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(body: &'a Map<String, Value>) -> Self {
-        let user_name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
         Columns {
-            user_name,
-            user_name_key: Some(user_name_key(user_name)),
+            user_name: body.get("userName").and_then(Value::as_str).unwrap_or_default(),
             external_id: body.get("externalId").and_then(Value::as_str),
             active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
             body: serde_json::to_string(body).expect("a JSON map serialises"),
@@ -131,10 +129,13 @@ pub fn insert(
     now: chrono::NaiveDateTime,
 ) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
+    let columns = Columns::of(&body);
+    let key = user_name_key(columns.user_name);
     diesel::insert_into(users::table)
         .values((
             users::id.eq(id),
-            Columns::of(&body),
+            columns,
+            users::user_name_key.eq(key),
             users::source.eq(source),
             users::version.eq(1i64),
             users::created_at.eq(now),
@@ -202,7 +203,7 @@ fn copy_many(
             NewUserRow {
                 id,
                 user_name: c.user_name,
-                user_name_key: c.user_name_key.unwrap_or_default(),
+                user_name_key: user_name_key(c.user_name),
                 external_id: c.external_id,
                 active: c.active,
                 body: c.body,
@@ -237,7 +238,7 @@ fn insert_rows_many(
             vec![
                 text(id),
                 text(c.user_name),
-                c.user_name_key.map(Bind::Text),
+                Some(Bind::Text(user_name_key(c.user_name))),
                 c.external_id.and_then(text),
                 Some(Bind::Bool(c.active)),
                 Some(Bind::Text(c.body)),
@@ -318,13 +319,17 @@ pub(crate) fn update(
     now: chrono::NaiveDateTime,
 ) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
-    let mut columns = Columns::of(&body);
-    if columns.user_name == current.user_name() {
-        columns.user_name_key = None;
-    }
-    let n = diesel::update(users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version)))
-        .set((columns, users::version.eq(current.version + 1), users::updated_at.eq(now)))
-        .execute(conn)?;
+    let columns = Columns::of(&body);
+    let row = users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version));
+    let (version, updated_at) = (users::version.eq(current.version + 1), users::updated_at.eq(now));
+    // The key is left as it is by an update that keeps the userName: a user kept apart under a
+    // collision key (`reindex`) can then still be changed without being renamed.
+    let n = if columns.user_name == current.user_name() {
+        diesel::update(row).set((columns, version, updated_at)).execute(conn)?
+    } else {
+        let key = users::user_name_key.eq(user_name_key(columns.user_name));
+        diesel::update(row).set((columns, key, version, updated_at)).execute(conn)?
+    };
     if n == 0 {
         return Err(WriteError::VersionMismatch);
     }

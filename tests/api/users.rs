@@ -501,3 +501,20 @@ fn users_whose_names_collide_under_the_new_rule_are_kept_apart_reported_and_stil
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(app.filter("userName eq \"STRASSE2\"")["Resources"][0]["id"], b_id.as_str());
 }
+
+#[test]
+fn a_removed_external_id_no_longer_finds_the_user_and_a_patch_keeps_the_other_columns() {
+    let app = TestApp::spawn();
+    let created = app.create_user(&json!({"schemas": [USER], "userName": "ext@example.com", "externalId": "ext-1"}));
+    let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
+    let found = |filter: &str| app.get(&format!("/scim/v2/Users?filter={}", provisiond::config::percent_encode(filter))).body["totalResults"].clone();
+    assert_eq!(found("externalId eq \"ext-1\""), 1);
+    let r = app.call("PATCH", &path, Some(&patch_doc(json!([{"op": "remove", "path": "externalId"}]))));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body.get("externalId").is_none());
+    assert_eq!(found("externalId eq \"ext-1\""), 0, "the user is no longer found by the externalId it lost");
+    assert_eq!(found("externalId pr"), 0);
+    let r = app.call("PATCH", &path, Some(&patch_doc(json!([{"op": "replace", "path": "active", "value": false}]))));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(found("userName eq \"EXT@example.com\" and active eq false"), 1);
+}
