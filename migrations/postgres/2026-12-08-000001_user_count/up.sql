@@ -1,0 +1,25 @@
+-- How many users there are, kept in the transaction of each insert and delete (see
+-- store/user_count.rs): a page's totalResults without counting every user. Each writing
+-- statement appends its own delta (concurrent writers lock no common row); readers fold them.
+CREATE TABLE user_count_deltas (
+    id BIGSERIAL PRIMARY KEY,
+    delta BIGINT NOT NULL
+);
+INSERT INTO user_count_deltas (delta) SELECT COUNT(*) FROM users;
+
+CREATE FUNCTION users_count_in() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO user_count_deltas (delta) SELECT COUNT(*) FROM users_in HAVING COUNT(*) > 0;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION users_count_out() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO user_count_deltas (delta) SELECT -COUNT(*) FROM users_out HAVING COUNT(*) > 0;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_counted_in AFTER INSERT ON users
+    REFERENCING NEW TABLE AS users_in FOR EACH STATEMENT EXECUTE FUNCTION users_count_in();
+CREATE TRIGGER users_counted_out AFTER DELETE ON users
+    REFERENCING OLD TABLE AS users_out FOR EACH STATEMENT EXECUTE FUNCTION users_count_out();

@@ -1,0 +1,45 @@
+//! How many users there are, kept by the database itself: triggers on `users` record each
+//! insert and delete in `user_count_deltas`, in the writing transaction, so the sum of its rows
+//! is exact in every snapshot. A page's `totalResults` reads a row or a few instead of counting
+//! 100,000 users.
+//!
+//! SQLite writes one transaction at a time: its triggers keep a single row. On PostgreSQL
+//! concurrent writers must not queue on one row (nor lock it in an order that could deadlock
+//! with their other rows), so each writing statement appends a row of its own, and a reader
+//! that finds many folds them into one.
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+use super::{DbConn, Result};
+
+/// Rows above which a reader folds the deltas into one.
+const FOLD_ABOVE: i64 = 64;
+
+#[derive(QueryableByName)]
+struct Tally {
+    #[diesel(sql_type = BigInt)]
+    users: i64,
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+}
+
+/// The number of users.
+pub(crate) fn all(conn: &mut DbConn) -> Result<i64> {
+    let tally = diesel::sql_query(
+        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS users, COUNT(*) AS rows FROM user_count_deltas",
+    )
+    .get_result::<Tally>(conn)?;
+    if tally.rows > FOLD_ABOVE {
+        if let DbConn::Pg(pg) = conn {
+            // One statement: the rows it deletes are those whose sum it inserts, whatever
+            // other writers or folders do meanwhile.
+            diesel::sql_query(
+                "WITH gone AS (DELETE FROM user_count_deltas RETURNING delta) \
+                 INSERT INTO user_count_deltas (delta) SELECT COALESCE(SUM(delta), 0) FROM gone",
+            )
+            .execute(pg)?;
+        }
+    }
+    Ok(tally.users)
+}
