@@ -58,6 +58,12 @@ pub enum Invalid {
     NoTarget,
     /// A version the request names is not one this server knows.
     Version,
+    /// A list cursor this server did not issue, or issued for another query (RFC 9865).
+    Cursor,
+    /// A list cursor past its time (RFC 9865 `cursorTimeout`).
+    ExpiredCursor,
+    /// A page size a cursor request may not ask for (RFC 9865).
+    Count,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,6 +124,9 @@ impl From<ScimError> for Error {
             Some(ScimType::InvalidPath) => Invalid::Path,
             Some(ScimType::NoTarget) => Invalid::NoTarget,
             Some(ScimType::InvalidVers) => Invalid::Version,
+            Some(ScimType::InvalidCursor) => Invalid::Cursor,
+            Some(ScimType::ExpiredCursor) => Invalid::ExpiredCursor,
+            Some(ScimType::InvalidCount) => Invalid::Count,
             Some(ScimType::InvalidValue) | None => Invalid::Value,
         };
         Error::invalid(reason, e.detail)

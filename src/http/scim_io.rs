@@ -56,6 +56,9 @@ impl From<domain::Error> for ScimError {
                     Invalid::TooMany => ScimType::TooMany,
                     Invalid::NoTarget => ScimType::NoTarget,
                     Invalid::Version => ScimType::InvalidVers,
+                    Invalid::Cursor => ScimType::InvalidCursor,
+                    Invalid::ExpiredCursor => ScimType::ExpiredCursor,
+                    Invalid::Count => ScimType::InvalidCount,
                 };
                 ScimError::bad_request(scim_type, detail)
             }

@@ -16,6 +16,12 @@ pub enum ScimType {
     NoTarget,
     InvalidValue,
     InvalidVers,
+    /// RFC 9865 §2.1: a cursor this server did not issue, or issued for another query.
+    InvalidCursor,
+    /// RFC 9865 §2.1: a cursor past `cursorTimeout`.
+    ExpiredCursor,
+    /// RFC 9865 §2.1: a cursor request's count above maxPageSize or unlike its cursor's.
+    InvalidCount,
 }
 
 impl ScimType {
@@ -30,6 +36,9 @@ impl ScimType {
             ScimType::NoTarget => "noTarget",
             ScimType::InvalidValue => "invalidValue",
             ScimType::InvalidVers => "invalidVers",
+            ScimType::InvalidCursor => "invalidCursor",
+            ScimType::ExpiredCursor => "expiredCursor",
+            ScimType::InvalidCount => "invalidCount",
         }
     }
 }
