@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
 use crate::store::user_pages::{self, Page, PageRequest, Place, Start, Walk};
+use crate::store::user_count::{self, Generation};
 use crate::store::{user_filter, Pool};
 
 /// The associated data cursors are sealed with: a cursor opens as nothing else, and nothing
@@ -49,12 +50,26 @@ pub struct UserPages {
     /// How long a cursor stays good after issue, and a walk position is remembered.
     timeout: Duration,
     anchors: Arc<Mutex<Anchors>>,
+    checkpoints: Arc<Mutex<Checkpoints>>,
 }
+
+/// Every [`CHECKPOINT_EVERY`]th place of the whole creation order, as of a generation of the
+/// users: a page at any `startIndex` skips fewer than that many index entries from the
+/// checkpoint before it instead of `startIndex - 1` from the start.
+#[derive(Default)]
+struct Checkpoints {
+    generation: Option<Generation>,
+    places: Vec<Place>,
+    built: Option<Instant>,
+}
+
+const CHECKPOINT_EVERY: i64 = 500;
+const REBUILD_AFTER: Duration = Duration::from_secs(1);
 
 impl UserPages {
     pub fn new(pool: Pool, sealer: Arc<Sealer>, clock: Arc<dyn Clock>, cursor_timeout: Duration) -> Self {
         let anchors = Arc::new(Mutex::new(Anchors::new(ANCHORS, cursor_timeout)));
-        UserPages { pool, sealer, clock, timeout: cursor_timeout, anchors }
+        UserPages { pool, sealer, clock, timeout: cursor_timeout, anchors, checkpoints: Arc::default() }
     }
 
     /// The page `q` asks for; `client` (the token's name) keeps one client's walks apart from
@@ -64,8 +79,8 @@ impl UserPages {
         let filter = matching.condition()?;
         let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(&USER_RESOURCE, p)).transpose()?;
         let mut conn = self.pool.get()?;
-        let mut read = |walk: Walk, limit: i64| {
-            user_pages::page(&mut conn, PageRequest { filter: filter.clone(), walk, limit }).map_err(Error::from)
+        let read = |conn: &mut crate::store::PooledConn, walk: Walk, limit: i64| {
+            user_pages::page(conn, PageRequest { filter: filter.clone(), walk, limit }).map_err(Error::from)
         };
         let Some(cursor) = &q.cursor else {
             let offset = q.start_index - 1;
@@ -73,11 +88,15 @@ impl UserPages {
                 Some(key) => Walk::Sorted { key, descending: q.descending, offset },
                 None => Walk::Created(match self.anchor(client, q) {
                     Some(place) => Start::After(place),
+                    None if filter.is_none() && q.count > 0 => match self.near(&mut conn, offset)? {
+                        Some((place, skip)) => Start::Near { offset, place, skip },
+                        None => Start::Offset(offset),
+                    },
                     None => Start::Offset(offset),
                 }),
             };
             let sorted = matches!(walk, Walk::Sorted { .. });
-            let page = read(walk, q.count)?;
+            let page = read(&mut conn, walk, q.count)?;
             if let (false, Some(last)) = (sorted, page.users.last()) {
                 let key = AnchorKey::new(client, q, q.start_index + page.users.len() as i64);
                 self.anchors.lock().expect("anchors").put(key, Place::of(last));
@@ -100,7 +119,7 @@ impl UserPages {
                 Some(To::Offset(n)) => n,
                 Some(_) => return Err(invalid_cursor()),
             };
-            let page = read(Walk::Sorted { key, descending: q.descending, offset }, q.count)?;
+            let page = read(&mut conn, Walk::Sorted { key, descending: q.descending, offset }, q.count)?;
             let next = page.more.then(|| To::Offset(offset + page.users.len() as i64));
             let previous = (offset > 0).then(|| To::Offset((offset - q.count).max(0)));
             return Ok(listed(page, next, previous));
@@ -113,7 +132,7 @@ impl UserPages {
         };
         let backwards = matches!(start, Start::Before(_));
         let first_page = start == Start::Offset(0);
-        let page = read(Walk::Created(start), q.count)?;
+        let page = read(&mut conn, Walk::Created(start), q.count)?;
         let (Some(first), Some(last)) = (page.users.first().map(Place::of), page.users.last().map(Place::of)) else {
             return Ok(listed(page, None, None));
         };
@@ -128,6 +147,33 @@ impl UserPages {
             (page.more, !first_page && beyond(&first, false)?)
         };
         Ok(listed(page, next.then_some(To::After(last)), previous.then_some(To::Before(first))))
+    }
+
+    /// A checkpoint at or before the 0-based position `offset` of the whole creation order and
+    /// how far past it `offset` lies, when the checkpoints are of the current set of users
+    /// (rebuilt at most once a second: under a stream of creations a page pays its OFFSET
+    /// rather than a walk of every user each time).
+    fn near(&self, conn: &mut crate::store::PooledConn, offset: i64) -> Result<Option<(Place, i64)>> {
+        if offset < CHECKPOINT_EVERY {
+            return Ok(None);
+        }
+        let (_, generation) = user_count::tally(conn)?;
+        let mut c = self.checkpoints.lock().expect("checkpoints");
+        if c.generation != Some(generation) {
+            if c.built.is_some_and(|at| at.elapsed() < REBUILD_AFTER) {
+                return Ok(None);
+            }
+            c.places = user_pages::checkpoints(conn, CHECKPOINT_EVERY)?;
+            c.built = Some(Instant::now());
+            // A user created or deleted during the walk makes them unusable.
+            let (_, after) = user_count::tally(conn)?;
+            c.generation = (after == generation).then_some(generation);
+            if c.generation.is_none() {
+                return Ok(None);
+            }
+        }
+        let j = offset / CHECKPOINT_EVERY;
+        Ok(c.places.get(j as usize).map(|p| (p.clone(), offset - j * CHECKPOINT_EVERY)))
     }
 
     /// Where an earlier page of this walk ended, when `q` starts right after it.

@@ -19,7 +19,7 @@ pub mod stats;
 pub mod streams;
 mod text_enum;
 pub mod tokens;
-mod user_count;
+pub mod user_count;
 pub mod user_filter;
 pub mod user_pages;
 pub mod user_search;

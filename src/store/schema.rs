@@ -338,5 +338,6 @@ diesel::table! {
     user_count_deltas (id) {
         id -> BigInt,
         delta -> BigInt,
+        changes -> BigInt,
     }
 }

@@ -22,14 +22,32 @@ struct Tally {
     users: i64,
     #[diesel(sql_type = BigInt)]
     rows: i64,
+    #[diesel(sql_type = BigInt)]
+    last: i64,
+    #[diesel(sql_type = BigInt)]
+    changes: i64,
 }
+
+/// Changes whenever a user is created or deleted (the creation order changes), on either
+/// backend: SQLite counts them; on PostgreSQL every such commit adds a row (a reader's fold
+/// replaces rows by one with a larger id than any before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation([i64; 3]);
 
 /// The number of users.
 pub(crate) fn all(conn: &mut DbConn) -> Result<i64> {
+    Ok(tally(conn)?.0)
+}
+
+/// The number of users and the generation of the set.
+pub(crate) fn tally(conn: &mut DbConn) -> Result<(i64, Generation)> {
     let tally = diesel::sql_query(
-        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS users, COUNT(*) AS rows FROM user_count_deltas",
+        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS users, COUNT(*) AS rows, \
+         CAST(COALESCE(MAX(id), 0) AS BIGINT) AS last, CAST(COALESCE(SUM(changes), 0) AS BIGINT) AS changes \
+         FROM user_count_deltas",
     )
     .get_result::<Tally>(conn)?;
+    let generation = Generation([tally.rows, tally.last, tally.changes]);
     if tally.rows > FOLD_ABOVE {
         if let DbConn::Pg(pg) = conn {
             // One statement: the rows it deletes are those whose sum it inserts, whatever
@@ -41,5 +59,5 @@ pub(crate) fn all(conn: &mut DbConn) -> Result<i64> {
             .execute(pg)?;
         }
     }
-    Ok(tally.users)
+    Ok((tally.users, generation))
 }

@@ -36,6 +36,9 @@ impl Place {
 pub enum Start {
     /// At a 0-based position.
     Offset(i64),
+    /// At the 0-based position `offset`, known to be `skip` users from `place` on (a
+    /// checkpoint, see [`checkpoints`]): the page skips those few instead of `offset`.
+    Near { offset: i64, place: Place, skip: i64 },
     /// Just after this place.
     After(Place),
     /// The page that ends just before this place (read backwards, returned in order).
@@ -92,7 +95,7 @@ pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
                 // Ids are chosen on the (created_at, id) index alone, without reading bodies: a
                 // large OFFSET skips index entries, not rows, and a keyset starts where it says.
                 // One id more than the page tells whether a keyset page is the last.
-                let keyset = !matches!(start, Start::Offset(_));
+                let keyset = matches!(start, Start::After(_) | Start::Before(_));
                 let mut ids = created_ids(conn, filter, dense, start, req.limit + i64::from(keyset))?;
                 let more = keyset.then(|| ids.len() as i64 > req.limit);
                 ids.truncate(req.limit as usize);
@@ -104,7 +107,7 @@ pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
         }
     };
     let offset = match &req.walk {
-        Walk::Created(Start::Offset(n)) | Walk::Sorted { offset: n, .. } => Some(*n),
+        Walk::Created(Start::Offset(n) | Start::Near { offset: n, .. }) | Walk::Sorted { offset: n, .. } => Some(*n),
         _ => None,
     };
     // A short first page is the whole result: no need to count (existence checks by userName
@@ -148,14 +151,15 @@ fn created_ids(conn: &mut DbConn, filter: Option<&Condition>, dense: bool, start
             .bind(Bind::Text(p.id.clone()))
             .sql(")")
     };
-    let (f, dir) = match start {
-        Start::Offset(_) => (f.sql("1 = 1"), "ASC"),
-        Start::After(p) => (at(f, ">", p), "ASC"),
-        Start::Before(p) => (at(f, "<", p), "DESC"),
+    let (f, dir, skip) = match start {
+        Start::Offset(n) => (f.sql("1 = 1"), "ASC", *n),
+        Start::Near { place, skip, .. } => (at(f, ">=", place), "ASC", *skip),
+        Start::After(p) => (at(f, ">", p), "ASC", 0),
+        Start::Before(p) => (at(f, "<", p), "DESC", 0),
     };
     let mut f = f.sql(&format!(" ORDER BY users.created_at {dir}, users.id {dir} LIMIT ")).bind(Bind::Int(limit));
-    if let Start::Offset(n) = start {
-        f = f.sql(" OFFSET ").bind(Bind::Int(*n));
+    if skip > 0 {
+        f = f.sql(" OFFSET ").bind(Bind::Int(skip));
     }
     Ok(Select(f).load(conn)?)
 }
@@ -185,4 +189,23 @@ fn in_order(conn: &mut DbConn, ids: &[String]) -> Result<Vec<StoredUser>> {
 pub(crate) fn any_beyond(conn: &mut DbConn, filter: Option<&Condition>, place: &Place, after: bool) -> Result<bool> {
     let start = if after { Start::After(place.clone()) } else { Start::Before(place.clone()) };
     Ok(!created_ids(conn, filter, false, &start, 1)?.is_empty())
+}
+
+#[derive(QueryableByName)]
+struct CheckpointRow {
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    created_at: chrono::NaiveDateTime,
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+/// The places of the users at positions 0, `every`, 2 × `every`, … of the creation order: one
+/// walk of the (created_at, id) index, numbered in the database, a few hundred rows sent.
+pub(crate) fn checkpoints(conn: &mut DbConn, every: i64) -> Result<Vec<Place>> {
+    let rows: Vec<CheckpointRow> = diesel::sql_query(format!(
+        "SELECT created_at, id FROM (SELECT created_at, id, ROW_NUMBER() OVER (ORDER BY created_at, id) AS n FROM users) AS t \
+         WHERE (n - 1) % {every} = 0 ORDER BY created_at, id"
+    ))
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| Place { created_at: r.created_at, id: r.id }).collect())
 }

@@ -341,3 +341,52 @@ fn start_index_pages_equal_offset_pages_on_a_static_set() {
         }
     }
 }
+
+/// Pages at any `startIndex` of a list of more than a thousand users, asked for out of order by
+/// a client that walked none of them (served from positions remembered every few hundred users),
+/// are the pages of the whole list; after users before them are deleted, the pages of the new
+/// list.
+#[test]
+fn pages_at_any_start_index_of_a_large_list_are_the_offset_pages() {
+    const USERS: usize = 1200;
+    let app = TestApp::spawn();
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let app = &app;
+            s.spawn(move || {
+                for i in (w..USERS).step_by(4) {
+                    app.create_user(&json!({"userName": format!("u{i}")}));
+                }
+            });
+        }
+    });
+    let ids = |page: &Value| -> Vec<String> {
+        page["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    let everyone = || -> Vec<String> {
+        let mut all = ids(&list(&app, "startIndex=1&count=1000&attributes=id"));
+        all.extend(ids(&list(&app, "startIndex=1001&count=1000&attributes=id")));
+        all
+    };
+    let other = app.another_token("jumper");
+    let check = |all: &[String]| {
+        for start in [1200, 501, 1001, 502, 777, 1000, 1150, 1199, 1, 1201, 1300] {
+            let r = app.get_as(&other, &format!("/scim/v2/Users?startIndex={start}&count=100&attributes=id"));
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body["totalResults"], json!(all.len()));
+            let expected: Vec<String> = all.iter().skip(start - 1).take(100).cloned().collect();
+            assert_eq!(ids(&r.body), expected, "the page at {start}");
+        }
+    };
+    let all = everyone();
+    assert_eq!(all.len(), USERS);
+    check(&all);
+    for id in [&all[9], &all[600], &all[1100]] {
+        assert_eq!(app.call("DELETE", &format!("/scim/v2/Users/{id}"), None).status, 204);
+    }
+    let all = everyone();
+    check(&all);
+    // Once the remembered positions may be rebuilt.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    check(&all);
+}

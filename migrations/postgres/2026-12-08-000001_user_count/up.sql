@@ -1,9 +1,11 @@
 -- How many users there are, kept in the transaction of each insert and delete (see
 -- store/user_count.rs): a page's totalResults without counting every user. Each writing
 -- statement appends its own delta (concurrent writers lock no common row); readers fold them.
+-- (`changes` is SQLite's generation; here the rows and their largest id are one.)
 CREATE TABLE user_count_deltas (
     id BIGSERIAL PRIMARY KEY,
-    delta BIGINT NOT NULL
+    delta BIGINT NOT NULL,
+    changes BIGINT NOT NULL DEFAULT 0
 );
 INSERT INTO user_count_deltas (delta) SELECT COUNT(*) FROM users;
 
