@@ -259,6 +259,34 @@ mod tests {
     }
 
     #[test]
+    fn cursor_requests_follow_rfc_9865() {
+        let q = parse(&[("cursor", "")]).unwrap();
+        assert_eq!((q.cursor.as_deref(), q.count), (Some(""), 100));
+        assert!(parse(&[]).unwrap().cursor.is_none());
+        // A count above maxPageSize is refused with a cursor, clamped without one.
+        assert_eq!(parse(&[("cursor", ""), ("count", "1001")]).unwrap_err().scim_type, Some(ScimType::InvalidCount));
+        assert_eq!(parse(&[("cursor", ""), ("count", "-5")]).unwrap().count, 0);
+        assert_eq!(parse(&[("count", "1001")]).unwrap().count, 1000);
+        let both = parse(&[("cursor", "abc"), ("startIndex", "3")]).unwrap_err();
+        assert_eq!(both.scim_type, Some(ScimType::InvalidValue));
+        // A cursor belongs to a filter, sortBy and sortOrder; not to a page size or projection.
+        let print = |pairs: &[(&str, &str)]| parse(pairs).unwrap().fingerprint;
+        let plain = print(&[]);
+        assert_eq!(plain, print(&[("count", "5"), ("attributes", "userName"), ("cursor", "")]));
+        assert_ne!(plain, print(&[("filter", "active eq true")]));
+        assert_ne!(plain, print(&[("sortBy", "userName")]));
+        assert_ne!(print(&[("sortBy", "userName")]), print(&[("sortBy", "userName"), ("sortOrder", "descending")]));
+    }
+
+    #[test]
+    fn cursor_answers_have_no_start_index() {
+        let doc = cursor_list_response(9, vec![json!({"id": "a"})], Some("n".into()), None);
+        assert!(doc.get("startIndex").is_none());
+        assert_eq!((doc["nextCursor"].clone(), doc.get("previousCursor")), (json!("n"), None));
+        assert_eq!(doc["totalResults"], json!(9));
+    }
+
+    #[test]
     fn search_body_accepts_lists() {
         let p = ListParams::from_search_body(&json!({
             "schemas": [schema::SEARCH_REQUEST], "attributes": ["userName", "emails"], "startIndex": 2, "count": 10
