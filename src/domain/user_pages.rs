@@ -23,8 +23,8 @@ use super::{Error, Invalid, Result};
 use crate::clock::Clock;
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
-use crate::store::user_pages::{self, Page, PageRequest, Place, Start, Walk};
 use crate::store::user_count::{self, Generation};
+use crate::store::user_pages::{self, Page, PageRequest, Place, Start, Walk};
 use crate::store::{user_filter, Pool};
 
 /// The associated data cursors are sealed with: a cursor opens as nothing else, and nothing
@@ -138,14 +138,10 @@ impl UserPages {
         };
         // The side the page was read towards is known from the page; the other side is probed
         // (users there may have been deleted since the cursor was issued).
-        let mut beyond = |place: &Place, after: bool| {
-            user_pages::any_beyond(&mut conn, filter.as_ref(), place, after).map_err(Error::from)
-        };
-        let (next, previous) = if backwards {
-            (beyond(&last, true)?, page.more)
-        } else {
-            (page.more, !first_page && beyond(&first, false)?)
-        };
+        let mut beyond =
+            |place: &Place, after: bool| user_pages::any_beyond(&mut conn, filter.as_ref(), place, after).map_err(Error::from);
+        let (next, previous) =
+            if backwards { (beyond(&last, true)?, page.more) } else { (page.more, !first_page && beyond(&first, false)?) };
         Ok(listed(page, next.then_some(To::After(last)), previous.then_some(To::Before(first))))
     }
 

@@ -13,10 +13,10 @@ use crate::scim::filter::{AttrPath, Filter};
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
+use crate::store::user_pages::{self, Start, Walk};
 use crate::store::users::{self as store_users, WriteError};
 /// A user as stored: its SCIM body, version, times and factor summary.
 pub use crate::store::users::{Source, StoredUser};
-use crate::store::user_pages::{self, Start, Walk};
 use crate::store::{self, user_filter, Pool, Tx};
 
 #[derive(Clone)]

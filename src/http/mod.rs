@@ -27,7 +27,9 @@ use crate::domain::events::Outbox;
 use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::streams::Streams;
 use crate::domain::Services;
-use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, user_pages::UserPages, users::Users};
+use crate::domain::{
+    audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, user_pages::UserPages, users::Users,
+};
 use crate::events::keys::SigningKeys;
 
 /// What every handler can reach.

@@ -11,7 +11,7 @@ use super::AppState;
 use crate::domain::groups::{Member, MemberKind, StoredGroup};
 use crate::domain::users::Source;
 use crate::scim::error::ScimError;
-use crate::scim::list::{list_response, ListParams, ListQuery, refuse_cursor};
+use crate::scim::list::{list_response, refuse_cursor, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
 use crate::scim::schema::GROUP_RESOURCE;
 

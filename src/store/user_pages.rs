@@ -97,7 +97,7 @@ pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
                 // One id more than the page tells whether a keyset page is the last.
                 let keyset = matches!(start, Start::After(_) | Start::Before(_));
                 let mut ids = created_ids(conn, filter, dense, start, req.limit + i64::from(keyset))?;
-                let more = keyset.then(|| ids.len() as i64 > req.limit);
+                let more = keyset.then_some(ids.len() as i64 > req.limit);
                 ids.truncate(req.limit as usize);
                 if matches!(start, Start::Before(_)) {
                     ids.reverse();

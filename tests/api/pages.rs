@@ -214,7 +214,10 @@ fn service_provider_config_advertises_both_ways_of_paging() {
         c.scim.default_page_size = 20;
     });
     let p = &app.get("/scim/v2/ServiceProviderConfig").body["pagination"];
-    assert_eq!((p["cursorTimeout"].clone(), p["maxPageSize"].clone(), p["defaultPageSize"].clone()), (json!(120), json!(50), json!(20)));
+    assert_eq!(
+        (p["cursorTimeout"].clone(), p["maxPageSize"].clone(), p["defaultPageSize"].clone()),
+        (json!(120), json!(50), json!(20))
+    );
     // A request that names neither way pages by index, as before.
     assert!(list(&app, "count=1").get("startIndex").is_some());
 }
@@ -265,7 +268,8 @@ fn a_start_index_walk_sees_every_user_present_throughout_once_while_others_come_
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let page = list(&app, &format!("startIndex={start}&count=100&attributes=id"));
-            let got: Vec<String> = page["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+            let got: Vec<String> =
+                page["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
             if got.is_empty() {
                 break;
             }
