@@ -5,8 +5,8 @@
 //!
 //! SQLite writes one transaction at a time: its triggers keep a single row. On PostgreSQL
 //! concurrent writers must not queue on one row (nor lock it in an order that could deadlock
-//! with their other rows), so each writing statement appends a row of its own, and a reader
-//! that finds many folds them into one.
+//! with their other rows), so each writing statement appends a row of its own; a reader that
+//! finds many, and every 256th writer, fold them into one (skipping rows others hold).
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -50,13 +50,9 @@ pub(crate) fn tally(conn: &mut DbConn) -> Result<(i64, Generation)> {
     let generation = Generation([tally.rows, tally.last, tally.changes]);
     if tally.rows > FOLD_ABOVE {
         if let DbConn::Pg(pg) = conn {
-            // One statement: the rows it deletes are those whose sum it inserts, whatever
-            // other writers or folders do meanwhile.
-            diesel::sql_query(
-                "WITH gone AS (DELETE FROM user_count_deltas RETURNING delta) \
-                 INSERT INTO user_count_deltas (delta) SELECT COALESCE(SUM(delta), 0) FROM gone",
-            )
-            .execute(pg)?;
+            // One statement (see the migration): the rows it deletes are those whose sum it
+            // inserts, and it waits for no other writer or folder.
+            diesel::sql_query("SELECT user_count_fold()").execute(pg)?;
         }
     }
     Ok((tally.users, generation))
