@@ -288,6 +288,10 @@ fn a_start_index_walk_sees_every_user_present_throughout_once_while_others_come_
     assert!(twice.is_empty(), "users seen more than once: {twice:?}");
     let missed: Vec<_> = ids.iter().filter(|id| !doomed.contains(id) && !times.contains_key(id.as_str())).collect();
     assert!(missed.is_empty(), "{} users present throughout the walk were not seen, e.g. {:?}", missed.len(), missed.first());
+    // The total kept by the database through all that equals a count of the users.
+    let total = list(&app, "count=0")["totalResults"].clone();
+    assert_eq!(total, json!(USERS));
+    assert_eq!(list(&app, &format!("count=0&filter={}", encode("userName pr")))["totalResults"], total);
 }
 
 /// On a static set, pages by `startIndex` read one after another (each continuing after the
