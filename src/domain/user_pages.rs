@@ -23,9 +23,11 @@ use super::{Error, Invalid, Result};
 use crate::clock::Clock;
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
+use crate::store::sql::Condition;
 use crate::store::user_count::{self, Generation};
+use crate::store::user_filter::{self, SortKey};
 use crate::store::user_pages::{self, Page, PageRequest, Place, Start, Walk};
-use crate::store::{user_filter, Pool};
+use crate::store::{Pool, PooledConn};
 
 /// The associated data cursors are sealed with: a cursor opens as nothing else, and nothing
 /// else sealed under the key (TOTP secrets) opens as a cursor.
@@ -79,32 +81,55 @@ impl UserPages {
         let filter = matching.condition()?;
         let sort = q.sort_by.as_ref().map(|p| user_filter::sort_key(&USER_RESOURCE, p)).transpose()?;
         let mut conn = self.pool.get()?;
-        let read = |conn: &mut crate::store::PooledConn, walk: Walk, limit: i64| {
-            user_pages::page(conn, PageRequest { filter: filter.clone(), walk, limit }).map_err(Error::from)
-        };
-        let Some(cursor) = &q.cursor else {
-            let offset = q.start_index - 1;
-            let walk = match sort {
-                Some(key) => Walk::Sorted { key, descending: q.descending, offset },
-                None => Walk::Created(match self.anchor(client, q) {
-                    Some(place) => Start::After(place),
-                    None if filter.is_none() && q.count > 0 => match self.near(&mut conn, offset)? {
-                        Some((place, skip)) => Start::Near { offset, place, skip },
-                        None => Start::Offset(offset),
-                    },
+        match &q.cursor {
+            None => self.index_page(&mut conn, q, client, filter, sort),
+            Some(cursor) => self.cursor_page(&mut conn, q, cursor, filter, sort),
+        }
+    }
+
+    /// A page by `startIndex`: after the place the client's previous page of this query ended
+    /// when it ended there, else from the checkpoint before `startIndex`, else by OFFSET.
+    fn index_page(
+        &self,
+        conn: &mut PooledConn,
+        q: &ListQuery,
+        client: &str,
+        filter: Option<Condition>,
+        sort: Option<SortKey>,
+    ) -> Result<Listed> {
+        let offset = q.start_index - 1;
+        let walk = match sort {
+            Some(key) => Walk::Sorted { key, descending: q.descending, offset },
+            None => Walk::Created(match self.anchor(client, q) {
+                Some(place) => Start::After(place),
+                None if filter.is_none() && q.count > 0 => match self.near(conn, offset)? {
+                    Some((place, skip)) => Start::Near { offset, place, skip },
                     None => Start::Offset(offset),
-                }),
-            };
-            let sorted = matches!(walk, Walk::Sorted { .. });
-            let page = read(&mut conn, walk, q.count)?;
-            if let (false, Some(last)) = (sorted, page.users.last()) {
-                let key = AnchorKey::new(client, q, q.start_index + page.users.len() as i64);
-                self.anchors.lock().expect("anchors").put(key, Place::of(last));
-            }
-            return Ok(Listed { total: page.total, users: page.users, next_cursor: None, previous_cursor: None });
+                },
+                None => Start::Offset(offset),
+            }),
         };
+        let sorted = matches!(walk, Walk::Sorted { .. });
+        let page = user_pages::page(conn, PageRequest { filter, walk, limit: q.count })?;
+        if let (false, Some(last)) = (sorted, page.users.last()) {
+            let key = AnchorKey::new(client, q, q.start_index + page.users.len() as i64);
+            self.anchors.lock().expect("anchors").put(key, Place::of(last));
+        }
+        Ok(Listed { total: page.total, users: page.users, next_cursor: None, previous_cursor: None })
+    }
+
+    /// A page by cursor (empty: the first), with the cursors of the pages around it.
+    fn cursor_page(
+        &self,
+        conn: &mut PooledConn,
+        q: &ListQuery,
+        cursor: &str,
+        filter: Option<Condition>,
+        sort: Option<SortKey>,
+    ) -> Result<Listed> {
         let to = if cursor.is_empty() { None } else { Some(self.open(cursor, q)?) };
         let listed = |page: Page, next: Option<To>, previous: Option<To>| {
+            // A page of none leads nowhere.
             let (next, previous) = if q.count == 0 { (None, None) } else { (next, previous) };
             Listed {
                 total: page.total,
@@ -119,7 +144,8 @@ impl UserPages {
                 Some(To::Offset(n)) => n,
                 Some(_) => return Err(invalid_cursor()),
             };
-            let page = read(&mut conn, Walk::Sorted { key, descending: q.descending, offset }, q.count)?;
+            let walk = Walk::Sorted { key, descending: q.descending, offset };
+            let page = user_pages::page(conn, PageRequest { filter, walk, limit: q.count })?;
             let next = page.more.then(|| To::Offset(offset + page.users.len() as i64));
             let previous = (offset > 0).then(|| To::Offset((offset - q.count).max(0)));
             return Ok(listed(page, next, previous));
@@ -132,14 +158,13 @@ impl UserPages {
         };
         let backwards = matches!(start, Start::Before(_));
         let first_page = start == Start::Offset(0);
-        let page = read(&mut conn, Walk::Created(start), q.count)?;
+        let page = user_pages::page(conn, PageRequest { filter: filter.clone(), walk: Walk::Created(start), limit: q.count })?;
         let (Some(first), Some(last)) = (page.users.first().map(Place::of), page.users.last().map(Place::of)) else {
             return Ok(listed(page, None, None));
         };
         // The side the page was read towards is known from the page; the other side is probed
         // (users there may have been deleted since the cursor was issued).
-        let mut beyond =
-            |place: &Place, after: bool| user_pages::any_beyond(&mut conn, filter.as_ref(), place, after).map_err(Error::from);
+        let mut beyond = |place: &Place, after: bool| user_pages::any_beyond(conn, filter.as_ref(), place, after);
         let (next, previous) =
             if backwards { (beyond(&last, true)?, page.more) } else { (page.more, !first_page && beyond(&first, false)?) };
         Ok(listed(page, next.then_some(To::After(last)), previous.then_some(To::Before(first))))
@@ -149,7 +174,7 @@ impl UserPages {
     /// how far past it `offset` lies, when the checkpoints are of the current set of users
     /// (rebuilt at most once a second: under a stream of creations a page pays its OFFSET
     /// rather than a walk of every user each time).
-    fn near(&self, conn: &mut crate::store::PooledConn, offset: i64) -> Result<Option<(Place, i64)>> {
+    fn near(&self, conn: &mut PooledConn, offset: i64) -> Result<Option<(Place, i64)>> {
         if offset < CHECKPOINT_EVERY {
             return Ok(None);
         }
