@@ -41,6 +41,8 @@ fn main() {
     let (_, idle_rss) = daemons[0].memory_mb();
     println!("daemons: {instances} ready in {:.2} s, RSS of the first {idle_rss:.1} MB", started.elapsed().as_secs_f64());
 
+    let cursors = walk_cursors(&probe, &bases[0], &auth);
+    println!("cursor walk: {} nextCursors of pages of 100 collected", cursors.len());
     let pick = |rng: &mut SmallRng| &ids[rng.random_range(0..ids.len())];
     let created = AtomicUsize::new(n);
     let scenarios = [
@@ -83,6 +85,17 @@ fn main() {
                 Call { method: "GET", path, body: None, want: String::new() }
             }),
             check: |doc, _| doc["Resources"].as_array().is_some_and(|r| r.len() == 100),
+            aim: None,
+        },
+        Scenario {
+            // RFC 9865: a page anywhere in the list by the nextCursor a walk was given there.
+            name: "page of 100 (cursor)",
+            expect: 200,
+            make: Box::new(|rng| {
+                let cursor = &cursors[rng.random_range(0..cursors.len())];
+                Call { method: "GET", path: format!("/scim/v2/Users?count=100&cursor={cursor}"), body: None, want: String::new() }
+            }),
+            check: |doc, _| doc["Resources"].as_array().is_some_and(|r| !r.is_empty()),
             aim: None,
         },
         Scenario {
@@ -131,7 +144,7 @@ fn main() {
 /// issue 18's aims.
 fn print_ratios(outcomes: &[support::Outcome]) {
     let rate = |i: usize| outcomes[i].rate();
-    let (noop, filter, get, page, patch, post) = (rate(0), rate(1), rate(2), rate(3), rate(4), rate(5));
+    let (noop, filter, get, page, cursor, patch, post) = (rate(0), rate(1), rate(2), rate(3), rate(4), rate(5), rate(6));
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     println!("\nratios in this run (issue 18's aims):");
     println!("  GET by id / no-op          {:.2}  (aim ≥ 0.50: {})", get / noop, verdict(get / noop >= 0.5));
@@ -139,4 +152,24 @@ fn print_ratios(outcomes: &[support::Outcome]) {
     println!("  POST / GET by id           {:.2}  (aim ≥ 0.30: {})", post / get, verdict(post / get >= 0.3));
     println!("  PATCH / GET by id          {:.2}  (aim ≥ 0.30: {})", patch / get, verdict(patch / get >= 0.3));
     println!("  page of 100 / GET by id    {:.3} (aim ≥ 0.10: {})", page / get, verdict(page / get >= 0.1));
+    println!("  cursor page / GET by id    {:.3} (aim ≥ 0.10: {})", cursor / get, verdict(cursor / get >= 0.1));
+}
+
+/// The `nextCursor` of every page of a walk of all users by cursor pages of 100 (RFC 9865):
+/// the cursor scenario asks for pages anywhere in the list with them (they stay good for
+/// `scim.cursor_timeout`, 10 minutes by default, longer than the run).
+fn walk_cursors(agent: &ureq::Agent, base: &str, auth: &str) -> Vec<String> {
+    let mut cursors: Vec<String> = Vec::new();
+    loop {
+        let after = cursors.last().map(String::as_str).unwrap_or_default();
+        let url = format!("{base}/scim/v2/Users?count=100&attributes=id&cursor={after}");
+        let mut resp = agent.get(url).header("Authorization", auth).call().expect("a cursor page");
+        let doc: serde_json::Value = resp.body_mut().read_json().expect("a ListResponse");
+        match doc["nextCursor"].as_str() {
+            Some(next) => cursors.push(next.to_string()),
+            // A list of one page: the scenario asks for that page.
+            None if cursors.is_empty() => return vec![String::new()],
+            None => return cursors,
+        }
+    }
 }

@@ -176,13 +176,19 @@ impl Default for Server {
 pub struct Scim {
     /// Page size of a list request without `count`.
     pub default_page_size: i64,
-    /// Largest page returned; larger `count`s are clamped to it.
+    /// Largest page returned; larger `count`s are clamped to it (refused with `invalidCount`
+    /// when paging by cursor, RFC 9865).
     pub max_page_size: i64,
+    /// Seconds a list cursor (RFC 9865 `nextCursor`, `previousCursor`) stays good after it was
+    /// issued (`cursorTimeout`), and an instance remembers where a `startIndex` page ended (a
+    /// number of seconds, or a duration such as "10m").
+    #[serde(with = "duration_secs")]
+    pub cursor_timeout: u64,
 }
 
 impl Default for Scim {
     fn default() -> Self {
-        Scim { default_page_size: 100, max_page_size: 1000 }
+        Scim { default_page_size: 100, max_page_size: 1000, cursor_timeout: 600 }
     }
 }
 
@@ -509,6 +515,9 @@ impl Config {
         }
         if !(0..=self.scim.max_page_size).contains(&self.scim.default_page_size) {
             out.push("scim.default_page_size: must be between 0 and scim.max_page_size".into());
+        }
+        if !(1..=86_400).contains(&self.scim.cursor_timeout) {
+            out.push("scim.cursor_timeout: must be between 1 second and 24h".into());
         }
         if !(6..=8).contains(&self.mfa.digits) {
             out.push("mfa.digits: must be 6, 7 or 8".into());

@@ -58,6 +58,11 @@ pub enum Invalid {
     NoTarget,
     /// A version the request names is not one this server knows.
     Version,
+    /// A list cursor this server did not issue, issued for another query, or past its time
+    /// (RFC 9865).
+    Cursor,
+    /// A page size a cursor request may not ask for (RFC 9865).
+    Count,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,6 +123,8 @@ impl From<ScimError> for Error {
             Some(ScimType::InvalidPath) => Invalid::Path,
             Some(ScimType::NoTarget) => Invalid::NoTarget,
             Some(ScimType::InvalidVers) => Invalid::Version,
+            Some(ScimType::InvalidCursor) => Invalid::Cursor,
+            Some(ScimType::InvalidCount) => Invalid::Count,
             Some(ScimType::InvalidValue) | None => Invalid::Value,
         };
         Error::invalid(reason, e.detail)

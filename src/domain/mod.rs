@@ -15,6 +15,7 @@ pub mod sessions;
 pub mod stats;
 pub mod streams;
 pub mod tokens;
+pub mod user_pages;
 pub mod users;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use crate::store::Pool;
 #[derive(Clone)]
 pub struct Services {
     pub users: users::Users,
+    /// SCIM list requests over users: keyset `startIndex` pages and cursors.
+    pub user_pages: user_pages::UserPages,
     pub groups: groups::Groups,
     pub tokens: tokens::Tokens,
     pub mfa: mfa::Mfa,
@@ -50,6 +53,12 @@ impl Services {
         let seconds = std::time::Duration::from_secs;
         Services {
             users: users::Users::new(pool.clone(), clock.clone()),
+            user_pages: user_pages::UserPages::new(
+                pool.clone(),
+                sealer.clone(),
+                clock.clone(),
+                seconds(config.scim.cursor_timeout),
+            ),
             groups: groups::Groups::new(pool.clone(), clock.clone()),
             tokens: tokens::Tokens::new(pool.clone(), clock.clone()),
             audit: audit::Audit::new(pool.clone()),

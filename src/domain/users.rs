@@ -13,6 +13,7 @@ use crate::scim::filter::{AttrPath, Filter};
 use crate::scim::list::ListQuery;
 use crate::scim::schema::USER_RESOURCE;
 use crate::scim::{patch, resource};
+use crate::store::user_pages::{self, Start, Walk};
 use crate::store::users::{self as store_users, WriteError};
 /// A user as stored: its SCIM body, version, times and factor summary.
 pub use crate::store::users::{Source, StoredUser};
@@ -179,7 +180,11 @@ impl Users {
         let filter = matching.condition()?;
         let sort = sort.map(|(p, descending)| user_filter::sort_key(&USER_RESOURCE, p).map(|k| (k, descending))).transpose()?;
         let mut conn = self.pool.get()?;
-        let page = store_users::page(&mut conn, store_users::PageRequest { filter, sort, offset, limit })?;
+        let walk = match sort {
+            Some((key, descending)) => Walk::Sorted { key, descending, offset },
+            None => Walk::Created(Start::Offset(offset)),
+        };
+        let page = user_pages::page(&mut conn, user_pages::PageRequest { filter, walk, limit })?;
         Ok(Page { total: page.total, users: page.users })
     }
 

@@ -35,6 +35,16 @@ async fn service_provider_config(state: web::Data<AppState>, req: HttpRequest) -
             "filter": {"supported": true, "maxResults": state.config.scim.max_page_size},
             "changePassword": {"supported": false},
             "sort": {"supported": true},
+            // RFC 9865 §4: both ways of paging; startIndex when a request names neither (as
+            // before cursors, for the clients that expect it).
+            "pagination": {
+                "cursor": true,
+                "index": true,
+                "defaultPaginationMethod": "index",
+                "defaultPageSize": state.config.scim.default_page_size,
+                "maxPageSize": state.config.scim.max_page_size,
+                "cursorTimeout": state.config.scim.cursor_timeout,
+            },
             "etag": {"supported": true},
             "authenticationSchemes": [{
                 "type": "oauthbearertoken",

@@ -27,7 +27,9 @@ use crate::domain::events::Outbox;
 use crate::domain::mfa::{links::Links, Mfa};
 use crate::domain::streams::Streams;
 use crate::domain::Services;
-use crate::domain::{audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, users::Users};
+use crate::domain::{
+    audit::Audit, groups::Groups, health::Health, stats::Stats, tokens::Tokens, user_pages::UserPages, users::Users,
+};
 use crate::events::keys::SigningKeys;
 
 /// What every handler can reach.
@@ -35,6 +37,7 @@ use crate::events::keys::SigningKeys;
 pub struct AppState {
     pub config: Arc<Config>,
     pub users: Users,
+    pub user_pages: UserPages,
     pub groups: Groups,
     pub tokens: Tokens,
     pub mfa: Mfa,
@@ -58,6 +61,7 @@ impl AppState {
         // The sync's runs reach the handlers through `sync`.
         let Services {
             users,
+            user_pages,
             groups,
             tokens,
             mfa,
@@ -75,6 +79,7 @@ impl AppState {
         AppState {
             config,
             users,
+            user_pages,
             groups,
             tokens,
             mfa,

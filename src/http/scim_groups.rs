@@ -11,7 +11,7 @@ use super::AppState;
 use crate::domain::groups::{Member, MemberKind, StoredGroup};
 use crate::domain::users::Source;
 use crate::scim::error::ScimError;
-use crate::scim::list::{list_response, ListParams, ListQuery};
+use crate::scim::list::{list_response, refuse_cursor, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
 use crate::scim::schema::GROUP_RESOURCE;
 
@@ -160,6 +160,7 @@ async fn search(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
 async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Reply {
     let scim = &state.config.scim;
     let query = ListQuery::parse(&params, scim.default_page_size, scim.max_page_size)?;
+    refuse_cursor(&query, "/Groups")?;
     let (groups, q) = (state.groups.clone(), query.clone());
     let page = blocking(move || groups.list(&q)).await?;
     let base = base_url(state, req);

@@ -56,6 +56,8 @@ impl From<domain::Error> for ScimError {
                     Invalid::TooMany => ScimType::TooMany,
                     Invalid::NoTarget => ScimType::NoTarget,
                     Invalid::Version => ScimType::InvalidVers,
+                    Invalid::Cursor => ScimType::InvalidCursor,
+                    Invalid::Count => ScimType::InvalidCount,
                 };
                 ScimError::bad_request(scim_type, detail)
             }

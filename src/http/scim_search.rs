@@ -9,7 +9,7 @@ use super::scim_io::{base_url, blocking, method_not_allowed, read_json, scim_jso
 use super::{scim_groups, scim_users, AppState};
 use crate::domain::{Error, Invalid};
 use crate::scim::error::ScimError;
-use crate::scim::list::{list_response, ListParams, ListQuery};
+use crate::scim::list::{list_response, refuse_cursor, ListParams, ListQuery};
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/.search").route(web::post().to(search)).default_service(web::to(method_not_allowed)));
@@ -32,6 +32,7 @@ async fn search(
     let body = read_json(&state, &req, payload).await?;
     let scim = &state.config.scim;
     let query = ListQuery::parse(&ListParams::from_search_body(&body)?, scim.default_page_size, scim.max_page_size)?;
+    refuse_cursor(&query, "POST /.search")?;
     let (users, groups, q) = (state.users.clone(), state.groups.clone(), query.clone());
     let (user_page, group_page) = blocking(move || {
         let user_page = none_if_unfilterable(users.list(&q))?;

@@ -11,7 +11,7 @@ use super::AppState;
 use crate::domain::groups::Membership;
 use crate::domain::users::{StoredUser, Users};
 use crate::scim::error::ScimError;
-use crate::scim::list::{list_response, ListParams, ListQuery};
+use crate::scim::list::{cursor_list_response, list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
 use crate::scim::schema::USER_RESOURCE;
 
@@ -169,10 +169,13 @@ async fn search(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
 async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Reply {
     let scim = &state.config.scim;
     let query = ListQuery::parse(&params, scim.default_page_size, scim.max_page_size)?;
-    let users = state.users.clone();
-    let q = query.clone();
-    let page = blocking(move || users.list(&q)).await?;
+    let (pages, q, client) = (state.user_pages.clone(), query.clone(), actor(req).name);
+    let page = blocking(move || pages.list(&q, &client)).await?;
     let base = base_url(state, req);
     let resources = rendered(state, &page.users, &base, &query.projection).await?;
-    Ok(scim_json(StatusCode::OK, &list_response(page.total, query.start_index, resources)))
+    let doc = match query.cursor {
+        None => list_response(page.total, query.start_index, resources),
+        Some(_) => cursor_list_response(page.total, resources, page.next_cursor, page.previous_cursor),
+    };
+    Ok(scim_json(StatusCode::OK, &doc))
 }

@@ -16,6 +16,12 @@ pub enum ScimType {
     NoTarget,
     InvalidValue,
     InvalidVers,
+    /// RFC 9865 §2.1: a cursor this server did not issue, issued for another query, or (as
+    /// issue 18 promises operators) past `cursorTimeout`, which the RFC would also allow to
+    /// call `expiredCursor`: one answer for every cursor that cannot be used.
+    InvalidCursor,
+    /// RFC 9865 §2.1: a cursor request's count above maxPageSize or unlike its cursor's.
+    InvalidCount,
 }
 
 impl ScimType {
@@ -30,6 +36,8 @@ impl ScimType {
             ScimType::NoTarget => "noTarget",
             ScimType::InvalidValue => "invalidValue",
             ScimType::InvalidVers => "invalidVers",
+            ScimType::InvalidCursor => "invalidCursor",
+            ScimType::InvalidCount => "invalidCount",
         }
     }
 }

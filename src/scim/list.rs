@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::error::ScimError;
+use super::error::{ScimError, ScimType};
 use super::filter::{self, AttrPath, Filter};
 use super::resource::Projection;
 use super::schema;
@@ -17,6 +17,8 @@ pub struct ListParams {
     pub sort_order: Option<String>,
     pub attributes: Option<String>,
     pub excluded_attributes: Option<String>,
+    /// RFC 9865: present (even empty) asks for cursor paging.
+    pub cursor: Option<String>,
 }
 
 impl ListParams {
@@ -41,6 +43,7 @@ impl ListParams {
             "sortorder" => &mut self.sort_order,
             "attributes" => &mut self.attributes,
             "excludedattributes" => &mut self.excluded_attributes,
+            "cursor" => &mut self.cursor,
             _ => return None,
         })
     }
@@ -86,11 +89,18 @@ pub struct ListQuery {
     pub sort_by: Option<AttrPath>,
     pub descending: bool,
     pub projection: Projection,
+    /// RFC 9865 cursor paging: `Some("")` asks for the first page, `Some(c)` for the page a
+    /// `nextCursor` or `previousCursor` names; `None` pages by `startIndex`.
+    pub cursor: Option<String>,
+    /// What the list is of (filter, sortBy, sortOrder), as a short digest: a cursor or a walk
+    /// position belongs to one query.
+    pub fingerprint: String,
 }
 
 impl ListQuery {
     /// Validates parameters: `startIndex` below 1 counts as 1, `count` is clamped to
-    /// `0..=max_count` (RFC 7644 §3.4.2.4).
+    /// `0..=max_count` (RFC 7644 §3.4.2.4); with a `cursor` (RFC 9865), a `count` above
+    /// `max_count` is `invalidCount` and a `startIndex` beside it `invalidValue`.
     pub fn parse(p: &ListParams, default_count: i64, max_count: i64) -> Result<Self, ScimError> {
         let int = |name: &str, v: &Option<String>| -> Result<Option<i64>, ScimError> {
             v.as_deref()
@@ -119,15 +129,41 @@ impl ListQuery {
                 return Err(ScimError::invalid_value(format!("sortOrder must be ascending or descending, got {other:?}")))
             }
         };
+        let count = int("count", &p.count)?.unwrap_or(default_count);
+        if p.cursor.is_some() {
+            if p.start_index.is_some() {
+                return Err(ScimError::invalid_value(
+                    "startIndex and cursor ask for two ways of paging (RFC 9865 §2.5): send one of them",
+                ));
+            }
+            if count > max_count {
+                return Err(ScimError::bad_request(
+                    ScimType::InvalidCount,
+                    format!("count must be between 0 and {max_count} (maxPageSize) when paging by cursor"),
+                ));
+            }
+        }
+        let fingerprint = fingerprint(p.filter.as_deref(), sort_by.as_ref(), descending);
         Ok(ListQuery {
             filter,
             start_index: int("startIndex", &p.start_index)?.unwrap_or(1).max(1),
-            count: int("count", &p.count)?.unwrap_or(default_count).clamp(0, max_count),
+            count: count.clamp(0, max_count),
             sort_by,
             descending,
             projection: Projection::parse(p.attributes.as_deref(), p.excluded_attributes.as_deref()),
+            cursor: p.cursor.as_deref().map(str::trim).map(str::to_string),
+            fingerprint,
         })
     }
+}
+
+/// A short digest of what a list is of: the filter as sent (trimmed), the sort attribute and
+/// its direction.
+fn fingerprint(filter: Option<&str>, sort_by: Option<&AttrPath>, descending: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let sort = sort_by.map(|p| format!("{p:?}")).unwrap_or_default();
+    let text = format!("{}\0{}\0{}", filter.map(str::trim).unwrap_or_default(), sort.to_ascii_lowercase(), descending);
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
 /// An integer parameter; one too large for 64 bits saturates (`count=999999999999999999999` is
@@ -153,6 +189,34 @@ pub(crate) fn list_response(total: i64, start_index: i64, resources: Vec<Value>)
     doc.insert("itemsPerPage".into(), json!(resources.len()));
     doc.insert("Resources".into(), Value::Array(resources));
     Value::Object(doc)
+}
+
+/// The ListResponse of a page asked for by cursor (RFC 9865 §2): no `startIndex`; `nextCursor`
+/// unless it is the last page, `previousCursor` unless it is the first.
+pub(crate) fn cursor_list_response(
+    total: i64,
+    resources: Vec<Value>,
+    next_cursor: Option<String>,
+    previous_cursor: Option<String>,
+) -> Value {
+    let mut doc = list_response(total, 1, resources);
+    let obj = doc.as_object_mut().expect("a ListResponse is an object");
+    obj.remove("startIndex");
+    if let Some(c) = next_cursor {
+        obj.insert("nextCursor".into(), json!(c));
+    }
+    if let Some(c) = previous_cursor {
+        obj.insert("previousCursor".into(), json!(c));
+    }
+    doc
+}
+
+/// Refuses a cursor where only `startIndex` pages (groups, the search over every type).
+pub(crate) fn refuse_cursor(q: &ListQuery, what: &str) -> Result<(), ScimError> {
+    match q.cursor {
+        Some(_) => Err(ScimError::invalid_value(format!("{what} pages by startIndex only: cursor paging is offered for /Users"))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +256,34 @@ mod tests {
     fn sort_order_is_checked() {
         assert!(parse(&[("sortBy", "userName"), ("sortOrder", "DESCENDING")]).unwrap().descending);
         assert_eq!(parse(&[("sortOrder", "up")]).unwrap_err().scim_type.unwrap().as_str(), "invalidValue");
+    }
+
+    #[test]
+    fn cursor_requests_follow_rfc_9865() {
+        let q = parse(&[("cursor", "")]).unwrap();
+        assert_eq!((q.cursor.as_deref(), q.count), (Some(""), 100));
+        assert!(parse(&[]).unwrap().cursor.is_none());
+        // A count above maxPageSize is refused with a cursor, clamped without one.
+        assert_eq!(parse(&[("cursor", ""), ("count", "1001")]).unwrap_err().scim_type, Some(ScimType::InvalidCount));
+        assert_eq!(parse(&[("cursor", ""), ("count", "-5")]).unwrap().count, 0);
+        assert_eq!(parse(&[("count", "1001")]).unwrap().count, 1000);
+        let both = parse(&[("cursor", "abc"), ("startIndex", "3")]).unwrap_err();
+        assert_eq!(both.scim_type, Some(ScimType::InvalidValue));
+        // A cursor belongs to a filter, sortBy and sortOrder; not to a page size or projection.
+        let print = |pairs: &[(&str, &str)]| parse(pairs).unwrap().fingerprint;
+        let plain = print(&[]);
+        assert_eq!(plain, print(&[("count", "5"), ("attributes", "userName"), ("cursor", "")]));
+        assert_ne!(plain, print(&[("filter", "active eq true")]));
+        assert_ne!(plain, print(&[("sortBy", "userName")]));
+        assert_ne!(print(&[("sortBy", "userName")]), print(&[("sortBy", "userName"), ("sortOrder", "descending")]));
+    }
+
+    #[test]
+    fn cursor_answers_have_no_start_index() {
+        let doc = cursor_list_response(9, vec![json!({"id": "a"})], Some("n".into()), None);
+        assert!(doc.get("startIndex").is_none());
+        assert_eq!((doc["nextCursor"].clone(), doc.get("previousCursor")), (json!("n"), None));
+        assert_eq!(doc["totalResults"], json!(9));
     }
 
     #[test]

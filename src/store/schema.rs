@@ -332,3 +332,12 @@ diesel::table! {
 
 diesel::joinable!(event_deliveries -> events (event_id));
 diesel::allow_tables_to_appear_in_same_query!(events, event_deliveries, event_receivers);
+
+diesel::table! {
+    /// Kept by triggers on `users` (see `store::user_count`).
+    user_count_deltas (id) {
+        id -> BigInt,
+        delta -> BigInt,
+        changes -> BigInt,
+    }
+}

@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 use super::mfa::Summary;
 use super::schema::{mfa_factors, user_values, users};
 use super::sql::Condition;
-use super::user_filter::SortKey;
 use super::user_values::{insert_values, search_values, update_values, ValueRow};
 use super::{DbConn, Error, Result, Tx};
 
@@ -41,8 +40,8 @@ impl StoredUser {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
-struct Row {
-    id: String,
+pub(super) struct Row {
+    pub(super) id: String,
     body: String,
     source: Source,
     version: i64,
@@ -407,90 +406,6 @@ pub(crate) fn names_of(conn: &mut DbConn, ids: &[String]) -> Result<Vec<(String,
         );
     }
     Ok(out)
-}
-
-/// One page of users matching `filter`, and how many match in all.
-pub struct Page {
-    pub total: i64,
-    pub users: Vec<StoredUser>,
-}
-
-pub(crate) struct PageRequest {
-    pub filter: Option<Condition>,
-    /// The key and whether descending.
-    pub sort: Option<(SortKey, bool)>,
-    /// 0-based offset.
-    pub offset: i64,
-    pub limit: i64,
-}
-
-/// Above this many matches of a filter, SQLite walks the users in creation order and tests each
-/// (a page of a broad search fills within a few index entries) instead of gathering every match
-/// and sorting them, which reads each one's row.
-const DENSE: i64 = 1000;
-
-pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
-    let req_filter = req.filter;
-    let filter = req_filter.clone().unwrap_or_else(|| Condition::new().sql("1 = 1"));
-    // On SQLite a filtered page counts first, to choose its plan by the count.
-    let counted = match (&*conn, &req_filter) {
-        (DbConn::Sqlite(_), Some(f)) if req.sort.is_none() && req.limit > 0 => {
-            Some(users::table.filter(f.clone()).count().get_result::<i64>(conn)?)
-        }
-        _ => None,
-    };
-    let dense = counted.is_some_and(|n| n >= DENSE);
-    let users: Vec<StoredUser> = if req.limit == 0 {
-        Vec::new()
-    } else if let Some((key, descending)) = &req.sort {
-        let ids = super::user_sort::sorted_ids(conn, req_filter.as_ref(), key, *descending, req.offset, req.limit)?;
-        in_order(conn, &ids)?
-    } else if req.offset == 0 && !dense {
-        // The first page in one query.
-        users::table
-            .inner_join(mfa_factors::table)
-            .filter(filter.clone())
-            .select((Row::as_select(), Summary::as_select()))
-            .order((users::created_at.asc(), users::id.asc()))
-            .limit(req.limit)
-            .load::<(Row, Summary)>(conn)?
-            .into_iter()
-            .map(StoredUser::try_from)
-            .collect::<Result<_>>()?
-    } else {
-        // Further pages are chosen on ids alone, which the (created_at, id) index answers
-        // without reading bodies: a large OFFSET skips index entries, not rows. A dense filter
-        // is wrapped in SQLite's unary `+`, which keeps it from choosing the plan.
-        let chosen = if dense { Condition::new().sql("+(").push(filter.clone()).sql(")") } else { filter.clone() };
-        let ids: Vec<String> = users::table
-            .filter(chosen)
-            .select(users::id)
-            .order((users::created_at.asc(), users::id.asc()))
-            .offset(req.offset)
-            .limit(req.limit)
-            .load(conn)?;
-        in_order(conn, &ids)?
-    };
-    // A short first page is the whole result: no need to count (existence checks by userName
-    // or externalId are exactly that).
-    let total = match counted {
-        Some(n) => n,
-        None if req.offset == 0 && (users.len() as i64) < req.limit => users.len() as i64,
-        None => users::table.filter(filter).count().get_result(conn)?,
-    };
-    Ok(Page { total, users })
-}
-
-/// The users with these ids, in this order.
-fn in_order(conn: &mut DbConn, ids: &[String]) -> Result<Vec<StoredUser>> {
-    let mut rows = users::table
-        .inner_join(mfa_factors::table)
-        .filter(users::id.eq_any(ids))
-        .select((Row::as_select(), Summary::as_select()))
-        .load::<(Row, Summary)>(conn)?;
-    let position: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    rows.sort_by_key(|(r, _)| position.get(r.id.as_str()).copied());
-    rows.into_iter().map(StoredUser::try_from).collect()
 }
 
 /// The id of the user with this externalId, when exactly one has it.

@@ -228,6 +228,21 @@ impl TestApp {
         TestApp { base: format!("http://127.0.0.1:{port}"), token, dir, agent, clock, config, db }
     }
 
+    /// A token of another client (with the SCIM scope) on this daemon's database.
+    pub fn another_token(&self, name: &str) -> String {
+        let pool = app::open_database(&self.config).expect("database");
+        Tokens::new(pool, std::sync::Arc::new(provisiond::clock::SystemClock))
+            .create(name, &[Scope::Scim])
+            .expect("token")
+            .expose()
+            .to_string()
+    }
+
+    /// A GET with another token.
+    pub fn get_as(&self, token: &str, path: &str) -> Reply {
+        self.call_with("GET", path, None, &[("Authorization", &format!("Bearer {token}"))])
+    }
+
     /// The SQLite database file (SQLite runs only).
     pub fn db_path(&self) -> PathBuf {
         assert_eq!(backend(), Backend::Sqlite, "a SQLite file exists on the SQLite backend only");

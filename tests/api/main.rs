@@ -26,6 +26,7 @@ mod metrics;
 mod mfa;
 mod openapi;
 mod outages;
+mod pages;
 mod postgres;
 mod raw_http;
 mod receiver;

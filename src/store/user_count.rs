@@ -1,0 +1,59 @@
+//! How many users there are, kept by the database itself: triggers on `users` record each
+//! insert and delete in `user_count_deltas`, in the writing transaction, so the sum of its rows
+//! is exact in every snapshot. A page's `totalResults` reads a row or a few instead of counting
+//! 100,000 users.
+//!
+//! SQLite writes one transaction at a time: its triggers keep a single row. On PostgreSQL
+//! concurrent writers must not queue on one row (nor lock it in an order that could deadlock
+//! with their other rows), so each writing statement appends a row of its own; a reader that
+//! finds many, and every 256th writer, fold them into one (skipping rows others hold).
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+use super::{DbConn, Result};
+
+/// Rows above which a reader folds the deltas into one.
+const FOLD_ABOVE: i64 = 64;
+
+#[derive(QueryableByName)]
+struct Tally {
+    #[diesel(sql_type = BigInt)]
+    users: i64,
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+    #[diesel(sql_type = BigInt)]
+    last: i64,
+    #[diesel(sql_type = BigInt)]
+    changes: i64,
+}
+
+/// Changes whenever a user is created or deleted (the creation order changes), on either
+/// backend: SQLite counts them; on PostgreSQL every such commit adds a row (a reader's fold
+/// replaces rows by one with a larger id than any before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation([i64; 3]);
+
+/// The number of users.
+pub(crate) fn all(conn: &mut DbConn) -> Result<i64> {
+    Ok(tally(conn)?.0)
+}
+
+/// The number of users and the generation of the set.
+pub(crate) fn tally(conn: &mut DbConn) -> Result<(i64, Generation)> {
+    let tally = diesel::sql_query(
+        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS users, COUNT(*) AS rows, \
+         CAST(COALESCE(MAX(id), 0) AS BIGINT) AS last, CAST(COALESCE(SUM(changes), 0) AS BIGINT) AS changes \
+         FROM user_count_deltas",
+    )
+    .get_result::<Tally>(conn)?;
+    let generation = Generation([tally.rows, tally.last, tally.changes]);
+    if tally.rows > FOLD_ABOVE {
+        if let DbConn::Pg(pg) = conn {
+            // One statement (see the migration): the rows it deletes are those whose sum it
+            // inserts, and it waits for no other writer or folder.
+            diesel::sql_query("SELECT user_count_fold()").execute(pg)?;
+        }
+    }
+    Ok((tally.users, generation))
+}
