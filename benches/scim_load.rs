@@ -12,7 +12,7 @@ use std::time::Instant;
 use provisiond::config::percent_encode as encode;
 use provisiond::domain::tokens::Scope;
 use rand::rngs::SmallRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 use support::{parse_args, preload, print_table, run_all, user_json, Call, Scenario, Setup, PRELOAD_THREADS};
 
@@ -127,6 +127,7 @@ fn main() {
     ];
 
     let outcomes = run_all(&scenarios, &bases, &auth, &args, &daemons);
+    let walk = walk_under_churn(&probe, &bases[0], &auth, &created);
     let (peak, rss) = daemons[0].memory_mb();
     drop(daemons);
 
@@ -136,6 +137,7 @@ fn main() {
     );
     print_table(&outcomes, &scenarios);
     print_ratios(&outcomes);
+    println!("\n{walk}");
     println!("\npreload (in-process, {PRELOAD_THREADS} threads): {preload_rate:.0} users/s ({:.1} s)", took.as_secs_f64());
     println!("daemon memory (the first instance): peak RSS (VmHWM) {peak:.1} MB, RSS at end {rss:.1} MB, RSS when ready {idle_rss:.1} MB");
 }
@@ -172,4 +174,76 @@ fn walk_cursors(agent: &ureq::Agent, base: &str, auth: &str) -> Vec<String> {
             None => return cursors,
         }
     }
+}
+
+/// Issue 18: a walk of every user by `startIndex` pages of 100, as an identity provider imports,
+/// while another client creates 1,000 users and deletes 1,000 of those there at the start. Every
+/// user present throughout must be seen exactly once; the others may or may not be (README,
+/// "What a walk sees").
+fn walk_under_churn(agent: &ureq::Agent, base: &str, auth: &str, created: &AtomicUsize) -> String {
+    const CHURN: usize = 1000;
+    let send = |method: &'static str, path: String, body: Option<String>| {
+        let (status, text) = support::send(agent, base, auth, &Call { method, path, body, want: String::new() }).expect("a request");
+        (status, text)
+    };
+    let ids_of = |text: &str| -> Vec<String> {
+        let doc: serde_json::Value = serde_json::from_str(text).expect("a ListResponse");
+        doc["Resources"].as_array().map(|r| r.iter().filter_map(|u| u["id"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    // Who is there at the start, by cursor pages (one snapshot-free pass, nothing changes yet).
+    let mut before: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, text) = send("GET", format!("/scim/v2/Users?count=1000&attributes=id&cursor={cursor}"), None);
+        before.extend(ids_of(&text));
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("a ListResponse");
+        match doc["nextCursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    let mut rng = SmallRng::seed_from_u64(18);
+    let doomed: std::collections::HashSet<String> =
+        rand::seq::index::sample(&mut rng, before.len(), CHURN.min(before.len() / 2)).into_iter().map(|i| before[i].clone()).collect();
+    let started = Instant::now();
+    let (seen, pages) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (i, id) in doomed.iter().enumerate() {
+                let user = user_json(created.fetch_add(1, Ordering::Relaxed));
+                assert_eq!(send("POST", "/scim/v2/Users".into(), Some(user.to_string())).0, 201, "create {i}");
+                assert_eq!(send("DELETE", format!("/scim/v2/Users/{id}"), None).0, 204, "delete {id}");
+            }
+        });
+        let (mut seen, mut start, mut pages) = (Vec::new(), 1, 0);
+        loop {
+            let (status, text) = send("GET", format!("/scim/v2/Users?startIndex={start}&count=100&attributes=id"), None);
+            assert_eq!(status, 200, "{text}");
+            let page = ids_of(&text);
+            pages += 1;
+            start += page.len();
+            let last = page.len() < 100;
+            seen.extend(page);
+            if last {
+                break (seen, pages);
+            }
+        }
+    });
+    let took = started.elapsed().as_secs_f64();
+    let mut times: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for id in &seen {
+        *times.entry(id.as_str()).or_default() += 1;
+    }
+    let throughout: Vec<&String> = before.iter().filter(|id| !doomed.contains(*id)).collect();
+    let missing = throughout.iter().filter(|id| !times.contains_key(id.as_str())).count();
+    let twice = times.values().filter(|n| **n > 1).count();
+    let deleted_seen = doomed.iter().filter(|id| times.contains_key(id.as_str())).count();
+    let verdict = if missing == 0 && twice == 0 { "met" } else { "NOT met" };
+    format!(
+        "walk by startIndex pages of 100 while {CHURN} users are created and {CHURN} deleted: {pages} pages in {took:.2} s \
+         ({:.0} pages/s); {} users present throughout, each seen once: {verdict} (missing {missing}, seen twice {twice}); \
+         of those deleted during the walk {deleted_seen} were seen before they went; {} users seen in all",
+        pages as f64 / took,
+        throughout.len(),
+        seen.len()
+    )
 }
