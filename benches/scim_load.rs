@@ -183,12 +183,16 @@ fn walk_cursors(agent: &ureq::Agent, base: &str, auth: &str) -> Vec<String> {
 fn walk_under_churn(agent: &ureq::Agent, base: &str, auth: &str, created: &AtomicUsize) -> String {
     const CHURN: usize = 1000;
     let send = |method: &'static str, path: String, body: Option<String>| {
-        let (status, text) = support::send(agent, base, auth, &Call { method, path, body, want: String::new() }).expect("a request");
+        let (status, text) =
+            support::send(agent, base, auth, &Call { method, path, body, want: String::new() }).expect("a request");
         (status, text)
     };
     let ids_of = |text: &str| -> Vec<String> {
         let doc: serde_json::Value = serde_json::from_str(text).expect("a ListResponse");
-        doc["Resources"].as_array().map(|r| r.iter().filter_map(|u| u["id"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+        doc["Resources"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|u| u["id"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
     };
     // Who is there at the start, by cursor pages (one snapshot-free pass, nothing changes yet).
     let mut before: Vec<String> = Vec::new();
@@ -203,8 +207,10 @@ fn walk_under_churn(agent: &ureq::Agent, base: &str, auth: &str, created: &Atomi
         }
     }
     let mut rng = SmallRng::seed_from_u64(18);
-    let doomed: std::collections::HashSet<String> =
-        rand::seq::index::sample(&mut rng, before.len(), CHURN.min(before.len() / 2)).into_iter().map(|i| before[i].clone()).collect();
+    let doomed: std::collections::HashSet<String> = rand::seq::index::sample(&mut rng, before.len(), CHURN.min(before.len() / 2))
+        .into_iter()
+        .map(|i| before[i].clone())
+        .collect();
     let started = Instant::now();
     let (seen, pages) = std::thread::scope(|scope| {
         scope.spawn(|| {

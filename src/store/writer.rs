@@ -106,11 +106,7 @@ impl Writer {
         let conn = state.conn.as_mut().expect("connected");
         // A write that joins a batch runs in a savepoint: if it fails, its own changes alone are
         // undone. The first needs none: if it fails, nothing else is in the transaction.
-        let outcome = if first {
-            f(&mut Tx(conn))
-        } else {
-            conn.transaction(|c| f(&mut Tx(c)))
-        };
+        let outcome = if first { f(&mut Tx(conn)) } else { conn.transaction(|c| f(&mut Tx(c))) };
         match outcome {
             Ok(value) => {
                 state.open.as_mut().expect("a batch is open").writes += 1;
@@ -189,8 +185,7 @@ impl Writer {
 impl State {
     fn connection(&mut self, manager: &Manager) -> Result<&mut DbConn, DieselError> {
         if self.conn.is_none() {
-            let mut conn =
-                manager.connect().map_err(|e| failed(&format!("cannot open the database for writing: {e}")))?;
+            let mut conn = manager.connect().map_err(|e| failed(&format!("cannot open the database for writing: {e}")))?;
             // Reads through its page cache, not the memory map the readers share: the map would
             // be set up again each time the file grows, which costs more than the reads. The
             // cache keeps its default size: a commit walks the whole cache, and with a larger one

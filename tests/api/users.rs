@@ -507,7 +507,9 @@ fn a_removed_external_id_no_longer_finds_the_user_and_a_patch_keeps_the_other_co
     let app = TestApp::spawn();
     let created = app.create_user(&json!({"schemas": [USER], "userName": "ext@example.com", "externalId": "ext-1"}));
     let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
-    let found = |filter: &str| app.get(&format!("/scim/v2/Users?filter={}", provisiond::config::percent_encode(filter))).body["totalResults"].clone();
+    let found = |filter: &str| {
+        app.get(&format!("/scim/v2/Users?filter={}", provisiond::config::percent_encode(filter))).body["totalResults"].clone()
+    };
     assert_eq!(found("externalId eq \"ext-1\""), 1);
     let r = app.call("PATCH", &path, Some(&patch_doc(json!([{"op": "remove", "path": "externalId"}]))));
     assert_eq!(r.status, 200, "{:?}", r.body);

@@ -314,7 +314,13 @@ impl Mfa {
 
     /// Counts a wrong code; the `max_failures`-th within the window locks verification. A code
     /// that arrives while a lockout holds is not counted: it is answered as locked out.
-    fn record_failure(&self, conn: &mut store::PooledConn, user_id: &str, at: NaiveDateTime, actor: &Actor) -> Result<Verification> {
+    fn record_failure(
+        &self,
+        conn: &mut store::PooledConn,
+        user_id: &str,
+        at: NaiveDateTime,
+        actor: &Actor,
+    ) -> Result<Verification> {
         let name = user_name(conn, user_id)?;
         // Counted on the row as it is once locked inside the write transaction, not as this
         // request read it earlier: wrong codes sent in parallel, to one instance or several,
