@@ -17,7 +17,8 @@ use crate::store::user_pages::{self, Start, Walk};
 use crate::store::users::{self as store_users, WriteError};
 /// A user as stored: its SCIM body, version, times and factor summary.
 pub use crate::store::users::{Source, StoredUser};
-use crate::store::{self, user_filter, Pool, Tx};
+use crate::store::{self, user_filter, Pool, PooledConn, Tx};
+use super::groups::Membership;
 
 #[derive(Clone)]
 pub struct Users {
@@ -81,11 +82,15 @@ impl Users {
     /// Creates a user from a SCIM body; `source` records which door it came through. A
     /// `resetRequested` in the body resets the new factor in the same transaction.
     pub fn create(&self, input: &Value, source: Source, actor: &Actor) -> Result<StoredUser> {
+        self.create_on(&mut self.pool.get()?, input, source, actor)
+    }
+
+    /// [`Users::create`] on `conn` (see [`Users::showing`]).
+    fn create_on(&self, conn: &mut PooledConn, input: &Value, source: Source, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize(&USER_RESOURCE, input)?;
         let id = new_user_id();
-        let mut conn = self.pool.get()?;
-        store::write_tx(&mut conn, |tx| {
+        store::write_tx(conn, |tx| {
             // Read once the write turn is ours: users are stamped in the order they are written.
             let at = self.now();
             let name = user_name_of(&body);
@@ -95,8 +100,29 @@ impl Users {
     }
 
     pub fn get(&self, id: &str) -> Result<StoredUser> {
+        self.get_on(&mut self.pool.get()?, id)
+    }
+
+    /// [`Users::get`] on `conn` (see [`Users::showing`]).
+    fn get_on(&self, conn: &mut PooledConn, id: &str) -> Result<StoredUser> {
+        store_users::get(conn, id)?.ok_or_else(|| not_found(id))
+    }
+
+    /// Runs `op` (a read or a write of one user) and reads the groups of the user it gives when
+    /// `groups`, on one connection: each checkout costs PostgreSQL a round trip (the pool tests
+    /// the connection it hands out).
+    pub(crate) fn showing(
+        &self,
+        groups: bool,
+        op: impl FnOnce(&mut OneConnection) -> Result<StoredUser>,
+    ) -> Result<(StoredUser, Vec<Membership>)> {
         let mut conn = self.pool.get()?;
-        store_users::get(&mut conn, id)?.ok_or_else(|| not_found(id))
+        let user = op(&mut OneConnection { users: self, conn: &mut conn })?;
+        let memberships = match groups {
+            true => store::groups::memberships(&mut conn, std::slice::from_ref(&user.id))?.into_iter().map(|(_, m)| m).collect(),
+            false => Vec::new(),
+        };
+        Ok((user, memberships))
     }
 
     /// The user whose userName equals `user_name` ignoring case (userName is caseExact=false).
@@ -106,17 +132,31 @@ impl Users {
     }
 
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
-    pub(crate) fn replace(&self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
+    fn replace_on(
+        &self,
+        conn: &mut PooledConn,
+        id: &str,
+        input: &Value,
+        if_match: Option<&str>,
+        actor: &Actor,
+    ) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize(&USER_RESOURCE, input)?;
-        self.modify(id, if_match, actor, |_| Ok((body, reset)))
+        self.modify(conn, id, if_match, actor, |_| Ok((body, reset)))
     }
 
     /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
     /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
     /// version that moved meanwhile is 412.
-    pub(crate) fn patch(&self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
-        self.modify(id, if_match, actor, |current| {
+    fn patch_on(
+        &self,
+        conn: &mut PooledConn,
+        id: &str,
+        request: &Value,
+        if_match: Option<&str>,
+        actor: &Actor,
+    ) -> Result<StoredUser> {
+        self.modify(conn, id, if_match, actor, |current| {
             let mut body = Value::Object(current.body.clone());
             patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
             let reset = resource::reset_requested(&body)?;
@@ -129,13 +169,13 @@ impl Users {
     /// one write transaction.
     fn modify(
         &self,
+        conn: &mut PooledConn,
         id: &str,
         if_match: Option<&str>,
         actor: &Actor,
         change: impl FnOnce(&StoredUser) -> Result<(Map<String, Value>, bool)>,
     ) -> Result<StoredUser> {
-        let mut conn = self.pool.get()?;
-        store::write_tx(&mut conn, |tx| {
+        store::write_tx(conn, |tx| {
             let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
             let at = self.now();
             super::check_if_match(current.version, if_match)?;
@@ -205,6 +245,32 @@ impl Users {
         let reason = Reason::system(SCIM_RESET);
         reset::reset_in_tx(tx, (&user.id, user.user_name()), actor, Some(reason.as_str()), at)?;
         store_users::get(tx, &user.id)?.ok_or_else(|| not_found(&user.id))
+    }
+}
+
+/// The reads and writes of one user on one connection (see [`Users::showing`]).
+pub(crate) struct OneConnection<'a> {
+    users: &'a Users,
+    conn: &'a mut PooledConn,
+}
+
+impl OneConnection<'_> {
+    pub(crate) fn create(&mut self, input: &Value, source: Source, actor: &Actor) -> Result<StoredUser> {
+        self.users.create_on(self.conn, input, source, actor)
+    }
+
+    pub(crate) fn get(&mut self, id: &str) -> Result<StoredUser> {
+        self.users.get_on(self.conn, id)
+    }
+
+    /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
+    pub(crate) fn replace(&mut self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
+        self.users.replace_on(self.conn, id, input, if_match, actor)
+    }
+
+    /// Applies a PatchOp document (see `Users::patch_on`).
+    pub(crate) fn patch(&mut self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
+        self.users.patch_on(self.conn, id, request, if_match, actor)
     }
 }
 

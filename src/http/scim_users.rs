@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::scim_io::{actor, base_url, blocking, if_match, method_not_allowed, projection, query_pairs, read_json, scim_json};
 use super::AppState;
 use crate::domain::groups::Membership;
-use crate::domain::users::{StoredUser, Users};
+use crate::domain::users::{OneConnection, StoredUser};
 use crate::scim::error::ScimError;
 use crate::scim::list::{cursor_list_response, list_response, ListParams, ListQuery};
 use crate::scim::resource::{self, Meta, Projection};
@@ -80,22 +80,16 @@ pub(crate) async fn rendered(
 }
 
 /// Runs `op` (a read or a write of one user) and reads the groups the answer shows, in one trip
-/// to the blocking pool: every trip is a hand-over between threads, which costs a single GET as
-/// much as its queries.
+/// to the blocking pool and on one connection (`Users::showing`): every trip is a hand-over
+/// between threads, which costs a single GET as much as its queries.
 async fn one_user(
     state: &AppState,
     projection: &Projection,
-    op: impl FnOnce(&Users) -> crate::domain::Result<StoredUser> + Send + 'static,
+    op: impl FnOnce(&mut OneConnection) -> crate::domain::Result<StoredUser> + Send + 'static,
 ) -> Result<(StoredUser, Vec<Membership>), ScimError> {
-    let (users, groups) = (state.users.clone(), state.groups.clone());
+    let users = state.users.clone();
     let shown = projection.shows(&USER_RESOURCE, "groups");
-    blocking(move || {
-        let user = op(&users)?;
-        let mut of_user = if shown { groups.memberships(std::slice::from_ref(&user.id))? } else { HashMap::new() };
-        let memberships = of_user.remove(&user.id).unwrap_or_default();
-        Ok::<_, crate::domain::Error>((user, memberships))
-    })
-    .await
+    blocking(move || users.showing(shown, op)).await
 }
 
 /// A single-resource response with its `ETag` (and `Location` on 201), from `op` (see [`one_user`]).
@@ -103,7 +97,7 @@ async fn single(
     state: &AppState,
     req: &HttpRequest,
     status: StatusCode,
-    op: impl FnOnce(&Users) -> crate::domain::Result<StoredUser> + Send + 'static,
+    op: impl FnOnce(&mut OneConnection) -> crate::domain::Result<StoredUser> + Send + 'static,
 ) -> Reply {
     let projection = projection(req);
     let (user, groups) = one_user(state, &projection, op).await?;

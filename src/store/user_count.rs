@@ -16,18 +16,6 @@ use super::{DbConn, Result};
 /// Rows above which a reader folds the deltas into one.
 const FOLD_ABOVE: i64 = 64;
 
-#[derive(QueryableByName)]
-struct Tally {
-    #[diesel(sql_type = BigInt)]
-    users: i64,
-    #[diesel(sql_type = BigInt)]
-    rows: i64,
-    #[diesel(sql_type = BigInt)]
-    last: i64,
-    #[diesel(sql_type = BigInt)]
-    changes: i64,
-}
-
 /// Changes whenever a user is created or deleted (the creation order changes), on either
 /// backend: SQLite counts them; on PostgreSQL every such commit adds a row (a reader's fold
 /// replaces rows by one with a larger id than any before).
@@ -41,19 +29,21 @@ pub(crate) fn all(conn: &mut DbConn) -> Result<i64> {
 
 /// The number of users and the generation of the set.
 pub(crate) fn tally(conn: &mut DbConn) -> Result<(i64, Generation)> {
-    let tally = diesel::sql_query(
-        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS users, COUNT(*) AS rows, \
-         CAST(COALESCE(MAX(id), 0) AS BIGINT) AS last, CAST(COALESCE(SUM(changes), 0) AS BIGINT) AS changes \
+    // A literal query of fixed text: diesel prepares it once per connection (`sql_query` it
+    // would prepare, and PostgreSQL plan, on every page).
+    let (users, rows, last, changes) = diesel::dsl::sql::<(BigInt, BigInt, BigInt, BigInt)>(
+        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT), COUNT(*), \
+         CAST(COALESCE(MAX(id), 0) AS BIGINT), CAST(COALESCE(SUM(changes), 0) AS BIGINT) \
          FROM user_count_deltas",
     )
-    .get_result::<Tally>(conn)?;
-    let generation = Generation([tally.rows, tally.last, tally.changes]);
-    if tally.rows > FOLD_ABOVE {
+    .get_result::<(i64, i64, i64, i64)>(conn)?;
+    let generation = Generation([rows, last, changes]);
+    if rows > FOLD_ABOVE {
         if let DbConn::Pg(pg) = conn {
             // One statement (see the migration): the rows it deletes are those whose sum it
             // inserts, and it waits for no other writer or folder.
             diesel::sql_query("SELECT user_count_fold()").execute(pg)?;
         }
     }
-    Ok((tally.users, generation))
+    Ok((users, generation))
 }
