@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::audit::Actor;
 use super::events;
+use super::groups::Membership;
 use super::mfa::{reset, Reason};
 use super::{Error, Result};
 use crate::clock::{self, Clock};
@@ -18,7 +19,6 @@ use crate::store::users::{self as store_users, WriteError};
 /// A user as stored: its SCIM body, version, times and factor summary.
 pub use crate::store::users::{Source, StoredUser};
 use crate::store::{self, user_filter, Pool, PooledConn, Tx};
-use super::groups::Membership;
 
 #[derive(Clone)]
 pub struct Users {
