@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::scim_io::{actor, base_url, blocking, if_match, method_not_allowed, projection, query_pairs, read_json, scim_json};
 use super::AppState;
-use crate::domain::groups::Membership;
+use crate::domain::groups::{Groups, Membership};
 use crate::domain::users::{OneConnection, StoredUser};
 use crate::scim::error::ScimError;
 use crate::scim::list::{cursor_list_response, list_response, ListParams, ListQuery};
@@ -53,18 +53,28 @@ fn render(user: &StoredUser, groups: &[Membership], base: &str, projection: &Pro
     doc
 }
 
-/// The groups of these users, read once for all of them (not at all when the answer does not
-/// show `groups`).
-async fn memberships(
-    state: &AppState,
-    users: &[&StoredUser],
-    projection: &Projection,
-) -> Result<HashMap<String, Vec<Membership>>, ScimError> {
-    if !projection.shows(&USER_RESOURCE, "groups") {
-        return Ok(HashMap::new());
+/// The groups of these users, read once for all of them, when the answer shows `groups` (not
+/// at all otherwise).
+fn memberships(groups: &Groups, users: &[StoredUser], shown: bool) -> crate::domain::Result<HashMap<String, Vec<Membership>>> {
+    match shown {
+        true => groups.memberships(&ids(users)),
+        false => Ok(HashMap::new()),
     }
-    let (groups, ids) = (state.groups.clone(), users.iter().map(|u| u.id.clone()).collect::<Vec<_>>());
-    blocking(move || groups.memberships(&ids)).await
+}
+
+fn ids(users: &[StoredUser]) -> Vec<String> {
+    users.iter().map(|u| u.id.clone()).collect()
+}
+
+/// Users as a list shows them, with the groups read for them.
+fn render_all(
+    users: &[StoredUser],
+    groups: &HashMap<String, Vec<Membership>>,
+    base: &str,
+    projection: &Projection,
+) -> Vec<Value> {
+    let none = Vec::new();
+    users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), base, projection)).collect()
 }
 
 /// Users as a list shows them, with their groups read once for all of them.
@@ -74,9 +84,14 @@ pub(crate) async fn rendered(
     base: &str,
     projection: &Projection,
 ) -> Result<Vec<Value>, ScimError> {
-    let groups = memberships(state, &users.iter().collect::<Vec<_>>(), projection).await?;
-    let none = Vec::new();
-    Ok(users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), base, projection)).collect())
+    let groups = match projection.shows(&USER_RESOURCE, "groups") {
+        true => {
+            let (groups, ids) = (state.groups.clone(), ids(users));
+            blocking(move || groups.memberships(&ids)).await?
+        }
+        false => HashMap::new(),
+    };
+    Ok(render_all(users, &groups, base, projection))
 }
 
 /// Runs `op` (a read or a write of one user) and reads the groups the answer shows, in one trip
@@ -163,10 +178,17 @@ async fn search(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
 async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Reply {
     let scim = &state.config.scim;
     let query = ListQuery::parse(&params, scim.default_page_size, scim.max_page_size)?;
-    let (pages, q, client) = (state.user_pages.clone(), query.clone(), actor(req).name);
-    let page = blocking(move || pages.list(&q, &client)).await?;
+    let (pages, groups, q, client) = (state.user_pages.clone(), state.groups.clone(), query.clone(), actor(req).name);
+    let shown = query.projection.shows(&USER_RESOURCE, "groups");
+    // The page and its users' groups in one trip to the blocking pool (see `one_user`).
+    let (page, of_users) = blocking(move || {
+        let page = pages.list(&q, &client)?;
+        let of_users = memberships(&groups, &page.users, shown)?;
+        Ok::<_, crate::domain::Error>((page, of_users))
+    })
+    .await?;
     let base = base_url(state, req);
-    let resources = rendered(state, &page.users, &base, &query.projection).await?;
+    let resources = render_all(&page.users, &of_users, &base, &query.projection);
     let doc = match query.cursor {
         None => list_response(page.total, query.start_index, resources),
         Some(_) => cursor_list_response(page.total, resources, page.next_cursor, page.previous_cursor),
