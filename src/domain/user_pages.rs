@@ -2,7 +2,7 @@
 //!
 //! - `startIndex` (RFC 7644 §3.4.2.4): a page whose `startIndex` is where a page served to the
 //!   same client for the same query ended continues after that page's last user (a keyset on
-//!   the stable order, creation time then id) instead of skipping `startIndex - 1` users, so a
+//!   the stable order, creation time then id) instead of counting `startIndex - 1` users off, so a
 //!   walk page after page costs the same at its end as at its start and returns every user
 //!   present throughout exactly once, whatever is created or deleted meanwhile. Other pages
 //!   (another instance served the one before, a jump, `sortBy`) are counted from the start.

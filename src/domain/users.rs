@@ -131,39 +131,6 @@ impl Users {
         Ok(store_users::find_by_user_name(&mut conn, user_name)?)
     }
 
-    /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
-    fn replace_on(
-        &self,
-        conn: &mut PooledConn,
-        id: &str,
-        input: &Value,
-        if_match: Option<&str>,
-        actor: &Actor,
-    ) -> Result<StoredUser> {
-        let reset = resource::reset_requested(input)?;
-        let body = resource::normalize(&USER_RESOURCE, input)?;
-        self.modify(conn, id, if_match, actor, |_| Ok((body, reset)))
-    }
-
-    /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
-    /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
-    /// version that moved meanwhile is 412.
-    fn patch_on(
-        &self,
-        conn: &mut PooledConn,
-        id: &str,
-        request: &Value,
-        if_match: Option<&str>,
-        actor: &Actor,
-    ) -> Result<StoredUser> {
-        self.modify(conn, id, if_match, actor, |current| {
-            let mut body = Value::Object(current.body.clone());
-            patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
-            let reset = resource::reset_requested(&body)?;
-            Ok((resource::normalize(&USER_RESOURCE, &body)?, reset))
-        })
-    }
-
     /// Reads the user with its row locked, checks `If-Match`, and writes what `change` makes of
     /// it (nothing, and no new version, when that is what it was) and the reset it asks for, in
     /// one write transaction.
@@ -265,12 +232,21 @@ impl OneConnection<'_> {
 
     /// Full replace (PUT): attributes left out are cleared; `id` and `meta.created` stay.
     pub(crate) fn replace(&mut self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
-        self.users.replace_on(self.conn, id, input, if_match, actor)
+        let reset = resource::reset_requested(input)?;
+        let body = resource::normalize(&USER_RESOURCE, input)?;
+        self.users.modify(self.conn, id, if_match, actor, |_| Ok((body, reset)))
     }
 
-    /// Applies a PatchOp document (see `Users::patch_on`).
+    /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
+    /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
+    /// version that moved meanwhile is 412.
     pub(crate) fn patch(&mut self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
-        self.users.patch_on(self.conn, id, request, if_match, actor)
+        self.users.modify(self.conn, id, if_match, actor, |current| {
+            let mut body = Value::Object(current.body.clone());
+            patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
+            let reset = resource::reset_requested(&body)?;
+            Ok((resource::normalize(&USER_RESOURCE, &body)?, reset))
+        })
     }
 }
 

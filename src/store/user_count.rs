@@ -6,7 +6,8 @@
 //! SQLite writes one transaction at a time: its triggers keep a single row. On PostgreSQL
 //! concurrent writers must not queue on one row (nor lock it in an order that could deadlock
 //! with their other rows), so each writing statement appends a row of its own; a reader that
-//! finds many, and every 256th writer, fold them into one (skipping rows others hold).
+//! finds many, and every 256th writer, fold them into one (leaving rows another transaction
+//! holds to a later fold).
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

@@ -19,27 +19,30 @@ CREATE FUNCTION user_count_fold() RETURNS void LANGUAGE sql AS $$
     )
     INSERT INTO user_count_deltas (delta) SELECT COALESCE(SUM(delta), 0) FROM gone;
 $$;
--- Every 256th delta its writer folds (readers of the count fold too): the table stays small
--- when users are only ever written.
-CREATE FUNCTION users_count_in() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Appends a writing statement's delta; every 256th delta its writer folds (readers of the
+-- count fold too): the table stays small when users are only ever written.
+CREATE FUNCTION user_count_add(n BIGINT) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     added BIGINT;
 BEGIN
-    INSERT INTO user_count_deltas (delta) SELECT COUNT(*) FROM users_in HAVING COUNT(*) > 0 RETURNING id INTO added;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO user_count_deltas (delta) VALUES (n) RETURNING id INTO added;
     IF added % 256 = 0 THEN
         PERFORM user_count_fold();
     END IF;
+END
+$$;
+CREATE FUNCTION users_count_in() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM user_count_add((SELECT COUNT(*) FROM users_in));
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION users_count_out() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    added BIGINT;
 BEGIN
-    INSERT INTO user_count_deltas (delta) SELECT -COUNT(*) FROM users_out HAVING COUNT(*) > 0 RETURNING id INTO added;
-    IF added % 256 = 0 THEN
-        PERFORM user_count_fold();
-    END IF;
+    PERFORM user_count_add(-(SELECT COUNT(*) FROM users_out));
     RETURN NULL;
 END
 $$;
