@@ -99,18 +99,22 @@ pub(crate) fn record_for(
 /// Records a deactivation or a reactivation when a write turned `active` over (absent is active).
 pub(crate) fn record_activity(
     tx: &mut Tx,
-    before: &Map<String, Value>,
+    was_active: bool,
     after: &StoredUser,
     actor: &Actor,
     reason: Option<&str>,
     at: NaiveDateTime,
 ) -> store::Result<()> {
-    let active = |body: &Map<String, Value>| body.get("active").and_then(Value::as_bool).unwrap_or(true);
-    match (active(before), active(&after.body)) {
+    match (was_active, active(&after.body)) {
         (true, false) => record(tx, USER_DEACTIVATED, Subject::of(after), actor, reason, at),
         (false, true) => record(tx, USER_REACTIVATED, Subject::of(after), actor, reason, at),
         _ => Ok(()),
     }
+}
+
+/// Whether a user with this body is active (SCIM's default: yes).
+pub(crate) fn active(body: &Map<String, Value>) -> bool {
+    body.get("active").and_then(Value::as_bool).unwrap_or(true)
 }
 
 /// Writes a stream's verification event (SSF §8.1.4): delivered to that stream alone, with the

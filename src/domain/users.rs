@@ -88,13 +88,12 @@ impl Users {
     /// [`Users::create`] on `conn` (see [`Users::showing`]).
     fn create_on(&self, conn: &mut PooledConn, input: &Value, source: Source, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
-        let body = resource::normalize(&USER_RESOURCE, input)?;
-        let id = new_user_id();
+        let new = store_users::NewUser::new(new_user_id(), resource::normalize(&USER_RESOURCE, input)?);
+        let name = new.user_name().to_string();
         store::write_tx(conn, |tx| {
             // Read once the write turn is ours: users are stamped in the order they are written.
             let at = self.now();
-            let name = user_name_of(&body);
-            let user = store_users::insert(tx, &id, body, source, at).map_err(|e| write_error(e, &name))?;
+            let user = store_users::insert(tx, new, source, at).map_err(|e| write_error(e, &name))?;
             self.reset_if(tx, reset, user, actor, at)
         })
     }
@@ -131,30 +130,36 @@ impl Users {
         Ok(store_users::find_by_user_name(&mut conn, user_name)?)
     }
 
-    /// Reads the user with its row locked, checks `If-Match`, and writes what `change` makes of
-    /// it (nothing, and no new version, when that is what it was) and the reset it asks for, in
-    /// one write transaction.
+    /// Checks `If-Match` and writes what `change` makes of the user (nothing, and no new
+    /// version, when that is what it was) and the reset it asks for, in one write transaction.
+    ///
+    /// `change` runs first on the user as read before the transaction, so that on SQLite the
+    /// writer's turn, which every other write waits for, holds the writes alone; the update is
+    /// made on the version read. If another write came first, `change` runs again on the user
+    /// read with its row locked: concurrent changes of one user take turns, and none is lost.
     fn modify(
         &self,
         conn: &mut PooledConn,
         id: &str,
         if_match: Option<&str>,
         actor: &Actor,
-        change: impl FnOnce(&StoredUser) -> Result<(Map<String, Value>, bool)>,
+        change: impl Fn(&StoredUser) -> Result<(Map<String, Value>, bool)>,
     ) -> Result<StoredUser> {
+        let read = store_users::get(conn, id)?.ok_or_else(|| not_found(id))?;
+        let (planned, reset) = Planned::of(read, if_match, &change)?;
+        let planned = match planned {
+            Planned::Keep(user) if !reset => return Ok(user),
+            planned => planned,
+        };
         store::write_tx(conn, |tx| {
-            let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
             let at = self.now();
-            super::check_if_match(current.version, if_match)?;
-            let (body, reset) = change(&current)?;
-            let user = if body == current.body {
-                current
-            } else {
-                let name = user_name_of(&body);
-                let before = current.body.clone();
-                let user = store_users::update(tx, current, body, at).map_err(|e| write_error(e, &name))?;
-                events::record_activity(tx, &before, &user, actor, None, at)?;
-                user
+            let (user, reset) = match planned.write(tx, actor, at)? {
+                Some(user) => (user, reset),
+                None => {
+                    let current = store_users::get_locked(tx, id)?.ok_or_else(|| not_found(id))?;
+                    let (planned, reset) = Planned::of(current, if_match, &change)?;
+                    (planned.write(tx, actor, at)?.ok_or(Error::PreconditionFailed)?, reset)
+                }
             };
             self.reset_if(tx, reset, user, actor, at)
         })
@@ -234,12 +239,12 @@ impl OneConnection<'_> {
     pub(crate) fn replace(&mut self, id: &str, input: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         let reset = resource::reset_requested(input)?;
         let body = resource::normalize(&USER_RESOURCE, input)?;
-        self.users.modify(self.conn, id, if_match, actor, |_| Ok((body, reset)))
+        self.users.modify(self.conn, id, if_match, actor, |_| Ok((body.clone(), reset)))
     }
 
-    /// Applies a PatchOp document to the user as it is when its row is locked: concurrent
-    /// PATCHes of one user take turns instead of retrying, and none is lost. With `If-Match`, a
-    /// version that moved meanwhile is 412.
+    /// Applies a PatchOp document to the user as it is when written (see [`Users::modify`]):
+    /// concurrent PATCHes of one user each apply to the result of the one before, and none is
+    /// lost. With `If-Match`, a version that moved meanwhile is 412.
     pub(crate) fn patch(&mut self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         self.users.modify(self.conn, id, if_match, actor, |current| {
             let mut body = Value::Object(current.body.clone());
@@ -247,6 +252,47 @@ impl OneConnection<'_> {
             let reset = resource::reset_requested(&body)?;
             Ok((resource::normalize(&USER_RESOURCE, &body)?, reset))
         })
+    }
+}
+
+/// What a change makes of a user as read: the same user, or an update to write.
+enum Planned {
+    Keep(StoredUser),
+    Write(store_users::Update),
+}
+
+impl Planned {
+    /// `change` made of `current` once `If-Match` holds for it, and whether it asks for a reset.
+    fn of(
+        current: StoredUser,
+        if_match: Option<&str>,
+        change: impl Fn(&StoredUser) -> Result<(Map<String, Value>, bool)>,
+    ) -> Result<(Self, bool)> {
+        super::check_if_match(current.version, if_match)?;
+        let (body, reset) = change(&current)?;
+        let planned = match body == current.body {
+            true => Planned::Keep(current),
+            false => Planned::Write(store_users::Update::new(current, body)),
+        };
+        Ok((planned, reset))
+    }
+
+    /// The user as written; `None` when it changed since it was read (nothing written).
+    fn write(self, tx: &mut Tx, actor: &Actor, at: chrono::NaiveDateTime) -> Result<Option<StoredUser>> {
+        let update = match self {
+            Planned::Keep(user) => return Ok(Some(user)),
+            Planned::Write(update) => update,
+        };
+        let name = user_name_of(update.body());
+        let was_active = events::active(&update.current().body);
+        match store_users::update(tx, update, at) {
+            Ok(user) => {
+                events::record_activity(tx, was_active, &user, actor, None, at)?;
+                Ok(Some(user))
+            }
+            Err(WriteError::VersionMismatch) => Ok(None),
+            Err(e) => Err(write_error(e, &name)),
+        }
     }
 }
 

@@ -284,7 +284,7 @@ pub(crate) fn add_members(tx: &mut Tx, group_id: &str, user_ids: &[String], grou
         for chunk in ids.chunks(CHUNK) {
             let rows = chunk.iter().map(|id| vec![Some(Bind::Text(group_id.to_string())), Some(Bind::Text(id.clone()))]);
             let Some(insert) = super::sql::insert_rows(table, &["group_id", column], rows) else { continue };
-            let statement = super::sql::Statement(insert.0.sql(" ON CONFLICT DO NOTHING"));
+            let statement = super::sql::Statement::once(insert.text().sql(" ON CONFLICT DO NOTHING"));
             added += statement.execute(tx.conn())?;
         }
     }

@@ -1,6 +1,7 @@
 //! Persistence with diesel: one code path for SQLite (embedded default) and PostgreSQL.
 
 pub mod audit;
+mod connection_loss;
 pub mod deployment;
 pub mod directory;
 pub mod enrolment_links;
@@ -133,8 +134,11 @@ pub(crate) fn is_lock_timeout(e: &diesel::result::Error) -> bool {
 /// The failures of a query that say "not now" rather than "never".
 fn query_unavailable(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind as Kind, Error as E};
+    if connection_loss::connection_lost(e) {
+        return true;
+    }
     match e {
-        E::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand | Kind::SerializationFailure, _) => true,
+        E::DatabaseError(Kind::SerializationFailure, _) => true,
         // diesel gives no SQLSTATE for these: the messages are SQLite's and PostgreSQL's own
         // (PostgreSQL's in English, its default `lc_messages`).
         E::DatabaseError(_, info) => {
@@ -146,11 +150,7 @@ fn query_unavailable(e: &diesel::result::Error) -> bool {
                 "canceling statement due to statement timeout",
                 "canceling statement due to lock timeout",
                 "could not obtain lock",
-                "terminating connection",
-                "server closed the connection",
                 "the database system is",
-                "connection to server",
-                "no connection to the server",
             ]
             .iter()
             .any(|needle| m.contains(needle))
@@ -166,6 +166,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Manager {
     target: DatabaseUrl,
     statement_timeout: Duration,
+    /// PostgreSQL: when a connection was last lost (see [`connection_loss`]).
+    losses: Arc<connection_loss::Losses>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -205,6 +207,7 @@ impl ManageConnection for Manager {
             }
             DatabaseUrl::Postgres(url) => {
                 let mut conn = diesel::PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                conn.set_instrumentation(self.losses.watcher());
                 // Nothing waits without end: a statement (a lock wait included) fails after the
                 // limit; a session that sits inside a transaction without a word (a frozen or
                 // partitioned instance holding the sync lease) is ended by the server, which
@@ -220,8 +223,13 @@ impl ManageConnection for Manager {
         }
     }
 
+    /// Asked of each PostgreSQL connection the pool hands out; a round trip only shortly after
+    /// a connection was lost (see [`connection_loss`]).
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        match self.losses.recent() {
+            true => conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError),
+            false => Ok(()),
+        }
     }
 
     /// A connection given back by a panicking thread may be inside a transaction: dropped.
@@ -252,17 +260,17 @@ pub(crate) fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Re
         create_private(std::path::Path::new(path))?;
         sqlite_limits::set_limit(limits.statement_timeout);
     }
-    let writer = matches!(target, DatabaseUrl::Sqlite(_))
-        .then(|| Arc::new(writer::Writer::new(Manager { target: target.clone(), statement_timeout: limits.statement_timeout })));
+    let manager = Manager { target, statement_timeout: limits.statement_timeout, losses: connection_loss::Losses::new() };
+    let writer = matches!(manager.target, DatabaseUrl::Sqlite(_)).then(|| Arc::new(writer::Writer::new(manager.clone())));
     let conns = r2d2::Pool::builder()
         .max_size(pool_size)
         // A PostgreSQL connection whose server restarted or failed over fails every query,
-        // and diesel does not notice it is dead: each checkout asks first (a round trip),
-        // so that an instance recovers as soon as the database does. A SQLite file cannot
-        // go away under an open connection.
-        .test_on_check_out(target.is_postgres())
+        // and diesel does not notice it is dead: after such a failure, each checkout asks
+        // first, so that an instance recovers as soon as the database does. A SQLite file
+        // cannot go away under an open connection.
+        .test_on_check_out(manager.target.is_postgres())
         .connection_timeout(limits.connect_timeout)
-        .build(Manager { target, statement_timeout: limits.statement_timeout })?;
+        .build(manager)?;
     Ok(Pool { conns, writer })
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn run(tx: &mut Tx, at: chrono::NaiveDateTime) -> Result<(usize, usiz
                 Ok(Value::Object(m)) => m,
                 _ => return Err(super::Error::Corrupt(format!("user {id} has an unreadable body"))),
             };
-            super::user_values::insert_values(tx.conn(), id, &body)?;
+            super::user_values::insert_values(tx.conn(), id, &super::user_values::search_values(&body))?;
             let key = super::users::user_name_key(name);
             if &key == old_key {
                 continue;

@@ -123,9 +123,30 @@ where
     }
 }
 
-/// A whole statement built at run time (multi-row INSERTs), executed with `RunQueryDsl::execute`.
-/// Not cached: its text depends on the row count.
-pub(crate) struct Statement(pub Fragment<sql_types::Bool>);
+/// A whole statement built at run time, executed with `RunQueryDsl::execute`.
+pub(crate) struct Statement {
+    text: Fragment<sql_types::Bool>,
+    keep: bool,
+}
+
+impl Statement {
+    /// Prepared for this run only: a multi-row INSERT, whose text depends on the row count, and
+    /// each count would keep a statement of thousands of parameters for the connection's lifetime.
+    pub(crate) fn once(text: Fragment<sql_types::Bool>) -> Self {
+        Statement { text, keep: false }
+    }
+
+    /// Prepared once per connection and kept by its text: a hot statement that has one text (or
+    /// a few), such as an update of the write path. Diesel keeps none of its own UPDATEs, and
+    /// preparing them again on every write cost the writer's turn about as much as running them.
+    pub(crate) fn kept(text: Fragment<sql_types::Bool>) -> Self {
+        Statement { text, keep: true }
+    }
+
+    pub(crate) fn text(self) -> Fragment<sql_types::Bool> {
+        self.text
+    }
+}
 
 impl QueryId for Statement {
     type QueryId = ();
@@ -136,8 +157,11 @@ impl<DB: Backend> QueryFragment<DB> for Statement
 where
     Fragment<sql_types::Bool>: QueryFragment<DB>,
 {
-    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.0.walk_ast(out)
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        if !self.keep {
+            out.unsafe_to_cache_prepared();
+        }
+        self.text.walk_ast(out)
     }
 }
 
@@ -162,7 +186,7 @@ pub(crate) fn insert_rows(table: &str, columns: &[&str], rows: impl IntoIterator
         f = f.sql(")");
         any = true;
     }
-    any.then_some(Statement(f))
+    any.then_some(Statement::once(f))
 }
 
 /// A whole SELECT built at run time, loaded with `RunQueryDsl::load` as values of `ST`
@@ -188,3 +212,53 @@ where
 }
 
 impl<ST, Conn> diesel::RunQueryDsl<Conn> for Select<ST> {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use diesel::connection::InstrumentationEvent;
+    use diesel::prelude::*;
+
+    use super::{Bind, Fragment, Statement};
+    use crate::store::schema::users;
+
+    /// Counts the statements a connection prepares to keep.
+    fn kept(conn: &mut crate::store::DbConn) -> Arc<AtomicUsize> {
+        let n = Arc::new(AtomicUsize::new(0));
+        let counter = n.clone();
+        let watch = move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { .. } = event {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        match conn {
+            crate::store::DbConn::Sqlite(c) => c.set_instrumentation(watch),
+            crate::store::DbConn::Pg(c) => c.set_instrumentation(watch),
+        }
+        n
+    }
+
+    #[test]
+    fn a_kept_statement_is_prepared_once_and_others_every_time() {
+        let (_dir, pool) = crate::store::test_database();
+        let mut conn = pool.get().unwrap();
+        let prepared = kept(&mut conn);
+        let update = |version: i64| {
+            Fragment::new().sql("UPDATE users SET version = ").bind(Bind::Int(version)).sql(" WHERE id = ").bind(Bind::Text("nobody".into()))
+        };
+        for version in 0..3i64 {
+            Statement::kept(update(version)).execute(&mut *conn).unwrap();
+        }
+        assert_eq!(prepared.load(Ordering::SeqCst), 1, "kept at its first run, reused after");
+        for version in 0..3i64 {
+            Statement::once(update(version)).execute(&mut *conn).unwrap();
+        }
+        assert_eq!(prepared.load(Ordering::SeqCst), 1, "a statement for one run is not kept");
+        for version in 0..3i64 {
+            diesel::update(users::table.find("nobody")).set(users::version.eq(version)).execute(&mut *conn).unwrap();
+        }
+        assert_eq!(prepared.load(Ordering::SeqCst), 1, "diesel keeps no UPDATE of its own");
+    }
+}

@@ -10,10 +10,9 @@ use super::user_filter::{comparable, value_path};
 use super::DbConn;
 use crate::scim::schema::{self, Attribute, Kind, Schema};
 
-#[derive(Insertable)]
-#[diesel(table_name = user_values, treat_none_as_default_value = false)]
-pub(super) struct ValueRow<'a> {
-    pub(super) user_id: &'a str,
+/// One leaf value of a body, as a search row stores it (the user's id comes at the write).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct SearchValue {
     pub(super) path: String,
     pub(super) elem: i32,
     pub(super) value: String,
@@ -21,73 +20,117 @@ pub(super) struct ValueRow<'a> {
     pub(super) sort_key: bool,
 }
 
-/// Writes the search rows of user `id` (whose body is `body`), in the caller's transaction.
-pub(super) fn insert_values(conn: &mut DbConn, id: &str, body: &Map<String, Value>) -> Result<(), DieselError> {
-    let rows = search_values(id, body);
+impl SearchValue {
+    /// Its row for user `user_id`.
+    pub(super) fn row<'a>(&'a self, user_id: &'a str) -> ValueRow<'a> {
+        ValueRow { user_id, path: &self.path, elem: self.elem, value: &self.value, sort_key: self.sort_key }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = user_values, treat_none_as_default_value = false)]
+pub(super) struct ValueRow<'a> {
+    pub(super) user_id: &'a str,
+    pub(super) path: &'a str,
+    pub(super) elem: i32,
+    pub(super) value: &'a str,
+    pub(super) sort_key: bool,
+}
+
+/// Writes the search rows `values` of user `id`, in the caller's transaction.
+pub(super) fn insert_values(conn: &mut DbConn, id: &str, values: &[SearchValue]) -> Result<(), DieselError> {
     match conn {
         // Diesel spells a multi-row INSERT on SQLite as one INSERT per row inside a savepoint of
         // its own, and savepoints cost SQLite a statement journal: one prepared INSERT per row
         // in the caller's transaction is faster.
         DbConn::Sqlite(c) => {
-            for row in &rows {
-                diesel::insert_into(user_values::table).values(row).execute(c)?;
+            for v in values {
+                diesel::insert_into(user_values::table).values(v.row(id)).execute(c)?;
             }
         }
         // Stay well under the bind-parameter limit per statement.
         DbConn::Pg(c) => {
-            for chunk in rows.chunks(200) {
-                diesel::insert_into(user_values::table).values(chunk).execute(c)?;
+            for chunk in values.chunks(200) {
+                let rows: Vec<ValueRow> = chunk.iter().map(|v| v.row(id)).collect();
+                diesel::insert_into(user_values::table).values(rows).execute(c)?;
             }
         }
     }
     Ok(())
 }
 
-/// Brings the search rows of user `id` from those of body `before` to those of body `after`,
-/// writing only the rows that differ: a PATCH of one attribute changes a row or two instead of
-/// deleting and inserting the user's dozens, each an entry in two or three indexes.
-pub(super) fn update_values(
-    conn: &mut DbConn,
-    id: &str,
-    before: &Map<String, Value>,
-    after: &Map<String, Value>,
-) -> Result<(), DieselError> {
-    use std::collections::HashMap;
-    let mut stale: HashMap<(String, i32), (String, bool)> =
-        search_values(id, before).into_iter().map(|r| ((r.path, r.elem), (r.value, r.sort_key))).collect();
-    for row in search_values(id, after) {
-        match stale.remove(&(row.path.clone(), row.elem)) {
-            Some((value, sort_key)) if value == row.value && sort_key == row.sort_key => {}
-            Some(_) => {
-                diesel::update(user_values::table.find((id, &row.path, row.elem)))
-                    .set((user_values::value.eq(&row.value), user_values::sort_key.eq(row.sort_key)))
-                    .execute(conn)?;
-            }
-            None => {
-                diesel::insert_into(user_values::table).values(&row).execute(conn)?;
+/// The search rows that differ between two bodies of a user: a PATCH of one attribute changes
+/// a row or two instead of deleting and inserting the user's dozens, each an entry in two or
+/// three indexes.
+#[derive(Debug, Default)]
+pub(super) struct ValuesChange {
+    /// Rows whose value (or sort mark) changed.
+    changed: Vec<SearchValue>,
+    added: Vec<SearchValue>,
+    /// `(path, elem)` of rows the new body no longer has.
+    removed: Vec<(String, i32)>,
+}
+
+impl ValuesChange {
+    pub(super) fn between(before: &Map<String, Value>, after: &Map<String, Value>) -> Self {
+        use std::collections::HashMap;
+        let mut stale: HashMap<(String, i32), SearchValue> =
+            search_values(before).into_iter().map(|v| ((v.path.clone(), v.elem), v)).collect();
+        let mut change = ValuesChange::default();
+        for v in search_values(after) {
+            match stale.remove(&(v.path.clone(), v.elem)) {
+                Some(old) if old == v => {}
+                Some(_) => change.changed.push(v),
+                None => change.added.push(v),
             }
         }
+        change.removed = stale.into_keys().collect();
+        change
     }
-    for (path, elem) in stale.into_keys() {
-        diesel::delete(user_values::table.find((id, path, elem))).execute(conn)?;
+
+    /// Brings the search rows of user `id` from those of the body before to those of the body
+    /// after, in the caller's transaction.
+    pub(super) fn write(&self, conn: &mut DbConn, id: &str) -> Result<(), DieselError> {
+        use super::sql::{Bind, Fragment, Statement};
+        for v in &self.changed {
+            // Prepared once (see `Statement::kept`).
+            let set = Fragment::new()
+                .sql("UPDATE user_values SET value = ")
+                .bind(Bind::Text(v.value.clone()))
+                .sql(", sort_key = ")
+                .bind(Bind::Bool(v.sort_key))
+                .sql(" WHERE user_id = ")
+                .bind(Bind::Text(id.to_string()))
+                .sql(" AND path = ")
+                .bind(Bind::Text(v.path.clone()))
+                .sql(" AND elem = ")
+                .bind(Bind::Int(v.elem.into()));
+            Statement::kept(set).execute(conn)?;
+        }
+        for v in &self.added {
+            diesel::insert_into(user_values::table).values(v.row(id)).execute(conn)?;
+        }
+        for (path, elem) in &self.removed {
+            diesel::delete(user_values::table.find((id, path, elem))).execute(conn)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Every leaf value of the attributes that have no column of their own.
-pub(super) fn search_values<'a>(id: &'a str, body: &Map<String, Value>) -> Vec<ValueRow<'a>> {
+pub(super) fn search_values(body: &Map<String, Value>) -> Vec<SearchValue> {
     let mut rows = Vec::new();
     for (key, value) in body {
         match schema::USER_RESOURCE.extension(key) {
             Some(ext) => {
                 if let Some(obj) = value.as_object() {
                     for (k, v) in obj {
-                        leaf_values(id, ext, k, v, &mut rows);
+                        leaf_values(ext, k, v, &mut rows);
                     }
                 }
             }
             None if matches!(key.as_str(), "userName" | "externalId" | "active") => {}
-            None => leaf_values(id, &schema::USER_SCHEMA, key, value, &mut rows),
+            None => leaf_values(&schema::USER_SCHEMA, key, value, &mut rows),
         }
     }
     mark_sort_keys(&mut rows);
@@ -96,7 +139,7 @@ pub(super) fn search_values<'a>(id: &'a str, body: &Map<String, Value>) -> Vec<V
 
 /// Marks, for each path, the one row a sort by that path uses (RFC 7644 §3.4.2.3): the value of
 /// the primary element of a multi-valued attribute, else of its first element.
-fn mark_sort_keys(rows: &mut [ValueRow]) {
+fn mark_sort_keys(rows: &mut [SearchValue]) {
     use std::collections::HashMap;
     // The primary element of each multi-valued complex attribute (`emails` → 1).
     let mut primary: HashMap<String, i32> = HashMap::new();
@@ -124,7 +167,7 @@ fn mark_sort_keys(rows: &mut [ValueRow]) {
     }
 }
 
-fn leaf_values<'a>(id: &'a str, sch: &Schema, key: &str, value: &Value, rows: &mut Vec<ValueRow<'a>>) {
+fn leaf_values(sch: &Schema, key: &str, value: &Value, rows: &mut Vec<SearchValue>) {
     let Some(attr) = sch.attribute(key) else { return };
     let path = value_path(&schema::USER_RESOURCE, sch, attr.name);
     let items: Vec<&Value> = match value {
@@ -137,18 +180,18 @@ fn leaf_values<'a>(id: &'a str, sch: &Schema, key: &str, value: &Value, rows: &m
             let Some(obj) = item.as_object() else { continue };
             for (k, v) in obj {
                 if let Some(sub) = attr.sub(k) {
-                    push(rows, id, format!("{path}.{}", sub.name.to_ascii_lowercase()), elem, sub, v);
+                    push(rows, format!("{path}.{}", sub.name.to_ascii_lowercase()), elem, sub, v);
                 }
             }
         } else {
-            push(rows, id, path.clone(), elem, attr, item);
+            push(rows, path.clone(), elem, attr, item);
         }
     }
 }
 
-fn push<'a>(rows: &mut Vec<ValueRow<'a>>, id: &'a str, path: String, elem: i32, attr: &Attribute, v: &Value) {
+fn push(rows: &mut Vec<SearchValue>, path: String, elem: i32, attr: &Attribute, v: &Value) {
     if let Some(value) = comparable(attr.kind, attr.case_exact, v) {
-        rows.push(ValueRow { user_id: id, path, elem, value, sort_key: false });
+        rows.push(SearchValue { path, elem, value, sort_key: false });
     }
 }
 
@@ -172,9 +215,9 @@ mod tests {
             .unwrap()
     }
 
-    fn fresh_rows(id: &str, body: &serde_json::Map<String, Value>) -> Vec<(String, i32, String, bool)> {
+    fn fresh_rows(body: &serde_json::Map<String, Value>) -> Vec<(String, i32, String, bool)> {
         let mut rows: Vec<_> =
-            super::search_values(id, body).into_iter().map(|r| (r.path, r.elem, r.value, r.sort_key)).collect();
+            super::search_values(body).into_iter().map(|r| (r.path, r.elem, r.value, r.sort_key)).collect();
         rows.sort();
         rows
     }
@@ -198,9 +241,11 @@ mod tests {
             before.insert("userName".into(), Value::from(id.clone()));
             let at = chrono::NaiveDateTime::default();
             let mut conn = conn.borrow_mut();
-            let stored = crate::store::write_tx(&mut conn, |tx| users::insert(tx, &id, before, Source::Scim, at)).unwrap();
-            crate::store::write_tx(&mut conn, |tx| users::update(tx, stored, after.clone(), at)).unwrap();
-            prop_assert_eq!(stored_rows(&mut conn, &id), fresh_rows(&id, &after));
+            let new = users::NewUser::new(id.clone(), before);
+            let stored = crate::store::write_tx(&mut conn, |tx| users::insert(tx, new, Source::Scim, at)).unwrap();
+            let update = users::Update::new(stored, after.clone());
+            crate::store::write_tx(&mut conn, |tx| users::update(tx, update, at)).unwrap();
+            prop_assert_eq!(stored_rows(&mut conn, &id), fresh_rows(&after));
         });
     }
 }

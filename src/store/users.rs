@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use super::mfa::Summary;
 use super::schema::{mfa_factors, user_values, users};
 use super::sql::Condition;
-use super::user_values::{insert_values, search_values, update_values, ValueRow};
+use super::sql::{Bind, Fragment, Statement};
+use super::user_values::{insert_values, search_values, SearchValue, ValueRow, ValuesChange};
 use super::{DbConn, Error, Result, Tx};
 
 super::text_enum::text_enum! {
@@ -68,26 +69,74 @@ impl TryFrom<(Row, Summary)> for StoredUser {
     }
 }
 
-/// The columns a body sets. An attribute the body no longer has clears its column (NULL), and
-/// every write has the same shape, which keeps its prepared statement cached. The userName's
-/// key is set beside them (see [`update`]).
-#[derive(Insertable, AsChangeset)]
-#[diesel(table_name = users, treat_none_as_null = true)]
+/// The columns a body sets (the userName's key is set beside them).
+#[derive(Insertable)]
+#[diesel(table_name = users)]
 struct Columns<'a> {
     user_name: &'a str,
     external_id: Option<&'a str>,
     active: bool,
-    body: String,
+    body: &'a str,
 }
 
 impl<'a> Columns<'a> {
-    fn of(body: &'a Map<String, Value>) -> Self {
+    /// The columns of `body`, stored as `text`.
+    fn of(body: &'a Map<String, Value>, text: &'a str) -> Self {
         Columns {
             user_name: body.get("userName").and_then(Value::as_str).unwrap_or_default(),
             external_id: body.get("externalId").and_then(Value::as_str),
             active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
-            body: serde_json::to_string(body).expect("a JSON map serialises"),
+            body: text,
         }
+    }
+}
+
+/// A body as the `body` column stores it.
+fn stored_text(body: &Map<String, Value>) -> String {
+    serde_json::to_string(body).expect("a JSON map serialises")
+}
+
+/// A user to insert, with what writing it takes worked out beforehand (its stored text, its
+/// search rows): outside the write transaction, where on SQLite every other write waits for it.
+pub(crate) struct NewUser {
+    id: String,
+    body: Map<String, Value>,
+    text: String,
+    values: Vec<SearchValue>,
+}
+
+impl NewUser {
+    pub(crate) fn new(id: String, body: Map<String, Value>) -> Self {
+        NewUser { text: stored_text(&body), values: search_values(&body), id, body }
+    }
+
+    pub(crate) fn user_name(&self) -> &str {
+        self.body.get("userName").and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+/// A new body for a stored user, with what writing it takes worked out beforehand (see
+/// [`NewUser`]): its stored text and the search rows that change.
+pub(crate) struct Update {
+    current: StoredUser,
+    body: Map<String, Value>,
+    text: String,
+    values: ValuesChange,
+}
+
+impl Update {
+    /// `body` replacing that of `current` (as read at its version).
+    pub(crate) fn new(current: StoredUser, body: Map<String, Value>) -> Self {
+        Update { text: stored_text(&body), values: ValuesChange::between(&current.body, &body), current, body }
+    }
+
+    /// The user as it was read.
+    pub(crate) fn current(&self) -> &StoredUser {
+        &self.current
+    }
+
+    pub(crate) fn body(&self) -> &Map<String, Value> {
+        &self.body
     }
 }
 
@@ -120,19 +169,13 @@ impl From<DieselError> for WriteError {
 }
 
 /// Inserts a new user and its factor row.
-pub fn insert(
-    tx: &mut Tx,
-    id: &str,
-    body: Map<String, Value>,
-    source: Source,
-    now: chrono::NaiveDateTime,
-) -> Result<StoredUser, WriteError> {
+pub(crate) fn insert(tx: &mut Tx, new: NewUser, source: Source, now: chrono::NaiveDateTime) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
-    let columns = Columns::of(&body);
+    let columns = Columns::of(&new.body, &new.text);
     let key = user_name_key(columns.user_name);
     diesel::insert_into(users::table)
         .values((
-            users::id.eq(id),
+            users::id.eq(&new.id),
             columns,
             users::user_name_key.eq(key),
             users::source.eq(source),
@@ -141,9 +184,9 @@ pub fn insert(
             users::updated_at.eq(now),
         ))
         .execute(conn)?;
-    insert_values(conn, id, &body)?;
-    super::mfa::create(tx, id)?;
-    Ok(StoredUser { id: id.to_string(), body, source, version: 1, created_at: now, updated_at: now, mfa: Summary::none() })
+    insert_values(conn, &new.id, &new.values)?;
+    super::mfa::create(tx, &new.id)?;
+    Ok(StoredUser { id: new.id, body: new.body, source, version: 1, created_at: now, updated_at: now, mfa: Summary::none() })
 }
 
 /// Inserts many new users at once (their factor rows too), in the caller's write transaction:
@@ -170,7 +213,7 @@ struct NewUserRow<'a> {
     user_name_key: String,
     external_id: Option<&'a str>,
     active: bool,
-    body: String,
+    body: &'a str,
     source: Source,
     version: i64,
     created_at: chrono::NaiveDateTime,
@@ -195,10 +238,12 @@ fn copy_many(
     if new.is_empty() {
         return Ok(());
     }
+    let texts: Vec<String> = new.iter().map(|(_, body)| stored_text(body)).collect();
     let rows: Vec<NewUserRow> = new
         .iter()
-        .map(|(id, body)| {
-            let c = Columns::of(body);
+        .zip(&texts)
+        .map(|((id, body), text)| {
+            let c = Columns::of(body, text);
             NewUserRow {
                 id,
                 user_name: c.user_name,
@@ -216,7 +261,8 @@ fn copy_many(
     diesel::copy_from(users::table).from_insertable(rows).execute(pg)?;
     let factors: Vec<NewFactorRow> = new.iter().map(|(id, _)| NewFactorRow { user_id: id }).collect();
     diesel::copy_from(mfa_factors::table).from_insertable(factors).execute(pg)?;
-    let values: Vec<ValueRow> = new.iter().flat_map(|(id, body)| search_values(id, body)).collect();
+    let searched: Vec<(&str, Vec<SearchValue>)> = new.iter().map(|(id, body)| (id.as_str(), search_values(body))).collect();
+    let values: Vec<ValueRow> = searched.iter().flat_map(|(id, values)| values.iter().map(|v| v.row(id))).collect();
     diesel::copy_from(user_values::table).from_insertable(values).execute(pg)?;
     Ok(())
 }
@@ -233,14 +279,15 @@ fn insert_rows_many(
     // Chunks stay well under SQLite's 32,766 bind parameters per statement.
     for chunk in new.chunks(500) {
         let rows = chunk.iter().map(|(id, body)| {
-            let c = Columns::of(body);
+            let stored = stored_text(body);
+            let c = Columns::of(body, &stored);
             vec![
                 text(id),
                 text(c.user_name),
                 Some(Bind::Text(user_name_key(c.user_name))),
                 c.external_id.and_then(text),
                 Some(Bind::Bool(c.active)),
-                Some(Bind::Text(c.body)),
+                text(c.body),
                 text(source.as_str()),
                 Some(Bind::Int(1)),
                 Some(Bind::Timestamp(now)),
@@ -265,14 +312,15 @@ fn insert_rows_many(
         if let Some(s) = insert_rows("mfa_factors", &["user_id"], chunk.iter().map(|(id, _)| vec![text(id)])) {
             s.execute(conn)?;
         }
-        let values: Vec<ValueRow> = chunk.iter().flat_map(|(id, body)| search_values(id, body)).collect();
+        let searched: Vec<(&str, Vec<SearchValue>)> = chunk.iter().map(|(id, body)| (id.as_str(), search_values(body))).collect();
+        let values: Vec<ValueRow> = searched.iter().flat_map(|(id, values)| values.iter().map(|v| v.row(id))).collect();
         for rows in values.chunks(2000) {
             let rows = rows.iter().map(|r| {
                 vec![
                     text(r.user_id),
-                    Some(Bind::Text(r.path.clone())),
+                    text(r.path),
                     Some(Bind::Int(r.elem.into())),
-                    Some(Bind::Text(r.value.clone())),
+                    text(r.value),
                     Some(Bind::Bool(r.sort_key)),
                 ]
             });
@@ -309,30 +357,41 @@ pub(crate) fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<st
     Ok(out)
 }
 
-/// Replaces the body of user `current` if it is still at the version read; the old body is
-/// dropped, not copied.
-pub(crate) fn update(
-    tx: &mut Tx,
-    current: StoredUser,
-    body: Map<String, Value>,
-    now: chrono::NaiveDateTime,
-) -> Result<StoredUser, WriteError> {
+/// Writes `update` if the user is still at the version it was read at (else
+/// `VersionMismatch`, writing nothing); the old body is dropped, not copied.
+pub(crate) fn update(tx: &mut Tx, update: Update, now: chrono::NaiveDateTime) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
-    let columns = Columns::of(&body);
-    let row = users::table.filter(users::id.eq(&current.id)).filter(users::version.eq(current.version));
-    let (version, updated_at) = (users::version.eq(current.version + 1), users::updated_at.eq(now));
+    let Update { current, body, text, values } = update;
+    let columns = Columns::of(&body, &text);
+    // An attribute the body no longer has clears its column (NULL). The statement has a few
+    // texts only, each prepared once (see `Statement::kept`).
+    let mut set = Fragment::new()
+        .sql("UPDATE users SET user_name = ")
+        .bind(Bind::Text(columns.user_name.to_string()))
+        .sql(", external_id = ");
+    set = match columns.external_id {
+        Some(id) => set.bind(Bind::Text(id.to_string())),
+        None => set.sql("NULL"),
+    };
+    set = set
+        .sql(", active = ")
+        .bind(Bind::Bool(columns.active))
+        .sql(", body = ")
+        .bind(Bind::Text(columns.body.to_string()))
+        .sql(", version = ")
+        .bind(Bind::Int(current.version + 1))
+        .sql(", updated_at = ")
+        .bind(Bind::Timestamp(now));
     // The key is left as it is by an update that keeps the userName: a user kept apart under a
     // collision key (`reindex`) can then still be changed without being renamed.
-    let n = if columns.user_name == current.user_name() {
-        diesel::update(row).set((columns, version, updated_at)).execute(conn)?
-    } else {
-        let key = users::user_name_key.eq(user_name_key(columns.user_name));
-        diesel::update(row).set((columns, key, version, updated_at)).execute(conn)?
-    };
-    if n == 0 {
+    if columns.user_name != current.user_name() {
+        set = set.sql(", user_name_key = ").bind(Bind::Text(user_name_key(columns.user_name)));
+    }
+    let set = set.sql(" WHERE id = ").bind(Bind::Text(current.id.clone())).sql(" AND version = ").bind(Bind::Int(current.version));
+    if Statement::kept(set).execute(conn)? == 0 {
         return Err(WriteError::VersionMismatch);
     }
-    update_values(conn, &current.id, &current.body, &body)?;
+    values.write(conn, &current.id)?;
     Ok(StoredUser { body, version: current.version + 1, updated_at: now, ..current })
 }
 

@@ -68,14 +68,14 @@ pub(super) fn apply_entry(
     let came_from_elsewhere = current.as_ref().is_some_and(|u| u.source != SOURCE);
     let (user, mut change) = match current {
         None => {
-            let id = crate::domain::users::new_user_id();
-            (store_users::insert(conn, &id, body, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
+            let new = store_users::NewUser::new(crate::domain::users::new_user_id(), body);
+            (store_users::insert(conn, new, SOURCE, at).map_err(|e| write_error(e, &entry.dn))?, Change::Created)
         }
         Some(cur) if cur.body == body => (cur, Change::Unchanged),
         Some(cur) => {
-            let before = cur.body.clone();
-            let user = store_users::update(conn, cur, body, at).map_err(|e| write_error(e, &entry.dn))?;
-            events::record_activity(conn, &before, &user, actor, None, at)?;
+            let was_active = events::active(&cur.body);
+            let user = store_users::update(conn, store_users::Update::new(cur, body), at).map_err(|e| write_error(e, &entry.dn))?;
+            events::record_activity(conn, was_active, &user, actor, None, at)?;
             (user, Change::Updated)
         }
     };
@@ -147,12 +147,12 @@ pub(super) fn create_many(conn: &mut Tx, entries: &[&Entry], actor: &Actor, at: 
 /// Deactivates a user whose entry a full run did not find; returns whether it was active.
 pub(super) fn deactivate(conn: &mut Tx, user_id: &str, actor: &Actor, at: NaiveDateTime) -> Result<bool> {
     let current = user(conn, user_id)?;
-    let was_active = current.body.get("active").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let was_active = events::active(&current.body);
     let version = if was_active {
         let mut body = current.body.clone();
         body.insert("active".into(), serde_json::Value::Bool(false));
         let what = format!("user {}", current.id);
-        let user = store_users::update(conn, current, body, at).map_err(|e| write_error(e, &what))?;
+        let user = store_users::update(conn, store_users::Update::new(current, body), at).map_err(|e| write_error(e, &what))?;
         events::record(conn, events::USER_DEACTIVATED, events::Subject::of(&user), actor, Some(GONE), at)?;
         user.version
     } else {
@@ -268,7 +268,7 @@ pub(super) fn free_names_for_renames(
         let mut body = current.body.clone();
         body.insert("userName".into(), serde_json::Value::String(format!("{TRANSIENT_NAME}{id}")));
         freed.push((id.clone(), current.user_name().to_string()));
-        store_users::update(conn, current.clone(), body, at).map_err(|e| write_error(e, &format!("user {id}")))?;
+        store_users::update(conn, store_users::Update::new(current.clone(), body), at).map_err(|e| write_error(e, &format!("user {id}")))?;
     }
     Ok(freed)
 }
@@ -282,7 +282,7 @@ pub(super) fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: Naive
         if current.user_name().starts_with(TRANSIENT_NAME) {
             let mut body = current.body.clone();
             body.insert("userName".into(), serde_json::Value::String(name.clone()));
-            let restored = conn.savepoint(|c| store_users::update(c, current, body, at).map_err(|e| write_error(e, id)));
+            let restored = conn.savepoint(|c| store_users::update(c, store_users::Update::new(current, body), at).map_err(|e| write_error(e, id)));
             match restored {
                 Ok(_) => {}
                 Err(e) if e.is_conflict() => stuck.push(id.clone()),
