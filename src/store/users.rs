@@ -362,30 +362,32 @@ pub(crate) fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<st
 pub(crate) fn update(tx: &mut Tx, update: Update, now: chrono::NaiveDateTime) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
     let Update { current, body, text, values } = update;
-    let columns = Columns::of(&body, &text);
-    // An attribute the body no longer has clears its column (NULL). The statement has a few
-    // texts only, each prepared once (see `Statement::kept`).
+    let (before, after) = (Columns::of(&current.body, ""), Columns::of(&body, &text));
+    // Only the columns that changed are set: SQLite rewrites the entries of every index on a
+    // column a statement sets, changed or not, and each is a page more to write. A column the
+    // body no longer has is cleared (NULL). The statement has a few texts, each prepared once
+    // (see `Statement::kept`).
     let mut set = Fragment::new()
-        .sql("UPDATE users SET user_name = ")
-        .bind(Bind::Text(columns.user_name.to_string()))
-        .sql(", external_id = ");
-    set = match columns.external_id {
-        Some(id) => set.bind(Bind::Text(id.to_string())),
-        None => set.sql("NULL"),
-    };
-    set = set
-        .sql(", active = ")
-        .bind(Bind::Bool(columns.active))
-        .sql(", body = ")
-        .bind(Bind::Text(columns.body.to_string()))
+        .sql("UPDATE users SET body = ")
+        .bind(Bind::Text(text.clone()))
         .sql(", version = ")
         .bind(Bind::Int(current.version + 1))
         .sql(", updated_at = ")
         .bind(Bind::Timestamp(now));
-    // The key is left as it is by an update that keeps the userName: a user kept apart under a
-    // collision key (`reindex`) can then still be changed without being renamed.
-    if columns.user_name != current.user_name() {
-        set = set.sql(", user_name_key = ").bind(Bind::Text(user_name_key(columns.user_name)));
+    if after.user_name != before.user_name {
+        set = set.sql(", user_name = ").bind(Bind::Text(after.user_name.to_string()));
+        // The key is left as it is by an update that keeps the userName: a user kept apart
+        // under a collision key (`reindex`) can then still be changed without being renamed.
+        set = set.sql(", user_name_key = ").bind(Bind::Text(user_name_key(after.user_name)));
+    }
+    if after.external_id != before.external_id {
+        set = match after.external_id {
+            Some(id) => set.sql(", external_id = ").bind(Bind::Text(id.to_string())),
+            None => set.sql(", external_id = NULL"),
+        };
+    }
+    if after.active != before.active {
+        set = set.sql(", active = ").bind(Bind::Bool(after.active));
     }
     let set = set.sql(" WHERE id = ").bind(Bind::Text(current.id.clone())).sql(" AND version = ").bind(Bind::Int(current.version));
     if Statement::kept(set).execute(conn)? == 0 {
