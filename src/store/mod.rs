@@ -404,6 +404,18 @@ fn sqlite(conn: &mut DbConn) -> &mut diesel::SqliteConnection {
     }
 }
 
+/// Runs the reads of `f` on one snapshot of the database, outside any write transaction: a
+/// SQLite read transaction, a PostgreSQL `REPEATABLE READ, READ ONLY` one (under its default
+/// `READ COMMITTED` each statement would see the latest commits).
+pub(crate) fn snapshot<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T>) -> Result<T> {
+    conn.transaction(|c| {
+        if let DbConn::Pg(pg) = c {
+            pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        }
+        f(c)
+    })
+}
+
 /// Runs `insert` in a savepoint; false when a unique key already holds the row. (The savepoint
 /// keeps the caller's transaction usable: on PostgreSQL a failed statement spoils the whole
 /// transaction.)

@@ -246,7 +246,11 @@ mod tests {
         let mut conn = pool.get().unwrap();
         let prepared = kept(&mut conn);
         let update = |version: i64| {
-            Fragment::new().sql("UPDATE users SET version = ").bind(Bind::Int(version)).sql(" WHERE id = ").bind(Bind::Text("nobody".into()))
+            Fragment::new()
+                .sql("UPDATE users SET version = ")
+                .bind(Bind::Int(version))
+                .sql(" WHERE id = ")
+                .bind(Bind::Text("nobody".into()))
         };
         for version in 0..3i64 {
             Statement::kept(update(version)).execute(&mut *conn).unwrap();

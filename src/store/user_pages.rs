@@ -75,6 +75,13 @@ pub struct Page {
 const DENSE: i64 = 1000;
 
 pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
+    // The ids of a page and then its rows, and its count, are read in several statements: on
+    // one snapshot, so that a user deleted between them cannot leave a hole (a short page, which
+    // a client takes for the last).
+    super::snapshot(conn, |conn| page_in(conn, req))
+}
+
+fn page_in(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     let filter = req.filter.as_ref();
     // On SQLite a filtered page in creation order counts first, to choose its plan by the count.
     let counted = match (&*conn, filter, &req.walk) {

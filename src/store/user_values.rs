@@ -216,8 +216,7 @@ mod tests {
     }
 
     fn fresh_rows(body: &serde_json::Map<String, Value>) -> Vec<(String, i32, String, bool)> {
-        let mut rows: Vec<_> =
-            super::search_values(body).into_iter().map(|r| (r.path, r.elem, r.value, r.sort_key)).collect();
+        let mut rows: Vec<_> = super::search_values(body).into_iter().map(|r| (r.path, r.elem, r.value, r.sort_key)).collect();
         rows.sort();
         rows
     }

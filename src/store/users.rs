@@ -316,13 +316,7 @@ fn insert_rows_many(
         let values: Vec<ValueRow> = searched.iter().flat_map(|(id, values)| values.iter().map(|v| v.row(id))).collect();
         for rows in values.chunks(2000) {
             let rows = rows.iter().map(|r| {
-                vec![
-                    text(r.user_id),
-                    text(r.path),
-                    Some(Bind::Int(r.elem.into())),
-                    text(r.value),
-                    Some(Bind::Bool(r.sort_key)),
-                ]
+                vec![text(r.user_id), text(r.path), Some(Bind::Int(r.elem.into())), text(r.value), Some(Bind::Bool(r.sort_key))]
             });
             if let Some(s) = insert_rows("user_values", &["user_id", "path", "elem", "value", "sort_key"], rows) {
                 s.execute(conn)?;
@@ -389,7 +383,8 @@ pub(crate) fn update(tx: &mut Tx, update: Update, now: chrono::NaiveDateTime) ->
     if after.active != before.active {
         set = set.sql(", active = ").bind(Bind::Bool(after.active));
     }
-    let set = set.sql(" WHERE id = ").bind(Bind::Text(current.id.clone())).sql(" AND version = ").bind(Bind::Int(current.version));
+    let set =
+        set.sql(" WHERE id = ").bind(Bind::Text(current.id.clone())).sql(" AND version = ").bind(Bind::Int(current.version));
     if Statement::kept(set).execute(conn)? == 0 {
         return Err(WriteError::VersionMismatch);
     }

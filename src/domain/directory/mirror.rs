@@ -74,7 +74,8 @@ pub(super) fn apply_entry(
         Some(cur) if cur.body == body => (cur, Change::Unchanged),
         Some(cur) => {
             let was_active = events::active(&cur.body);
-            let user = store_users::update(conn, store_users::Update::new(cur, body), at).map_err(|e| write_error(e, &entry.dn))?;
+            let user =
+                store_users::update(conn, store_users::Update::new(cur, body), at).map_err(|e| write_error(e, &entry.dn))?;
             events::record_activity(conn, was_active, &user, actor, None, at)?;
             (user, Change::Updated)
         }
@@ -268,7 +269,8 @@ pub(super) fn free_names_for_renames(
         let mut body = current.body.clone();
         body.insert("userName".into(), serde_json::Value::String(format!("{TRANSIENT_NAME}{id}")));
         freed.push((id.clone(), current.user_name().to_string()));
-        store_users::update(conn, store_users::Update::new(current.clone(), body), at).map_err(|e| write_error(e, &format!("user {id}")))?;
+        store_users::update(conn, store_users::Update::new(current.clone(), body), at)
+            .map_err(|e| write_error(e, &format!("user {id}")))?;
     }
     Ok(freed)
 }
@@ -282,7 +284,9 @@ pub(super) fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: Naive
         if current.user_name().starts_with(TRANSIENT_NAME) {
             let mut body = current.body.clone();
             body.insert("userName".into(), serde_json::Value::String(name.clone()));
-            let restored = conn.savepoint(|c| store_users::update(c, store_users::Update::new(current, body), at).map_err(|e| write_error(e, id)));
+            let restored = conn.savepoint(|c| {
+                store_users::update(c, store_users::Update::new(current, body), at).map_err(|e| write_error(e, id))
+            });
             match restored {
                 Ok(_) => {}
                 Err(e) if e.is_conflict() => stuck.push(id.clone()),
