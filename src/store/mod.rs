@@ -404,16 +404,15 @@ fn sqlite(conn: &mut DbConn) -> &mut diesel::SqliteConnection {
     }
 }
 
-/// Runs the reads of `f` on one snapshot of the database, outside any write transaction: a
-/// SQLite read transaction, a PostgreSQL `REPEATABLE READ, READ ONLY` one (under its default
-/// `READ COMMITTED` each statement would see the latest commits).
+/// Runs the reads of `f` on one snapshot of the database, outside any write transaction: on
+/// SQLite, in a read transaction. PostgreSQL reads as it did (each statement on its own snapshot):
+/// a page's count may fold the count's rows, a write that a `REPEATABLE READ, READ ONLY`
+/// transaction refuses.
 pub(crate) fn snapshot<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T>) -> Result<T> {
-    conn.transaction(|c| {
-        if let DbConn::Pg(pg) = c {
-            pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
-        }
-        f(c)
-    })
+    match conn {
+        DbConn::Sqlite(_) => conn.transaction(f),
+        DbConn::Pg(_) => f(conn),
+    }
 }
 
 /// Runs `insert` in a savepoint; false when a unique key already holds the row. (The savepoint
