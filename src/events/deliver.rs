@@ -106,7 +106,7 @@ impl Deliverer {
             stream_list: RwLock::new(Vec::new()),
             signing: signing.zip(config.ssf.as_ref().map(|s| s.issuer.clone())),
             settings: config.events.clone(),
-            me: uuid::Uuid::new_v4().to_string(),
+            me: claimer(config.server.listen),
             agent,
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(0), Condvar::new()),
@@ -204,6 +204,18 @@ fn dispatch_loop(shared: Arc<Shared>) {
     shared.wake_all();
     for (_, h) in senders {
         let _ = h.join();
+    }
+}
+
+/// The name this daemon claims deliveries under: its host and the address it listens on, which
+/// no other live daemon can share (its bind would fail). A daemon restarted after a crash is
+/// then the same claimer, and takes up at once what its predecessor had claimed instead of
+/// waiting out the lease. A random name when the system picks the port, or the host is unknown.
+fn claimer(listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    match (host.is_empty(), listen.port()) {
+        (false, port) if port != 0 => format!("{host}/{listen}"),
+        _ => uuid::Uuid::new_v4().to_string(),
     }
 }
 
@@ -368,6 +380,17 @@ fn cut(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_restarted_on_its_address_claims_as_before_and_one_on_a_system_picked_port_does_not() {
+        let fixed: std::net::SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(claimer(fixed), claimer(fixed), "the same host and address: the same claimer");
+        assert!(claimer(fixed).ends_with("/127.0.0.1:8443"));
+        let other: std::net::SocketAddr = "127.0.0.1:8444".parse().unwrap();
+        assert_ne!(claimer(fixed), claimer(other));
+        let picked: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_ne!(claimer(picked), claimer(picked), "port 0 may be any port: a name of its own");
+    }
 
     #[test]
     fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
