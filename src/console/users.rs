@@ -223,7 +223,7 @@ impl Row {
             display_name: text(u.body.get("displayName")),
             email: text(email),
             source: u.source.as_str(),
-            active: u.body.get("active").and_then(Value::as_bool).unwrap_or(true),
+            active: u.is_active(),
             mfa: u.mfa.status.as_str(),
             last_reset: u.mfa.last_reset_at.map(time).unwrap_or_default(),
         }

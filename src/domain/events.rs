@@ -105,16 +105,11 @@ pub(crate) fn record_activity(
     reason: Option<&str>,
     at: NaiveDateTime,
 ) -> store::Result<()> {
-    match (was_active, active(&after.body)) {
+    match (was_active, after.is_active()) {
         (true, false) => record(tx, USER_DEACTIVATED, Subject::of(after), actor, reason, at),
         (false, true) => record(tx, USER_REACTIVATED, Subject::of(after), actor, reason, at),
         _ => Ok(()),
     }
-}
-
-/// Whether a user with this body is active (SCIM's default: yes).
-pub(crate) fn active(body: &Map<String, Value>) -> bool {
-    body.get("active").and_then(Value::as_bool).unwrap_or(true)
 }
 
 /// Writes a stream's verification event (SSF §8.1.4): delivered to that stream alone, with the

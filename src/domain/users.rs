@@ -283,8 +283,8 @@ impl Planned {
             Planned::Keep(user) => return Ok(Some(user)),
             Planned::Write(update) => update,
         };
-        let name = user_name_of(update.body());
-        let was_active = events::active(&update.current().body);
+        let name = store_users::user_name_in(update.body()).to_string();
+        let was_active = update.current().is_active();
         match store_users::update(tx, update, at) {
             Ok(user) => {
                 events::record_activity(tx, was_active, &user, actor, None, at)?;
@@ -298,10 +298,6 @@ impl Planned {
 
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("no user with id {id}"))
-}
-
-fn user_name_of(body: &Map<String, Value>) -> String {
-    body.get("userName").and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn write_error(e: WriteError, user_name: &str) -> Error {

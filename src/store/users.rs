@@ -35,8 +35,23 @@ pub struct StoredUser {
 
 impl StoredUser {
     pub(crate) fn user_name(&self) -> &str {
-        self.body.get("userName").and_then(Value::as_str).unwrap_or_default()
+        user_name_in(&self.body)
     }
+
+    /// Whether the user is active (SCIM's default: yes).
+    pub(crate) fn is_active(&self) -> bool {
+        active_in(&self.body)
+    }
+}
+
+/// The userName of a body ("" when it has none).
+pub(crate) fn user_name_in(body: &Map<String, Value>) -> &str {
+    body.get("userName").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Whether a body is active; absent is active.
+pub(crate) fn active_in(body: &Map<String, Value>) -> bool {
+    body.get("active").and_then(Value::as_bool).unwrap_or(true)
 }
 
 #[derive(Queryable, Selectable)]
@@ -83,9 +98,9 @@ impl<'a> Columns<'a> {
     /// The columns of `body`, stored as `text`.
     fn of(body: &'a Map<String, Value>, text: &'a str) -> Self {
         Columns {
-            user_name: body.get("userName").and_then(Value::as_str).unwrap_or_default(),
+            user_name: user_name_in(body),
             external_id: body.get("externalId").and_then(Value::as_str),
-            active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
+            active: active_in(body),
             body: text,
         }
     }
@@ -111,7 +126,7 @@ impl NewUser {
     }
 
     pub(crate) fn user_name(&self) -> &str {
-        self.body.get("userName").and_then(Value::as_str).unwrap_or_default()
+        user_name_in(&self.body)
     }
 }
 

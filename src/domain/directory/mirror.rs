@@ -73,7 +73,7 @@ pub(super) fn apply_entry(
         }
         Some(cur) if cur.body == body => (cur, Change::Unchanged),
         Some(cur) => {
-            let was_active = events::active(&cur.body);
+            let was_active = cur.is_active();
             let user =
                 store_users::update(conn, store_users::Update::new(cur, body), at).map_err(|e| write_error(e, &entry.dn))?;
             events::record_activity(conn, was_active, &user, actor, None, at)?;
@@ -148,7 +148,7 @@ pub(super) fn create_many(conn: &mut Tx, entries: &[&Entry], actor: &Actor, at: 
 /// Deactivates a user whose entry a full run did not find; returns whether it was active.
 pub(super) fn deactivate(conn: &mut Tx, user_id: &str, actor: &Actor, at: NaiveDateTime) -> Result<bool> {
     let current = user(conn, user_id)?;
-    let was_active = events::active(&current.body);
+    let was_active = current.is_active();
     let version = if was_active {
         let mut body = current.body.clone();
         body.insert("active".into(), serde_json::Value::Bool(false));
