@@ -474,6 +474,11 @@ impl Serve {
     /// The daemon on the configuration file `config`, calling with `token`.
     pub fn start_on(config: &std::path::Path, token: &str, probe: &str) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_at(config, token, probe, port)
+    }
+
+    /// [`Serve::start_on`] listening on `port` (a restart as systemd makes it: the same address).
+    pub fn start_at(config: &std::path::Path, token: &str, probe: &str, port: u16) -> Serve {
         let child = Command::new(BIN)
             .args(["--config", config.to_str().unwrap(), "serve"])
             .env("PROVISIOND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -487,6 +492,10 @@ impl Serve {
         });
         assert!(up, "daemon did not answer {probe}");
         Serve { child, base, agent, auth: format!("Bearer {token}") }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
     }
 
     /// `method path` with a JSON body and the token: status and JSON answer (Null when none).
