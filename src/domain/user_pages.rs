@@ -178,7 +178,9 @@ impl UserPages {
         if offset < CHECKPOINT_EVERY {
             return Ok(None);
         }
-        let (_, generation) = user_count::tally(conn)?;
+        let tally = user_count::tally(conn)?;
+        user_count::fold(conn, &tally)?;
+        let generation = tally.generation;
         let mut c = self.checkpoints.lock().expect("checkpoints");
         if c.generation != Some(generation) {
             if c.built.is_some_and(|at| at.elapsed() < REBUILD_AFTER) {
@@ -187,7 +189,7 @@ impl UserPages {
             c.places = user_pages::checkpoints(conn, CHECKPOINT_EVERY)?;
             c.built = Some(Instant::now());
             // A user created or deleted during the walk makes them unusable.
-            let (_, after) = user_count::tally(conn)?;
+            let after = user_count::tally(conn)?.generation;
             c.generation = (after == generation).then_some(generation);
             if c.generation.is_none() {
                 return Ok(None);

@@ -405,14 +405,16 @@ fn sqlite(conn: &mut DbConn) -> &mut diesel::SqliteConnection {
 }
 
 /// Runs the reads of `f` on one snapshot of the database, outside any write transaction: on
-/// SQLite, in a read transaction. PostgreSQL reads as it did (each statement on its own snapshot):
-/// a page's count may fold the count's rows, a write that a `REPEATABLE READ, READ ONLY`
-/// transaction refuses.
+/// SQLite, a read transaction; on PostgreSQL, a `REPEATABLE READ, READ ONLY` one (each statement
+/// would otherwise read a snapshot of its own).
 pub(crate) fn snapshot<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T>) -> Result<T> {
-    match conn {
-        DbConn::Sqlite(_) => conn.transaction(f),
-        DbConn::Pg(_) => f(conn),
-    }
+    conn.transaction(|conn| {
+        if let DbConn::Pg(pg) = conn {
+            // The first statement of the transaction, before it takes its snapshot.
+            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(pg)?;
+        }
+        f(conn)
+    })
 }
 
 /// Runs `insert` in a savepoint; false when a unique key already holds the row. (The savepoint

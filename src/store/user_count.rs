@@ -23,13 +23,18 @@ const FOLD_ABOVE: i64 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generation([i64; 3]);
 
-/// The number of users.
-pub(crate) fn all(conn: &mut DbConn) -> Result<i64> {
-    Ok(tally(conn)?.0)
+/// What one read of the count found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    pub users: i64,
+    pub generation: Generation,
+    /// PostgreSQL: so many delta rows that the reader should fold them ([`fold`]), once it is
+    /// out of any read-only snapshot (a fold writes).
+    pub fold_due: bool,
 }
 
-/// The number of users and the generation of the set.
-pub(crate) fn tally(conn: &mut DbConn) -> Result<(i64, Generation)> {
+/// The number of users and the generation of the set; reads only.
+pub(crate) fn tally(conn: &mut DbConn) -> Result<Tally> {
     // A literal query of fixed text: diesel prepares it once per connection (`sql_query` it
     // would prepare, and PostgreSQL plan, on every page).
     let (users, rows, last, changes) = diesel::dsl::sql::<(BigInt, BigInt, BigInt, BigInt)>(
@@ -38,13 +43,16 @@ pub(crate) fn tally(conn: &mut DbConn) -> Result<(i64, Generation)> {
          FROM user_count_deltas",
     )
     .get_result::<(i64, i64, i64, i64)>(conn)?;
-    let generation = Generation([rows, last, changes]);
-    if rows > FOLD_ABOVE {
-        if let DbConn::Pg(pg) = conn {
-            // One statement (see the migration): the rows it deletes are those whose sum it
-            // inserts, and it waits for no other writer or folder.
-            diesel::sql_query("SELECT user_count_fold()").execute(pg)?;
-        }
+    let fold_due = rows > FOLD_ABOVE && matches!(conn, DbConn::Pg(_));
+    Ok(Tally { users, generation: Generation([rows, last, changes]), fold_due })
+}
+
+/// Folds PostgreSQL's delta rows into one, when a [`Tally`] found it due.
+pub(crate) fn fold(conn: &mut DbConn, tally: &Tally) -> Result<()> {
+    if let (true, DbConn::Pg(pg)) = (tally.fold_due, conn) {
+        // One statement (see the migration): the rows it deletes are those whose sum it
+        // inserts, and it waits for no other writer or folder.
+        diesel::sql_query("SELECT user_count_fold()").execute(pg)?;
     }
-    Ok((users, generation))
+    Ok(())
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::mfa::Summary;
 use super::schema::{mfa_factors, users};
 use super::sql::{Bind, Condition, Fragment, Select};
+use super::user_count::{self, Tally};
 use super::user_filter::SortKey;
 use super::users::{Row, StoredUser};
 use super::{DbConn, Result};
@@ -77,15 +78,20 @@ const DENSE: i64 = 1000;
 pub(crate) fn page(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     // The ids of a page and then its rows, and its count, are read in several statements: on
     // one snapshot, so that a user deleted between them cannot leave a hole (a short page, which
-    // a client takes for the last).
-    super::snapshot(conn, |conn| page_in(conn, req))
+    // a client takes for the last). The count's upkeep, a write, comes after.
+    let (page, tally) = super::snapshot(conn, |conn| page_in(conn, req))?;
+    if let Some(tally) = tally {
+        user_count::fold(conn, &tally)?;
+    }
+    Ok(page)
 }
 
-fn page_in(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
+/// A page, and the tally of all users when the page needed it.
+fn page_in(conn: &mut DbConn, req: PageRequest) -> Result<(Page, Option<Tally>)> {
     let filter = req.filter.as_ref();
     // On SQLite a filtered page in creation order counts first, to choose its plan by the count.
     let counted = match (&*conn, filter, &req.walk) {
-        (DbConn::Sqlite(_), Some(f), Walk::Created(_)) if req.limit > 0 => Some(count(conn, Some(f))?),
+        (DbConn::Sqlite(_), Some(f), Walk::Created(_)) if req.limit > 0 => Some(count(conn, Some(f))?.0),
         _ => None,
     };
     let dense = counted.is_some_and(|n| n >= DENSE);
@@ -119,13 +125,13 @@ fn page_in(conn: &mut DbConn, req: PageRequest) -> Result<Page> {
     };
     // A short first page is the whole result: no need to count (existence checks by userName
     // or externalId are exactly that).
-    let total = match counted {
-        Some(n) => n,
-        None if offset == Some(0) && req.limit > 0 && (users.len() as i64) < req.limit => users.len() as i64,
+    let (total, tally) = match counted {
+        Some(n) => (n, None),
+        None if offset == Some(0) && req.limit > 0 && (users.len() as i64) < req.limit => (users.len() as i64, None),
         None => count(conn, filter)?,
     };
     let more = more_read.unwrap_or_else(|| offset.is_some_and(|o| o + (users.len() as i64) < total));
-    Ok(Page { total, users, more })
+    Ok((Page { total, users, more }, tally))
 }
 
 /// The first page in creation order, in one query.
@@ -172,11 +178,11 @@ fn created_ids(conn: &mut DbConn, filter: Option<&Condition>, dense: bool, start
 }
 
 /// How many users match `filter`; every user without one, from the count the database keeps
-/// (`user_count`).
-fn count(conn: &mut DbConn, filter: Option<&Condition>) -> Result<i64> {
+/// (`user_count`), with that tally.
+fn count(conn: &mut DbConn, filter: Option<&Condition>) -> Result<(i64, Option<Tally>)> {
     match filter {
-        None => super::user_count::all(conn),
-        Some(f) => Ok(users::table.filter(f.clone()).count().get_result(conn)?),
+        None => user_count::tally(conn).map(|t| (t.users, Some(t))),
+        Some(f) => Ok((users::table.filter(f.clone()).count().get_result(conn)?, None)),
     }
 }
 

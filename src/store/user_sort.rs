@@ -100,15 +100,16 @@ fn walks(key: &SortKey, descending: bool, filter: Option<&Condition>) -> Walks {
                 missing: nullable.then(|| walk(id, from, Condition::new().sql(&format!("f.{column} IS NULL")), "f.user_id ASC")),
             }
         }
-        // The sort-key rows under their partial indexes (`k.sort_key` written out: it selects
-        // them); without a filter, those rows alone.
+        // The sort-key rows (`k.sort_key` written out: it selects them) in the order of an index
+        // on (path, value): PostgreSQL's partial one of the sort-key rows, SQLite's one index of
+        // all rows (ties ordered by user_id as they come); without a filter, those rows alone.
         SortKey::Value { path } => {
             let (id, from) = match filter {
                 None => ("k.user_id", Fragment::new().sql("user_values k")),
                 Some(_) => ("users.id", Fragment::new().sql("user_values k JOIN users ON users.id = k.user_id")),
             };
             let keyed = Condition::new().sql("k.path = ").bind(Bind::Text(path.clone())).sql(" AND k.sort_key");
-            // The users with a value, gathered once from the (path, user_id) partial index, and
+            // The users with a value, gathered once from the path's index entries, and
             // the users' id index walked past them: cheap when few have a value (the case where
             // the others make a long list), bounded by the users with one otherwise.
             let missing = Condition::new()

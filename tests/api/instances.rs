@@ -331,7 +331,11 @@ fn instances_started_together_on_an_empty_database_migrate_it_once() {
     }
     // One of them applied the migrations (and logged it); the others found nothing to do.
     let logs: Vec<String> = outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    let dir = match crate::helpers::backend() {
+        crate::helpers::Backend::Sqlite => "sqlite",
+        crate::helpers::Backend::Postgres => "postgres",
+    };
+    let migrations = std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"))).unwrap().count();
     let applied_all = format!("applied={migrations}");
     assert_eq!(
         logs.iter().filter(|l| l.contains("database migrations applied") && l.contains(&applied_all)).count(),
