@@ -44,7 +44,7 @@ fn render(group: &StoredGroup, members: Option<&[Member]>, base: &str, projectio
         let list = members.iter().map(|member| serde_json::to_value(MemberOut { member, base }).expect("a member serialises"));
         computed.insert("members".into(), Value::Array(list.collect()));
     }
-    let mut doc = resource::render(&GROUP_RESOURCE, &group.id, &group.body, computed, &meta, &location);
+    let mut doc = resource::render(&GROUP_RESOURCE, &group.id, group.body.clone(), computed, &meta, &location);
     projection.apply(&GROUP_RESOURCE, &mut doc);
     doc
 }

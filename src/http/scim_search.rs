@@ -52,7 +52,7 @@ async fn search(
     let mut total = 0;
     if let Some(page) = user_page {
         total += page.total;
-        resources.extend(scim_users::rendered(&state, &page.users, &base, &query.projection).await?);
+        resources.extend(scim_users::rendered(&state, page.users, &base, &query.projection).await?);
     }
     if let Some(page) = group_page {
         total += page.total;

@@ -36,9 +36,9 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 type Reply = Result<HttpResponse, ScimError>;
 
 /// The rendered resource at its location, projected, with the groups it belongs to.
-fn render(user: &StoredUser, groups: &[Membership], base: &str, projection: &Projection) -> Value {
+fn render(user: StoredUser, groups: &[Membership], base: &str, projection: &Projection) -> Value {
     let meta = Meta { created: user.created_at.and_utc(), last_modified: user.updated_at.and_utc(), version: user.version };
-    let mfa = crate::domain::users::mfa_view(user);
+    let mfa = crate::domain::users::mfa_view(&user);
     let location = format!("{base}/Users/{}", user.id);
     let mut computed = mfa.computed();
     if !groups.is_empty() {
@@ -48,7 +48,7 @@ fn render(user: &StoredUser, groups: &[Membership], base: &str, projection: &Pro
         });
         computed.insert("groups".into(), Value::Array(list.collect()));
     }
-    let mut doc = resource::render(&USER_RESOURCE, &user.id, &user.body, computed, &meta, &location);
+    let mut doc = resource::render(&USER_RESOURCE, &user.id, user.body, computed, &meta, &location);
     projection.apply(&USER_RESOURCE, &mut doc);
     doc
 }
@@ -68,25 +68,31 @@ fn ids(users: &[StoredUser]) -> Vec<String> {
 
 /// Users as a list shows them, with the groups read for them.
 fn render_all(
-    users: &[StoredUser],
+    users: Vec<StoredUser>,
     groups: &HashMap<String, Vec<Membership>>,
     base: &str,
     projection: &Projection,
 ) -> Vec<Value> {
     let none = Vec::new();
-    users.iter().map(|u| render(u, groups.get(&u.id).unwrap_or(&none), base, projection)).collect()
+    users
+        .into_iter()
+        .map(|u| {
+            let of_user = groups.get(&u.id).unwrap_or(&none);
+            render(u, of_user, base, projection)
+        })
+        .collect()
 }
 
 /// Users as a list shows them, with their groups read once for all of them.
 pub(crate) async fn rendered(
     state: &AppState,
-    users: &[StoredUser],
+    users: Vec<StoredUser>,
     base: &str,
     projection: &Projection,
 ) -> Result<Vec<Value>, ScimError> {
     let groups = match projection.shows(&USER_RESOURCE, "groups") {
         true => {
-            let (groups, ids) = (state.groups.clone(), ids(users));
+            let (groups, ids) = (state.groups.clone(), ids(&users));
             blocking(move || groups.memberships(&ids)).await?
         }
         false => HashMap::new(),
@@ -117,13 +123,13 @@ async fn single(
     let projection = projection(req);
     let (user, groups) = one_user(state, &projection, op).await?;
     let base = base_url(state, req);
-    let doc = render(&user, &groups, &base, &projection);
+    let (id, etag) = (user.id.clone(), format!("W/\"{}\"", user.version));
+    let doc = render(user, &groups, &base, &projection);
     let mut resp = scim_json(status, &doc);
-    let etag = format!("W/\"{}\"", user.version);
     let headers = resp.headers_mut();
     headers.insert(header::ETAG, header::HeaderValue::from_str(&etag).expect("ascii etag"));
     if status == StatusCode::CREATED {
-        let location = format!("{base}/Users/{}", user.id);
+        let location = format!("{base}/Users/{id}");
         if let Ok(v) = header::HeaderValue::from_str(&location) {
             headers.insert(header::LOCATION, v);
         }
@@ -188,7 +194,7 @@ async fn run_list(state: &AppState, req: &HttpRequest, params: ListParams) -> Re
     })
     .await?;
     let base = base_url(state, req);
-    let resources = render_all(&page.users, &of_users, &base, &query.projection);
+    let resources = render_all(page.users, &of_users, &base, &query.projection);
     let doc = match query.cursor {
         None => list_response(page.total, query.start_index, resources),
         Some(_) => cursor_list_response(page.total, resources, page.next_cursor, page.previous_cursor),

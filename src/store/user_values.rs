@@ -6,6 +6,7 @@ use diesel::result::Error as DieselError;
 use serde_json::{Map, Value};
 
 use super::schema::user_values;
+use super::sql::{insert_rows, Bind, Statement};
 use super::user_filter::{comparable, value_path};
 use super::DbConn;
 use crate::scim::schema::{self, Attribute, Kind, Schema};
@@ -48,11 +49,19 @@ pub(super) fn insert_values(conn: &mut DbConn, id: &str, values: &[SearchValue])
                 diesel::insert_into(user_values::table).values(v.row(id)).execute(c)?;
             }
         }
-        // Stay well under the bind-parameter limit per statement.
-        DbConn::Pg(c) => {
-            for chunk in values.chunks(200) {
-                let rows: Vec<ValueRow> = chunk.iter().map(|v| v.row(id)).collect();
-                diesel::insert_into(user_values::table).values(rows).execute(c)?;
+        // Statements of up to KEPT_ROWS rows, each kept prepared: a statement diesel does not
+        // keep costs PostgreSQL a parse and a plan and the write a second round trip (prepare,
+        // then execute), and there are at most KEPT_ROWS texts per connection to keep.
+        DbConn::Pg(_) => {
+            const KEPT_ROWS: usize = 16;
+            for chunk in values.chunks(KEPT_ROWS) {
+                let rows = chunk.iter().map(|v| {
+                    let text = |s: &str| Some(Bind::Text(s.to_string()));
+                    vec![text(id), text(&v.path), Some(Bind::Int(v.elem.into())), text(&v.value), Some(Bind::Bool(v.sort_key))]
+                });
+                if let Some(insert) = insert_rows("user_values", &["user_id", "path", "elem", "value", "sort_key"], rows) {
+                    Statement::kept(insert.text()).execute(conn)?;
+                }
             }
         }
     }
