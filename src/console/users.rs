@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use askama_web::WebTemplate;
 use chrono::NaiveDateTime;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::page::{blocking, capital, page_with, Fields, Me, Nav, Problem};
 use super::Console;
@@ -518,7 +518,7 @@ async fn user(
     })
     .await?;
     let mut attributes = Vec::new();
-    flatten("", &Value::Object(stored.body.clone()), &mut attributes);
+    flatten("", &Value::Object(Map::clone(&stored.body)), &mut attributes);
     let page = UserPage {
         nav: Nav::new(&me, "users"),
         row: Row::of(&stored),

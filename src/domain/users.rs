@@ -247,7 +247,7 @@ impl OneConnection<'_> {
     /// lost. With `If-Match`, a version that moved meanwhile is 412.
     pub(crate) fn patch(&mut self, id: &str, request: &Value, if_match: Option<&str>, actor: &Actor) -> Result<StoredUser> {
         self.users.modify(self.conn, id, if_match, actor, |current| {
-            let mut body = Value::Object(current.body.clone());
+            let mut body = Value::Object(Map::clone(&current.body));
             patch::apply_checked(&USER_RESOURCE, body.as_object_mut().expect("object"), request, &mfa_view(current).computed())?;
             let reset = resource::reset_requested(&body)?;
             Ok((resource::normalize(&USER_RESOURCE, &body)?, reset))
@@ -270,7 +270,7 @@ impl Planned {
     ) -> Result<(Self, bool)> {
         super::check_if_match(current.version, if_match)?;
         let (body, reset) = change(&current)?;
-        let planned = match body == current.body {
+        let planned = match current.body == body {
             true => Planned::Keep(current),
             false => Planned::Write(store_users::Update::new(current, body)),
         };

@@ -10,6 +10,7 @@ use super::{scim_groups, scim_users, AppState};
 use crate::domain::{Error, Invalid};
 use crate::scim::error::ScimError;
 use crate::scim::list::{list_response, refuse_cursor, ListParams, ListQuery};
+use crate::scim::resource::Rendered;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/.search").route(web::post().to(search)).default_service(web::to(method_not_allowed)));
@@ -56,7 +57,7 @@ async fn search(
     }
     if let Some(page) = group_page {
         total += page.total;
-        resources.extend(scim_groups::rendered(&state, page.groups, &base, &query.projection).await?);
+        resources.extend(scim_groups::rendered(&state, page.groups, &base, &query.projection).await?.into_iter().map(Rendered::Doc));
     }
     Ok(scim_json(StatusCode::OK, &list_response(total, query.start_index, resources)))
 }

@@ -12,7 +12,7 @@ use crate::domain::groups::{Groups, Membership};
 use crate::domain::users::{OneConnection, StoredUser};
 use crate::scim::error::ScimError;
 use crate::scim::list::{cursor_list_response, list_response, ListParams, ListQuery};
-use crate::scim::resource::{self, Meta, Projection};
+use crate::scim::resource::{self, Fields, Meta, Projection, Rendered};
 use crate::scim::schema::USER_RESOURCE;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -35,8 +35,9 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 
 type Reply = Result<HttpResponse, ScimError>;
 
-/// The rendered resource at its location, projected, with the groups it belongs to.
-fn render(user: StoredUser, groups: &[Membership], base: &str, projection: &Projection) -> Value {
+/// The rendered resource at its location, projected, with the groups it belongs to. Without a
+/// projection it is written from the body's stored text (`resource::render_stored`).
+fn render(user: StoredUser, groups: &[Membership], base: &str, projection: &Projection) -> Rendered {
     let meta = Meta { created: user.created_at.and_utc(), last_modified: user.updated_at.and_utc(), version: user.version };
     let mfa = crate::domain::users::mfa_view(&user);
     let location = format!("{base}/Users/{}", user.id);
@@ -48,9 +49,13 @@ fn render(user: StoredUser, groups: &[Membership], base: &str, projection: &Proj
         });
         computed.insert("groups".into(), Value::Array(list.collect()));
     }
-    let mut doc = resource::render(&USER_RESOURCE, &user.id, user.body, computed, &meta, &location);
+    if projection.is_none() {
+        let fields = Fields::of(user.body.text()).expect("a body is checked when it is read");
+        return Rendered::Stored(resource::render_stored(&USER_RESOURCE, &user.id, &fields, computed, &meta, &location));
+    }
+    let mut doc = resource::render(&USER_RESOURCE, &user.id, user.body.into_map(), computed, &meta, &location);
     projection.apply(&USER_RESOURCE, &mut doc);
-    doc
+    Rendered::Doc(doc)
 }
 
 /// The groups of these users, read once for all of them, when the answer shows `groups` (not
@@ -72,7 +77,7 @@ fn render_all(
     groups: &HashMap<String, Vec<Membership>>,
     base: &str,
     projection: &Projection,
-) -> Vec<Value> {
+) -> Vec<Rendered> {
     let none = Vec::new();
     users
         .into_iter()
@@ -89,7 +94,7 @@ pub(crate) async fn rendered(
     users: Vec<StoredUser>,
     base: &str,
     projection: &Projection,
-) -> Result<Vec<Value>, ScimError> {
+) -> Result<Vec<Rendered>, ScimError> {
     let groups = match projection.shows(&USER_RESOURCE, "groups") {
         true => {
             let (groups, ids) = (state.groups.clone(), ids(&users));

@@ -1,6 +1,7 @@
 //! List and search requests (RFC 7644 §3.4.2, §3.4.3) and the ListResponse.
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::error::{ScimError, ScimType};
 use super::filter::{self, AttrPath, Filter};
@@ -180,35 +181,46 @@ fn integer(s: &str) -> Option<i64> {
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(if negative { i64::MIN } else { i64::MAX })
 }
 
-/// The ListResponse document.
-pub(crate) fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Value {
-    let mut doc = Map::new();
-    doc.insert("schemas".into(), json!([schema::LIST_RESPONSE]));
-    doc.insert("totalResults".into(), json!(total));
-    doc.insert("startIndex".into(), json!(start_index));
-    doc.insert("itemsPerPage".into(), json!(resources.len()));
-    doc.insert("Resources".into(), Value::Array(resources));
-    Value::Object(doc)
+/// The ListResponse document, of resources of any rendering.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListResponse<T> {
+    schemas: [&'static str; 1],
+    #[serde(rename = "totalResults")]
+    total: i64,
+    #[serde(rename = "startIndex", skip_serializing_if = "Option::is_none")]
+    start_index: Option<i64>,
+    #[serde(rename = "itemsPerPage")]
+    items_per_page: usize,
+    #[serde(rename = "Resources")]
+    resources: Vec<T>,
+    #[serde(rename = "nextCursor", skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+    #[serde(rename = "previousCursor", skip_serializing_if = "Option::is_none")]
+    previous_cursor: Option<String>,
+}
+
+/// The ListResponse of a page asked for by `startIndex`.
+pub(crate) fn list_response<T: Serialize>(total: i64, start_index: i64, resources: Vec<T>) -> ListResponse<T> {
+    ListResponse {
+        schemas: [schema::LIST_RESPONSE],
+        total,
+        start_index: Some(start_index),
+        items_per_page: resources.len(),
+        resources,
+        next_cursor: None,
+        previous_cursor: None,
+    }
 }
 
 /// The ListResponse of a page asked for by cursor (RFC 9865 §2): no `startIndex`; `nextCursor`
 /// unless it is the last page, `previousCursor` unless it is the first.
-pub(crate) fn cursor_list_response(
+pub(crate) fn cursor_list_response<T: Serialize>(
     total: i64,
-    resources: Vec<Value>,
+    resources: Vec<T>,
     next_cursor: Option<String>,
     previous_cursor: Option<String>,
-) -> Value {
-    let mut doc = list_response(total, 1, resources);
-    let obj = doc.as_object_mut().expect("a ListResponse is an object");
-    obj.remove("startIndex");
-    if let Some(c) = next_cursor {
-        obj.insert("nextCursor".into(), json!(c));
-    }
-    if let Some(c) = previous_cursor {
-        obj.insert("previousCursor".into(), json!(c));
-    }
-    doc
+) -> ListResponse<T> {
+    ListResponse { start_index: None, next_cursor, previous_cursor, ..list_response(total, 1, resources) }
 }
 
 /// Refuses a cursor where only `startIndex` pages (groups, the search over every type).
@@ -222,6 +234,7 @@ pub(crate) fn refuse_cursor(q: &ListQuery, what: &str) -> Result<(), ScimError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<ListQuery, ScimError> {
         let p = ListParams::from_query(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -280,7 +293,7 @@ mod tests {
 
     #[test]
     fn cursor_answers_have_no_start_index() {
-        let doc = cursor_list_response(9, vec![json!({"id": "a"})], Some("n".into()), None);
+        let doc = serde_json::to_value(cursor_list_response(9, vec![json!({"id": "a"})], Some("n".into()), None)).unwrap();
         assert!(doc.get("startIndex").is_none());
         assert_eq!((doc["nextCursor"].clone(), doc.get("previousCursor")), (json!("n"), None));
         assert_eq!(doc["totalResults"], json!(9));
@@ -298,7 +311,7 @@ mod tests {
 
     #[test]
     fn response_counts_are_integers() {
-        let doc = list_response(3, 1, vec![json!({"id": "a"})]);
+        let doc = serde_json::to_value(list_response(3, 1, vec![json!({"id": "a"})])).unwrap();
         assert_eq!(doc["totalResults"], json!(3));
         assert_eq!(doc["itemsPerPage"], json!(1));
         assert_eq!(doc["schemas"][0], schema::LIST_RESPONSE);

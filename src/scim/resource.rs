@@ -2,6 +2,10 @@
 //! body, and rendering a stored resource back with `attributes`/`excludedAttributes`. Each
 //! function takes the resource type (`schema::ResourceType`) whose schemas drive it.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::error::ScimError;
@@ -231,10 +235,15 @@ impl Projection {
         self.attributes.is_empty() || self.attributes.iter().any(names)
     }
 
+    /// Whether the projection asks for nothing (every attribute returned by default).
+    pub(crate) fn is_none(&self) -> bool {
+        self.attributes.is_empty() && self.excluded.is_empty()
+    }
+
     /// Applies the projection to a rendered resource of type `rt`. `id` and `schemas` are always
     /// returned.
     pub(crate) fn apply(&self, rt: &ResourceType, resource: &mut Value) {
-        if self.attributes.is_empty() && self.excluded.is_empty() {
+        if self.is_none() {
             return;
         }
         let Some(obj) = resource.as_object_mut() else { return };
@@ -384,27 +393,122 @@ pub(crate) fn render(
     meta: &Meta,
     location: &str,
 ) -> Value {
-    let mut schemas = vec![Value::from(rt.core.id)];
-    schemas.extend(
-        rt.extensions.iter().filter(|s| body.contains_key(s.id) || computed.contains_key(s.id)).map(|s| Value::from(s.id)),
-    );
+    let schemas = schemas_of(rt, |urn| body.contains_key(urn) || computed.contains_key(urn));
     let mut out = Map::with_capacity(body.len() + computed.len() + 3);
-    out.insert("schemas".into(), Value::Array(schemas));
+    out.insert("schemas".into(), json!(schemas));
     out.insert("id".into(), Value::from(id));
     // Moved, not copied: a page renders a hundred bodies.
     out.extend(body);
     out.extend(computed);
-    out.insert(
-        "meta".into(),
-        json!({
-            "resourceType": rt.name,
-            "created": datetime(&meta.created),
-            "lastModified": datetime(&meta.last_modified),
-            "location": location,
-            "version": meta.etag(),
-        }),
-    );
+    out.insert("meta".into(), meta_of(rt, meta, location));
     Value::Object(out)
+}
+
+/// [`render`] from a body's stored text (its [`Fields`]), with no projection: the same document,
+/// byte for byte, without parsing the body into values and writing them out again (what a page
+/// of a hundred users spent most of its time on).
+pub(crate) fn render_stored(
+    rt: &ResourceType,
+    id: &str,
+    body: &Fields,
+    computed: Map<String, Value>,
+    meta: &Meta,
+    location: &str,
+) -> Box<RawValue> {
+    let stored = |urn: &str| body.0.iter().any(|(k, _)| k == urn);
+    let schemas = schemas_of(rt, |urn| stored(urn) || computed.contains_key(urn));
+    let out = StoredOut { schemas, id, body, meta: meta_of(rt, meta, location), computed };
+    serde_json::value::to_raw_value(&out).expect("a rendered resource serialises")
+}
+
+/// The core schema and each extension `present`.
+fn schemas_of(rt: &ResourceType, present: impl Fn(&str) -> bool) -> Vec<&'static str> {
+    let mut schemas = vec![rt.core.id];
+    schemas.extend(rt.extensions.iter().map(|s| s.id).filter(|id| present(id)));
+    schemas
+}
+
+fn meta_of(rt: &ResourceType, meta: &Meta, location: &str) -> Value {
+    json!({
+        "resourceType": rt.name,
+        "created": datetime(&meta.created),
+        "lastModified": datetime(&meta.last_modified),
+        "location": location,
+        "version": meta.etag(),
+    })
+}
+
+/// The members of a JSON object as written, in order, their values unparsed: a stored body
+/// read for [`render_stored`]. Reading them checks the whole text.
+#[derive(Debug)]
+pub(crate) struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    /// `None` unless `text` is one JSON object.
+    pub(crate) fn of(text: &'a str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key, &RawValue>()? {
+                    members.push((k, v));
+                }
+                Ok(Fields(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// A member's name, borrowed from the text unless it holds an escape.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// What [`render_stored`] writes, in [`render`]'s order.
+struct StoredOut<'a> {
+    schemas: Vec<&'static str>,
+    id: &'a str,
+    body: &'a Fields<'a>,
+    computed: Map<String, Value>,
+    meta: Value,
+}
+
+impl Serialize for StoredOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("schemas", &self.schemas)?;
+        m.serialize_entry("id", self.id)?;
+        // A stored body holds none of the members written here besides it (they are readOnly);
+        // should one, it is written once, where render's map would have kept it.
+        let own = |k: &str| matches!(k, "schemas" | "id" | "meta") || self.computed.contains_key(k);
+        for (k, v) in self.body.0.iter().filter(|(k, _)| !own(k)) {
+            m.serialize_entry(k, v)?;
+        }
+        for (k, v) in &self.computed {
+            m.serialize_entry(k, v)?;
+        }
+        m.serialize_entry("meta", &self.meta)?;
+        m.end()
+    }
+}
+
+/// A resource as an answer carries it: a document, or one rendered from its stored text.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Rendered {
+    Doc(Value),
+    Stored(Box<RawValue>),
 }
 
 #[cfg(test)]
@@ -684,5 +788,37 @@ mod props {
                 Err(e) => prop_assert_eq!(e.status, 400, "{}", e.detail),
             }
         }
+
+        /// An answer written from a stored body's text is the document rendering its values
+        /// gives, byte for byte: any body normalisation keeps, with or without computed parts.
+        #[test]
+        fn a_body_renders_from_its_stored_text_as_from_its_values(
+            input in prop_oneof![json_value(), plausible_user()],
+            mfa in any::<bool>(),
+        ) {
+            let Ok(body) = normalize_user(&input) else { return Ok(()) };
+            let text = serde_json::to_string(&body).unwrap();
+            let fields = Fields::of(&text).expect("a stored body reads as fields");
+            let now = chrono::Utc::now();
+            let computed = || match mfa {
+                true => MfaView { status: "enrolled", enrolled_at: Some(now), last_reset_at: None }.computed(),
+                false => Map::new(),
+            };
+            let meta = Meta { created: now, last_modified: now, version: 7 };
+            let stored = render_stored(&USER_RESOURCE, "id\"1", &fields, computed(), &meta, "http://h/Users/x");
+            let doc = render(&USER_RESOURCE, "id\"1", body, computed(), &meta, "http://h/Users/x");
+            prop_assert_eq!(stored.get(), serde_json::to_string(&doc).unwrap());
+        }
+    }
+
+    #[test]
+    fn fields_read_only_json_objects() {
+        assert!(Fields::of("[]").is_none());
+        assert!(Fields::of("{\"a\":1").is_none());
+        assert!(Fields::of("{\"a\":1} x").is_none());
+        let f = Fields::of(r#"{"a\u0041":[1,{"b":"\n"}],"c":2.5}"#).unwrap();
+        let names: Vec<&str> = f.0.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(names, ["aA", "c"]);
+        assert_eq!(f.0[0].1.get(), r#"[1,{"b":"\n"}]"#);
     }
 }

@@ -26,6 +26,7 @@ pub mod user_pages;
 pub mod user_search;
 pub mod user_sort;
 mod user_values;
+pub mod user_body;
 pub mod users;
 mod writer;
 

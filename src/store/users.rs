@@ -8,6 +8,7 @@ use super::mfa::Summary;
 use super::schema::{mfa_factors, user_values, users};
 use super::sql::Condition;
 use super::sql::{Bind, Fragment, Statement};
+use super::user_body::Body;
 use super::user_values::{insert_values, search_values, SearchValue, ValueRow, ValuesChange};
 use super::{DbConn, Error, Result, Tx};
 
@@ -24,7 +25,7 @@ super::text_enum::text_enum! {
 pub struct StoredUser {
     pub id: String,
     /// Canonical SCIM body (see `scim::resource::normalize`).
-    pub body: Map<String, Value>,
+    pub body: Body,
     pub source: Source,
     pub version: i64,
     pub created_at: chrono::NaiveDateTime,
@@ -68,9 +69,8 @@ pub(super) struct Row {
 impl TryFrom<(Row, Summary)> for StoredUser {
     type Error = Error;
     fn try_from((r, mfa): (Row, Summary)) -> Result<Self> {
-        let body = match serde_json::from_str(&r.body) {
-            Ok(Value::Object(m)) => m,
-            _ => return Err(Error::Corrupt(format!("user {} has an unreadable body", r.id))),
+        let Some(body) = Body::read(r.body) else {
+            return Err(Error::Corrupt(format!("user {} has an unreadable body", r.id)));
         };
         Ok(StoredUser {
             id: r.id,
@@ -201,7 +201,8 @@ pub(crate) fn insert(tx: &mut Tx, new: NewUser, source: Source, now: chrono::Nai
         .execute(conn)?;
     insert_values(conn, &new.id, &new.values)?;
     super::mfa::create(tx, &new.id)?;
-    Ok(StoredUser { id: new.id, body: new.body, source, version: 1, created_at: now, updated_at: now, mfa: Summary::none() })
+    let body = Body::written(new.body, new.text);
+    Ok(StoredUser { id: new.id, body, source, version: 1, created_at: now, updated_at: now, mfa: Summary::none() })
 }
 
 /// Inserts many new users at once (their factor rows too), in the caller's write transaction:
@@ -371,7 +372,7 @@ pub(crate) fn taken_external_ids(conn: &mut DbConn, ids: &[String]) -> Result<st
 pub(crate) fn update(tx: &mut Tx, update: Update, now: chrono::NaiveDateTime) -> Result<StoredUser, WriteError> {
     let conn = tx.conn();
     let Update { current, body, text, values } = update;
-    let (before, after) = (Columns::of(&current.body, ""), Columns::of(&body, &text));
+    let (before, after) = (Columns::of(&current.body, current.body.text()), Columns::of(&body, &text));
     // Only the columns that changed are set: SQLite rewrites the entries of every index on a
     // column a statement sets, changed or not, and each is a page more to write. A column the
     // body no longer has is cleared (NULL). The statement has a few texts, each prepared once
@@ -404,7 +405,7 @@ pub(crate) fn update(tx: &mut Tx, update: Update, now: chrono::NaiveDateTime) ->
         return Err(WriteError::VersionMismatch);
     }
     values.write(conn, &current.id)?;
-    Ok(StoredUser { body, version: current.version + 1, updated_at: now, ..current })
+    Ok(StoredUser { body: Body::written(body, text), version: current.version + 1, updated_at: now, ..current })
 }
 
 /// Deletes user `id` (at `version`, when given).

@@ -8,6 +8,7 @@
 //! - the MFA reset flag goes through the one reset path (origin `directory`).
 
 use chrono::NaiveDateTime;
+use serde_json::Map;
 
 use super::entry::{decide_flag, Entry, FlagDecision};
 use crate::domain::audit::Actor;
@@ -64,7 +65,7 @@ pub(super) fn apply_entry(
             None => (None, None),
         },
     };
-    let body = entry.apply_to(current.as_ref().map(|u| &u.body))?;
+    let body = entry.apply_to(current.as_ref().map(|u| &*u.body))?;
     let came_from_elsewhere = current.as_ref().is_some_and(|u| u.source != SOURCE);
     let (user, mut change) = match current {
         None => {
@@ -150,7 +151,7 @@ pub(super) fn deactivate(conn: &mut Tx, user_id: &str, actor: &Actor, at: NaiveD
     let current = user(conn, user_id)?;
     let was_active = current.is_active();
     let version = if was_active {
-        let mut body = current.body.clone();
+        let mut body = Map::clone(&current.body);
         body.insert("active".into(), serde_json::Value::Bool(false));
         let what = format!("user {}", current.id);
         let user = store_users::update(conn, store_users::Update::new(current, body), at).map_err(|e| write_error(e, &what))?;
@@ -266,7 +267,7 @@ pub(super) fn free_names_for_renames(
         if !wanted.contains(UserName::key_of(current.user_name()).as_str()) {
             continue;
         }
-        let mut body = current.body.clone();
+        let mut body = Map::clone(&current.body);
         body.insert("userName".into(), serde_json::Value::String(format!("{TRANSIENT_NAME}{id}")));
         freed.push((id.clone(), current.user_name().to_string()));
         store_users::update(conn, store_users::Update::new(current.clone(), body), at)
@@ -282,7 +283,7 @@ pub(super) fn restore_names(conn: &mut Tx, freed: &[(String, String)], at: Naive
     for (id, name) in freed {
         let current = user(conn, id)?;
         if current.user_name().starts_with(TRANSIENT_NAME) {
-            let mut body = current.body.clone();
+            let mut body = Map::clone(&current.body);
             body.insert("userName".into(), serde_json::Value::String(name.clone()));
             let restored = conn.savepoint(|c| {
                 store_users::update(c, store_users::Update::new(current, body), at).map_err(|e| write_error(e, id))
