@@ -57,7 +57,8 @@ async fn search(
     }
     if let Some(page) = group_page {
         total += page.total;
-        resources.extend(scim_groups::rendered(&state, page.groups, &base, &query.projection).await?.into_iter().map(Rendered::Doc));
+        resources
+            .extend(scim_groups::rendered(&state, page.groups, &base, &query.projection).await?.into_iter().map(Rendered::Doc));
     }
     Ok(scim_json(StatusCode::OK, &list_response(total, query.start_index, resources)))
 }

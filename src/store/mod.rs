@@ -20,13 +20,13 @@ pub mod stats;
 pub mod streams;
 mod text_enum;
 pub mod tokens;
+pub mod user_body;
 pub mod user_count;
 pub mod user_filter;
 pub mod user_pages;
 pub mod user_search;
 pub mod user_sort;
 mod user_values;
-pub mod user_body;
 pub mod users;
 mod writer;
 
