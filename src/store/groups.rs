@@ -339,6 +339,17 @@ pub fn members(conn: &mut DbConn, group_id: &str) -> Result<Vec<Member>> {
 pub fn memberships(conn: &mut DbConn, user_ids: &[String]) -> Result<Vec<(String, Membership)>> {
     let mut out = Vec::new();
     for chunk in user_ids.chunks(CHUNK) {
+        // The walk up nested groups is a recursive query whose plan PostgreSQL builds up and
+        // tears down on every run (most of its CPU for a single user's answer); it runs only for
+        // the users that are in some group at all, found on the (user_id, group_id) index.
+        let chunk: Vec<String> = group_users::table
+            .filter(group_users::user_id.eq_any(chunk))
+            .select(group_users::user_id)
+            .distinct()
+            .load(conn)?;
+        if chunk.is_empty() {
+            continue;
+        }
         let mut f = Fragment::<diesel::sql_types::Text>::new().sql(
             "WITH RECURSIVE up(user_id, group_id, depth) AS (SELECT user_id, group_id, 0 FROM group_users WHERE user_id IN (",
         );
