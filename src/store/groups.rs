@@ -341,22 +341,18 @@ pub fn memberships(conn: &mut DbConn, user_ids: &[String]) -> Result<Vec<(String
     for chunk in user_ids.chunks(CHUNK) {
         // The walk up nested groups is a recursive query whose plan PostgreSQL builds up and
         // tears down on every run (most of its CPU for a single user's answer); it runs only for
-        // the users that are in some group at all, found on the (user_id, group_id) index.
-        let chunk: Vec<String> = group_users::table
-            .filter(group_users::user_id.eq_any(chunk))
-            .select(group_users::user_id)
-            .distinct()
-            .load(conn)?;
+        // the users that are in some group at all, found on the (user_id, group_id) index. (Its
+        // IN list is spelled out as the walk's is: a statement kept by its text, where SQLite
+        // would prepare diesel's `eq_any` again every time.)
+        let f = Fragment::<diesel::sql_types::Text>::new().sql("SELECT DISTINCT user_id FROM group_users WHERE user_id IN (");
+        let chunk: Vec<String> = Select(binds(f, chunk).sql(")")).load(conn)?;
         if chunk.is_empty() {
             continue;
         }
-        let mut f = Fragment::<diesel::sql_types::Text>::new().sql(
+        let f = Fragment::<diesel::sql_types::Text>::new().sql(
             "WITH RECURSIVE up(user_id, group_id, depth) AS (SELECT user_id, group_id, 0 FROM group_users WHERE user_id IN (",
         );
-        for (i, id) in chunk.iter().enumerate() {
-            f = f.sql(if i == 0 { "" } else { ", " }).bind(Bind::Text(id.clone()));
-        }
-        f = f.sql(
+        let f = binds(f, &chunk).sql(
             ") UNION SELECT up.user_id, group_groups.group_id, 1 FROM up JOIN group_groups ON group_groups.member_id = up.group_id) \
              SELECT up.user_id || '|' || up.group_id || '|' || min(up.depth) || '|' || groups.display_name \
              FROM up JOIN groups ON groups.id = up.group_id \
@@ -380,13 +376,15 @@ pub fn memberships(conn: &mut DbConn, user_ids: &[String]) -> Result<Vec<(String
     Ok(out)
 }
 
+/// `ids` appended to `f` as a list of bind parameters (`?, ?, ?`).
+fn binds<ST>(f: Fragment<ST>, ids: &[String]) -> Fragment<ST> {
+    ids.iter().enumerate().fold(f, |f, (i, id)| f.sql(if i == 0 { "" } else { ", " }).bind(Bind::Text(id.clone())))
+}
+
 /// SQL for the ids of the users in the groups `group_ids` or in any group nested in them,
 /// however deep (cycles end the walk): `users.id IN (…)` for filters and resets by group.
 pub(crate) fn members_condition(group_ids: &[String]) -> Condition {
-    let mut start = Condition::new().sql("groups.id IN (");
-    for (i, id) in group_ids.iter().enumerate() {
-        start = start.sql(if i == 0 { "" } else { ", " }).bind(Bind::Text(id.clone()));
-    }
+    let mut start = binds(Condition::new().sql("groups.id IN ("), group_ids);
     if group_ids.is_empty() {
         start = start.sql("NULL");
     }
