@@ -12,7 +12,7 @@ use crate::domain::groups::{Groups, Membership};
 use crate::domain::users::{OneConnection, StoredUser};
 use crate::scim::error::ScimError;
 use crate::scim::list::{cursor_list_response, list_response, ListParams, ListQuery};
-use crate::scim::resource::{self, Fields, Meta, Projection, Rendered};
+use crate::scim::resource::{self, Meta, Projection, Rendered};
 use crate::scim::schema::USER_RESOURCE;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -50,7 +50,7 @@ fn render(user: StoredUser, groups: &[Membership], base: &str, projection: &Proj
         computed.insert("groups".into(), Value::Array(list.collect()));
     }
     if projection.is_none() {
-        let fields = Fields::of(user.body.text()).expect("a body is checked when it is read");
+        let fields = user.body.fields();
         return Rendered::Stored(resource::render_stored(&USER_RESOURCE, &user.id, &fields, computed, &meta, &location));
     }
     let mut doc = resource::render(&USER_RESOURCE, &user.id, user.body.into_map(), computed, &meta, &location);

@@ -33,6 +33,11 @@ impl Body {
         &self.text
     }
 
+    /// The body's members as stored, their values unparsed (`scim::resource::render_stored`).
+    pub(crate) fn fields(&self) -> Fields<'_> {
+        Fields::of(&self.text).expect("a body is checked when it is read")
+    }
+
     pub fn into_map(self) -> Map<String, Value> {
         match self.parsed.into_inner() {
             Some(body) => body,

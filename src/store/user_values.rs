@@ -28,7 +28,7 @@ impl SearchValue {
     }
 }
 
-#[derive(Insertable)]
+#[derive(Insertable, Clone, Copy)]
 #[diesel(table_name = user_values, treat_none_as_default_value = false)]
 pub(super) struct ValueRow<'a> {
     pub(super) user_id: &'a str,
@@ -55,17 +55,22 @@ pub(super) fn insert_values(conn: &mut DbConn, id: &str, values: &[SearchValue])
         DbConn::Pg(_) => {
             const KEPT_ROWS: usize = 16;
             for chunk in values.chunks(KEPT_ROWS) {
-                let rows = chunk.iter().map(|v| {
-                    let text = |s: &str| Some(Bind::Text(s.to_string()));
-                    vec![text(id), text(&v.path), Some(Bind::Int(v.elem.into())), text(&v.value), Some(Bind::Bool(v.sort_key))]
-                });
-                if let Some(insert) = insert_rows("user_values", &["user_id", "path", "elem", "value", "sort_key"], rows) {
+                if let Some(insert) = insert_statement(chunk.iter().map(|v| v.row(id))) {
                     Statement::kept(insert.text()).execute(conn)?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// One multi-row INSERT of search rows, its values as bind parameters (`None` without rows).
+pub(super) fn insert_statement<'a>(rows: impl IntoIterator<Item = ValueRow<'a>>) -> Option<Statement> {
+    let text = |s: &str| Some(Bind::Text(s.to_string()));
+    let rows = rows.into_iter().map(|r| {
+        vec![text(r.user_id), text(r.path), Some(Bind::Int(r.elem.into())), text(r.value), Some(Bind::Bool(r.sort_key))]
+    });
+    insert_rows("user_values", &["user_id", "path", "elem", "value", "sort_key"], rows)
 }
 
 /// The search rows that differ between two bodies of a user: a PATCH of one attribute changes

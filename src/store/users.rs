@@ -9,7 +9,7 @@ use super::schema::{mfa_factors, user_values, users};
 use super::sql::Condition;
 use super::sql::{Bind, Fragment, Statement};
 use super::user_body::Body;
-use super::user_values::{insert_values, search_values, SearchValue, ValueRow, ValuesChange};
+use super::user_values::{insert_statement, insert_values, search_values, SearchValue, ValueRow, ValuesChange};
 use super::{DbConn, Error, Result, Tx};
 
 super::text_enum::text_enum! {
@@ -331,10 +331,7 @@ fn insert_rows_many(
         let searched: Vec<(&str, Vec<SearchValue>)> = chunk.iter().map(|(id, body)| (id.as_str(), search_values(body))).collect();
         let values: Vec<ValueRow> = searched.iter().flat_map(|(id, values)| values.iter().map(|v| v.row(id))).collect();
         for rows in values.chunks(2000) {
-            let rows = rows.iter().map(|r| {
-                vec![text(r.user_id), text(r.path), Some(Bind::Int(r.elem.into())), text(r.value), Some(Bind::Bool(r.sort_key))]
-            });
-            if let Some(s) = insert_rows("user_values", &["user_id", "path", "elem", "value", "sort_key"], rows) {
+            if let Some(s) = insert_statement(rows.iter().copied()) {
                 s.execute(conn)?;
             }
         }
