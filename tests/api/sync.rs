@@ -455,6 +455,7 @@ impl Cli {
 /// The real daemon (`provisiond serve`) with the command line's configuration, on a free port.
 pub struct Serve {
     child: std::process::Child,
+    port: u16,
     base: String,
     agent: ureq::Agent,
     auth: String,
@@ -491,11 +492,11 @@ impl Serve {
             agent.get(format!("{base}{probe}")).call().is_ok_and(|r| r.status() == 200)
         });
         assert!(up, "daemon did not answer {probe}");
-        Serve { child, base, agent, auth: format!("Bearer {token}") }
+        Serve { child, port, base, agent, auth: format!("Bearer {token}") }
     }
 
     pub fn port(&self) -> u16 {
-        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
+        self.port
     }
 
     /// `method path` with a JSON body and the token: status and JSON answer (Null when none).
