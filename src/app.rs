@@ -12,7 +12,7 @@ use sd_notify::NotifyState;
 
 use crate::clock::{self, Clock, SystemClock};
 use crate::config::ChangeDetection;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::directory::mapping::Mapping;
 use crate::directory::{feed, scheduler, Syncer};
 use crate::domain::mfa::{KeyMismatch, Mfa};
@@ -202,16 +202,53 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pool, with migrations applied.
-pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
+/// The databases this binary can use.
+pub fn backends() -> String {
+    store::backends()
+}
+
+/// The pool, as it is: no migration (`migrate --status`, `backup`).
+fn open_unmigrated(config: &Config) -> anyhow::Result<store::Pool> {
     let db = &config.database;
     let url = db.connection_url()?;
     let limits = store::Limits {
         connect_timeout: Duration::from_secs(db.connect_timeout),
         statement_timeout: Duration::from_secs(db.statement_timeout),
     };
-    let pool = store::connect(url, db.pool_size, limits)
-        .with_context(|| format!("cannot open the database (database.url = {})", db.url))?;
+    store::connect(url, db.pool_size, limits).with_context(|| format!("cannot open the database (database.url = {})", db.url))
+}
+
+/// Where the database's schema stands against this binary's migrations; changes nothing.
+pub fn migration_status(config: &Config) -> anyhow::Result<store::migrations::Status> {
+    Ok(store::migrations::status(&open_unmigrated(config)?)?)
+}
+
+/// Copies the database into the new file `file` while the daemon serves, and checks the copy
+/// (SQLite); `pg_dump` on PostgreSQL.
+pub fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<store::backup::Copy> {
+    let pool = open_unmigrated(config)?;
+    Ok(match &config.database.url {
+        DatabaseUrl::Sqlite(_) => store::backup::sqlite_backup(&pool, file)?,
+        DatabaseUrl::Postgres(url) => store::backup::pg_backup(&pool, &pg_target(config, url)?, file)?,
+    })
+}
+
+/// Restores the backup `file` as the configured database, which must not exist yet (SQLite) or
+/// must be empty (PostgreSQL).
+pub fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<store::backup::Copy> {
+    Ok(match &config.database.url {
+        DatabaseUrl::Sqlite(path) => store::backup::sqlite_restore(file, std::path::Path::new(path))?,
+        DatabaseUrl::Postgres(url) => store::backup::pg_restore(&open_unmigrated(config)?, &pg_target(config, url)?, file)?,
+    })
+}
+
+fn pg_target<'a>(config: &Config, url: &'a str) -> anyhow::Result<store::backup::PgTarget<'a>> {
+    Ok(store::backup::PgTarget { url, shown: config.database.url.to_string(), password: config.database.password()? })
+}
+
+/// The pool, with migrations applied.
+pub fn open_database(config: &Config) -> anyhow::Result<store::Pool> {
+    let pool = open_unmigrated(config)?;
     // Migrations run before any service, on the system's clock.
     let applied = store::migrate(&pool, clock::stored(SystemClock.now())).context("cannot migrate the database")?;
     if applied > 0 {

@@ -1,13 +1,15 @@
-//! The command line: `serve`, `migrate`, `check-config`, `token …`, `mfa …`, `sync`.
+//! The command line: `serve`, `migrate`, `backup`, `restore`, `check-config`, `token …`,
+//! `mfa …`, `operator …`, `sync`. What it accepts is in `args`.
 
-use std::path::PathBuf;
+mod args;
+pub use args::*;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::app::{self, Application};
 use crate::clock::SystemClock;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::directory::{Options, StartedBy, Syncer};
 use crate::domain::audit::{Actor, Origin};
 use crate::domain::directory::RunStatus;
@@ -16,120 +18,13 @@ use crate::domain::mfa::{Outcome, Selection};
 use crate::domain::tokens::{self, Tokens};
 use crate::domain::Services;
 
-#[derive(Debug, Parser)]
-#[command(name = "provisiond", version, about = "SCIM 2.0 provisioning, TOTP second factor and LDAP sync daemon")]
-pub struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, env = "PROVISIOND_CONFIG", default_value = config::DEFAULT_PATH, global = true)]
-    pub config: PathBuf,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the daemon (migrates the database first).
-    Serve,
-    /// Apply database migrations and exit.
-    Migrate,
-    /// Validate the configuration and print what is wrong, key by key.
-    CheckConfig,
-    /// Manage API bearer tokens.
-    #[command(subcommand)]
-    Token(TokenCommand),
-    /// Second factors: resets and key rotation.
-    #[command(subcommand)]
-    Mfa(MfaCommand),
-    /// Console operators: add, list, disable, reset.
-    #[command(subcommand)]
-    Operator(OperatorCommand),
-    /// Run the LDAP sync once (incremental unless --full) and print its JSON summary; exits
-    /// non-zero when the run failed.
-    Sync {
-        /// Read every entry and deactivate users whose entries are gone.
-        #[arg(long)]
-        full: bool,
-        /// Write nothing (neither the store nor LDAP) and list what the run would do.
-        #[arg(long)]
-        dry_run: bool,
-        /// Deactivate even more users than [ldap.safety] allows.
-        #[arg(long, requires = "full")]
-        allow_mass_deactivation: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum OperatorCommand {
-    /// Add an operator; prints its one-time setup link (valid 24 h) alone on the last line.
-    Add {
-        name: String,
-        #[arg(long, value_enum)]
-        role: RoleArg,
-    },
-    /// List the operators with their role and state.
-    List,
-    /// Disable an operator: it can no longer sign in.
-    Disable { name: String },
-    /// Forget an operator's password and second factor; prints a new setup link.
-    Reset { name: String },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum RoleArg {
-    Admin,
-    Helpdesk,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MfaCommand {
-    /// Reset the second factor of users (by userName, or a SCIM filter): they enrol again at
-    /// their next login. Prints one line per user.
-    Reset {
-        /// A userName; repeat for several users.
-        #[arg(long = "user", required_unless_present_any = ["filter", "groups"], conflicts_with_all = ["filter", "groups"])]
-        users: Vec<String>,
-        /// A group's displayName: every user in it, through nested groups too; repeat for several.
-        #[arg(long = "group", conflicts_with = "filter")]
-        groups: Vec<String>,
-        /// A SCIM filter selecting the users, e.g. 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Sales"'.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Why (recorded in the audit trail).
-        #[arg(long)]
-        reason: String,
-    },
-    /// Create a one-time enrolment link for a user who must enrol (after a reset); prints the
-    /// link alone on the last line. A newer link replaces the user's older one.
-    Link {
-        /// The userName.
-        #[arg(long)]
-        user: String,
-        /// How long the link works: 72h, 30m, 3600 (seconds)… (default mfa.enrolment_link_ttl).
-        #[arg(long, value_parser = config::parse_duration)]
-        ttl: Option<std::time::Duration>,
-        /// Also send it to the user's primary (else work) email ([smtp]); exits non-zero when
-        /// it could not be sent (the link still works and is printed).
-        #[arg(long)]
-        send: bool,
-    },
-    /// Re-seal every TOTP secret under the current mfa.key_file (after a key rotation).
-    Rekey,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create a token; the token is printed alone on the last line and never again.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Comma-separated: scim, mfa, admin, ssf.
-        #[arg(long)]
-        scope: String,
-    },
-    /// List tokens (never the secrets).
-    List,
-    /// Revoke the token called NAME.
-    Revoke { name: String },
+/// Reads the command line. `--version` also says which commit this is and which databases it
+/// can use (`-V` only the version).
+pub fn parse() -> Cli {
+    let long_version =
+        format!("{}\ncommit {}\nbackends: {}", env!("CARGO_PKG_VERSION"), env!("PROVISIOND_COMMIT"), app::backends());
+    let matches = Cli::command().long_version(long_version).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the command; the error is printed by `main` as one line.
@@ -146,10 +41,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::logging::init(&config.log);
             serve(config)
         }
-        Command::Migrate => {
+        Command::Migrate { status: false } => {
             crate::logging::init(&config.log);
             app::open_database(&config)?;
             println!("database is up to date");
+            Ok(())
+        }
+        Command::Migrate { status: true } => migration_status(&config),
+        Command::Backup { file } => {
+            let copy = app::backup(&config, &file)?;
+            println!("backed up {} users (schema {}) to {}; integrity checked", copy.users, copy.schema, file.display());
+            println!("{}", key_reminder(&config));
+            Ok(())
+        }
+        Command::Restore { file } => {
+            let copy = app::restore(&config, &file)?;
+            println!(
+                "restored {} users (schema {}) from {} into {}",
+                copy.users,
+                copy.schema,
+                file.display(),
+                config.database.url
+            );
+            if copy.pending > 0 {
+                println!("the backup is older than this provisiond: {} migrations run at its next start", copy.pending);
+            }
+            println!(
+                "its second factors open only with the MFA key that sealed them: put that key at {} (the systemd \
+                 credential mfa-key) before starting provisiond",
+                config.mfa.key_file.display()
+            );
             Ok(())
         }
         Command::Token(cmd) => {
@@ -169,6 +90,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let options = Options { full, dry_run, allow_mass_deactivation, started_by: StartedBy::Cli };
             sync(&config, &cli.config, options)
         }
+    }
+}
+
+/// Backups hold the TOTP secrets sealed, never the key that opens them.
+fn key_reminder(config: &Config) -> String {
+    format!(
+        "the MFA key is not in the backup: keep a copy of {} (the systemd credential mfa-key) with it; without that key \
+         the second factors in the backup cannot be opened",
+        config.mfa.key_file.display()
+    )
+}
+
+/// One line per migration, oldest first: `applied`, `pending`, or `unknown` (a newer
+/// provisiond's); then who migrated the database last.
+fn migration_status(config: &Config) -> anyhow::Result<()> {
+    let status = app::migration_status(config)?;
+    for m in &status.applied {
+        println!("applied  {}", m.name);
+    }
+    for m in &status.pending {
+        println!("pending  {}", m.name);
+    }
+    for version in &status.unknown {
+        println!("unknown  {version} (applied by a newer provisiond)");
+    }
+    if let Some(by) = &status.migrated_by {
+        println!("last migrated by {by}");
+    }
+    match status.newer_schema() {
+        Some(why) => anyhow::bail!(why),
+        None => Ok(()),
     }
 }
 

@@ -21,9 +21,6 @@ pub use ldap::{
 pub use server::{Network, NetworkError, Server};
 pub use smtp::{Smtp, SmtpPasswordError, SmtpSecurity, SMTP_PASSWORD_CREDENTIAL};
 
-/// Where the configuration is read from when neither `--config` nor `PROVISIOND_CONFIG` is set.
-pub(crate) const DEFAULT_PATH: &str = "config/provisiond.toml";
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -179,14 +176,7 @@ pub(crate) mod duration_secs {
     }
 }
 
-/// A duration as an operator writes it: `"72h"`, `"90m"`, `"1h 30m"`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(secs));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration such as 72h, 30m or 3600 ({e})"))
-}
+pub use crate::duration::parse_duration;
 
 impl Default for Mfa {
     fn default() -> Self {

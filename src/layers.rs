@@ -9,7 +9,8 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     // Leaves: the typed configuration, the clock, the SCIM protocol and the metrics recorder
     // (which every layer may count into, like the log).
-    ("config", &[]),
+    ("config", &["duration"]),
+    ("duration", &[]),
     ("clock", &[]),
     ("scim", &["proptest_support"]),
     ("metrics", &[]),
@@ -28,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("events", &["domain", "config", "clock", "metrics", "logging"]),
     ("http", &["domain", "directory", "events", "config", "clock", "scim", "metrics", "logging"]),
     ("console", &["domain", "directory", "config", "clock", "scim", "metrics", "logging"]),
-    ("cli", &["app", "domain", "directory", "config", "clock", "scim", "logging"]),
+    ("cli", &["app", "domain", "directory", "config", "clock", "scim", "logging", "duration"]),
 ];
 
 /// The top-level modules a source file names through `crate::…` (in `use` lines, grouped

@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod directory;
 pub mod domain;
+pub mod duration;
 pub mod events;
 pub mod http;
 #[cfg(test)]

@@ -53,19 +53,8 @@ impl Database {
     pub fn connection_url(&self) -> Result<DatabaseUrl, PasswordFileError> {
         let DatabaseUrl::Postgres(base) = &self.url else { return Ok(self.url.clone()) };
         let mut params = Vec::new();
-        if let Some(path) = &self.password_file {
-            let password = std::fs::read_to_string(path)
-                .map_err(|e| PasswordFileError::Unreadable { path: path.to_path_buf(), source: e })?;
-            let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
-            // Empty, libpq would quietly try ~/.pgpass instead; a control character it would
-            // quote back in its error message.
-            if password.is_empty() {
-                return Err(PasswordFileError::Empty(path.to_path_buf()));
-            }
-            if password.chars().any(char::is_control) {
-                return Err(PasswordFileError::ControlCharacter(path.to_path_buf()));
-            }
-            params.push(format!("password={}", percent_encode(password)));
+        if let Some(password) = self.password()? {
+            params.push(format!("password={}", percent_encode(&password)));
         }
         if !base.contains("connect_timeout=") {
             params.push(format!("connect_timeout={}", self.connect_timeout));
@@ -89,6 +78,24 @@ impl Database {
             url.push_str(&p);
         }
         Ok(DatabaseUrl::Postgres(url))
+    }
+
+    /// The PostgreSQL password from `password_file`, when one is named (for `pg_dump`, which
+    /// takes it from its environment rather than its command line).
+    pub fn password(&self) -> Result<Option<String>, PasswordFileError> {
+        let Some(path) = &self.password_file else { return Ok(None) };
+        let password =
+            std::fs::read_to_string(path).map_err(|e| PasswordFileError::Unreadable { path: path.to_path_buf(), source: e })?;
+        let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
+        // Empty, libpq would quietly try ~/.pgpass instead; a control character it would
+        // quote back in its error message.
+        if password.is_empty() {
+            return Err(PasswordFileError::Empty(path.to_path_buf()));
+        }
+        if password.chars().any(char::is_control) {
+            return Err(PasswordFileError::ControlCharacter(path.to_path_buf()));
+        }
+        Ok(Some(password.to_string()))
     }
 
     pub(super) fn problems(&self, out: &mut Vec<String>) {

@@ -1,6 +1,7 @@
 //! Persistence with diesel: one code path for SQLite (embedded default) and PostgreSQL.
 
 pub mod audit;
+pub mod backup;
 mod connection_loss;
 pub mod deployment;
 pub mod directory;
@@ -10,6 +11,7 @@ pub mod group_filter;
 pub mod group_links;
 pub mod groups;
 pub mod mfa;
+pub mod migrations;
 pub mod operators;
 pub mod reindex;
 pub mod schema;
@@ -36,12 +38,9 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::DatabaseUrl;
-
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+pub(crate) use migrations::migrate;
 
 /// A connection to either backend; queries are written once against it.
 #[derive(diesel::MultiConnection)]
@@ -106,6 +105,12 @@ pub enum Error {
     Pool(#[from] r2d2::PoolError),
     #[error("database migration failed: {0}")]
     Migration(String),
+    /// A backup or restore that cannot be done (the sentence says why).
+    #[error("{0}")]
+    Backup(String),
+    /// A newer provisiond migrated the database (the sentence says which, and what to do).
+    #[error("{0}")]
+    NewerSchema(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The row to change is gone (deleted by another writer meanwhile).
@@ -299,46 +304,11 @@ fn create_private(path: &std::path::Path) -> Result<(), Error> {
     }
 }
 
-/// Applies pending migrations of the connection's backend; returns how many ran.
-///
-/// All of them run in one transaction that first takes the database's write lock (SQLite's
-/// `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so that instances starting together take
-/// turns: the first migrates, the others then find nothing left to do, instead of racing to
-/// create the same tables. (Both backends have transactional DDL.) Migrations may take longer
-/// than a request's statements are allowed to.
-pub(crate) fn migrate(pool: &Pool, at: chrono::NaiveDateTime) -> Result<usize> {
-    type Failure = Box<dyn std::error::Error + Send + Sync>;
-    let mut conn = pool.get()?;
-    let applied = match &mut *conn {
-        DbConn::Sqlite(c) => sqlite_limits::unlimited(|| {
-            // WAL lets readers run beside the writer; it is a property of the database file.
-            c.batch_execute("PRAGMA journal_mode = WAL;")?;
-            c.immediate_transaction(|c| Ok::<_, Failure>(c.run_pending_migrations(SQLITE_MIGRATIONS)?.len()))
-        }),
-        DbConn::Pg(c) => c.transaction(|c| {
-            c.batch_execute(&format!("SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
-            Ok::<_, Failure>(c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len())
-        }),
-    };
-    let applied = applied.map_err(|e| Error::Migration(e.to_string()))?;
-    // Then the data derived from the users, rebuilt when its rules changed; instances starting
-    // together take turns here too.
-    let (rebuilt, collisions) = sqlite_limits::unlimited(|| {
-        write_tx(&mut conn, |c| {
-            if let DbConn::Pg(pg) = c.conn() {
-                pg.batch_execute(&format!("SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
-            }
-            reindex::run(c, at)
-        })
-    })?;
-    if rebuilt > 0 {
-        tracing::info!(users = rebuilt, collisions, "search data rebuilt under the current rules");
-    }
-    Ok(applied)
+/// The databases this binary can use, for `provisiond --version`.
+pub fn backends() -> String {
+    let sqlite = libsqlite3_sys::SQLITE_VERSION.to_str().unwrap_or("unknown");
+    format!("sqlite (SQLite {sqlite}, built in), postgresql (libpq)")
 }
-
-/// PostgreSQL advisory lock key of migrations (arbitrary, application-wide).
-const MIGRATION_LOCK: i64 = 7_470_652_302;
 
 /// A write transaction in progress. Domain services open it ([`write_tx`]) and pass it down:
 /// store functions that write take `&mut Tx`, so they cannot run outside one and begin none
