@@ -1,6 +1,8 @@
 //! Build-time facts and files:
-//! - `PROVISIOND_COMMIT`, the git commit built (for `provisiond --version`): `git rev-parse`, or
-//!   the variable itself when set (a build from a source tarball), else `unknown`;
+//! - `SOURCE_COMMIT`, the git commit built (for `provisiond --version`): `git rev-parse`, or
+//!   the variable itself when set (a build from a source tarball), else `unknown`. Not named
+//!   `PROVISIOND_…`: cargo also sets it when it runs the tests, and the configuration reads
+//!   every `PROVISIOND_…` variable as a key;
 //! - the man page and the bash, zsh and fish completions, written from the command line's own
 //!   definitions (`src/cli/args.rs`), and the package's configuration file (the example with the
 //!   database's absolute path), into `target/<profile>/assets/`, where the Debian package's
@@ -23,13 +25,13 @@ fn main() -> std::io::Result<()> {
     for source in ["build.rs", "src/cli/args.rs", "src/duration.rs", EXAMPLE] {
         println!("cargo:rerun-if-changed={source}");
     }
-    println!("cargo:rustc-env=PROVISIOND_COMMIT={}", commit());
+    println!("cargo:rustc-env=SOURCE_COMMIT={}", commit());
     write_assets(&assets_dir())
 }
 
 fn commit() -> String {
-    println!("cargo:rerun-if-env-changed=PROVISIOND_COMMIT");
-    if let Ok(commit) = std::env::var("PROVISIOND_COMMIT") {
+    println!("cargo:rerun-if-env-changed=SOURCE_COMMIT");
+    if let Ok(commit) = std::env::var("SOURCE_COMMIT") {
         return commit;
     }
     // Built again when HEAD moves: HEAD itself, the branch it names, and packed refs.

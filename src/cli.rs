@@ -21,8 +21,7 @@ use crate::domain::Services;
 /// Reads the command line. `--version` also says which commit this is and which databases it
 /// can use (`-V` only the version).
 pub fn parse() -> Cli {
-    let long_version =
-        format!("{}\ncommit {}\nbackends: {}", env!("CARGO_PKG_VERSION"), env!("PROVISIOND_COMMIT"), app::backends());
+    let long_version = format!("{}\ncommit {}\nbackends: {}", env!("CARGO_PKG_VERSION"), env!("SOURCE_COMMIT"), app::backends());
     let matches = Cli::command().long_version(long_version).get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

@@ -22,7 +22,7 @@ const MIGRATION_LOCK: i64 = 7_470_652_302;
 const MIGRATED_BY: &str = "schema_migrated_by";
 
 /// This binary, as `MIGRATED_BY` records it.
-const THIS: &str = concat!("provisiond ", env!("CARGO_PKG_VERSION"), " (commit ", env!("PROVISIOND_COMMIT"), ")");
+const THIS: &str = concat!("provisiond ", env!("CARGO_PKG_VERSION"), " (commit ", env!("SOURCE_COMMIT"), ")");
 
 /// One migration: its version (as diesel records it) and its directory's name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -203,7 +203,7 @@ impl TestApp {
     }
 
     /// Starts the daemon on `db` with a token called `token_name` (the actor of its requests).
-    fn spawn_in(dir: tempfile::TempDir, db: TestDb, token_name: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+    pub fn spawn_in(dir: tempfile::TempDir, db: TestDb, token_name: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = config_for(dir.path(), &db);
         adjust(&mut config);
         let pool = app::open_database(&config).expect("database");

@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon on a random port with its own database (SQLite, or a real
 //! PostgreSQL with TEST_BACKEND=postgres), and a real slapd for the LDAP sync.
 
+mod backup;
 mod cli;
 mod console;
 mod console_admin;
