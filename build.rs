@@ -81,8 +81,28 @@ fn write_assets(dir: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(&man);
     std::fs::create_dir_all(&man)?;
     clap_mangen::generate_to(command.clone(), &man)?;
+    gzip_pages(&man)?;
     for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
         clap_complete::generate_to(shell, &mut command.clone(), "provisiond", dir.join("completions"))?;
+    }
+    Ok(())
+}
+
+/// Writes `NAME.1.gz` beside each `NAME.1` in `dir`, as `gzip -9n` would (best compression, no
+/// name or time in the header: the same bytes on every build). Debian installs man pages
+/// compressed (lintian: uncompressed-manual-page is an error), and cargo-deb compresses only
+/// assets that are not under target/: the package takes these (`[package.metadata.deb]`).
+fn gzip_pages(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    for entry in std::fs::read_dir(dir)? {
+        let page = entry?.path();
+        if page.extension().is_some_and(|e| e == "1") {
+            let mut gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::best());
+            gz.write_all(&std::fs::read(&page)?)?;
+            let mut name = page.into_os_string();
+            name.push(".gz");
+            std::fs::write(name, gz.finish()?)?;
+        }
     }
     Ok(())
 }

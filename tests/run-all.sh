@@ -7,7 +7,8 @@
 # the Rust suite (unit tests, and the integration tests against the real daemon and a real slapd
 # the tests start) on SQLite, runs the integration tests again on PostgreSQL (each test starts
 # its own server), and then the public SCIM compliance checker and schemathesis (against the
-# /api/v1 OpenAPI document) against the built binary.
+# /api/v1 OpenAPI document) against the built binary, and builds, installs and purges the Debian
+# package (tests/package.sh: lintian and cargo-deb are installed there when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,4 +88,6 @@ echo "run-all: the integration tests on PostgreSQL"
 TEST_BACKEND=postgres cargo nextest run --locked --no-fail-fast -E 'binary(api)' || failed=1
 tests/compliance.sh target/debug/provisiond || failed=1
 tests/openapi.sh target/debug/provisiond || failed=1
+# The Debian package: built from the debug build, lintian, dpkg -i, looked at, removed, purged.
+tests/package.sh || failed=1
 exit $failed
