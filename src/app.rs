@@ -220,6 +220,12 @@ fn open_unmigrated(config: &Config) -> anyhow::Result<store::Pool> {
 
 /// Where the database's schema stands against this binary's migrations; changes nothing.
 pub fn migration_status(config: &Config) -> anyhow::Result<store::migrations::Status> {
+    // A SQLite file that does not exist yet is not created just to say so.
+    if let DatabaseUrl::Sqlite(path) = &config.database.url {
+        if !std::path::Path::new(path).exists() {
+            return Ok(store::migrations::Status::new_sqlite_database());
+        }
+    }
     Ok(store::migrations::status(&open_unmigrated(config)?)?)
 }
 

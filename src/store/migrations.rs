@@ -43,6 +43,11 @@ pub struct Status {
 }
 
 impl Status {
+    /// A SQLite database that does not exist yet: every migration pending.
+    pub fn new_sqlite_database() -> Self {
+        Status { applied: Vec::new(), pending: known(true), unknown: Vec::new(), migrated_by: None }
+    }
+
     /// The one-line refusal when a newer provisiond migrated the database.
     pub fn newer_schema(&self) -> Option<String> {
         let newest = self.unknown.last()?;

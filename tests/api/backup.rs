@@ -90,8 +90,11 @@ fn migrate_status_lists_pending_then_applied_migrations_and_changes_nothing() {
     assert!(before.status.success(), "{}", stderr(&before));
     let lines: Vec<String> = all.iter().map(|m| format!("pending  {m}")).collect();
     assert_eq!(stdout(&before).lines().collect::<Vec<_>>(), lines);
-    // Still nothing applied: --status migrates nothing.
+    // Still nothing applied: --status migrates nothing (and makes no SQLite file).
     assert_eq!(stdout(&run(&config, &["migrate", "--status"])), stdout(&before));
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        assert!(!Path::new(path).exists(), "migrate --status created {path}");
+    }
 
     assert!(run(&config, &["migrate"]).status.success());
     let after = run(&config, &["migrate", "--status"]);
