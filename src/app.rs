@@ -232,10 +232,12 @@ pub fn migration_status(config: &Config) -> anyhow::Result<store::migrations::St
 /// Copies the database into the new file `file` while the daemon serves, and checks the copy
 /// (SQLite); `pg_dump` on PostgreSQL.
 pub fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<store::backup::Copy> {
-    let pool = open_unmigrated(config)?;
     Ok(match &config.database.url {
-        DatabaseUrl::Sqlite(_) => store::backup::sqlite_backup(&pool, file)?,
-        DatabaseUrl::Postgres(url) => store::backup::pg_backup(&pool, &pg_target(config, url)?, file)?,
+        DatabaseUrl::Sqlite(path) => {
+            store::backup::sqlite_exists(std::path::Path::new(path))?;
+            store::backup::sqlite_backup(&open_unmigrated(config)?, file)?
+        }
+        DatabaseUrl::Postgres(url) => store::backup::pg_backup(&open_unmigrated(config)?, &pg_target(config, url)?, file)?,
     })
 }
 
@@ -249,7 +251,8 @@ pub fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<store:
 }
 
 fn pg_target<'a>(config: &Config, url: &'a str) -> anyhow::Result<store::backup::PgTarget<'a>> {
-    Ok(store::backup::PgTarget { url, shown: config.database.url.to_string(), password: config.database.password()? })
+    let db = &config.database;
+    Ok(store::backup::PgTarget { url, shown: db.url.to_string(), has_password: db.url.has_password(), password: db.password()? })
 }
 
 /// The pool, with migrations applied.

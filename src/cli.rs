@@ -50,7 +50,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { file } => {
             let copy = app::backup(&config, &file)?;
             println!("backed up {} users (schema {}) to {}; integrity checked", copy.users, copy.schema, file.display());
-            println!("{}", key_reminder(&config));
+            println!(
+                "the MFA key is not in the backup: keep a copy of it with the backup, or the second factors in it \
+                 cannot be opened. The key: {}",
+                mfa_key_location(&config)
+            );
             Ok(())
         }
         Command::Restore { file } => {
@@ -66,9 +70,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("the backup is older than this provisiond: {} migrations run at its next start", copy.pending);
             }
             println!(
-                "its second factors open only with the MFA key that sealed them: put that key at {} (the systemd \
-                 credential mfa-key) before starting provisiond",
-                config.mfa.key_file.display()
+                "its second factors open only with the MFA key that sealed them: put that key in place before \
+                 starting provisiond. The key: {}",
+                mfa_key_location(&config)
             );
             Ok(())
         }
@@ -92,13 +96,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Backups hold the TOTP secrets sealed, never the key that opens them.
-fn key_reminder(config: &Config) -> String {
-    format!(
-        "the MFA key is not in the backup: keep a copy of {} (the systemd credential mfa-key) with it; without that key \
-         the second factors in the backup cannot be opened",
-        config.mfa.key_file.display()
-    )
+/// Where the MFA key this configuration uses is, for the backup and restore messages: its
+/// absolute path, or, when the configuration leaves it to systemd (the default `key_file`, no
+/// `$CREDENTIALS_DIRECTORY` in a shell), the credential too.
+fn mfa_key_location(config: &Config) -> String {
+    let key = &config.mfa.key_file;
+    let absolute = std::path::absolute(key).unwrap_or_else(|_| key.clone());
+    match *key == crate::config::Mfa::default().key_file {
+        true => format!(
+            "the systemd credential mfa-key, /etc/provisiond/credentials/mfa.key with the shipped unit (without systemd: {})",
+            absolute.display()
+        ),
+        false => absolute.display().to_string(),
+    }
 }
 
 /// One line per migration, oldest first: `applied`, `pending`, or `unknown` (a newer

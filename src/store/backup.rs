@@ -2,20 +2,20 @@
 //!
 //! SQLite: `VACUUM INTO` copies the database as of one read transaction (writers carry on
 //! meanwhile; every write committed before it began is in the copy), into a new file private to
-//! its owner; the copy is then checked (`integrity_check`) before it is reported done. A restore
-//! checks the backup the same way, and its schema against this binary's, and copies it into place
-//! only where no database is: it never overwrites one. PostgreSQL: `pg_dump` and `pg_restore`,
-//! found on the PATH or among Debian's server binaries.
+//! its owner, synced to disk and then checked (`integrity_check`) before it is reported done. A
+//! restore checks the backup the same way, and its schema against this binary's, and puts it in
+//! place only where no database is: it never overwrites one. PostgreSQL: `pg_dump` and
+//! `pg_restore`, found on the PATH or among Debian's server binaries.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::migrations::{self, Status};
-use super::{sqlite_limits, DbConn, Error, Pool, Result};
+use super::{private_file, sqlite_limits, DbConn, Error, Pool, Result};
 
 /// What a backup or a restored database holds.
 #[derive(Debug)]
@@ -33,55 +33,95 @@ fn failed(what: impl std::fmt::Display) -> Error {
 
 /// Creates `file` empty and private to its owner (it holds sealed secrets and hashes); fails when
 /// it exists.
-fn create_private(file: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file).map(drop).map_err(|e| match e.kind() {
+fn create_new(file: &Path) -> Result<()> {
+    private_file(file).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => failed(format!("{} exists already: name a new file", file.display())),
-        _ => failed(format!("cannot create {}: {e}", file.display())),
+        _ => failed(e),
     })
 }
 
-/// `VACUUM INTO` on `conn` (a read transaction of its own), into `file`, created first.
+/// Flushes `path` (a file or a directory) to disk: `VACUUM INTO` does not sync what it writes.
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| failed(format!("cannot sync {}: {e}", path.display())))
+}
+
+/// `VACUUM INTO` on `conn` (a read transaction of its own), into `file`, created first and
+/// synced after.
 fn vacuum_into(conn: &mut diesel::SqliteConnection, file: &Path) -> Result<()> {
     let name = file.to_str().ok_or_else(|| failed(format!("{} is not a UTF-8 path", file.display())))?;
-    create_private(file)?;
+    create_new(file)?;
     let copied = sqlite_limits::unlimited(|| diesel::sql_query("VACUUM INTO ?").bind::<Text, _>(name).execute(conn));
-    copied.map(drop).map_err(|e| {
+    let copied = copied.map_err(|e| failed(format!("cannot copy the database into {}: {e}", file.display())));
+    copied.and_then(|_| sync(file)).inspect_err(|_| {
         let _ = std::fs::remove_file(file);
-        failed(format!("cannot copy the database into {}: {e}", file.display()))
     })
 }
 
-/// Opens the SQLite file `file` read-only and checks it: a sound file (`integrity_check`), a
-/// provisiond database no newer than this binary.
+/// Opens the SQLite file `file` read-only (an URI: its path percent-encoded, so that no `?` or
+/// `#` in it can turn `mode=ro` into a file name).
+fn open_read_only(file: &Path) -> Result<diesel::SqliteConnection> {
+    let mut path = String::new();
+    for c in file.display().to_string().chars() {
+        match c {
+            '%' | '?' | '#' => path.push_str(&format!("%{:02X}", c as u32)),
+            c => path.push(c),
+        }
+    }
+    diesel::SqliteConnection::establish(&format!("file:{path}?mode=ro"))
+        .map_err(|e| failed(format!("cannot open {}: {e}", file.display())))
+}
+
+fn count_users<C: diesel::connection::LoadConnection>(conn: &mut C) -> Option<i64>
+where
+    diesel::query_builder::SqlQuery: for<'a> diesel::query_dsl::LoadQuery<'a, C, migrations::Named>,
+{
+    let counted = migrations::strings(conn, "SELECT CAST(count(*) AS TEXT) AS value FROM users").ok()?;
+    counted.first()?.parse().ok()
+}
+
+/// Checks the SQLite file `file`: a sound file (`integrity_check`), a provisiond database, and,
+/// when `restoring`, no newer than this binary.
 fn checked(file: &Path, restoring: bool) -> Result<Copy> {
-    let uri = format!("file:{}?mode=ro", file.display());
-    let mut conn =
-        diesel::SqliteConnection::establish(&uri).map_err(|e| failed(format!("cannot open {}: {e}", file.display())))?;
-    let not_a_database = |e: diesel::result::Error| failed(format!("{} is not a readable SQLite database: {e}", file.display()));
+    let mut conn = open_read_only(file)?;
     let report = sqlite_limits::unlimited(|| {
         migrations::strings(&mut conn, "SELECT integrity_check AS value FROM pragma_integrity_check()")
     });
-    let report = report.map_err(not_a_database)?;
+    let report = report.map_err(|e| failed(format!("{} is not a readable SQLite database: {e}", file.display())))?;
     if report != ["ok"] {
         return Err(failed(format!("{} is damaged (integrity_check: {})", file.display(), report.join("; "))));
     }
     let status = migrations::status_of_sqlite(&mut conn)?;
-    let users = migrations::strings(&mut conn, "SELECT CAST(count(*) AS TEXT) AS value FROM users");
-    describe(status, users.ok().and_then(|u| u.first()?.parse().ok()), file, restoring)
+    describe(status, count_users(&mut conn), file, restoring)
 }
 
-/// What `status` and `users` say of the copy in `file`. A restore refuses a copy from a newer
-/// provisiond (`restoring`); a backup is taken whatever the schema.
+/// What `status` and `users` say of the copy in `file` (see [`schema`]).
 fn describe(status: Status, users: Option<i64>, file: &Path, restoring: bool) -> Result<Copy> {
+    let schema = schema(&status, file, restoring)?;
+    let users = users.ok_or_else(|| not_provisiond(file))?;
+    Ok(Copy { users, schema, pending: status.pending.len() })
+}
+
+/// The newest migration of the copy in `file`. A restore refuses a copy from a newer provisiond
+/// (`restoring`); a backup is taken whatever the schema.
+fn schema(status: &Status, file: &Path, restoring: bool) -> Result<String> {
     if let Some(why) = status.newer_schema().filter(|_| restoring) {
         return Err(failed(format!("{}: {why}", file.display())));
     }
     let newest = status.unknown.last().or(status.applied.last().map(|m| &m.name));
-    let (Some(newest), Some(users)) = (newest, users) else {
-        return Err(failed(format!("{} is not a provisiond database", file.display())));
-    };
-    Ok(Copy { users, schema: newest.clone(), pending: status.pending.len() })
+    newest.cloned().ok_or_else(|| not_provisiond(file))
+}
+
+fn not_provisiond(file: &Path) -> Error {
+    failed(format!("{} is not a provisiond database", file.display()))
+}
+
+/// The SQLite database `database` must exist to be backed up (opening it would make an empty
+/// one, owned by whoever runs the command).
+pub fn sqlite_exists(database: &Path) -> Result<()> {
+    match database.is_file() {
+        true => Ok(()),
+        false => Err(failed(format!("there is no database at {}: check database.url and --config", database.display()))),
+    }
 }
 
 /// Copies the SQLite database of `pool` into the new file `file` while others read and write,
@@ -96,45 +136,55 @@ pub fn sqlite_backup(pool: &Pool, file: &Path) -> Result<Copy> {
 }
 
 /// Restores the SQLite backup `file` as the database `database`, which must not exist: the
-/// backup is checked, copied beside `database` and renamed into place, so that a failure leaves
-/// no half database behind.
+/// backup is checked, copied beside `database` and linked into place (a link fails where a file
+/// exists, so nothing that appeared meanwhile is overwritten), and given to the owner of its
+/// directory (a restore run as root for a service's database).
 pub fn sqlite_restore(file: &Path, database: &Path) -> Result<Copy> {
-    let wal = PathBuf::from(format!("{}-wal", database.display()));
-    if [database, wal.as_path()].iter().any(|p| p.metadata().is_ok_and(|m| m.len() > 0)) {
+    let side = |suffix: &str| PathBuf::from(format!("{}{suffix}", database.display()));
+    // An empty database file is what opening a missing database leaves: not a database. A
+    // write-ahead log or shared-memory file is the trace of one in use.
+    let in_the_way = [(side(""), 1), (side("-wal"), 0), (side("-shm"), 0)]
+        .into_iter()
+        .find(|(path, least)| path.metadata().is_ok_and(|m| m.len() >= *least))
+        .map(|(path, _)| path);
+    if let Some(path) = in_the_way {
         return Err(failed(format!(
-            "{} exists: a restore never overwrites a database; stop provisiond and move {0} (and its -wal and -shm \
+            "{} exists: a restore never overwrites a database; stop provisiond and move {} (and its -wal and -shm \
              files) away first, or restore into a new data directory",
+            path.display(),
             database.display()
         )));
     }
     let copy = checked(file, true)?;
-    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let partial = PathBuf::from(format!("{}.restoring", database.display()));
+    let partial = side(".restoring");
     let _ = std::fs::remove_file(&partial);
-    let source = format!("file:{}?mode=ro", file.display());
-    let mut conn =
-        diesel::SqliteConnection::establish(&source).map_err(|e| failed(format!("cannot open {}: {e}", file.display())))?;
-    vacuum_into(&mut conn, &partial)?;
-    // The copy keeps the backup's journal mode; the daemon's databases are WAL.
-    let wal_mode = diesel::SqliteConnection::establish(&partial.display().to_string())
-        .map_err(|e| e.to_string())
-        .and_then(|mut c| c.batch_execute("PRAGMA journal_mode = WAL;").map_err(|e| e.to_string()));
-    if let Err(e) = wal_mode {
-        let _ = std::fs::remove_file(&partial);
-        return Err(failed(format!("cannot prepare {}: {e}", partial.display())));
-    }
-    for stale in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{stale}", database.display()));
-    }
-    std::fs::rename(&partial, database).map_err(|e| failed(format!("cannot move the restored database into place: {e}")))?;
+    vacuum_into(&mut open_read_only(file)?, &partial)?;
+    let placed = place(&partial, database);
+    let _ = std::fs::remove_file(&partial);
+    placed?;
     Ok(copy)
+}
+
+/// Links `partial` in as `database` (an empty file there, left by opening a missing database,
+/// is removed first), hands it to its directory's owner, and syncs the directory.
+fn place(partial: &Path, database: &Path) -> Result<()> {
+    if database.metadata().is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(database).map_err(|e| failed(format!("cannot remove the empty {}: {e}", database.display())))?;
+    }
+    std::fs::hard_link(partial, database).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            failed(format!("{} appeared during the restore: nothing was changed", database.display()))
+        }
+        _ => failed(format!("cannot put the restored database at {}: {e}", database.display())),
+    })?;
+    let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let owner = dir.metadata().map_err(|e| failed(format!("cannot read {}: {e}", dir.display())))?;
+    let mine = database.metadata().map_err(|e| failed(format!("cannot read {}: {e}", database.display())))?;
+    if (mine.uid(), mine.gid()) != (owner.uid(), owner.gid()) {
+        std::os::unix::fs::chown(database, Some(owner.uid()), Some(owner.gid()))
+            .map_err(|e| failed(format!("cannot give {} to the owner of {}: {e}", database.display(), dir.display())))?;
+    }
+    sync(dir)
 }
 
 /// A PostgreSQL client program (`pg_dump`, `pg_restore`): on the PATH, else the newest of
@@ -157,22 +207,32 @@ fn pg_program(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// How to reach the database from a PostgreSQL client program: the URL as configured (any
-/// password in it is the operator's own) and the password from `database.password_file`,
-/// handed over in the environment, never on a command line.
+/// How a PostgreSQL client program reaches the database: the configured URL, which must carry
+/// no password (a command line is visible to every local user), and the password of
+/// `database.password_file`, handed over in the program's environment.
 pub struct PgTarget<'a> {
     pub url: &'a str,
+    /// The URL as shown to people (any password replaced).
     pub shown: String,
+    pub has_password: bool,
     pub password: Option<String>,
 }
 
-/// Runs a PostgreSQL client program with `args`, and `--dbname` of the target when given.
-fn run_pg(program: &str, args: &[&str], target: Option<&PgTarget>, doing: &str) -> Result<()> {
+/// Runs a PostgreSQL client program with `args`, and `--dbname` of the target when given;
+/// returns what it wrote to its standard output.
+fn run_pg(program: &str, args: &[&str], target: Option<&PgTarget>, doing: &str) -> Result<Vec<u8>> {
+    if let Some(t) = target.filter(|t| t.has_password) {
+        return Err(failed(format!(
+            "database.url ({}) carries a password, which {program} would show to every local user on its command \
+             line: move it to database.password_file",
+            t.shown
+        )));
+    }
     let Some(path) = pg_program(program) else {
         let db = target.map(|t| format!(" --dbname '{}'", t.shown)).unwrap_or_default();
         return Err(failed(format!(
             "{program} not found (install PostgreSQL's client programs, e.g. apt-get install postgresql-client); {doing} \
-             by hand with: {program} {}{db}",
+             by hand with: {program} {}{db} (the password in PGPASSWORD or ~/.pgpass)",
             args.join(" "),
         )));
     };
@@ -189,27 +249,51 @@ fn run_pg(program: &str, args: &[&str], target: Option<&PgTarget>, doing: &str) 
         let said = String::from_utf8_lossy(&out.stderr);
         return Err(failed(format!("{program} failed ({}): {}", out.status, said.trim())));
     }
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// `pg_dump` of the database into the new file `file` (its custom format, which `pg_restore`
-/// reads), then the file's table of contents read back as a check.
+/// reads), then the dump's own record of its schema read back, as a check.
 pub fn pg_backup(pool: &Pool, target: &PgTarget, file: &Path) -> Result<Copy> {
-    let status = migrations::status(pool)?;
-    let users = migrations::strings(&mut *pool.get()?, "SELECT count(*)::text AS value FROM users").ok();
+    let users = count_users(&mut *pool.get()?);
     let name = file.display().to_string();
-    create_private(file)?;
-    let dumped = run_pg("pg_dump", &["--format=custom", "--file", &name], Some(target), "back up");
-    let listed = dumped.and_then(|()| run_pg("pg_restore", &["--list", &name], None, "check the backup"));
-    if let Err(e) = listed {
+    create_new(file)?;
+    let dumped = run_pg("pg_dump", &["--format=custom", "--file", &name], Some(target), "back up").map(drop);
+    let described = dumped.and_then(|()| sync(file)).and_then(|()| describe(dump_status(file)?, users, file, false));
+    described.inspect_err(|_| {
         let _ = std::fs::remove_file(file);
-        return Err(e);
-    }
-    describe(status, users.and_then(|u| u.first()?.parse().ok()), file, false)
+    })
 }
 
-/// `pg_restore` of the dump `file` into the database, which must hold no provisiond schema yet;
-/// in one transaction, so that a failure leaves it empty.
+/// The schema a dump holds, read from the dump itself (its rows of `__diesel_schema_migrations`
+/// and `deployment`), before anything is restored.
+fn dump_status(file: &Path) -> Result<Status> {
+    let name = file.display().to_string();
+    let args = ["--data-only", "--table=__diesel_schema_migrations", "--table=deployment", "--file=-", &name];
+    let data = run_pg("pg_restore", &args, None, "read the backup")?;
+    let data = String::from_utf8_lossy(&data);
+    let (mut versions, mut migrated_by, mut table) = (Vec::new(), None, "");
+    for line in data.lines() {
+        if let Some(rest) = line.strip_prefix("COPY ") {
+            table = rest.split_whitespace().next().unwrap_or_default().rsplit('.').next().unwrap_or_default();
+        } else if line == "\\." {
+            table = "";
+        } else if table == "__diesel_schema_migrations" {
+            versions.extend(line.split('\t').next().map(str::to_string));
+        } else if table == "deployment" {
+            if let Some((key, value)) = line.split_once('\t') {
+                if key == migrations::MIGRATED_BY {
+                    migrated_by = Some(value.to_string());
+                }
+            }
+        }
+    }
+    versions.sort();
+    Ok(Status::of(versions, migrated_by, false))
+}
+
+/// `pg_restore` of the dump `file` into the database, which must hold no provisiond schema yet,
+/// after the dump's schema was checked; in one transaction, so that a failure leaves it empty.
 pub fn pg_restore(pool: &Pool, target: &PgTarget, file: &Path) -> Result<Copy> {
     if !migrations::status(pool)?.applied.is_empty() {
         return Err(failed(format!(
@@ -217,9 +301,9 @@ pub fn pg_restore(pool: &Pool, target: &PgTarget, file: &Path) -> Result<Copy> {
             target.shown
         )));
     }
+    schema(&dump_status(file)?, file, true)?;
     let name = file.display().to_string();
     run_pg("pg_restore", &["--exit-on-error", "--single-transaction", "--no-owner", &name], Some(target), "restore")?;
     let status = migrations::status(pool)?;
-    let users = migrations::strings(&mut *pool.get()?, "SELECT count(*)::text AS value FROM users").ok();
-    describe(status, users.and_then(|u| u.first()?.parse().ok()), file, true)
+    describe(status, count_users(&mut *pool.get()?), file, true)
 }

@@ -19,7 +19,7 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const MIGRATION_LOCK: i64 = 7_470_652_302;
 
 /// Who migrated the database last (in `deployment`), so that an older binary can name it.
-const MIGRATED_BY: &str = "schema_migrated_by";
+pub(crate) const MIGRATED_BY: &str = "schema_migrated_by";
 
 /// This binary, as `MIGRATED_BY` records it.
 const THIS: &str = concat!("provisiond ", env!("CARGO_PKG_VERSION"), " (commit ", env!("SOURCE_COMMIT"), ")");
@@ -45,7 +45,16 @@ pub struct Status {
 impl Status {
     /// A SQLite database that does not exist yet: every migration pending.
     pub fn new_sqlite_database() -> Self {
-        Status { applied: Vec::new(), pending: known(true), unknown: Vec::new(), migrated_by: None }
+        Status::of(Vec::new(), None, true)
+    }
+
+    /// A database of a backend that recorded `versions` (as diesel writes them) and was last
+    /// migrated by `migrated_by`.
+    pub(crate) fn of(versions: Vec<String>, migrated_by: Option<String>, sqlite: bool) -> Self {
+        let known = known(sqlite);
+        let unknown = versions.iter().filter(|v| !known.iter().any(|m| &m.version == *v)).cloned().collect();
+        let (applied, pending) = known.into_iter().partition(|m| versions.contains(&m.version));
+        Status { applied, pending, unknown, migrated_by }
     }
 
     /// The one-line refusal when a newer provisiond migrated the database.
@@ -125,10 +134,7 @@ where
     SqlQuery: for<'a> LoadQuery<'a, C, Named>,
 {
     let (versions, migrated_by) = recorded(conn, sqlite)?;
-    let (applied, pending) = known(sqlite).into_iter().partition(|m| versions.contains(&m.version));
-    let known = known(sqlite);
-    let unknown = versions.into_iter().filter(|v| !known.iter().any(|m| &m.version == v)).collect();
-    Ok(Status { applied, pending, unknown, migrated_by })
+    Ok(Status::of(versions, migrated_by, sqlite))
 }
 
 /// Where the database stands; changes nothing (`provisiond migrate --status`).

@@ -284,24 +284,35 @@ pub(crate) fn connect(target: DatabaseUrl, pool_size: u32, limits: Limits) -> Re
 /// the umask: it holds sealed secrets and hashes that nobody else needs to read. SQLite gives
 /// its `-wal` and `-shm` files the mode of the database file.
 fn create_private(path: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let failed =
-        |what: &str, at: &std::path::Path, e: std::io::Error| Error::Migration(format!("cannot {what} {}: {e}", at.display()));
     if path.as_os_str() == ":memory:" || path.exists() {
         return Ok(());
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| failed("create", dir, e))?;
-        // `mode` is filtered by the umask, which may take the owner's bits too.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| failed("set the mode of", dir, e))?;
-    }
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-    match file {
-        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| failed("set the mode of", path, e)),
+    match private_file(path) {
         // Another process created it meanwhile.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(failed("create", path, e)),
+        other => other.map_err(|e| Error::Migration(e.to_string())),
     }
+}
+
+/// Creates `path` empty, mode 0600, and its missing directories 0700, whatever the umask (the
+/// database, a backup, a restored database). Fails with `AlreadyExists` when `path` exists:
+/// nothing is overwritten.
+pub(crate) fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let context = |what: &str, at: &std::path::Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", at.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| context("create", dir, e))?;
+        // `mode` is filtered by the umask, which may take the owner's bits too.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| context("set the mode of", dir, e))?;
+    }
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    let file = file.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => e,
+        _ => context("create", path, e),
+    })?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| context("set the mode of", path, e))
 }
 
 /// The databases this binary can use, for `provisiond --version`.

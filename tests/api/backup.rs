@@ -224,6 +224,8 @@ fn a_backup_taken_under_write_load_restores_every_write_acknowledged_before_it_b
     let acked = acked.into_inner().unwrap();
     let users: Vec<_> = acked.users.iter().filter(|(_, _, at)| *at < began).collect();
     let factors: Vec<_> = acked.factors.iter().filter(|(_, _, at)| *at < began).collect();
+    // The load ran across the backup's start (whether a write committed during the copy itself
+    // depends on how fast the copy is).
     assert!(acked.users.len() > users.len(), "no write was acknowledged after the backup began");
     eprintln!(
         "acknowledged before the backup began: {} users, {} factors; after: {} users, {} factors",
@@ -297,14 +299,70 @@ fn a_backup_never_overwrites_a_file_and_a_restore_refuses_what_is_not_a_backup()
     assert!(stderr(&o).contains("exists already"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&taken).unwrap(), "keep me");
 
-    if backend() == Backend::Sqlite {
-        let target = restore_target(&app.db, work.path());
-        let elsewhere = work.path().join("elsewhere");
-        std::fs::create_dir(&elsewhere).unwrap();
-        let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
-        let o = run(&target_config, &["restore", taken.to_str().unwrap()]);
-        assert!(!o.status.success());
-        assert!(stderr(&o).contains("is not a readable SQLite database"), "{}", stderr(&o));
-        assert!(!work.path().join("restored/provisiond.db").exists(), "a failed restore left a database behind");
+    let target = restore_target(&app.db, work.path());
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
+    let o = run(&target_config, &["restore", taken.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let expected = match backend() {
+        Backend::Sqlite => "is not a readable SQLite database",
+        Backend::Postgres => "pg_restore failed",
+    };
+    assert!(stderr(&o).contains(expected), "{}", stderr(&o));
+}
+
+#[test]
+fn a_restore_refuses_a_backup_of_a_newer_provisiond_and_restores_nothing() {
+    let app = TestApp::spawn();
+    app.create_user(&json!({"userName": "before-the-downgrade"}));
+    execute(&app.db, "INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000001');");
+    let work = tempfile::tempdir().unwrap();
+    let config = config_file(work.path(), &app.db, &app.config.mfa.key_file);
+    let file = work.path().join("newer-backup");
+    // Backing up a newer database works: it is copied as it is.
+    let o = run(&config, &["backup", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("schema 20991231000001"), "{}", stdout(&o));
+
+    let target = restore_target(&app.db, work.path());
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
+    let o = run(&target_config, &["restore", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("20991231000001") && err.contains("newer than this provisiond"), "{err}");
+    // Nothing was restored: the target is still empty, and a restore of a good backup would go in.
+    let status = run(&target_config, &["migrate", "--status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).lines().all(|l| l.starts_with("pending  ")), "{}", stdout(&status));
+}
+
+#[test]
+fn a_restore_never_replaces_a_database_in_use() {
+    if backend() == Backend::Postgres {
+        // PostgreSQL's counterpart (a database that holds a schema) is in the load test above.
+        return;
     }
+    let app = TestApp::spawn();
+    let work = tempfile::tempdir().unwrap();
+    let config = config_file(work.path(), &app.db, &app.config.mfa.key_file);
+    let file = work.path().join("backup.db");
+    assert!(run(&config, &["backup", file.to_str().unwrap()]).status.success());
+    // Where only a write-ahead log is left (a database moved away without it, or one in use).
+    let target = restore_target(&app.db, work.path());
+    let database = PathBuf::from(target.url.strip_prefix("sqlite://").unwrap());
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", database.display()));
+    std::fs::write(&wal, "a log").unwrap();
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
+    let o = run(&target_config, &["restore", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("never overwrites"), "{}", stderr(&o));
+    assert!(!database.exists(), "a refused restore created {}", database.display());
+    assert_eq!(std::fs::read_to_string(&wal).unwrap(), "a log");
 }
