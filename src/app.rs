@@ -237,7 +237,7 @@ pub fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<store::
             store::backup::sqlite_exists(std::path::Path::new(path))?;
             store::backup::sqlite_backup(&open_unmigrated(config)?, file)?
         }
-        DatabaseUrl::Postgres(url) => store::backup::pg_backup(&open_unmigrated(config)?, &pg_target(config, url)?, file)?,
+        DatabaseUrl::Postgres(_) => store::backup::pg_backup(&open_unmigrated(config)?, &pg_target(config)?, file)?,
     })
 }
 
@@ -246,13 +246,12 @@ pub fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<store::
 pub fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<store::backup::Copy> {
     Ok(match &config.database.url {
         DatabaseUrl::Sqlite(path) => store::backup::sqlite_restore(file, std::path::Path::new(path))?,
-        DatabaseUrl::Postgres(url) => store::backup::pg_restore(&open_unmigrated(config)?, &pg_target(config, url)?, file)?,
+        DatabaseUrl::Postgres(_) => store::backup::pg_restore(&open_unmigrated(config)?, &pg_target(config)?, file)?,
     })
 }
 
-fn pg_target<'a>(config: &Config, url: &'a str) -> anyhow::Result<store::backup::PgTarget<'a>> {
-    let db = &config.database;
-    Ok(store::backup::PgTarget { url, shown: db.url.to_string(), has_password: db.url.has_password(), password: db.password()? })
+fn pg_target(config: &Config) -> anyhow::Result<store::backup::PgTarget<'_>> {
+    Ok(store::backup::PgTarget { url: &config.database.url, password: config.database.password()? })
 }
 
 /// The pool, with migrations applied.

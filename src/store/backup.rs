@@ -16,6 +16,7 @@ use diesel::sql_types::Text;
 
 use super::migrations::{self, Status};
 use super::{private_file, sqlite_limits, DbConn, Error, Pool, Result};
+use crate::config::DatabaseUrl;
 
 /// What a backup or a restored database holds.
 #[derive(Debug)]
@@ -208,28 +209,25 @@ fn pg_program(name: &str) -> Option<PathBuf> {
 }
 
 /// How a PostgreSQL client program reaches the database: the configured URL, which must carry
-/// no password (a command line is visible to every local user), and the password of
-/// `database.password_file`, handed over in the program's environment.
+/// no password (a command line is visible to every local user; `Display` shows it redacted), and
+/// the password of `database.password_file`, handed over in the program's environment.
 pub struct PgTarget<'a> {
-    pub url: &'a str,
-    /// The URL as shown to people (any password replaced).
-    pub shown: String,
-    pub has_password: bool,
+    pub url: &'a DatabaseUrl,
     pub password: Option<String>,
 }
 
 /// Runs a PostgreSQL client program with `args`, and `--dbname` of the target when given;
 /// returns what it wrote to its standard output.
 fn run_pg(program: &str, args: &[&str], target: Option<&PgTarget>, doing: &str) -> Result<Vec<u8>> {
-    if let Some(t) = target.filter(|t| t.has_password) {
+    if let Some(t) = target.filter(|t| t.url.has_password()) {
         return Err(failed(format!(
             "database.url ({}) carries a password, which {program} would show to every local user on its command \
              line: move it to database.password_file",
-            t.shown
+            t.url
         )));
     }
     let Some(path) = pg_program(program) else {
-        let db = target.map(|t| format!(" --dbname '{}'", t.shown)).unwrap_or_default();
+        let db = target.map(|t| format!(" --dbname '{}'", t.url)).unwrap_or_default();
         return Err(failed(format!(
             "{program} not found (install PostgreSQL's client programs, e.g. apt-get install postgresql-client); {doing} \
              by hand with: {program} {}{db} (the password in PGPASSWORD or ~/.pgpass)",
@@ -239,7 +237,8 @@ fn run_pg(program: &str, args: &[&str], target: Option<&PgTarget>, doing: &str) 
     let mut cmd = Command::new(&path);
     cmd.args(args);
     if let Some(target) = target {
-        cmd.arg("--dbname").arg(target.url);
+        let DatabaseUrl::Postgres(url) = target.url else { return Err(failed("not a PostgreSQL database")) };
+        cmd.arg("--dbname").arg(url);
         if let Some(password) = &target.password {
             cmd.env("PGPASSWORD", password);
         }
@@ -298,7 +297,7 @@ pub fn pg_restore(pool: &Pool, target: &PgTarget, file: &Path) -> Result<Copy> {
     if !migrations::status(pool)?.applied.is_empty() {
         return Err(failed(format!(
             "{} holds a provisiond database already: a restore never overwrites one; restore into a new, empty database",
-            target.shown
+            target.url
         )));
     }
     schema(&dump_status(file)?, file, true)?;

@@ -176,11 +176,13 @@ fn write_load(app: &TestApp, threads: usize, stop: &AtomicBool, acked: &Mutex<Ac
     });
 }
 
-/// Where a backup of the test's database is restored: a new SQLite file, or a new, empty
-/// database on the same PostgreSQL server.
-fn restore_target(db: &TestDb, dir: &Path) -> TestDb {
-    match &db.server {
-        None => TestDb { url: format!("sqlite://{}", dir.join("restored/provisiond.db").display()), ..db.clone() },
+/// Where a backup of `app`'s database is restored (a new SQLite file, or a new, empty database
+/// on the same PostgreSQL server), and a configuration file for it in `work`, with `app`'s MFA
+/// key.
+fn restore_target(app: &TestApp, work: &Path) -> (TestDb, PathBuf) {
+    let db = &app.db;
+    let target = match &db.server {
+        None => TestDb { url: format!("sqlite://{}", work.join("restored/provisiond.db").display()), ..db.clone() },
         Some(server) => {
             use diesel::RunQueryDsl;
             diesel::sql_query("CREATE DATABASE restored").execute(&mut server.connect("postgres")).unwrap();
@@ -188,7 +190,11 @@ fn restore_target(db: &TestDb, dir: &Path) -> TestDb {
             let url = format!("{server_part}/restored");
             TestDb { url, password_file: db.password_file.clone(), server: None }
         }
-    }
+    };
+    let dir = work.join("restored-config");
+    std::fs::create_dir(&dir).unwrap();
+    let config = config_file(&dir, &target, &app.config.mfa.key_file);
+    (target, config)
 }
 
 #[test]
@@ -251,9 +257,7 @@ fn a_backup_taken_under_write_load_restores_every_write_acknowledged_before_it_b
     }
 
     // A new instance on the restored database, with the original key.
-    let target = restore_target(&app.db, work.path());
-    let restored_dir = tempfile::tempdir().unwrap();
-    let restored_config = config_file(restored_dir.path(), &target, &app.config.mfa.key_file);
+    let (target, restored_config) = restore_target(&app, work.path());
     let restore = run(&restored_config, &["restore", file.to_str().unwrap()]);
     assert!(restore.status.success(), "{}", stderr(&restore));
     assert!(stdout(&restore).contains("restored"), "{}", stdout(&restore));
@@ -299,10 +303,7 @@ fn a_backup_never_overwrites_a_file_and_a_restore_refuses_what_is_not_a_backup()
     assert!(stderr(&o).contains("exists already"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&taken).unwrap(), "keep me");
 
-    let target = restore_target(&app.db, work.path());
-    let elsewhere = work.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).unwrap();
-    let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
+    let (_, target_config) = restore_target(&app, work.path());
     let o = run(&target_config, &["restore", taken.to_str().unwrap()]);
     assert!(!o.status.success());
     let expected = match backend() {
@@ -325,10 +326,7 @@ fn a_restore_refuses_a_backup_of_a_newer_provisiond_and_restores_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("schema 20991231000001"), "{}", stdout(&o));
 
-    let target = restore_target(&app.db, work.path());
-    let elsewhere = work.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).unwrap();
-    let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
+    let (_, target_config) = restore_target(&app, work.path());
     let o = run(&target_config, &["restore", file.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = stderr(&o);
@@ -352,14 +350,11 @@ fn a_restore_never_replaces_a_database_in_use() {
     let file = work.path().join("backup.db");
     assert!(run(&config, &["backup", file.to_str().unwrap()]).status.success());
     // Where only a write-ahead log is left (a database moved away without it, or one in use).
-    let target = restore_target(&app.db, work.path());
+    let (target, target_config) = restore_target(&app, work.path());
     let database = PathBuf::from(target.url.strip_prefix("sqlite://").unwrap());
     std::fs::create_dir_all(database.parent().unwrap()).unwrap();
     let wal = PathBuf::from(format!("{}-wal", database.display()));
     std::fs::write(&wal, "a log").unwrap();
-    let elsewhere = work.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).unwrap();
-    let target_config = config_file(&elsewhere, &target, &app.config.mfa.key_file);
     let o = run(&target_config, &["restore", file.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("never overwrites"), "{}", stderr(&o));
