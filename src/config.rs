@@ -12,6 +12,7 @@ mod events;
 mod ldap;
 mod server;
 mod smtp;
+mod webauthn;
 pub use database::{percent_encode, redact, Database, DatabaseUrl, PasswordFileError, UrlError};
 pub use events::{Events, Webhook, WebhookSecretError, EVENT_TYPES};
 pub use ldap::{
@@ -20,6 +21,7 @@ pub use ldap::{
 };
 pub use server::{Network, NetworkError, Server};
 pub use smtp::{Smtp, SmtpPasswordError, SmtpSecurity, SMTP_PASSWORD_CREDENTIAL};
+pub use webauthn::{RelyingParty, UserVerification, Webauthn};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,6 +149,8 @@ pub struct Mfa {
     /// seconds, or a duration such as "72h").
     #[serde(with = "duration_secs")]
     pub enrolment_link_ttl: u64,
+    /// `[mfa.webauthn]`: security keys and passkeys.
+    pub webauthn: Webauthn,
 }
 
 /// A number of seconds, also written as a duration such as `"72h"` or `"30m"`.
@@ -192,6 +196,7 @@ impl Default for Mfa {
             lockout_window: 900,
             max_bulk_reset: 10_000,
             enrolment_link_ttl: 72 * 3600,
+            webauthn: Webauthn::default(),
         }
     }
 }
@@ -406,6 +411,9 @@ impl Config {
         }
         if !(60..=30 * 86400).contains(&self.mfa.enrolment_link_ttl) {
             out.push("mfa.enrolment_link_ttl: must be between 60 seconds and 30 days (2592000 seconds)".into());
+        }
+        if let Err(e) = self.mfa.webauthn.relying_party(self.server.public_url.as_deref(), &self.mfa.issuer) {
+            out.push(e);
         }
         if !(60..=86400).contains(&self.console.session_idle_timeout) {
             out.push("console.session_idle_timeout: must be between 60 and 86400 seconds".into());

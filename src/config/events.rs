@@ -9,8 +9,15 @@ use super::{duration_secs, Secret};
 
 /// The events about users that receivers hear of (the domain writes them; a test keeps the two
 /// in step).
-pub const EVENT_TYPES: &[&str] =
-    &["mfa.reset", "mfa.enrolled", "mfa.backup_codes_regenerated", "user.deactivated", "user.reactivated", "user.deleted"];
+pub const EVENT_TYPES: &[&str] = &[
+    "mfa.reset",
+    "mfa.enrolled",
+    "mfa.backup_codes_regenerated",
+    "mfa.factor_removed",
+    "user.deactivated",
+    "user.reactivated",
+    "user.deleted",
+];
 
 /// `[events]`: delivery to every receiver (webhooks and Shared Signals streams).
 #[derive(Debug, Clone, Serialize, Deserialize)]

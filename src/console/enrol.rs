@@ -1,6 +1,7 @@
 //! The page a user's one-time enrolment link opens (`/enrol/{token}`): the QR code and the
-//! secret of their new factor, a code to confirm it, and then their backup codes, shown once.
-//! No session: the link's token is the only credential, and every dead link looks the same.
+//! secret of their new factor, a code to confirm it, or a security key or passkey to add
+//! instead, and then their backup codes, shown once. No session: the link's token is the only
+//! credential, and every dead link looks the same.
 
 use std::sync::Arc;
 
@@ -12,10 +13,14 @@ use serde::Deserialize;
 
 use super::page::{page_with, Nav};
 use super::{qr, Console};
-use crate::domain::mfa::links::Confirmed;
+use crate::domain::mfa::links::{Confirmed, KeyAdded};
+use crate::domain::mfa::BackupCodes;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/{token}", web::get().to(show)).route("/{token}", web::post().to(confirm));
+    cfg.route("/{token}", web::get().to(show))
+        .route("/{token}", web::post().to(confirm))
+        .route("/{token}/webauthn/options", web::post().to(webauthn_options))
+        .route("/{token}/webauthn", web::post().to(add_key));
 }
 
 #[derive(Template, WebTemplate)]
@@ -28,6 +33,8 @@ struct EnrolPage<'a> {
     secret: &'a str,
     otpauth_uri: &'a str,
     problem: Option<&'a str>,
+    /// Security keys and passkeys are configured: the page offers them.
+    webauthn: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -35,6 +42,8 @@ struct EnrolPage<'a> {
 struct EnrolDone<'a> {
     nav: Nav,
     issuer: &'a str,
+    /// What was set up: "authenticator app" or "security key".
+    factor: &'a str,
     codes: &'a [String],
     /// The codes as a text file, in a `data:` address: the download needs neither a script
     /// nor a second request (the codes are not kept anywhere to fetch them from).
@@ -96,6 +105,27 @@ async fn enrol_form(
             secret: &page.enrolment.secret_base32,
             otpauth_uri: &page.enrolment.otpauth_uri,
             problem: problem.as_deref(),
+            webauthn: console.services.links.offers_webauthn(),
+        },
+    )
+}
+
+/// The page after enrolment: what was set up, and the backup codes, shown once.
+fn done(console: &Console, req: &HttpRequest, factor: &str, codes: &BackupCodes) -> HttpResponse {
+    let issuer = &console.config.mfa.issuer;
+    let text =
+        format!("Backup codes for {issuer}\n\nEach code signs you in once. Keep them somewhere safe.\n\n{}\n", codes.0.join("\n"));
+    let href = format!("data:text/plain;charset=utf-8,{}", crate::config::percent_encode(&text));
+    page_with(
+        req,
+        StatusCode::OK,
+        EnrolDone {
+            nav: Nav::none(),
+            issuer,
+            factor,
+            codes: &codes.0,
+            download_href: &href,
+            download_name: "backup-codes.txt",
         },
     )
 }
@@ -127,19 +157,7 @@ async fn confirm(
         Err(e) => return unavailable(e),
     };
     match answer {
-        Confirmed::Enrolled(codes) => {
-            let issuer = &console.config.mfa.issuer;
-            let text = format!(
-                "Backup codes for {issuer}\n\nEach code signs you in once. Keep them somewhere safe.\n\n{}\n",
-                codes.0.join("\n")
-            );
-            let href = format!("data:text/plain;charset=utf-8,{}", crate::config::percent_encode(&text));
-            page_with(
-                &req,
-                StatusCode::OK,
-                EnrolDone { nav: Nav::none(), issuer, codes: &codes.0, download_href: &href, download_name: "backup-codes.txt" },
-            )
-        }
+        Confirmed::Enrolled(codes) => done(&console, &req, "authenticator app", &codes),
         Confirmed::WrongCode => {
             let problem = "That code is not right. Enter the code the app shows now for this account.";
             enrol_form(&console, &req, token, StatusCode::BAD_REQUEST, Some(problem.into())).await
@@ -152,5 +170,60 @@ async fn confirm(
             res
         }
         Confirmed::Dead => gone(&req),
+    }
+}
+
+/// The options for `navigator.credentials.create()`, fetched by the page's script when the
+/// user chooses "Add a security key or passkey"; 410 for a dead link.
+async fn webauthn_options(console: web::Data<Arc<Console>>, req: HttpRequest, token: web::Path<String>) -> HttpResponse {
+    let links = console.services.links.clone();
+    let token = token.into_inner();
+    match web::block(move || links.start_webauthn(&token)).await {
+        Ok(Ok(Some(started))) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"ceremonyId": started.ceremony_id, "options": started.options})),
+        Ok(Ok(None)) => gone(&req),
+        Ok(Err(e @ (crate::domain::Error::Conflict { .. } | crate::domain::Error::Invalid { .. }))) => {
+            HttpResponse::Conflict().json(serde_json::json!({"detail": e.to_string()}))
+        }
+        Ok(Err(e)) => unavailable(crate::logging::chain(&e)),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    #[serde(default)]
+    ceremony: String,
+    #[serde(default)]
+    name: String,
+    /// The new credential as the browser's `toJSON()` gives it.
+    #[serde(default)]
+    credential: String,
+}
+
+/// The form the page's script sends once the browser made the credential.
+async fn add_key(console: web::Data<Arc<Console>>, req: HttpRequest, token: web::Path<String>, form: web::Form<KeyForm>) -> HttpResponse {
+    let token = token.into_inner();
+    let form = form.into_inner();
+    let response = match serde_json::from_str(&form.credential) {
+        Ok(r) => r,
+        Err(_) => {
+            let problem = "Your browser did not send the security key's answer. Try again, or use the authenticator app.";
+            return enrol_form(&console, &req, token, StatusCode::BAD_REQUEST, Some(problem.into())).await;
+        }
+    };
+    let (links, link) = (console.services.links.clone(), token.clone());
+    let request_id = crate::logging::RequestId::of(&req);
+    let answer = web::block(move || links.finish_webauthn(&link, &form.ceremony, &form.name, &response, request_id)).await;
+    match answer {
+        Ok(Ok(KeyAdded::Enrolled(codes))) => done(&console, &req, "security key", &codes),
+        Ok(Ok(KeyAdded::Refused(why))) => {
+            let problem = format!("The security key was not added: {why}.");
+            enrol_form(&console, &req, token, StatusCode::BAD_REQUEST, Some(problem)).await
+        }
+        Ok(Ok(KeyAdded::Dead)) => gone(&req),
+        Ok(Err(e)) => unavailable(crate::logging::chain(&e)),
+        Err(e) => unavailable(e),
     }
 }

@@ -43,7 +43,8 @@ pub fn link_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/enrol")
             .wrap(actix_web::middleware::from_fn(guard::link_page))
-            .app_data(web::FormConfig::default().limit(4096))
+            // A security key's answer (its attestation, JSON, form-encoded) fits in 16 KiB.
+            .app_data(web::FormConfig::default().limit(16 * 1024))
             .configure(enrol::routes),
     );
 }

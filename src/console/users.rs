@@ -24,7 +24,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/users/reset", web::post().to(reset))
         // Ticked users travel in a form body: a thousand ids do not fit a URL.
         .route("/users/reset/confirm", web::post().to(confirm_ticked))
-        .route("/users/{id}", web::get().to(user));
+        .route("/users/{id}", web::get().to(user))
+        .route("/users/{id}/factors/{credential}/remove", web::post().to(remove_factor));
 }
 
 /// Rows per page an operator may choose; the first is the default.
@@ -530,6 +531,18 @@ async fn user(
         mail_ready: console.services.links.check_mail_ready().is_ok(),
     };
     Ok(page_with(&req, StatusCode::OK, page))
+}
+
+/// Removes one security key or passkey of the user (audited), then shows the user again.
+async fn remove_factor(
+    console: web::Data<Arc<Console>>,
+    me: Me,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Problem> {
+    let (id, credential) = path.into_inner();
+    let (mfa, actor, user) = (console.services.mfa.clone(), me.actor(), id.clone());
+    blocking(&me, move || mfa.remove_credential(&user, &credential, &actor)).await?;
+    Ok(super::page::see_other(&format!("/console/users/{}", super::page::segment(&id))))
 }
 
 /// Every leaf of a SCIM body as `path: value` (`emails[0].value`), for a read-only table.

@@ -18,6 +18,8 @@ pub(crate) const EVENT_TYPES: &[&str] = &[
     MFA_BACKUP_CODES_GENERATED,
     MFA_BACKUP_CODE_USED,
     MFA_VERIFY_LOCKED_OUT,
+    super::mfa::webauthn::MFA_WEBAUTHN_REMOVED,
+    super::mfa::webauthn::MFA_WEBAUTHN_CLONE_SUSPECTED,
     super::mfa::links::ENROLMENT_LINK_CREATED,
     super::mfa::links::ENROLMENT_LINK_SENT,
     super::mfa::links::ENROLMENT_LINK_SEND_FAILED,

@@ -18,6 +18,8 @@ pub use crate::store::events::{EventRow, Message, Owed, ReceiverState};
 pub const MFA_RESET: &str = "mfa.reset";
 pub const MFA_ENROLLED: &str = "mfa.enrolled";
 pub const MFA_BACKUP_CODES_REGENERATED: &str = "mfa.backup_codes_regenerated";
+/// One security key or passkey removed (a reset removes them all: `mfa.reset`).
+pub const MFA_FACTOR_REMOVED: &str = "mfa.factor_removed";
 pub const USER_DEACTIVATED: &str = "user.deactivated";
 pub const USER_REACTIVATED: &str = "user.reactivated";
 pub const USER_DELETED: &str = "user.deleted";
@@ -48,6 +50,23 @@ fn email_of(body: &Map<String, Value>) -> Option<&str> {
     primary.or(emails.first())?.get("value")?.as_str()
 }
 
+/// The kind of second factor an MFA event is about (its `factor`): receivers tell an
+/// authenticator app from a security key (CAEP's `credential_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Factor {
+    Totp,
+    Webauthn,
+}
+
+impl Factor {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Factor::Totp => "totp",
+            Factor::Webauthn => "webauthn",
+        }
+    }
+}
+
 /// Writes one event about `subject` in the caller's transaction.
 pub(crate) fn record(
     tx: &mut Tx,
@@ -57,7 +76,22 @@ pub(crate) fn record(
     reason: Option<&str>,
     at: NaiveDateTime,
 ) -> store::Result<()> {
+    record_with(tx, kind, subject, None, actor, reason, at)
+}
+
+fn record_with(
+    tx: &mut Tx,
+    kind: &str,
+    subject: Subject,
+    factor: Option<Factor>,
+    actor: &Actor,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> store::Result<()> {
     let mut data = Map::new();
+    if let Some(factor) = factor {
+        data.insert("factor".into(), json!(factor.as_str()));
+    }
     if let Some(email) = subject.email {
         data.insert("email".into(), json!(email));
     }
@@ -92,6 +126,22 @@ pub(crate) fn record_for(
 ) -> store::Result<()> {
     match store::users::get(tx, user_id)? {
         Some(user) => record(tx, kind, Subject::of(&user), actor, reason, at),
+        None => Ok(()),
+    }
+}
+
+/// [`record_for`] of an event about one kind of factor.
+pub(crate) fn record_factor(
+    tx: &mut Tx,
+    kind: &str,
+    factor: Factor,
+    user_id: &str,
+    actor: &Actor,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> store::Result<()> {
+    match store::users::get(tx, user_id)? {
+        Some(user) => record_with(tx, kind, Subject::of(&user), Some(factor), actor, reason, at),
         None => Ok(()),
     }
 }
@@ -249,7 +299,15 @@ mod tests {
 
     #[test]
     fn the_configurations_list_of_events_is_the_domains() {
-        let written = [MFA_RESET, MFA_ENROLLED, MFA_BACKUP_CODES_REGENERATED, USER_DEACTIVATED, USER_REACTIVATED, USER_DELETED];
+        let written = [
+            MFA_RESET,
+            MFA_ENROLLED,
+            MFA_BACKUP_CODES_REGENERATED,
+            MFA_FACTOR_REMOVED,
+            USER_DEACTIVATED,
+            USER_REACTIVATED,
+            USER_DELETED,
+        ];
         assert_eq!(USER_EVENTS, written);
     }
 

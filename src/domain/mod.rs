@@ -48,7 +48,7 @@ pub struct Services {
 
 impl Services {
     pub fn new(pool: Pool, sealer: Arc<mfa::Sealer>, config: &crate::config::Config, clock: Arc<dyn Clock>) -> Self {
-        let mfa = mfa::Mfa::new(pool.clone(), sealer.clone(), &config.mfa, clock.clone());
+        let mfa = mfa::Mfa::new(pool.clone(), sealer.clone(), &config.mfa, clock.clone()).with_webauthn(relying_party(config));
         let console = &config.console;
         let seconds = std::time::Duration::from_secs;
         Services {
@@ -76,6 +76,24 @@ impl Services {
             runs: directory::Runs::new(pool, clock),
             links: mfa::links::Links::new(mfa.clone(), config),
             mfa,
+        }
+    }
+}
+
+/// The WebAuthn relying party of `[mfa.webauthn]`; none when it is not configured. The
+/// configuration's check refuses values that cannot work before anything starts, so what
+/// webauthn-rs may still refuse here is logged and leaves security keys off.
+fn relying_party(config: &crate::config::Config) -> Option<mfa::webauthn::RelyingParty> {
+    let built = config
+        .mfa
+        .webauthn
+        .relying_party(config.server.public_url.as_deref(), &config.mfa.issuer)
+        .and_then(|rp| rp.map(|rp| mfa::webauthn::RelyingParty::new(&rp)).transpose());
+    match built {
+        Ok(rp) => rp,
+        Err(e) => {
+            tracing::error!(error = %e, "security keys and passkeys are off");
+            None
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) fn mfa_view(user: &StoredUser) -> resource::MfaView<'_> {
         status: user.mfa.status.as_str(),
         enrolled_at: user.mfa.enrolled_at.map(|t| t.and_utc()),
         last_reset_at: user.mfa.last_reset_at.map(|t| t.and_utc()),
+        totp_enrolled_at: user.mfa.totp_enrolled_at.map(|t| t.and_utc()),
+        webauthn: user.mfa.webauthn.as_deref(),
     }
 }
 

@@ -41,7 +41,19 @@ fn new_jti() -> String {
 }
 
 fn occurrence_of(event: &EventRow) -> Occurrence<'_> {
-    Occurrence { kind: &event.event_type, at: event.at.and_utc(), origin: &event.origin, reason: event.reason.as_deref() }
+    Occurrence {
+        kind: &event.event_type,
+        at: event.at.and_utc(),
+        origin: &event.origin,
+        reason: event.reason.as_deref(),
+        factor: factor_of(&event.data),
+    }
+}
+
+/// The `factor` an MFA event's data names.
+fn factor_of(data: &str) -> Option<&'static str> {
+    let data: serde_json::Value = serde_json::from_str(data).ok()?;
+    ["totp", "webauthn"].into_iter().find(|f| data.get("factor").and_then(|v| v.as_str()) == Some(f))
 }
 
 /// The SET a stream is owed for one message: the claims of its signal, the subject in the

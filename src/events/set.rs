@@ -30,6 +30,9 @@ pub struct Occurrence<'a> {
     /// The door it came through (`api`, `bulk`, `scim`, `cli`, `console`, `directory`, `link`).
     pub origin: &'a str,
     pub reason: Option<&'a str>,
+    /// The kind of factor an MFA event is about (`totp`, `webauthn`); none before there were
+    /// two kinds, which means the authenticator app.
+    pub factor: Option<&'a str>,
 }
 
 /// The CAEP/RISC events (type URI and its claims) an occurrence becomes; none for a kind that
@@ -43,7 +46,13 @@ pub fn signals(o: &Occurrence) -> Vec<(&'static str, Value)> {
     }
     let credential = |change_type: &str| {
         let mut claims = common.clone();
-        claims.insert("credential_type".into(), json!("app"));
+        // CAEP has no type for "a security key or a passkey": roaming (a key, a phone) is
+        // the likelier of its two FIDO2 kinds.
+        let credential_type = match o.factor {
+            Some("webauthn") => "fido2-roaming",
+            _ => "app",
+        };
+        claims.insert("credential_type".into(), json!(credential_type));
         claims.insert("change_type".into(), json!(change_type));
         (CREDENTIAL_CHANGE, Value::Object(claims))
     };
@@ -51,6 +60,7 @@ pub fn signals(o: &Occurrence) -> Vec<(&'static str, Value)> {
         "mfa.reset" => vec![credential("delete")],
         "mfa.enrolled" => vec![credential("create")],
         "mfa.backup_codes_regenerated" => vec![credential("update")],
+        "mfa.factor_removed" => vec![credential("delete")],
         // RISC's `reason` names hijacking or bulk abuse only: a deactivation carries none.
         "user.deactivated" => vec![(ACCOUNT_DISABLED, json!({})), (SESSION_REVOKED, Value::Object(common))],
         "user.reactivated" => vec![(ACCOUNT_ENABLED, json!({}))],
@@ -139,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_reset_is_a_credential_change_of_an_app_deleted_by_an_admin_with_the_reason() {
-        let o = Occurrence { kind: "mfa.reset", at: at(), origin: "console", reason: Some("lost phone") };
+        let o = Occurrence { kind: "mfa.reset", at: at(), origin: "console", reason: Some("lost phone"), factor: None };
         let reset = signals(&o);
         assert_eq!(reset.len(), 1);
         assert_eq!(reset[0].0, CREDENTIAL_CHANGE);
@@ -158,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_deactivation_disables_the_account_and_revokes_its_sessions() {
-        let o = Occurrence { kind: "user.deactivated", at: at(), origin: "directory", reason: Some("gone from LDAP") };
+        let o = Occurrence { kind: "user.deactivated", at: at(), origin: "directory", reason: Some("gone from LDAP"), factor: None };
         let types: Vec<&str> = signals(&o).into_iter().map(|(t, _)| t).collect();
         assert_eq!(types, [ACCOUNT_DISABLED, SESSION_REVOKED]);
         assert_eq!(signals(&Occurrence { kind: "user.reactivated", ..o.clone() })[0].0, ACCOUNT_ENABLED);

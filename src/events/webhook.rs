@@ -44,7 +44,7 @@ impl SigningSecret {
 /// The JSON body of an event: its type, when it happened, and about whom.
 pub fn body(event: &EventRow) -> String {
     let data: Value = serde_json::from_str(&event.data).unwrap_or_else(|_| json!({}));
-    json!({
+    let mut body = json!({
         "type": event.event_type,
         "timestamp": event.at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "data": {
@@ -57,8 +57,12 @@ pub fn body(event: &EventRow) -> String {
             "reason": event.reason,
             "requestId": data.get("requestId"),
         },
-    })
-    .to_string()
+    });
+    // MFA events say which kind of factor (`totp`, `webauthn`) they are about.
+    if let Some(factor) = data.get("factor") {
+        body["data"]["factor"] = factor.clone();
+    }
+    body.to_string()
 }
 
 /// The headers of one attempt (the id is the same on every attempt, the time is now).

@@ -29,7 +29,8 @@ type Reply = Result<HttpResponse, ApiError>;
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MfaStatus {
-    /// `none` (never enrolled), `pending` (must enrol at the next login) or `enrolled`.
+    /// `none` (never enrolled), `pending` (must enrol at the next login) or `enrolled` (holds a
+    /// factor).
     #[schema(pattern = "^(none|pending|enrolled)$")]
     status: &'static str,
     #[schema(format = DateTime)]
@@ -38,6 +39,8 @@ pub(crate) struct MfaStatus {
     last_reset_at: Option<String>,
     #[schema(minimum = 0)]
     backup_codes_remaining: usize,
+    /// The factors the user holds: the authenticator app, then the security keys and passkeys.
+    factors: Vec<super::webauthn_api::Factor>,
 }
 
 /// A started enrolment: the secret for the authenticator app, shown once.
@@ -138,6 +141,7 @@ pub(crate) async fn status(state: web::Data<AppState>, req: HttpRequest, id: web
         enrolled_at: time(s.enrolled_at),
         last_reset_at: time(s.last_reset_at),
         backup_codes_remaining: s.backup_codes_remaining,
+        factors: s.factors.into_iter().map(Into::into).collect(),
     }))
 }
 

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod health;
 pub mod metrics_api;
 pub mod mfa_api;
+pub mod webauthn_api;
 pub mod openapi;
 pub mod origin;
 pub mod request_id;
@@ -117,6 +118,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .wrap(from_fn(auth::api_token))
                 .configure(mfa_api::routes)
+                .configure(webauthn_api::routes)
                 .configure(admin_api::routes)
                 .configure(sync_api::routes)
                 .default_service(web::to(api_io::not_found)),

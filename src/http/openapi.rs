@@ -10,7 +10,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin_api, mfa_api, sync_api};
+use super::{admin_api, mfa_api, sync_api, webauthn_api};
 
 pub(crate) const PATH: &str = "/api/v1/openapi.json";
 
@@ -25,6 +25,8 @@ pub(crate) const PATH: &str = "/api/v1/openapi.json";
     paths(
         mfa_api::status, mfa_api::start_enrolment, mfa_api::confirm, mfa_api::verify, mfa_api::backup_codes, mfa_api::reset,
         mfa_api::enrolment_link,
+        webauthn_api::start_registration, webauthn_api::finish_registration, webauthn_api::start_authentication,
+        webauthn_api::finish_authentication, webauthn_api::remove,
         admin_api::bulk_reset, admin_api::audit,
         sync_api::start, sync_api::list, sync_api::get,
     ),
@@ -48,7 +50,7 @@ impl Modify for Conventions {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         for item in doc.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
                 add_common_errors(op);
             }
         }

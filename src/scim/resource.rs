@@ -351,12 +351,19 @@ pub(crate) fn datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// The name the authenticator app goes by among a user's factors.
+pub(crate) const TOTP_NAME: &str = "Authenticator app";
+
 /// The MFA extension of a user, computed from its factor (never stored in the body).
 #[derive(Debug, Clone)]
 pub(crate) struct MfaView<'a> {
     pub status: &'a str,
     pub enrolled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub last_reset_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the authenticator app was confirmed, if it is.
+    pub totp_enrolled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The security keys and passkeys, a JSON array of `{name, created}` as the store keeps it.
+    pub webauthn: Option<&'a str>,
 }
 
 impl MfaView<'_> {
@@ -376,6 +383,18 @@ impl MfaView<'_> {
         }
         if let Some(t) = &self.last_reset_at {
             ext.insert("lastResetAt".into(), Value::from(datetime(t)));
+        }
+        let mut factors = Vec::new();
+        if let Some(t) = &self.totp_enrolled_at {
+            factors.push(json!({"type": "totp", "name": TOTP_NAME, "created": datetime(t)}));
+        }
+        let keys: Vec<Map<String, Value>> = self.webauthn.and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+        for mut key in keys {
+            key.insert("type".into(), Value::from("webauthn"));
+            factors.push(Value::Object(key));
+        }
+        if !factors.is_empty() {
+            ext.insert("factors".into(), Value::Array(factors));
         }
         Value::Object(ext)
     }
@@ -632,7 +651,7 @@ mod tests {
         .unwrap();
         let now = chrono::Utc::now();
         let meta = Meta { created: now, last_modified: now, version: 3 };
-        let mfa = MfaView { status: "none", enrolled_at: None, last_reset_at: None };
+        let mfa = MfaView { status: "none", enrolled_at: None, last_reset_at: None, totp_enrolled_at: None, webauthn: None };
         render(&USER_RESOURCE, "id1", body, mfa.computed(), &meta, "http://h/scim/v2/Users/id1")
     }
 
@@ -801,7 +820,7 @@ mod props {
             let fields = Fields::of(&text).expect("a stored body reads as fields");
             let now = chrono::Utc::now();
             let computed = || match mfa {
-                true => MfaView { status: "enrolled", enrolled_at: Some(now), last_reset_at: None }.computed(),
+                true => MfaView { status: "enrolled", enrolled_at: Some(now), last_reset_at: None, totp_enrolled_at: Some(now), webauthn: None }.computed(),
                 false => Map::new(),
             };
             let meta = Meta { created: now, last_modified: now, version: 7 };

@@ -464,19 +464,32 @@ pub(crate) static ENTERPRISE_USER_SCHEMA: Schema = Schema {
     ],
 };
 
+const FACTOR_SUBS: [Attribute; 3] = [
+    read_only(Attribute {
+        canonical_values: &["totp", "webauthn"],
+        ..string("type", "totp: an authenticator app; webauthn: a security key or passkey.")
+    }),
+    read_only(string("name", "The factor's name (a security key's is the one its user gave it).")),
+    read_only(attr("created", Kind::DateTime, "When the factor was registered.")),
+];
+
 /// The second factor of a user as SCIM shows it: computed from the MFA store, never stored
 /// in the body; `resetRequested` is the write-only switch that resets it.
 pub(crate) static MFA_USER_SCHEMA: Schema = Schema {
     id: MFA_USER,
     name: "MfaUser",
-    description: "Second-factor (TOTP) state of the User, managed by provisiond",
+    description: "Second factors of the User (authenticator app, security keys and passkeys), managed by provisiond",
     attributes: &[
         read_only(Attribute {
             canonical_values: &["none", "pending", "enrolled"],
-            ..string("status", "none: never enrolled; pending: must (re)enrol at next login; enrolled: a confirmed TOTP factor.")
+            ..string(
+                "status",
+                "none: never enrolled; pending: must (re)enrol at next login; enrolled: holds at least one confirmed factor.",
+            )
         }),
-        read_only(attr("enrolledAt", Kind::DateTime, "When the current factor was confirmed.")),
-        read_only(attr("lastResetAt", Kind::DateTime, "When the factor was last reset.")),
+        read_only(attr("enrolledAt", Kind::DateTime, "When the first of the current factors was confirmed.")),
+        read_only(attr("lastResetAt", Kind::DateTime, "When the factors were last reset.")),
+        read_only(multi("factors", "The factors the User holds (never key material).", &FACTOR_SUBS)),
         Attribute {
             mutability: Mutability::WriteOnly,
             returned: Returned::Never,

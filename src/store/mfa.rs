@@ -5,7 +5,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{mfa_backup_codes, mfa_factors};
+use super::schema::{mfa_backup_codes, mfa_factors, webauthn_ceremonies, webauthn_credentials};
 use super::{DbConn, Result, Tx};
 
 super::text_enum::text_enum! {
@@ -15,7 +15,7 @@ super::text_enum::text_enum! {
         None => "none",
         /// To enrol: new, reset, or enrolment started and not confirmed.
         Pending => "pending",
-        /// A confirmed factor.
+        /// At least one confirmed factor (the authenticator app, a security key or a passkey).
         Enrolled => "enrolled",
     }
 }
@@ -33,6 +33,15 @@ pub struct Factor {
     pub failures: i32,
     pub failures_since: Option<NaiveDateTime>,
     pub locked_until: Option<NaiveDateTime>,
+    /// When the authenticator app was confirmed; `None` while it is not (the user may hold
+    /// WebAuthn credentials only).
+    pub totp_enrolled_at: Option<NaiveDateTime>,
+}
+
+impl Factor {
+    pub fn has_totp(&self) -> bool {
+        self.totp_enrolled_at.is_some()
+    }
 }
 
 /// What the SCIM resource shows of a factor.
@@ -42,11 +51,15 @@ pub struct Summary {
     pub status: FactorStatus,
     pub enrolled_at: Option<NaiveDateTime>,
     pub last_reset_at: Option<NaiveDateTime>,
+    pub totp_enrolled_at: Option<NaiveDateTime>,
+    /// The WebAuthn credentials' names and creation times, as [`super::webauthn::refresh`]
+    /// wrote them (JSON).
+    pub webauthn: Option<String>,
 }
 
 impl Summary {
     pub(crate) fn none() -> Self {
-        Summary { status: FactorStatus::None, enrolled_at: None, last_reset_at: None }
+        Summary { status: FactorStatus::None, enrolled_at: None, last_reset_at: None, totp_enrolled_at: None, webauthn: None }
     }
 }
 
@@ -61,14 +74,14 @@ pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
     Ok(mfa_factors::table.find(user_id).select(Factor::as_select()).first(conn).optional()?)
 }
 
-/// Stores a new unconfirmed secret unless a confirmed factor exists; whether it did.
+/// Stores a new unconfirmed secret unless a confirmed one exists; whether it did. A user who
+/// never had a factor is then `pending`; one with a security key stays `enrolled`.
 pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool> {
-    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(FactorStatus::Enrolled)))
-        .set((
-            mfa_factors::status.eq(FactorStatus::Pending),
-            mfa_factors::secret_sealed.eq(sealed),
-            mfa_factors::last_step.eq(None::<i64>),
-        ))
+    let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::totp_enrolled_at.is_null()))
+        .set((mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>)))
+        .execute(tx.conn())?;
+    diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(FactorStatus::None)))
+        .set(mfa_factors::status.eq(FactorStatus::Pending))
         .execute(tx.conn())?;
     Ok(n == 1)
 }
@@ -76,7 +89,7 @@ pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool>
 /// Forgets a secret waiting for confirmation (a new enrolment link starts afresh); a confirmed
 /// factor is left alone.
 pub(crate) fn clear_pending(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
-    diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(FactorStatus::Enrolled)))
+    diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::totp_enrolled_at.is_null()))
         .set((mfa_factors::secret_sealed.eq(None::<String>), mfa_factors::last_step.eq(None::<i64>)))
         .execute(tx.conn())?;
     Ok(())
@@ -88,18 +101,40 @@ pub fn confirm(tx: &mut Tx, user_id: &str, sealed: &str, step: i64, at: NaiveDat
     let n = diesel::update(
         mfa_factors::table
             .find(user_id)
-            .filter(mfa_factors::status.eq(FactorStatus::Pending))
+            .filter(mfa_factors::totp_enrolled_at.is_null())
             .filter(mfa_factors::secret_sealed.eq(sealed)),
     )
     .set((
-        mfa_factors::status.eq(FactorStatus::Enrolled),
-        mfa_factors::enrolled_at.eq(at),
+        mfa_factors::totp_enrolled_at.eq(at),
         mfa_factors::last_step.eq(step),
         mfa_factors::failures.eq(0),
         mfa_factors::failures_since.eq(None::<NaiveDateTime>),
     ))
     .execute(conn)?;
+    if n == 1 {
+        mark_enrolled(tx, user_id, at)?;
+    }
     Ok(n == 1)
+}
+
+/// The user holds a confirmed factor: `enrolled`, since `at` unless it already was.
+pub(crate) fn mark_enrolled(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
+    diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.ne(FactorStatus::Enrolled)))
+        .set((mfa_factors::status.eq(FactorStatus::Enrolled), mfa_factors::enrolled_at.eq(at)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The user's last factor is gone (a credential removed): `pending`, to enrol again, with the
+/// backup codes that went with the factors.
+pub(crate) fn mark_pending(tx: &mut Tx, user_id: &str) -> Result<(), diesel::result::Error> {
+    let conn = tx.conn();
+    diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
+    diesel::update(mfa_factors::table.find(user_id))
+        .set((mfa_factors::status.eq(FactorStatus::Pending), mfa_factors::enrolled_at.eq(None::<NaiveDateTime>)))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Accepts TOTP step `step` unless it (or a later one) was accepted before: replays lose.
@@ -108,7 +143,7 @@ pub(crate) fn accept_step(tx: &mut Tx, user_id: &str, step: i64, at: NaiveDateTi
     let n = diesel::update(
         mfa_factors::table
             .find(user_id)
-            .filter(mfa_factors::status.eq(FactorStatus::Enrolled))
+            .filter(mfa_factors::totp_enrolled_at.is_not_null())
             .filter(mfa_factors::last_step.is_null().or(mfa_factors::last_step.lt(step)))
             .filter(mfa_factors::locked_until.is_null().or(mfa_factors::locked_until.le(at))),
     )
@@ -186,10 +221,13 @@ pub(crate) fn lock(tx: &mut Tx, user_id: &str, status: Option<FactorStatus>) -> 
     Ok(row.is_some_and(|current| status.is_none_or(|st| st == current)))
 }
 
-/// Forgets the factor: no secret, no codes, no lockout; the user must enrol again.
+/// Forgets every factor: no secret, no codes, no security keys or passkeys, no lockout; the
+/// user must enrol again.
 pub(crate) fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usize, diesel::result::Error> {
     let conn = tx.conn();
     diesel::delete(mfa_backup_codes::table.filter(mfa_backup_codes::user_id.eq(user_id))).execute(conn)?;
+    diesel::delete(webauthn_credentials::table.filter(webauthn_credentials::user_id.eq(user_id))).execute(conn)?;
+    diesel::delete(webauthn_ceremonies::table.filter(webauthn_ceremonies::user_id.eq(user_id))).execute(conn)?;
     diesel::update(mfa_factors::table.find(user_id))
         .set((
             mfa_factors::status.eq(FactorStatus::Pending),
@@ -200,6 +238,8 @@ pub(crate) fn reset(tx: &mut Tx, user_id: &str, at: NaiveDateTime) -> Result<usi
             mfa_factors::failures.eq(0),
             mfa_factors::failures_since.eq(None::<NaiveDateTime>),
             mfa_factors::locked_until.eq(None::<NaiveDateTime>),
+            mfa_factors::totp_enrolled_at.eq(None::<NaiveDateTime>),
+            mfa_factors::webauthn.eq(None::<String>),
         ))
         .execute(conn)
 }

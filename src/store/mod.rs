@@ -30,6 +30,7 @@ pub mod user_search;
 pub mod user_sort;
 mod user_values;
 pub mod users;
+pub mod webauthn;
 mod writer;
 
 use std::sync::Arc;

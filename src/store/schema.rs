@@ -49,6 +49,31 @@ diesel::table! {
         failures -> Integer,
         failures_since -> Nullable<Timestamp>,
         locked_until -> Nullable<Timestamp>,
+        totp_enrolled_at -> Nullable<Timestamp>,
+        webauthn -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webauthn_credentials (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        aaguid -> Nullable<Text>,
+        credential -> Text,
+        sign_count -> BigInt,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    webauthn_ceremonies (id) {
+        id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        state -> Text,
+        expires_at -> Timestamp,
     }
 }
 
@@ -118,6 +143,8 @@ diesel::joinable!(group_users -> users (user_id));
 diesel::joinable!(mfa_factors -> users (user_id));
 diesel::joinable!(mfa_enrolment_links -> users (user_id));
 diesel::joinable!(mfa_backup_codes -> users (user_id));
+diesel::joinable!(webauthn_credentials -> users (user_id));
+diesel::joinable!(webauthn_ceremonies -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     user_values,

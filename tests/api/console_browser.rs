@@ -23,7 +23,7 @@ fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("console-screenshots")
 }
 
-fn shoot(browser: &Browser, name: &str) -> PathBuf {
+pub(crate) fn shoot(browser: &Browser, name: &str) -> PathBuf {
     let path = screenshots().join(format!("{name}.png"));
     browser.screenshot(&path);
     println!("screenshot: {}", path.display());
@@ -36,7 +36,7 @@ fn code(app: &TestApp, secret: &[u8]) -> String {
 }
 
 /// Signs in through the sign-in page; the browser ends on the Users page.
-fn sign_in(browser: &Browser, app: &TestApp, name: &str, password: &str, secret: &[u8]) {
+pub(crate) fn sign_in(browser: &Browser, app: &TestApp, name: &str, password: &str, secret: &[u8]) {
     // A code is accepted once: the next one comes 30 s later.
     app.clock.advance(Duration::seconds(30));
     browser.goto(&format!("{}/console/sign-in", app.base));
@@ -53,7 +53,7 @@ fn status_of(browser: &Browser, user: &str) -> String {
 }
 
 /// Every CSP violation, script error or failed load chromium reported.
-fn console_problems(browser: &Browser) -> Vec<String> {
+pub(crate) fn console_problems(browser: &Browser) -> Vec<String> {
     browser
         .console_log()
         .into_iter()

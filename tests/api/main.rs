@@ -39,5 +39,7 @@ mod sync;
 mod sync_groups;
 mod systemd;
 mod users;
+mod webauthn;
+mod webauthn_browser;
 mod webdriver;
 mod webhooks;

@@ -28,7 +28,12 @@ fn new_user(app: &TestApp, name: &str) -> String {
 pub fn enrol(app: &TestApp, id: &str) -> (Vec<u8>, Vec<String>) {
     let r = app.post(&format!("/api/v1/users/{id}/mfa/totp"), &json!({}));
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let secret = Policy::decode_base32(r.body["secret"].as_str().unwrap()).unwrap();
+    confirm_started(app, id, r.body["secret"].as_str().unwrap())
+}
+
+/// Confirms the enrolment started with the (base32) `secret`; the raw secret and the backup codes.
+pub fn confirm_started(app: &TestApp, id: &str, secret: &str) -> (Vec<u8>, Vec<String>) {
+    let secret = Policy::decode_base32(secret).unwrap();
     let r = app.post(&format!("/api/v1/users/{id}/mfa/totp/confirm"), &json!({"code": code_now(app, &secret)}));
     assert_eq!(r.status, 200, "{:?}", r.body);
     let codes = r.body["backupCodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
@@ -55,7 +60,7 @@ fn audit(app: &TestApp, query: &str) -> Value {
 fn enrolment_gives_uri_qr_and_backup_codes_and_refuses_a_second_factor() {
     let app = TestApp::spawn();
     let id = new_user(&app, "bjensen@example.com");
-    assert_eq!(status(&app, &id), json!({"status": "none", "enrolledAt": null, "lastResetAt": null, "backupCodesRemaining": 0}));
+    assert_eq!(status(&app, &id), json!({"status": "none", "enrolledAt": null, "lastResetAt": null, "backupCodesRemaining": 0, "factors": []}));
 
     let start = app.post(&format!("/api/v1/users/{id}/mfa/totp"), &json!({}));
     assert_eq!(start.status, 201);

@@ -20,6 +20,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/sync/runs/{id}"),
     ("post", "/api/v1/users/{id}/mfa/enrolment-links"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/users/{id}/mfa/webauthn/registration"),
+    ("post", "/api/v1/users/{id}/mfa/webauthn/registration/finish"),
+    ("post", "/api/v1/users/{id}/mfa/webauthn/authentication"),
+    ("post", "/api/v1/users/{id}/mfa/webauthn/authentication/finish"),
+    ("delete", "/api/v1/users/{id}/mfa/webauthn/{credentialId}"),
 ];
 
 #[test]

@@ -89,7 +89,7 @@ fn a_token_signed_with_the_daemons_key_verifies_elsewhere_with_the_served_keys()
             issued_at: chrono::Utc::now(),
         };
         let occurrence =
-            set::Occurrence { kind: "mfa.reset", at: chrono::Utc::now(), origin: "console", reason: Some("lost phone") };
+            set::Occurrence { kind: "mfa.reset", at: chrono::Utc::now(), origin: "console", reason: Some("lost phone"), factor: None };
         let (event_type, event) = set::signals(&occurrence).remove(0);
         let jti = "0193d6a0-jti";
         let token = set::sign(&keys, &envelope, jti, event_type, event).unwrap();

@@ -41,7 +41,7 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -195,6 +195,30 @@ impl Browser {
     /// Runs `script` (a function body; `arguments` holds `args`) in the page and gives its result.
     pub fn execute(&self, script: &str, args: &[Value]) -> Value {
         self.send("POST", "/execute/sync", Some(&json!({"script": script, "args": args})))
+    }
+
+    /// Runs `script` asynchronously: it ends by calling `arguments[arguments.length - 1]` with
+    /// its result (the WebDriver way to wait for a promise).
+    pub fn execute_async(&self, script: &str, args: &[Value]) -> Value {
+        self.send("POST", "/execute/async", Some(&json!({"script": script, "args": args})))
+    }
+
+    /// A virtual security key (WebDriver's WebAuthn extension): USB, CTAP2, with user
+    /// verification that succeeds. Its id; the browser uses it for every ceremony until removed.
+    pub fn add_security_key(&self) -> String {
+        let options = json!({"protocol": "ctap2", "transport": "usb", "hasResidentKey": true,
+                             "hasUserVerification": true, "isUserVerified": true});
+        let v = self.send("POST", "/webauthn/authenticator", Some(&options));
+        v.as_str().expect("an authenticator id").to_string()
+    }
+
+    pub fn remove_security_key(&self, id: &str) {
+        self.send("DELETE", &format!("/webauthn/authenticator/{id}"), None);
+    }
+
+    /// The credentials a virtual security key holds (`credentialId`, `rpId`, `signCount`, …).
+    pub fn security_key_credentials(&self, id: &str) -> Vec<Value> {
+        self.send("GET", &format!("/webauthn/authenticator/{id}/credentials"), None).as_array().unwrap().clone()
     }
 
     /// Waits until the page has loaded and htmx has no request in flight.

@@ -8,11 +8,11 @@ use super::{backup_codes, user_name, BackupCodes, Enrolment, Mfa, Policy};
 use crate::domain::audit::{self, Actor};
 use crate::domain::events;
 use crate::domain::{Error, Invalid, Result};
-use crate::store::mfa::FactorStatus;
 use crate::store::{self, mfa as factors, users as store_users};
 
 impl Mfa {
-    /// Starts (or restarts) enrolment with a new secret; refused over a confirmed factor.
+    /// Starts (or restarts) enrolment with a new secret; refused over a confirmed authenticator
+    /// app (a user with security keys may add one).
     pub fn start_enrolment(&self, user_id: &str) -> Result<Enrolment> {
         self.begin(user_id, false)
     }
@@ -23,8 +23,8 @@ impl Mfa {
     pub(super) fn begin(&self, user_id: &str, reuse: bool) -> Result<Enrolment> {
         let mut conn = self.pool.get()?;
         let user = store_users::get(&mut conn, user_id)?.ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))?;
-        if user.mfa.status == FactorStatus::Enrolled {
-            return Err(Error::conflict("the user has a confirmed factor; reset it before enrolling again"));
+        if user.mfa.totp_enrolled_at.is_some() {
+            return Err(Error::conflict("the user has a confirmed authenticator app; reset it before enrolling again"));
         }
         let waiting = match reuse {
             true => self.factor(&mut conn, user_id)?.secret_sealed.and_then(|sealed| self.sealer.open(user_id, &sealed).ok()),
@@ -38,7 +38,9 @@ impl Mfa {
                 store::write_tx(&mut conn, |tx| {
                     self.check_sealing_key(tx)?;
                     if !factors::start_enrolment(tx, user_id, &sealed)? {
-                        return Err(Error::conflict("the user has a confirmed factor; reset it before enrolling again"));
+                        return Err(Error::conflict(
+                            "the user has a confirmed authenticator app; reset it before enrolling again",
+                        ));
                     }
                     Ok(())
                 })?;
@@ -54,7 +56,7 @@ impl Mfa {
     pub fn confirm(&self, user_id: &str, code: &str, actor: &Actor) -> Result<BackupCodes> {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
-        if f.status != FactorStatus::Pending || f.secret_sealed.is_none() {
+        if f.has_totp() || f.secret_sealed.is_none() {
             return Err(Error::conflict("no enrolment in progress: start one with POST …/mfa/totp"));
         }
         let secret = self.secret(&f)?;
@@ -102,7 +104,7 @@ impl Mfa {
                     audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, user, actor, None, Some(json!({"count": codes.len()}))),
                 ],
             )?;
-            events::record_for(conn, events::MFA_ENROLLED, user_id, actor, None, at)?;
+            events::record_factor(conn, events::MFA_ENROLLED, events::Factor::Totp, user_id, actor, None, at)?;
             Ok(())
         })?;
         Ok(BackupCodes(codes))

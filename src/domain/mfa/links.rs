@@ -8,6 +8,9 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use serde_json::json;
 
+use webauthn_rs::prelude::{CreationChallengeResponse, RegisterPublicKeyCredential};
+
+use super::webauthn::Started;
 use super::{lockout, BackupCodes, Enrolment, Mfa, Verification};
 use crate::domain::audit::{self, Actor, Origin};
 use crate::domain::{credentials, Error, Invalid, Result};
@@ -421,6 +424,67 @@ impl Links {
             // The waiting secret changed meanwhile (enrolment restarted elsewhere): the page
             // shows the new one.
             Err(Error::Conflict { .. }) => Ok(Confirmed::WrongCode),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a security key or passkey registered from the page did.
+#[derive(Debug)]
+pub enum KeyAdded {
+    /// The key is the user's factor: their backup codes, shown once.
+    Enrolled(BackupCodes),
+    /// The browser's response was refused, or the ceremony is gone: why, in a sentence.
+    Refused(String),
+    /// The link is unknown, expired, replaced or used.
+    Dead,
+}
+
+impl Links {
+    /// Whether the page can offer security keys and passkeys (a relying party is configured).
+    pub fn offers_webauthn(&self) -> bool {
+        self.mfa.webauthn.is_some()
+    }
+
+    /// Starts registering a security key or passkey from the page of a live link: the options
+    /// for `navigator.credentials.create()`. `None`: the link does not work.
+    pub fn start_webauthn(&self, token: &str) -> Result<Option<Started<CreationChallengeResponse>>> {
+        let mut conn = self.mfa.pool.get()?;
+        let (_, at) = self.mfa.now();
+        let Some(user) = self.live(&mut conn, token, at)? else { return Ok(None) };
+        self.mfa.start_registration(&user.id).map(Some)
+    }
+
+    /// Finishes the registration started from the page: the key becomes the user's factor and
+    /// the link is used up, as a confirmed code does.
+    pub fn finish_webauthn(
+        &self,
+        token: &str,
+        ceremony_id: &str,
+        name: &str,
+        response: &RegisterPublicKeyCredential,
+        request_id: Option<String>,
+    ) -> Result<KeyAdded> {
+        let mut conn = self.mfa.pool.get()?;
+        let (_, at) = self.mfa.now();
+        let Some(user) = self.live(&mut conn, token, at)? else { return Ok(KeyAdded::Dead) };
+        let actor = Actor::new(Origin::Link, user.user_name(), request_id);
+        let hash = credentials::hash(token);
+        let done = self.mfa.finish_registration(&user.id, ceremony_id, name, response, &actor, |tx| {
+            // Single use, as for a code: of two finishes racing, the second finds the link gone.
+            match stored::take(tx, &hash)? {
+                true => Ok(()),
+                false => Err(Error::NotFound("the link was used meanwhile".into())),
+            }
+        });
+        match done {
+            Ok(registered) => Ok(match registered.backup_codes {
+                Some(codes) => KeyAdded::Enrolled(codes),
+                // Another factor was confirmed meanwhile (it had the codes): the link is gone.
+                None => KeyAdded::Dead,
+            }),
+            Err(Error::NotFound(_)) => Ok(KeyAdded::Dead),
+            Err(e @ (Error::Conflict { .. } | Error::Invalid { .. })) => Ok(KeyAdded::Refused(e.to_string())),
             Err(e) => Err(e),
         }
     }

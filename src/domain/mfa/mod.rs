@@ -1,5 +1,6 @@
-//! The TOTP second factor: enrolment, verification with replay refusal and lockout, backup
-//! codes, and resets for one user or many. Secrets are sealed (`seal`), codes hashed.
+//! Second factors: the authenticator app (TOTP: enrolment, verification with replay refusal and
+//! lockout), security keys and passkeys (`webauthn`), backup codes, and resets of them all for
+//! one user or many. Secrets are sealed (`seal`), codes hashed.
 
 pub mod backup_codes;
 mod enrolment;
@@ -7,6 +8,7 @@ pub mod links;
 pub mod reset;
 pub mod seal;
 pub mod totp;
+pub mod webauthn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub(crate) struct Status {
     pub backup_codes_remaining: usize,
     /// Until when wrong codes lock verification (only while it holds).
     pub locked_until: Option<NaiveDateTime>,
+    pub factors: Vec<webauthn::FactorInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +152,8 @@ pub struct Mfa {
     lockout_window: chrono::Duration,
     max_bulk: usize,
     clock: Arc<dyn Clock>,
+    /// Security keys and passkeys, when a relying party is configured.
+    webauthn: Option<Arc<webauthn::RelyingParty>>,
 }
 
 impl Mfa {
@@ -161,7 +166,14 @@ impl Mfa {
             lockout_window: chrono::Duration::seconds(config.lockout_window as i64),
             max_bulk: config.max_bulk_reset,
             clock,
+            webauthn: None,
         }
+    }
+
+    /// Runs WebAuthn ceremonies for `relying_party` (built once at start from `[mfa.webauthn]`).
+    pub fn with_webauthn(mut self, relying_party: Option<webauthn::RelyingParty>) -> Self {
+        self.webauthn = relying_party.map(Arc::new);
+        self
     }
 
     fn now(&self) -> (chrono::DateTime<Utc>, NaiveDateTime) {
@@ -189,6 +201,7 @@ impl Mfa {
             last_reset_at: f.last_reset_at,
             backup_codes_remaining: remaining,
             locked_until: f.locked_until.filter(|u| *u > at),
+            factors: self.factors(user_id)?,
         })
     }
 
@@ -241,7 +254,8 @@ impl Mfa {
         }
     }
 
-    /// Checks a TOTP code or an unused backup code.
+    /// Checks a TOTP code or an unused backup code (a user with security keys only has the
+    /// latter).
     pub fn verify(&self, user_id: &str, code: &str, actor: &Actor) -> Result<Verification> {
         let mut conn = self.pool.get()?;
         let f = self.factor(&mut conn, user_id)?;
@@ -252,8 +266,11 @@ impl Mfa {
         if f.status != FactorStatus::Enrolled {
             return Err(Error::conflict(format!("the user has no confirmed factor (status {})", f.status)));
         }
-        let secret = self.secret(&f)?;
-        if let Some(step) = self.policy.check(&secret, code, now.timestamp().max(0) as u64) {
+        let step = match f.has_totp() {
+            true => self.policy.check(&self.secret(&f)?, code, now.timestamp().max(0) as u64),
+            false => None,
+        };
+        if let Some(step) = step {
             // A step accepted before (or an older one) is a replay and counts as a failure;
             // so does a right code while a lockout (set by a parallel request) holds.
             if store::write_tx(&mut conn, |tx| factors::accept_step(tx, user_id, step as i64, at))? {

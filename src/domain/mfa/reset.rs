@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use crate::domain::audit::{self, Actor};
-use crate::domain::events;
+use crate::domain::events::{self, Factor};
 use crate::scim::error::ScimError;
 use crate::store::{self, Tx};
 
@@ -49,8 +49,10 @@ fn cut(text: &str) -> &str {
     }
 }
 
-/// Resets the factor of `user` (`(id, userName)`): secret, backup codes and enrolment link
-/// deleted, status `pending`, lockout cleared, `mfa.reset` audited. Resetting a pending user is a harmless
+/// Resets every factor of `user` (`(id, userName)`): the authenticator app's secret, the
+/// security keys and passkeys, the backup codes and the enrolment link deleted, status
+/// `pending`, lockout cleared; `mfa.reset` audited with what was removed (kinds and names),
+/// and one security event per kind of factor removed. Resetting a pending user is a harmless
 /// no-op that is still audited. Returns the status before the reset; `Gone` when the user was
 /// deleted meanwhile.
 pub(crate) fn reset_in_tx(
@@ -64,12 +66,28 @@ pub(crate) fn reset_in_tx(
     if !store::mfa::lock(conn, user.0, None)? {
         return Err(store::Error::Gone(format!("user {} no longer exists", user.0)));
     }
-    let previous = store::mfa::get(conn, user.0)?.map(|f| f.status).unwrap_or(store::mfa::FactorStatus::None);
+    let factor = store::mfa::get(conn, user.0)?;
+    let previous = factor.as_ref().map(|f| f.status).unwrap_or(store::mfa::FactorStatus::None);
+    let mut removed = Vec::new();
+    if factor.as_ref().is_some_and(|f| f.has_totp()) {
+        removed.push((Factor::Totp, super::webauthn::TOTP_NAME.to_string()));
+    }
+    removed.extend(store::webauthn::of_user(conn, user.0)?.into_iter().map(|c| (Factor::Webauthn, c.name)));
     store::mfa::reset(conn, user.0, at)?;
     store::enrolment_links::delete_of(conn, user.0)?;
-    let event = audit::event(at, audit::MFA_RESET, user, actor, reason.map(cut), Some(json!({"previousStatus": previous})));
+    let listed: Vec<_> = removed.iter().map(|(kind, name)| json!({"type": kind.as_str(), "name": name})).collect();
+    let detail = json!({"previousStatus": previous, "removed": listed});
+    let event = audit::event(at, audit::MFA_RESET, user, actor, reason.map(cut), Some(detail));
     audit::write(conn, &[event])?;
-    events::record_for(conn, events::MFA_RESET, user.0, actor, reason.map(cut), at)?;
+    let mut kinds: Vec<Factor> = removed.iter().map(|(kind, _)| *kind).collect();
+    kinds.dedup();
+    if kinds.is_empty() {
+        // Nothing was held (a pending user): receivers still hear of the reset, as before.
+        events::record_for(conn, events::MFA_RESET, user.0, actor, reason.map(cut), at)?;
+    }
+    for kind in kinds {
+        events::record_factor(conn, events::MFA_RESET, kind, user.0, actor, reason.map(cut), at)?;
+    }
     Ok(previous)
 }
 
