@@ -61,7 +61,10 @@ impl Webauthn {
             },
             (None, None) => return Ok(None),
         };
-        if id.is_empty() || id.parse::<std::net::IpAddr>().is_ok() || id.trim_start_matches('[').parse::<std::net::Ipv6Addr>().is_ok() {
+        if id.is_empty()
+            || id.parse::<std::net::IpAddr>().is_ok()
+            || id.trim_start_matches('[').parse::<std::net::Ipv6Addr>().is_ok()
+        {
             return Err(format!(
                 "mfa.webauthn.rp_id: {id:?} must be a domain name (browsers refuse IP addresses; use localhost for a test)"
             ));
@@ -77,10 +80,11 @@ impl Webauthn {
             }
         }
         for o in &origins {
-            if !matches!(o.scheme(), "https" | "http") {
+            let host = o.host_str().unwrap_or_default().to_ascii_lowercase();
+            // Browsers run WebAuthn on secure contexts only: https, or http on localhost.
+            if !(o.scheme() == "https" || (o.scheme() == "http" && host == "localhost")) {
                 return Err(format!("mfa.webauthn.origins: {o} must start with https:// (or http:// for localhost)"));
             }
-            let host = o.host_str().unwrap_or_default().to_ascii_lowercase();
             if host != id && !host.ends_with(&format!(".{id}")) {
                 return Err(format!("mfa.webauthn.origins: {o} is not on the domain {id} (mfa.webauthn.rp_id)"));
             }
@@ -116,12 +120,27 @@ mod tests {
 
     #[test]
     fn origins_must_be_on_the_relying_partys_domain() {
-        let ok = rp(r#"rp_id = "example.com"
-origins = ["https://login.example.com", "https://example.com:8443"]"#, None);
+        let ok = rp(
+            r#"rp_id = "example.com"
+origins = ["https://login.example.com", "https://example.com:8443"]"#,
+            None,
+        );
         assert_eq!(ok.unwrap().unwrap().origins.len(), 2);
-        let e = rp(r#"rp_id = "example.com"
-origins = ["https://example.org"]"#, None).unwrap_err();
+        let e = rp(
+            r#"rp_id = "example.com"
+origins = ["https://example.org"]"#,
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("not on the domain example.com"), "{e}");
+        let e = rp(
+            r#"rp_id = "example.com"
+origins = ["http://login.example.com"]"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.contains("must start with https://"), "{e}");
+        assert!(rp("", Some("http://localhost:8080")).unwrap().is_some(), "http on localhost");
         let e = rp(r#"rp_id = "example.com""#, None).unwrap_err();
         assert!(e.starts_with("mfa.webauthn.origins"), "{e}");
         assert_eq!(rp("", Some("http://127.0.0.1:8080")).unwrap(), None, "no relying party on an IP address");

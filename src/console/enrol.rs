@@ -113,20 +113,15 @@ async fn enrol_form(
 /// The page after enrolment: what was set up, and the backup codes, shown once.
 fn done(console: &Console, req: &HttpRequest, factor: &str, codes: &BackupCodes) -> HttpResponse {
     let issuer = &console.config.mfa.issuer;
-    let text =
-        format!("Backup codes for {issuer}\n\nEach code signs you in once. Keep them somewhere safe.\n\n{}\n", codes.0.join("\n"));
+    let text = format!(
+        "Backup codes for {issuer}\n\nEach code signs you in once. Keep them somewhere safe.\n\n{}\n",
+        codes.0.join("\n")
+    );
     let href = format!("data:text/plain;charset=utf-8,{}", crate::config::percent_encode(&text));
     page_with(
         req,
         StatusCode::OK,
-        EnrolDone {
-            nav: Nav::none(),
-            issuer,
-            factor,
-            codes: &codes.0,
-            download_href: &href,
-            download_name: "backup-codes.txt",
-        },
+        EnrolDone { nav: Nav::none(), issuer, factor, codes: &codes.0, download_href: &href, download_name: "backup-codes.txt" },
     )
 }
 
@@ -182,7 +177,7 @@ async fn webauthn_options(console: web::Data<Arc<Console>>, req: HttpRequest, to
         Ok(Ok(Some(started))) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(serde_json::json!({"ceremonyId": started.ceremony_id, "options": started.options})),
-        Ok(Ok(None)) => gone(&req),
+        Ok(Ok(None) | Err(crate::domain::Error::NotFound(_))) => gone(&req),
         Ok(Err(e @ (crate::domain::Error::Conflict { .. } | crate::domain::Error::Invalid { .. }))) => {
             HttpResponse::Conflict().json(serde_json::json!({"detail": e.to_string()}))
         }
@@ -203,7 +198,12 @@ struct KeyForm {
 }
 
 /// The form the page's script sends once the browser made the credential.
-async fn add_key(console: web::Data<Arc<Console>>, req: HttpRequest, token: web::Path<String>, form: web::Form<KeyForm>) -> HttpResponse {
+async fn add_key(
+    console: web::Data<Arc<Console>>,
+    req: HttpRequest,
+    token: web::Path<String>,
+    form: web::Form<KeyForm>,
+) -> HttpResponse {
     let token = token.into_inner();
     let form = form.into_inner();
     let response = match serde_json::from_str(&form.credential) {

@@ -167,8 +167,21 @@ mod tests {
     }
 
     #[test]
+    fn a_security_key_is_a_roaming_fido2_credential_and_its_removal_a_delete() {
+        let o = Occurrence { kind: "mfa.reset", at: at(), origin: "api", reason: None, factor: Some("webauthn") };
+        assert_eq!(signals(&o)[0].1["credential_type"], "fido2-roaming");
+        assert_eq!(signals(&Occurrence { factor: Some("totp"), ..o.clone() })[0].1["credential_type"], "app");
+        let removed = signals(&Occurrence { kind: "mfa.factor_removed", ..o });
+        assert_eq!(
+            (removed[0].0, removed[0].1["change_type"].as_str(), removed[0].1["credential_type"].as_str()),
+            (CREDENTIAL_CHANGE, Some("delete"), Some("fido2-roaming"))
+        );
+    }
+
+    #[test]
     fn a_deactivation_disables_the_account_and_revokes_its_sessions() {
-        let o = Occurrence { kind: "user.deactivated", at: at(), origin: "directory", reason: Some("gone from LDAP"), factor: None };
+        let o =
+            Occurrence { kind: "user.deactivated", at: at(), origin: "directory", reason: Some("gone from LDAP"), factor: None };
         let types: Vec<&str> = signals(&o).into_iter().map(|(t, _)| t).collect();
         assert_eq!(types, [ACCOUNT_DISABLED, SESSION_REVOKED]);
         assert_eq!(signals(&Occurrence { kind: "user.reactivated", ..o.clone() })[0].0, ACCOUNT_ENABLED);

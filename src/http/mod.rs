@@ -7,7 +7,6 @@ pub mod discovery;
 pub mod health;
 pub mod metrics_api;
 pub mod mfa_api;
-pub mod webauthn_api;
 pub mod openapi;
 pub mod origin;
 pub mod request_id;
@@ -17,6 +16,7 @@ pub mod scim_search;
 pub mod scim_users;
 pub mod ssf;
 pub mod sync_api;
+pub mod webauthn_api;
 
 use std::sync::Arc;
 

@@ -47,11 +47,7 @@ fn ceremony<T: Serialize>(started: Started<T>) -> Result<Ceremony, ApiError> {
     // webauthn-rs wraps the options in `{"publicKey": …}`, as `navigator.credentials` takes them.
     let mut options = serde_json::to_value(&started.options).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
     let public_key = options.get_mut("publicKey").map(Value::take).unwrap_or(options);
-    Ok(Ceremony {
-        ceremony_id: started.ceremony_id,
-        expires_at: datetime(&started.expires_at.and_utc()),
-        public_key,
-    })
+    Ok(Ceremony { ceremony_id: started.ceremony_id, expires_at: datetime(&started.expires_at.and_utc()), public_key })
 }
 
 /// One of a user's factors (never key material).
@@ -199,8 +195,7 @@ pub(crate) async fn finish_registration(
     let name = required(&body, "name")?.to_string();
     let response = credential(&mut body, "navigator.credentials.create()")?;
     let mfa = state.mfa.clone();
-    let done =
-        blocking(move || mfa.finish_registration(&id, &ceremony_id, &name, &response, &actor, |_| Ok(()))).await?;
+    let done = blocking(move || mfa.finish_registration(&id, &ceremony_id, &name, &response, &actor, |_| Ok(()))).await?;
     let body = Registered { factor: done.factor.into(), backup_codes: done.backup_codes.map(|c| c.0) };
     Ok(HttpResponse::Created().insert_header(no_store()).json(body))
 }

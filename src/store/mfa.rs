@@ -77,11 +77,11 @@ pub fn get(conn: &mut DbConn, user_id: &str) -> Result<Option<Factor>> {
 /// Stores a new unconfirmed secret unless a confirmed one exists; whether it did. A user who
 /// never had a factor is then `pending`; one with a security key stays `enrolled`.
 pub fn start_enrolment(tx: &mut Tx, user_id: &str, sealed: &str) -> Result<bool> {
+    // One statement: PostgreSQL checks the user's foreign key again when a transaction updates
+    // a row it has updated before, which would lock the user after the factor.
+    let status = diesel::dsl::sql::<diesel::sql_types::Text>("CASE WHEN status = 'none' THEN 'pending' ELSE status END");
     let n = diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::totp_enrolled_at.is_null()))
-        .set((mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>)))
-        .execute(tx.conn())?;
-    diesel::update(mfa_factors::table.find(user_id).filter(mfa_factors::status.eq(FactorStatus::None)))
-        .set(mfa_factors::status.eq(FactorStatus::Pending))
+        .set((mfa_factors::secret_sealed.eq(sealed), mfa_factors::last_step.eq(None::<i64>), mfa_factors::status.eq(status)))
         .execute(tx.conn())?;
     Ok(n == 1)
 }

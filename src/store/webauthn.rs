@@ -52,13 +52,11 @@ pub fn of_user(conn: &mut DbConn, user_id: &str) -> Result<Vec<Credential>> {
 
 /// Adds a credential; false when one with this id is registered already (to anyone).
 pub fn insert(tx: &mut Tx, new: &NewCredential) -> Result<bool, diesel::result::Error> {
-    let conn = tx.conn();
-    let taken = webauthn_credentials::table.find(new.id).count().get_result::<i64>(conn)? > 0;
-    if taken {
-        return Ok(false);
-    }
-    diesel::insert_into(webauthn_credentials::table).values(new).execute(conn)?;
-    Ok(true)
+    let n = match tx.conn() {
+        DbConn::Pg(pg) => diesel::insert_into(webauthn_credentials::table).values(new).on_conflict_do_nothing().execute(pg)?,
+        DbConn::Sqlite(c) => diesel::insert_into(webauthn_credentials::table).values(new).on_conflict_do_nothing().execute(c)?,
+    };
+    Ok(n == 1)
 }
 
 /// Removes one of the user's credentials; its name, or `None` when the user has no such one.
@@ -79,7 +77,13 @@ pub fn get(conn: &mut DbConn, id: &str) -> Result<Option<Credential>> {
 /// credential as the authentication left it. Refused (false) unless the count is above the
 /// one stored, or 0 on both sides (an authenticator that counts nothing): an equal or lower
 /// count means another copy of the key signed meanwhile, or this assertion was seen before.
-pub fn record_use(tx: &mut Tx, id: &str, sign_count: i64, updated: &str, at: NaiveDateTime) -> Result<bool, diesel::result::Error> {
+pub fn record_use(
+    tx: &mut Tx,
+    id: &str,
+    sign_count: i64,
+    updated: &str,
+    at: NaiveDateTime,
+) -> Result<bool, diesel::result::Error> {
     use webauthn_credentials::dsl as c;
     let changes = (c::credential.eq(updated), c::sign_count.eq(sign_count), c::last_used_at.eq(at));
     let conn = tx.conn();
@@ -131,8 +135,13 @@ impl Kind {
     }
 }
 
-/// Stores a ceremony's state until `expires_at`; expired ceremonies of anyone are dropped on
-/// the way (each start cleans up after the ones nobody finished).
+/// The most ceremonies a user may have waiting: a client that starts and never finishes
+/// pushes out its own oldest, and fills nothing.
+const MAX_WAITING: i64 = 20;
+
+/// Stores a ceremony's state until `expires_at`. The user's ceremonies that expired, or the
+/// oldest beyond [`MAX_WAITING`], are dropped on the way (only the user's: another user's rows
+/// may be locked by a reset running meanwhile).
 pub fn put_ceremony(
     tx: &mut Tx,
     id: &str,
@@ -143,7 +152,11 @@ pub fn put_ceremony(
     expires_at: NaiveDateTime,
 ) -> Result<(), diesel::result::Error> {
     let conn = tx.conn();
-    diesel::delete(webauthn_ceremonies::table.filter(webauthn_ceremonies::expires_at.le(at))).execute(conn)?;
+    let mine = webauthn_ceremonies::table.filter(webauthn_ceremonies::user_id.eq(user_id));
+    diesel::delete(mine.filter(webauthn_ceremonies::expires_at.le(at))).execute(conn)?;
+    let keep: Vec<String> =
+        mine.order(webauthn_ceremonies::expires_at.desc()).select(webauthn_ceremonies::id).limit(MAX_WAITING - 1).load(conn)?;
+    diesel::delete(mine.filter(webauthn_ceremonies::id.ne_all(keep))).execute(conn)?;
     diesel::insert_into(webauthn_ceremonies::table)
         .values((
             webauthn_ceremonies::id.eq(id),
@@ -159,7 +172,12 @@ pub fn put_ceremony(
 /// Takes the user's ceremony of this kind for good: its state and expiry, or `None` when there
 /// is none (unknown, another user's or kind, or taken already). Of two finishes racing, one
 /// gets it.
-pub fn take_ceremony(tx: &mut Tx, id: &str, user_id: &str, kind: Kind) -> Result<Option<(String, NaiveDateTime)>, diesel::result::Error> {
+pub fn take_ceremony(
+    tx: &mut Tx,
+    id: &str,
+    user_id: &str,
+    kind: Kind,
+) -> Result<Option<(String, NaiveDateTime)>, diesel::result::Error> {
     let conn = tx.conn();
     let mine = webauthn_ceremonies::table
         .find(id)

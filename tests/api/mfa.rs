@@ -60,7 +60,10 @@ fn audit(app: &TestApp, query: &str) -> Value {
 fn enrolment_gives_uri_qr_and_backup_codes_and_refuses_a_second_factor() {
     let app = TestApp::spawn();
     let id = new_user(&app, "bjensen@example.com");
-    assert_eq!(status(&app, &id), json!({"status": "none", "enrolledAt": null, "lastResetAt": null, "backupCodesRemaining": 0, "factors": []}));
+    assert_eq!(
+        status(&app, &id),
+        json!({"status": "none", "enrolledAt": null, "lastResetAt": null, "backupCodesRemaining": 0, "factors": []})
+    );
 
     let start = app.post(&format!("/api/v1/users/{id}/mfa/totp"), &json!({}));
     assert_eq!(start.status, 201);

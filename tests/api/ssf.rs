@@ -88,8 +88,13 @@ fn a_token_signed_with_the_daemons_key_verifies_elsewhere_with_the_served_keys()
             sub_id: set::user_subject("iss_sub", ISSUER, "u-1", "ada", None),
             issued_at: chrono::Utc::now(),
         };
-        let occurrence =
-            set::Occurrence { kind: "mfa.reset", at: chrono::Utc::now(), origin: "console", reason: Some("lost phone"), factor: None };
+        let occurrence = set::Occurrence {
+            kind: "mfa.reset",
+            at: chrono::Utc::now(),
+            origin: "console",
+            reason: Some("lost phone"),
+            factor: None,
+        };
         let (event_type, event) = set::signals(&occurrence).remove(0);
         let jti = "0193d6a0-jti";
         let token = set::sign(&keys, &envelope, jti, event_type, event).unwrap();

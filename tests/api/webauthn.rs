@@ -226,6 +226,30 @@ fn a_ceremony_expires_after_five_minutes() {
 }
 
 #[test]
+fn a_registration_started_before_a_reset_does_not_survive_it_and_waiting_ones_are_bounded() {
+    let app = spawn();
+    let id = user(&app, "edsger");
+    let mut k = key();
+    let (ceremony, options) = start_registration(&app, &id);
+    let credential = k.do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
+    let r = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "offboarding"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = finish_registration(&app, &id, &ceremony, "Key", &credential);
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(status(&app, &id)["factors"], json!([]), "the reset removed every factor, this one too");
+
+    // A client that starts and never finishes pushes out its own oldest ceremonies (20 wait).
+    let (oldest, options) = start_registration(&app, &id);
+    let credential = k.do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
+    for _ in 0..20 {
+        start_registration(&app, &id);
+    }
+    let r = finish_registration(&app, &id, &oldest, "Key", &credential);
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(register(&app, &id, &mut k, "Key").status, 201, "a new ceremony works");
+}
+
+#[test]
 fn a_counter_that_goes_back_is_refused_and_audited() {
     let app = spawn();
     let id = user(&app, "mallory-victim");
@@ -320,7 +344,10 @@ fn a_key_is_removed_alone_and_a_reset_clears_every_factor_with_one_event_per_kin
     let r = app.post(&format!("/api/v1/users/{id}/mfa/reset"), &json!({"reason": "lost bag"}));
     assert_eq!(r.status, 200, "{:?}", r.body);
     let s = status(&app, &id);
-    assert_eq!((s["status"].as_str(), s["factors"].clone(), s["backupCodesRemaining"].clone()), (Some("pending"), json!([]), json!(0)));
+    assert_eq!(
+        (s["status"].as_str(), s["factors"].clone(), s["backupCodesRemaining"].clone()),
+        (Some("pending"), json!([]), json!(0))
+    );
     assert_eq!(app.post(&path(&id, "authentication"), &json!({})).status, 409, "no key is left to sign in with");
     let reset = &audit(&app, &id, "mfa.reset")[0];
     assert_eq!(

@@ -62,7 +62,10 @@ fn register_key(app: &TestApp, browser: &Browser, id: &str, name: &str) -> Reply
     let start = app.post(&api(id, "registration"), &json!({}));
     assert_eq!(start.status, 200, "{:?}", start.body);
     let credential = ceremony(browser, "create", &start.body["publicKey"]).expect("the key registers");
-    app.post(&api(id, "registration/finish"), &json!({"ceremonyId": start.body["ceremonyId"], "name": name, "credential": credential}))
+    app.post(
+        &api(id, "registration/finish"),
+        &json!({"ceremonyId": start.body["ceremonyId"], "name": name, "credential": credential}),
+    )
 }
 
 fn factor_names(app: &TestApp, id: &str) -> Vec<String> {
@@ -85,6 +88,7 @@ fn webauthn_browser_a_key_added_on_the_enrolment_page_signs_in_and_a_reset_clear
     browser.goto(&link);
     browser.wait_text("h1", "Set up your authenticator app");
     browser.wait_text("#webauthn h2", "security key or passkey");
+    let shown_secret = browser.find("#secret").text();
     browser.execute("document.getElementById('key-name').value = 'Laptop key';", &[]);
     shoot(&browser, "enrolment-page-webauthn");
     browser.find("#add-key-button").click();
@@ -95,6 +99,12 @@ fn webauthn_browser_a_key_added_on_the_enrolment_page_signs_in_and_a_reset_clear
     assert_eq!((held.len(), held[0]["rpId"].as_str()), (1, Some("localhost")), "{held:?}");
     assert_eq!(crate::mfa::status(&app, &id)["status"], "enrolled");
     assert_eq!(factor_names(&app, &id), ["Laptop key"]);
+    // The secret the page showed ended with the link: nobody can confirm it later.
+    let secret = provisiond::domain::mfa::Policy::decode_base32(&shown_secret).expect("the secret shown is base32");
+    let now = provisiond::clock::Clock::now(&*app.clock).timestamp() as u64;
+    let code = provisiond::domain::mfa::Policy::from_config(&app.config.mfa).code_at(&secret, now);
+    let r = app.post(&format!("/api/v1/users/{id}/mfa/totp/confirm"), &json!({"code": code}));
+    assert_eq!(r.status, 409, "{:?}", r.body);
     assert_eq!(console_problems(&browser), Vec::<String>::new(), "no CSP violation or script error");
     browser.goto(&link);
     browser.wait_text("h1", "This link does not work");

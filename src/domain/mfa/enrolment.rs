@@ -37,6 +37,7 @@ impl Mfa {
                 let sealed = self.sealer.seal(user_id, &secret);
                 store::write_tx(&mut conn, |tx| {
                     self.check_sealing_key(tx)?;
+                    factors::lock_user(tx, user_id)?;
                     if !factors::start_enrolment(tx, user_id, &sealed)? {
                         return Err(Error::conflict(
                             "the user has a confirmed authenticator app; reset it before enrolling again",

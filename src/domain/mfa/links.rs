@@ -449,9 +449,9 @@ impl Links {
     /// Starts registering a security key or passkey from the page of a live link: the options
     /// for `navigator.credentials.create()`. `None`: the link does not work.
     pub fn start_webauthn(&self, token: &str) -> Result<Option<Started<CreationChallengeResponse>>> {
-        let mut conn = self.mfa.pool.get()?;
         let (_, at) = self.mfa.now();
-        let Some(user) = self.live(&mut conn, token, at)? else { return Ok(None) };
+        // One connection at a time: the registration takes its own.
+        let Some(user) = self.live(&mut *self.mfa.pool.get()?, token, at)? else { return Ok(None) };
         self.mfa.start_registration(&user.id).map(Some)
     }
 
@@ -465,17 +465,18 @@ impl Links {
         response: &RegisterPublicKeyCredential,
         request_id: Option<String>,
     ) -> Result<KeyAdded> {
-        let mut conn = self.mfa.pool.get()?;
         let (_, at) = self.mfa.now();
-        let Some(user) = self.live(&mut conn, token, at)? else { return Ok(KeyAdded::Dead) };
+        let Some(user) = self.live(&mut *self.mfa.pool.get()?, token, at)? else { return Ok(KeyAdded::Dead) };
         let actor = Actor::new(Origin::Link, user.user_name(), request_id);
         let hash = credentials::hash(token);
         let done = self.mfa.finish_registration(&user.id, ceremony_id, name, response, &actor, |tx| {
             // Single use, as for a code: of two finishes racing, the second finds the link gone.
-            match stored::take(tx, &hash)? {
-                true => Ok(()),
-                false => Err(Error::NotFound("the link was used meanwhile".into())),
+            if !stored::take(tx, &hash)? {
+                return Err(Error::NotFound("the link was used meanwhile".into()));
             }
+            // The secret the page showed ends with the link: the user chose the key.
+            factors::clear_pending(tx, &user.id)?;
+            Ok(())
         });
         match done {
             Ok(registered) => Ok(match registered.backup_codes {

@@ -201,7 +201,7 @@ impl Mfa {
             last_reset_at: f.last_reset_at,
             backup_codes_remaining: remaining,
             locked_until: f.locked_until.filter(|u| *u > at),
-            factors: self.factors(user_id)?,
+            factors: self.factors(&mut conn, user_id)?,
         })
     }
 

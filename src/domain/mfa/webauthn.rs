@@ -90,11 +90,16 @@ pub struct Registered {
 /// The answer to a finished authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assertion {
-    Valid { credential_id: String, name: String },
+    Valid {
+        credential_id: String,
+        name: String,
+    },
     /// The response does not prove the key (wrong origin, signature, challenge…): why.
     Refused(String),
     /// The signature counter went back: another copy of the key signed. Refused and audited.
-    CloneSuspected { credential_id: String },
+    CloneSuspected {
+        credential_id: String,
+    },
 }
 
 /// A WebAuthn user handle for a user id: not the id itself (authenticators may show or keep
@@ -115,11 +120,8 @@ fn authenticator_data(response: &RegisterPublicKeyCredential) -> (Option<Uuid>, 
     let count = data.get(33..37).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as i64).unwrap_or(0);
     // Flag AT (0x40): attested credential data follows the counter, the AAGUID first.
     let attested = data.get(32).is_some_and(|flags| flags & 0x40 != 0);
-    let aaguid = data
-        .get(37..53)
-        .filter(|_| attested)
-        .map(|b| Uuid::from_bytes(b.try_into().expect("16 bytes")))
-        .filter(|u| !u.is_nil());
+    let aaguid =
+        data.get(37..53).filter(|_| attested).map(|b| Uuid::from_bytes(b.try_into().expect("16 bytes"))).filter(|u| !u.is_nil());
     (aaguid, count)
 }
 
@@ -185,9 +187,8 @@ impl Mfa {
 
     /// The user's factors: the authenticator app (once confirmed), then the security keys and
     /// passkeys, oldest first.
-    pub(crate) fn factors(&self, user_id: &str) -> Result<Vec<FactorInfo>> {
-        let mut conn = self.pool.get()?;
-        let f = self.factor(&mut conn, user_id)?;
+    pub(super) fn factors(&self, conn: &mut store::DbConn, user_id: &str) -> Result<Vec<FactorInfo>> {
+        let f = self.factor(conn, user_id)?;
         let mut out = Vec::new();
         if let Some(created) = f.totp_enrolled_at {
             let last_used = f
@@ -206,7 +207,7 @@ impl Mfa {
                 last_used,
             });
         }
-        out.extend(stored::of_user(&mut conn, user_id)?.iter().map(info));
+        out.extend(stored::of_user(conn, user_id)?.iter().map(info));
         Ok(out)
     }
 
@@ -230,14 +231,14 @@ impl Mfa {
     }
 
     /// Takes the user's ceremony for good (used or not, it cannot be finished again) and reads
-    /// its state, unless it expired.
+    /// its state and when it started, unless it expired.
     fn take<T: serde::de::DeserializeOwned>(
         &self,
         conn: &mut store::PooledConn,
         user_id: &str,
         ceremony_id: &str,
         kind: Kind,
-    ) -> Result<T> {
+    ) -> Result<(T, NaiveDateTime)> {
         let (_, at) = self.now();
         let what = match kind {
             Kind::Registration => "registration",
@@ -252,7 +253,8 @@ impl Mfa {
         if expires_at <= at {
             return Err(Error::conflict(format!("the {what} expired (after 5 minutes): start a new one")));
         }
-        serde_json::from_str(&state).map_err(|e| corrupt("a stored WebAuthn ceremony", e))
+        let state = serde_json::from_str(&state).map_err(|e| corrupt("a stored WebAuthn ceremony", e))?;
+        Ok((state, expires_at - CEREMONY_TTL))
     }
 
     /// Starts registering a security key or passkey: the options for
@@ -297,7 +299,7 @@ impl Mfa {
         let rp = self.relying_party()?;
         let name = credential_name(name)?;
         let mut conn = self.pool.get()?;
-        let state: SecurityKeyRegistration = self.take(&mut conn, user_id, ceremony_id, Kind::Registration)?;
+        let (state, started): (SecurityKeyRegistration, _) = self.take(&mut conn, user_id, ceremony_id, Kind::Registration)?;
         let key = rp
             .webauthn
             .finish_securitykey_registration(response, &state)
@@ -336,8 +338,17 @@ impl Mfa {
             if stored::of_user(tx, user_id)?.len() as i64 >= MAX_PER_USER {
                 return Err(too_many());
             }
-            // First now, inside the transaction: another factor confirmed meanwhile has the codes.
-            let first = factors::get(tx, user_id)?.is_some_and(|f| f.status != FactorStatus::Enrolled);
+            let factor = factors::get(tx, user_id)?.ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))?;
+            // A reset since the ceremony started removed every factor: a key begun before it
+            // must not survive it.
+            if factor.last_reset_at.is_some_and(|reset| reset >= started) {
+                return Err(Error::conflict("the user's factors were reset meanwhile: start the registration again"));
+            }
+            // First now, inside the transaction: read before it, it may have changed (a factor
+            // removed meanwhile would leave this one without backup codes).
+            if (factor.status != FactorStatus::Enrolled) != first {
+                return Err(Error::conflict("the user's factors changed meanwhile: start the registration again"));
+            }
             if !stored::insert(tx, &new)? {
                 return Err(Error::conflict("this security key or passkey is registered already"));
             }
@@ -345,15 +356,15 @@ impl Mfa {
             let user = (user_id, user_name.as_str());
             let detail = json!({"method": "webauthn", "name": name, "credentialId": id, "aaguid": aaguid});
             let mut trail = vec![audit::event(at, audit::MFA_ENROLLED, user, actor, None, Some(detail))];
-            let codes = match (first, codes) {
-                (true, Some(codes)) => {
+            let codes = match codes {
+                Some(codes) => {
                     factors::replace_codes(tx, user_id, &hashes)?;
                     store::enrolment_links::delete_of(tx, user_id)?;
                     let detail = json!({"count": codes.len()});
                     trail.push(audit::event(at, audit::MFA_BACKUP_CODES_GENERATED, user, actor, None, Some(detail)));
                     Some(BackupCodes(codes))
                 }
-                _ => None,
+                None => None,
             };
             audit::write(tx, &trail)?;
             events::record_factor(tx, events::MFA_ENROLLED, events::Factor::Webauthn, user_id, actor, None, at)?;
@@ -399,7 +410,7 @@ impl Mfa {
     ) -> Result<Assertion> {
         let rp = self.relying_party()?;
         let mut conn = self.pool.get()?;
-        let state: SecurityKeyAuthentication = self.take(&mut conn, user_id, ceremony_id, Kind::Authentication)?;
+        let (state, _): (SecurityKeyAuthentication, _) = self.take(&mut conn, user_id, ceremony_id, Kind::Authentication)?;
         let credential_id = URL_SAFE_NO_PAD.encode(&response.raw_id);
         let result = match rp.webauthn.finish_securitykey_authentication(response, &state) {
             Ok(result) => result,
@@ -413,12 +424,17 @@ impl Mfa {
             // Removed (or reset) since the start.
             return Ok(Assertion::Refused("the security key or passkey is no longer registered".into()));
         };
-        let mut key: SecurityKey = serde_json::from_str(&row.credential).map_err(|e| corrupt("a stored WebAuthn credential", e))?;
+        let mut key: SecurityKey =
+            serde_json::from_str(&row.credential).map_err(|e| corrupt("a stored WebAuthn credential", e))?;
         key.update_credential(&result);
         let updated = serde_json::to_string(&key).map_err(|e| corrupt("a WebAuthn credential", e))?;
         let (_, at) = self.now();
-        let counted = store::write_tx(&mut conn, |tx| stored::record_use(tx, &credential_id, result.counter() as i64, &updated, at))?;
+        let counted =
+            store::write_tx(&mut conn, |tx| stored::record_use(tx, &credential_id, result.counter() as i64, &updated, at))?;
         if !counted {
+            if stored::get(&mut conn, &credential_id)?.is_none() {
+                return Ok(Assertion::Refused("the security key or passkey is no longer registered".into()));
+            }
             return self.clone_suspected(&mut conn, user_id, &credential_id, actor);
         }
         Ok(Assertion::Valid { credential_id, name: row.name })
