@@ -90,6 +90,7 @@ impl From<FactorInfo> for Factor {
 
 /// `{"ceremonyId", "name", "credential"}`.
 #[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
 #[allow(dead_code)] // documents the body `finish_registration` reads
 pub(crate) struct RegistrationFinish {
     ceremony_id: String,
@@ -113,6 +114,7 @@ pub(crate) struct Registered {
 
 /// `{"ceremonyId", "credential"}`.
 #[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
 #[allow(dead_code)] // documents the body `finish_authentication` reads
 pub(crate) struct AuthenticationFinish {
     ceremony_id: String,
@@ -142,6 +144,15 @@ pub(crate) struct Refused {
     #[schema(pattern = "^(refused|clone_suspected)$")]
     error: &'static str,
     detail: String,
+}
+
+/// A 401 of `finish_authentication`: a refused response, or the token check's error.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum AssertionUnauthorized {
+    Refused(Refused),
+    NoToken(ApiErrorBody),
 }
 
 fn required<'a>(body: &'a Value, key: &str) -> Result<&'a str, ApiError> {
@@ -222,7 +233,8 @@ pub(crate) async fn start_authentication(state: web::Data<AppState>, req: HttpRe
     responses(
         (status = 200, description = "The key proved the user (scope mfa)", body = Verified),
         (status = 400, description = "A malformed body", body = ApiErrorBody),
-        (status = 401, description = "The response was refused (`valid: false`), or no valid bearer token", body = Refused),
+        (status = 401, description = "The response was refused (`valid: false`), or no valid bearer token",
+            body = inline(AssertionUnauthorized)),
         (status = 404, description = "No such user", body = ApiErrorBody),
         (status = 409, description = "No such authentication waiting (finished already, which refuses a replay, \
             or expired)", body = ApiErrorBody),

@@ -132,6 +132,10 @@ fn a_key_registered_over_the_api_signs_in_and_is_listed_without_key_material() {
     assert_eq!(scim.body[MFA]["factors"][0]["type"], "webauthn");
     assert_eq!(scim.body[MFA]["factors"][0]["name"], "YubiKey 5C");
     assert!(scim.body[MFA]["factors"][0]["created"].as_str().unwrap().ends_with('Z'));
+    // A user with a key only counts as enrolled wherever status is asked (the console's list
+    // filters the same way).
+    let found = app.filter(&format!("{MFA}:status eq \"enrolled\""));
+    assert_eq!(crate::helpers::user_names(&found), ["ada"]);
 
     // The key proves the user, again and again (its counter goes up each time).
     for _ in 0..2 {

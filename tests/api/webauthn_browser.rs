@@ -36,7 +36,7 @@ fn ceremony(browser: &Browser, call: &str, options: &Value) -> Result<Value, Str
          navigator.credentials.{call}({{publicKey: parse(arguments[0])}})
            .then(c => done({{ok: c.toJSON()}}), e => done({{error: e.name + ': ' + e.message}}));"
     );
-    let v = browser.execute_async(&script, &[options.clone()]);
+    let v = browser.execute_async(&script, std::slice::from_ref(options));
     match v.get("ok") {
         Some(credential) => Ok(credential.clone()),
         None => Err(v["error"].as_str().unwrap_or_default().to_string()),
