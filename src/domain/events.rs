@@ -124,10 +124,7 @@ pub(crate) fn record_for(
     reason: Option<&str>,
     at: NaiveDateTime,
 ) -> store::Result<()> {
-    match store::users::get(tx, user_id)? {
-        Some(user) => record(tx, kind, Subject::of(&user), actor, reason, at),
-        None => Ok(()),
-    }
+    record_about(tx, kind, None, user_id, actor, reason, at)
 }
 
 /// [`record_for`] of an event about one kind of factor.
@@ -140,8 +137,20 @@ pub(crate) fn record_factor(
     reason: Option<&str>,
     at: NaiveDateTime,
 ) -> store::Result<()> {
+    record_about(tx, kind, Some(factor), user_id, actor, reason, at)
+}
+
+fn record_about(
+    tx: &mut Tx,
+    kind: &str,
+    factor: Option<Factor>,
+    user_id: &str,
+    actor: &Actor,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> store::Result<()> {
     match store::users::get(tx, user_id)? {
-        Some(user) => record_with(tx, kind, Subject::of(&user), Some(factor), actor, reason, at),
+        Some(user) => record_with(tx, kind, Subject::of(&user), factor, actor, reason, at),
         None => Ok(()),
     }
 }

@@ -14,6 +14,7 @@ use super::api_io::{blocking, read_object, require, string_field, ApiError, ApiE
 use super::AppState;
 use crate::domain::audit::Origin;
 use crate::domain::mfa::webauthn::{Assertion, FactorInfo, Started};
+use crate::domain::mfa::Mfa;
 use crate::domain::tokens::Scope;
 use crate::scim::resource::datetime;
 
@@ -167,6 +168,19 @@ fn credential<T: DeserializeOwned>(body: &mut Value, from: &str) -> Result<T, Ap
     })
 }
 
+/// The ceremony `begin` starts for user `id`: its options, kept by no cache.
+async fn start<T: Serialize + Send + 'static>(
+    state: &AppState,
+    req: &HttpRequest,
+    id: String,
+    begin: impl FnOnce(&Mfa, &str) -> crate::domain::Result<Started<T>> + Send + 'static,
+) -> Reply {
+    require(req, &[Scope::Mfa], Origin::Api)?;
+    let mfa = state.mfa.clone();
+    let started = blocking(move || begin(&mfa, &id)).await?;
+    Ok(HttpResponse::Ok().insert_header(no_store()).json(ceremony(started)?))
+}
+
 /// Starts registering a security key or passkey.
 #[utoipa::path(post, path = "/api/v1/users/{id}/mfa/webauthn/registration", tag = "mfa",
     params(("id" = String, Path, description = "SCIM user id")),
@@ -176,10 +190,7 @@ fn credential<T: DeserializeOwned>(body: &mut Value, from: &str) -> Result<T, Ap
         (status = 409, description = "The user holds 10 credentials already, or security keys are not configured", body = ApiErrorBody),
     ))]
 pub(crate) async fn start_registration(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
-    require(&req, &[Scope::Mfa], Origin::Api)?;
-    let mfa = state.mfa.clone();
-    let started = blocking(move || mfa.start_registration(&id)).await?;
-    Ok(HttpResponse::Ok().insert_header(no_store()).json(ceremony(started)?))
+    start(&state, &req, id.into_inner(), |mfa, id| mfa.start_registration(id)).await
 }
 
 /// Finishes a registration: the key is the user's.
@@ -220,10 +231,7 @@ pub(crate) async fn finish_registration(
         (status = 409, description = "The user has no security key or passkey, or they are not configured", body = ApiErrorBody),
     ))]
 pub(crate) async fn start_authentication(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Reply {
-    require(&req, &[Scope::Mfa], Origin::Api)?;
-    let mfa = state.mfa.clone();
-    let started = blocking(move || mfa.start_authentication(&id)).await?;
-    Ok(HttpResponse::Ok().insert_header(no_store()).json(ceremony(started)?))
+    start(&state, &req, id.into_inner(), |mfa, id| mfa.start_authentication(id)).await
 }
 
 /// Finishes an authentication: whether the key proved the user.
