@@ -36,6 +36,9 @@ pub struct Factor {
     /// When the authenticator app was confirmed; `None` while it is not (the user may hold
     /// WebAuthn credentials only).
     pub totp_enrolled_at: Option<NaiveDateTime>,
+    /// The summary of the user's WebAuthn credentials ([`super::webauthn::refresh`]); `None`
+    /// while they hold none.
+    pub webauthn: Option<String>,
 }
 
 impl Factor {

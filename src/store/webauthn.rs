@@ -50,6 +50,15 @@ pub fn of_user(conn: &mut DbConn, user_id: &str) -> Result<Vec<Credential>> {
         .load(conn)?)
 }
 
+/// The names of the user's credentials, oldest first.
+pub fn names_of(conn: &mut DbConn, user_id: &str) -> Result<Vec<String>> {
+    Ok(webauthn_credentials::table
+        .filter(webauthn_credentials::user_id.eq(user_id))
+        .order((webauthn_credentials::created_at, webauthn_credentials::id))
+        .select(webauthn_credentials::name)
+        .load(conn)?)
+}
+
 /// Adds a credential; false when one with this id is registered already (to anyone).
 pub fn insert(tx: &mut Tx, new: &NewCredential) -> Result<bool, diesel::result::Error> {
     let n = match tx.conn() {

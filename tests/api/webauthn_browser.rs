@@ -68,6 +68,14 @@ fn register_key(app: &TestApp, browser: &Browser, id: &str, name: &str) -> Reply
     )
 }
 
+/// Screenshots at the window's width and at a phone's 360 px.
+fn shoot_both(browser: &Browser, name: &str) {
+    shoot(browser, name);
+    browser.phone(360, 740);
+    shoot(browser, &format!("{name}-360"));
+    browser.desktop();
+}
+
 fn factor_names(app: &TestApp, id: &str) -> Vec<String> {
     let s = crate::mfa::status(app, id);
     s["factors"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
@@ -90,11 +98,11 @@ fn webauthn_browser_a_key_added_on_the_enrolment_page_signs_in_and_a_reset_clear
     browser.wait_text("#webauthn h2", "security key or passkey");
     let shown_secret = browser.find("#secret").text();
     browser.execute("document.getElementById('key-name').value = 'Laptop key';", &[]);
-    shoot(&browser, "enrolment-page-webauthn");
+    shoot_both(&browser, "enrolment-page-webauthn");
     browser.find("#add-key-button").click();
     browser.wait_text("h1", "Your security key is set up");
     assert_eq!(browser.find_all("#backup-codes li").len(), 10);
-    shoot(&browser, "enrolment-security-key-done");
+    shoot_both(&browser, "enrolment-security-key-done");
     let held = browser.security_key_credentials(&laptop);
     assert_eq!((held.len(), held[0]["rpId"].as_str()), (1, Some("localhost")), "{held:?}");
     assert_eq!(crate::mfa::status(&app, &id)["status"], "enrolled");
@@ -149,7 +157,11 @@ fn webauthn_browser_a_key_added_on_the_enrolment_page_signs_in_and_a_reset_clear
     let rows: Vec<String> = browser.find_all("#factors tr").iter().map(|r| r.text()).collect();
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert!(rows[3].contains("Spare <key>"), "shown as text: {rows:?}");
-    shoot(&browser, "user-factors");
+    shoot_both(&browser, "user-factors");
+    browser.goto(&format!("{}/console/users/reset?id={id}", app.base));
+    browser.wait_text("body", "security keys, passkeys and backup codes are removed");
+    shoot_both(&browser, "reset-confirmation");
+    browser.goto(&format!("{}/console/users/{id}", app.base));
     browser.find("button[aria-label='Remove Spare <key>']").click();
     browser.wait("the spare key to go", || (browser.find_all("#factors tr").len() == 3).then_some(()));
     assert_eq!(factor_names(&app, &id), ["Authenticator app", "Laptop key", "Phone"]);
